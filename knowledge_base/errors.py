@@ -1,0 +1,27 @@
+"""Errors that reach a person: each says what was wrong and what to do next."""
+
+from __future__ import annotations
+
+
+class Llm4tagError(Exception):
+    """Base class for every error llm4tag reports to its user instead of a traceback."""
+
+
+class InputError(Llm4tagError, ValueError):
+    """The content or argument given is unusable (empty text, unknown tag, bad option)."""
+
+
+class LoadError(Llm4tagError):
+    """A file could not be loaded; nothing from it was written to the knowledge base."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None):
+        where = path or ""
+        if line is not None:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path = path
+        self.line = line
+
+
+class KnowledgeBaseError(Llm4tagError):
+    """The knowledge base directory is missing, locked, or was built with another encoder."""

@@ -1,0 +1,280 @@
+"""Readers for the three kinds of input a knowledge base is built from.
+
+- Tag repository: TSV, CSV or JSONL with a name and optional description, synonyms and parent.
+- Annotated samples: JSONL with ``text``, ``tags`` and optional ``id`` and ``incorrect_tags``.
+- Domain documents: plain text or Markdown files (definitions, tagging rules), split into passages.
+
+Every reader parses the whole file before anything is written, so a file with a bad line either
+stops with the file and line named (``on_error="stop"``) or is loaded without the bad lines,
+which are listed in the report (``on_error="skip"``). Nothing is loaded half-way.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal
+
+from .errors import InputError, LoadError
+
+OnError = Literal["stop", "skip"]
+_NAME_COLUMNS = ("tag", "name", "label")
+_LIST_SPLIT = re.compile(r"\s*[|;]\s*")
+
+
+@dataclass(frozen=True)
+class Tag:
+    name: str
+    description: str = ""
+    synonyms: tuple[str, ...] = ()
+    parent: str | None = None
+
+    def embedding_text(self) -> str:
+        """What the encoder sees for a tag: its readable name, synonyms and description."""
+        parts = [humanize_tag(self.name)]
+        if self.synonyms:
+            parts.append("also: " + ", ".join(self.synonyms))
+        if self.description:
+            parts.append(self.description)
+        return ". ".join(parts)
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    text: str
+    tags: tuple[str, ...]
+    incorrect_tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    source: str
+    text: str
+
+
+@dataclass
+class Problem:
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+@dataclass
+class Parsed:
+    """Records read from a file plus the lines that could not be read."""
+
+    records: list = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def humanize_tag(name: str) -> str:
+    """``works-with::image`` → ``works-with: image``; ``card_arrival`` → ``card arrival``."""
+    return name.replace("::", ": ").replace("_", " ").strip()
+
+
+def clean_text(text: str) -> str:
+    """Strip surrounding whitespace and control characters that break tokenizers and JSON."""
+    return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", " ", text).strip()
+
+
+def require_text(text: str | None) -> str:
+    """The content to tag, cleaned; raises a clear error when nothing is left."""
+    if text is None or not isinstance(text, str):
+        raise InputError("the content must be a string of text")
+    cleaned = clean_text(text)
+    if not cleaned:
+        raise InputError("the content is empty (or only whitespace); give some text to tag")
+    return cleaned
+
+
+def content_id(text: str) -> str:
+    """A stable id for a content that came without one, so re-loading it does not duplicate it."""
+    return "sha1:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _decoded_lines(path: Path, parsed: Parsed) -> Iterable[tuple[int, str]]:
+    if not path.is_file():
+        raise LoadError("file not found", str(path))
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            parsed.problems.append(Problem(str(path), number, f"not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save the file as UTF-8"))
+
+
+def _as_list(value, what: str) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        items = _LIST_SPLIT.split(value)
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = value
+    else:
+        raise ValueError(f"'{what}' must be a list of strings")
+    seen: dict[str, None] = {}
+    for item in items:
+        item = clean_text(item)
+        if item:
+            seen.setdefault(item, None)
+    return tuple(seen)
+
+
+def _finish(parsed: Parsed, on_error: OnError, path: Path, what: str) -> Parsed:
+    if parsed.problems and on_error == "stop":
+        first = parsed.problems[0]
+        more = f" (and {len(parsed.problems) - 1} more bad lines)" if len(parsed.problems) > 1 else ""
+        raise LoadError(f"{first.message}{more}; nothing was loaded. Fix the line or load with --on-error skip", first.path, first.line)
+    if not parsed.records:
+        raise LoadError(f"no {what} found in the file; nothing was loaded", str(path))
+    return parsed
+
+
+def read_tags(path: str | Path, on_error: OnError = "stop") -> Parsed:
+    """Read a tag repository from .tsv, .csv or .jsonl. Duplicate names keep the first entry."""
+    path = Path(path)
+    parsed = Parsed()
+    suffix = path.suffix.lower()
+    rows: list[tuple[int, dict]] = []
+    if suffix in (".jsonl", ".json"):
+        for number, line in _decoded_lines(path, parsed):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError("each line must be a JSON object")
+            except ValueError as exc:
+                parsed.problems.append(Problem(str(path), number, f"malformed JSON ({exc})"))
+                continue
+            rows.append((number, obj))
+    elif suffix in (".tsv", ".csv", ".txt"):
+        delimiter = "," if suffix == ".csv" else "\t"
+        lines = list(_decoded_lines(path, parsed))
+        reader = csv.reader(io.StringIO("\n".join(text for _, text in lines)), delimiter=delimiter)
+        header: list[str] | None = None
+        for (number, _), cells in zip(lines, reader):
+            if not any(c.strip() for c in cells):
+                continue
+            if header is None:
+                lowered = [c.strip().lower() for c in cells]
+                if any(name in lowered for name in _NAME_COLUMNS):
+                    header = lowered
+                    continue
+                header = ["name", "description", "synonyms", "parent"][: max(len(cells), 1)]
+            rows.append((number, dict(zip(header, cells))))
+    else:
+        raise LoadError(f"unsupported tag repository format {suffix!r}; use .tsv, .csv or .jsonl", str(path))
+
+    seen: set[str] = set()
+    for number, row in rows:
+        try:
+            name = next((row[c] for c in _NAME_COLUMNS if row.get(c)), None)
+            if not isinstance(name, str) or not clean_text(name):
+                raise ValueError("missing tag name (column 'tag' or 'name')")
+            name = clean_text(name)
+            description = clean_text(str(row.get("description") or ""))
+            synonyms = _as_list(row.get("synonyms"), "synonyms")
+            parent = clean_text(str(row.get("parent") or "")) or None
+        except ValueError as exc:
+            parsed.problems.append(Problem(str(path), number, str(exc)))
+            continue
+        if name in seen:
+            parsed.warnings.append(f"{path}:{number}: duplicate tag {name!r} ignored (the first entry is kept)")
+            continue
+        seen.add(name)
+        parsed.records.append(Tag(name, description, synonyms, parent))
+    return _finish(parsed, on_error, path, "tags")
+
+
+def read_samples(path: str | Path, on_error: OnError = "stop") -> Parsed:
+    """Read annotated samples from JSONL (``text``, ``tags``, optional ``id``, ``incorrect_tags``)."""
+    path = Path(path)
+    parsed = Parsed()
+    seen: dict[str, int] = {}
+    for number, line in _decoded_lines(path, parsed):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("each line must be a JSON object")
+            text = obj.get("text")
+            if not isinstance(text, str) or not clean_text(text):
+                raise ValueError("'text' is missing or empty")
+            text = clean_text(text)
+            tags = _as_list(obj.get("tags"), "tags")
+            incorrect = tuple(t for t in _as_list(obj.get("incorrect_tags"), "incorrect_tags") if t not in tags)
+            if not tags and not incorrect:
+                raise ValueError("no 'tags' (and no 'incorrect_tags'): an annotated sample needs at least one")
+            raw_id = obj.get("id")
+            sample_id = clean_text(str(raw_id)) if raw_id not in (None, "") else content_id(text)
+        except ValueError as exc:
+            parsed.problems.append(Problem(str(path), number, f"malformed sample ({exc})"))
+            continue
+        if sample_id in seen:
+            parsed.warnings.append(f"{path}:{number}: id {sample_id!r} repeats line {seen[sample_id]}; the later line wins")
+            parsed.records = [r for r in parsed.records if r.id != sample_id]
+        seen[sample_id] = number
+        parsed.records.append(Sample(sample_id, text, tags, incorrect))
+    return _finish(parsed, on_error, path, "samples")
+
+
+def split_passages(text: str, max_chars: int = 800) -> list[str]:
+    """Split a document into passages of whole paragraphs, each at most ``max_chars`` if possible."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    passages: list[str] = []
+    current = ""
+    for para in paragraphs:
+        while len(para) > max_chars:  # a single huge paragraph: cut at a sentence or space
+            cut = max(para.rfind(". ", 0, max_chars), para.rfind(" ", 0, max_chars))
+            cut = cut + 1 if cut > max_chars // 2 else max_chars
+            if current:
+                passages.append(current)
+                current = ""
+            passages.append(para[:cut].strip())
+            para = para[cut:].strip()
+        if current and len(current) + len(para) + 2 > max_chars:
+            passages.append(current)
+            current = para
+        else:
+            current = f"{current}\n\n{para}" if current else para
+    if current:
+        passages.append(current)
+    return passages
+
+
+def read_documents(paths: list[str | Path], on_error: OnError = "stop") -> Parsed:
+    """Read .txt/.md files (directories are searched recursively) into passages."""
+    parsed = Parsed()
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in (".md", ".txt", ".markdown")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise LoadError("file or directory not found", str(p))
+    for f in files:
+        try:
+            text = f.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = f.read_bytes()[: exc.start].count(b"\n") + 1
+            parsed.problems.append(Problem(str(f), line, f"not valid UTF-8 ({exc.reason}); re-save the file as UTF-8"))
+            continue
+        source = f.name
+        for index, passage in enumerate(split_passages(clean_text(text))):
+            parsed.records.append(Passage(f"{source}#{index}", source, passage))
+    return _finish(parsed, on_error, Path(paths[0]) if paths else Path("."), "document text")

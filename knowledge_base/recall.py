@@ -1,0 +1,157 @@
+"""Candidate tag recall (paper §3.1): graph meta-paths C2T and C2C2T, and match-based recall.
+
+C2T: c →s t, the tags whose similarity to the content exceeds δ_ct (at most ``max_c2t``).
+C2C2T: c →s c' →d t, the tags annotated on history contents whose similarity exceeds δ_cc,
+ranked by similarity-weighted votes (at most ``max_c2c2t``).
+Match: the top tags by cosine, the paper's baseline — also used to fill the graph's set up to
+``budget`` so the next step never gets an empty set while the repository has tags.
+Every candidate keeps its evidence: which path, the similarity, and the contents it came through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Literal
+
+import numpy as np
+
+from .config import RecallConfig
+from .graph import content_node
+from .loaders import require_text
+from .store import KnowledgeBase, Neighbour, _json_list
+
+PathName = Literal["C2T", "C2C2T", "match"]
+SNIPPET_CHARS = 160
+
+
+@dataclass
+class Evidence:
+    path: PathName
+    score: float  # C2T / match: cos(content, tag); C2C2T: share of the similar contents' votes
+    via: list[dict] = field(default_factory=list)  # C2C2T: [{"id", "similarity"}] of the contents walked through
+
+
+@dataclass
+class Candidate:
+    tag: str
+    score: float
+    description: str = ""
+    evidence: list[Evidence] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[str]:
+        return [e.path for e in self.evidence]
+
+    def evidence_for(self, path: PathName) -> Evidence | None:
+        return next((e for e in self.evidence if e.path == path), None)
+
+
+@dataclass
+class SimilarContent:
+    id: str
+    similarity: float
+    snippet: str
+    tags: list[str]
+
+
+@dataclass
+class RecallResult:
+    candidates: list[Candidate]
+    similar_contents: list[SimilarContent]
+    strategy: str
+    truncated: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tags(self) -> list[str]:
+        return [c.tag for c in self.candidates]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1] + "…"
+
+
+def c2c2t_votes(kb: KnowledgeBase, similar: list[Neighbour]) -> dict[str, tuple[float, list[dict]]]:
+    """Walk c →s c' →d t over the graph: tag → (similarity-weighted vote share, contents walked)."""
+    g = kb.graph.g
+    total = sum(h.similarity for h in similar) or 1.0
+    votes: dict[str, tuple[float, list[dict]]] = {}
+    for h in similar:
+        node = content_node(h.id)
+        if node not in g:
+            continue
+        for neighbour, data in g[node].items():
+            if data.get("kind") != "det":
+                continue
+            tag = neighbour[2:]
+            share, via = votes.get(tag, (0.0, []))
+            votes[tag] = (share + h.similarity / total, via + [{"id": h.id, "similarity": round(h.similarity, 4)}])
+    return votes
+
+
+def recall_candidates(
+    kb: KnowledgeBase,
+    text: str,
+    config: RecallConfig | None = None,
+    exclude_ids: Iterable[str] = (),
+    vector: np.ndarray | None = None,
+) -> RecallResult:
+    """The candidate tag set Φ(c) for a content, with provenance.
+
+    ``exclude_ids`` hides history contents from the C2C2T path (evaluation without leakage).
+    """
+    text = require_text(text)
+    cfg = config or kb.config.recall
+    notes: list[str] = []
+    truncated = False
+    if vector is None:
+        vector, truncated = kb.encoder.encode_one(text)
+        if truncated:
+            notes.append(f"the text is longer than the encoder's {kb.encoder.max_tokens}-token window; only its start was used for recall")
+    kb.graph.refresh()
+    exclude = set(exclude_ids)
+    candidates: dict[str, Candidate] = {}
+
+    def add(tag: str, ev: Evidence) -> None:
+        cand = candidates.setdefault(tag, Candidate(tag, 0.0))
+        cand.evidence.append(ev)
+        cand.score = round(cand.score + ev.score, 4)
+
+    similar = kb.similar_contents(vector, cfg.similar_contents, exclude=exclude) if cfg.strategy == "graph" else []
+    tag_hits = kb.similar_tags(vector, max(cfg.budget, cfg.max_c2t) * 2)
+    if cfg.strategy == "graph":
+        close = [h for h in similar if h.similarity > cfg.delta_cc]
+        votes = c2c2t_votes(kb, close)
+        for tag, (share, via) in sorted(votes.items(), key=lambda kv: -kv[1][0])[: cfg.max_c2c2t]:
+            add(tag, Evidence("C2C2T", round(share, 4), via))
+        for h in [h for h in tag_hits if h.similarity > cfg.delta_ct][: cfg.max_c2t]:
+            add(h.id, Evidence("C2T", round(h.similarity, 4)))
+        graph_count = len(candidates)
+        if graph_count < cfg.budget:
+            for h in tag_hits:
+                if len(candidates) >= cfg.budget:
+                    break
+                if h.id not in candidates:
+                    add(h.id, Evidence("match", round(h.similarity, 4)))
+            if graph_count == 0 and candidates:
+                notes.append("no graph path reached any tag at the current thresholds; the candidates come from match-based recall")
+    else:
+        for h in tag_hits[: cfg.budget]:
+            add(h.id, Evidence("match", round(h.similarity, 4)))
+    if not candidates and not kb.tag_names():
+        notes.append("the tag repository is empty: load one with llm4tag kb load-vocab FILE")
+
+    ranked = sorted(candidates.values(), key=lambda c: -c.score)
+    described = kb.get_tags([c.tag for c in ranked])
+    for cand in ranked:
+        if cand.tag in described:
+            cand.description = described[cand.tag].description
+    similar_out = [
+        SimilarContent(h.id, round(h.similarity, 4), _snippet(h.text), _json_list(h.metadata, "tags"))
+        for h in similar
+    ]
+    return RecallResult(ranked, similar_out, cfg.strategy, truncated, notes)

@@ -1,0 +1,455 @@
+"""The knowledge base: tag repository, annotated samples, contents, domain documents, the graph.
+
+One directory holds everything: ``config.json``, ``chroma/`` (four collections: tags,
+contents, samples, documents) and the content–tag graph (``graph.pickle`` + ``graph.journal``).
+Writers take a file lock, so several processes (the app, the CLI, a server) can grow the same
+knowledge base without losing each other's writes; readers never block.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Literal
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from .config import KnowledgeBaseConfig
+from .encoder import Encoder
+from .errors import InputError, KnowledgeBaseError
+from .graph import TAG, ContentTagGraph, content_node, tag_node
+from .loaders import Passage, Sample, Tag, content_id, humanize_tag, require_text
+
+UnknownTagPolicy = Literal["skip", "add", "error"]
+Progress = Callable[[int, int], None]  # (done, total)
+BATCH = 256
+LOCK_TIMEOUT_S = 120
+
+
+@dataclass
+class LoadReport:
+    """What a load did; printed by the CLI and returned by the API."""
+
+    added: int = 0
+    updated: int = 0
+    skipped: int = 0
+    truncated: int = 0
+    edges: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        parts = [f"{self.added} added", f"{self.updated} updated"]
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped")
+        if self.truncated:
+            parts.append(f"{self.truncated} truncated to the encoder's window")
+        parts.append(f"{self.edges} graph edges written")
+        return ", ".join(parts) + f" in {self.seconds:.1f}s"
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    id: str
+    similarity: float
+    text: str
+    metadata: dict
+
+
+def _sim(distance: float) -> float:
+    return 1.0 - float(distance)  # Chroma's cosine distance is 1 − cos
+
+
+def _json_list(meta: dict, key: str) -> list[str]:
+    try:
+        return list(json.loads(meta.get(key) or "[]"))
+    except ValueError:
+        return []
+
+
+class KnowledgeBase:
+    """Everything the tagger knows, loaded from and persisted to one directory."""
+
+    COLLECTIONS = ("tags", "contents", "samples", "documents")
+
+    def __init__(self, directory: str | Path, config: KnowledgeBaseConfig | None = None):
+        self.directory = Path(directory).expanduser().resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config_path = self.directory / "config.json"
+        if config_path.exists():
+            stored = KnowledgeBaseConfig.load(config_path)
+            if config is not None and config.encoder != stored.encoder:
+                raise KnowledgeBaseError(
+                    f"{self.directory} was built with encoder {stored.encoder!r}, not {config.encoder!r}; "
+                    "embeddings from different encoders cannot be mixed: use a new directory"
+                )
+            self.config = config or stored
+        else:
+            self.config = KnowledgeBaseConfig.from_env(config)
+            self.config.save(config_path)
+        self._thread_lock = threading.RLock()
+        self._file_lock = FileLock(str(self.directory / ".write.lock"), timeout=LOCK_TIMEOUT_S)
+        self._encoder: Encoder | None = None
+        self._client = self._connect()
+        self._collections = {
+            name: self._client.get_or_create_collection(
+                f"{self.config.collection_prefix}-{name}", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            )
+            for name in self.COLLECTIONS
+        }
+        self.graph = ContentTagGraph(self.directory)
+
+    # ---- plumbing ------------------------------------------------------------------------
+    def _connect(self):
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False)
+        if self.config.chroma_host:
+            try:
+                return chromadb.HttpClient(host=self.config.chroma_host, port=self.config.chroma_port, settings=settings)
+            except Exception as exc:
+                raise KnowledgeBaseError(
+                    f"cannot reach the Chroma server at {self.config.chroma_host}:{self.config.chroma_port} ({exc}); "
+                    "start it (chroma run --path DIR) or unset LLM4TAG_CHROMA_HOST to use the embedded store"
+                ) from exc
+        return chromadb.PersistentClient(path=str(self.directory / "chroma"), settings=settings)
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = Encoder.shared(self.config.encoder)
+        return self._encoder
+
+    def collection(self, name: str):
+        return self._collections[name]
+
+    @contextmanager
+    def write_lock(self):
+        """Serialise writers across threads and processes; the graph is refreshed inside."""
+        with self._thread_lock:
+            try:
+                self._file_lock.acquire()
+            except Timeout as exc:
+                raise KnowledgeBaseError(
+                    f"another process has held {self.directory}'s write lock for {LOCK_TIMEOUT_S}s; "
+                    "wait for it to finish (or remove .write.lock if no llm4tag process is running)"
+                ) from exc
+            try:
+                self.graph.refresh()
+                yield
+            finally:
+                self._file_lock.release()
+
+    def update_config(self, config: KnowledgeBaseConfig) -> None:
+        with self.write_lock():
+            self.config = config
+            config.save(self.directory / "config.json")
+
+    # ---- reading -------------------------------------------------------------------------
+    def tag_names(self) -> set[str]:
+        self.graph.refresh()
+        return {n[len(TAG):] for n, d in self.graph.g.nodes(data=True) if d.get("kind") == "tag"}
+
+    def has_tag(self, name: str) -> bool:
+        return tag_node(name) in self.graph.g
+
+    def get_tags(self, names: Iterable[str]) -> dict[str, Tag]:
+        names = list(dict.fromkeys(names))
+        if not names:
+            return {}
+        got = self.collection("tags").get(ids=names, include=["metadatas"])
+        out = {}
+        for tid, meta in zip(got["ids"], got["metadatas"]):
+            out[tid] = Tag(tid, meta.get("description", ""), tuple(_json_list(meta, "synonyms")), meta.get("parent") or None)
+        return out
+
+    def _query(self, name: str, vectors: np.ndarray, k: int, where: dict | None = None) -> list[list[Neighbour]]:
+        col = self.collection(name)
+        count = col.count()
+        if count == 0 or k <= 0:
+            return [[] for _ in range(len(vectors))]
+        res = col.query(
+            query_embeddings=np.asarray(vectors, dtype=np.float32),
+            n_results=min(k, count),
+            where=where,
+            include=["distances", "documents", "metadatas"],
+        )
+        return [
+            [Neighbour(i, _sim(d), doc or "", meta or {}) for i, d, doc, meta in zip(ids, dists, docs, metas)]
+            for ids, dists, docs, metas in zip(res["ids"], res["distances"], res["documents"], res["metadatas"])
+        ]
+
+    def similar_tags(self, vector: np.ndarray, k: int) -> list[Neighbour]:
+        return self._query("tags", vector[None, :], k)[0]
+
+    def similar_contents(self, vector: np.ndarray, k: int, exclude: Iterable[str] = ()) -> list[Neighbour]:
+        exclude = set(exclude)
+        hits = self._query("contents", vector[None, :], k + len(exclude))[0]
+        return [h for h in hits if h.id not in exclude][:k]
+
+    def similar_samples(self, vector: np.ndarray, k: int, exclude: Iterable[str] = ()) -> list[Neighbour]:
+        exclude = set(exclude)
+        hits = self._query("samples", vector[None, :], k + len(exclude))[0]
+        return [h for h in hits if h.id not in exclude][:k]
+
+    def search_documents(self, vector: np.ndarray, k: int) -> list[Neighbour]:
+        return self._query("documents", vector[None, :], k)[0]
+
+    def search_tags(self, query: str, k: int = 20) -> list[Neighbour]:
+        """Tags whose name contains the query, then tags nearest in meaning."""
+        query = require_text(query)
+        needle = query.lower()
+        exact = sorted(n for n in self.tag_names() if needle in n.lower() or needle in humanize_tag(n).lower())
+        hits: dict[str, Neighbour] = {}
+        if exact:
+            for tid, t in self.get_tags(exact[:k]).items():
+                hits[tid] = Neighbour(tid, 1.0, t.description, {"description": t.description})
+        if len(hits) < k:
+            vector, _ = self.encoder.encode_one(query)
+            for h in self.similar_tags(vector, k):
+                hits.setdefault(h.id, h)
+        return list(hits.values())[:k]
+
+    def stats(self) -> dict:
+        tags = self.collection("tags")
+        described = 0
+        total_tags = tags.count()
+        if total_tags:
+            metas = tags.get(include=["metadatas"])["metadatas"]
+            described = sum(1 for m in metas if (m or {}).get("description"))
+        return {
+            "directory": str(self.directory),
+            "encoder": self.config.encoder,
+            "store": f"chroma server {self.config.chroma_host}:{self.config.chroma_port}" if self.config.chroma_host else "embedded chroma",
+            "tags": total_tags,
+            "tags_with_description": described,
+            "contents": self.collection("contents").count(),
+            "samples": self.collection("samples").count(),
+            "document_passages": self.collection("documents").count(),
+            "graph": self.graph.counts(),
+            "recall": self.config.recall.__dict__,
+        }
+
+    # ---- writing -------------------------------------------------------------------------
+    def _similarity_ops(self, node_ids: list[str], vectors: np.ndarray, det: dict[str, set[str]]) -> list[dict]:
+        """Similarity edges of contents: c–t above δ_ct and c–c above δ_cc, via nearest neighbours.
+
+        A content–tag pair that is annotated (``det``) keeps its deterministic edge.
+        """
+        rc = self.config.recall
+        ops: list[dict] = []
+        for start in range(0, len(node_ids), BATCH):
+            ids = node_ids[start : start + BATCH]
+            vecs = vectors[start : start + BATCH]
+            tag_hits = self._query("tags", vecs, rc.max_c2t)
+            content_hits = self._query("contents", vecs, rc.similar_contents + 1)
+            for cid, th, ch in zip(ids, tag_hits, content_hits):
+                for h in th:
+                    if h.similarity > rc.delta_ct and h.id not in det.get(cid, ()):
+                        ops.append({"op": "edge", "u": content_node(cid), "v": tag_node(h.id), "kind": "sim", "w": round(h.similarity, 4)})
+                for h in ch:
+                    if h.id != cid and h.similarity > rc.delta_cc:
+                        ops.append({"op": "edge", "u": content_node(cid), "v": content_node(h.id), "kind": "sim", "w": round(h.similarity, 4)})
+        return ops
+
+    def _det_edge_ops(self, cid: str, tags: Iterable[str]) -> list[dict]:
+        """Deterministic edges of a content, never overwriting a det edge with a similarity one."""
+        return [{"op": "edge", "u": content_node(cid), "v": tag_node(t), "kind": "det", "w": 1.0} for t in tags]
+
+    def add_tags(self, tags: list[Tag], progress: Progress | None = None) -> LoadReport:
+        """Add or update tags (by name). Re-loading the same repository changes nothing."""
+        started = time.perf_counter()
+        report = LoadReport()
+        with self.write_lock():
+            existing = self.tag_names()
+            for start in range(0, len(tags), BATCH):
+                chunk = tags[start : start + BATCH]
+                enc = self.encoder.encode([t.embedding_text() for t in chunk])
+                self.collection("tags").upsert(
+                    ids=[t.name for t in chunk],
+                    embeddings=enc.vectors,
+                    documents=[t.embedding_text() for t in chunk],
+                    metadatas=[
+                        {"description": t.description, "synonyms": json.dumps(list(t.synonyms)), "parent": t.parent or ""}
+                        for t in chunk
+                    ],
+                )
+                ops = [{"op": "node", "id": tag_node(t.name), "kind": "tag"} for t in chunk]
+                # link the new tags to similar existing contents (c–t similarity edges)
+                if self.collection("contents").count():
+                    for t, hits in zip(chunk, self._query("contents", enc.vectors, 50)):
+                        ops += [
+                            {"op": "edge", "u": content_node(h.id), "v": tag_node(t.name), "kind": "sim", "w": round(h.similarity, 4)}
+                            for h in hits
+                            if h.similarity > self.config.recall.delta_ct and self.graph.g.get_edge_data(content_node(h.id), tag_node(t.name), {}).get("kind") != "det"
+                        ]
+                report.edges += self.graph.write(ops) - len(chunk)
+                report.truncated += sum(enc.truncated)
+                for t in chunk:
+                    if t.name in existing:
+                        report.updated += 1
+                    else:
+                        report.added += 1
+                if progress:
+                    progress(min(start + BATCH, len(tags)), len(tags))
+            self.graph.compact()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _check_tags(self, samples: list[Sample], policy: UnknownTagPolicy, report: LoadReport) -> list[Sample]:
+        known = self.tag_names()
+        if not known and policy != "add":
+            raise InputError("the tag repository is empty: load it first (llm4tag kb load-vocab FILE), or use --unknown-tags add")
+        unknown: dict[str, int] = {}
+        for s in samples:
+            for t in (*s.tags, *s.incorrect_tags):
+                if t not in known:
+                    unknown[t] = unknown.get(t, 0) + 1
+        if not unknown:
+            return samples
+        listing = ", ".join(repr(t) for t in sorted(unknown)[:10]) + (" …" if len(unknown) > 10 else "")
+        if policy == "error":
+            raise InputError(f"{len(unknown)} tags are not in the tag repository: {listing}; nothing was loaded. Add them to the vocabulary or use --unknown-tags skip|add")
+        if policy == "add":
+            self.add_tags([Tag(t) for t in sorted(unknown)])
+            report.warnings.append(f"added {len(unknown)} tags that were not in the repository (no description): {listing}")
+            return samples
+        report.warnings.append(f"ignored {sum(unknown.values())} uses of {len(unknown)} tags not in the repository: {listing}")
+        kept = []
+        for s in samples:
+            tags = tuple(t for t in s.tags if t in known)
+            incorrect = tuple(t for t in s.incorrect_tags if t in known)
+            if tags or incorrect:
+                kept.append(Sample(s.id, s.text, tags, incorrect))
+            else:
+                report.skipped += 1
+        return kept
+
+    def add_samples(
+        self,
+        samples: list[Sample],
+        unknown_tags: UnknownTagPolicy = "skip",
+        origin: str = "history",
+        progress: Progress | None = None,
+    ) -> LoadReport:
+        """Add annotated samples: to the sample store (for examples), as contents, and as graph edges."""
+        started = time.perf_counter()
+        report = LoadReport()
+        samples = self._check_tags(samples, unknown_tags, report)
+        with self.write_lock():
+            for start in range(0, len(samples), BATCH):
+                chunk = samples[start : start + BATCH]
+                ids = [s.id for s in chunk]
+                already = set(self.collection("samples").get(ids=ids, include=[])["ids"])
+                enc = self.encoder.encode([s.text for s in chunk])
+                metas = [
+                    {"tags": json.dumps(list(s.tags)), "incorrect_tags": json.dumps(list(s.incorrect_tags)), "origin": origin}
+                    for s in chunk
+                ]
+                docs = [s.text for s in chunk]
+                self.collection("samples").upsert(ids=ids, embeddings=enc.vectors, documents=docs, metadatas=metas)
+                self.collection("contents").upsert(ids=ids, embeddings=enc.vectors, documents=docs, metadatas=metas)
+                ops: list[dict] = []
+                for s in chunk:
+                    ops.append({"op": "node", "id": content_node(s.id), "kind": "content"})
+                    ops.append({"op": "drop_det", "id": content_node(s.id)})
+                    ops += self._det_edge_ops(s.id, s.tags)
+                ops += self._similarity_ops(ids, enc.vectors, {s.id: set(s.tags) for s in chunk})
+                report.edges += sum(1 for op in ops if op["op"] == "edge")
+                self.graph.write(ops)
+                report.truncated += sum(enc.truncated)
+                report.updated += len(already)
+                report.added += len(chunk) - len(already)
+                if progress:
+                    progress(min(start + BATCH, len(samples)), len(samples))
+            self.graph.compact()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def add_documents(self, passages: list[Passage], progress: Progress | None = None) -> LoadReport:
+        """Add domain-document passages; re-loading a file replaces its earlier passages."""
+        started = time.perf_counter()
+        report = LoadReport()
+        col = self.collection("documents")
+        with self.write_lock():
+            for source in {p.source for p in passages}:
+                old = col.get(where={"source": source}, include=[])["ids"]
+                if old:
+                    col.delete(ids=old)
+                    report.updated += len(old)
+            for start in range(0, len(passages), BATCH):
+                chunk = passages[start : start + BATCH]
+                enc = self.encoder.encode([p.text for p in chunk])
+                col.upsert(ids=[p.id for p in chunk], embeddings=enc.vectors, documents=[p.text for p in chunk], metadatas=[{"source": p.source} for p in chunk])
+                report.added += len(chunk)
+                report.truncated += sum(enc.truncated)
+                if progress:
+                    progress(min(start + BATCH, len(passages)), len(passages))
+        report.updated = min(report.updated, report.added)
+        report.added -= report.updated
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def insert_content(self, text: str, tags: Iterable[str] = (), cid: str | None = None, origin: str = "writeback", vector: np.ndarray | None = None) -> str:
+        """Insert a content into the graph with its similarity edges and (optionally) its final tags.
+
+        This is the paper's dynamic insertion plus write-back: the system's final tags become
+        deterministic edges, so later contents can reach them through C2C2T.
+        """
+        text = require_text(text)
+        tags = list(dict.fromkeys(tags))
+        unknown = [t for t in tags if not self.has_tag(t)]
+        if unknown:
+            raise InputError(f"unknown tags {unknown}: they are not in the tag repository")
+        cid = cid or content_id(text)
+        if vector is None:
+            vector, _ = self.encoder.encode_one(text)
+        with self.write_lock():
+            self.collection("contents").upsert(
+                ids=[cid], embeddings=vector[None, :], documents=[text], metadatas=[{"tags": json.dumps(tags), "incorrect_tags": "[]", "origin": origin}]
+            )
+            ops = [{"op": "node", "id": content_node(cid), "kind": "content"}, {"op": "drop_det", "id": content_node(cid)}]
+            ops += self._det_edge_ops(cid, tags)
+            ops += self._similarity_ops([cid], vector[None, :], {cid: set(tags)})
+            self.graph.write(ops)
+        return cid
+
+    def record_feedback(self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), cid: str | None = None) -> str:
+        """A person's verdict on a content's tags: becomes a sample (for examples) and graph edges."""
+        text = require_text(text)
+        correct = tuple(dict.fromkeys(correct))
+        incorrect = tuple(t for t in dict.fromkeys(incorrect) if t not in correct)
+        unknown = [t for t in (*correct, *incorrect) if not self.has_tag(t)]
+        if unknown:
+            raise InputError(f"unknown tags {unknown}: add them to the tag repository first")
+        if not correct and not incorrect:
+            raise InputError("feedback needs at least one correct or incorrect tag")
+        cid = cid or content_id(text)
+        self.add_samples([Sample(cid, text, correct, incorrect)], unknown_tags="error", origin="feedback")
+        return cid
+
+    def get_sample(self, cid: str) -> Sample | None:
+        got = self.collection("samples").get(ids=[cid], include=["documents", "metadatas"])
+        if not got["ids"]:
+            return None
+        meta = got["metadatas"][0]
+        return Sample(cid, got["documents"][0], tuple(_json_list(meta, "tags")), tuple(_json_list(meta, "incorrect_tags")))
+
+    def remove_sample(self, cid: str) -> None:
+        """Forget a sample (its examples entry, its content node and its edges): used by undo."""
+        with self.write_lock():
+            self.collection("samples").delete(ids=[cid])
+            self.collection("contents").delete(ids=[cid])
+            node = content_node(cid)
+            if node in self.graph.g:
+                self.graph.write([{"op": "remove_node", "id": node}])
+
+
+def sample_from_neighbour(h: Neighbour) -> Sample:
+    return Sample(h.id, h.text, tuple(_json_list(h.metadata, "tags")), tuple(_json_list(h.metadata, "incorrect_tags")))
