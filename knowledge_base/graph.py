@@ -113,12 +113,15 @@ class ContentTagGraph:
         self.refresh()
         payload = b"".join(json.dumps(op, ensure_ascii=False).encode("utf-8") + b"\n" for op in ops)
         with open(self.journal_path, "ab") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            if end > self._journal_offset:  # a torn line left by a crash: end it, or it swallows our first op
+                payload = b"\n" + payload
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
         for op in ops:
             self._apply(op)
-        self._journal_offset += len(payload)
+        self._journal_offset = end + len(payload)
         self._journal_ops += len(ops)
         if self._journal_ops >= COMPACT_AFTER_OPS:
             self.compact()

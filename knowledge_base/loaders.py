@@ -259,22 +259,22 @@ def split_passages(text: str, max_chars: int = 800) -> list[str]:
 def read_documents(paths: list[str | Path], on_error: OnError = "stop") -> Parsed:
     """Read .txt/.md files (directories are searched recursively) into passages."""
     parsed = Parsed()
-    files: list[Path] = []
+    files: list[tuple[Path, str]] = []  # (file, source): a file found in a directory is named by its path there
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in (".md", ".txt", ".markdown")))
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in (".md", ".txt", ".markdown"))
+            files.extend((f, f.relative_to(p).as_posix()) for f in found)
         elif p.is_file():
-            files.append(p)
+            files.append((p, p.name))
         else:
             raise LoadError("file or directory not found", str(p))
-    for f in files:
+    for f, source in files:
         try:
             text = f.read_bytes().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             line = f.read_bytes()[: exc.start].count(b"\n") + 1
             parsed.problems.append(Problem(str(f), line, f"not valid UTF-8 ({exc.reason}); re-save the file as UTF-8"))
             continue
-        source = f.name
         for index, passage in enumerate(split_passages(clean_text(text))):
             parsed.records.append(Passage(f"{source}#{index}", source, passage))
     return _finish(parsed, on_error, Path(paths[0]) if paths else Path("."), "document text")

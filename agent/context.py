@@ -1,0 +1,88 @@
+"""The tagging graph's run configuration: one typed place, the paper's values as defaults.
+
+Every field can be set per run (``graph.invoke(..., context=Context(...))``), from the
+environment (``LLM4TAG_<FIELD>``, e.g. ``LLM4TAG_BACKEND=ollama:qwen2.5:7b``), or from the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal, get_args, get_type_hints
+
+Mode = Literal["multi", "single"]
+
+
+@dataclass(frozen=True)
+class Context:
+    kb_dir: str | None = field(default=None, metadata={"help": "knowledge base directory; the bundled demo knowledge base when unset"})
+    backend: str = field(default="llamacpp", metadata={"help": "llamacpp | llamacpp:/path/model.gguf | ollama:MODEL"})
+    mode: Mode = field(default="multi", metadata={"help": "multi: several tags per content; single: exactly one"})
+    max_tags: int = field(default=5, metadata={"help": "at most this many tags are generated in multi-tag mode"})
+    use_graph_recall: bool = field(default=True, metadata={"help": "graph meta-paths (off: match-based recall, the paper's baseline)"})
+    use_examples: bool = field(default=True, metadata={"help": "retrieved in-context examples (SRKI a)"})
+    max_examples: int = field(default=3, metadata={"help": "at most this many similar annotated samples (paper: 3)"})
+    use_knowledge: bool = field(default=True, metadata={"help": "retrieved domain-document snippets (SRKI b)"})
+    use_web_search: bool = field(default=False, metadata={"help": "also search the web with ddgs (needs network)"})
+    max_snippets: int = field(default=3, metadata={"help": "at most this many knowledge snippets (paper: 3)"})
+    min_snippet_similarity: float = field(default=0.2, metadata={"help": "document passages less similar than this are not used"})
+    web_timeout_s: float = field(default=5.0, metadata={"help": "web search timeout in seconds"})
+    use_calibration: bool = field(default=True, metadata={"help": "Yes/No-logit confidence for every generated tag"})
+    threshold: float = field(default=0.5, metadata={"help": "tags whose confidence is below this are dropped (paper: 0.5)"})
+    history_keep: float | None = field(
+        default=0.5,
+        metadata={"help": "keep a candidate the LLM skipped when this share of similar history items carries it (None: off)"},
+    )
+    write_back: bool = field(default=False, metadata={"help": "final tags become deterministic edges; the content joins the history"})
+    content_chars: int = field(default=2000, metadata={"help": "content longer than this is cut in prompts (the cut is reported)"})
+    delta_ct: float | None = field(default=None, metadata={"help": "override the knowledge base's δ_ct"})
+    delta_cc: float | None = field(default=None, metadata={"help": "override the knowledge base's δ_cc"})
+    max_c2t: int | None = field(default=None, metadata={"help": "override the knowledge base's C2T cap"})
+    max_c2c2t: int | None = field(default=None, metadata={"help": "override the knowledge base's C2C2T cap"})
+    budget: int | None = field(default=None, metadata={"help": "override the candidate budget"})
+
+    def __post_init__(self):
+        if self.mode not in get_args(Mode):
+            raise ValueError(f"mode must be 'multi' or 'single', not {self.mode!r}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, not {self.threshold}")
+        if self.max_tags < 1:
+            raise ValueError("max_tags must be at least 1")
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Context":
+        """Defaults, then ``LLM4TAG_<FIELD>`` variables, then explicit non-None overrides."""
+        hints = get_type_hints(cls)
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"LLM4TAG_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _parse(raw, hints[f.name], f.name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_overrides(self, **overrides) -> "Context":
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def tag_limit(self) -> int:
+        return 1 if self.mode == "single" else self.max_tags
+
+
+def _parse(raw: str, hint, name: str):
+    text = str(hint)
+    try:
+        if "bool" in text:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if "float" in text:
+            return None if raw.lower() in ("", "none") else float(raw)
+        if "int" in text:
+            return None if raw.lower() in ("", "none") else int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable LLM4TAG_{name.upper()}={raw!r} is not a valid {text}") from exc
+    return raw

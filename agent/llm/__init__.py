@@ -1,0 +1,36 @@
+"""LLM backends behind one interface, chosen by a spec string."""
+
+from __future__ import annotations
+
+import threading
+
+from .base import BackendError, Generation, Judgment, LLMBackend, yes_probability
+
+_backends: dict[str, LLMBackend] = {}
+_lock = threading.Lock()
+
+
+def load_backend(spec: str) -> LLMBackend:
+    """``llamacpp`` | ``llamacpp:/path/model.gguf`` | ``ollama:MODEL`` — loaded once per spec."""
+    spec = (spec or "llamacpp").strip()
+    with _lock:
+        if spec in _backends:
+            return _backends[spec]
+        kind, _, target = spec.partition(":")
+        if kind == "llamacpp":
+            from .llamacpp import LlamaCppBackend
+
+            backend = LlamaCppBackend(target or None)
+        elif kind == "ollama":
+            if not target:
+                raise BackendError("name the Ollama model: ollama:MODEL, e.g. ollama:qwen2.5:7b")
+            from .ollama import OllamaBackend
+
+            backend = OllamaBackend(target)
+        else:
+            raise BackendError(f"unknown backend {spec!r}; use llamacpp, llamacpp:/path/model.gguf or ollama:MODEL")
+        _backends[spec] = backend
+        return backend
+
+
+__all__ = ["BackendError", "Generation", "Judgment", "LLMBackend", "load_backend", "yes_probability"]

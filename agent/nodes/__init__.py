@@ -1,0 +1,10 @@
+"""One module per node of the tagging graph, in pipeline order."""
+
+from .calibrate import calibrate_confidence
+from .examples import retrieve_examples
+from .generate import generate_tags
+from .knowledge import retrieve_knowledge
+from .recall import recall_tags
+from .write_back import write_back
+
+__all__ = ["calibrate_confidence", "generate_tags", "recall_tags", "retrieve_examples", "retrieve_knowledge", "write_back"]

@@ -1,0 +1,67 @@
+"""Node 5: tag confidence calibration — Conf = softmax over the judge's Yes/No next-token logits.
+
+Every generated tag is judged with Template_c(c, t); tags under the threshold are dropped and the
+rest ranked by confidence. Turned off, the generator's order is kept and confidence is None.
+"""
+
+from __future__ import annotations
+
+import time
+
+from langgraph.runtime import Runtime
+
+from prompts import load_prompt, render_prompt
+
+from ..context import Context
+from ..llm import load_backend
+from ..state import State
+from .generate import clip
+
+
+def judgment_prompts(text: str, tags: list[str], descriptions: dict[str, str], content_chars: int) -> list[str]:
+    content, _ = clip(text, content_chars)
+    return [render_prompt("judge", content=content, tag=t, tag_description=descriptions.get(t) or t) for t in tags]
+
+
+def rank_tags(judgments: list[dict], threshold: float | None) -> list[dict]:
+    """Final tags from judgments: drop those under the threshold, rank by confidence."""
+    kept = [j for j in judgments if threshold is None or j["confidence"] is None or j["confidence"] >= threshold]
+    if all(j["confidence"] is not None for j in kept):
+        kept = sorted(kept, key=lambda j: -j["confidence"])
+    return [{**j, "rank": i} for i, j in enumerate(kept, 1)]
+
+
+def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
+    started = time.perf_counter()
+    ctx = runtime.context
+    selection = state.get("selection") or {}
+    tags = selection.get("tags") or []
+    by_tag = {c["tag"]: c for c in state.get("candidates") or []}
+    from_history = set(selection.get("from_history") or [])
+    descriptions = {t: by_tag[t].get("description", "") for t in tags if t in by_tag}
+    judgments: list[dict] = []
+    scores = [None] * len(tags)
+    if ctx.use_calibration and tags:
+        backend = load_backend(ctx.backend)
+        results = backend.judge(load_prompt("system"), judgment_prompts(state["text"], tags, descriptions, ctx.content_chars))
+        scores = [round(r.p_yes, 4) for r in results]
+        for tag, r in zip(tags, results):
+            judgments.append(
+                {"tag": tag, "p_yes": round(r.p_yes, 4), "logit_yes": round(r.logit_yes, 3), "logit_no": round(r.logit_no, 3),
+                 "prompt_tokens": r.prompt_tokens, "reused_tokens": r.reused_tokens}
+            )
+    scored = [
+        {
+            "tag": t,
+            "confidence": s,
+            "description": descriptions.get(t, ""),
+            "paths": by_tag.get(t, {}).get("paths", []),
+            "origin": "history" if t in from_history else "llm",
+        }
+        for t, s in zip(tags, scores)
+    ]
+    final = rank_tags(scored, ctx.threshold if ctx.use_calibration else None)
+    notes = []
+    if tags and not final:
+        notes.append(f"every generated tag scored below the confidence threshold {ctx.threshold}; lower it to see them")
+    return {"tags": final, "judgments": judgments, "notes": notes, "timings": {"calibrate": round(time.perf_counter() - started, 4)}}

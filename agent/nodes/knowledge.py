@@ -1,0 +1,36 @@
+"""Node 3: retrieval-augmented knowledge — domain-document passages and (optionally) web snippets."""
+
+from __future__ import annotations
+
+import time
+
+from langgraph.runtime import Runtime
+
+from ..context import Context
+from ..resources import embed, get_knowledge_base
+from ..state import State
+from ..web_search import search_web
+
+
+def retrieve_knowledge(state: State, runtime: Runtime[Context]) -> dict:
+    started = time.perf_counter()
+    ctx = runtime.context
+    documents: list[dict] = []
+    web: list[dict] = []
+    notes: list[str] = []
+    if ctx.use_knowledge and ctx.max_snippets > 0:
+        kb = get_knowledge_base(ctx.kb_dir)
+        vector, _ = embed(kb, state["text"])
+        documents = [
+            {"kind": "document", "source": hit.id, "text": hit.text, "similarity": round(hit.similarity, 4)}
+            for hit in kb.search_documents(vector, ctx.max_snippets)
+            if hit.similarity >= ctx.min_snippet_similarity
+        ]
+        if ctx.use_web_search:
+            web, note = search_web(state["text"], ctx.max_snippets, ctx.web_timeout_s)
+            if note:
+                notes.append(note)
+    # web results, when there are any, get up to half of the snippet budget
+    web_quota = min(len(web), max(1, ctx.max_snippets // 2)) if web else 0
+    snippets = documents[: ctx.max_snippets - web_quota] + web[:web_quota]
+    return {"knowledge": snippets, "notes": notes, "timings": {"knowledge": round(time.perf_counter() - started, 4)}}

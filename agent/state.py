@@ -1,0 +1,51 @@
+"""The tagging graph's state: a clean public input, the working state, and the public output.
+
+Everything in the state is plain JSON (dicts, lists, strings, numbers), so it streams to the
+app, serialises for LangGraph's server, and can be logged or stored as it is.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+from typing_extensions import NotRequired
+
+
+def merge_dicts(left: dict | None, right: dict | None) -> dict:
+    return {**(left or {}), **(right or {})}
+
+
+class InputState(TypedDict):
+    content: str  # the text to tag
+    title: NotRequired[str | None]  # optional title, prepended to the content
+    content_id: NotRequired[str | None]  # stable id; its own history entry is never used as evidence
+    metadata: NotRequired[dict[str, Any]]  # passed through to the output untouched
+
+
+class OutputState(TypedDict):
+    content_id: str
+    tags: list[dict]  # final tags: tag, confidence, rank, description, paths, origin
+    candidates: list[dict]  # Φ(c) with provenance (path, score, via)
+    similar_contents: list[dict]  # history contents the C2C2T path walked through
+    examples: list[dict]  # retrieved samples with correct and incorrect tags
+    knowledge: list[dict]  # snippets with their sources
+    selection: dict  # the generator's raw output and what was kept
+    judgments: list[dict]  # one per generated tag: p_yes and the Yes/No logits
+    notes: list[str]  # what a person should know (truncation, fallbacks, unreachable services)
+    timings: dict[str, float]  # seconds per node
+    metadata: dict[str, Any]
+
+
+class State(InputState, total=False):
+    text: str  # the cleaned content the nodes work on (title + content)
+    content_id: str
+    tags: list[dict]
+    candidates: list[dict]
+    similar_contents: list[dict]
+    examples: list[dict]
+    knowledge: list[dict]
+    selection: dict
+    judgments: list[dict]
+    notes: Annotated[list[str], operator.add]
+    timings: Annotated[dict[str, float], merge_dicts]

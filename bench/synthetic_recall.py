@@ -1,0 +1,335 @@
+"""Recall latency at scale: 100,000 synthetic tags and 100,000 synthetic history contents.
+
+Embedding 200k real texts with MiniLM on a small CPU takes hours, so the knowledge base is filled
+directly: clustered random unit vectors of the encoder's dimension go into the Chroma
+collections, and graph nodes and edges into the content–tag graph, with the same ids, documents,
+metadata and edge kinds a real build writes. The vectors are noisy copies of real MiniLM
+embeddings (the debtags tags and history contents of ``bench/recall.py``'s knowledge base when it
+exists, else freshly encoded ones), so real query texts land among them at realistic
+similarities and both graph paths do their full work:
+
+- tag i is a noisy copy of one of the real tags;
+- content i is a noisy copy of one of ``--clusters`` real history contents (its cluster centre),
+  annotated with 1–6 tags drawn from copies of the centre's nearest real tags;
+- similarity edges as a build would store them: each content to its 15 nearest candidate tags
+  above δ_ct and to up to 10 contents of its cluster above δ_cc (``--no-sim-edges`` leaves them out).
+
+Queries are real debtags validation texts, encoded one by one, so encoding time is included;
+the report splits it from the rest. Building runs in a child process, so the timings and memory
+of the query phase start from a fresh open, as a restarted service would see them.
+
+    .venv/bin/python bench/synthetic_recall.py            # build once (reused), then measure
+    .venv/bin/python bench/synthetic_recall.py --profile  # plus where the time of a recall goes
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import json
+import pstats
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recall import DATA, OUT, dir_size_mb, load_jsonl, log, measure_latency, peak_rss_mb, percentiles_ms  # noqa: E402
+
+import knowledge_base.graph as graph_module  # noqa: E402
+from knowledge_base import KnowledgeBase, RecallConfig, read_tags, recall_candidates  # noqa: E402
+from knowledge_base.graph import ContentTagGraph, content_node, tag_node  # noqa: E402
+
+MARKER = "bench.built"
+OPS_PER_WRITE = 200_000
+WORDS = [f"w{i:04d}" for i in range(3000)]
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def noisy_copies(centres: np.ndarray, which: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit vectors around the given centres: cos(copy, centre) ≈ 1/sqrt(1 + noise²)."""
+    dim = centres.shape[1]
+    out = np.empty((len(which), dim), dtype=np.float32)
+    for start in range(0, len(which), 20_000):
+        idx = which[start : start + 20_000]
+        eps = rng.standard_normal((len(idx), dim), dtype=np.float32) * (noise / np.sqrt(dim))
+        out[start : start + len(idx)] = unit(centres[idx] + eps)
+    return out
+
+
+def real_embeddings(debtags_kb: Path, data: Path, clusters: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+    """Real MiniLM vectors to centre the synthetic ones on: (tag vectors, content centres, where from)."""
+    if (debtags_kb / MARKER).exists():
+        kb = KnowledgeBase(debtags_kb)
+        tags = np.asarray(kb.collection("tags").get(include=["embeddings"])["embeddings"], dtype=np.float32)
+        ids = kb.collection("contents").get(include=[])["ids"]
+        pick = sorted(rng.choice(len(ids), size=min(clusters, len(ids)), replace=False).tolist())
+        got = kb.collection("contents").get(ids=[ids[i] for i in pick], include=["embeddings"])
+        return unit(tags), unit(np.asarray(got["embeddings"], dtype=np.float32)), f"the debtags knowledge base {debtags_kb}"
+    from knowledge_base.encoder import Encoder
+
+    encoder = Encoder.shared()
+    tag_texts = [t.embedding_text() for t in read_tags(data / "tags.tsv").records]
+    train = load_jsonl(data / "train.jsonl")
+    texts = [train[i]["text"] for i in rng.choice(len(train), size=min(clusters, len(train)), replace=False)]
+    return encoder.encode(tag_texts).vectors, encoder.encode(texts).vectors, f"{len(tag_texts) + len(texts)} texts encoded from {data}"
+
+
+def add_in_batches(col, batch: int, ids, embeddings, documents, metadatas) -> None:
+    for start in range(0, len(ids), batch):
+        end = start + batch
+        col.add(ids=ids[start:end], embeddings=embeddings[start:end], documents=documents[start:end], metadatas=metadatas[start:end])
+
+
+def build(args) -> None:
+    started = time.perf_counter()
+    rng = np.random.default_rng(args.seed)
+    kb_dir = args.kb_dir
+    if kb_dir.exists():
+        if any(kb_dir.iterdir()) and not (kb_dir / "config.json").exists():
+            raise SystemExit(f"{kb_dir} exists and is not an llm4tag knowledge base; choose another --kb-dir")
+        shutil.rmtree(kb_dir)
+    real_tags, centres, source = real_embeddings(args.debtags_kb.resolve(), args.data, args.clusters, rng)
+    log(f"centres: {len(real_tags)} real tag vectors and {len(centres)} real content vectors from {source}")
+    kb = KnowledgeBase(kb_dir)
+    rc = kb.config.recall
+    batch = kb._client.get_max_batch_size()
+    timings = {}
+
+    # tags: noisy copies of the real tags
+    t0 = time.perf_counter()
+    tag_parent = rng.integers(0, len(real_tags), size=args.tags)
+    tag_vecs = noisy_copies(real_tags, tag_parent, args.noise, rng)
+    tag_names = [f"syn{int(p):03d}::tag{i:06d}" for i, p in enumerate(tag_parent)]
+    tag_docs = [f"syn{int(p):03d}: tag{i:06d}. " + " ".join(random.Random(i).choices(WORDS, k=8)) for i, p in enumerate(tag_parent)]
+    tag_metas = [{"description": doc.split(". ", 1)[1], "synonyms": "[]", "parent": ""} for doc in tag_docs]
+    add_in_batches(kb.collection("tags"), batch, tag_names, tag_vecs, tag_docs, tag_metas)
+    timings["chroma_tags_s"] = round(time.perf_counter() - t0, 1)
+    log(f"  {args.tags} tags in Chroma ({timings['chroma_tags_s']}s)")
+
+    # contents: noisy copies of the cluster centres, annotated with copies of the centre's nearest real tags
+    t0 = time.perf_counter()
+    cluster = rng.integers(0, len(centres), size=args.contents)
+    content_vecs = noisy_copies(centres, cluster, args.noise, rng)
+    near_real = np.argsort(-(centres @ real_tags.T), axis=1)[:, :8]  # per centre, its 8 nearest real tags
+    copies_of: dict[int, np.ndarray] = {}
+    order = np.argsort(tag_parent, kind="stable")
+    bounds = np.searchsorted(tag_parent[order], np.arange(len(real_tags) + 1))
+    for p in range(len(real_tags)):
+        copies_of[p] = order[bounds[p] : bounds[p + 1]]
+    content_ids = [f"syn-content-{i:06d}" for i in range(args.contents)]
+    content_tags: list[list[int]] = []
+    for i in range(args.contents):
+        chosen: list[int] = []
+        for p in rng.choice(near_real[cluster[i]], size=int(rng.integers(1, 7)), replace=False):
+            if len(copies_of[int(p)]):
+                chosen.append(int(rng.choice(copies_of[int(p)])))
+        content_tags.append(chosen)
+    docs = [" ".join(random.Random(-1 - i).choices(WORDS, k=60)) for i in range(args.contents)]
+    metas = [{"tags": json.dumps([tag_names[t] for t in ts]), "incorrect_tags": "[]", "origin": "history"} for ts in content_tags]
+    add_in_batches(kb.collection("contents"), batch, content_ids, content_vecs, docs, metas)
+    if args.with_samples:
+        add_in_batches(kb.collection("samples"), batch, content_ids, content_vecs, docs, metas)
+    timings["chroma_contents_s"] = round(time.perf_counter() - t0, 1)
+    log(f"  {args.contents} contents in Chroma{' (and samples)' if args.with_samples else ''} ({timings['chroma_contents_s']}s)")
+
+    # the graph: nodes, deterministic edges, similarity edges, written through the journal
+    t0 = time.perf_counter()
+    graph_module.COMPACT_AFTER_OPS = 10**12  # one snapshot at the end instead of one per 20k ops
+    ops: list[dict] = [{"op": "node", "id": tag_node(n), "kind": "tag"} for n in tag_names]
+    ops += [{"op": "node", "id": content_node(c), "kind": "content"} for c in content_ids]
+    for cid, ts in zip(content_ids, content_tags):
+        ops += [{"op": "edge", "u": content_node(cid), "v": tag_node(tag_names[t]), "kind": "det", "w": 1.0} for t in ts]
+    det_edges = sum(len(ts) for ts in content_tags)
+    sim_ct = sim_cc = 0
+    written = 0
+
+    def flush(force: bool = False) -> None:
+        nonlocal ops, written
+        if ops and (force or len(ops) >= OPS_PER_WRITE):
+            written += kb.graph.write(ops)
+            ops = []
+
+    flush(force=True)
+    if not args.no_sim_edges:
+        members = np.argsort(cluster, kind="stable")
+        cb = np.searchsorted(cluster[members], np.arange(len(centres) + 1))
+        for c in range(len(centres)):
+            idx = members[cb[c] : cb[c + 1]]
+            if not len(idx):
+                continue
+            cand = np.concatenate([copies_of[int(p)] for p in near_real[c]])
+            vecs = content_vecs[idx]
+            ct = vecs @ tag_vecs[cand].T
+            cc = vecs @ vecs.T
+            np.fill_diagonal(cc, -1.0)
+            for row, i in enumerate(idx):
+                own = set(content_tags[i])
+                top = np.argsort(-ct[row])[: rc.max_c2t]
+                for j in top:
+                    if ct[row, j] > rc.delta_ct and int(cand[j]) not in own:
+                        ops.append({"op": "edge", "u": content_node(content_ids[i]), "v": tag_node(tag_names[int(cand[j])]), "kind": "sim", "w": round(float(ct[row, j]), 4)})
+                        sim_ct += 1
+                for j in np.argsort(-cc[row])[: rc.similar_contents]:
+                    if cc[row, j] > rc.delta_cc:
+                        ops.append({"op": "edge", "u": content_node(content_ids[i]), "v": content_node(content_ids[int(idx[j])]), "kind": "sim", "w": round(float(cc[row, j]), 4)})
+                        sim_cc += 1
+            flush()
+        flush(force=True)
+    timings["graph_journal_s"] = round(time.perf_counter() - t0, 1)
+    t1 = time.perf_counter()
+    kb.graph.compact()
+    timings["graph_snapshot_s"] = round(time.perf_counter() - t1, 1)
+    log(f"  graph: {written} operations journalled ({timings['graph_journal_s']}s), snapshot {timings['graph_snapshot_s']}s")
+
+    info = {
+        "tags": args.tags,
+        "contents": args.contents,
+        "clusters": len(centres),
+        "noise": args.noise,
+        "centres_from": source,
+        "with_samples": args.with_samples,
+        "sim_edges": not args.no_sim_edges,
+        "det_edges": det_edges,
+        "sim_edges_written": {"content_tag": sim_ct, "content_content": sim_cc},
+        "graph": kb.graph.counts(),
+        "build_s": round(time.perf_counter() - started, 1),
+        "build_peak_rss_mb": round(peak_rss_mb(), 1),
+        "timings_s": timings,
+        "seed": args.seed,
+    }
+    info["disk_mb"] = {"total": round(dir_size_mb(kb_dir), 1), "chroma": round(dir_size_mb(kb_dir / "chroma"), 1),
+                       "graph_pickle": round((kb_dir / "graph.pickle").stat().st_size / 2**20, 1)}
+    (kb_dir / MARKER).write_text(json.dumps(info, indent=2))
+
+
+def build_key(args) -> dict:
+    return {"tags": args.tags, "contents": args.contents, "noise": args.noise, "with_samples": args.with_samples,
+            "sim_edges": not args.no_sim_edges, "seed": args.seed}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kb-dir", type=Path, default=OUT / "synthetic-kb")
+    ap.add_argument("--data", type=Path, default=DATA, help="debtags folder: query texts (validation) and, if needed, centres")
+    ap.add_argument("--debtags-kb", type=Path, default=OUT / "debtags-kb", help="take the real centre vectors from here when built")
+    ap.add_argument("--tags", type=int, default=100_000)
+    ap.add_argument("--contents", type=int, default=100_000)
+    ap.add_argument("--clusters", type=int, default=2000, help="real content vectors the synthetic contents are copies of")
+    ap.add_argument("--noise", type=float, default=0.75, help="noise norm around a centre (cos to the centre ≈ 1/sqrt(1+noise²))")
+    ap.add_argument("--with-samples", action="store_true", help="also fill the samples collection (as a real build does; recall never reads it)")
+    ap.add_argument("--no-sim-edges", action="store_true", help="leave similarity edges out of the graph")
+    ap.add_argument("--queries", type=int, default=200, help="real validation texts to recall for")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="cProfile the end-to-end recall calls and print the top functions")
+    ap.add_argument("--json", type=Path, default=OUT / "synthetic_recall.json")
+    ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.kb_dir = args.kb_dir.resolve()
+
+    if args.build_only:
+        build(args)
+        return
+    marker = args.kb_dir / MARKER
+    info = json.loads(marker.read_text()) if marker.exists() else None
+    if args.rebuild or info is None or {k: info.get(k) for k in ("tags", "contents", "noise", "with_samples", "sim_edges", "seed")} != build_key(args):
+        log(f"building the synthetic knowledge base in {args.kb_dir} (child process) ...")
+        cmd = [sys.executable, __file__, "--build-only", *(argv if argv is not None else sys.argv[1:])]
+        subprocess.run(cmd, check=True)
+        info = json.loads(marker.read_text())
+        built_now = True
+    else:
+        built_now = False
+
+    # a fresh open, as a restarted service would do it
+    gc.collect()
+    t0 = time.perf_counter()
+    kb = KnowledgeBase(args.kb_dir)
+    open_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ContentTagGraph(args.kb_dir)
+    graph_load_s = time.perf_counter() - t0
+    gc.collect()
+    rss_after_open = peak_rss_mb()
+    t0 = time.perf_counter()
+    kb.encoder.encode_one("warm up")
+    encoder_load_s = time.perf_counter() - t0
+
+    validation = load_jsonl(args.data / "validation.jsonl")
+    texts = [it["text"] for it in random.Random(args.seed).sample(validation, args.queries)]
+    cfg = kb.config.recall
+    t0 = time.perf_counter()
+    latency = measure_latency(kb, texts, cfg)
+    latency_s = time.perf_counter() - t0
+
+    # what the queries found, to show that both graph paths did their work
+    sample = [recall_candidates(kb, t, cfg) for t in texts[:50]]
+    paths = {p: round(sum(sum(p in c.paths for c in r.candidates) for r in sample) / len(sample), 2) for p in ("C2T", "C2C2T", "match")}
+    close = round(sum(sum(h.similarity > cfg.delta_cc for h in r.similar_contents) for r in sample) / len(sample), 2)
+
+    profile_text = ""
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        for text in texts:
+            recall_candidates(kb, text, cfg)
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
+        profile_text = buf.getvalue()
+
+    g = info["graph"]
+    print(f"synthetic knowledge base: {args.kb_dir} ({'built now' if built_now else 'reused'})")
+    print(f"  {info['tags']} tags, {info['contents']} history contents in {info['clusters']} clusters (noise {info['noise']}); "
+          f"centres from {info['centres_from']}")
+    print(f"  graph: {g['tag_nodes']} tag nodes, {g['content_nodes']} content nodes, {g['deterministic_edges']} deterministic edges, "
+          f"{g['similarity_edges']} similarity edges")
+    print(f"  build: {info['build_s']}s {info['timings_s']}, peak RSS {info['build_peak_rss_mb']:.0f} MiB")
+    print(f"  disk: {info['disk_mb']['total']} MiB (chroma {info['disk_mb']['chroma']} MiB, graph.pickle {info['disk_mb']['graph_pickle']} MiB)")
+    print(f"open: KnowledgeBase() {open_s:.2f}s, of which graph load ≈ {graph_load_s:.2f}s (measured again on its own); "
+          f"encoder load {encoder_load_s:.2f}s; RSS after open {rss_after_open:.0f} MiB")
+    print(f"queries: {len(texts)} debtags validation texts; per recall (first 50): "
+          f"{paths['C2T']} C2T, {paths['C2C2T']} C2C2T, {paths['match']} match candidates, {close} history contents above δ_cc")
+    print(f"config: δ_ct {cfg.delta_ct}, δ_cc {cfg.delta_cc}, max C2T {cfg.max_c2t}, max C2C2T {cfg.max_c2c2t}, budget {cfg.budget}")
+    print(f"\nrecall latency per content (ms)   {'p50':>7} {'p95':>7} {'mean':>7}")
+    for name, key in (("end to end (encode + recall)", "end_to_end"), ("  encode only", "encode"), ("  recall given the vector", "recall_without_encode")):
+        r = latency[key]
+        print(f"{name:<33} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['mean_ms']:>7.1f}")
+    verdict = "meets" if latency["end_to_end"]["p50_ms"] < 50 else "misses"
+    print(f"target p50 < 50 ms: {verdict}")
+    print(f"latency phase {latency_s:.1f}s; peak RSS of this process {peak_rss_mb():.0f} MiB")
+    if profile_text:
+        print("\ncProfile of the end-to-end recalls (cumulative):")
+        print(profile_text)
+
+    report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "knowledge_base": info,
+        "built_now": built_now,
+        "open_s": round(open_s, 3),
+        "graph_load_s": round(graph_load_s, 3),
+        "encoder_load_s": round(encoder_load_s, 3),
+        "rss_after_open_mb": round(rss_after_open, 1),
+        "recall_config": cfg.__dict__,
+        "candidates_per_recall": paths,
+        "history_contents_above_delta_cc": close,
+        "latency": latency,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Shared fixtures: real MiniLM embeddings, real Chroma, real networkx — on small data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from knowledge_base import KnowledgeBase, read_samples, read_tags  # noqa: E402
+from knowledge_base.demo import DEMO_DATA  # noqa: E402
+
+SMALL_SAMPLES = 240
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(tmp_path_factory) -> Path:
+    """A tag repository and history cut from the bundled demo data (debtags)."""
+    d = tmp_path_factory.mktemp("small-data")
+    samples = [json.loads(l) for l in (DEMO_DATA / "samples.jsonl").read_text(encoding="utf-8").splitlines()[:SMALL_SAMPLES]]
+    used = {t for s in samples for t in s["tags"]}
+    lines = (DEMO_DATA / "tags.tsv").read_text(encoding="utf-8").splitlines()
+    kept = [lines[0]] + [l for l in lines[1:] if l.split("\t")[0] in used]
+    (d / "tags.tsv").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    (d / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
+    (d / "docs").mkdir()
+    (d / "docs" / "guide.md").write_text((DEMO_DATA / "docs" / "debtags-guide.md").read_text(encoding="utf-8"), encoding="utf-8")
+    return d
+
+
+@pytest.fixture(scope="session")
+def small_kb_dir(small_data_dir, tmp_path_factory) -> Path:
+    """A knowledge base built once per test session; tests that write must copy it (see ``small_kb``)."""
+    from knowledge_base import read_documents
+
+    d = tmp_path_factory.mktemp("small-kb")
+    kb = KnowledgeBase(d)
+    kb.add_tags(read_tags(small_data_dir / "tags.tsv").records)
+    kb.add_samples(read_samples(small_data_dir / "samples.jsonl").records)
+    kb.add_documents(read_documents([small_data_dir / "docs"]).records)
+    return d
+
+
+@pytest.fixture(scope="session")
+def small_kb(small_kb_dir) -> KnowledgeBase:
+    """Read-only use: the session's knowledge base. Do not write to it."""
+    return KnowledgeBase(small_kb_dir)
+
+
+@pytest.fixture
+def writable_kb(small_kb_dir, tmp_path) -> KnowledgeBase:
+    """A private copy of the small knowledge base that a test may change."""
+    import shutil
+
+    target = tmp_path / "kb"
+    shutil.copytree(small_kb_dir, target, ignore=shutil.ignore_patterns(".write.lock"))
+    return KnowledgeBase(target)
+
+
+@pytest.fixture
+def empty_kb(tmp_path) -> KnowledgeBase:
+    return KnowledgeBase(tmp_path / "empty-kb")
