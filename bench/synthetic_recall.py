@@ -51,6 +51,13 @@ OPS_PER_WRITE = 200_000
 WORDS = [f"w{i:04d}" for i in range(3000)]
 
 
+def current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
@@ -260,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     ContentTagGraph(args.kb_dir)
     graph_load_s = time.perf_counter() - t0
     gc.collect()
-    rss_after_open = peak_rss_mb()
+    rss_after_open = current_rss_mb()
     t0 = time.perf_counter()
     kb.encoder.encode_one("warm up")
     encoder_load_s = time.perf_counter() - t0

@@ -1,0 +1,328 @@
+"""The ``llm4tag`` command line: build a knowledge base, recall, tag, index batches, run the app."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from knowledge_base.errors import Llm4tagError
+
+from .context import Context
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc))
+
+
+def read_text_argument(text: str | None) -> str:
+    """TEXT, or standard input when TEXT is '-' or missing and input is piped."""
+    if text is not None and text != "-":
+        return text
+    if text is None and sys.stdin.isatty():
+        raise click.UsageError("give the text as an argument, or pipe it on standard input (use '-' to read it)")
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"standard input is not valid UTF-8 (byte {exc.start}: {exc.reason}); convert it, e.g. with iconv -t UTF-8")
+
+
+def _open_kb(ctx: click.Context):
+    from agent.resources import get_knowledge_base
+
+    return get_knowledge_base(ctx.obj["kb_dir"])
+
+
+class _Bar:
+    """A tqdm bar driven by (done, total) progress callbacks."""
+
+    def __init__(self, desc: str):
+        from tqdm import tqdm
+
+        self.tqdm = tqdm
+        self.desc = desc
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = self.tqdm(total=total, desc=self.desc, unit="item", file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--kb", "kb_dir", envvar="LLM4TAG_KB", type=click.Path(file_okay=False), default=None,
+              help="Knowledge base directory (env LLM4TAG_KB). Default: the bundled demo knowledge base.")
+@click.pass_context
+def main(ctx: click.Context, kb_dir: str | None) -> None:
+    """llm4tag: automatic tagging with graph-based recall, knowledge-enhanced LLM generation and
+    calibrated confidence (after LLM4Tag, KDD 2025)."""
+    ctx.ensure_object(dict)
+    ctx.obj["kb_dir"] = kb_dir
+
+
+# ---- knowledge base ------------------------------------------------------------------------
+@main.group()
+def kb() -> None:
+    """Build and inspect the knowledge base."""
+
+
+ON_ERROR = click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+                        help="A malformed line stops the load (nothing loaded) or is skipped and reported.")
+
+
+def _print_report(report, parsed) -> None:
+    for problem in parsed.problems:
+        click.echo(f"skipped {problem}", err=True)
+    for warning in [*parsed.warnings, *report.warnings]:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(report.summary())
+
+
+@kb.command("load-vocab")
+@click.argument("path", type=click.Path(dir_okay=False))
+@ON_ERROR
+@click.pass_context
+def load_vocab(ctx, path, on_error):
+    """Load a tag repository (.tsv/.csv/.jsonl: name, description, synonyms, parent)."""
+    from knowledge_base import read_tags
+
+    try:
+        parsed = read_tags(path, on_error)
+        bar = _Bar("tags")
+        report = _open_kb(ctx).add_tags(parsed.records, progress=bar)
+        bar.close()
+    except Llm4tagError as exc:
+        _fail(exc)
+    _print_report(report, parsed)
+
+
+@kb.command("load-samples")
+@click.argument("path", type=click.Path(dir_okay=False))
+@ON_ERROR
+@click.option("--unknown-tags", type=click.Choice(["skip", "add", "error"]), default="skip", show_default=True,
+              help="Tags not in the repository: ignore them (reported), add them, or refuse the file.")
+@click.pass_context
+def load_samples(ctx, path, on_error, unknown_tags):
+    """Load annotated samples (JSONL: id, text, tags, optional incorrect_tags)."""
+    from knowledge_base import read_samples
+
+    try:
+        parsed = read_samples(path, on_error)
+        bar = _Bar("samples")
+        report = _open_kb(ctx).add_samples(parsed.records, unknown_tags=unknown_tags, progress=bar)
+        bar.close()
+    except Llm4tagError as exc:
+        _fail(exc)
+    _print_report(report, parsed)
+
+
+@kb.command("load-docs")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@ON_ERROR
+@click.pass_context
+def load_docs(ctx, paths, on_error):
+    """Load domain documents (.txt/.md files or folders): definitions, tagging rules."""
+    from knowledge_base import read_documents
+
+    try:
+        parsed = read_documents(list(paths), on_error)
+        report = _open_kb(ctx).add_documents(parsed.records)
+    except Llm4tagError as exc:
+        _fail(exc)
+    _print_report(report, parsed)
+
+
+@kb.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def stats(ctx, as_json):
+    """Show what the knowledge base holds."""
+    try:
+        data = _open_kb(ctx).stats()
+    except Llm4tagError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for k, v in value.items():
+                click.echo(f"  {k}: {v}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@kb.command("search")
+@click.argument("query")
+@click.option("-k", "limit", default=10, show_default=True)
+@click.pass_context
+def search(ctx, query, limit):
+    """Find tags by name or meaning."""
+    try:
+        for hit in _open_kb(ctx).search_tags(query, limit):
+            click.echo(f"{hit.similarity:.3f}  {hit.id}  {hit.metadata.get('description', '')}")
+    except Llm4tagError as exc:
+        _fail(exc)
+
+
+# ---- recall --------------------------------------------------------------------------------
+@main.command()
+@click.argument("text", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--strategy", type=click.Choice(["graph", "match"]), default=None, help="Graph meta-paths or top-k by cosine.")
+@click.option("--paper", is_flag=True, help="Use the paper's thresholds (δ_ct 0.5, δ_cc 0.8), tuned for BGE.")
+@click.option("--delta-ct", type=float, default=None)
+@click.option("--delta-cc", type=float, default=None)
+@click.option("--max-c2t", type=int, default=None)
+@click.option("--max-c2c2t", type=int, default=None)
+@click.option("--budget", type=int, default=None, help="Candidate set size.")
+@click.pass_context
+def recall(ctx, text, as_json, strategy, paper, delta_ct, delta_cc, max_c2t, max_c2c2t, budget):
+    """Recall candidate tags for TEXT (or standard input), with the path that found each."""
+    from knowledge_base import RecallConfig, recall_candidates
+
+    content = read_text_argument(text)
+    try:
+        kbase = _open_kb(ctx)
+        base = RecallConfig.paper() if paper else kbase.config.recall
+        cfg = base.with_overrides(strategy=strategy, delta_ct=delta_ct, delta_cc=delta_cc, max_c2t=max_c2t, max_c2c2t=max_c2c2t, budget=budget)
+        result = recall_candidates(kbase, content, cfg)
+    except Llm4tagError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{len(result.candidates)} candidates ({result.strategy} recall):")
+    for c in result.candidates:
+        why = []
+        for ev in c.evidence:
+            if ev.path == "C2C2T":
+                why.append(f"C2C2T votes {ev.score:.2f} via {', '.join(v['id'] for v in ev.via[:3])}" + (" …" if len(ev.via) > 3 else ""))
+            else:
+                why.append(f"{ev.path} sim {ev.score:.2f}")
+        click.echo(f"  {c.score:6.3f}  {c.tag:40s} {'; '.join(why)}")
+
+
+# ---- tagging -------------------------------------------------------------------------------
+def context_options(f):
+    options = [
+        click.option("--backend", default=None, help="llamacpp | llamacpp:/path/model.gguf | ollama:MODEL (env LLM4TAG_BACKEND)."),
+        click.option("--mode", type=click.Choice(["multi", "single"]), default=None, help="Several tags or exactly one."),
+        click.option("--limit", "max_tags", type=int, default=None, help="At most this many tags (multi mode)."),
+        click.option("--threshold", type=float, default=None, help="Drop tags whose confidence is below this (default 0.5)."),
+        click.option("--examples/--no-examples", "use_examples", default=None, help="Retrieved in-context examples."),
+        click.option("--knowledge/--no-knowledge", "use_knowledge", default=None, help="Retrieved domain knowledge."),
+        click.option("--web/--no-web", "use_web_search", default=None, help="Web search snippets (needs network)."),
+        click.option("--calibrate/--no-calibrate", "use_calibration", default=None, help="Yes/No confidence calibration."),
+        click.option("--graph-recall/--match-recall", "use_graph_recall", default=None, help="Graph meta-paths or top-k by cosine."),
+        click.option("--write-back/--no-write-back", "write_back", default=None, help="Store the final tags in the knowledge base."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def build_context(ctx: click.Context, **options) -> Context:
+    try:
+        return Context.from_env(kb_dir=ctx.obj["kb_dir"], **options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc))
+
+
+@main.command("tag")
+@click.argument("text", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@click.option("--explain", is_flag=True, help="Also print candidates, examples, knowledge and judgments.")
+@context_options
+@click.pass_context
+def tag_command(ctx, text, as_json, explain, **options):
+    """Tag TEXT (or standard input) with the full pipeline."""
+    from .tagging import tag
+
+    content = read_text_argument(text)
+    context = build_context(ctx, **options)
+    try:
+        result = tag(content, context=context)
+    except Llm4tagError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    for note in result["notes"]:
+        click.echo(f"note: {note}", err=True)
+    if explain:
+        click.echo(f"candidates ({len(result['candidates'])}):")
+        for c in result["candidates"]:
+            click.echo(f"  {c['score']:6.3f}  {c['tag']:40s} {'+'.join(c['paths'])}")
+        click.echo(f"examples ({len(result['examples'])}):")
+        for e in result["examples"]:
+            click.echo(f"  {e['similarity']:.3f} {e['id']}: right {e['tags']}" + (f" wrong {e['incorrect_tags']}" if e["incorrect_tags"] else ""))
+        click.echo(f"knowledge ({len(result['knowledge'])}):")
+        for s in result["knowledge"]:
+            click.echo(f"  [{s['source']}] {' '.join(s['text'].split())[:100]}")
+        sel = result["selection"]
+        click.echo(f"generator: {sel.get('raw')!r} (+ from history: {sel.get('from_history')})")
+        click.echo("judgments:")
+        for j in result["judgments"]:
+            click.echo(f"  P(Yes)={j['p_yes']:.3f}  {j['tag']}")
+        click.echo("tags:")
+    if not result["tags"]:
+        click.echo("(no tag passed the confidence threshold)")
+    for t in result["tags"]:
+        conf = "   -  " if t["confidence"] is None else f"{t['confidence']:.3f}"
+        click.echo(f"{t['rank']:2d}. {conf}  {t['tag']}  ({'+'.join(t['paths']) or 'llm'}{', from history' if t['origin'] == 'history' else ''})")
+
+
+@main.command("index")
+@click.argument("in_path", type=click.Path(dir_okay=False))
+@click.argument("out_path", type=click.Path(dir_okay=False))
+@context_options
+@click.pass_context
+def index_command(ctx, in_path, out_path, **options):
+    """Tag every line of IN.jsonl into OUT.jsonl; re-run to resume after an interruption."""
+    from tqdm import tqdm
+
+    from .batch import run_batch
+
+    context = build_context(ctx, **options)
+    bar = None
+
+    def on_item(report, item):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=report.total, desc="tagging", unit="item", file=sys.stderr)
+        bar.update(1)
+        if item.error:
+            bar.write(f"skipped line {item.line}: {item.error}", file=sys.stderr)
+
+    try:
+        report = run_batch(in_path, out_path, context, on_item=on_item)
+    except Llm4tagError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; run the same command again to resume (finished items in {out_path} are kept)")
+    finally:
+        if bar is not None:
+            bar.close()
+    click.echo(f"{report.tagged} tagged, {report.skipped_done} already done, {len(report.errors)} bad lines → {out_path}")
+
+
+@main.command("config")
+def show_config():
+    """Print the tagging configuration (defaults plus LLM4TAG_* environment variables)."""
+    click.echo(json.dumps(asdict(Context.from_env()), indent=2))
+
+
+if __name__ == "__main__":
+    main()
