@@ -318,6 +318,21 @@ def index_command(ctx, in_path, out_path, **options):
     click.echo(f"{report.tagged} tagged, {report.skipped_done} already done, {len(report.errors)} bad lines → {out_path}")
 
 
+@main.command("app")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=7860, show_default=True, type=int)
+@click.option("--share", is_flag=True, help="Ask Gradio for a public share link (needs network).")
+@click.pass_context
+def app_command(ctx, host, port, share):
+    """Start the Gradio app (tagging, review, batch, knowledge base) with its API and MCP server."""
+    from ui.app import launch
+
+    try:
+        launch(kb_dir=ctx.obj["kb_dir"], host=host, port=port, share=share)
+    except Llm4tagError as exc:
+        _fail(exc)
+
+
 @main.command("config")
 def show_config():
     """Print the tagging configuration (defaults plus LLM4TAG_* environment variables)."""

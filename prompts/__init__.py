@@ -6,8 +6,9 @@ other braces in the text stay as they are. Files:
 - ``system.txt`` — the system message for every call (content is data, not instructions).
 - ``generate_basic.txt`` — Template_b(c, Φ(c)): ``{content}``, ``{candidates}``, ``{task}``.
 - ``generate_retrieval.txt`` — Template_r(c, Φ(c), R(c)): adds ``{examples}``, ``{knowledge}``.
-- ``judge.txt`` — Template_c(c, t): ``{content}``, ``{tag}``, ``{tag_description}``. The content
-  comes first and the tag last, so the model's KV cache for the content is reused across tags.
+- ``judge.txt`` — Template_c(c, t): ``{examples}`` (earlier Yes/No judgments on similar items,
+  from the retrieved samples), ``{content}``, ``{tag}``, ``{tag_description}``. The content comes
+  first and the tag last, so the model's KV cache for the content is reused across tags.
 
 Set ``LLM4TAG_PROMPTS_DIR`` to a folder with your own copies to override them.
 """

@@ -18,9 +18,27 @@ from ..state import State
 from .generate import clip
 
 
-def judgment_prompts(text: str, tags: list[str], descriptions: dict[str, str], content_chars: int) -> list[str]:
+def judgment_examples(examples: list[dict], candidates: list[str], limit: int = 2, chars: int = 200) -> str:
+    """Yes/No demonstrations from retrieved samples: one right tag and one wrong tag each.
+
+    A wrong tag is one marked incorrect for the sample, else a candidate the sample lacks.
+    With the small base model these shots measurably separate right from wrong tags better
+    than the bare question (see docs/results.md).
+    """
+    shots = []
+    for ex in examples[:limit]:
+        text = clip(ex["text"], chars)[0]
+        if ex["tags"]:
+            shots.append(f"Item: {text}\nTag: {ex['tags'][0]}\nRelevant: Yes")
+        wrong = ex["incorrect_tags"][:1] or [t for t in candidates if t not in ex["tags"]][:1]
+        if wrong:
+            shots.append(f"Item: {text}\nTag: {wrong[0]}\nRelevant: No")
+    return "\n\n".join(shots) or "(none)"
+
+
+def judgment_prompts(text: str, tags: list[str], descriptions: dict[str, str], content_chars: int, shots: str = "(none)") -> list[str]:
     content, _ = clip(text, content_chars)
-    return [render_prompt("judge", content=content, tag=t, tag_description=descriptions.get(t) or t) for t in tags]
+    return [render_prompt("judge", examples=shots, content=content, tag=t, tag_description=descriptions.get(t) or t) for t in tags]
 
 
 def rank_tags(judgments: list[dict], threshold: float | None) -> list[dict]:
@@ -43,7 +61,8 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
     scores = [None] * len(tags)
     if ctx.use_calibration and tags:
         backend = load_backend(ctx.backend)
-        results = backend.judge(load_prompt("system"), judgment_prompts(state["text"], tags, descriptions, ctx.content_chars))
+        shots = judgment_examples(state.get("examples") or [], list(by_tag))
+        results = backend.judge(load_prompt("system"), judgment_prompts(state["text"], tags, descriptions, ctx.content_chars, shots))
         scores = [round(r.p_yes, 4) for r in results]
         for tag, r in zip(tags, results):
             judgments.append(
