@@ -4,7 +4,8 @@ C2T: c →s t, the tags whose similarity to the content exceeds δ_ct (at most `
 C2C2T: c →s c' →d t, the tags annotated on history contents whose similarity exceeds δ_cc,
 ranked by similarity-weighted votes (at most ``max_c2c2t``).
 Match: the top tags by cosine, the paper's baseline — also used to fill the graph's set up to
-``budget`` so the next step never gets an empty set while the repository has tags.
+``budget`` so the next step never gets an empty set while the repository has tags. The set
+never exceeds ``budget``: when the paths find more, the lowest-scored candidates are cut.
 Every candidate keeps its evidence: which path, the similarity, and the contents it came through.
 """
 
@@ -145,7 +146,7 @@ def recall_candidates(
     if not candidates and not kb.tag_names():
         notes.append("the tag repository is empty: load one with llm4tag kb load-vocab FILE")
 
-    ranked = sorted(candidates.values(), key=lambda c: -c.score)
+    ranked = sorted(candidates.values(), key=lambda c: -c.score)[: cfg.budget]
     described = kb.get_tags([c.tag for c in ranked])
     for cand in ranked:
         if cand.tag in described:

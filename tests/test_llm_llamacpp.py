@@ -1,0 +1,83 @@
+"""The embedded llama.cpp backend with the real SmolLM2-135M GGUF."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from agent.llm import BackendError, load_backend
+from agent.llm.base import parse_selection, tag_selection_schema, yes_probability
+from agent.llm.llamacpp import selection_grammar
+
+SYSTEM = "You judge whether a tag fits a text. Answer Yes or No."
+TEXT = "A command-line tool written in C that converts PNG and JPEG images to PDF documents."
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return load_backend("llamacpp")
+
+
+def test_yes_probability_is_the_softmax_over_two_logits():
+    assert yes_probability(2.0, 2.0) == pytest.approx(0.5)
+    assert yes_probability(3.0, 1.0) == pytest.approx(np.exp(3) / (np.exp(3) + np.exp(1)))
+    assert yes_probability(1000.0, 0.0) == pytest.approx(1.0)  # no overflow
+
+
+def test_judge_reads_real_logits_and_cache_reuse_gives_identical_scores(backend):
+    prompts = [f"Text: {TEXT}\nTag: {t}\nDoes the tag fit? Answer Yes or No." for t in ("image conversion", "pdf", "game", "biology")]
+    reused = backend.judge(SYSTEM, prompts, reuse_cache=True)
+    fresh = backend.judge(SYSTEM, prompts, reuse_cache=False)
+    assert [round(j.p_yes, 6) for j in reused] == [round(j.p_yes, 6) for j in fresh]
+    # real logits: not the uniform 0.5 an empty score buffer would give, and not all equal
+    assert all(abs(j.p_yes - 0.5) > 1e-4 for j in reused)
+    assert len({round(j.p_yes, 4) for j in reused}) > 1
+    # the content prefix is served from the KV cache for every tag after the first
+    assert reused[0].reused_tokens < reused[1].reused_tokens
+    assert all(j.reused_tokens > 20 for j in reused[1:])
+    assert all(j.reused_tokens == 0 for j in fresh)
+    assert sum(j.prompt_tokens for j in reused) < sum(j.prompt_tokens for j in fresh) / 2
+
+
+def test_selection_is_constrained_to_candidates(backend):
+    candidates = ["works-with::image", "works-with-format::pdf", "game::strategy", "field::biology"]
+    gen = backend.select_tags("You tag texts.", f"Text: {TEXT}\nCandidates: {', '.join(candidates)}\nAnswer with a JSON array.", candidates, 3)
+    assert 1 <= len(gen.tags) <= 3
+    assert set(gen.tags) <= set(candidates)
+    assert json.loads(gen.raw) == gen.tags or set(json.loads(gen.raw)) >= set(gen.tags)
+    assert gen.prompt_tokens > 20 and gen.completion_tokens > 0
+
+
+def test_single_mode_grammar_yields_exactly_one(backend):
+    candidates = ["card_arrival", "lost_or_stolen_card", "exchange_rate"]
+    gen = backend.select_tags("You classify banking questions.", "Question: my card hasn't arrived yet\nPick one intent.", candidates, 1)
+    assert len(gen.tags) == 1 and gen.tags[0] in candidates
+
+
+def test_grammar_escapes_quotes_and_backslashes():
+    grammar = selection_grammar(['say "hi"', "back\\slash"], 2)
+    assert r'"\"say \\\"hi\\\"\""' in grammar
+    assert "{0,1}" in grammar
+
+
+def test_parse_selection_validates_and_reports_outsiders():
+    kept, rejected = parse_selection('["a", "zzz", "a", "b"]', ["a", "b", "c"], 5)
+    assert kept == ["a", "b"] and rejected == ["zzz"]
+    kept, rejected = parse_selection("a, c\nq", ["a", "b", "c"], 1)
+    assert kept == ["a"] and rejected == ["q"]
+    assert tag_selection_schema(["x"], 1)["minItems"] == 1
+
+
+def test_bad_specs_and_missing_files_give_clear_errors(tmp_path):
+    with pytest.raises(BackendError, match="unknown backend"):
+        load_backend("gpt:whatever")
+    with pytest.raises(BackendError, match="not found"):
+        load_backend(f"llamacpp:{tmp_path / 'missing.gguf'}")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf at all")
+    with pytest.raises(BackendError, match="valid GGUF"):
+        load_backend(f"llamacpp:{bad}")
+    with pytest.raises(BackendError, match="ollama:MODEL"):
+        load_backend("ollama:")
