@@ -282,8 +282,9 @@ class KnowledgeBase:
                 )
                 ops = [{"op": "node", "id": tag_node(t.name), "kind": "tag"} for t in chunk]
                 # link the new tags to similar existing contents (c–t similarity edges)
-                if self.collection("contents").count():
-                    for t, hits in zip(chunk, self._query("contents", enc.vectors, 50)):
+                fresh = [i for i, t in enumerate(chunk) if t.name not in existing]
+                if fresh and self.collection("contents").count():
+                    for t, hits in zip([chunk[i] for i in fresh], self._query("contents", enc.vectors[fresh], 50)):
                         ops += [
                             {"op": "edge", "u": content_node(h.id), "v": tag_node(t.name), "kind": "sim", "w": round(h.similarity, 4)}
                             for h in hits
