@@ -37,12 +37,12 @@ def format_candidates(candidates: list[dict]) -> str:
                 evidence.append(f"on {len(ev['via'])} similar items")
             elif ev["path"] == "C2T":
                 evidence.append(f"similar to the text ({ev['score']:.2f})")
-        desc = f": {c['description']}" if c.get("description") else ""
+        desc = f": {clip(c['description'], 100)[0]}" if c.get("description") else ""
         lines.append(f"- {c['tag']}{desc}" + (f" [{'; '.join(evidence)}]" if evidence else ""))
     return "\n".join(lines)
 
 
-def format_examples(examples: list[dict], limit: int = 400) -> str:
+def format_examples(examples: list[dict], limit: int = 300) -> str:
     blocks = []
     for i, ex in enumerate(examples, 1):
         text, _ = clip(ex["text"], limit)
@@ -53,7 +53,7 @@ def format_examples(examples: list[dict], limit: int = 400) -> str:
     return "\n".join(blocks) or "(none)"
 
 
-def format_knowledge(snippets: list[dict], limit: int = 500) -> str:
+def format_knowledge(snippets: list[dict], limit: int = 300) -> str:
     return "\n".join(f"[{s['source']}] {clip(s['text'], limit)[0]}" for s in snippets) or "(none)"
 
 

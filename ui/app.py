@@ -1,0 +1,611 @@
+"""The Gradio app: chat-shaped tagging that shows every step, learns from feedback, tags batches
+and shows the knowledge base. ``llm4tag app`` starts it; so does ``python -m ui.app``.
+
+- **Tag**: paste a text or drop a .txt/.md/.jsonl file; the tagging graph streams one collapsible
+  message per step (candidates with their meta-paths, examples, knowledge, the generator's
+  selection, the judge's confidence), then the tags with confidence bars. Follow-up messages act
+  on the last result: ``accept``, ``accept TAG``, ``reject TAG``, ``add TAG``, ``explain TAG``,
+  ``undo`` — feedback is written to the knowledge base at once (a sample with correct and
+  incorrect tags, and deterministic graph edges). The threshold slider re-filters the last
+  result from the judgments already made, without running the model again.
+- **Batch**: a JSONL or CSV file in, a JSONL file of tags out, with a progress bar; a bad row is
+  reported in the output and the summary, and the batch goes on.
+- **Knowledge base**: statistics, tag search, a picture of a node's neighbourhood in the
+  content–tag graph, and loading a vocabulary or samples file.
+
+Per-person data (the last result, the feedback verdict, the undo stack) lives in ``gr.State``;
+the knowledge base serialises writers with its own lock, so several people can give feedback at
+once. The functions ``tag``, ``learn`` and ``search_tags`` are also Gradio API endpoints and, with
+``gradio[mcp]`` installed, MCP tools.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gradio as gr  # noqa: E402
+
+from agent.context import Context  # noqa: E402
+from agent.graph import NODE_ORDER, graph  # noqa: E402
+from knowledge_base.errors import InputError, Llm4tagError  # noqa: E402
+from knowledge_base.graph import content_node, tag_node  # noqa: E402
+from knowledge_base.loaders import Sample, require_text  # noqa: E402
+
+from . import render  # noqa: E402
+from .logic import (  # noqa: E402
+    HELP,
+    Command,
+    apply_verdict,
+    empty_verdict,
+    merge_update,
+    parse_command,
+    prepare_batch_input,
+    read_dropped_file,
+    refilter,
+    resolve_tags,
+)
+
+log = logging.getLogger("llm4tag.ui")
+
+RESULT_KEYS = ("text", "content_id", "tags", "candidates", "similar_contents", "examples", "knowledge", "selection", "judgments", "notes", "timings")
+CHAT_PLACEHOLDER = (
+    "**Paste a text to tag** (or drop a .txt / .md / .jsonl file).\n\n"
+    "Each step of the pipeline appears here as it runs: candidate recall over the content–tag graph, "
+    "similar annotated examples, domain knowledge, the LLM's selection and its calibrated confidence."
+)
+INPUT_PLACEHOLDER = "Paste a text to tag, or drop a file — then: accept · accept TAG · reject TAG · add TAG · explain TAG · undo · help"
+CSS = """
+#result-panel { min-height: 80px; }
+footer { display: none !important; }
+"""
+
+
+def new_session() -> dict:
+    """One person's state: the last result, their verdict on it, and their feedback history."""
+    return {"last": None, "verdict": empty_verdict(), "undo": []}
+
+
+def _default_context() -> Context:
+    try:
+        return Context.from_env()
+    except ValueError as exc:
+        log.warning("ignoring the LLM4TAG_* settings: %s", exc)
+        return Context()
+
+
+def _readable(exc: Exception) -> str:
+    if isinstance(exc, (Llm4tagError, ValueError)):
+        return str(exc)
+    log.exception("unexpected error in the app")
+    return f"unexpected error ({type(exc).__name__}: {exc}); the app's log has the details"
+
+
+class TaggingApp:
+    """The handlers behind the page; holds configuration only, never a person's data."""
+
+    def __init__(self, kb_dir: str | None = None):
+        self.kb_dir = str(kb_dir) if kb_dir else None
+
+    def kb(self):
+        from agent.resources import get_knowledge_base
+
+        return get_knowledge_base(self.kb_dir)
+
+    def context(self, threshold, mode, n_examples, n_snippets, web, backend) -> Context:
+        n_examples, n_snippets = int(n_examples or 0), int(n_snippets or 0)
+        ctx = Context.from_env(
+            backend=(backend or "").strip() or None,
+            mode=mode or None,
+            threshold=float(threshold),
+            max_examples=n_examples,
+            use_examples=n_examples > 0,
+            max_snippets=n_snippets,
+            use_knowledge=n_snippets > 0,
+            use_web_search=bool(web),
+        )
+        return replace(ctx, kb_dir=self.kb_dir)
+
+    # ---- the Tag page --------------------------------------------------------------------
+    def respond(self, message, history, session, threshold, mode, n_examples, n_snippets, web, backend, clear_input=True):
+        """Tag a new text (streaming each step) or act on the last result (a command)."""
+        history = list(history or [])
+        session = session or new_session()
+        message = message if isinstance(message, dict) else {"text": message or "", "files": []}
+        text = message.get("text") or ""
+        files = [f if isinstance(f, str) else getattr(f, "path", None) or f.get("path") for f in message.get("files") or []]
+        done_input = gr.MultimodalTextbox(value=None, interactive=True) if clear_input else gr.skip()
+
+        command = None if files else parse_command(text)
+        if command is not None and (session.get("last") is not None or not command.tags):
+            history.append(render.user_message(text.strip()))
+            self.run_command(command, history, session, float(threshold))
+            yield history, session, self.panel(session, threshold), done_input
+            return
+
+        try:
+            note = None
+            if files:
+                content, title, note = read_dropped_file(files[0])
+                title = text.strip() or title
+                shown = f"📄 **{Path(files[0]).name}**\n\n{render.clip(content, 400)}"
+            else:
+                content, title = text, None
+                shown = render.clip(text, 600)
+            require_text(content)
+            ctx = self.context(threshold, mode, n_examples, n_snippets, web, backend)
+        except (Llm4tagError, ValueError) as exc:
+            gr.Warning(str(exc))
+            if text.strip() or files:
+                history.append(render.user_message(text.strip() or ", ".join(Path(f).name for f in files)))
+            history.append(render.error_message(str(exc)))
+            yield history, session, gr.skip(), done_input
+            return
+
+        history.append(render.user_message(shown))
+        history.append(render.pending_message("recall"))
+        yield history, session, gr.skip(), gr.MultimodalTextbox(value=None, interactive=False) if clear_input else gr.skip()
+
+        payload = {"content": content, **({"title": title} if title else {})}
+        state: dict = {}
+        try:
+            for update in graph.stream(payload, context=ctx, stream_mode="updates"):
+                for node, changes in update.items():
+                    merge_update(state, changes or {})
+                    duration = ((changes or {}).get("timings") or {}).get(node)
+                    history[-1] = render.step_message(node, changes or {}, ctx.threshold, duration)
+                    following = self._next_node(node, ctx, state)
+                    if following:
+                        history.append(render.pending_message(following))
+                    yield history, session, gr.skip(), gr.skip()
+        except Exception as exc:  # shown in the page, never as a traceback or a frozen spinner
+            error = _readable(exc)
+            gr.Warning(error)
+            if history and render.is_pending(history[-1]):
+                history[-1] = render.failed_step(history[-1], error)
+            history.append(render.error_message(error))
+            yield history, session, gr.skip(), done_input
+            return
+
+        while history and render.is_pending(history[-1]):
+            history.pop()
+        result = {k: state[k] for k in RESULT_KEYS if k in state}
+        if note:
+            result["notes"] = [*result.get("notes", []), note]
+        session["last"] = {"result": result}
+        session["verdict"] = empty_verdict()
+        shown_tags = result.get("tags") or []
+        history.append(render.final_message(result, shown_tags, ctx.threshold))
+        yield history, session, render.result_panel(result, shown_tags, ctx.threshold, session["verdict"]), done_input
+
+    @staticmethod
+    def _next_node(node: str, ctx: Context, state: dict) -> str | None:
+        order = list(NODE_ORDER)
+        if node not in order or order.index(node) + 1 >= len(order):
+            return None
+        following = order[order.index(node) + 1]
+        if following == "write_back" and not (ctx.write_back and state.get("tags")):
+            return None
+        return following
+
+    def press(self, command_text: str):
+        """A button that types a command into the conversation."""
+
+        def handler(history, session, threshold, mode, n_examples, n_snippets, web, backend):
+            yield from self.respond({"text": command_text, "files": []}, history, session, threshold, mode, n_examples, n_snippets, web, backend, clear_input=False)
+
+        return handler
+
+    def panel(self, session: dict, threshold: float) -> str:
+        last = (session or {}).get("last")
+        if not last:
+            return render.result_panel(None, None, float(threshold))
+        result = last["result"]
+        return render.result_panel(result, refilter(result, float(threshold)), float(threshold), session.get("verdict"))
+
+    def refilter_panel(self, threshold, session) -> str:
+        return self.panel(session, threshold)
+
+    def run_command(self, command: Command, history: list, session: dict, threshold: float) -> None:
+        """Carry out a follow-up command; every outcome, error included, is a chat message."""
+        say = lambda text: history.append(render.assistant_message(text))  # noqa: E731
+        fail = lambda text: history.append(render.error_message(text))  # noqa: E731
+        if command.action == "help":
+            return say(HELP)
+        if command.action == "undo":
+            return self.undo(history, session)
+        last = session.get("last")
+        if last is None:
+            return fail("There is no result yet: paste a text to tag first.")
+        result = last["result"]
+        if command.action == "explain":
+            if not command.tags:
+                return fail("Name the tag: explain TAG")
+            return say("\n\n".join(render.explain_tag(result, t, threshold, session.get("verdict")) for t in command.tags))
+        try:
+            kb = self.kb()
+            if command.tags:
+                tags, unknown = resolve_tags(command.tags, kb.tag_names())
+                if unknown:
+                    hints = []
+                    for name in unknown:
+                        near = [h.id for h in kb.search_tags(name, 3)]
+                        hints.append(f"'{name}' is not in the tag repository" + (f" (did you mean {', '.join(near)}?)" if near else ""))
+                    return fail("; ".join(hints) + ". Nothing was written.")
+            elif command.action == "accept":
+                tags = [t["tag"] for t in refilter(result, threshold)]
+                if not tags:
+                    return fail(f"No tag is shown at the threshold {threshold:.2f}; name the tags (accept TAG) or lower the threshold.")
+            else:
+                return fail(f"Name the tag: {command.action} TAG")
+            verdict = apply_verdict(session.get("verdict") or empty_verdict(), command.action, tags)
+            cid = result["content_id"]
+            previous = self._sample_with_origin(kb, cid)
+            kb.record_feedback(result["text"], verdict["correct"], verdict["incorrect"], cid=cid)
+        except Exception as exc:
+            error = _readable(exc)
+            gr.Warning(error)
+            return fail(error + " Nothing was written.")
+        summary = f"{command.action} {', '.join(tags)}"
+        session["undo"].append({"cid": cid, "previous": previous, "verdict": session.get("verdict") or empty_verdict(), "summary": summary})
+        session["verdict"] = verdict
+        correct = ", ".join(f"`{t}`" for t in verdict["correct"]) or "(none)"
+        incorrect = ", ".join(f"`{t}`" for t in verdict["incorrect"]) or "(none)"
+        say(
+            f"✓ Saved to the knowledge base as sample `{cid}` — correct: {correct}; incorrect: {incorrect}. "
+            "Similar texts will now get it as an example and reach its tags through C2C2T. (`undo` takes it back.)"
+        )
+
+    @staticmethod
+    def _sample_with_origin(kb, cid: str) -> dict | None:
+        got = kb.collection("samples").get(ids=[cid], include=["documents", "metadatas"])
+        if not got["ids"]:
+            return None
+        sample = kb.get_sample(cid)
+        origin = (got["metadatas"][0] or {}).get("origin") or "feedback"
+        return {"id": sample.id, "text": sample.text, "tags": list(sample.tags), "incorrect_tags": list(sample.incorrect_tags), "origin": origin}
+
+    def undo(self, history: list, session: dict) -> None:
+        stack = session.get("undo") or []
+        if not stack:
+            history.append(render.assistant_message("Nothing to undo: no feedback has been given in this session."))
+            return
+        entry = stack[-1]
+        try:
+            kb = self.kb()
+            previous = entry["previous"]
+            if previous:
+                sample = Sample(previous["id"], previous["text"], tuple(previous["tags"]), tuple(previous["incorrect_tags"]))
+                kb.add_samples([sample], unknown_tags="skip", origin=previous.get("origin") or "feedback")
+                what = "the sample is back to what it was before"
+            else:
+                kb.remove_sample(entry["cid"])
+                what = "the sample and its graph edges are removed"
+        except Exception as exc:
+            error = _readable(exc)
+            gr.Warning(error)
+            history.append(render.error_message(f"Undo failed: {error}"))
+            return
+        stack.pop()
+        last = session.get("last")
+        if last and last["result"].get("content_id") == entry["cid"]:
+            session["verdict"] = entry["verdict"]
+        history.append(render.assistant_message(f"↶ Undid “{entry['summary']}” on `{entry['cid']}`: {what}."))
+
+    # ---- API / MCP -------------------------------------------------------------------------
+    def api_tag(self, text: str, mode: str = "multi", threshold: float = 0.5, max_tags: int = 5, backend: str = "llamacpp") -> dict:
+        """Tag a text with llm4tag: graph-based candidate recall, knowledge-enhanced LLM selection and calibrated confidence.
+
+        Args:
+            text: the content to tag (an article, a product description, a query).
+            mode: "multi" for several tags, "single" for exactly one.
+            threshold: tags whose confidence (the judge's P(Yes), 0 to 1) is below this are left out.
+            max_tags: at most this many tags in multi mode.
+            backend: the LLM: "llamacpp" (the embedded model), "llamacpp:/path/model.gguf" or "ollama:MODEL".
+
+        Returns:
+            A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin"), "below_threshold" (generated tags that were left out, with confidence), "candidates" (the recalled tag names) and "notes".
+        """
+        try:
+            ctx = replace(Context.from_env(mode=mode, threshold=float(threshold), max_tags=int(max_tags), backend=(backend or "").strip() or None), kb_dir=self.kb_dir)
+            from agent.tagging import tag
+
+            result = tag(text, context=ctx)
+        except Exception as exc:
+            raise gr.Error(_readable(exc)) from exc
+        kept = {t["tag"] for t in result["tags"]}
+        p_yes = {j["tag"]: j["p_yes"] for j in result["judgments"]}
+        return {
+            "content_id": result["content_id"],
+            "tags": [{k: t[k] for k in ("tag", "confidence", "description", "origin")} for t in result["tags"]],
+            "below_threshold": [{"tag": t, "confidence": p_yes.get(t)} for t in result["selection"].get("tags", []) if t not in kept],
+            "candidates": [c["tag"] for c in result["candidates"]],
+            "notes": result["notes"],
+        }
+
+    def api_learn(self, text: str, correct_tags: list[str], incorrect_tags: list[str] = []) -> str:  # noqa: B006
+        """Teach llm4tag the right tags for a text: stores it as an annotated sample (correct and incorrect tags) in the knowledge base.
+
+        Args:
+            text: the content the verdict is about.
+            correct_tags: tags that belong to the text (they must be in the tag repository).
+            incorrect_tags: tags that do not belong to the text.
+
+        Returns:
+            The sample id under which the feedback was stored.
+        """
+        try:
+            return self.kb().record_feedback(text, correct_tags or [], incorrect_tags or [])
+        except Exception as exc:
+            raise gr.Error(_readable(exc)) from exc
+
+    def api_search_tags(self, query: str, limit: int = 10) -> list[dict]:
+        """Search the tag repository by name or meaning.
+
+        Args:
+            query: a word, a tag name or a phrase.
+            limit: at most this many tags.
+
+        Returns:
+            A list of tags, each with "tag", "similarity" and "description".
+        """
+        try:
+            return [{"tag": h.id, "similarity": round(h.similarity, 4), "description": h.metadata.get("description", "")} for h in self.kb().search_tags(query, int(limit))]
+        except Exception as exc:
+            raise gr.Error(_readable(exc)) from exc
+
+    # ---- Batch -----------------------------------------------------------------------------
+    def run_batch(self, file, threshold, mode, n_examples, n_snippets, web, backend, progress=gr.Progress()):
+        from agent.batch import run_batch
+
+        if not file:
+            gr.Warning("Upload a .jsonl or .csv file first.")
+            return gr.File(visible=False), "⚠️ **Upload a .jsonl or .csv file first.**", None
+        src = Path(file if isinstance(file, str) else file.name)
+        try:
+            ctx = self.context(threshold, mode, n_examples, n_snippets, web, backend)
+            workdir = Path(tempfile.mkdtemp(prefix="llm4tag-batch-"))
+            source = prepare_batch_input(src, workdir)
+            out = workdir / f"{src.stem}.tags.jsonl"
+            progress(0, desc="loading the knowledge base and the model")
+
+            def on_item(report, item):
+                done = report.tagged + report.skipped_done + len(report.errors)
+                progress((done, report.total), desc=f"tagged {done} of {report.total}")
+
+            report = run_batch(source, out, ctx, on_item=on_item)
+        except Exception as exc:
+            error = _readable(exc)
+            gr.Warning(error)
+            return gr.File(visible=False), f"⚠️ **{error}**", None
+        lines = [f"**{report.tagged} tagged**, {len(report.errors)} bad rows, {report.total} in all → `{out.name}`"]
+        lines += [f"- {e.replace(str(source), src.name)}" for e in report.errors[:20]]
+        if len(report.errors) > 20:
+            lines.append(f"- … and {len(report.errors) - 20} more (each has an `error` line in the output)")
+        preview = []
+        for raw in out.read_text(encoding="utf-8").splitlines()[:50]:
+            rec = json.loads(raw)
+            if "error" in rec:
+                preview.append([rec["id"], "", f"error: {rec['error']}"])
+            else:
+                preview.append([rec["id"], ", ".join(f"{t} ({c:.2f})" if c is not None else t for t, c in zip(rec["tags"], rec["confidence"])), " ".join(rec["notes"])])
+        return gr.File(value=str(out), visible=True), "\n".join(lines), preview
+
+    # ---- Knowledge base --------------------------------------------------------------------
+    def stats(self) -> str:
+        try:
+            return render.stats_markdown(self.kb().stats())
+        except Exception as exc:
+            return f"⚠️ **{_readable(exc)}**"
+
+    def search_tags(self, query):
+        try:
+            hits = self.kb().search_tags(query or "", 20)
+        except Exception as exc:
+            gr.Warning(_readable(exc))
+            return None
+        return [[h.id, round(h.similarity, 3), h.metadata.get("description", "")] for h in hits]
+
+    def neighbourhood(self, name, radius):
+        try:
+            kb = self.kb()
+            kb.graph.refresh()
+            node = self._resolve_node(kb, name or "")
+            sub = kb.graph.neighbourhood(node, radius=int(radius or 1), limit=30)
+        except Exception as exc:
+            error = _readable(exc)
+            gr.Warning(error)
+            return f"<p>⚠️ <b>{render._esc(error)}</b></p>", ""
+        return render.neighbourhood_svg(sub, node), render.neighbourhood_list(sub, node)
+
+    @staticmethod
+    def _resolve_node(kb, name: str) -> str:
+        name = name.strip()
+        if not name:
+            raise InputError("give a tag name (e.g. devel::i18n) or a content id (e.g. a sample id, or the sha1:… id under a result)")
+        g = kb.graph.g
+        for node in (name, tag_node(name), content_node(name)):
+            if node[:2] in ("t:", "c:") and node in g:
+                return node
+        resolved, _ = resolve_tags([name], kb.tag_names())
+        if resolved:
+            return tag_node(resolved[0])
+        raise InputError(f"'{name}' is neither a tag nor a content in the graph; search the tags above for the exact name")
+
+    def load_file(self, file, kind, unknown_tags, progress=gr.Progress()):
+        from knowledge_base import read_samples, read_tags
+
+        if not file:
+            gr.Warning("Choose a file first.")
+            return "⚠️ **Choose a file first.**", gr.skip()
+        path = Path(file if isinstance(file, str) else file.name)
+        try:
+            kb = self.kb()
+            bar = lambda done, total: progress((done, total), desc=f"{done} of {total}")  # noqa: E731
+            if kind == "samples":
+                parsed = read_samples(path, on_error="skip")
+                report = kb.add_samples(parsed.records, unknown_tags=unknown_tags, progress=bar)
+            else:
+                parsed = read_tags(path, on_error="skip")
+                report = kb.add_tags(parsed.records, progress=bar)
+        except Exception as exc:
+            error = _readable(exc)
+            gr.Warning(error)
+            return f"⚠️ **{error}**", gr.skip()
+        lines = [f"**{path.name}**: {report.summary()}"]
+        lines += [f"- skipped {str(p).replace(str(path), path.name)}" for p in parsed.problems[:20]]
+        lines += [f"- {w.replace(str(path), path.name)}" for w in [*parsed.warnings, *report.warnings][:20]]
+        return "\n".join(lines), render.stats_markdown(kb.stats())
+
+
+def _demo_texts(limit: int = 4) -> list[str]:
+    from knowledge_base.demo import demo_examples
+
+    try:
+        return [ex["text"] for ex in demo_examples()[:limit]]
+    except OSError:
+        return []
+
+
+def build_app(kb_dir: str | None = None) -> gr.Blocks:
+    """The app for the knowledge base at ``kb_dir`` (the bundled demo knowledge base when None)."""
+    app = TaggingApp(kb_dir)
+    defaults = _default_context()
+    where = f"knowledge base `{kb_dir}`" if kb_dir else "the bundled demo knowledge base (Debian package descriptions, debtags)"
+    with gr.Blocks(title="llm4tag", analytics_enabled=False) as demo:
+        session = gr.State(new_session())
+        gr.Markdown(
+            f"## llm4tag — automatic tagging with graph recall, knowledge-enhanced LLM generation and calibrated confidence\n"
+            f"Tagging with {where}."
+        )
+        with gr.Tabs():
+            with gr.Tab("Tag", id="tag"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        chatbot = gr.Chatbot(
+                            elem_id="chat", height=640, show_label=False, placeholder=CHAT_PLACEHOLDER,
+                            feedback_options=None, buttons=["copy"], group_consecutive_messages=False,
+                        )
+                        chat_input = gr.MultimodalTextbox(
+                            elem_id="chat-input", show_label=False, placeholder=INPUT_PLACEHOLDER,
+                            file_types=[".txt", ".md", ".jsonl"], file_count="single", sources=["upload"],
+                            max_plain_text_length=50000, max_lines=12,
+                        )
+                        texts = _demo_texts()
+                        if texts:
+                            gr.Examples([[{"text": t, "files": []}] for t in texts], inputs=[chat_input], label="Demo texts (not in the knowledge base)")
+                    with gr.Column(scale=2):
+                        gr.Markdown("### Current result")
+                        panel = gr.HTML(render.result_panel(None, None, defaults.threshold), elem_id="result-panel")
+                        with gr.Row():
+                            accept_btn = gr.Button("✓ Accept shown tags", elem_id="accept-btn", size="sm")
+                            undo_btn = gr.Button("↶ Undo last feedback", elem_id="undo-btn", size="sm")
+                        with gr.Accordion("Settings", open=True):
+                            threshold = gr.Slider(0.0, 1.0, value=defaults.threshold, step=0.01, label="Confidence threshold",
+                                                  info="Re-filters the last result at once, without running the model again.", elem_id="threshold")
+                            mode = gr.Radio(["multi", "single"], value=defaults.mode, label="Task", info="multi: several tags · single: exactly one")
+                            n_examples = gr.Slider(0, 5, value=defaults.max_examples if defaults.use_examples else 0, step=1, label="Similar examples (0: off)")
+                            n_snippets = gr.Slider(0, 5, value=defaults.max_snippets if defaults.use_knowledge else 0, step=1, label="Knowledge snippets (0: off)")
+                            web = gr.Checkbox(value=defaults.use_web_search, label="Web search snippets (needs network)")
+                            backend = gr.Textbox(value=defaults.backend, label="Backend", info="llamacpp · llamacpp:/path/model.gguf · ollama:MODEL", elem_id="backend")
+                controls = [threshold, mode, n_examples, n_snippets, web, backend]
+                outputs = [chatbot, session, panel, chat_input]
+                chat_input.submit(app.respond, [chat_input, chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
+                accept_btn.click(app.press("accept"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
+                undo_btn.click(app.press("undo"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
+                threshold.change(app.refilter_panel, [threshold, session], [panel], show_progress="hidden", api_visibility="private")
+
+            with gr.Tab("Batch", id="batch"):
+                gr.Markdown(
+                    "Tag a whole file with the settings of the Tag page. **JSONL**: one `{\"id\": …, \"text\": …}` per line "
+                    "(`title` optional). **CSV**: a `text` column, optional `id` and `title`. A bad row is reported and skipped."
+                )
+                with gr.Row():
+                    batch_file = gr.File(label="Input (.jsonl or .csv)", file_types=[".jsonl", ".csv"], elem_id="batch-input")
+                    batch_out = gr.File(label="Results (JSONL)", visible=False, interactive=False, elem_id="batch-output")
+                batch_btn = gr.Button("Tag the file", variant="primary", elem_id="batch-run")
+                batch_summary = gr.Markdown(elem_id="batch-summary")
+                batch_preview = gr.Dataframe(headers=["id", "tags (confidence)", "notes"], interactive=False, wrap=True, elem_id="batch-preview")
+                batch_btn.click(app.run_batch, [batch_file, *controls], [batch_out, batch_summary, batch_preview], api_visibility="private")
+
+            with gr.Tab("Knowledge base", id="kb"):
+                with gr.Row():
+                    with gr.Column():
+                        gr.Markdown("### What it holds")
+                        stats = gr.Markdown("Loading…", elem_id="kb-stats")
+                        refresh = gr.Button("Refresh", size="sm")
+                        gr.Markdown("### Load a file")
+                        load_file = gr.File(label="Vocabulary (.tsv/.csv/.jsonl) or samples (.jsonl)", file_types=[".tsv", ".csv", ".jsonl", ".txt"])
+                        load_kind = gr.Radio(["vocabulary", "samples"], value="vocabulary", label="The file holds")
+                        unknown = gr.Radio(["skip", "add", "error"], value="skip", label="Sample tags not in the repository")
+                        load_btn = gr.Button("Load into the knowledge base")
+                        load_report = gr.Markdown()
+                    with gr.Column():
+                        gr.Markdown("### Search tags")
+                        query = gr.Textbox(label="Name or meaning", placeholder="e.g. translation, python, devel::i18n")
+                        hits = gr.Dataframe(headers=["tag", "similarity", "description"], interactive=False, wrap=True)
+                        gr.Markdown("### Neighbourhood in the content–tag graph")
+                        with gr.Row():
+                            node = gr.Textbox(label="Tag or content id", placeholder="devel::i18n · a sample id · sha1:… under a result", scale=3)
+                            radius = gr.Slider(1, 2, value=1, step=1, label="Hops", scale=1)
+                        show = gr.Button("Show")
+                        picture = gr.HTML()
+                        listing = gr.Markdown()
+                refresh.click(app.stats, None, stats, api_visibility="private")
+                query.submit(app.search_tags, query, hits, api_name="kb_search", api_visibility="private")
+                show.click(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
+                node.submit(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
+                load_btn.click(app.load_file, [load_file, load_kind, unknown], [load_report, stats], api_visibility="private")
+
+        demo.load(app.stats, None, stats, api_visibility="private")
+        gr.api(app.api_tag, api_name="tag")
+        gr.api(app.api_learn, api_name="learn")
+        gr.api(app.api_search_tags, api_name="search_tags")
+    return demo
+
+
+def mcp_available() -> bool:
+    """Whether Gradio's MCP server can start (the ``gradio[mcp]`` extra is installed)."""
+    return importlib.util.find_spec("mcp") is not None
+
+
+def _warm_up(kb_dir: str | None, backend: str) -> None:
+    """Open the knowledge base, the encoder and the model before the first request needs them."""
+    from agent.llm import load_backend
+    from agent.resources import get_knowledge_base
+
+    try:
+        kb = get_knowledge_base(kb_dir)
+        kb.encoder.encode_one("warm up")
+        load_backend(backend)
+    except Exception as exc:  # the page reports the same error when it is used
+        print(f"note: warm-up failed ({type(exc).__name__}: {exc}); the app will report it when tagging")
+
+
+def launch(kb_dir: str | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **launch_options):
+    """Build the app and serve it (blocking), with Gradio's API and, when available, its MCP server."""
+    demo = build_app(kb_dir)
+    mcp = mcp_available()
+    if not mcp:
+        print("note: the MCP server is off because gradio's mcp extra is missing; install it with: pip install 'gradio[mcp]'")
+    threading.Thread(target=_warm_up, args=(kb_dir, _default_context().backend), daemon=True, name="llm4tag-warm-up").start()
+    demo.queue(default_concurrency_limit=2)
+    return demo.launch(
+        server_name=host, server_port=port, share=share, mcp_server=mcp, ssr_mode=False,
+        theme=gr.themes.Soft(), css=CSS, **launch_options,
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    launch(sys.argv[1] if len(sys.argv) > 1 else None)

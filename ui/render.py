@@ -1,0 +1,415 @@
+"""What the app shows, as plain strings: one chat message per pipeline step, confidence bars,
+explanations, knowledge-base statistics and a picture of a graph neighbourhood (inline SVG).
+
+Chat messages are dicts in Gradio's messages format — ``{"role", "content", "metadata"}``, where
+``metadata = {"title", "status", "duration"}`` makes a collapsible step (``gr.ChatMessage``'s
+fields) — so they are built and tested without Gradio.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import networkx as nx
+
+LOW_MARGIN = 0.1  # a kept tag whose confidence is within this of the threshold is marked "low confidence"
+SNIPPET = 280
+
+PENDING_TITLES = {
+    "recall": "Recalling candidate tags (graph meta-paths C2T and C2C2T)…",
+    "examples": "Retrieving similar annotated examples…",
+    "knowledge": "Retrieving domain knowledge…",
+    "generate": "The LLM is selecting tags from the candidates…",
+    "calibrate": "Judging every selected tag (P(Yes))…",
+    "write_back": "Writing the tags back to the knowledge base…",
+}
+
+COMMAND_HINT = (
+    "Reply `accept`, `accept TAG`, `reject TAG`, `add TAG`, `explain TAG` or `undo` — feedback is "
+    "written to the knowledge base at once. Move the threshold slider to re-filter without re-running."
+)
+
+
+def _esc(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell or list item."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def clip(text: str, limit: int = SNIPPET) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + " …"
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+# ---- chat messages --------------------------------------------------------------------------
+def user_message(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def assistant_message(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+def error_message(text: str) -> dict:
+    return {"role": "assistant", "content": f"⚠️ **{_md(text)}**"}
+
+
+def pending_message(node: str) -> dict:
+    return {"role": "assistant", "content": "", "metadata": {"title": PENDING_TITLES.get(node, f"{node}…"), "status": "pending"}}
+
+
+def is_pending(message: dict) -> bool:
+    meta = message.get("metadata") if isinstance(message, dict) else None
+    return bool(meta) and meta.get("status") == "pending"
+
+
+def failed_step(message: dict, error: str) -> dict:
+    title = (message.get("metadata") or {}).get("title", "step").rstrip("…")
+    return {"role": "assistant", "content": f"This step stopped: {_md(error)}", "metadata": {"title": f"✗ {title}", "status": "done"}}
+
+
+def evidence_text(candidate: dict, limit: int = 3) -> str:
+    parts = []
+    for ev in candidate.get("evidence") or []:
+        if ev["path"] == "C2C2T":
+            via = ", ".join(f"{_md(v['id'])} ({v['similarity']:.2f})" for v in ev["via"][:limit])
+            more = f" +{len(ev['via']) - limit}" if len(ev["via"]) > limit else ""
+            parts.append(f"C2C2T vote {ev['score']:.2f} via {via}{more}")
+        elif ev["path"] == "C2T":
+            parts.append(f"C2T similarity {ev['score']:.2f}")
+        else:
+            parts.append(f"match similarity {ev['score']:.2f}")
+    return "; ".join(parts)
+
+
+def render_recall(changes: dict) -> tuple[str, str]:
+    candidates = changes.get("candidates") or []
+    similar = changes.get("similar_contents") or []
+    counts: dict[str, int] = {}
+    for c in candidates:
+        for p in c.get("paths") or []:
+            counts[p] = counts.get(p, 0) + 1
+    paths = " · ".join(f"{p} {counts[p]}" for p in ("C2C2T", "C2T", "match") if p in counts)
+    title = f"Candidates · {len(candidates)} tags" + (f" ({paths})" if paths else "")
+    if not candidates:
+        return title, "No candidate tag was found. " + " ".join(changes.get("notes") or [])
+    lines = ["| # | candidate tag | score | found by |", "|---|---|---|---|"]
+    for i, c in enumerate(candidates, 1):
+        lines.append(f"| {i} | `{_md(c['tag'])}` | {c['score']:.2f} | {evidence_text(c)} |")
+    if similar:
+        lines += ["", "**Similar items the C2C2T path walks through:**"]
+        for s in similar[:5]:
+            tags = ", ".join(f"`{_md(t)}`" for t in s.get("tags", [])[:6]) or "(no tags)"
+            lines.append(f"- **{_md(s['id'])}** ({s['similarity']:.2f}): {_md(clip(s['snippet'], 140))} — {tags}")
+    lines += [f"> {_md(n)}" for n in changes.get("notes") or []]
+    return title, "\n".join(lines)
+
+
+def render_examples(changes: dict) -> tuple[str, str]:
+    examples = changes.get("examples") or []
+    title = f"Examples · {len(examples)} similar annotated samples"
+    if not examples:
+        return title, "No examples (turned off, or no annotated sample in the knowledge base)."
+    blocks = []
+    for ex in examples:
+        right = ", ".join(f"`{_md(t)}`" for t in ex["tags"]) or "(none)"
+        block = f"**{_md(ex['id'])}** · similarity {ex['similarity']:.2f}\n> {_md(clip(ex['text']))}\n\n✓ correct: {right}"
+        if ex.get("incorrect_tags"):
+            block += "  \n✗ incorrect: " + ", ".join(f"`{_md(t)}`" for t in ex["incorrect_tags"])
+        blocks.append(block)
+    return title, "\n\n".join(blocks)
+
+
+def render_knowledge(changes: dict) -> tuple[str, str]:
+    snippets = changes.get("knowledge") or []
+    title = f"Knowledge · {len(snippets)} snippets"
+    notes = [f"> {_md(n)}" for n in changes.get("notes") or []]
+    if not snippets:
+        return title, "\n".join(["No knowledge snippet was similar enough (or retrieval is turned off).", *notes])
+    blocks = []
+    for s in snippets:
+        kind = "web" if s.get("kind") == "web" else "document"
+        sim = f", similarity {s['similarity']:.2f}" if s.get("similarity") is not None else ""
+        blocks.append(f"**{_md(s['source'])}** ({kind}{sim})\n> {_md(clip(s['text'], 400))}")
+    return title, "\n\n".join([*blocks, *notes])
+
+
+def render_selection(changes: dict) -> tuple[str, str]:
+    sel = changes.get("selection") or {}
+    tags = sel.get("tags") or []
+    history = sel.get("from_history") or []
+    title = f"Generator · selected {len(tags)} tags" + (f" ({len(history)} from history)" if history else "")
+    lines = [f"Raw output: `{_md(sel.get('raw') or '(nothing)')}`", ""]
+    llm = [t for t in tags if t not in history]
+    lines.append("Chosen by the LLM: " + (", ".join(f"`{_md(t)}`" for t in llm) or "(none)"))
+    if history:
+        lines.append("  \nKept from history (the LLM skipped them, but most similar items carry them): " + ", ".join(f"`{_md(t)}`" for t in history))
+    if sel.get("rejected"):
+        lines.append("  \nNamed outside the candidate set (dropped): " + ", ".join(f"`{_md(t)}`" for t in sel["rejected"]))
+    details = [sel.get("backend"), sel.get("template"),
+               f"{sel.get('prompt_tokens', 0)} prompt + {sel.get('completion_tokens', 0)} output tokens" if sel.get("prompt_tokens") else None]
+    if any(details):
+        lines += ["", "<sub>" + " · ".join(_esc(d) for d in details if d) + "</sub>"]
+    lines += [f"> {_md(n)}" for n in changes.get("notes") or []]
+    return title, "\n".join(lines)
+
+
+def render_calibration(changes: dict, threshold: float) -> tuple[str, str]:
+    judgments = changes.get("judgments") or []
+    kept = {t["tag"] for t in changes.get("tags") or []}
+    if not judgments:
+        return "Confidence · not calibrated", "Calibration is off: the generator's order is kept, with no confidence."
+    title = f"Confidence · P(Yes) for {len(judgments)} tags, {len(kept)} kept at ≥ {threshold:.2f}"
+    rows = [
+        {"tag": j["tag"], "confidence": j["p_yes"], "kept": j["tag"] in kept}
+        for j in sorted(judgments, key=lambda j: -j["p_yes"])
+    ]
+    table = ["", "| tag | logit Yes | logit No | P(Yes) |", "|---|---|---|---|"]
+    table += [f"| `{_md(j['tag'])}` | {j['logit_yes']:.2f} | {j['logit_no']:.2f} | {j['p_yes']:.3f} |" for j in judgments]
+    notes = [f"> {_md(n)}" for n in changes.get("notes") or []]
+    return title, "\n".join([confidence_bars(rows, threshold), *table, *notes])
+
+
+def render_write_back(changes: dict) -> tuple[str, str]:
+    return "Write-back", "\n".join(changes.get("notes") or ["Nothing was written back."])
+
+
+def step_message(node: str, changes: dict, threshold: float, duration: float | None = None) -> dict:
+    """The finished, collapsible chat message for one node's update."""
+    renderers = {
+        "recall": render_recall,
+        "examples": render_examples,
+        "knowledge": render_knowledge,
+        "generate": render_selection,
+        "write_back": render_write_back,
+    }
+    if node == "calibrate":
+        title, body = render_calibration(changes, threshold)
+    elif node in renderers:
+        title, body = renderers[node](changes)
+    else:
+        title, body = node, f"```\n{changes}\n```"
+    meta = {"title": title, "status": "done"}
+    if duration is not None:
+        meta["duration"] = round(float(duration), 2)
+    return {"role": "assistant", "content": body, "metadata": meta}
+
+
+# ---- tags and confidence ----------------------------------------------------------------------
+def tag_rows(result: dict, shown: list[dict], verdict: dict | None = None) -> list[dict]:
+    """Rows for the bars: the tags shown at the threshold, then the generated tags under it."""
+    verdict = verdict or {}
+    correct, incorrect = set(verdict.get("correct", [])), set(verdict.get("incorrect", []))
+    shown_names = {t["tag"] for t in shown}
+    from_history = set((result.get("selection") or {}).get("from_history") or [])
+    p_yes = {j["tag"]: j["p_yes"] for j in result.get("judgments") or []}
+    rows = [{"tag": t["tag"], "confidence": t.get("confidence"), "kept": True, "history": t["tag"] in from_history} for t in shown]
+    rows += [
+        {"tag": t, "confidence": p_yes.get(t), "kept": False, "history": t in from_history}
+        for t in (result.get("selection") or {}).get("tags") or []
+        if t not in shown_names
+    ]
+    rows += [{"tag": t, "confidence": None, "kept": False, "history": False, "added": True} for t in correct if t not in {r["tag"] for r in rows}]
+    for r in rows:
+        r["verdict"] = "correct" if r["tag"] in correct else "incorrect" if r["tag"] in incorrect else None
+    return rows
+
+
+def confidence_bars(rows: list[dict], threshold: float) -> str:
+    """HTML bars, one per tag: kept tags green (amber when close to the threshold), tags under
+    the threshold grey, with the threshold drawn as a line; badges for history, low confidence
+    and the person's verdict."""
+    out = ['<div class="l4t-bars" style="margin:4px 0">']
+    for r in rows:
+        conf = r.get("confidence")
+        low = r["kept"] and conf is not None and conf < threshold + LOW_MARGIN
+        color = "#9ca3af" if not r["kept"] else "#d97706" if low else "#16a34a"
+        width = 0 if conf is None else max(0, min(100, round(conf * 100)))
+        badges = []
+        if r.get("added"):
+            badges.append(("added by you", "#2563eb"))
+        elif not r["kept"]:
+            badges.append(("below threshold", "#6b7280"))
+        elif low:
+            badges.append(("low confidence", "#b45309"))
+        if r.get("history"):
+            badges.append(("from history", "#7c3aed"))
+        if r.get("verdict") == "correct":
+            badges.append(("✓ accepted", "#15803d"))
+        elif r.get("verdict") == "incorrect":
+            badges.append(("✗ rejected", "#b91c1c"))
+        badge_html = "".join(
+            f'<span style="font-size:0.75em;padding:1px 6px;margin-left:4px;border-radius:8px;border:1px solid {c};color:{c}">{_esc(b)}</span>'
+            for b, c in badges
+        )
+        name_style = "min-width:13em;font-family:monospace" + (";text-decoration:line-through" if r.get("verdict") == "incorrect" else "")
+        state = "kept" if r["kept"] else "dropped"
+        out.append(
+            f'<div class="l4t-tag" data-tag="{_esc(r["tag"])}" data-state="{state}" style="display:flex;align-items:center;gap:8px;margin:3px 0">'
+            f'<span style="{name_style}">{_esc(r["tag"])}</span>'
+            f'<span style="position:relative;display:inline-block;width:180px;height:10px;background:#e5e7eb;border-radius:5px">'
+            f'<span style="position:absolute;left:0;top:0;height:10px;width:{width}%;background:{color};border-radius:5px"></span>'
+            f'<span title="threshold" style="position:absolute;top:-3px;height:16px;left:{round(threshold * 100)}%;border-left:2px solid #111"></span>'
+            f'</span><span style="font-family:monospace">{fmt(conf)}</span>{badge_html}</div>'
+        )
+    out.append("</div>")
+    return "".join(out)
+
+
+def final_message(result: dict, shown: list[dict], threshold: float) -> dict:
+    rows = tag_rows(result, shown)
+    if shown:
+        head = f"**Tags** ({len(shown)} at confidence ≥ {threshold:.2f})"
+    elif result.get("selection", {}).get("tags"):
+        head = f"**No tag reaches the threshold {threshold:.2f}** — lower it with the slider to see the generated tags."
+    else:
+        head = "**No tag** could be proposed for this text."
+    parts = [head, "", confidence_bars(rows, threshold) if rows else ""]
+    notes = result.get("notes") or []
+    if notes:
+        parts += ["", *[f"> {_md(n)}" for n in notes]]
+    total = sum((result.get("timings") or {}).values())
+    parts += ["", f"<sub>{_esc(result.get('content_id', ''))} · {total:.1f}s</sub>", "", COMMAND_HINT]
+    return assistant_message("\n".join(parts))
+
+
+def result_panel(result: dict | None, shown: list[dict] | None, threshold: float, verdict: dict | None = None) -> str:
+    """The side panel: the current result's tags at the slider's threshold, with verdict badges."""
+    if not result:
+        return '<div id="l4t-panel" data-count="0"><p style="color:#6b7280">Tag a text to see its tags here.</p></div>'
+    shown = shown or []
+    rows = tag_rows(result, shown, verdict)
+    head = (
+        f"<b>{len(shown)} tags</b> at confidence ≥ {threshold:.2f}"
+        if shown
+        else f"<b>No tag</b> reaches the threshold {threshold:.2f}"
+    )
+    snippet = _esc(clip(result.get("text", ""), 160))
+    return (
+        f'<div id="l4t-panel" data-count="{len(shown)}">'
+        f'<div style="color:#6b7280;font-size:0.85em;margin-bottom:6px">{snippet}</div>'
+        f"<div>{head}</div>{confidence_bars(rows, threshold) if rows else ''}</div>"
+    )
+
+
+def explain_tag(result: dict, tag: str, threshold: float, verdict: dict | None = None) -> str:
+    """Why a tag was, or was not, proposed for the last result."""
+    candidates = {c["tag"]: c for c in result.get("candidates") or []}
+    selection = result.get("selection") or {}
+    judgments = {j["tag"]: j for j in result.get("judgments") or []}
+    lines = [f"**Why `{_md(tag)}`?**", ""]
+    cand = candidates.get(tag)
+    if cand is None:
+        lines.append("- **Recall:** not among the candidates, so the LLM could not choose it. "
+                      "Use `add TAG` if it belongs here: the next similar text will reach it through C2C2T.")
+    else:
+        if cand.get("description"):
+            lines.append(f"- **Meaning:** {_md(cand['description'])}")
+        rank = list(candidates).index(tag) + 1
+        lines.append(f"- **Recall:** candidate {rank} of {len(candidates)}, score {cand['score']:.2f} — {evidence_text(cand, limit=5)}")
+        if tag in (selection.get("from_history") or []):
+            lines.append("- **Generation:** the LLM skipped it, but it was kept because most similar history items carry it.")
+        elif tag in (selection.get("tags") or []):
+            lines.append(f"- **Generation:** the LLM chose it (position {(selection.get('tags') or []).index(tag) + 1}).")
+        else:
+            lines.append("- **Generation:** the LLM did not choose it.")
+    j = judgments.get(tag)
+    if j:
+        verdict_word = "kept" if j["p_yes"] >= threshold else "dropped"
+        lines.append(f"- **Confidence:** P(Yes) = {j['p_yes']:.3f} (logits Yes {j['logit_yes']:.2f} / No {j['logit_no']:.2f}) → {verdict_word} at threshold {threshold:.2f}")
+    examples = [e for e in result.get("examples") or [] if tag in e["tags"] or tag in e.get("incorrect_tags", [])]
+    for e in examples:
+        mark = "correct" if tag in e["tags"] else "incorrect"
+        lines.append(f"- **Example:** {_md(e['id'])} (similarity {e['similarity']:.2f}) has it marked {mark}")
+    verdict = verdict or {}
+    if tag in verdict.get("correct", []):
+        lines.append("- **Your feedback:** accepted")
+    elif tag in verdict.get("incorrect", []):
+        lines.append("- **Your feedback:** rejected")
+    return "\n".join(lines)
+
+
+# ---- knowledge base ---------------------------------------------------------------------------
+def stats_markdown(stats: dict) -> str:
+    graph = stats.get("graph") or {}
+    recall = stats.get("recall") or {}
+    rows = [
+        ("tags", f"{stats.get('tags', 0)} ({stats.get('tags_with_description', 0)} with a description)"),
+        ("annotated samples", stats.get("samples", 0)),
+        ("contents in the graph", stats.get("contents", 0)),
+        ("document passages", stats.get("document_passages", 0)),
+        ("graph", f"{graph.get('tag_nodes', 0)} tag + {graph.get('content_nodes', 0)} content nodes, "
+                  f"{graph.get('deterministic_edges', 0)} deterministic + {graph.get('similarity_edges', 0)} similarity edges"),
+        ("recall", ", ".join(f"{k} {v}" for k, v in recall.items())),
+        ("encoder", stats.get("encoder", "")),
+        ("store", f"{stats.get('store', '')} in {stats.get('directory', '')}"),
+    ]
+    return "\n".join(["| | |", "|---|---|", *[f"| {k} | {_md(v)} |" for k, v in rows]])
+
+
+def _node_label(node: str, limit: int = 28) -> str:
+    name = node[2:] if node[:2] in ("t:", "c:") else node
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def neighbourhood_svg(g: nx.Graph, center: str, width: int = 760, height: int = 520) -> str:
+    """An SVG picture of a small graph: tags amber, contents blue, deterministic edges solid,
+    similarity edges dashed (thicker = more similar), the chosen node ringed."""
+    if g.number_of_nodes() == 0:
+        return "<p>The node is not in the graph.</p>"
+    pos = nx.spring_layout(g, seed=7, k=1.6 / math.sqrt(max(g.number_of_nodes(), 1)))
+    xs = [p[0] for p in pos.values()]
+    ys = [p[1] for p in pos.values()]
+    pad = 70
+    span_x = (max(xs) - min(xs)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+
+    def xy(node):
+        x, y = pos[node]
+        return pad + (x - min(xs)) / span_x * (width - 2 * pad), 30 + (y - min(ys)) / span_y * (height - 70)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" style="max-width:{width}px;background:#fff;border:1px solid #e5e7eb;border-radius:8px">']
+    for u, v, d in g.edges(data=True):
+        (x1, y1), (x2, y2) = xy(u), xy(v)
+        if d.get("kind") == "det":
+            style = 'stroke="#374151" stroke-width="2"'
+        else:
+            w = float(d.get("weight", 0.5))
+            style = f'stroke="#9ca3af" stroke-width="{0.8 + 2.5 * max(0.0, w):.1f}" stroke-dasharray="5,4"'
+        title = f"{d.get('kind', '')} {float(d.get('weight', 1.0)):.2f}"
+        parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" {style}><title>{_esc(title)}</title></line>')
+    for node in g.nodes:
+        x, y = xy(node)
+        is_tag = node.startswith("t:")
+        fill = "#f59e0b" if is_tag else "#3b82f6"
+        r = 11 if node == center else 7
+        ring = ' stroke="#111827" stroke-width="3"' if node == center else ' stroke="#fff" stroke-width="1.5"'
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{fill}"{ring}><title>{_esc(node)}</title></circle>')
+        weight = "bold" if node == center else "normal"
+        parts.append(f'<text x="{x:.1f}" y="{y - r - 4:.1f}" font-size="11" text-anchor="middle" font-family="sans-serif" font-weight="{weight}" fill="#111827">{_esc(_node_label(node))}</text>')
+    legend = [("#f59e0b", "tag"), ("#3b82f6", "content")]
+    for i, (c, label) in enumerate(legend):
+        parts.append(f'<circle cx="{16 + i * 80}" cy="{height - 16}" r="6" fill="{c}"/><text x="{26 + i * 80}" y="{height - 12}" font-size="11" font-family="sans-serif">{label}</text>')
+    parts.append(f'<line x1="180" y1="{height - 16}" x2="210" y2="{height - 16}" stroke="#374151" stroke-width="2"/><text x="216" y="{height - 12}" font-size="11" font-family="sans-serif">annotated (det)</text>')
+    parts.append(f'<line x1="320" y1="{height - 16}" x2="350" y2="{height - 16}" stroke="#9ca3af" stroke-width="2" stroke-dasharray="5,4"/><text x="356" y="{height - 12}" font-size="11" font-family="sans-serif">similar (sim)</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def neighbourhood_list(g: nx.Graph, center: str, limit: int = 40) -> str:
+    if center not in g:
+        return ""
+    rows = sorted(g[center].items(), key=lambda kv: (kv[1].get("kind") != "det", -float(kv[1].get("weight", 1.0))))
+    lines = [f"**{_md(center)}** — {g.degree(center)} neighbours shown", "", "| neighbour | kind | edge | weight |", "|---|---|---|---|"]
+    for node, d in rows[:limit]:
+        kind = "tag" if node.startswith("t:") else "content"
+        lines.append(f"| `{_md(node[2:])}` | {kind} | {d.get('kind', '')} | {float(d.get('weight', 1.0)):.2f} |")
+    return "\n".join(lines)
