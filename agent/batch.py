@@ -64,22 +64,28 @@ def read_items(path: Path) -> Iterator[BatchItem]:
                 yield BatchItem(key, number, line)
 
 
-def finished_keys(out_path: Path) -> set[str]:
-    """Ids already in the output; a torn last line (a crash mid-write) is cut off first."""
+def read_finished(out_path: Path) -> dict[str, dict]:
+    """Records already in a JSONL results file, by id. A torn last line (a crash mid-write) is
+    cut off first, so the next append starts on a fresh line."""
     if not out_path.exists():
-        return set()
+        return {}
     data = out_path.read_bytes()
     good_end = data.rfind(b"\n") + 1
     if good_end < len(data):
         with open(out_path, "r+b") as fh:
             fh.truncate(good_end)
-    keys = set()
+    records = {}
     for raw in data[:good_end].splitlines():
         try:
-            keys.add(str(json.loads(raw)["id"]))
+            record = json.loads(raw)
+            records[str(record["id"])] = record
         except (ValueError, KeyError, TypeError):
             continue
-    return keys
+    return records
+
+
+def finished_keys(out_path: Path) -> set[str]:
+    return set(read_finished(out_path))
 
 
 def compact_result(key: str, result: dict) -> dict:

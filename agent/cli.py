@@ -318,6 +318,97 @@ def index_command(ctx, in_path, out_path, **options):
     click.echo(f"{report.tagged} tagged, {report.skipped_done} already done, {len(report.errors)} bad lines → {out_path}")
 
 
+@main.command("eval")
+@click.argument("labelled", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", default="eval-out", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for metrics.json, report.md, the plot and per-item results (re-run to resume).")
+@click.option("--systems", default=",".join(("full", "no-calibration", "embedding-match", "knn")), show_default=True,
+              help="Comma-separated: full, no-calibration, match-recall, no-examples, no-knowledge, taggpt, embedding-match, knn.")
+@click.option("--items", "limit", type=int, default=None, help="Evaluate only the first N items.")
+@context_options
+@click.pass_context
+def eval_command(ctx, labelled, out_dir, systems, limit, **options):
+    """Evaluate on LABELLED.jsonl (text + tags): paper metrics, baselines and ablations side by side."""
+    from tqdm import tqdm
+
+    from .evaluation import comparison_rows, evaluate, load_labelled
+
+    context = build_context(ctx, **options)
+    bars: dict[str, tqdm] = {}
+
+    def progress(system, done, total):
+        if system not in bars:
+            bars[system] = tqdm(total=total, desc=system, unit="item", file=sys.stderr)
+        bars[system].update(done - bars[system].n)
+
+    try:
+        items = load_labelled(labelled, limit)
+        metrics = evaluate(items, context, out_dir, [s.strip() for s in systems.split(",") if s.strip()], progress=progress)
+    except Llm4tagError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; run the same command again to resume (results so far are in {out_dir})")
+    finally:
+        for bar in bars.values():
+            bar.close()
+    header, rows = comparison_rows(metrics)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    for system, m in metrics["systems"].items():
+        if "confidence" in m:
+            c = m["confidence"]
+            click.echo(f"{system}: confidence ECE {c['ECE']:.3f}, Brier {c['Brier']:.3f}, AUROC {c['AUROC'] if c['AUROC'] is None else round(c['AUROC'], 3)}")
+    click.echo(f"→ {out_dir}/metrics.json, {out_dir}/report.md")
+
+
+@main.command("optimize")
+@click.argument("validation", type=click.Path(dir_okay=False))
+@click.option("--metric", default="HR#3", show_default=True, type=click.Choice(["#Right", "HR#1", "HR#2", "HR#3"]))
+@click.option("--items", "limit", type=int, default=300, show_default=True)
+@click.option("--from-eval", "eval_dir", type=click.Path(file_okay=False), default=None,
+              help="Also sweep the confidence threshold over a finished eval folder's items-full.jsonl.")
+@click.option("--apply", is_flag=True, help="Write the best recall settings into the knowledge base's config.json.")
+@click.pass_context
+def optimize_command(ctx, validation, metric, limit, eval_dir, apply):
+    """Sweep δ_ct, δ_cc and the meta-path caps (and the confidence threshold) on labelled data."""
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from .batch import read_finished
+    from .evaluation import load_labelled, optimize_recall, optimize_threshold
+
+    try:
+        items = load_labelled(validation, limit)
+        bar = tqdm(desc="settings", unit="setting", file=sys.stderr)
+
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        rows = optimize_recall(items, ctx.obj["kb_dir"], metric, progress=progress)
+        bar.close()
+    except Llm4tagError as exc:
+        _fail(exc)
+    click.echo(f"recall settings on {len(items)} items, best {metric} first:")
+    for r in rows[:10]:
+        click.echo(f"  δ_ct {r['delta_ct']:.2f}  δ_cc {r['delta_cc']:.2f}  C2T≤{r['max_c2t']}  C2C2T≤{r['max_c2c2t']}  "
+                   f"#Right {r['#Right']:.2f}  HR#1 {r['HR#1']:.3f}  HR#2 {r['HR#2']:.3f}  HR#3 {r['HR#3']:.3f}  no graph candidate {r['no_graph_candidate']:.1%}")
+    if eval_dir:
+        records = list(read_finished(Path(eval_dir) / "items-full.jsonl").values())
+        if not records:
+            raise click.ClickException(f"{eval_dir}/items-full.jsonl has no results; run llm4tag eval with the 'full' system first")
+        best = optimize_threshold(records)[0]
+        click.echo(f"best confidence threshold by micro F1: {best['threshold']:.2f} (F1 {best['f1_micro']:.3f}); use --threshold {best['threshold']:.2f}")
+    if apply:
+        kbase = _open_kb(ctx)
+        best = rows[0]
+        kbase.update_config(replace(kbase.config, recall=kbase.config.recall.with_overrides(
+            delta_ct=best["delta_ct"], delta_cc=best["delta_cc"], max_c2t=best["max_c2t"], max_c2c2t=best["max_c2c2t"])))
+        click.echo(f"wrote the best recall settings to {kbase.directory / 'config.json'}")
+
+
 @main.command("app")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=7860, show_default=True, type=int)
@@ -329,6 +420,39 @@ def app_command(ctx, host, port, share):
 
     try:
         launch(kb_dir=ctx.obj["kb_dir"], host=host, port=port, share=share)
+    except Llm4tagError as exc:
+        _fail(exc)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on; beyond loopback a token is required.")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--token", envvar="LLM4TAG_API_TOKEN", default=None,
+              help="Bearer token that write endpoints (learn) require (env LLM4TAG_API_TOKEN).")
+@click.option("--max-body", "max_body", type=int, default=None, help="Largest request body in bytes (default 1000000, env LLM4TAG_API_MAX_BODY).")
+@context_options
+@click.pass_context
+def serve_command(ctx, host, port, token, max_body, **options):
+    """Start the REST API: tag, tag-batch, learn, tags, health; OpenAPI spec at /openapi.json."""
+    from .api import serve
+
+    context = build_context(ctx, **options)
+    try:
+        serve(ctx.obj["kb_dir"], host=host, port=port, token=token, max_body_bytes=max_body, context=context)
+    except (Llm4tagError, ValueError) as exc:
+        _fail(exc)
+
+
+@main.command("mcp")
+@context_options
+@click.pass_context
+def mcp_command(ctx, **options):
+    """Serve the MCP tools tag, recall, learn and search_tags over stdio (for agents' MCP clients)."""
+    from .mcp_server import run_stdio
+
+    context = build_context(ctx, **options)
+    try:
+        run_stdio(context)
     except Llm4tagError as exc:
         _fail(exc)
 

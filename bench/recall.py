@@ -260,14 +260,14 @@ def print_sweep(sweep: list[dict], subset_names: list[str]) -> None:
     print("\nThreshold sweep (graph recall, 20 candidates; no graph = share of items with no C2T/C2C2T candidate)")
     head = f"{'δ_ct':>5} {'δ_cc':>5}"
     for name in subset_names:
-        head += f" | {name + ' #Right':>15} {'HR#3':>6} {'no graph':>8} {'graph sz':>8}"
+        head += f" | {name + ' #Right':>15} {'HR#3':>6} {'no graph':>8} {'graph #R':>8} {'graph sz':>8}"
     print(head)
     print("-" * len(head))
     for row in sweep:
         line = f"{row['delta_ct']:>5.2f} {row['delta_cc']:>5.2f}"
         for name in subset_names:
             r = row[name]
-            line += f" | {r['right']:>15.2f} {r['hr3']:>6.4f} {r['no_graph']:>8.4f} {r['graph_size']:>8.1f}"
+            line += f" | {r['right']:>15.2f} {r['hr3']:>6.4f} {r['no_graph']:>8.4f} {r['graph_right']:>8.2f} {r['graph_size']:>8.1f}"
         print(line)
 
 
@@ -285,6 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-c2c2t", type=int)
     ap.add_argument("--budget", type=int, default=20, help="candidate set size (paper Table 2: 20)")
     ap.add_argument("--sweep", action="store_true", help=f"also sweep δ_ct in {SWEEP_CT} × δ_cc in {SWEEP_CC}")
+    ap.add_argument("--sweep-ct", type=float, nargs="+", default=list(SWEEP_CT), help="δ_ct values of the sweep")
+    ap.add_argument("--sweep-cc", type=float, nargs="+", default=list(SWEEP_CC), help="δ_cc values of the sweep")
+    ap.add_argument("--latency-only", action="store_true", help="only measure latency (e.g. again, on a quieter machine)")
     ap.add_argument("--json", type=Path, default=OUT / "recall.json")
     args = ap.parse_args(argv)
 
@@ -299,23 +302,24 @@ def main(argv: list[str] | None = None) -> None:
     items = random.Random(args.seed).sample(validation, min(args.limit, len(validation)))
     subsets = {"all": list(range(len(items))), "non-lib": [i for i, it in enumerate(items) if not it.get("lib_or_doc")]}
 
-    t0 = time.perf_counter()
-    vectors = kb.encoder.encode([it["text"] for it in items]).vectors
-    encode_s = time.perf_counter() - t0
-    log(f"encoded {len(items)} validation texts in {encode_s:.1f}s")
-
-    reads = MemoisedReads(kb)
-    t0 = time.perf_counter()
-    graph_res = run_metrics(reads, items, vectors, graph_cfg, subsets)
-    match_res = run_metrics(reads, items, vectors, match_cfg, subsets)
-    metrics_s = time.perf_counter() - t0
-
+    graph_res: dict = {}
+    match_res: dict = {}
     sweep: list[dict] = []
-    sweep_s = 0.0
-    if args.sweep:
+    encode_s = metrics_s = sweep_s = 0.0
+    if not args.latency_only:
         t0 = time.perf_counter()
-        for dct in SWEEP_CT:
-            for dcc in SWEEP_CC:
+        vectors = kb.encoder.encode([it["text"] for it in items]).vectors
+        encode_s = time.perf_counter() - t0
+        log(f"encoded {len(items)} validation texts in {encode_s:.1f}s")
+        reads = MemoisedReads(kb)
+        t0 = time.perf_counter()
+        graph_res = run_metrics(reads, items, vectors, graph_cfg, subsets)
+        match_res = run_metrics(reads, items, vectors, match_cfg, subsets)
+        metrics_s = time.perf_counter() - t0
+    if args.sweep and not args.latency_only:
+        t0 = time.perf_counter()
+        for dct in args.sweep_ct:
+            for dcc in args.sweep_cc:
                 cfg = graph_cfg.with_overrides(delta_ct=dct, delta_cc=dcc)
                 sweep.append({"delta_ct": dct, "delta_cc": dcc, **run_metrics(reads, items, vectors, cfg, subsets)})
         sweep_s = time.perf_counter() - t0
@@ -323,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
 
     lat_texts = [it["text"] for it in items[: args.latency_items]]
     t0 = time.perf_counter()
-    latency = {"graph": measure_latency(kb, lat_texts, graph_cfg), "match": measure_latency(kb, lat_texts, match_cfg)}
+    latency = {"graph": measure_latency(kb, lat_texts, graph_cfg), "match": measure_latency(kb, lat_texts, match_cfg)} if lat_texts else {}
     latency_s = time.perf_counter() - t0
 
     stats = kb.stats()
@@ -338,17 +342,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"validation: {len(items)} items sampled with seed {args.seed} from {len(validation)}; non-lib subset {len(subsets['non-lib'])}")
     print(f"graph config: δ_ct {graph_cfg.delta_ct}, δ_cc {graph_cfg.delta_cc}, max C2T {graph_cfg.max_c2t}, max C2C2T {graph_cfg.max_c2c2t}, "
           f"similar contents {graph_cfg.similar_contents}, budget {graph_cfg.budget}")
-    for name in subsets:
+    for name in subsets if graph_res else ():
         r_g, r_m = graph_res[name], match_res[name]
         print_table(f"[{name}] {r_g['items']} items, {r_g['gold_per_item']:.2f} correct tags per item, {graph_cfg.budget} candidates",
                     [("graph (C2T ∪ C2C2T + fill)", r_g), ("match (top-k cosine)", r_m)])
     if sweep:
         print_sweep(sweep, list(subsets))
-    print(f"\nRecall latency per content, {len(lat_texts)} items, each text encoded on its own (ms)")
-    print(f"{'':<8} {'end-to-end p50':>15} {'p95':>8} {'encode p50':>11} {'p95':>8} {'rest p50':>9} {'p95':>8}")
-    for name, lat in latency.items():
-        e2e, enc, rest = lat["end_to_end"], lat["encode"], lat["recall_without_encode"]
-        print(f"{name:<8} {e2e['p50_ms']:>15.1f} {e2e['p95_ms']:>8.1f} {enc['p50_ms']:>11.1f} {enc['p95_ms']:>8.1f} {rest['p50_ms']:>9.1f} {rest['p95_ms']:>8.1f}")
+    if latency:
+        print(f"\nRecall latency per content, {len(lat_texts)} items, each text encoded on its own (ms)")
+        print(f"{'':<8} {'end-to-end p50':>15} {'p95':>8} {'encode p50':>11} {'p95':>8} {'rest p50':>9} {'p95':>8}")
+        for name, lat in latency.items():
+            e2e, enc, rest = lat["end_to_end"], lat["encode"], lat["recall_without_encode"]
+            print(f"{name:<8} {e2e['p50_ms']:>15.1f} {e2e['p95_ms']:>8.1f} {enc['p50_ms']:>11.1f} {enc['p95_ms']:>8.1f} {rest['p50_ms']:>9.1f} {rest['p95_ms']:>8.1f}")
+    load = os.getloadavg()
+    print(f"load average during the run (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     wall = time.perf_counter() - run_started
     print(f"\nwall time {wall:.1f}s (batch encode {encode_s:.1f}s, metrics {metrics_s:.1f}s, sweep {sweep_s:.1f}s, latency {latency_s:.1f}s); "
           f"peak RSS {peak_rss_mb():.0f} MiB")
@@ -359,12 +366,13 @@ def main(argv: list[str] | None = None) -> None:
         "knowledge_base": {**build, "stats": stats},
         "validation": {"sampled": len(items), "of": len(validation), "seed": args.seed, "non_lib": len(subsets["non-lib"])},
         "graph_config": asdict(graph_cfg),
-        "results": {name: {"graph": graph_res[name], "match": match_res[name]} for name in subsets},
+        "results": {name: {"graph": graph_res[name], "match": match_res[name]} for name in subsets if graph_res},
         "sweep": sweep,
         "latency": latency,
         "timings_s": {"wall": round(wall, 1), "batch_encode": round(encode_s, 1), "metrics": round(metrics_s, 1),
                       "sweep": round(sweep_s, 1), "latency": round(latency_s, 1)},
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "load_average": [round(x, 2) for x in load],
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False))

@@ -12,7 +12,8 @@ similarities and both graph paths do their full work:
 - content i is a noisy copy of one of ``--clusters`` real history contents (its cluster centre),
   annotated with 1–6 tags drawn from copies of the centre's nearest real tags;
 - similarity edges as a build would store them: each content to its 15 nearest candidate tags
-  above δ_ct and to up to 10 contents of its cluster above δ_cc (``--no-sim-edges`` leaves them out).
+  above δ_ct, and to up to 10 contents above δ_cc among the other copies of its centre and one
+  copy of each centre the debtags graph links to it (``--no-sim-edges`` leaves them out).
 
 Queries are real debtags validation texts, encoded one by one, so encoding time is included;
 the report splits it from the rest. Building runs in a child process, so the timings and memory
@@ -73,22 +74,36 @@ def noisy_copies(centres: np.ndarray, which: np.ndarray, noise: float, rng: np.r
     return out
 
 
-def real_embeddings(debtags_kb: Path, data: Path, clusters: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
-    """Real MiniLM vectors to centre the synthetic ones on: (tag vectors, content centres, where from)."""
+def real_embeddings(debtags_kb: Path, data: Path, clusters: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[list[int]], str]:
+    """Real MiniLM vectors to centre the synthetic ones on.
+
+    Returns the tag vectors, the content centres, each centre's similar centres (its content–content
+    similarity edges in the debtags graph, when the centres come from there) and where they came from.
+    """
     if (debtags_kb / MARKER).exists():
         kb = KnowledgeBase(debtags_kb)
         tags = np.asarray(kb.collection("tags").get(include=["embeddings"])["embeddings"], dtype=np.float32)
         ids = kb.collection("contents").get(include=[])["ids"]
         pick = sorted(rng.choice(len(ids), size=min(clusters, len(ids)), replace=False).tolist())
-        got = kb.collection("contents").get(ids=[ids[i] for i in pick], include=["embeddings"])
-        return unit(tags), unit(np.asarray(got["embeddings"], dtype=np.float32)), f"the debtags knowledge base {debtags_kb}"
+        picked = [ids[i] for i in pick]
+        got = kb.collection("contents").get(ids=picked, include=["embeddings"])
+        vectors = dict(zip(got["ids"], got["embeddings"]))
+        index = {cid: k for k, cid in enumerate(picked)}
+        g = kb.graph.g
+        similar = [
+            [index[n[2:]] for n, d in g[content_node(cid)].items() if d.get("kind") == "sim" and n.startswith("c:") and n[2:] in index]
+            for cid in picked
+        ]
+        centres = np.asarray([vectors[cid] for cid in picked], dtype=np.float32)
+        return unit(tags), unit(centres), similar, f"the debtags knowledge base {debtags_kb}"
     from knowledge_base.encoder import Encoder
 
     encoder = Encoder.shared()
     tag_texts = [t.embedding_text() for t in read_tags(data / "tags.tsv").records]
     train = load_jsonl(data / "train.jsonl")
     texts = [train[i]["text"] for i in rng.choice(len(train), size=min(clusters, len(train)), replace=False)]
-    return encoder.encode(tag_texts).vectors, encoder.encode(texts).vectors, f"{len(tag_texts) + len(texts)} texts encoded from {data}"
+    source = f"{len(tag_texts) + len(texts)} texts encoded from {data}"
+    return encoder.encode(tag_texts).vectors, encoder.encode(texts).vectors, [[] for _ in texts], source
 
 
 def add_in_batches(col, batch: int, ids, embeddings, documents, metadatas) -> None:
@@ -105,7 +120,7 @@ def build(args) -> None:
         if any(kb_dir.iterdir()) and not (kb_dir / "config.json").exists():
             raise SystemExit(f"{kb_dir} exists and is not an llm4tag knowledge base; choose another --kb-dir")
         shutil.rmtree(kb_dir)
-    real_tags, centres, source = real_embeddings(args.debtags_kb.resolve(), args.data, args.clusters, rng)
+    real_tags, centres, similar_centres, source = real_embeddings(args.debtags_kb.resolve(), args.data, args.clusters, rng)
     log(f"centres: {len(real_tags)} real tag vectors and {len(centres)} real content vectors from {source}")
     kb = KnowledgeBase(kb_dir)
     rc = kb.config.recall
@@ -174,21 +189,23 @@ def build(args) -> None:
             idx = members[cb[c] : cb[c + 1]]
             if not len(idx):
                 continue
-            cand = np.concatenate([copies_of[int(p)] for p in near_real[c]])
             vecs = content_vecs[idx]
+            # c–t: the nearest copies of the centre's nearest real tags
+            cand = np.concatenate([copies_of[int(p)] for p in near_real[c]])
             ct = vecs @ tag_vecs[cand].T
-            cc = vecs @ vecs.T
-            np.fill_diagonal(cc, -1.0)
+            # c–c: the other copies of this centre and one copy of each centre similar to it
+            others = [int(rng.choice(members[cb[o] : cb[o + 1]])) for o in similar_centres[c] if cb[o + 1] > cb[o]]
+            peers = np.concatenate([idx, np.asarray(others, dtype=idx.dtype)])
+            cc = vecs @ content_vecs[peers].T
             for row, i in enumerate(idx):
                 own = set(content_tags[i])
-                top = np.argsort(-ct[row])[: rc.max_c2t]
-                for j in top:
+                for j in np.argsort(-ct[row])[: rc.max_c2t]:
                     if ct[row, j] > rc.delta_ct and int(cand[j]) not in own:
                         ops.append({"op": "edge", "u": content_node(content_ids[i]), "v": tag_node(tag_names[int(cand[j])]), "kind": "sim", "w": round(float(ct[row, j]), 4)})
                         sim_ct += 1
-                for j in np.argsort(-cc[row])[: rc.similar_contents]:
-                    if cc[row, j] > rc.delta_cc:
-                        ops.append({"op": "edge", "u": content_node(content_ids[i]), "v": content_node(content_ids[int(idx[j])]), "kind": "sim", "w": round(float(cc[row, j]), 4)})
+                for j in np.argsort(-cc[row])[: rc.similar_contents + 1]:
+                    if int(peers[j]) != i and cc[row, j] > rc.delta_cc:
+                        ops.append({"op": "edge", "u": content_node(content_ids[i]), "v": content_node(content_ids[int(peers[j])]), "kind": "sim", "w": round(float(cc[row, j]), 4)})
                         sim_cc += 1
             flush()
         flush(force=True)
@@ -201,7 +218,8 @@ def build(args) -> None:
     info = {
         "tags": args.tags,
         "contents": args.contents,
-        "clusters": len(centres),
+        "clusters": args.clusters,
+        "centres": len(centres),
         "noise": args.noise,
         "centres_from": source,
         "with_samples": args.with_samples,
@@ -220,7 +238,7 @@ def build(args) -> None:
 
 
 def build_key(args) -> dict:
-    return {"tags": args.tags, "contents": args.contents, "noise": args.noise, "with_samples": args.with_samples,
+    return {"tags": args.tags, "contents": args.contents, "clusters": args.clusters, "noise": args.noise, "with_samples": args.with_samples,
             "sim_edges": not args.no_sim_edges, "seed": args.seed}
 
 
@@ -231,8 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--debtags-kb", type=Path, default=OUT / "debtags-kb", help="take the real centre vectors from here when built")
     ap.add_argument("--tags", type=int, default=100_000)
     ap.add_argument("--contents", type=int, default=100_000)
-    ap.add_argument("--clusters", type=int, default=2000, help="real content vectors the synthetic contents are copies of")
-    ap.add_argument("--noise", type=float, default=0.75, help="noise norm around a centre (cos to the centre ≈ 1/sqrt(1+noise²))")
+    ap.add_argument("--clusters", type=int, default=25_000, help="real content vectors the synthetic contents are copies of (at most all of them)")
+    ap.add_argument("--noise", type=float, default=0.5, help="noise norm around a centre (cos to the centre ≈ 1/sqrt(1+noise²))")
     ap.add_argument("--with-samples", action="store_true", help="also fill the samples collection (as a real build does; recall never reads it)")
     ap.add_argument("--no-sim-edges", action="store_true", help="leave similarity edges out of the graph")
     ap.add_argument("--queries", type=int, default=200, help="real validation texts to recall for")
@@ -249,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     marker = args.kb_dir / MARKER
     info = json.loads(marker.read_text()) if marker.exists() else None
-    if args.rebuild or info is None or {k: info.get(k) for k in ("tags", "contents", "noise", "with_samples", "sim_edges", "seed")} != build_key(args):
+    if args.rebuild or info is None or {k: info.get(k) for k in build_key(args)} != build_key(args):
         log(f"building the synthetic knowledge base in {args.kb_dir} (child process) ...")
         cmd = [sys.executable, __file__, "--build-only", *(argv if argv is not None else sys.argv[1:])]
         subprocess.run(cmd, check=True)
@@ -297,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
 
     g = info["graph"]
     print(f"synthetic knowledge base: {args.kb_dir} ({'built now' if built_now else 'reused'})")
-    print(f"  {info['tags']} tags, {info['contents']} history contents in {info['clusters']} clusters (noise {info['noise']}); "
+    print(f"  {info['tags']} tags, {info['contents']} history contents around {info['centres']} real ones (noise {info['noise']}); "
           f"centres from {info['centres_from']}")
     print(f"  graph: {g['tag_nodes']} tag nodes, {g['content_nodes']} content nodes, {g['deterministic_edges']} deterministic edges, "
           f"{g['similarity_edges']} similarity edges")
@@ -305,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  disk: {info['disk_mb']['total']} MiB (chroma {info['disk_mb']['chroma']} MiB, graph.pickle {info['disk_mb']['graph_pickle']} MiB)")
     print(f"open: KnowledgeBase() {open_s:.2f}s, of which graph load ≈ {graph_load_s:.2f}s (measured again on its own); "
           f"encoder load {encoder_load_s:.2f}s; RSS after open {rss_after_open:.0f} MiB")
-    print(f"queries: {len(texts)} debtags validation texts; per recall (first 50): "
+    print(f"queries: {len(texts)} debtags validation texts; per recall (first {len(sample)}): "
           f"{paths['C2T']} C2T, {paths['C2C2T']} C2C2T, {paths['match']} match candidates, {close} history contents above δ_cc")
     print(f"config: δ_ct {cfg.delta_ct}, δ_cc {cfg.delta_cc}, max C2T {cfg.max_c2t}, max C2C2T {cfg.max_c2c2t}, budget {cfg.budget}")
     print(f"\nrecall latency per content (ms)   {'p50':>7} {'p95':>7} {'mean':>7}")

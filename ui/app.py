@@ -493,7 +493,7 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                     with gr.Column(scale=3):
                         chatbot = gr.Chatbot(
                             elem_id="chat", height=640, show_label=False, placeholder=CHAT_PLACEHOLDER,
-                            feedback_options=None, buttons=["copy"], group_consecutive_messages=False,
+                            feedback_options=None, buttons=["copy_all"], group_consecutive_messages=False,
                         )
                         chat_input = gr.MultimodalTextbox(
                             elem_id="chat-input", show_label=False, placeholder=INPUT_PLACEHOLDER,
@@ -502,7 +502,8 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                         )
                         texts = _demo_texts()
                         if texts:
-                            gr.Examples([[{"text": t, "files": []}] for t in texts], inputs=[chat_input], label="Demo texts (not in the knowledge base)")
+                            gr.Examples([[{"text": t, "files": []}] for t in texts], inputs=[chat_input], label="Demo texts (not in the knowledge base)",
+                                        example_labels=[t.splitlines()[0][:80] for t in texts])
                     with gr.Column(scale=2):
                         gr.Markdown("### Current result")
                         panel = gr.HTML(render.result_panel(None, None, defaults.threshold), elem_id="result-panel")

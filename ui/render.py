@@ -14,6 +14,7 @@ import math
 import networkx as nx
 
 LOW_MARGIN = 0.1  # a kept tag whose confidence is within this of the threshold is marked "low confidence"
+LEANS_NO = 0.5  # ... and so is one the judge leans against (P(Yes) under 0.5), whatever the threshold
 SNIPPET = 280
 
 PENDING_TITLES = {
@@ -43,6 +44,11 @@ def _md(text: str) -> str:
 def clip(text: str, limit: int = SNIPPET) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + " …"
+
+
+def is_low(confidence: float | None, threshold: float) -> bool:
+    """A kept tag worth a second look: close to the threshold, or one the judge leans against."""
+    return confidence is not None and (confidence < threshold + LOW_MARGIN or confidence < LEANS_NO)
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -212,12 +218,15 @@ def tag_rows(result: dict, shown: list[dict], verdict: dict | None = None) -> li
     from_history = set((result.get("selection") or {}).get("from_history") or [])
     p_yes = {j["tag"]: j["p_yes"] for j in result.get("judgments") or []}
     rows = [{"tag": t["tag"], "confidence": t.get("confidence"), "kept": True, "history": t["tag"] in from_history} for t in shown]
-    rows += [
+    dropped = [
         {"tag": t, "confidence": p_yes.get(t), "kept": False, "history": t in from_history}
         for t in (result.get("selection") or {}).get("tags") or []
         if t not in shown_names
     ]
-    rows += [{"tag": t, "confidence": None, "kept": False, "history": False, "added": True} for t in correct if t not in {r["tag"] for r in rows}]
+    rows += sorted(dropped, key=lambda r: -(r["confidence"] or 0.0))
+    listed = {r["tag"] for r in rows}
+    rows += [{"tag": t, "confidence": None, "kept": False, "history": False, "added": True} for t in correct if t not in listed]
+    rows += [{"tag": t, "confidence": None, "kept": False, "history": False, "extra": True} for t in incorrect if t not in listed]
     for r in rows:
         r["verdict"] = "correct" if r["tag"] in correct else "incorrect" if r["tag"] in incorrect else None
     return rows
@@ -230,13 +239,13 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
     out = ['<div class="l4t-bars" style="margin:4px 0">']
     for r in rows:
         conf = r.get("confidence")
-        low = r["kept"] and conf is not None and conf < threshold + LOW_MARGIN
+        low = r["kept"] and is_low(conf, threshold)
         color = "#9ca3af" if not r["kept"] else "#d97706" if low else "#16a34a"
         width = 0 if conf is None else max(0, min(100, round(conf * 100)))
         badges = []
         if r.get("added"):
             badges.append(("added by you", "#2563eb"))
-        elif not r["kept"]:
+        elif not r["kept"] and not r.get("extra"):
             badges.append(("below threshold", "#6b7280"))
         elif low:
             badges.append(("low confidence", "#b45309"))
@@ -247,7 +256,7 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
         elif r.get("verdict") == "incorrect":
             badges.append(("✗ rejected", "#b91c1c"))
         badge_html = "".join(
-            f'<span style="font-size:0.75em;padding:1px 6px;margin-left:4px;border-radius:8px;border:1px solid {c};color:{c}">{_esc(b)}</span>'
+            f'<span style="font-size:0.75em;padding:1px 6px;margin-left:4px;border-radius:8px;border:1px solid {c};color:{c};white-space:nowrap">{_esc(b)}</span>'
             for b, c in badges
         )
         name_style = "min-width:13em;font-family:monospace" + (";text-decoration:line-through" if r.get("verdict") == "incorrect" else "")
@@ -352,7 +361,7 @@ def stats_markdown(stats: dict) -> str:
         ("encoder", stats.get("encoder", "")),
         ("store", f"{stats.get('store', '')} in {stats.get('directory', '')}"),
     ]
-    return "\n".join(["| | |", "|---|---|", *[f"| {k} | {_md(v)} |" for k, v in rows]])
+    return "\n".join(["| holds | |", "|---|---|", *[f"| {k} | {_md(v)} |" for k, v in rows]])
 
 
 def _node_label(node: str, limit: int = 28) -> str:

@@ -1,0 +1,558 @@
+"""The REST API (``llm4tag serve``): tag one, tag a batch, learn from corrections, tags, health.
+
+``create_app(kb_dir, context, token, max_body_bytes)`` builds the FastAPI app; ``llm4tag serve``
+runs it with uvicorn. The OpenAPI spec is at ``/openapi.json`` (interactive docs at ``/docs``).
+
+- ``POST /v1/tag`` — ``{"text", "title"?, "id"?, "mode"?, "max_tags"?, "threshold"?, "explain"?}``
+  → the tags with confidence and why, the candidate set, notes; ``id`` and the SHA-256 of the
+  text are echoed back, so a client can match answers to requests.
+- ``POST /v1/tag-batch`` — ``{"documents": [{"id", "text", "title"?}, ...], options}`` → one result
+  per document in order, ids echoed; a bad document (empty text) gets an ``error`` and the rest
+  go on.
+- ``POST /v1/learn`` — ``{"text", "correct": [...], "incorrect": [...], "id"?}``: a person's verdict
+  becomes a sample (for in-context examples) and graph edges (for C2C2T recall). Unknown tags are
+  refused (400, named); nothing is written then.
+- ``GET /v1/tags?q=&limit=&offset=`` — list the tag repository, or search it by name and meaning.
+- ``GET /health`` — status, knowledge-base counts, backend, queue.
+
+Errors are JSON ``{"detail": ...}``, never a stack trace: 400 unusable input, 401 missing token,
+413 body over the limit, 422 request not matching the schema (e.g. empty text), 503 queue full
+(with ``Retry-After``) or model/knowledge base unavailable.
+
+Security. No endpoint takes a file path: everything read or written is inside the knowledge
+base directory the server was started with. Write endpoints (``learn``, and ``tag`` when the
+server's context has ``write_back`` on) require ``Authorization: Bearer TOKEN`` whenever a token
+is set; ``llm4tag serve`` refuses to listen beyond loopback without one. Content is data: the
+generator is grammar-constrained to the recalled candidates and the system prompt tells the model
+to ignore instructions inside the content.
+
+Concurrency. The embedded llama.cpp model is not thread-safe (its backend serialises calls with a
+lock). Tag requests run in worker threads (``LLM4TAG_API_WORKERS``, default 2 for llama.cpp —
+retrieval of one request overlaps generation of another — and ``LLM4TAG_OLLAMA_PARALLEL`` for
+Ollama); at most ``LLM4TAG_API_QUEUE`` (default 32) more wait for a worker, and any request beyond
+that is answered 503 at once with ``Retry-After``. Each request runs the graph on its own state, so
+no request can get another's result. Learn writes go through the knowledge base's write lock
+(threads and processes), so concurrent corrections all land.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import time
+from functools import partial
+from typing import Any, Literal
+
+import anyio
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, field_validator
+
+from knowledge_base.errors import InputError, KnowledgeBaseError, Llm4tagError
+from knowledge_base.loaders import clean_text
+
+from .context import Context
+from .llm.base import BackendError
+from .resources import get_knowledge_base
+from .tools import explain_tag
+
+log = logging.getLogger("llm4tag.api")
+
+DEFAULT_MAX_BODY_BYTES = 1_000_000
+DEFAULT_QUEUE = 32
+MAX_BATCH_DOCUMENTS = 100
+MAX_ID_CHARS = 200
+EMPTY_TEXT = "the text is empty (or only whitespace/control characters); give some text to tag"
+
+
+def _env_int(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def default_workers(context: Context) -> int:
+    """Worker threads for tag requests: LLM4TAG_API_WORKERS, else 2 (llama.cpp) or the Ollama parallelism."""
+    if os.environ.get("LLM4TAG_API_WORKERS"):
+        return _env_int("LLM4TAG_API_WORKERS", 2, 1)
+    if context.backend.startswith("ollama"):
+        return _env_int("LLM4TAG_OLLAMA_PARALLEL", 4, 1)
+    return 2
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ---- request and response models ------------------------------------------------------------
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What was wrong and what to do next.")
+
+
+class TagOptions(BaseModel):
+    mode: Literal["multi", "single"] | None = Field(default=None, description="multi: several tags; single: exactly one.")
+    max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags (multi mode).")
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="Drop tags whose confidence is below this.")
+
+
+class TagRequest(TagOptions):
+    text: str = Field(min_length=1, description="The content to tag.")
+    title: str | None = Field(default=None, max_length=1000, description="Optional title, prepended to the text.")
+    id: str | None = Field(default=None, max_length=MAX_ID_CHARS, description="Your id for the content; echoed back.")
+    explain: bool = Field(default=False, description="Also return examples, knowledge snippets, the generator's raw selection and the judgments.")
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        if not clean_text(value):
+            raise ValueError(EMPTY_TEXT)
+        return value
+
+
+class TagOut(BaseModel):
+    tag: str
+    confidence: float | None = Field(description="P(yes) of the judge; null when calibration is off.")
+    rank: int
+    description: str = ""
+    paths: list[str] = Field(description="Meta-paths that recalled the tag: C2T, C2C2T, match.")
+    origin: str = Field(description="llm: chosen by the generator; history: kept because similar items carry it.")
+    why: str = Field(description="One line: the recall evidence and the judge's P(yes).")
+
+
+class CandidateOut(BaseModel):
+    tag: str
+    score: float
+    paths: list[str]
+
+
+class TagResponse(BaseModel):
+    id: str | None = Field(description="The id sent with the request, if any.")
+    content_id: str = Field(description="The content's id in the knowledge base (derived from the text).")
+    text_sha256: str = Field(description="SHA-256 of the text as received (UTF-8).")
+    tags: list[TagOut]
+    candidates: list[CandidateOut] = Field(description="The recalled candidate set Φ(c); tags are always chosen from it.")
+    notes: list[str]
+    seconds: float
+    details: dict[str, Any] | None = Field(default=None, description="With explain: examples, knowledge, selection, judgments, timings.")
+
+
+class BatchDocument(BaseModel):
+    id: str | None = Field(default=None, max_length=MAX_ID_CHARS, description="Your id for the document; echoed back.")
+    text: str | None = Field(default=None, description="The content to tag; a missing or empty text is reported for this document only.")
+    title: str | None = Field(default=None, max_length=1000)
+
+
+class TagBatchRequest(TagOptions):
+    documents: list[BatchDocument] = Field(min_length=1, max_length=MAX_BATCH_DOCUMENTS)
+
+
+class BatchItemResult(BaseModel):
+    index: int = Field(description="Position of the document in the request.")
+    id: str | None
+    ok: bool
+    text_sha256: str | None = None
+    content_id: str | None = None
+    tags: list[TagOut] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class TagBatchResponse(BaseModel):
+    results: list[BatchItemResult]
+    tagged: int
+    errors: int
+
+
+class LearnRequest(BaseModel):
+    text: str = Field(min_length=1, description="The content the verdict is about.")
+    correct: list[str] = Field(default_factory=list, max_length=100, description="Tags that are right for the text.")
+    incorrect: list[str] = Field(default_factory=list, max_length=100, description="Tags that are wrong for the text.")
+    id: str | None = Field(default=None, max_length=MAX_ID_CHARS, description="Sample id; by default derived from the text.")
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        if not clean_text(value):
+            raise ValueError(EMPTY_TEXT)
+        return value
+
+
+class LearnResponse(BaseModel):
+    id: str = Field(description="The sample's id in the knowledge base.")
+    correct: list[str]
+    incorrect: list[str]
+    samples: int = Field(description="Annotated samples in the knowledge base after this write.")
+
+
+class TagInfo(BaseModel):
+    name: str
+    description: str = ""
+    similarity: float | None = Field(default=None, description="With q: 1.0 for a name match, else the cosine to the query.")
+
+
+class TagListResponse(BaseModel):
+    query: str | None
+    total: int = Field(description="Tags in the repository.")
+    tags: list[TagInfo]
+
+
+class KbSummary(BaseModel):
+    tags: int
+    samples: int
+    contents: int
+    document_passages: int
+    graph: dict[str, int]
+
+
+class QueueStatus(BaseModel):
+    running: int
+    waiting: int
+    workers: int
+    max_waiting: int
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    backend: str
+    knowledge_base: KbSummary
+    queue: QueueStatus
+    auth_required: bool
+
+
+# ---- backpressure --------------------------------------------------------------------------
+class QueueFull(Exception):
+    def __init__(self, retry_after: int):
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+class TagQueue:
+    """At most ``workers`` tag jobs run at once and ``max_waiting`` wait; the rest are refused.
+
+    Admission is decided on the event loop (no lock needed); waiting requests hold no thread.
+    """
+
+    def __init__(self, workers: int, max_waiting: int):
+        self.workers = workers
+        self.max_waiting = max_waiting
+        self.admitted = 0
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._mean_seconds = 5.0
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:  # created inside the running event loop
+            self._limiter = anyio.CapacityLimiter(self.workers)
+        return self._limiter
+
+    @property
+    def running(self) -> int:
+        return 0 if self._limiter is None else int(self._limiter.borrowed_tokens)
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.admitted - self.running)
+
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self._mean_seconds * (self.waiting + 1) / self.workers))
+
+    async def run(self, fn, *args, **kwargs):
+        if self.admitted >= self.workers + self.max_waiting:
+            raise QueueFull(self.retry_after())
+        self.admitted += 1
+        try:
+            started = time.perf_counter()
+            result = await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self.limiter)
+            self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.perf_counter() - started)
+            return result
+        finally:
+            self.admitted -= 1
+
+
+# ---- request body limit --------------------------------------------------------------------
+class BodySizeLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, whether declared or streamed (chunked)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self, size: int | None) -> JSONResponse:
+        said = f"{size} bytes" if size is not None else "more bytes"
+        return JSONResponse(
+            {"detail": f"the request body is {said}, over this server's limit of {self.max_bytes} bytes; "
+                       "send less (split a batch) or start the server with a larger --max-body"},
+            status_code=413,
+        )
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                return await JSONResponse({"detail": "the Content-Length header is not a number"}, status_code=400)(scope, receive, send)
+            if size > self.max_bytes:
+                return await self._too_large(size)(scope, receive, send)
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body = message.get("body", b"")
+            received += len(body)
+            if received > self.max_bytes:
+                return await self._too_large(None)(scope, receive, send)
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+# ---- the app -------------------------------------------------------------------------------
+def _tag_out(result: dict) -> list[TagOut]:
+    by_tag = {c["tag"]: c for c in result.get("candidates") or []}
+    return [
+        TagOut(tag=t["tag"], confidence=t["confidence"], rank=t["rank"], description=t.get("description") or "",
+               paths=list(t.get("paths") or []), origin=t.get("origin") or "llm", why=explain_tag(t, by_tag.get(t["tag"])))
+        for t in result.get("tags") or []
+    ]
+
+
+def _options(base: Context, options: TagOptions) -> Context:
+    return base.with_overrides(mode=options.mode, max_tags=options.max_tags, threshold=options.threshold)
+
+
+def _error_responses(*codes: int) -> dict:
+    described = {
+        400: "The input cannot be used (the detail says why).",
+        401: "A bearer token is needed for this endpoint.",
+        413: "The request body is over the size limit.",
+        503: "The tag queue is full (retry after Retry-After seconds), or the model or knowledge base is unavailable.",
+    }
+    return {code: {"model": ErrorResponse, "description": described[code]} for code in codes}
+
+
+def create_app(
+    kb_dir: str | None = None,
+    context: Context | None = None,
+    token: str | None = None,
+    max_body_bytes: int | None = None,
+    *,
+    workers: int | None = None,
+    max_waiting: int | None = None,
+) -> FastAPI:
+    """The REST app for one knowledge base.
+
+    ``kb_dir`` (or ``context.kb_dir``; the demo knowledge base when both are None) is the only
+    place the app reads or writes. ``token``: when set, write endpoints need it as a bearer token.
+    ``max_body_bytes`` (default ``LLM4TAG_API_MAX_BODY`` or 1 MB), ``workers`` and ``max_waiting``
+    (default ``LLM4TAG_API_QUEUE`` or 32) bound what the server accepts at once.
+    """
+    base = (context or Context.from_env()).with_overrides(kb_dir=kb_dir)
+    limit = max_body_bytes or _env_int("LLM4TAG_API_MAX_BODY", DEFAULT_MAX_BODY_BYTES, 1)
+    queue = TagQueue(workers or default_workers(base), max_waiting if max_waiting is not None else _env_int("LLM4TAG_API_QUEUE", DEFAULT_QUEUE, 0))
+    kb = get_knowledge_base(base.kb_dir)  # fail at start, not on the first request
+
+    app = FastAPI(
+        title="llm4tag",
+        version="0.1.0",
+        description="Automatic tagging with graph-based recall, knowledge-enhanced LLM generation and calibrated confidence (after LLM4Tag, KDD 2025).",
+    )
+    app.state.context = base
+    app.state.queue = queue
+    app.add_middleware(BodySizeLimit, max_bytes=limit)
+
+    bearer = HTTPBearer(auto_error=False, description="The token given to `llm4tag serve --token` (or LLM4TAG_API_TOKEN).")
+
+    def require_token(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode("utf-8"), (token or "").encode("utf-8")):
+            raise HTTPException(
+                status_code=401,
+                detail="this endpoint changes the knowledge base and needs 'Authorization: Bearer <token>' with the server's token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    write_guard = [Depends(require_token)] if token else []
+    tag_guard = write_guard if base.write_back else []
+    write_errors = (401,) if token else ()
+    tag_errors = write_errors if base.write_back else ()
+
+    # ---- errors as {"detail": ...}, never a traceback --------------------------------------
+    @app.exception_handler(QueueFull)
+    async def _queue_full(request: Request, exc: QueueFull):
+        return JSONResponse(
+            {"detail": f"the tagging queue is full ({queue.workers} running, {queue.max_waiting} waiting); retry in {exc.retry_after} s"},
+            status_code=503,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    @app.exception_handler(Llm4tagError)
+    async def _llm4tag_error(request: Request, exc: Llm4tagError):
+        status = 503 if isinstance(exc, (BackendError, KnowledgeBaseError)) and not isinstance(exc, InputError) else 400
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"}, status_code=500)
+
+    # ---- endpoints ---------------------------------------------------------------------------
+    @app.post("/v1/tag", response_model=TagResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 503, *tag_errors), tags=["tagging"])
+    async def tag_one(request: TagRequest) -> TagResponse:
+        """Tag one content with the full pipeline: recall, examples, knowledge, generate, calibrate."""
+        from .tagging import tag
+
+        ctx = _options(base, request)
+        started = time.perf_counter()
+        result = await queue.run(tag, request.text, title=request.title, context=ctx)
+        details = None
+        if request.explain:
+            details = {k: result.get(k) for k in ("similar_contents", "examples", "knowledge", "selection", "judgments", "timings")}
+        return TagResponse(
+            id=request.id,
+            content_id=result["content_id"],
+            text_sha256=text_digest(request.text),
+            tags=_tag_out(result),
+            candidates=[CandidateOut(tag=c["tag"], score=c["score"], paths=c["paths"]) for c in result["candidates"]],
+            notes=list(result.get("notes") or []),
+            seconds=round(time.perf_counter() - started, 3),
+            details=details,
+        )
+
+    @app.post("/v1/tag-batch", response_model=TagBatchResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 503, *tag_errors), tags=["tagging"])
+    async def tag_batch(request: TagBatchRequest) -> TagBatchResponse:
+        """Tag several documents in one request; each result echoes its document's id, a bad document is reported in its own result."""
+        from .tagging import tag
+
+        ctx = _options(base, request)
+
+        def run_all() -> list[BatchItemResult]:
+            results = []
+            for index, doc in enumerate(request.documents):
+                item = BatchItemResult(index=index, id=doc.id, ok=False)
+                if doc.text is not None:
+                    item.text_sha256 = text_digest(doc.text)
+                if doc.text is None or not clean_text(doc.text):
+                    item.error = EMPTY_TEXT
+                else:
+                    try:
+                        result = tag(doc.text, title=doc.title, context=ctx)
+                    except Llm4tagError as exc:
+                        item.error = str(exc)
+                    else:
+                        item.ok = True
+                        item.content_id = result["content_id"]
+                        item.tags = _tag_out(result)
+                        item.notes = list(result.get("notes") or [])
+                results.append(item)
+            return results
+
+        results = await queue.run(run_all)
+        tagged = sum(1 for r in results if r.ok)
+        return TagBatchResponse(results=results, tagged=tagged, errors=len(results) - tagged)
+
+    @app.post("/v1/learn", response_model=LearnResponse, dependencies=write_guard, responses=_error_responses(400, 413, 503, *write_errors), tags=["learning"])
+    def learn(request: LearnRequest) -> LearnResponse:
+        """Record a verdict: the correct and incorrect tags of a text become a sample and graph edges."""
+        with kb.write_lock():  # the same lock every writer takes; the graph is fresh inside it
+            names = [*request.correct, *request.incorrect]
+            unknown = sorted({t for t in names if not kb.has_tag(t)})
+            if unknown:
+                listed = ", ".join(json.dumps(t, ensure_ascii=False) for t in unknown[:20]) + (" …" if len(unknown) > 20 else "")
+                raise HTTPException(status_code=400, detail=f"unknown tags (not in the tag repository): {listed}; nothing was written. Find tags with GET /v1/tags?q=...")
+            cid = kb.record_feedback(request.text, request.correct, request.incorrect, cid=request.id or None)
+            samples = kb.collection("samples").count()
+        correct = list(dict.fromkeys(request.correct))
+        return LearnResponse(id=cid, correct=correct, incorrect=[t for t in dict.fromkeys(request.incorrect) if t not in correct], samples=samples)
+
+    @app.get("/v1/tags", response_model=TagListResponse, responses=_error_responses(400), tags=["vocabulary"])
+    def list_tags(
+        q: str | None = Query(default=None, max_length=200, description="Search by name or meaning; list alphabetically when empty."),
+        limit: int = Query(default=20, ge=1, le=500),
+        offset: int = Query(default=0, ge=0, description="Skip this many tags (listing only)."),
+    ) -> TagListResponse:
+        """List the tag repository, or search it: name matches first, then tags nearest in meaning."""
+        total = kb.collection("tags").count()
+        query = clean_text(q or "")
+        if query:
+            hits = kb.search_tags(query, limit)
+            tags = [TagInfo(name=h.id, description=h.metadata.get("description", "") or "", similarity=round(h.similarity, 4)) for h in hits]
+        else:
+            names = sorted(kb.tag_names())[offset : offset + limit]
+            known = kb.get_tags(names)
+            tags = [TagInfo(name=n, description=known[n].description if n in known else "") for n in names]
+        return TagListResponse(query=query or None, total=total, tags=tags)
+
+    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    def health() -> HealthResponse:
+        """Liveness and what the server serves: knowledge-base counts, backend, queue."""
+        kb.graph.refresh()
+        summary = KbSummary(
+            tags=kb.collection("tags").count(),
+            samples=kb.collection("samples").count(),
+            contents=kb.collection("contents").count(),
+            document_passages=kb.collection("documents").count(),
+            graph={k: int(v) for k, v in kb.graph.counts().items()},
+        )
+        return HealthResponse(
+            status="ok",
+            backend=base.backend,
+            knowledge_base=summary,
+            queue=QueueStatus(running=queue.running, waiting=queue.waiting, workers=queue.workers, max_waiting=queue.max_waiting),
+            auth_required=bool(token),
+        )
+
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(kb_dir: str | None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          max_body_bytes: int | None = None, context: Context | None = None, log_level: str = "info") -> None:
+    """Run the API with uvicorn; refuses a non-loopback host without a token."""
+    import uvicorn
+
+    if not is_loopback(host) and not token:
+        raise InputError(
+            f"refusing to listen on {host} without a token: anyone who can reach it could change the knowledge base. "
+            "Give --token TOKEN (or set LLM4TAG_API_TOKEN), or listen on 127.0.0.1"
+        )
+    app = create_app(kb_dir, context, token, max_body_bytes)
+    from .llm import load_backend
+
+    load_backend(app.state.context.backend)  # load the model before the first request
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,0 +1,205 @@
+"""The Gradio app in a real browser: Debian's headless Chromium driven by Playwright.
+
+The app runs as ``llm4tag --kb COPY app`` in a subprocess on a free local port, on a copy of
+the small knowledge base (feedback writes stay in the copy), with the embedded SmolLM2 model.
+Screenshots go to test-artifacts/ (git-ignored); look at them after a change to the page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from knowledge_base import KnowledgeBase
+from knowledge_base.demo import demo_examples
+from knowledge_base.loaders import content_id, require_text
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+STEP_S = 180  # one tagging run of the embedded model on a busy 2-core machine, with room to spare
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing: apt-get install chromium"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
+expect = sync_api.expect
+
+TEXTS = [ex["text"] for ex in demo_examples()[:3]]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_server(small_kb_dir, tmp_path_factory):
+    kb_dir = tmp_path_factory.mktemp("ui") / "kb"
+    shutil.copytree(small_kb_dir, kb_dir, ignore=shutil.ignore_patterns(".write.lock"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    log = open(ARTIFACTS / "ui-app.log", "w")
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "--kb", str(kb_dir), "app", "--port", str(port)],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.close()
+            pytest.fail(f"the app did not start; see {ARTIFACTS / 'ui-app.log'}:\n{(ARTIFACTS / 'ui-app.log').read_text()[-3000:]}")
+        time.sleep(1)
+    yield url, kb_dir
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def page(app_server):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(app_server[0])
+        page.locator("#chat-input textarea").wait_for()
+        yield page
+        browser.close()
+
+
+def send(page, text: str) -> None:
+    box = page.locator("#chat-input textarea")
+    expect(box).to_be_editable(timeout=STEP_S * 1000)
+    box.fill(text)
+    box.press("Enter")
+
+
+def set_threshold(page, value: float) -> None:
+    number = page.locator("#threshold input[type=number]")
+    number.fill(str(value))
+    number.press("Enter")
+
+
+def panel_tags(page, state: str = "kept") -> list[str]:
+    return [t.get_attribute("data-tag") for t in page.locator(f"#l4t-panel .l4t-tag[data-state={state}]").all()]
+
+
+def test_tag_review_learn_and_refilter(page, app_server):
+    _, kb_dir = app_server
+    chat = page.locator("#chat")
+
+    # an empty text is refused with a readable message, not a traceback or a spinner
+    page.locator("#chat-input [data-testid=submit-button]").click()
+    expect(chat.get_by_text("the content is empty")).to_be_visible()
+    expect(page.get_by_text("Traceback")).to_have_count(0)
+    page.screenshot(path=ARTIFACTS / "ui-01-empty-text-error.png")
+
+    # tag a demo text: the first step appears at once, then every step, then the tags
+    text = TEXTS[0]
+    send(page, text)
+    started = time.monotonic()
+    expect(chat.get_by_text("Recalling candidate tags")).to_be_visible(timeout=5_000)
+    first_step_s = time.monotonic() - started
+    assert first_step_s < 5, f"the first step took {first_step_s:.1f}s to appear"
+    expect(chat.get_by_text("Confidence · P(Yes)")).to_be_visible(timeout=STEP_S * 1000)
+    for title in ("Candidates ·", "Examples ·", "Knowledge ·", "Generator · selected"):
+        expect(chat.get_by_text(title)).to_be_visible()
+    expect(chat.locator(".l4t-tag").first).to_be_visible()
+    chat.get_by_text("Candidates ·").click()  # open the collapsed step: the meta-paths
+    expect(chat.get_by_text("C2C2T vote").first).to_be_visible()
+    expect(chat.get_by_text("Similar items the C2C2T path walks through")).to_be_visible()
+    chat.get_by_text("Knowledge ·").click()
+    expect(chat.get_by_text("guide.md#").first).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "ui-02-tagged-steps.png", full_page=True)
+
+    # the slider re-filters the last result without running the model again
+    set_threshold(page, 1)
+    expect(page.locator("#l4t-panel")).to_have_attribute("data-count", "0")
+    expect(page.locator("#l4t-panel")).to_contain_text("No tag")
+    set_threshold(page, 0)
+    generated = len(page.locator("#l4t-panel .l4t-tag").all())
+    expect(page.locator("#l4t-panel")).to_have_attribute("data-count", str(generated))
+    shown = panel_tags(page)
+    assert shown and len(shown) == generated
+    page.screenshot(path=ARTIFACTS / "ui-03-threshold-zero.png")
+
+    # accept: the knowledge base gets the sample with the shown tags at once
+    cid = content_id(require_text(text))
+    before = KnowledgeBase(kb_dir).stats()["samples"]
+    send(page, "accept")
+    expect(chat.get_by_text("Saved to the knowledge base")).to_be_visible()
+    kb = KnowledgeBase(kb_dir)
+    sample = kb.get_sample(cid)
+    assert sample is not None and set(sample.tags) == set(shown)
+    assert kb.stats()["samples"] == before + 1
+    expect(page.locator("#l4t-panel")).to_contain_text("✓ accepted")
+
+    # reject one of them, then an unknown tag is refused with a readable message
+    send(page, f"reject {shown[0]}")
+    expect(page.locator("#l4t-panel")).to_contain_text("✗ rejected")
+    assert KnowledgeBase(kb_dir).get_sample(cid).incorrect_tags == (shown[0],)
+    send(page, "add no-such::tag")
+    expect(chat.get_by_text("'no-such::tag' is not in the tag repository")).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "ui-04-feedback.png", full_page=True)
+
+    # undo twice: the knowledge base is back where it was
+    send(page, "undo")
+    expect(chat.get_by_text("↶ Undid “reject")).to_be_visible()
+    page.locator("#undo-btn").click()
+    expect(chat.get_by_text("the sample and its graph edges are removed")).to_be_visible()
+    kb = KnowledgeBase(kb_dir)
+    assert kb.get_sample(cid) is None and kb.stats()["samples"] == before
+
+
+def test_batch_and_knowledge_base_tabs(page, app_server, tmp_path):
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(
+        json.dumps({"id": "good-1", "text": TEXTS[1]}) + "\n{broken json\n" + json.dumps({"id": "good-2", "text": TEXTS[2]}) + "\n",
+        encoding="utf-8",
+    )
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-input input[type=file]").set_input_files(str(batch))
+    expect(page.locator("#batch-input")).to_contain_text("batch.jsonl")
+    page.locator("#batch-run").click()
+    summary = page.locator("#batch-summary")
+    expect(summary).to_contain_text("2 tagged", timeout=2 * STEP_S * 1000)
+    expect(summary).to_contain_text("1 bad rows")
+    expect(summary).to_contain_text("malformed JSON")
+    with page.expect_download() as download:
+        page.locator("#batch-output a").first.click()
+    lines = [json.loads(l) for l in Path(download.value.path()).read_text(encoding="utf-8").splitlines()]
+    assert [l["id"] for l in lines] == ["good-1", "line-2", "good-2"]
+    assert "error" in lines[1] and all("tags" in l and "candidates" in l for l in (lines[0], lines[2]))
+    page.screenshot(path=ARTIFACTS / "ui-05-batch.png", full_page=True)
+
+    page.get_by_role("tab", name="Knowledge base").click()
+    expect(page.locator("#kb-stats")).to_contain_text("annotated samples")
+    page.get_by_label("Tag or content id").fill("devel::i18n")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("svg circle title").first).to_be_attached()
+    expect(page.get_by_text("t:devel::i18n — ")).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "ui-06-knowledge-base.png", full_page=True)
