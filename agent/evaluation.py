@@ -184,7 +184,14 @@ def _run_llm_item(item: Item, ctx: Context) -> dict:
         "generated": result["selection"].get("tags", []),
         "judged": [{"tag": j["tag"], "p_yes": j["p_yes"]} for j in result["judgments"]],
         "candidates": [c["tag"] for c in result["candidates"]],
+        "from_history": result["selection"].get("from_history", []),
         "timings": result["timings"],
+        "tokens": {
+            "generate_prompt": result["selection"].get("prompt_tokens", 0),
+            "generate_completion": result["selection"].get("completion_tokens", 0),
+            "judge_prompt": sum(j["prompt_tokens"] for j in result["judgments"]),
+            "judge_reused": sum(j["reused_tokens"] for j in result["judgments"]),
+        },
     }
 
 
