@@ -51,9 +51,13 @@ class ContentTagGraph:
             return None
         return (st.st_mtime_ns, st.st_ino)
 
-    def refresh(self) -> None:
-        """Bring the in-memory graph up to date with what other writers persisted."""
+    def refresh(self) -> bool:
+        """Bring the in-memory graph up to date with what other writers persisted.
+
+        Returns True when something written by another process (or another instance) was loaded.
+        """
         stamp = self._snapshot_stamp()
+        changed = False
         if stamp != self._stamp:
             if stamp is None:
                 self.g = nx.Graph()
@@ -63,18 +67,19 @@ class ContentTagGraph:
             self._stamp = stamp
             self._journal_offset = 0
             self._journal_ops = 0
-        self._replay_journal()
+            changed = True
+        return self._replay_journal() or changed
 
-    def _replay_journal(self) -> None:
+    def _replay_journal(self) -> bool:
         try:
             size = self.journal_path.stat().st_size
         except FileNotFoundError:
             self._journal_offset = 0
-            return
+            return False
         if size < self._journal_offset:  # compacted by another process after we read the snapshot
             self._journal_offset = 0
         if size == self._journal_offset:
-            return
+            return False
         with open(self.journal_path, "rb") as fh:
             fh.seek(self._journal_offset)
             data = fh.read()
@@ -88,6 +93,7 @@ class ContentTagGraph:
             self._apply(op)
             self._journal_ops += 1
         self._journal_offset += consumed
+        return consumed > 0
 
     # ---- changing ------------------------------------------------------------------------
     def _apply(self, op: dict) -> None:

@@ -113,7 +113,7 @@ def recall_candidates(
         vector, truncated = kb.encoder.encode_one(text)
         if truncated:
             notes.append(f"the text is longer than the encoder's {kb.encoder.max_tokens}-token window; only its start was used for recall")
-    kb.graph.refresh()
+    kb.refresh()
     exclude = set(exclude_ids)
     candidates: dict[str, Candidate] = {}
 

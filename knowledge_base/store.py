@@ -29,6 +29,7 @@ UnknownTagPolicy = Literal["skip", "add", "error"]
 Progress = Callable[[int, int], None]  # (done, total)
 BATCH = 256
 LOCK_TIMEOUT_S = 120
+_CONNECT_LOCK = threading.RLock()
 
 
 @dataclass
@@ -96,15 +97,30 @@ class KnowledgeBase:
         self._file_lock = FileLock(str(self.directory / ".write.lock"), timeout=LOCK_TIMEOUT_S)
         self._encoder: Encoder | None = None
         self._client = self._connect()
-        self._collections = {
-            name: self._client.get_or_create_collection(
+        with _CONNECT_LOCK:
+            self._collections = self._open_collections(self._client)
+        self.graph = ContentTagGraph(self.directory)
+
+    # ---- plumbing ------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Pick up other processes' writes: the graph from its journal, and a fresh Chroma view.
+
+        An embedded Chroma client keeps the vector index it loaded; after another process wrote,
+        its searches would miss the new items until it is re-opened.
+        """
+        if self.graph.refresh() and not self.config.chroma_host:
+            client = self._connect()
+            with _CONNECT_LOCK:
+                self._client, self._collections = client, self._open_collections(client)
+
+    def _open_collections(self, client) -> dict:
+        return {
+            name: client.get_or_create_collection(
                 f"{self.config.collection_prefix}-{name}", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
             )
             for name in self.COLLECTIONS
         }
-        self.graph = ContentTagGraph(self.directory)
 
-    # ---- plumbing ------------------------------------------------------------------------
     def _connect(self):
         import chromadb
         from chromadb.config import Settings
@@ -118,7 +134,15 @@ class KnowledgeBase:
                     f"cannot reach the Chroma server at {self.config.chroma_host}:{self.config.chroma_port} ({exc}); "
                     "start it (chroma run --path DIR) or unset LLM4TAG_CHROMA_HOST to use the embedded store"
                 ) from exc
-        return chromadb.PersistentClient(path=str(self.directory / "chroma"), settings=settings)
+        # Chroma shares one client system per path within a process, holding the vector index as
+        # it was loaded; each KnowledgeBase (and each re-open after an outside write) takes a
+        # fresh one so its searches see what is on disk now.
+        from chromadb.api.client import SharedSystemClient
+
+        path = str(self.directory / "chroma")
+        with _CONNECT_LOCK:  # Chroma's client start-up is not safe to run in two threads at once
+            SharedSystemClient._identifier_to_system.pop(path, None)
+            return chromadb.PersistentClient(path=path, settings=settings)
 
     @property
     def encoder(self) -> Encoder:
@@ -141,7 +165,7 @@ class KnowledgeBase:
                     "wait for it to finish (or remove .write.lock if no llm4tag process is running)"
                 ) from exc
             try:
-                self.graph.refresh()
+                self.refresh()
                 yield
             finally:
                 self._file_lock.release()
@@ -153,10 +177,11 @@ class KnowledgeBase:
 
     # ---- reading -------------------------------------------------------------------------
     def tag_names(self) -> set[str]:
-        self.graph.refresh()
+        self.refresh()
         return {n[len(TAG):] for n, d in self.graph.g.nodes(data=True) if d.get("kind") == "tag"}
 
     def has_tag(self, name: str) -> bool:
+        self.refresh()  # another process may have added it
         return tag_node(name) in self.graph.g
 
     def get_tags(self, names: Iterable[str]) -> dict[str, Tag]:
@@ -170,6 +195,7 @@ class KnowledgeBase:
         return out
 
     def _query(self, name: str, vectors: np.ndarray, k: int, where: dict | None = None) -> list[list[Neighbour]]:
+        self.refresh()
         col = self.collection(name)
         count = col.count()
         if count == 0 or k <= 0:
@@ -392,6 +418,7 @@ class KnowledgeBase:
                 report.truncated += sum(enc.truncated)
                 if progress:
                     progress(min(start + BATCH, len(passages)), len(passages))
+            self.graph.write([{"op": "touch", "what": "documents"}])  # tells other processes to re-read
         report.updated = min(report.updated, report.added)
         report.added -= report.updated
         report.seconds = time.perf_counter() - started

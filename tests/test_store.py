@@ -501,8 +501,12 @@ def expected_det(who: str, n: int) -> dict[str, set[str]]:
 def test_two_processes_write_the_same_kb(tmp_path):
     seed = KnowledgeBase(tmp_path / "seed")
     seed.add_tags(TINY_TAGS)
-    directory = tmp_path / "kb"  # never opened in this process before the children write
+    directory = tmp_path / "kb"
     shutil.copytree(tmp_path / "seed", directory, ignore=shutil.ignore_patterns(".write.lock"))
+    # a long-lived reader (like the app) that has the knowledge base open while others write
+    reader = KnowledgeBase(directory)
+    probe, _ = reader.encoder.encode_one("B writes sample 3 about apples and trucks")
+    assert reader.similar_contents(probe, 8) == []
     go = tmp_path / "go"
     n = 4
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1", ANONYMIZED_TELEMETRY="False", OMP_NUM_THREADS="1")
@@ -538,6 +542,9 @@ def test_two_processes_write_the_same_kb(tmp_path):
     vector, _ = kb.encoder.encode_one("B writes sample 3 about apples and trucks")
     found = {h.id for h in kb.similar_contents(vector, 2 * n)}
     assert found == set(want)  # every process's contents are searchable
+    # the reader that was open all along sees the other processes' writes too
+    assert {h.id for h in reader.similar_contents(probe, 2 * n)} == set(want)
+    assert set(reader.graph.tags_of("A-1")) == {"fruit"}
 
 
 def test_two_threads_write_the_same_kb(tmp_path):
