@@ -337,3 +337,17 @@ def test_commands_need_a_result_and_a_shown_tag(small_kb_dir, result):
     app.run_command(Command("reject"), history, session, 0.5)
     assert "Name the tag: reject TAG" in history[-1]["content"]
     assert session["undo"] == []
+
+
+def test_api_functions_learn_and_search(writable_kb):
+    import gradio as gr
+
+    app = TaggingApp(str(writable_kb.directory))
+    hits = app.search_tags("i18n", 3)
+    assert hits[0] == {"tag": "devel::i18n", "similarity": 1.0, "description": "Internationalization"}
+    cid = app.learn_tags("a tool to translate gettext catalogues", ["devel::i18n"], ["role::program"])
+    assert KnowledgeBase(writable_kb.directory).get_sample(cid).incorrect_tags == ("role::program",)
+    with pytest.raises(gr.Error, match="unknown tags"):
+        app.learn_tags("some text", ["no-such::tag"])
+    with pytest.raises(gr.Error, match="the content is empty"):
+        app.search_tags("  ")

@@ -302,7 +302,7 @@ class TaggingApp:
         history.append(render.assistant_message(f"↶ Undid “{entry['summary']}” on `{entry['cid']}`: {what}."))
 
     # ---- API / MCP -------------------------------------------------------------------------
-    def api_tag(self, text: str, mode: str = "multi", threshold: float = 0.5, max_tags: int = 5, backend: str = "llamacpp") -> dict:
+    def tag_text(self, text: str, mode: str = "multi", threshold: float = 0.5, max_tags: int = 5, backend: str = "llamacpp") -> dict:
         """Tag a text with llm4tag: graph-based candidate recall, knowledge-enhanced LLM selection and calibrated confidence.
 
         Args:
@@ -332,7 +332,7 @@ class TaggingApp:
             "notes": result["notes"],
         }
 
-    def api_learn(self, text: str, correct_tags: list[str], incorrect_tags: list[str] = []) -> str:  # noqa: B006
+    def learn_tags(self, text: str, correct_tags: list[str], incorrect_tags: list[str] = []) -> str:  # noqa: B006
         """Teach llm4tag the right tags for a text: stores it as an annotated sample (correct and incorrect tags) in the knowledge base.
 
         Args:
@@ -348,7 +348,7 @@ class TaggingApp:
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
 
-    def api_search_tags(self, query: str, limit: int = 10) -> list[dict]:
+    def search_tags(self, query: str, limit: int = 10) -> list[dict]:
         """Search the tag repository by name or meaning.
 
         Args:
@@ -407,7 +407,7 @@ class TaggingApp:
         except Exception as exc:
             return f"⚠️ **{_readable(exc)}**"
 
-    def search_tags(self, query):
+    def kb_search_table(self, query):
         try:
             hits = self.kb().search_tags(query or "", 20)
         except Exception as exc:
@@ -553,7 +553,7 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                     with gr.Column():
                         gr.Markdown("### Search tags")
                         query = gr.Textbox(label="Name or meaning", placeholder="e.g. translation, python, devel::i18n")
-                        hits = gr.Dataframe(headers=["tag", "similarity", "description"], interactive=False, wrap=True)
+                        hits = gr.Dataframe(headers=["tag", "similarity", "description"], interactive=False, wrap=True, elem_id="kb-hits")
                         gr.Markdown("### Neighbourhood in the content–tag graph")
                         with gr.Row():
                             node = gr.Textbox(label="Tag or content id", placeholder="devel::i18n · a sample id · sha1:… under a result", scale=3)
@@ -562,15 +562,15 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                         picture = gr.HTML()
                         listing = gr.Markdown()
                 refresh.click(app.stats, None, stats, api_visibility="private")
-                query.submit(app.search_tags, query, hits, api_name="kb_search", api_visibility="private")
+                query.submit(app.kb_search_table, query, hits, api_name="kb_search", api_visibility="private")
                 show.click(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
                 node.submit(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
                 load_btn.click(app.load_file, [load_file, load_kind, unknown], [load_report, stats], api_visibility="private")
 
         demo.load(app.stats, None, stats, api_visibility="private")
-        gr.api(app.api_tag, api_name="tag")
-        gr.api(app.api_learn, api_name="learn")
-        gr.api(app.api_search_tags, api_name="search_tags")
+        gr.api(app.tag_text, api_name="tag")
+        gr.api(app.learn_tags, api_name="learn")
+        gr.api(app.search_tags, api_name="search_tags")
     return demo
 
 

@@ -107,9 +107,9 @@ def render_recall(changes: dict) -> tuple[str, str]:
     title = f"Candidates · {len(candidates)} tags" + (f" ({paths})" if paths else "")
     if not candidates:
         return title, "No candidate tag was found. " + " ".join(changes.get("notes") or [])
-    lines = ["| # | candidate tag | score | found by |", "|---|---|---|---|"]
-    for i, c in enumerate(candidates, 1):
-        lines.append(f"| {i} | `{_md(c['tag'])}` | {c['score']:.2f} | {evidence_text(c)} |")
+    lines = ["| candidate tag | score | found by |", "|---|---|---|"]
+    for c in candidates:
+        lines.append(f"| `{_md(c['tag'])}` | {c['score']:.2f} | {evidence_text(c)} |")
     if similar:
         lines += ["", "**Similar items the C2C2T path walks through:**"]
         for s in similar[:5]:
@@ -259,15 +259,15 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
             f'<span style="font-size:0.75em;padding:1px 6px;margin-left:4px;border-radius:8px;border:1px solid {c};color:{c};white-space:nowrap">{_esc(b)}</span>'
             for b, c in badges
         )
-        name_style = "min-width:13em;font-family:monospace" + (";text-decoration:line-through" if r.get("verdict") == "incorrect" else "")
+        name_style = "min-width:12em;font-family:monospace" + (";text-decoration:line-through" if r.get("verdict") == "incorrect" else "")
         state = "kept" if r["kept"] else "dropped"
         out.append(
-            f'<div class="l4t-tag" data-tag="{_esc(r["tag"])}" data-state="{state}" style="display:flex;align-items:center;gap:8px;margin:3px 0">'
+            f'<div class="l4t-tag" data-tag="{_esc(r["tag"])}" data-state="{state}" style="display:flex;flex-wrap:wrap;align-items:center;gap:2px 8px;margin:3px 0">'
             f'<span style="{name_style}">{_esc(r["tag"])}</span>'
-            f'<span style="position:relative;display:inline-block;width:180px;height:10px;background:#e5e7eb;border-radius:5px">'
+            f'<span style="position:relative;display:inline-block;flex:none;width:140px;height:10px;background:#e5e7eb;border-radius:5px">'
             f'<span style="position:absolute;left:0;top:0;height:10px;width:{width}%;background:{color};border-radius:5px"></span>'
             f'<span title="threshold" style="position:absolute;top:-3px;height:16px;left:{round(threshold * 100)}%;border-left:2px solid #111"></span>'
-            f'</span><span style="font-family:monospace">{fmt(conf)}</span>{badge_html}</div>'
+            f'</span><span style="font-family:monospace;flex:none">{fmt(conf)}</span>{badge_html}</div>'
         )
     out.append("</div>")
     return "".join(out)
