@@ -290,9 +290,9 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     def _too_large(self, size: int | None) -> JSONResponse:
-        said = f"{size} bytes" if size is not None else "more bytes"
+        said = f"the request body is {size} bytes, over" if size is not None else "the request body goes over"
         return JSONResponse(
-            {"detail": f"the request body is {said}, over this server's limit of {self.max_bytes} bytes; "
+            {"detail": f"{said} this server's limit of {self.max_bytes} bytes; "
                        "send less (split a batch) or start the server with a larger --max-body"},
             status_code=413,
         )

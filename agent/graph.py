@@ -15,9 +15,10 @@ from typing import Literal
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from .context import Context
-from .nodes import calibrate_confidence, generate_tags, recall_tags, retrieve_examples, retrieve_knowledge, write_back
-from .state import InputState, OutputState, State
+# absolute imports: LangGraph's server (langgraph.json) loads this file by path, outside its package
+from agent.context import Context
+from agent.nodes import calibrate_confidence, generate_tags, recall_tags, retrieve_examples, retrieve_knowledge, write_back
+from agent.state import InputState, OutputState, State
 
 NODE_ORDER = ("recall", "examples", "knowledge", "generate", "calibrate", "write_back")
 

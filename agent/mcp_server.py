@@ -149,9 +149,9 @@ def run_stdio(context: Context | None = None) -> None:
     from mcp.server.stdio import stdio_server
 
     base = context or Context.from_env()
+    out = protocol_stdout()  # first: building the demo knowledge base prints progress
     get_knowledge_base(base.kb_dir)  # fail before the handshake if the knowledge base is unusable
     server = build_server(base)
-    out = protocol_stdout()
 
     async def main() -> None:
         async with stdio_server(stdout=anyio.wrap_file(out)) as (read_stream, write_stream):

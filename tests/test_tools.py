@@ -1,0 +1,99 @@
+"""The LangChain tool inside a real LangGraph graph, and the langgraph.json that serves the tagging graph."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import uuid
+from pathlib import Path
+
+from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.prebuilt import ToolNode
+
+from agent import Context
+from agent.tools import TOOL_NAME, TagContentArgs, compact_result, explain_tag, make_tagging_tool
+from knowledge_base.demo import demo_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = demo_examples()[0]["text"]
+
+
+def test_tool_has_a_typed_argument_schema():
+    tool = make_tagging_tool(Context())
+    assert tool.name == TOOL_NAME == "tag_content"
+    assert tool.args_schema is TagContentArgs
+    schema = tool.tool_call_schema.model_json_schema()
+    assert set(schema["properties"]) == {"text", "mode", "max_tags", "threshold"}
+    assert schema["required"] == ["text"]
+    assert "confidence" in tool.description
+
+
+def test_tool_runs_inside_a_langgraph_tool_node(small_kb_dir):
+    tool = make_tagging_tool(Context(kb_dir=str(small_kb_dir), budget=5, use_knowledge=False, max_examples=1))
+    builder = StateGraph(MessagesState)
+    builder.add_node("tools", ToolNode([tool]))
+    builder.add_edge(START, "tools")
+    builder.add_edge("tools", END)
+    app = builder.compile()
+    call = {"name": "tag_content", "args": {"text": TEXT, "max_tags": 2, "threshold": 0.0}, "id": "call-1", "type": "tool_call"}
+    out = app.invoke({"messages": [AIMessage(content="", tool_calls=[call])]})
+    message = out["messages"][-1]
+    assert isinstance(message, ToolMessage) and message.tool_call_id == "call-1" and message.status == "success"
+    payload = json.loads(message.content)
+    assert set(payload) == {"tags", "candidates_considered", "content_id", "notes"}
+    assert 1 <= len(payload["tags"]) <= 2 and payload["candidates_considered"] <= 5
+    for t in payload["tags"]:
+        assert set(t) == {"tag", "confidence", "why"}
+        assert 0.0 <= t["confidence"] <= 1.0
+        assert t["why"].endswith(f"judge P(yes)={t['confidence']:.2f}")
+        assert "C2T" in t["why"] or "C2C2T" in t["why"] or "match" in t["why"]
+
+
+def test_unusable_input_comes_back_as_the_tools_answer(small_kb_dir):
+    tool = make_tagging_tool(Context(kb_dir=str(small_kb_dir)))
+    answer = tool.invoke({"text": "  \n "})
+    assert isinstance(answer, str) and "empty" in answer
+
+
+def test_why_names_the_paths_and_the_judge():
+    candidate = {
+        "tag": "works-with::image",
+        "evidence": [
+            {"path": "C2C2T", "score": 0.62, "via": [{"id": f"pkg-{i}", "similarity": 0.7} for i in range(4)]},
+            {"path": "C2T", "score": 0.41, "via": []},
+        ],
+    }
+    assert explain_tag({"tag": "works-with::image", "confidence": 0.71, "origin": "llm"}, candidate) == (
+        "C2C2T via 4 similar items (vote 0.62); C2T sim 0.41; judge P(yes)=0.71"
+    )
+    one = {"tag": "x", "evidence": [{"path": "C2C2T", "score": 1.0, "via": [{"id": "a", "similarity": 0.9}]}]}
+    assert explain_tag({"tag": "x", "confidence": None, "origin": "history"}, one) == (
+        "C2C2T via 1 similar item (vote 1.00); kept because similar items carry it; not calibrated"
+    )
+    result = {"tags": [{"tag": "x", "confidence": 0.9, "origin": "llm"}], "candidates": [one], "content_id": "c", "notes": ["n"]}
+    assert compact_result(result) == {
+        "tags": [{"tag": "x", "confidence": 0.9, "why": "C2C2T via 1 similar item (vote 1.00); judge P(yes)=0.90"}],
+        "candidates_considered": 1,
+        "content_id": "c",
+        "notes": ["n"],
+    }
+
+
+def test_langgraph_json_points_at_the_compiled_graph():
+    config = json.loads((ROOT / "langgraph.json").read_text(encoding="utf-8"))
+    assert "." in config["dependencies"]
+    assert config["graphs"]
+    for name, spec in config["graphs"].items():
+        path, _, variable = spec.rpartition(":")
+        file = (ROOT / path).resolve()
+        assert file.is_file(), spec
+        # LangGraph's server loads a graph file under a made-up module name, outside its package
+        module_name = f"lg_{uuid.uuid4().hex}"
+        loader_spec = importlib.util.spec_from_file_location(module_name, file)
+        module = importlib.util.module_from_spec(loader_spec)
+        loader_spec.loader.exec_module(module)
+        graph = getattr(module, variable)
+        assert isinstance(graph, CompiledStateGraph), name
+        assert graph.get_graph().nodes.keys() >= {"recall", "examples", "knowledge", "generate", "calibrate", "write_back"}
