@@ -7,7 +7,8 @@ Persistence: every change is appended to ``graph.journal`` (one JSON line each, 
 fsynced) and ``compact()`` rewrites ``graph.pickle`` atomically (temp file + rename) before
 emptying the journal. A crash mid-append leaves at most one torn last line, which replay skips;
 a crash mid-compaction leaves the previous snapshot, and replaying operations twice is harmless
-because every operation is idempotent. Callers serialise writers with the knowledge base's lock.
+because every operation is idempotent. Callers serialise writers across processes with the knowledge base's file lock; within a
+process, ``lock`` guards the in-memory graph, so readers never iterate it while a thread writes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import threading
 from pathlib import Path
 from typing import Iterable
 
@@ -38,6 +40,7 @@ class ContentTagGraph:
         self.snapshot_path = self.directory / "graph.pickle"
         self.journal_path = self.directory / "graph.journal"
         self.g = nx.Graph()
+        self.lock = threading.RLock()
         self._stamp: tuple[int, int] | None = None  # (snapshot mtime_ns, inode)
         self._journal_offset = 0
         self._journal_ops = 0
@@ -56,6 +59,10 @@ class ContentTagGraph:
 
         Returns True when something written by another process (or another instance) was loaded.
         """
+        with self.lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         stamp = self._snapshot_stamp()
         changed = False
         if stamp != self._stamp:
@@ -116,7 +123,11 @@ class ContentTagGraph:
         ops = list(ops)
         if not ops:
             return 0
-        self.refresh()
+        with self.lock:
+            return self._write(ops)
+
+    def _write(self, ops: list[dict]) -> int:
+        self._refresh()
         payload = b"".join(json.dumps(op, ensure_ascii=False).encode("utf-8") + b"\n" for op in ops)
         with open(self.journal_path, "ab") as fh:
             end = fh.seek(0, os.SEEK_END)
@@ -130,11 +141,15 @@ class ContentTagGraph:
         self._journal_offset = end + len(payload)
         self._journal_ops += len(ops)
         if self._journal_ops >= COMPACT_AFTER_OPS:
-            self.compact()
+            self._compact()
         return len(ops)
 
     def compact(self) -> None:
         """Write the whole graph as a new snapshot (atomically) and start an empty journal."""
+        with self.lock:
+            self._compact()
+
+    def _compact(self) -> None:
         tmp = self.snapshot_path.with_suffix(".pickle.tmp")
         with open(tmp, "wb") as fh:
             pickle.dump(self.g, fh, protocol=pickle.HIGHEST_PROTOCOL)
@@ -152,13 +167,15 @@ class ContentTagGraph:
     def tags_of(self, cid: str) -> dict[str, float]:
         """Deterministic tags of a content (tag name → 1.0)."""
         node = content_node(cid)
-        if node not in self.g:
-            return {}
-        return {n[len(TAG):]: 1.0 for n, d in self.g[node].items() if d.get("kind") == "det" and n.startswith(TAG)}
+        with self.lock:
+            if node not in self.g:
+                return {}
+            return {n[len(TAG):]: 1.0 for n, d in self.g[node].items() if d.get("kind") == "det" and n.startswith(TAG)}
 
     def counts(self) -> dict[str, int]:
-        tags = sum(1 for n in self.g if n.startswith(TAG))
-        det = sum(1 for _, _, d in self.g.edges(data=True) if d.get("kind") == "det")
+        with self.lock:
+            tags = sum(1 for n in self.g if n.startswith(TAG))
+            det = sum(1 for _, _, d in self.g.edges(data=True) if d.get("kind") == "det")
         return {
             "tag_nodes": tags,
             "content_nodes": self.g.number_of_nodes() - tags,
@@ -168,6 +185,10 @@ class ContentTagGraph:
 
     def neighbourhood(self, node: str, radius: int = 1, limit: int = 40) -> nx.Graph:
         """A small subgraph around a node, strongest edges first, for pictures and explanations."""
+        with self.lock:
+            return self._neighbourhood(node, radius, limit)
+
+    def _neighbourhood(self, node: str, radius: int, limit: int) -> nx.Graph:
         if node not in self.g:
             return nx.Graph()
         keep = {node}

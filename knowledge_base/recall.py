@@ -17,7 +17,6 @@ from typing import Iterable, Literal
 import numpy as np
 
 from .config import RecallConfig
-from .graph import content_node
 from .loaders import require_text
 from .store import KnowledgeBase, Neighbour, _json_list
 
@@ -78,17 +77,10 @@ def _snippet(text: str) -> str:
 
 def c2c2t_votes(kb: KnowledgeBase, similar: list[Neighbour]) -> dict[str, tuple[float, list[dict]]]:
     """Walk c →s c' →d t over the graph: tag → (similarity-weighted vote share, contents walked)."""
-    g = kb.graph.g
     total = sum(h.similarity for h in similar) or 1.0
     votes: dict[str, tuple[float, list[dict]]] = {}
     for h in similar:
-        node = content_node(h.id)
-        if node not in g:
-            continue
-        for neighbour, data in g[node].items():
-            if data.get("kind") != "det":
-                continue
-            tag = neighbour[2:]
+        for tag in kb.graph.tags_of(h.id):  # the deterministic edges c' →d t
             share, via = votes.get(tag, (0.0, []))
             votes[tag] = (share + h.similarity / total, via + [{"id": h.id, "similarity": round(h.similarity, 4)}])
     return votes
@@ -147,10 +139,13 @@ def recall_candidates(
         notes.append("the tag repository is empty: load one with llm4tag kb load-vocab FILE")
 
     ranked = sorted(candidates.values(), key=lambda c: -c.score)[: cfg.budget]
-    described = kb.get_tags([c.tag for c in ranked])
+    # descriptions: from the tag hits' metadata already fetched; one lookup for the rest (C2C2T tags)
+    descriptions = {h.id: h.metadata.get("description", "") for h in tag_hits}
+    missing = [c.tag for c in ranked if c.tag not in descriptions]
+    descriptions.update({name: tag.description for name, tag in kb.get_tags(missing).items()})
     for cand in ranked:
-        if cand.tag in described:
-            cand.description = described[cand.tag].description
+        if cand.tag in descriptions:
+            cand.description = descriptions[cand.tag]
     similar_out = [
         SimilarContent(h.id, round(h.similarity, 4), _snippet(h.text), _json_list(h.metadata, "tags"))
         for h in similar

@@ -187,3 +187,46 @@ def test_neighbourhood(tmp_path):
     assert set(hood.nodes) == {"c:2", "t:vehicle", "t:fruit", "c:1"}
     small = g.neighbourhood("c:2", radius=1, limit=2)
     assert set(small.nodes) == {"c:2", "t:vehicle", "t:fruit"}  # deterministic edges come first
+
+
+def test_readers_and_a_writer_thread_share_one_graph(tmp_path):
+    import threading
+
+    from knowledge_base.graph import ContentTagGraph
+
+    graph = ContentTagGraph(tmp_path)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def writer():
+        try:
+            for i in range(300):
+                graph.write([
+                    {"op": "node", "id": f"c:{i}", "kind": "content"},
+                    {"op": "edge", "u": f"c:{i}", "v": f"t:tag{i % 7}", "kind": "det", "w": 1.0},
+                    {"op": "edge", "u": f"c:{i}", "v": f"c:{max(0, i - 1)}", "kind": "sim", "w": 0.7},
+                ])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def reader():
+        try:
+            while not done.is_set():
+                graph.counts()
+                graph.tags_of("0")
+                graph.neighbourhood("c:0", radius=2)
+                graph.refresh()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    counts = graph.counts()
+    assert counts["content_nodes"] == 300 and counts["deterministic_edges"] == 300
+    assert counts["similarity_edges"] == 300  # c:i–c:(i-1) for i ≥ 1, plus the self-loop c:0–c:0
