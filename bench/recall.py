@@ -79,6 +79,15 @@ def dir_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
+def set_torch_threads(n: int | None) -> int:
+    """Apply ``--torch-threads``; returns the number of threads encoding uses."""
+    import torch
+
+    if n:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -288,10 +297,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sweep-ct", type=float, nargs="+", default=list(SWEEP_CT), help="δ_ct values of the sweep")
     ap.add_argument("--sweep-cc", type=float, nargs="+", default=list(SWEEP_CC), help="δ_cc values of the sweep")
     ap.add_argument("--latency-only", action="store_true", help="only measure latency (e.g. again, on a quieter machine)")
+    ap.add_argument("--torch-threads", type=int, help="torch intra-op threads for encoding (default: torch's, one per core)")
     ap.add_argument("--json", type=Path, default=OUT / "recall.json")
     args = ap.parse_args(argv)
 
     run_started = time.perf_counter()
+    threads = set_torch_threads(args.torch_threads)
     kb, build = open_or_build_kb(args.kb_dir.resolve(), args.data)
     base = RecallConfig.paper() if args.paper else RecallConfig()
     graph_cfg = base.with_overrides(strategy="graph", delta_ct=args.delta_ct, delta_cc=args.delta_cc,
@@ -349,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     if sweep:
         print_sweep(sweep, list(subsets))
     if latency:
-        print(f"\nRecall latency per content, {len(lat_texts)} items, each text encoded on its own (ms)")
+        print(f"\nRecall latency per content, {len(lat_texts)} items, each text encoded on its own, {threads} torch thread(s) (ms)")
         print(f"{'':<8} {'end-to-end p50':>15} {'p95':>8} {'encode p50':>11} {'p95':>8} {'rest p50':>9} {'p95':>8}")
         for name, lat in latency.items():
             e2e, enc, rest = lat["end_to_end"], lat["encode"], lat["recall_without_encode"]
@@ -369,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
         "results": {name: {"graph": graph_res[name], "match": match_res[name]} for name in subsets if graph_res},
         "sweep": sweep,
         "latency": latency,
+        "torch_threads": threads,
         "timings_s": {"wall": round(wall, 1), "batch_encode": round(encode_s, 1), "metrics": round(metrics_s, 1),
                       "sweep": round(sweep_s, 1), "latency": round(latency_s, 1)},
         "peak_rss_mb": round(peak_rss_mb(), 1),
