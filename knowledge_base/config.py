@@ -28,7 +28,7 @@ class RecallConfig:
         default="graph", metadata={"help": "graph: C2T ∪ C2C2T meta-paths; match: top-k tags by cosine"}
     )
     delta_ct: float = field(default=0.25, metadata={"help": "content–tag similarity edge threshold δ_ct (paper: 0.5 with BGE)"})
-    delta_cc: float = field(default=0.55, metadata={"help": "content–content similarity edge threshold δ_cc (paper: 0.8 with BGE)"})
+    delta_cc: float = field(default=0.45, metadata={"help": "content–content similarity edge threshold δ_cc (paper: 0.8 with BGE)"})
     max_c2t: int = field(default=15, metadata={"help": "at most this many candidates from the C2T path (paper: 15)"})
     max_c2c2t: int = field(default=5, metadata={"help": "at most this many candidates from the C2C2T path (paper: 5)"})
     similar_contents: int = field(default=10, metadata={"help": "similar history contents walked by C2C2T"})

@@ -15,6 +15,7 @@ from typing import Callable
 
 from filelock import FileLock
 
+from .config import KnowledgeBaseConfig
 from .loaders import read_documents, read_samples, read_tags
 from .store import KnowledgeBase
 
@@ -31,7 +32,7 @@ def demo_kb_dir() -> Path:
 
 
 def _fingerprint() -> str:
-    h = hashlib.sha1()
+    h = hashlib.sha1(repr(KnowledgeBaseConfig()).encode())  # new defaults rebuild the demo too
     for name in DEMO_FILES:
         h.update((DEMO_DATA / name).read_bytes())
     return h.hexdigest()[:12]
