@@ -200,9 +200,10 @@ def test_final_message_and_panel_mark_low_and_dropped_tags(result):
     assert [render.is_low(c, 0.2) for c in (0.25, 0.45, 0.55)] == [True, True, False]
     assert msg["content"].count("low confidence") == len(low)
     assert "below threshold" in msg["content"] and "from history" in msg["content"]
-    panel = render.result_panel(result, shown, 0.45, {"correct": [shown[0]["tag"]], "incorrect": ["role::program"]})
+    rejected = next(j["tag"] for j in result["judgments"] if j["tag"] != shown[0]["tag"])
+    panel = render.result_panel(result, shown, 0.45, {"correct": [shown[0]["tag"]], "incorrect": [rejected]})
     assert f'data-count="{len(shown)}"' in panel and "✓ accepted" in panel and "✗ rejected" in panel
-    assert 'data-tag="role::program"' in panel  # a rejected tag stays visible, struck through
+    assert f'data-tag="{rejected}"' in panel  # a rejected tag stays visible, struck through
     assert "No tag</b> reaches" in render.result_panel(result, [], 1.0)
 
 
