@@ -45,13 +45,13 @@ import math
 import os
 import time
 from functools import partial
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field
 
 from knowledge_base.errors import InputError, KnowledgeBaseError, Llm4tagError
 from knowledge_base.loaders import clean_text
@@ -68,6 +68,15 @@ DEFAULT_QUEUE = 32
 MAX_BATCH_DOCUMENTS = 100
 MAX_ID_CHARS = 200
 EMPTY_TEXT = "the text is empty (or only whitespace/control characters); give some text to tag"
+
+
+def _not_blank(value: str) -> str:
+    if not clean_text(value):
+        raise ValueError(EMPTY_TEXT)
+    return value
+
+
+NonBlankText = Annotated[str, AfterValidator(_not_blank)]
 
 
 def _env_int(name: str, default: int, minimum: int) -> int:
@@ -108,17 +117,10 @@ class TagOptions(BaseModel):
 
 
 class TagRequest(TagOptions):
-    text: str = Field(min_length=1, description="The content to tag.")
+    text: NonBlankText = Field(min_length=1, description="The content to tag.")
     title: str | None = Field(default=None, max_length=1000, description="Optional title, prepended to the text.")
     id: str | None = Field(default=None, max_length=MAX_ID_CHARS, description="Your id for the content; echoed back.")
     explain: bool = Field(default=False, description="Also return examples, knowledge snippets, the generator's raw selection and the judgments.")
-
-    @field_validator("text")
-    @classmethod
-    def _text_not_blank(cls, value: str) -> str:
-        if not clean_text(value):
-            raise ValueError(EMPTY_TEXT)
-        return value
 
 
 class TagOut(BaseModel):
@@ -176,17 +178,10 @@ class TagBatchResponse(BaseModel):
 
 
 class LearnRequest(BaseModel):
-    text: str = Field(min_length=1, description="The content the verdict is about.")
+    text: NonBlankText = Field(min_length=1, description="The content the verdict is about.")
     correct: list[str] = Field(default_factory=list, max_length=100, description="Tags that are right for the text.")
     incorrect: list[str] = Field(default_factory=list, max_length=100, description="Tags that are wrong for the text.")
     id: str | None = Field(default=None, max_length=MAX_ID_CHARS, description="Sample id; by default derived from the text.")
-
-    @field_validator("text")
-    @classmethod
-    def _text_not_blank(cls, value: str) -> str:
-        if not clean_text(value):
-            raise ValueError(EMPTY_TEXT)
-        return value
 
 
 class LearnResponse(BaseModel):

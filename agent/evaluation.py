@@ -62,6 +62,14 @@ def load_labelled(path: str | Path, limit: int | None = None) -> list[Item]:
 
 
 # ---- metrics ---------------------------------------------------------------------------------
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def _column_means(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    return tuple(mean(x[i] for x in rows) if rows else 0.0 for i in range(3))  # type: ignore[return-value]
+
+
 def precision_recall_f1(predictions: Sequence[Sequence[str]], truths: Sequence[Iterable[str]]) -> dict:
     tp = fp = fn = 0
     per_doc = []
@@ -71,17 +79,12 @@ def precision_recall_f1(predictions: Sequence[Sequence[str]], truths: Sequence[I
         tp, fp, fn = tp + hit, fp + len(pred) - hit, fn + len(truth) - hit
         p = hit / len(pred) if pred else 0.0
         r = hit / len(truth) if truth else 0.0
-        per_doc.append((p, r, 2 * p * r / (p + r) if p + r else 0.0))
+        per_doc.append((p, r, _f1(p, r)))
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
-    return {
-        "precision_micro": p,
-        "recall_micro": r,
-        "f1_micro": 2 * p * r / (p + r) if p + r else 0.0,
-        "precision_doc": mean(x[0] for x in per_doc) if per_doc else 0.0,
-        "recall_doc": mean(x[1] for x in per_doc) if per_doc else 0.0,
-        "f1_doc": mean(x[2] for x in per_doc) if per_doc else 0.0,
-    }
+    doc_p, doc_r, doc_f1 = _column_means(per_doc)
+    return {"precision_micro": p, "recall_micro": r, "f1_micro": _f1(p, r),
+            "precision_doc": doc_p, "recall_doc": doc_r, "f1_doc": doc_f1}
 
 
 def precision_at_k(predictions, truths, k: int) -> float:
@@ -126,15 +129,16 @@ def single_tag_metrics(predictions, truths) -> dict:
         pp = sum(p == label for p, _ in answered)
         ap = sum(t == label for _, t in pairs)
         lp, lr = (tp / pp if pp else 0.0), (tp / ap if ap else 0.0)
-        per_label.append((lp, lr, 2 * lp * lr / (lp + lr) if lp + lr else 0.0))
+        per_label.append((lp, lr, _f1(lp, lr)))
+    macro_p, macro_r, macro_f1 = _column_means(per_label)
     return {
         "accuracy": recall,
         "precision_micro": precision,
         "recall_micro": recall,
-        "f1_micro": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "precision_macro": mean(x[0] for x in per_label) if per_label else 0.0,
-        "recall_macro": mean(x[1] for x in per_label) if per_label else 0.0,
-        "f1_macro": mean(x[2] for x in per_label) if per_label else 0.0,
+        "f1_micro": _f1(precision, recall),
+        "precision_macro": macro_p,
+        "recall_macro": macro_r,
+        "f1_macro": macro_f1,
         "Coverage@1": len(answered) / len(pairs) if pairs else 0.0,
     }
 
