@@ -325,9 +325,10 @@ def index_command(ctx, in_path, out_path, **options):
 @click.option("--systems", default=",".join(("full", "no-calibration", "embedding-match", "knn")), show_default=True,
               help="Comma-separated: full, no-calibration, match-recall, no-examples, no-knowledge, taggpt, embedding-match, knn.")
 @click.option("--items", "limit", type=int, default=None, help="Evaluate only the first N items.")
+@click.option("--seed", type=int, default=None, help="Evaluate a seeded random sample of --items instead of the first ones.")
 @context_options
 @click.pass_context
-def eval_command(ctx, labelled, out_dir, systems, limit, **options):
+def eval_command(ctx, labelled, out_dir, systems, limit, seed, **options):
     """Evaluate on LABELLED.jsonl (text + tags): paper metrics, baselines and ablations side by side."""
     from tqdm import tqdm
 
@@ -342,7 +343,7 @@ def eval_command(ctx, labelled, out_dir, systems, limit, **options):
         bars[system].update(done - bars[system].n)
 
     try:
-        items = load_labelled(labelled, limit)
+        items = load_labelled(labelled, limit, seed)
         metrics = evaluate(items, context, out_dir, [s.strip() for s in systems.split(",") if s.strip()], progress=progress)
     except Llm4tagError as exc:
         _fail(exc)

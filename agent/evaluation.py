@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -29,6 +30,7 @@ from knowledge_base.loaders import read_samples
 from knowledge_base.recall import c2c2t_votes, recall_candidates
 
 from .batch import read_finished
+from .calibration import evidence_features
 from .context import Context
 from .metrics import acc_at_k, coverage_at_k, recall_hits
 from .resources import embed, get_knowledge_base
@@ -53,11 +55,15 @@ class Item:
     tags: list[str]
 
 
-def load_labelled(path: str | Path, limit: int | None = None) -> list[Item]:
+def load_labelled(path: str | Path, limit: int | None = None, seed: int | None = None) -> list[Item]:
+    """Labelled items from a JSONL/CSV/TSV file; with ``seed``, a seeded random sample of ``limit``
+    (files sorted by label, like banking77's test split, need one), else the first ``limit``."""
     parsed = read_samples(path, on_error="skip")
     items = [Item(s.id, s.text, list(s.tags)) for s in parsed.records if s.tags]
     if not items:
         raise LoadError("no labelled items (lines with text and tags) found", str(path))
+    if seed is not None:
+        random.Random(seed).shuffle(items)
     return items[:limit] if limit else items
 
 
@@ -163,6 +169,26 @@ def confidence_metrics(pairs: Sequence[tuple[float, bool]], bins: int = 10) -> d
     return {"ECE": ece, "Brier": brier, "AUROC": auroc, "pairs": len(pairs), "share_correct": mean(y for _, y in pairs)}
 
 
+def learned_confidence_metrics(records: list[dict], folds: int = 5) -> dict:
+    """Calibration error of each learned calibration, out of fold (fitted without the item scored)."""
+    from .calibration import cross_validated
+
+    rows = [(r["id"], j) for r in records for j in r.get("judged", []) if "features" in j]
+    labels = [j["tag"] in set(r["truth"]) for r in records for j in r.get("judged", []) if "features" in j]
+    if len(rows) < 5 * folds or len(set(labels)) < 2:
+        return {}
+    features = [j["features"] for _, j in rows]
+    groups = [g for g, _ in rows]
+    out = {}
+    for kind in ("isotonic", "logistic"):
+        try:
+            predicted = cross_validated(features, labels, groups, kind, folds)
+        except InputError:
+            continue
+        out[kind] = confidence_metrics(list(zip(predicted, labels)))
+    return out
+
+
 def accuracy_vs_coverage(records: list[dict], steps: int = 20) -> list[dict]:
     """For each confidence threshold: share of items keeping a tag, and Acc@1 on those items."""
     curve = []
@@ -182,11 +208,17 @@ def _run_llm_item(item: Item, ctx: Context) -> dict:
     from .tagging import tag
 
     result = tag(item.text, content_id=item.id, context=ctx)
+    by_tag = {c["tag"]: c for c in result["candidates"]}
+    generated = result["selection"].get("tags", [])
+    history = set(result["selection"].get("from_history", []))
     return {
         "predicted": [t["tag"] for t in result["tags"]],
         "confidences": [t["confidence"] for t in result["tags"]],
         "generated": result["selection"].get("tags", []),
-        "judged": [{"tag": j["tag"], "p_yes": j["p_yes"]} for j in result["judgments"]],
+        "judged": [{"tag": j["tag"], "p_yes": j["p_yes"], "confidence": j.get("confidence", j["p_yes"]),
+                    "features": evidence_features(j["p_yes"], by_tag.get(j["tag"]), generated.index(j["tag"]) + 1 if j["tag"] in generated else 99,
+                                                  j["tag"] in history)}
+                   for j in result["judgments"]],
         "candidates": [c["tag"] for c in result["candidates"]],
         "from_history": result["selection"].get("from_history", []),
         "timings": result["timings"],
@@ -215,51 +247,69 @@ def _run_retrieval_item(item: Item, system: str, ctx: Context) -> dict:
             "candidates": [t for t, _ in ranked], "judged": []}
 
 
+def _derived_systems(systems: Sequence[str], ctx: Context) -> dict[str, str]:
+    """Systems whose results equal another run's: no-calibration always; no-knowledge when the
+    knowledge base holds no documents and web search is off (its prompts are then identical)."""
+    derived = {s: src for s, src in DERIVED_SYSTEMS.items() if s in systems}
+    if "no-knowledge" in systems and not ctx.use_web_search and get_knowledge_base(ctx.kb_dir).collection("documents").count() == 0:
+        derived["no-knowledge"] = "full"
+    return derived
+
+
 def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: Sequence[str] = DEFAULT_SYSTEMS,
              progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Run ``systems`` over ``items``, item by item (every system sees item i before item i+1, so an
+    interrupted run leaves comparable results), append per-item results, and summarise."""
     unknown = [s for s in systems if s not in ALL_SYSTEMS]
     if unknown:
         raise InputError(f"unknown systems {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ctx = context.with_overrides(write_back=False)  # evaluation never changes the knowledge base
-    runs = [s for s in systems if s not in DERIVED_SYSTEMS] + [DERIVED_SYSTEMS[s] for s in systems if s in DERIVED_SYSTEMS]
-    records: dict[str, list[dict]] = {}
-    for system in dict.fromkeys(runs):
-        path = out / f"items-{system}.jsonl"
-        done = read_finished(path)
-        with open(path, "a", encoding="utf-8") as fh:
-            for i, item in enumerate(items, 1):
-                if item.id not in done:
+    derived = _derived_systems(systems, ctx)
+    runs = list(dict.fromkeys([s for s in systems if s not in derived] + list(derived.values())))
+    done = {system: read_finished(out / f"items-{system}.jsonl") for system in runs}
+    handles = {system: open(out / f"items-{system}.jsonl", "a", encoding="utf-8") for system in runs}
+    try:
+        for i, item in enumerate(items, 1):
+            for system in runs:
+                if item.id not in done[system]:
                     if system in LLM_SYSTEMS:
                         body = _run_llm_item(item, ctx.with_overrides(**LLM_SYSTEMS[system]) if LLM_SYSTEMS[system] else ctx)
                     else:
                         body = _run_retrieval_item(item, system, ctx)
                     rec = {"id": item.id, "truth": item.tags, **body}
-                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                    fh.flush()
-                    done[item.id] = rec
+                    handles[system].write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    handles[system].flush()
+                    done[system][item.id] = rec
                 if progress:
                     progress(system, i, len(items))
-        records[system] = [done[item.id] for item in items]
-    for derived, source in DERIVED_SYSTEMS.items():
-        if derived in systems:
-            records[derived] = [{**r, "predicted": r["generated"], "confidences": [None] * len(r["generated"])} for r in records[source]]
-    return summarise(records, items, ctx, [s for s in systems], out)
+    finally:
+        for fh in handles.values():
+            fh.close()
+    records = {system: [done[system][item.id] for item in items] for system in runs}
+    for name, source in derived.items():
+        rows = records[source]
+        if name == "no-calibration":
+            rows = [{**r, "predicted": r["generated"], "confidences": [None] * len(r["generated"]), "judged": []} for r in rows]
+        records[name] = rows
+    return summarise(records, items, ctx, list(systems), out, derived)
 
 
-def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, systems: Sequence[str], out: Path) -> dict:
+def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, systems: Sequence[str], out: Path,
+              derived: dict[str, str] | None = None) -> dict:
     truths = [i.tags for i in items]
     single = ctx.mode == "single"
-    metrics: dict = {"items": len(items), "mode": ctx.mode, "systems": {}}
+    metrics: dict = {"items": len(items), "mode": ctx.mode, "systems": {}, "derived": derived or {}}
     for system in systems:
         recs = records[system]
         preds = [r["predicted"] for r in recs]
         m = single_tag_metrics(preds, truths) if single else multi_tag_metrics(preds, truths)
         m["recall"] = recall_hits([r["candidates"] for r in recs], truths)
-        pairs = [(j["p_yes"], j["tag"] in set(r["truth"])) for r in recs for j in r.get("judged", [])] if system in LLM_SYSTEMS else []
+        pairs = [(j["p_yes"], j["tag"] in set(r["truth"])) for r in recs for j in r.get("judged", [])]
         if pairs:
             m["confidence"] = confidence_metrics(pairs)
+            m["confidence_learned"] = learned_confidence_metrics(recs)
         metrics["systems"][system] = m
     headline = "f1_micro" if single else "Acc@1"
     if "full" in metrics["systems"]:
@@ -320,6 +370,13 @@ def markdown_report(metrics: dict) -> str:
         for s, c in conf:
             auroc = "" if c["AUROC"] is None else f"{c['AUROC']:.3f}"
             lines.append(f"| {s} | {c['ECE']:.3f} | {c['Brier']:.3f} | {auroc} | {c['pairs']} | {c['share_correct']:.3f} |")
+            for kind, lc in metrics["systems"][s].get("confidence_learned", {}).items():
+                auroc = "" if lc["AUROC"] is None else f"{lc['AUROC']:.3f}"
+                lines.append(f"| {s} + learned {kind} (out of fold) | {lc['ECE']:.3f} | {lc['Brier']:.3f} | {auroc} | {lc['pairs']} | {lc['share_correct']:.3f} |")
+    if metrics.get("derived"):
+        lines += ["", "Derived without a run of their own: " + "; ".join(
+            f"{d} = {src}'s results" + (" before the judge" if d == "no-calibration" else " (the knowledge base has no documents, so the prompts are identical)")
+            for d, src in metrics["derived"].items())]
     if "accuracy_vs_coverage" in metrics:
         lines += ["", "![accuracy vs coverage](accuracy_vs_coverage.png)"]
     return "\n".join(lines) + "\n"
