@@ -547,7 +547,7 @@ def serve(kb_dir: str | None, host: str = "127.0.0.1", port: int = 8000, token: 
             "Give --token TOKEN (or set LLM4TAG_API_TOKEN), or listen on 127.0.0.1"
         )
     app = create_app(kb_dir, context, token, max_body_bytes)
-    from .llm import load_backend
+    from .resources import backend_for
 
-    load_backend(app.state.context.backend)  # load the model before the first request
+    backend_for(app.state.context)  # load the model before the first request
     uvicorn.run(app, host=host, port=port, log_level=log_level)

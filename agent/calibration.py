@@ -140,3 +140,34 @@ def cross_validated(features: Sequence[dict[str, float]], labels: Sequence[bool]
         for i in test:
             out[i] = model.predict(features[i])
     return out
+
+
+def choose_and_fit(kb, validation: str | Path, context, out_dir: str | Path, limit: int | None = 300, seed: int | None = 13,
+                   kind: str = "auto") -> dict:
+    """Run the pipeline on labelled items (resumable), compare the raw P(Yes) with each learned
+    calibration out of fold, and save the chosen one into the knowledge base.
+
+    ``auto`` keeps whichever has the lowest expected calibration error, and none at all when the
+    raw P(Yes) is already better calibrated (an earlier calibration.json is then removed)."""
+    from .evaluation import confidence_metrics, evaluate, load_labelled
+
+    items = load_labelled(validation, limit, seed)
+    evaluate(items, context.with_overrides(kb_dir=str(kb.directory)), out_dir, ["full"])
+    from .batch import read_finished
+
+    records = [r for r in read_finished(Path(out_dir) / "items-full.jsonl").values()]
+    rows = [(r["id"], j, j["tag"] in set(r["truth"])) for r in records for j in r.get("judged", []) if "features" in j]
+    features, labels, groups = [j["features"] for _, j, _ in rows], [y for _, _, y in rows], [g for g, _, _ in rows]
+    report: dict = {"items": len(records), "pairs": len(rows), "raw": confidence_metrics([(j["p_yes"], y) for _, j, y in rows])}
+    kinds = ["isotonic", "logistic"] if kind == "auto" else [kind]
+    for k in kinds:
+        report[k] = confidence_metrics(list(zip(cross_validated(features, labels, groups, k), labels)))
+    best = min(kinds, key=lambda k: (report[k]["ECE"], report[k]["Brier"]))
+    if kind == "auto" and report["raw"]["ECE"] <= report[best]["ECE"]:
+        (Path(kb.directory) / FILE_NAME).unlink(missing_ok=True)
+        report["chosen"] = "raw P(Yes) (no learned calibration beats it out of fold)"
+        return report
+    model = fit_calibration(features, labels, best, source=f"{validation} ({len(records)} items)")
+    report["chosen"] = best
+    report["saved"] = str(model.save(kb.directory))
+    return report

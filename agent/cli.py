@@ -323,7 +323,7 @@ def index_command(ctx, in_path, out_path, **options):
 @click.option("--out", "out_dir", default="eval-out", show_default=True, type=click.Path(file_okay=False),
               help="Folder for metrics.json, report.md, the plot and per-item results (re-run to resume).")
 @click.option("--systems", default=",".join(("full", "no-calibration", "embedding-match", "knn")), show_default=True,
-              help="Comma-separated: full, no-calibration, match-recall, no-examples, no-knowledge, taggpt, embedding-match, knn.")
+              help="Comma-separated: full, no-calibration, match-recall, no-examples, no-knowledge, no-fine-tuning, no-learned-calibration, taggpt, embedding-match, knn.")
 @click.option("--items", "limit", type=int, default=None, help="Evaluate only the first N items.")
 @click.option("--seed", type=int, default=None, help="Evaluate a seeded random sample of --items instead of the first ones.")
 @context_options
@@ -408,6 +408,67 @@ def optimize_command(ctx, validation, metric, limit, eval_dir, apply):
         kbase.update_config(replace(kbase.config, recall=kbase.config.recall.with_overrides(
             delta_ct=best["delta_ct"], delta_cc=best["delta_cc"], max_c2t=best["max_c2t"], max_c2c2t=best["max_c2c2t"])))
         click.echo(f"wrote the best recall settings to {kbase.directory / 'config.json'}")
+
+
+@main.command("train")
+@click.option("--max-samples", type=int, default=2000, show_default=True, help="At most this many samples, chosen to cover tags evenly.")
+@click.option("--epochs", type=int, default=2, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="Learning rate.")
+@click.option("--lora-r", type=int, default=16, show_default=True, help="LoRA rank.")
+@click.option("--since-last", is_flag=True, help="Train on the samples added since the last run, going on from its adapter.")
+@click.option("--prepare-only", is_flag=True, help="Only build the training sets; print the command that fine-tunes on another machine.")
+@click.option("--adapter", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Skip training: export and record an adapter trained elsewhere (finetune.py's adapter/ folder).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Where sets, checkpoints and the model go (default KB/training).")
+@click.option("--name", default="llm4tag-tagger", show_default=True, help="Model name (GGUF file and Ollama model).")
+@click.option("--mode", type=click.Choice(["multi", "single"]), default=None, help="Tagging mode the generation targets follow.")
+@click.pass_context
+def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, prepare_only, adapter, device, work_dir, name, mode):
+    """Fine-tune the embedded model on the knowledge base's samples (generator and Yes/No judge), export
+    a GGUF and an Ollama Modelfile, and make it this knowledge base's model. Needs llm4tag[train]."""
+    from .training import train_model
+
+    bars: dict[str, _Bar] = {}
+
+    def progress(what, done, total):
+        bars.setdefault(what, _Bar(what))(done, total)
+
+    try:
+        summary = train_model(_open_kb(ctx), work_dir, max_samples=max_samples, epochs=epochs, batch_size=batch_size, lr=lr, lora_r=lora_r,
+                              since_last=since_last, prepare_only=prepare_only, adapter=adapter, device=device,
+                              context=Context.from_env(mode=mode), name=name, progress=progress)
+    except Llm4tagError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; run the same command again to resume from the last checkpoint")
+    finally:
+        for bar in bars.values():
+            bar.close()
+    click.echo(json.dumps(summary, indent=2))
+
+
+@main.command("calibrate")
+@click.argument("validation", type=click.Path(dir_okay=False))
+@click.option("--items", "limit", type=int, default=300, show_default=True)
+@click.option("--seed", type=int, default=13, show_default=True, help="Seed of the random sample of --items.")
+@click.option("--kind", type=click.Choice(["auto", "logistic", "isotonic"]), default="auto", show_default=True,
+              help="auto: whichever has the lower out-of-fold calibration error; none is kept if neither beats the raw P(Yes).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Evaluation folder to use or fill (default KB/calibration-run).")
+@context_options
+@click.pass_context
+def calibrate_command(ctx, validation, limit, seed, kind, out_dir, **options):
+    """Fit a learned calibration (judge P(Yes) + recall evidence → P(right)) on labelled VALIDATION items."""
+    from .calibration import choose_and_fit
+
+    context = build_context(ctx, **options).with_overrides(use_learned_calibration=False)
+    try:
+        kbase = _open_kb(ctx)
+        report = choose_and_fit(kbase, validation, context, out_dir or kbase.directory / "calibration-run", limit, seed, kind)
+    except Llm4tagError as exc:
+        _fail(exc)
+    click.echo(json.dumps(report, indent=2))
 
 
 @main.command("app")

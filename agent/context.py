@@ -29,6 +29,9 @@ class Context:
     web_timeout_s: float = field(default=5.0, metadata={"help": "web search timeout in seconds"})
     use_calibration: bool = field(default=True, metadata={"help": "Yes/No-logit confidence for every generated tag"})
     threshold: float = field(default=0.5, metadata={"help": "tags whose confidence is below this are dropped (paper: 0.5)"})
+    use_learned_calibration: bool = field(
+        default=True, metadata={"help": "map the judge's P(Yes) and the recall evidence through the knowledge base's fitted calibration, if any"}
+    )
     history_keep: float | None = field(
         default=0.5,
         metadata={"help": "keep a candidate the LLM skipped when this share of similar history items carries it (None: off)"},

@@ -10,6 +10,8 @@ Systems
 - ``no-calibration``: the same run's generator output, in its order, before the judge — the
   generate step is deterministic (temperature 0), so it equals a run with calibration off.
 - ``match-recall``, ``no-examples``, ``no-knowledge``: ablations (one module switched off).
+- ``no-fine-tuning``: the full pipeline on the shipped base model, ignoring the knowledge base's
+  fine-tuned model and learned calibration; ``no-learned-calibration``: the raw P(Yes) as confidence.
 - ``taggpt``: TagGPT-style — match recall, zero-shot selection, no examples/knowledge/calibration.
 - ``embedding-match``: the top tags by cosine (the paper's BGE/GTE row, with our encoder); no LLM.
 - ``knn``: tags of the most similar history items by similarity-weighted votes; no LLM.
@@ -41,6 +43,8 @@ LLM_SYSTEMS: dict[str, dict] = {
     "no-examples": {"use_examples": False},
     "no-knowledge": {"use_knowledge": False},
     "taggpt": {"use_graph_recall": False, "use_examples": False, "use_knowledge": False, "use_calibration": False, "history_keep": None},
+    "no-fine-tuning": {"backend": "<base model>", "use_learned_calibration": False},
+    "no-learned-calibration": {"use_learned_calibration": False},
 }
 DERIVED_SYSTEMS = {"no-calibration": "full"}
 RETRIEVAL_SYSTEMS = ("embedding-match", "knn")
@@ -247,6 +251,16 @@ def _run_retrieval_item(item: Item, system: str, ctx: Context) -> dict:
             "candidates": [t for t, _ in ranked], "judged": []}
 
 
+def system_context(ctx: Context, system: str) -> Context:
+    """The run configuration of one LLM system; ``no-fine-tuning`` pins the shipped base model."""
+    overrides = dict(LLM_SYSTEMS[system])
+    if overrides.get("backend") == "<base model>":
+        from .llm.llamacpp import default_model_path
+
+        overrides["backend"] = f"llamacpp:{default_model_path()}"
+    return ctx.with_overrides(**overrides) if overrides else ctx
+
+
 def _derived_systems(systems: Sequence[str], ctx: Context) -> dict[str, str]:
     """Systems whose results equal another run's: no-calibration always; no-knowledge when the
     knowledge base holds no documents and web search is off (its prompts are then identical)."""
@@ -275,7 +289,7 @@ def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: 
             for system in runs:
                 if item.id not in done[system]:
                     if system in LLM_SYSTEMS:
-                        body = _run_llm_item(item, ctx.with_overrides(**LLM_SYSTEMS[system]) if LLM_SYSTEMS[system] else ctx)
+                        body = _run_llm_item(item, system_context(ctx, system))
                     else:
                         body = _run_retrieval_item(item, system, ctx)
                     rec = {"id": item.id, "truth": item.tags, **body}

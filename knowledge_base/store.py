@@ -376,8 +376,9 @@ class KnowledgeBase:
                 ids = [s.id for s in chunk]
                 already = set(self.collection("samples").get(ids=ids, include=[])["ids"])
                 enc = self.encoder.encode([s.text for s in chunk])
+                now = time.time()  # ``added_at`` lets ``llm4tag train --since-last`` find new samples
                 metas = [
-                    {"tags": json.dumps(list(s.tags)), "incorrect_tags": json.dumps(list(s.incorrect_tags)), "origin": origin}
+                    {"tags": json.dumps(list(s.tags)), "incorrect_tags": json.dumps(list(s.incorrect_tags)), "origin": origin, "added_at": now}
                     for s in chunk
                 ]
                 docs = [s.text for s in chunk]

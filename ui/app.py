@@ -582,12 +582,12 @@ def mcp_available() -> bool:
 def _warm_up(kb_dir: str | None, backend: str) -> None:
     """Open the knowledge base, the encoder and the model before the first request needs them."""
     from agent.llm import load_backend
-    from agent.resources import get_knowledge_base
+    from agent.resources import backend_spec, get_knowledge_base
 
     try:
         kb = get_knowledge_base(kb_dir)
         kb.encoder.encode_one("warm up")
-        load_backend(backend)
+        load_backend(backend_spec(Context.from_env(kb_dir=kb_dir, backend=backend)))
     except Exception as exc:  # the page reports the same error when it is used
         print(f"note: warm-up failed ({type(exc).__name__}: {exc}); the app will report it when tagging")
 

@@ -157,9 +157,13 @@ class LlamaCppBackend(LLMBackend):
         ids = {self.llm.tokenize(v.encode(), add_bos=False)[0] for v in variants}
         return sorted(ids)
 
+    def render_text(self, system: str, user: str) -> str:
+        """The chat-templated prompt as text, ending where the assistant's answer starts."""
+        return self._formatter(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}]).prompt
+
     def render(self, system: str, user: str) -> list[int]:
         """Chat-template the messages and tokenize, ending where the assistant's answer starts."""
-        prompt = self._formatter(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}]).prompt
+        prompt = self.render_text(system, user)
         tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) >= self.llm.n_ctx() - 64:
             raise BackendError(f"the prompt has {len(tokens)} tokens, more than the model's context ({self.llm.n_ctx()}) allows; shorten the content or use fewer examples/snippets")

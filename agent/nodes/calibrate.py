@@ -1,7 +1,10 @@
 """Node 5: tag confidence calibration — Conf = softmax over the judge's Yes/No next-token logits.
 
 Every generated tag is judged with Template_c(c, t); tags under the threshold are dropped and the
-rest ranked by confidence. Turned off, the generator's order is kept and confidence is None.
+rest ranked by confidence. When the knowledge base has a fitted calibration (``llm4tag
+calibrate``, see ``agent.calibration``), the confidence is that model's probability from P(Yes)
+and the recall evidence; P(Yes) stays in the judgments. Turned off, the generator's order is
+kept and confidence is None.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from langgraph.runtime import Runtime
 from prompts import load_prompt, render_prompt
 
 from ..context import Context
-from ..llm import load_backend
+from ..calibration import evidence_features
+from ..resources import backend_for, learned_calibration
 from ..state import State
 from .generate import clip
 
@@ -59,16 +63,24 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
     descriptions = {t: by_tag[t].get("description", "") for t in tags if t in by_tag}
     judgments: list[dict] = []
     scores = [None] * len(tags)
+    notes = []
     if ctx.use_calibration and tags:
-        backend = load_backend(ctx.backend)
+        backend = backend_for(ctx)
         shots = judgment_examples(state.get("examples") or [], list(by_tag))
         results = backend.judge(load_prompt("system"), judgment_prompts(state["text"], tags, descriptions, ctx.content_chars, shots))
-        scores = [round(r.p_yes, 4) for r in results]
-        for tag, r in zip(tags, results):
+        learned = learned_calibration(ctx)
+        scores = []
+        for rank, (tag, r) in enumerate(zip(tags, results), 1):
+            confidence = r.p_yes
+            if learned:
+                confidence = learned.predict(evidence_features(r.p_yes, by_tag.get(tag), rank, tag in from_history))
+            scores.append(round(confidence, 4))
             judgments.append(
-                {"tag": tag, "p_yes": round(r.p_yes, 4), "logit_yes": round(r.logit_yes, 3), "logit_no": round(r.logit_no, 3),
-                 "prompt_tokens": r.prompt_tokens, "reused_tokens": r.reused_tokens}
+                {"tag": tag, "p_yes": round(r.p_yes, 4), "confidence": round(confidence, 4), "logit_yes": round(r.logit_yes, 3),
+                 "logit_no": round(r.logit_no, 3), "prompt_tokens": r.prompt_tokens, "reused_tokens": r.reused_tokens}
             )
+        if learned:
+            notes.append(f"confidence: the judge's P(Yes) mapped by the knowledge base's {learned.describe()}")
     scored = [
         {
             "tag": t,
@@ -80,7 +92,6 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
         for t, s in zip(tags, scores)
     ]
     final = rank_tags(scored, ctx.threshold if ctx.use_calibration else None)
-    notes = []
     if tags and not final:
         notes.append(f"every generated tag scored below the confidence threshold {ctx.threshold}; lower it to see them")
     return {"tags": final, "judgments": judgments, "notes": notes, "timings": {"calibrate": round(time.perf_counter() - started, 4)}}

@@ -15,7 +15,7 @@ from langgraph.runtime import Runtime
 from prompts import load_prompt, render_prompt
 
 from ..context import Context
-from ..llm import load_backend
+from ..resources import backend_for
 from ..state import State
 
 TASKS = {
@@ -94,7 +94,7 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
     system, user, cut = build_generation_prompt(state, ctx)
     if cut:
         notes.append(f"the content was cut to {ctx.content_chars} characters in the prompts")
-    backend = load_backend(ctx.backend)
+    backend = backend_for(ctx)
     gen = backend.select_tags(system, user, [c["tag"] for c in candidates], ctx.tag_limit)
     if gen.rejected:
         notes.append(f"the generator named {len(gen.rejected)} tags outside the candidate set; they were dropped")

@@ -1,0 +1,123 @@
+"""Serve a fine-tune: merge the LoRA adapter into the base weights and write a GGUF plus a Modelfile.
+
+The GGUF is the base file with the fine-tuned matrices replaced (metadata, tokenizer and every
+other tensor copied as they are), then re-quantized to Q8_0 by llama.cpp. Q8_0 keeps the
+fine-tune; Q4_1 would erase most of it. llama.cpp stores Llama-family Q/K projections permuted
+for its rotary layout (transformers' GGUF loader un-permutes them), so merged Q/K weights are
+permuted back before writing. ``tests/test_training.py`` checks the exported file against the
+merged model's own logits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..llm.base import BackendError
+
+HF_TO_GGUF = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+
+MODELFILE = '''# Ollama model for llm4tag, fine-tuned from {base}
+# ollama create {name} -f Modelfile   then   llm4tag tag --backend ollama:{name} "..."
+FROM ./{gguf}
+TEMPLATE """{{{{- range .Messages }}}}<|im_start|>{{{{ .Role }}}}
+{{{{ .Content }}}}<|im_end|>
+{{{{ end }}}}<|im_start|>assistant
+"""
+PARAMETER stop "<|im_end|>"
+PARAMETER temperature 0
+'''
+
+
+def llama_permute(weight: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's Q/K row order (convert_hf_to_gguf's ``permute``) from transformers' order."""
+    rows = weight.shape[0]
+    return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def merged_matrices(base_gguf: str | Path, adapter_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """The LoRA-targeted weights after merging, keyed by GGUF tensor name, in llama.cpp's layout."""
+    import torch
+    from peft import PeftModel
+
+    from .finetune import load_base
+
+    _, model = load_base(base_gguf)
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    cfg = merged.config
+    out: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for i, layer in enumerate(merged.model.layers):
+            for hf_name, gguf_name in HF_TO_GGUF.items():
+                module = layer.get_submodule(hf_name)
+                w = module.weight.detach().float().cpu().numpy()
+                if gguf_name == "attn_q":
+                    w = llama_permute(w, cfg.num_attention_heads)
+                elif gguf_name == "attn_k":
+                    w = llama_permute(w, cfg.num_key_value_heads)
+                out[f"blk.{i}.{gguf_name}.weight"] = w.astype(np.float16)
+    return out, {"heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads}
+
+
+def write_gguf(base_gguf: str | Path, replacements: dict[str, np.ndarray], target: str | Path, name: str) -> None:
+    """Copy ``base_gguf`` to ``target`` with some tensors replaced (as F16)."""
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
+
+    reader = GGUFReader(str(base_gguf))
+    arch = reader.fields["general.architecture"].contents()
+    writer = GGUFWriter(str(target), arch=arch)
+    for key, fld in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        value = fld.contents()
+        if key == "general.name":
+            value = name
+        if key == "general.file_type":
+            continue  # llama.cpp writes the right one when it re-quantizes
+        sub_type = fld.types[-1] if fld.types[0] == GGUFValueType.ARRAY else None
+        writer.add_key_value(key, value, fld.types[0], sub_type=sub_type)
+    missing = set(replacements) - {t.name for t in reader.tensors}
+    if missing:
+        raise BackendError(f"the base GGUF has no tensors {sorted(missing)[:3]}…; was the adapter trained on another model?")
+    for t in reader.tensors:
+        if t.name in replacements:
+            data = replacements[t.name]
+            writer.add_tensor_info(t.name, data.shape, data.dtype, data.nbytes, GGMLQuantizationType.F16)
+        else:
+            writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for t in reader.tensors:
+        writer.write_tensor_data(replacements[t.name] if t.name in replacements else t.data)
+    writer.close()
+
+
+def export_model(base_gguf: str | Path, adapter_dir: str | Path, out_dir: str | Path, name: str = "llm4tag-tagger",
+                 ftype: str = "Q8_0") -> dict:
+    """Merge, write ``<name>.gguf`` (``ftype``: Q8_0 or F16) and ``Modelfile`` into ``out_dir``."""
+    from ..llm.llamacpp import requantize
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    replacements, shape = merged_matrices(base_gguf, adapter_dir)
+    f16 = out / f"{name}.F16.gguf"
+    partial = out / f"{name}.F16.gguf.partial"
+    write_gguf(base_gguf, replacements, partial, name)
+    partial.replace(f16)
+    final = f16
+    if ftype != "F16":
+        final = out / f"{name}.{ftype}.gguf"
+        requantize(f16, final, ftype)
+        f16.unlink()
+    (out / "Modelfile").write_text(MODELFILE.format(base=Path(base_gguf).name, name=name, gguf=final.name), encoding="utf-8")
+    return {"gguf": str(final), "modelfile": str(out / "Modelfile"), "bytes": final.stat().st_size, "tensors_replaced": len(replacements), **shape}
