@@ -143,7 +143,7 @@ def cross_validated(features: Sequence[dict[str, float]], labels: Sequence[bool]
 
 
 def choose_and_fit(kb, validation: str | Path, context, out_dir: str | Path, limit: int | None = 300, seed: int | None = 13,
-                   kind: str = "auto") -> dict:
+                   kind: str = "auto", offset: int = 0) -> dict:
     """Run the pipeline on labelled items (resumable), compare the raw P(Yes) with each learned
     calibration out of fold, and save the chosen one into the knowledge base.
 
@@ -151,11 +151,12 @@ def choose_and_fit(kb, validation: str | Path, context, out_dir: str | Path, lim
     raw P(Yes) is already better calibrated (an earlier calibration.json is then removed)."""
     from .evaluation import confidence_metrics, evaluate, load_labelled
 
-    items = load_labelled(validation, limit, seed)
+    items = load_labelled(validation, limit, seed, offset)
     evaluate(items, context.with_overrides(kb_dir=str(kb.directory)), out_dir, ["full"])
     from .batch import read_finished
 
-    records = [r for r in read_finished(Path(out_dir) / "items-full.jsonl").values()]
+    wanted = {i.id for i in items}
+    records = [r for r in read_finished(Path(out_dir) / "items-full.jsonl").values() if r["id"] in wanted]
     rows = [(r["id"], j, j["tag"] in set(r["truth"])) for r in records for j in r.get("judged", []) if "features" in j]
     features, labels, groups = [j["features"] for _, j, _ in rows], [y for _, _, y in rows], [g for g, _, _ in rows]
     report: dict = {"items": len(records), "pairs": len(rows), "raw": confidence_metrics([(j["p_yes"], y) for _, j, y in rows])}

@@ -369,9 +369,11 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, **options):
 @click.option("--items", "limit", type=int, default=300, show_default=True)
 @click.option("--from-eval", "eval_dir", type=click.Path(file_okay=False), default=None,
               help="Also sweep the confidence threshold over a finished eval folder's items-full.jsonl.")
-@click.option("--apply", is_flag=True, help="Write the best recall settings into the knowledge base's config.json.")
+@click.option("--mode", "threshold_mode", type=click.Choice(["multi", "single"]), default="multi", show_default=True,
+              help="Metrics for the threshold sweep: multi-tag or single-tag.")
+@click.option("--apply", is_flag=True, help="Write the best recall settings (and, with --from-eval, the threshold) into the knowledge base's config.json.")
 @click.pass_context
-def optimize_command(ctx, validation, metric, limit, eval_dir, apply):
+def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, apply):
     """Sweep δ_ct, δ_cc and the meta-path caps (and the confidence threshold) on labelled data."""
     from dataclasses import replace
 
@@ -400,14 +402,18 @@ def optimize_command(ctx, validation, metric, limit, eval_dir, apply):
         records = list(read_finished(Path(eval_dir) / "items-full.jsonl").values())
         if not records:
             raise click.ClickException(f"{eval_dir}/items-full.jsonl has no results; run llm4tag eval with the 'full' system first")
-        best = optimize_threshold(records)[0]
-        click.echo(f"best confidence threshold by micro F1: {best['threshold']:.2f} (F1 {best['f1_micro']:.3f}); use --threshold {best['threshold']:.2f}")
+        best_threshold = optimize_threshold(records, mode=threshold_mode)[0]
+        click.echo(f"best confidence threshold by micro F1: {best_threshold['threshold']:.2f} (F1 {best_threshold['f1_micro']:.3f}); "
+                   f"use --threshold {best_threshold['threshold']:.2f} or --apply")
     if apply:
         kbase = _open_kb(ctx)
         best = rows[0]
-        kbase.update_config(replace(kbase.config, recall=kbase.config.recall.with_overrides(
-            delta_ct=best["delta_ct"], delta_cc=best["delta_cc"], max_c2t=best["max_c2t"], max_c2c2t=best["max_c2c2t"])))
-        click.echo(f"wrote the best recall settings to {kbase.directory / 'config.json'}")
+        config = replace(kbase.config, recall=kbase.config.recall.with_overrides(
+            delta_ct=best["delta_ct"], delta_cc=best["delta_cc"], max_c2t=best["max_c2t"], max_c2c2t=best["max_c2c2t"]))
+        if eval_dir:
+            config = replace(config, threshold=best_threshold["threshold"])
+        kbase.update_config(config)
+        click.echo(f"wrote the best recall settings{' and threshold' if eval_dir else ''} to {kbase.directory / 'config.json'}")
 
 
 @main.command("train")
@@ -453,19 +459,21 @@ def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, 
 @click.argument("validation", type=click.Path(dir_okay=False))
 @click.option("--items", "limit", type=int, default=300, show_default=True)
 @click.option("--seed", type=int, default=13, show_default=True, help="Seed of the random sample of --items.")
+@click.option("--offset", type=int, default=0, show_default=True,
+              help="Skip this many sampled items first: with eval's --seed and --items N, --offset N fits on items the eval does not use.")
 @click.option("--kind", type=click.Choice(["auto", "logistic", "isotonic"]), default="auto", show_default=True,
               help="auto: whichever has the lower out-of-fold calibration error; none is kept if neither beats the raw P(Yes).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Evaluation folder to use or fill (default KB/calibration-run).")
 @context_options
 @click.pass_context
-def calibrate_command(ctx, validation, limit, seed, kind, out_dir, **options):
+def calibrate_command(ctx, validation, limit, seed, offset, kind, out_dir, **options):
     """Fit a learned calibration (judge P(Yes) + recall evidence → P(right)) on labelled VALIDATION items."""
     from .calibration import choose_and_fit
 
     context = build_context(ctx, **options).with_overrides(use_learned_calibration=False)
     try:
         kbase = _open_kb(ctx)
-        report = choose_and_fit(kbase, validation, context, out_dir or kbase.directory / "calibration-run", limit, seed, kind)
+        report = choose_and_fit(kbase, validation, context, out_dir or kbase.directory / "calibration-run", limit, seed, kind, offset)
     except Llm4tagError as exc:
         _fail(exc)
     click.echo(json.dumps(report, indent=2))

@@ -28,7 +28,9 @@ class Context:
     min_snippet_similarity: float = field(default=0.2, metadata={"help": "document passages less similar than this are not used"})
     web_timeout_s: float = field(default=5.0, metadata={"help": "web search timeout in seconds"})
     use_calibration: bool = field(default=True, metadata={"help": "Yes/No-logit confidence for every generated tag"})
-    threshold: float = field(default=0.5, metadata={"help": "tags whose confidence is below this are dropped (paper: 0.5)"})
+    threshold: float | None = field(
+        default=None, metadata={"help": "tags whose confidence is below this are dropped; None: the knowledge base's tuned value, else 0.5 (paper)"}
+    )
     use_learned_calibration: bool = field(
         default=True, metadata={"help": "map the judge's P(Yes) and the recall evidence through the knowledge base's fitted calibration, if any"}
     )
@@ -47,7 +49,7 @@ class Context:
     def __post_init__(self):
         if self.mode not in get_args(Mode):
             raise ValueError(f"mode must be 'multi' or 'single', not {self.mode!r}")
-        if not 0.0 <= self.threshold <= 1.0:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, not {self.threshold}")
         if self.max_tags < 1:
             raise ValueError("max_tags must be at least 1")

@@ -59,15 +59,18 @@ class Item:
     tags: list[str]
 
 
-def load_labelled(path: str | Path, limit: int | None = None, seed: int | None = None) -> list[Item]:
+def load_labelled(path: str | Path, limit: int | None = None, seed: int | None = None, offset: int = 0) -> list[Item]:
     """Labelled items from a JSONL/CSV/TSV file; with ``seed``, a seeded random sample of ``limit``
-    (files sorted by label, like banking77's test split, need one), else the first ``limit``."""
+    (files sorted by label, like banking77's test split, need one), else the first ``limit``.
+    ``offset`` skips that many first: the same seed with ``offset`` N gives items disjoint from
+    the first N (e.g. fit a calibration on other items than an evaluation's)."""
     parsed = read_samples(path, on_error="skip")
     items = [Item(s.id, s.text, list(s.tags)) for s in parsed.records if s.tags]
     if not items:
         raise LoadError("no labelled items (lines with text and tags) found", str(path))
     if seed is not None:
         random.Random(seed).shuffle(items)
+    items = items[offset:]
     return items[:limit] if limit else items
 
 
@@ -193,6 +196,11 @@ def learned_confidence_metrics(records: list[dict], folds: int = 5) -> dict:
     return out
 
 
+def confidence_of(judged: dict) -> float:
+    """A judged tag's final confidence (the learned calibration's, when one was used), else P(Yes)."""
+    return judged.get("confidence", judged["p_yes"])
+
+
 def accuracy_vs_coverage(records: list[dict], steps: int = 20) -> list[dict]:
     """For each confidence threshold: share of items keeping a tag, and Acc@1 on those items."""
     curve = []
@@ -200,7 +208,7 @@ def accuracy_vs_coverage(records: list[dict], steps: int = 20) -> list[dict]:
         th = i / steps
         kept = []
         for r in records:
-            tags = sorted(((j["p_yes"], j["tag"]) for j in r.get("judged", []) if j["p_yes"] >= th), reverse=True)
+            tags = sorted(((confidence_of(j), j["tag"]) for j in r.get("judged", []) if confidence_of(j) >= th), reverse=True)
             if tags:
                 kept.append(tags[0][1] in set(r["truth"]))
         curve.append({"threshold": th, "coverage": len(kept) / len(records) if records else 0.0, "accuracy": mean(kept) if kept else None})
@@ -320,7 +328,7 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
         preds = [r["predicted"] for r in recs]
         m = single_tag_metrics(preds, truths) if single else multi_tag_metrics(preds, truths)
         m["recall"] = recall_hits([r["candidates"] for r in recs], truths)
-        pairs = [(j["p_yes"], j["tag"] in set(r["truth"])) for r in recs for j in r.get("judged", [])]
+        pairs = [(confidence_of(j), j["tag"] in set(r["truth"])) for r in recs for j in r.get("judged", [])]
         if pairs:
             m["confidence"] = confidence_metrics(pairs)
             m["confidence_learned"] = learned_confidence_metrics(recs)
@@ -428,7 +436,7 @@ def optimize_threshold(records: list[dict], mode: str = "multi", metric: str | N
     rows = []
     for i in range(0, 21):
         th = i / 20
-        preds = [[t["tag"] for t in rank_tags([{"tag": j["tag"], "confidence": j["p_yes"]} for j in r["judged"]], th)] for r in records]
+        preds = [[t["tag"] for t in rank_tags([{"tag": j["tag"], "confidence": confidence_of(j)} for j in r["judged"]], th)] for r in records]
         m = single_tag_metrics(preds, truths) if mode == "single" else multi_tag_metrics(preds, truths)
         rows.append({"threshold": th, **{k: v for k, v in m.items() if isinstance(v, float)}})
     return sorted(rows, key=lambda r: -r[metric])

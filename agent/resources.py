@@ -50,6 +50,17 @@ def backend_for(ctx: Context) -> LLMBackend:
     return load_backend(backend_spec(ctx))
 
 
+DEFAULT_THRESHOLD = 0.5  # the paper's
+
+
+def effective_threshold(ctx: Context) -> float:
+    """The run's confidence threshold: explicit, else the knowledge base's tuned one, else 0.5."""
+    if ctx.threshold is not None:
+        return ctx.threshold
+    tuned = get_knowledge_base(ctx.kb_dir).config.threshold
+    return DEFAULT_THRESHOLD if tuned is None else tuned
+
+
 def learned_calibration(ctx: Context) -> LearnedCalibration | None:
     """The knowledge base's fitted calibration (``llm4tag calibrate``) when the run uses it."""
     if not ctx.use_learned_calibration:

@@ -54,6 +54,9 @@ class KnowledgeBaseConfig:
     chroma_port: int = field(default=8000, metadata={"help": "Chroma server port"})
     collection_prefix: str = field(default="llm4tag", metadata={"help": "prefix of the Chroma collection names"})
     recall: RecallConfig = field(default_factory=RecallConfig)
+    threshold: float | None = field(
+        default=None, metadata={"help": "confidence threshold tuned for this knowledge base (llm4tag optimize --apply); None: 0.5"}
+    )
 
     @classmethod
     def from_env(cls, base: "KnowledgeBaseConfig | None" = None) -> "KnowledgeBaseConfig":

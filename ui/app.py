@@ -480,6 +480,10 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
     """The app for the knowledge base at ``kb_dir`` (the bundled demo knowledge base when None)."""
     app = TaggingApp(kb_dir)
     defaults = _default_context()
+    if defaults.threshold is None:  # the knowledge base's tuned threshold (the demo one has none)
+        from agent.resources import DEFAULT_THRESHOLD, effective_threshold
+
+        defaults = replace(defaults, threshold=effective_threshold(replace(defaults, kb_dir=kb_dir)) if kb_dir else DEFAULT_THRESHOLD)
     where = f"knowledge base `{kb_dir}`" if kb_dir else "the bundled demo knowledge base (Debian package descriptions, debtags)"
     with gr.Blocks(title="llm4tag", analytics_enabled=False) as demo:
         session = gr.State(new_session())

@@ -17,7 +17,7 @@ from prompts import load_prompt, render_prompt
 
 from ..context import Context
 from ..calibration import evidence_features
-from ..resources import backend_for, learned_calibration
+from ..resources import backend_for, effective_threshold, learned_calibration
 from ..state import State
 from .generate import clip
 
@@ -91,7 +91,8 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
         }
         for t, s in zip(tags, scores)
     ]
-    final = rank_tags(scored, ctx.threshold if ctx.use_calibration else None)
+    threshold = effective_threshold(ctx)
+    final = rank_tags(scored, threshold if ctx.use_calibration else None)
     if tags and not final:
-        notes.append(f"every generated tag scored below the confidence threshold {ctx.threshold}; lower it to see them")
+        notes.append(f"every generated tag scored below the confidence threshold {threshold}; lower it to see them")
     return {"tags": final, "judgments": judgments, "notes": notes, "timings": {"calibrate": round(time.perf_counter() - started, 4)}}
