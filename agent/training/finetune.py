@@ -165,6 +165,7 @@ def train(args) -> dict:
         step, log, before = state["step"], state["log"], state["before"]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
     model.train()
+    loop_started = time.perf_counter()
     bar = tqdm(total=total_steps, initial=step, desc="fine-tuning", unit="step")
     for epoch in range(step // steps_per_epoch, args.epochs):
         for i, group in enumerate(batches(train_set, args.batch_size, args.seed + epoch)):
@@ -190,6 +191,7 @@ def train(args) -> dict:
             log["stopped_at_time_limit"] = True
             break
     bar.close()
+    train_seconds = time.perf_counter() - loop_started
     after = evaluate_heldout(model, tokenizer, heldout, device, args.batch_size) if heldout else None
     save_checkpoint(model, optimizer, scheduler, step, log, before, checkpoint)
     model.save_pretrained(str(out / "adapter"))
@@ -197,7 +199,7 @@ def train(args) -> dict:
         "base": str(args.base), "data": str(args.data), "device": device if device == "cpu" else torch.cuda.get_device_name(0),
         "train_records": len(train_set), "heldout_records": len(heldout), "dropped_too_long": dropped,
         "epochs": args.epochs, "steps": step, "batch_size": args.batch_size, "lr": args.lr, "lora_r": args.lora_r,
-        "heldout_before": before, "heldout_after": after, "seconds": round(time.perf_counter() - started, 1),
+        "heldout_before": before, "heldout_after": after, "seconds": round(time.perf_counter() - started, 1), "train_seconds": round(train_seconds, 1),
         "stopped_at_time_limit": log.get("stopped_at_time_limit", False), "losses": log["losses"],
     }
     (out / "train_log.json").write_text(json.dumps(result, indent=2))
