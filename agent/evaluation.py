@@ -279,9 +279,10 @@ def _derived_systems(systems: Sequence[str], ctx: Context) -> dict[str, str]:
 
 
 def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: Sequence[str] = DEFAULT_SYSTEMS,
-             progress: Callable[[str, int, int], None] | None = None) -> dict:
+             progress: Callable[[str, int, int], None] | None = None, report_only: bool = False) -> dict:
     """Run ``systems`` over ``items``, item by item (every system sees item i before item i+1, so an
-    interrupted run leaves comparable results), append per-item results, and summarise."""
+    interrupted run leaves comparable results), append per-item results, and summarise.
+    ``report_only`` runs nothing: it summarises the items every system has finished."""
     unknown = [s for s in systems if s not in ALL_SYSTEMS]
     if unknown:
         raise InputError(f"unknown systems {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
@@ -291,10 +292,17 @@ def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: 
     derived = _derived_systems(systems, ctx)
     runs = list(dict.fromkeys([s for s in systems if s not in derived] + list(derived.values())))
     done = {system: read_finished(out / f"items-{system}.jsonl") for system in runs}
-    handles = {system: open(out / f"items-{system}.jsonl", "a", encoding="utf-8") for system in runs}
+    if report_only:
+        items = [i for i in items if all(i.id in done[s] for s in runs)]
+        if not items:
+            raise InputError(f"no item in {out} is finished for every system of {', '.join(runs)}; run the evaluation first")
+        runs_to_do: list[str] = []
+    else:
+        runs_to_do = runs
+    handles = {system: open(out / f"items-{system}.jsonl", "a", encoding="utf-8") for system in runs_to_do}
     try:
-        for i, item in enumerate(items, 1):
-            for system in runs:
+        for i, item in enumerate(items if runs_to_do else [], 1):
+            for system in runs_to_do:
                 if item.id not in done[system]:
                     if system in LLM_SYSTEMS:
                         body = _run_llm_item(item, system_context(ctx, system))

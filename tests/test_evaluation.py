@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from agent import Context
 from agent.cli import main
+from knowledge_base import InputError
 from agent.evaluation import (
     Item,
     accuracy_vs_coverage,
@@ -93,3 +94,17 @@ def test_eval_and_optimize_commands(small_kb_dir, tmp_path):
     r = runner.invoke(main, ["--kb", str(small_kb_dir), "optimize", str(labelled), "--items", "4"])
     assert r.exit_code == 0, r.output
     assert r.output.count("δ_ct") == 10
+
+
+def test_report_only_summarises_finished_items_without_running(tmp_path, small_kb_dir):
+    from agent import Context
+    from agent.evaluation import Item, evaluate
+
+    items = [Item(f"x{i}", t, ["works-with::text"]) for i, t in enumerate(["a text editor", "an image viewer", "a mail client"])]
+    ctx = Context(kb_dir=str(small_kb_dir))
+    with pytest.raises(InputError, match="run the evaluation first"):
+        evaluate(items, ctx, tmp_path, ["knn"], report_only=True)
+    evaluate(items[:2], ctx, tmp_path, ["knn", "embedding-match"])
+    metrics = evaluate(items, ctx, tmp_path, ["knn", "embedding-match"], report_only=True)
+    assert metrics["items"] == 2
+    assert sum(1 for _ in open(tmp_path / "items-knn.jsonl")) == 2
