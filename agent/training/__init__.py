@@ -10,6 +10,7 @@ Needs the ``train`` extra (transformers, peft, gguf).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -53,7 +54,7 @@ def _save_record(kb_dir: Path, record: dict) -> None:
 
 
 def _require_train_extra() -> None:
-    missing = [m for m in ("transformers", "peft", "gguf") if __import__("importlib").util.find_spec(m) is None]
+    missing = [m for m in ("transformers", "peft", "gguf") if importlib.util.find_spec(m) is None]
     if missing:
         raise InputError(f"training needs {', '.join(missing)}: pip install 'llm4tag[train]'")
 
