@@ -326,10 +326,11 @@ def index_command(ctx, in_path, out_path, **options):
               help="Comma-separated: full, no-calibration, match-recall, no-examples, no-knowledge, no-fine-tuning, no-learned-calibration, taggpt, embedding-match, knn.")
 @click.option("--items", "limit", type=int, default=None, help="Evaluate only the first N items.")
 @click.option("--seed", type=int, default=None, help="Evaluate a seeded random sample of --items instead of the first ones.")
+@click.option("--offset", type=int, default=0, show_default=True, help="Skip this many (sampled) items first, e.g. to split a run across processes.")
 @click.option("--report-only", is_flag=True, help="Run nothing: summarise the items every chosen system has finished (e.g. while a run goes on).")
 @context_options
 @click.pass_context
-def eval_command(ctx, labelled, out_dir, systems, limit, seed, report_only, **options):
+def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_only, **options):
     """Evaluate on LABELLED.jsonl (text + tags): paper metrics, baselines and ablations side by side."""
     from tqdm import tqdm
 
@@ -344,7 +345,7 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, report_only, **op
         bars[system].update(done - bars[system].n)
 
     try:
-        items = load_labelled(labelled, limit, seed)
+        items = load_labelled(labelled, limit, seed, offset)
         metrics = evaluate(items, context, out_dir, [s.strip() for s in systems.split(",") if s.strip()], progress=progress,
                            report_only=report_only)
     except Llm4tagError as exc:
