@@ -84,7 +84,8 @@ def train_model(kb: KnowledgeBase, work_dir: str | Path | None = None, *, max_sa
                                      progress=(lambda d, t: progress("building sets", d, t)) if progress else None)
         summary["sets"] = asdict(report)
         if prepare_only:
-            summary["next"] = (f"python agent/training/finetune.py --base {base} --data {data} --out {work / 'run'} --epochs {epochs}; "
+            script = Path(__file__).with_name("finetune.py")
+            summary["next"] = (f"python {script} --base {base} --data {data} --out {work / 'run'} --epochs {epochs}; "
                                f"then llm4tag train --adapter {work / 'run' / 'adapter'}")
             return summary
         from .finetune import train
