@@ -132,3 +132,17 @@ def test_fine_tune_export_and_tag_with_the_result(sets, writable_kb, tmp_path, r
     ctx = Context(kb_dir=str(writable_kb.directory))
     assert backend_spec(ctx) == f"llamacpp:{record['model']}"
     assert backend_spec(ctx.with_overrides(backend="ollama:qwen2.5:7b")) == "ollama:qwen2.5:7b"
+
+
+def test_cli_prepare_only_builds_sets_and_says_what_to_run(writable_kb):
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    result = CliRunner().invoke(main, ["--kb", str(writable_kb.directory), "train", "--prepare-only", "--max-samples", "12"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["sets"]["samples_selected"] == 12 and summary["sets"]["generation_records"] > 0
+    assert "finetune.py --base" in summary["next"] and "train --adapter" in summary["next"]
+    assert (writable_kb.directory / "training" / "train.jsonl.gz").is_file()
+    assert not (writable_kb.directory / "training.json").exists()  # nothing recorded until a model exists
