@@ -225,6 +225,8 @@ def context_options(f):
         click.option("--knowledge/--no-knowledge", "use_knowledge", default=None, help="Retrieved domain knowledge."),
         click.option("--web/--no-web", "use_web_search", default=None, help="Web search snippets (needs network)."),
         click.option("--calibrate/--no-calibrate", "use_calibration", default=None, help="Yes/No confidence calibration."),
+        click.option("--learned-calibration/--no-learned-calibration", "use_learned_calibration", default=None,
+                     help="Use the knowledge base's fitted calibration (llm4tag calibrate), if any."),
         click.option("--graph-recall/--match-recall", "use_graph_recall", default=None, help="Graph meta-paths or top-k by cosine."),
         click.option("--write-back/--no-write-back", "write_back", default=None, help="Store the final tags in the knowledge base."),
     ]
