@@ -147,8 +147,9 @@ def choose_and_fit(kb, validation: str | Path, context, out_dir: str | Path, lim
     """Run the pipeline on labelled items (resumable), compare the raw P(Yes) with each learned
     calibration out of fold, and save the chosen one into the knowledge base.
 
-    ``auto`` keeps whichever has the lowest expected calibration error, and none at all when the
-    raw P(Yes) is already better calibrated (an earlier calibration.json is then removed)."""
+    ``auto`` keeps whichever has the lowest Brier score (a proper scoring rule: calibration and
+    separation together; ECE alone rewards a model that says the base rate for everything), and
+    none at all when the raw P(Yes) scores better (an earlier calibration.json is then removed)."""
     from .evaluation import confidence_metrics, evaluate, load_labelled
 
     items = load_labelled(validation, limit, seed, offset)
@@ -163,8 +164,8 @@ def choose_and_fit(kb, validation: str | Path, context, out_dir: str | Path, lim
     kinds = ["isotonic", "logistic"] if kind == "auto" else [kind]
     for k in kinds:
         report[k] = confidence_metrics(list(zip(cross_validated(features, labels, groups, k), labels)))
-    best = min(kinds, key=lambda k: (report[k]["ECE"], report[k]["Brier"]))
-    if kind == "auto" and report["raw"]["ECE"] <= report[best]["ECE"]:
+    best = min(kinds, key=lambda k: (report[k]["Brier"], report[k]["ECE"]))
+    if kind == "auto" and report["raw"]["Brier"] <= report[best]["Brier"]:
         (Path(kb.directory) / FILE_NAME).unlink(missing_ok=True)
         report["chosen"] = "raw P(Yes) (no learned calibration beats it out of fold)"
         return report

@@ -467,7 +467,7 @@ def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, 
 @click.option("--offset", type=int, default=0, show_default=True,
               help="Skip this many sampled items first: with eval's --seed and --items N, --offset N fits on items the eval does not use.")
 @click.option("--kind", type=click.Choice(["auto", "logistic", "isotonic"]), default="auto", show_default=True,
-              help="auto: whichever has the lower out-of-fold calibration error; none is kept if neither beats the raw P(Yes).")
+              help="auto: whichever has the lower out-of-fold Brier score; none is kept if neither beats the raw P(Yes).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Evaluation folder to use or fill (default KB/calibration-run).")
 @context_options
 @click.pass_context
