@@ -352,3 +352,16 @@ def test_api_functions_learn_and_search(writable_kb):
         app.learn_tags("some text", ["no-such::tag"])
     with pytest.raises(gr.Error, match="the content is empty"):
         app.search_tags("  ")
+
+
+def test_learned_confidence_is_what_the_page_filters_and_shows():
+    from ui.logic import scored_tags
+    from ui.render import render_calibration
+
+    judgments = [{"tag": "a", "p_yes": 0.41, "confidence": 0.9, "logit_yes": 0.1, "logit_no": 0.4},
+                 {"tag": "b", "p_yes": 0.62, "confidence": 0.2, "logit_yes": 0.5, "logit_no": 0.0}]
+    result = {"selection": {"tags": ["a", "b"]}, "candidates": [], "judgments": judgments}
+    assert [(t["tag"], t["confidence"]) for t in scored_tags(result)] == [("a", 0.9), ("b", 0.2)]
+    title, body = render_calibration({"judgments": judgments, "tags": [{"tag": "a"}]}, 0.5)
+    assert title.startswith("Confidence · calibrated for 2 tags, 1 kept")
+    assert "| 0.410 | 0.900 |" in body

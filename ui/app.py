@@ -323,7 +323,7 @@ class TaggingApp:
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
         kept = {t["tag"] for t in result["tags"]}
-        p_yes = {j["tag"]: j["p_yes"] for j in result["judgments"]}
+        p_yes = {j["tag"]: j.get("confidence", j["p_yes"]) for j in result["judgments"]}
         return {
             "content_id": result["content_id"],
             "tags": [{k: t[k] for k in ("tag", "confidence", "description", "origin")} for t in result["tags"]],

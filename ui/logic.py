@@ -123,10 +123,10 @@ def merge_update(state: dict, changes: dict) -> dict:
 
 
 def scored_tags(result: dict) -> list[dict]:
-    """Every generated tag with its confidence (P(Yes)), before any threshold."""
+    """Every generated tag with its confidence (P(Yes), or the learned calibration's), before any threshold."""
     selection = result.get("selection") or {}
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
-    p_yes = {j["tag"]: j["p_yes"] for j in result.get("judgments") or []}
+    p_yes = {j["tag"]: j.get("confidence", j["p_yes"]) for j in result.get("judgments") or []}
     from_history = set(selection.get("from_history") or [])
     return [
         {

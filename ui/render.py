@@ -173,13 +173,14 @@ def render_calibration(changes: dict, threshold: float) -> tuple[str, str]:
     kept = {t["tag"] for t in changes.get("tags") or []}
     if not judgments:
         return "Confidence · not calibrated", "Calibration is off: the generator's order is kept, with no confidence."
-    title = f"Confidence · P(Yes) for {len(judgments)} tags, {len(kept)} kept at ≥ {threshold:.2f}"
+    learned = any(j.get("confidence", j["p_yes"]) != j["p_yes"] for j in judgments)
+    title = f"Confidence · {'calibrated ' if learned else 'P(Yes) '}for {len(judgments)} tags, {len(kept)} kept at ≥ {threshold:.2f}"
     rows = [
-        {"tag": j["tag"], "confidence": j["p_yes"], "kept": j["tag"] in kept}
-        for j in sorted(judgments, key=lambda j: -j["p_yes"])
+        {"tag": j["tag"], "confidence": j.get("confidence", j["p_yes"]), "kept": j["tag"] in kept}
+        for j in sorted(judgments, key=lambda j: -j.get("confidence", j["p_yes"]))
     ]
-    table = ["", "| tag | logit Yes | logit No | P(Yes) |", "|---|---|---|---|"]
-    table += [f"| `{_md(j['tag'])}` | {j['logit_yes']:.2f} | {j['logit_no']:.2f} | {j['p_yes']:.3f} |" for j in judgments]
+    table = ["", "| tag | logit Yes | logit No | P(Yes) | confidence |", "|---|---|---|---|---|"]
+    table += [f"| `{_md(j['tag'])}` | {j['logit_yes']:.2f} | {j['logit_no']:.2f} | {j['p_yes']:.3f} | {j.get('confidence', j['p_yes']):.3f} |" for j in judgments]
     notes = [f"> {_md(n)}" for n in changes.get("notes") or []]
     return title, "\n".join([confidence_bars(rows, threshold), *table, *notes])
 
@@ -216,7 +217,7 @@ def tag_rows(result: dict, shown: list[dict], verdict: dict | None = None) -> li
     correct, incorrect = set(verdict.get("correct", [])), set(verdict.get("incorrect", []))
     shown_names = {t["tag"] for t in shown}
     from_history = set((result.get("selection") or {}).get("from_history") or [])
-    p_yes = {j["tag"]: j["p_yes"] for j in result.get("judgments") or []}
+    p_yes = {j["tag"]: j.get("confidence", j["p_yes"]) for j in result.get("judgments") or []}
     rows = [{"tag": t["tag"], "confidence": t.get("confidence"), "kept": True, "history": t["tag"] in from_history} for t in shown]
     dropped = [
         {"tag": t, "confidence": p_yes.get(t), "kept": False, "history": t in from_history}
@@ -332,8 +333,10 @@ def explain_tag(result: dict, tag: str, threshold: float, verdict: dict | None =
             lines.append("- **Generation:** the LLM did not choose it.")
     j = judgments.get(tag)
     if j:
-        verdict_word = "kept" if j["p_yes"] >= threshold else "dropped"
-        lines.append(f"- **Confidence:** P(Yes) = {j['p_yes']:.3f} (logits Yes {j['logit_yes']:.2f} / No {j['logit_no']:.2f}) → {verdict_word} at threshold {threshold:.2f}")
+        confidence = j.get("confidence", j["p_yes"])
+        verdict_word = "kept" if confidence >= threshold else "dropped"
+        learned = f", calibrated to {confidence:.3f} with the recall evidence" if confidence != j["p_yes"] else ""
+        lines.append(f"- **Confidence:** P(Yes) = {j['p_yes']:.3f} (logits Yes {j['logit_yes']:.2f} / No {j['logit_no']:.2f}){learned} → {verdict_word} at threshold {threshold:.2f}")
     examples = [e for e in result.get("examples") or [] if tag in e["tags"] or tag in e.get("incorrect_tags", [])]
     for e in examples:
         mark = "correct" if tag in e["tags"] else "incorrect"
