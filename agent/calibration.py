@@ -38,6 +38,21 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z))
+
+
+def confidence_of(judged: dict) -> float:
+    """A judged tag's final confidence (the learned calibration's, when one was used), else P(Yes)."""
+    return judged.get("confidence", judged["p_yes"])
+
+
+def judged_pairs(records: Sequence[dict]) -> tuple[list[dict[str, float]], list[bool], list[str], list[float]]:
+    """From evaluation records: each judged tag's features, whether it is right, its item, its P(Yes)."""
+    rows = [(r["id"], j, j["tag"] in set(r["truth"])) for r in records for j in r.get("judged", []) if "features" in j]
+    return [j["features"] for _, j, _ in rows], [y for _, _, y in rows], [g for g, _, _ in rows], [j["p_yes"] for _, j, _ in rows]
+
+
 def evidence_features(p_yes: float, candidate: dict | None, rank: int, from_history: bool) -> dict[str, float]:
     """The features of one judged tag; ``candidate`` is a recall candidate dict (or None)."""
     scores = {"C2T": 0.0, "C2C2T": 0.0, "match": 0.0}
@@ -69,11 +84,9 @@ class LearnedCalibration:
 
     def predict(self, features: dict[str, float]) -> float:
         if self.kind == "isotonic":
-            p_yes = 1 / (1 + math.exp(-features["logit_p_yes"]))
-            return float(np.interp(p_yes, self.x_thresholds, self.y_thresholds))
+            return float(np.interp(_sigmoid(features["logit_p_yes"]), self.x_thresholds, self.y_thresholds))
         x = (np.array([features[f] for f in FEATURES]) - np.array(self.scale_mean)) / np.array(self.scale_std)
-        z = float(np.dot(self.coefficients, x) + self.intercept)
-        return 1 / (1 + math.exp(-z))
+        return _sigmoid(float(np.dot(self.coefficients, x) + self.intercept))
 
     def describe(self) -> str:
         return f"learned {self.kind} calibration ({self.pairs} pairs, {self.fitted_at[:10]})"
@@ -112,7 +125,7 @@ def fit_calibration(features: Sequence[dict[str, float]], labels: Sequence[bool]
     if kind == "isotonic":
         from sklearn.isotonic import IsotonicRegression
 
-        p = np.array([1 / (1 + math.exp(-f["logit_p_yes"])) for f in features])
+        p = np.array([_sigmoid(f["logit_p_yes"]) for f in features])
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
         return LearnedCalibration("isotonic", x_thresholds=[float(v) for v in iso.X_thresholds_],
                                   y_thresholds=[float(v) for v in iso.y_thresholds_], **common)
@@ -142,6 +155,19 @@ def cross_validated(features: Sequence[dict[str, float]], labels: Sequence[bool]
     return out
 
 
+def compare_out_of_fold(features, labels, groups, kinds=("isotonic", "logistic"), folds: int = 5) -> dict[str, dict]:
+    """Each kind's confidence metrics on out-of-fold predictions (a kind that cannot be fitted is left out)."""
+    from .evaluation import confidence_metrics
+
+    out = {}
+    for kind in kinds:
+        try:
+            out[kind] = confidence_metrics(list(zip(cross_validated(features, labels, groups, kind, folds), labels)))
+        except InputError:
+            continue
+    return out
+
+
 def choose_and_fit(kb, validation: str | Path, context, out_dir: str | Path, limit: int | None = 300, seed: int | None = 13,
                    kind: str = "auto", offset: int = 0) -> dict:
     """Run the pipeline on labelled items (resumable), compare the raw P(Yes) with each learned
@@ -158,13 +184,14 @@ def choose_and_fit(kb, validation: str | Path, context, out_dir: str | Path, lim
 
     wanted = {i.id for i in items}
     records = [r for r in read_finished(Path(out_dir) / "items-full.jsonl").values() if r["id"] in wanted]
-    rows = [(r["id"], j, j["tag"] in set(r["truth"])) for r in records for j in r.get("judged", []) if "features" in j]
-    features, labels, groups = [j["features"] for _, j, _ in rows], [y for _, _, y in rows], [g for g, _, _ in rows]
-    report: dict = {"items": len(records), "pairs": len(rows), "raw": confidence_metrics([(j["p_yes"], y) for _, j, y in rows])}
+    features, labels, groups, p_yes = judged_pairs(records)
     kinds = ["isotonic", "logistic"] if kind == "auto" else [kind]
-    for k in kinds:
-        report[k] = confidence_metrics(list(zip(cross_validated(features, labels, groups, k), labels)))
-    best = min(kinds, key=lambda k: (report[k]["Brier"], report[k]["ECE"]))
+    report: dict = {"items": len(records), "pairs": len(labels), "raw": confidence_metrics(list(zip(p_yes, labels))),
+                    **compare_out_of_fold(features, labels, groups, kinds)}
+    fitted = [k for k in kinds if k in report]
+    if not fitted:
+        raise InputError(f"no calibration could be fitted on {len(labels)} judged tags ({sum(labels)} right); evaluate more labelled items")
+    best = min(fitted, key=lambda k: (report[k]["Brier"], report[k]["ECE"]))
     if kind == "auto" and report["raw"]["Brier"] <= report[best]["Brier"]:
         (Path(kb.directory) / FILE_NAME).unlink(missing_ok=True)
         report["chosen"] = "raw P(Yes) (no learned calibration beats it out of fold)"

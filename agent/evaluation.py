@@ -32,7 +32,7 @@ from knowledge_base.loaders import read_samples
 from knowledge_base.recall import c2c2t_votes, recall_candidates
 
 from .batch import read_finished
-from .calibration import evidence_features
+from .calibration import compare_out_of_fold, confidence_of, evidence_features, judged_pairs
 from .context import Context
 from .metrics import acc_at_k, coverage_at_k, recall_hits
 from .resources import embed, get_knowledge_base
@@ -178,27 +178,10 @@ def confidence_metrics(pairs: Sequence[tuple[float, bool]], bins: int = 10) -> d
 
 def learned_confidence_metrics(records: list[dict], folds: int = 5) -> dict:
     """Calibration error of each learned calibration, out of fold (fitted without the item scored)."""
-    from .calibration import cross_validated
-
-    rows = [(r["id"], j) for r in records for j in r.get("judged", []) if "features" in j]
-    labels = [j["tag"] in set(r["truth"]) for r in records for j in r.get("judged", []) if "features" in j]
-    if len(rows) < 5 * folds or len(set(labels)) < 2:
+    features, labels, groups, _ = judged_pairs(records)
+    if len(labels) < 5 * folds or len(set(labels)) < 2:
         return {}
-    features = [j["features"] for _, j in rows]
-    groups = [g for g, _ in rows]
-    out = {}
-    for kind in ("isotonic", "logistic"):
-        try:
-            predicted = cross_validated(features, labels, groups, kind, folds)
-        except InputError:
-            continue
-        out[kind] = confidence_metrics(list(zip(predicted, labels)))
-    return out
-
-
-def confidence_of(judged: dict) -> float:
-    """A judged tag's final confidence (the learned calibration's, when one was used), else P(Yes)."""
-    return judged.get("confidence", judged["p_yes"])
+    return compare_out_of_fold(features, labels, groups, folds=folds)
 
 
 def accuracy_vs_coverage(records: list[dict], steps: int = 20) -> list[dict]:
@@ -227,7 +210,7 @@ def _run_llm_item(item: Item, ctx: Context) -> dict:
         "predicted": [t["tag"] for t in result["tags"]],
         "confidences": [t["confidence"] for t in result["tags"]],
         "generated": result["selection"].get("tags", []),
-        "judged": [{"tag": j["tag"], "p_yes": j["p_yes"], "confidence": j.get("confidence", j["p_yes"]),
+        "judged": [{"tag": j["tag"], "p_yes": j["p_yes"], "confidence": j["confidence"],
                     "features": evidence_features(j["p_yes"], by_tag.get(j["tag"]), generated.index(j["tag"]) + 1 if j["tag"] in generated else 99,
                                                   j["tag"] in history)}
                    for j in result["judgments"]],

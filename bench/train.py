@@ -15,7 +15,6 @@ import gzip
 import json
 import sys
 import time
-from argparse import Namespace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent import Context  # noqa: E402
 from agent.llm.llamacpp import LlamaCppBackend, shipped_model_path  # noqa: E402
 from agent.training.datasets import build_training_sets  # noqa: E402
-from agent.training.finetune import train  # noqa: E402
+from agent.training.finetune import finetune_args, train  # noqa: E402
 from knowledge_base import KnowledgeBase  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -50,9 +49,8 @@ def main() -> None:
     run = work / "run"
     for stale in (run / "checkpoint" / "trainer_state.pt", run / "checkpoint" / "adapter_config.json"):
         stale.unlink(missing_ok=True)
-    log = train(Namespace(base=shipped_model_path(), data=str(data), out=str(run), epochs=1, batch_size=args.batch_size, lr=2e-4, lora_r=16,
-                          max_samples=None, max_tokens=2048, save_every=0, device="cpu", threads=args.threads, seed=13, time_limit=None,
-                          init_adapter=None))
+    log = train(finetune_args(shipped_model_path(), data, run, epochs=1, batch_size=args.batch_size, save_every=0, device="cpu",
+                              threads=args.threads))
     per_record = log["train_seconds"] / log["train_records"]
     per_sample = per_record * len(records) / report.samples_selected
     print(json.dumps({

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -90,7 +89,7 @@ def test_fine_tune_export_and_tag_with_the_result(sets, writable_kb, tmp_path, r
     from peft import PeftModel
 
     from agent.training.export import export_model
-    from agent.training.finetune import load_base, read_records, train
+    from agent.training.finetune import finetune_args, load_base, read_records, train
 
     _, records = sets
     data = tmp_path / "tiny.jsonl.gz"
@@ -98,15 +97,14 @@ def test_fine_tune_export_and_tag_with_the_result(sets, writable_kb, tmp_path, r
     with gzip.open(data, "wt", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in tiny)
     assert len(read_records(data)) == 8
-    args = Namespace(base=shipped_model_path(), data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=3, lr=2e-3, lora_r=8,
-                     max_samples=None, max_tokens=2048, save_every=1, device="cpu", threads=None, seed=13, time_limit=None, init_adapter=None)
+    args = finetune_args(shipped_model_path(), data, tmp_path / "run", epochs=1, batch_size=3, lr=2e-3, lora_r=8, save_every=1, device="cpu")
     log = train(args)
-    assert log["steps"] == 2 and len(log["losses"]) == 2 and log["heldout_records"] == 2
+    assert log["resumed_from_step"] == 0 and log["steps"] == 2 and len(log["losses"]) == 2 and log["heldout_records"] == 2
     assert log["heldout_before"] and log["heldout_after"]
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "run" / "checkpoint" / "trainer_state.pt").is_file()
     again = train(args)  # resumes from the last checkpoint: nothing left to do
-    assert again["steps"] == 2
+    assert again["resumed_from_step"] == 2 and again["steps"] == 2 and again["losses"] == log["losses"]
 
     exported = export_model(shipped_model_path(), tmp_path / "run" / "adapter", tmp_path / "model", name="t", ftype="F16")
     assert exported["tensors_replaced"] == 30 * 7

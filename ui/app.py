@@ -35,6 +35,7 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
+from agent.calibration import confidence_of  # noqa: E402
 from agent.context import Context  # noqa: E402
 from agent.graph import NODE_ORDER, graph  # noqa: E402
 from knowledge_base.errors import InputError, Llm4tagError  # noqa: E402
@@ -323,7 +324,7 @@ class TaggingApp:
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
         kept = {t["tag"] for t in result["tags"]}
-        p_yes = {j["tag"]: j.get("confidence", j["p_yes"]) for j in result["judgments"]}
+        p_yes = {j["tag"]: confidence_of(j) for j in result["judgments"]}
         return {
             "content_id": result["content_id"],
             "tags": [{k: t[k] for k in ("tag", "confidence", "description", "origin")} for t in result["tags"]],

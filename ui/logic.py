@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.calibration import confidence_of
 from agent.nodes.calibrate import rank_tags
 from knowledge_base.errors import InputError
 from knowledge_base.loaders import clean_text
@@ -126,7 +127,7 @@ def scored_tags(result: dict) -> list[dict]:
     """Every generated tag with its confidence (P(Yes), or the learned calibration's), before any threshold."""
     selection = result.get("selection") or {}
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
-    p_yes = {j["tag"]: j.get("confidence", j["p_yes"]) for j in result.get("judgments") or []}
+    p_yes = {j["tag"]: confidence_of(j) for j in result.get("judgments") or []}
     from_history = set(selection.get("from_history") or [])
     return [
         {

@@ -13,6 +13,8 @@ import math
 
 import networkx as nx
 
+from agent.calibration import confidence_of
+
 LOW_MARGIN = 0.1  # a kept tag whose confidence is within this of the threshold is marked "low confidence"
 LEANS_NO = 0.5  # ... and so is one the judge leans against (P(Yes) under 0.5), whatever the threshold
 SNIPPET = 280
@@ -173,14 +175,14 @@ def render_calibration(changes: dict, threshold: float) -> tuple[str, str]:
     kept = {t["tag"] for t in changes.get("tags") or []}
     if not judgments:
         return "Confidence · not calibrated", "Calibration is off: the generator's order is kept, with no confidence."
-    learned = any(j.get("confidence", j["p_yes"]) != j["p_yes"] for j in judgments)
+    learned = any(confidence_of(j) != j["p_yes"] for j in judgments)
     title = f"Confidence · {'calibrated ' if learned else 'P(Yes) '}for {len(judgments)} tags, {len(kept)} kept at ≥ {threshold:.2f}"
     rows = [
-        {"tag": j["tag"], "confidence": j.get("confidence", j["p_yes"]), "kept": j["tag"] in kept}
-        for j in sorted(judgments, key=lambda j: -j.get("confidence", j["p_yes"]))
+        {"tag": j["tag"], "confidence": confidence_of(j), "kept": j["tag"] in kept}
+        for j in sorted(judgments, key=lambda j: -confidence_of(j))
     ]
     table = ["", "| tag | logit Yes | logit No | P(Yes) | confidence |", "|---|---|---|---|---|"]
-    table += [f"| `{_md(j['tag'])}` | {j['logit_yes']:.2f} | {j['logit_no']:.2f} | {j['p_yes']:.3f} | {j.get('confidence', j['p_yes']):.3f} |" for j in judgments]
+    table += [f"| `{_md(j['tag'])}` | {j['logit_yes']:.2f} | {j['logit_no']:.2f} | {j['p_yes']:.3f} | {confidence_of(j):.3f} |" for j in judgments]
     notes = [f"> {_md(n)}" for n in changes.get("notes") or []]
     return title, "\n".join([confidence_bars(rows, threshold), *table, *notes])
 
@@ -217,7 +219,7 @@ def tag_rows(result: dict, shown: list[dict], verdict: dict | None = None) -> li
     correct, incorrect = set(verdict.get("correct", [])), set(verdict.get("incorrect", []))
     shown_names = {t["tag"] for t in shown}
     from_history = set((result.get("selection") or {}).get("from_history") or [])
-    p_yes = {j["tag"]: j.get("confidence", j["p_yes"]) for j in result.get("judgments") or []}
+    p_yes = {j["tag"]: confidence_of(j) for j in result.get("judgments") or []}
     rows = [{"tag": t["tag"], "confidence": t.get("confidence"), "kept": True, "history": t["tag"] in from_history} for t in shown]
     dropped = [
         {"tag": t, "confidence": p_yes.get(t), "kept": False, "history": t in from_history}
@@ -333,7 +335,7 @@ def explain_tag(result: dict, tag: str, threshold: float, verdict: dict | None =
             lines.append("- **Generation:** the LLM did not choose it.")
     j = judgments.get(tag)
     if j:
-        confidence = j.get("confidence", j["p_yes"])
+        confidence = confidence_of(j)
         verdict_word = "kept" if confidence >= threshold else "dropped"
         learned = f", calibrated to {confidence:.3f} with the recall evidence" if confidence != j["p_yes"] else ""
         lines.append(f"- **Confidence:** P(Yes) = {j['p_yes']:.3f} (logits Yes {j['logit_yes']:.2f} / No {j['logit_no']:.2f}){learned} → {verdict_word} at threshold {threshold:.2f}")

@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import time
-from argparse import Namespace
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -88,12 +87,11 @@ def train_model(kb: KnowledgeBase, work_dir: str | Path | None = None, *, max_sa
             summary["next"] = (f"python {script} --base {base} --data {data} --out {work / 'run'} --epochs {epochs}; "
                                f"then llm4tag train --adapter {work / 'run' / 'adapter'}")
             return summary
-        from .finetune import train
+        from .finetune import finetune_args, train
 
         previous = record.get("adapter") if since_last else None
-        result = train(Namespace(base=base, data=str(data), out=str(work / "run"), epochs=epochs, batch_size=batch_size, lr=lr,
-                                 lora_r=lora_r, max_samples=None, max_tokens=2048, save_every=50, device=device, threads=None, time_limit=None,
-                                 seed=13, init_adapter=previous))
+        result = train(finetune_args(base, data, work / "run", epochs=epochs, batch_size=batch_size, lr=lr, lora_r=lora_r,
+                                     device=device, init_adapter=previous))
         summary["training"] = {k: v for k, v in result.items() if k != "losses"}
         adapter = work / "run" / "adapter"
     else:

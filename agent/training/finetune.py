@@ -157,12 +157,14 @@ def train(args) -> dict:
     warmup = max(1, total_steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     step, log = 0, {"losses": []}
+    resumed_from = 0
     state_file = checkpoint / "trainer_state.pt"
     if state_file.is_file():
         state = torch.load(state_file, weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, log, before = state["step"], state["log"], state["before"]
+        resumed_from = step
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
     model.train()
     loop_started = time.perf_counter()
@@ -198,7 +200,7 @@ def train(args) -> dict:
     result = {
         "base": str(args.base), "data": str(args.data), "device": device if device == "cpu" else torch.cuda.get_device_name(0),
         "train_records": len(train_set), "heldout_records": len(heldout), "dropped_too_long": dropped,
-        "epochs": args.epochs, "steps": step, "batch_size": args.batch_size, "lr": args.lr, "lora_r": args.lora_r,
+        "epochs": args.epochs, "steps": step, "resumed_from_step": resumed_from, "batch_size": args.batch_size, "lr": args.lr, "lora_r": args.lora_r,
         "heldout_before": before, "heldout_after": after, "seconds": round(time.perf_counter() - started, 1), "train_seconds": round(train_seconds, 1),
         "stopped_at_time_limit": log.get("stopped_at_time_limit", False), "losses": log["losses"],
     }
@@ -213,6 +215,16 @@ def save_checkpoint(model, optimizer, scheduler, step, log, before, checkpoint: 
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "log": log, "before": before},
                checkpoint / "trainer_state.pt.tmp")
     (checkpoint / "trainer_state.pt.tmp").replace(checkpoint / "trainer_state.pt")
+
+
+def finetune_args(base, data, out, **overrides) -> argparse.Namespace:
+    """The command line's settings (its defaults, then ``overrides``) for calling ``train`` from Python."""
+    args = parse_args(["--base", str(base), "--data", str(data), "--out", str(out)])
+    unknown = set(overrides) - set(vars(args))
+    if unknown:
+        raise TypeError(f"unknown fine-tuning settings {sorted(unknown)}")
+    vars(args).update(overrides)
+    return args
 
 
 def parse_args(argv=None):
