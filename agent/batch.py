@@ -18,6 +18,7 @@ from knowledge_base.errors import Llm4tagError
 from knowledge_base.loaders import clean_text
 
 from .context import Context
+from .tagging import tag
 
 
 @dataclass
@@ -101,8 +102,6 @@ def compact_result(key: str, result: dict) -> dict:
 def run_batch(in_path: str | Path, out_path: str | Path, context: Context,
               on_item: Callable[[BatchReport, BatchItem], None] | None = None,
               tagger: Callable[..., dict] | None = None) -> BatchReport:
-    from .tagging import tag
-
     tagger = tagger or tag
     in_path, out_path = Path(in_path), Path(out_path)
     if not in_path.is_file():

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal, get_args, get_type_hints
 
+from knowledge_base.config import RecallConfig
+
 Mode = Literal["multi", "single"]
 
 
@@ -73,6 +75,20 @@ class Context:
     @property
     def tag_limit(self) -> int:
         return 1 if self.mode == "single" else self.max_tags
+
+    def recall_config(self, base: RecallConfig) -> RecallConfig:
+        """The recall settings of this run: the knowledge base's ``base`` with this run's overrides.
+
+        The one place they are combined: tagging, the ``recall`` surfaces and the training sets
+        all see the same candidates for the same settings."""
+        return base.with_overrides(
+            strategy="graph" if self.use_graph_recall else "match",
+            delta_ct=self.delta_ct,
+            delta_cc=self.delta_cc,
+            max_c2t=self.max_c2t,
+            max_c2c2t=self.max_c2c2t,
+            budget=self.budget,
+        )
 
 
 def _parse(raw: str, hint, name: str):

@@ -24,6 +24,7 @@ class InputState(TypedDict):
 
 
 class OutputState(TypedDict):
+    text: str  # the cleaned content the pipeline worked on (title + content); a correction uses it as is
     content_id: str
     tags: list[dict]  # final tags: tag, confidence, rank, description, paths, origin
     candidates: list[dict]  # Φ(c) with provenance (path, score, via)
@@ -31,7 +32,7 @@ class OutputState(TypedDict):
     examples: list[dict]  # retrieved samples with correct and incorrect tags
     knowledge: list[dict]  # snippets with their sources
     selection: dict  # the generator's raw output and what was kept
-    judgments: list[dict]  # one per generated tag: p_yes and the Yes/No logits
+    judgments: list[dict]  # one per judged tag: p_yes, the Yes/No logits, the confidence and its evidence features
     notes: list[str]  # what a person should know (truncation, fallbacks, unreachable services)
     timings: dict[str, float]  # seconds per node
     metadata: dict[str, Any]

@@ -1,8 +1,8 @@
-"""The tagging graph as a LangChain tool, and the compact result every tool-facing surface returns.
+"""The tagging graph as a LangChain tool, for other agents.
 
 Three ways for other programs to call llm4tag, all running the same graph:
 
-- Python: ``agent.tag(text, ...)`` returns the graph's full output (see ``agent.tagging``).
+- Python: ``agent.tagging.tag(text, ...)`` returns the graph's full output (see ``agent.tagging``).
 - LangChain / LangGraph: ``make_tagging_tool()`` returns a ``StructuredTool`` named
   ``tag_content`` with a typed argument schema; put it in an agent's tool list or a
   ``langgraph.prebuilt.ToolNode``::
@@ -16,11 +16,12 @@ Three ways for other programs to call llm4tag, all running the same graph:
       #            "why": "C2C2T via 4 similar items (vote 0.62); C2T sim 0.48; judge P(yes)=0.71"}], ...}
 
   The compiled graph itself is served by LangGraph's server through ``langgraph.json``.
-- MCP (``llm4tag mcp``, ``agent.mcp_server``) and REST (``llm4tag serve``, ``agent.api``).
+- MCP (``llm4tag mcp``, ``ui.mcp``) and REST (``llm4tag serve``, ``ui.rest``).
 
-``compact_result`` is what the tool (and the MCP ``tag`` tool) returns: only the final tags, each
-with its confidence and a one-line why (the meta-paths that recalled it and the judge's P(yes)),
-so a calling model gets the answer without the full evidence trail.
+The tool returns ``agent.explanation.compact_result``: only the final tags, each with its
+confidence and a one-line why (the meta-paths that recalled it and the judge's P(yes)), so a
+calling model gets the answer without the full evidence trail. Like every surface, it calls the
+façade (``agent.tagging``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from pydantic import BaseModel, Field
 from knowledge_base.errors import Llm4tagError
 
 from .context import Context
+from .explanation import compact_result
+from .tagging import tag
 
 TOOL_NAME = "tag_content"
 TOOL_DESCRIPTION = (
@@ -56,45 +59,6 @@ class TagContentArgs(BaseModel):
     )
 
 
-def explain_tag(tag: dict, candidate: dict | None) -> str:
-    """One line on why a tag was returned: its meta-paths with their evidence, and the judge's P(yes)."""
-    parts: list[str] = []
-    for ev in (candidate or {}).get("evidence", []):
-        if ev["path"] == "C2C2T":
-            n = len(ev.get("via") or [])
-            parts.append(f"C2C2T via {n} similar item{'s' if n != 1 else ''} (vote {ev['score']:.2f})")
-        elif ev["path"] == "C2T":
-            parts.append(f"C2T sim {ev['score']:.2f}")
-        else:
-            parts.append(f"{ev['path']} sim {ev['score']:.2f}")
-    if not parts:
-        parts.append("chosen by the LLM")
-    if tag.get("origin") == "history":
-        parts.append("kept because similar items carry it")
-    confidence = tag.get("confidence")
-    parts.append("not calibrated" if confidence is None else f"judge P(yes)={confidence:.2f}")
-    return "; ".join(parts)
-
-
-def compact_tags(result: dict) -> list[dict]:
-    """The final tags of a graph result as ``{"tag", "confidence", "why"}``, best first."""
-    by_tag = {c["tag"]: c for c in result.get("candidates") or []}
-    return [
-        {"tag": t["tag"], "confidence": t["confidence"], "why": explain_tag(t, by_tag.get(t["tag"]))}
-        for t in result.get("tags") or []
-    ]
-
-
-def compact_result(result: dict) -> dict:
-    """A model-friendly summary of a graph result: tags with confidence and why, and what to know."""
-    return {
-        "tags": compact_tags(result),
-        "candidates_considered": len(result.get("candidates") or []),
-        "content_id": result.get("content_id"),
-        "notes": list(result.get("notes") or []),
-    }
-
-
 def make_tagging_tool(context: Context | None = None) -> StructuredTool:
     """The tagging graph as a LangChain ``StructuredTool`` named ``tag_content``.
 
@@ -106,8 +70,6 @@ def make_tagging_tool(context: Context | None = None) -> StructuredTool:
     base = context or Context.from_env()
 
     def tag_content(text: str, mode: str | None = None, max_tags: int | None = None, threshold: float | None = None) -> dict:
-        from .tagging import tag
-
         try:
             result = tag(text, context=base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold))
         except Llm4tagError as exc:

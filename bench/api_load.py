@@ -28,7 +28,6 @@ import platform
 import secrets
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,7 +61,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start_server(kb_dir: Path, port: int, token: str, env: dict, log_path: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "agent.cli", "--kb", str(kb_dir), "serve", "--host", "127.0.0.1", "--port", str(port), "--token", token]
+    cmd = [sys.executable, "-m", "ui.cli", "--kb", str(kb_dir), "serve", "--host", "127.0.0.1", "--port", str(port), "--token", token]
     log = open(log_path, "w")
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 

@@ -1,7 +1,7 @@
 """What tagging would return with a learned calibration, estimated honestly from an eval folder.
 
 Reads ``items-<system>.jsonl`` of a finished ``llm4tag eval``, scores every judged tag with a
-calibration fitted without that item (5-fold, ``agent.calibration.cross_validated``), ranks each
+calibration fitted without that item (5-fold, ``agent.evaluation.calibration.cross_validated``), ranks each
 item's tags by that confidence, drops those under the threshold, and prints the same metrics as
 ``eval`` next to the raw P(Yes) ranking.
 
@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.batch import read_finished  # noqa: E402
-from agent.calibration import cross_validated  # noqa: E402
+from agent.evaluation.calibration import cross_validated  # noqa: E402
 from agent.evaluation import multi_tag_metrics, single_tag_metrics  # noqa: E402
-from agent.nodes.calibrate import rank_tags  # noqa: E402
+from agent.confidence import rank_tags  # noqa: E402
 
 
 def main() -> None:

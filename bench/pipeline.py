@@ -26,7 +26,7 @@ from agent import Context, graph  # noqa: E402
 from agent.evaluation import Item, comparison_rows, evaluate, multi_tag_metrics  # noqa: E402
 from agent.batch import read_finished  # noqa: E402
 from agent.llm import load_backend  # noqa: E402
-from agent.nodes.calibrate import judgment_examples, judgment_prompts  # noqa: E402
+from prompts.fill import judgment_examples, judgment_prompts  # noqa: E402
 from prompts import load_prompt  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"

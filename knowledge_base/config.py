@@ -96,3 +96,9 @@ class KnowledgeBaseConfig:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(self.to_json(), encoding="utf-8")
         os.replace(tmp, path)
+
+
+def llm4tag_home() -> Path:
+    """Where llm4tag keeps what it builds once per machine (the demo knowledge base, converted
+    models): ``$LLM4TAG_HOME``, default ``~/.cache/llm4tag``."""
+    return Path(os.environ.get("LLM4TAG_HOME") or Path.home() / ".cache" / "llm4tag").expanduser()

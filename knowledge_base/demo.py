@@ -8,23 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
 
 from filelock import FileLock
 
-from .config import KnowledgeBaseConfig
+from .config import KnowledgeBaseConfig, llm4tag_home
 from .loaders import read_documents, read_samples, read_tags
 from .store import KnowledgeBase
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
 DEMO_FILES = ("tags.tsv", "samples.jsonl", "docs/debtags-guide.md")
-
-
-def llm4tag_home() -> Path:
-    return Path(os.environ.get("LLM4TAG_HOME") or Path.home() / ".cache" / "llm4tag").expanduser()
 
 
 def demo_kb_dir() -> Path:

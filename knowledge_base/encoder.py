@@ -18,6 +18,7 @@ import numpy as np
 from .config import DEFAULT_ENCODER
 from .errors import KnowledgeBaseError
 
+SPECIAL_TOKENS = 4  # at most this many added around a text ([CLS] … [SEP], <s> … </s>)
 _cache: dict[str, "Encoder"] = {}
 _cache_lock = threading.Lock()
 
@@ -71,10 +72,20 @@ class Encoder:
         ids = self.model.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         return [len(x) for x in ids]
 
+    def truncated(self, texts: list[str]) -> list[bool]:
+        """Which texts are longer than the window. A text of at most ``max_tokens - SPECIAL_TOKENS``
+        UTF-8 bytes cannot be (no tokenizer makes more tokens than bytes), so only longer texts are
+        tokenised an extra time to find out."""
+        long = [i for i, t in enumerate(texts) if len(t.encode("utf-8", "surrogatepass")) > self.max_tokens - SPECIAL_TOKENS]
+        out = [False] * len(texts)
+        for i, n in zip(long, self.token_counts([texts[i] for i in long]) if long else []):
+            out[i] = n > self.max_tokens
+        return out
+
     def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> Encoded:
         if not texts:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), [])
-        truncated = [n > self.max_tokens for n in self.token_counts(texts)]
+        truncated = self.truncated(texts)
         with self._lock:
             vectors = self.model.encode(
                 texts,

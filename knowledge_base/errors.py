@@ -11,6 +11,14 @@ class InputError(Llm4tagError, ValueError):
     """The content or argument given is unusable (empty text, unknown tag, bad option)."""
 
 
+class UnknownTagsError(InputError):
+    """Tags named that are not in the tag repository; ``tags`` lists them."""
+
+    def __init__(self, message: str, tags: list[str]):
+        super().__init__(message)
+        self.tags = list(tags)
+
+
 class LoadError(Llm4tagError):
     """A file could not be loaded; nothing from it was written to the knowledge base."""
 

@@ -96,13 +96,14 @@ def recall_candidates(
     """The candidate tag set Φ(c) for a content, with provenance.
 
     ``exclude_ids`` hides history contents from the C2C2T path (evaluation without leakage).
+    ``vector`` is the text's embedding when the caller has it (the text is then not used).
+    Other processes' writes are picked up once, here, before the paths are walked.
     """
-    text = require_text(text)
     cfg = config or kb.config.recall
     notes: list[str] = []
     truncated = False
-    if vector is None:
-        vector, truncated = kb.encoder.encode_one(text)
+    if vector is None:  # a caller that gives the vector has cleaned and encoded the text already
+        vector, truncated = kb.encoder.encode_one(require_text(text))
         if truncated:
             notes.append(f"the text is longer than the encoder's {kb.encoder.max_tokens}-token window; only its start was used for recall")
     kb.refresh()

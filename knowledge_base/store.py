@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 
 from .config import KnowledgeBaseConfig
 from .encoder import Encoder
-from .errors import InputError, KnowledgeBaseError
+from .errors import InputError, KnowledgeBaseError, UnknownTagsError
 from .graph import TAG, ContentTagGraph, content_node, tag_node
 from .loaders import Passage, Sample, Tag, content_id, humanize_tag, require_text
 
@@ -196,7 +196,8 @@ class KnowledgeBase:
         return out
 
     def _query(self, name: str, vectors: np.ndarray, k: int, where: dict | None = None) -> list[list[Neighbour]]:
-        self.refresh()
+        """Nearest neighbours in a collection. No refresh here: entry points (recall, the public
+        readers, every write) pick up other processes' writes once per call, not once per query."""
         col = self.collection(name)
         if k <= 0:
             return [[] for _ in range(len(vectors))]
@@ -371,35 +372,44 @@ class KnowledgeBase:
         report = LoadReport()
         samples = self._check_tags(samples, unknown_tags, report)
         with self.write_lock():
-            for start in range(0, len(samples), BATCH):
-                chunk = samples[start : start + BATCH]
-                ids = [s.id for s in chunk]
-                already = set(self.collection("samples").get(ids=ids, include=[])["ids"])
-                enc = self.encoder.encode([s.text for s in chunk])
-                now = time.time()  # ``added_at`` lets ``llm4tag train --since-last`` find new samples
-                metas = [
-                    {"tags": json.dumps(list(s.tags)), "incorrect_tags": json.dumps(list(s.incorrect_tags)), "origin": origin, "added_at": now}
-                    for s in chunk
-                ]
-                docs = [s.text for s in chunk]
-                self.collection("samples").upsert(ids=ids, embeddings=enc.vectors, documents=docs, metadatas=metas)
-                self.collection("contents").upsert(ids=ids, embeddings=enc.vectors, documents=docs, metadatas=metas)
-                ops: list[dict] = []
-                for s in chunk:
-                    ops.append({"op": "node", "id": content_node(s.id), "kind": "content"})
-                    ops.append({"op": "drop_det", "id": content_node(s.id)})
-                    ops += self._det_edge_ops(s.id, s.tags)
-                ops += self._similarity_ops(ids, enc.vectors, {s.id: set(s.tags) for s in chunk})
-                report.edges += sum(1 for op in ops if op["op"] == "edge")
-                self.graph.write(ops)
-                report.truncated += sum(enc.truncated)
-                report.updated += len(already)
-                report.added += len(chunk) - len(already)
-                if progress:
-                    progress(min(start + BATCH, len(samples)), len(samples))
+            self._write_samples(samples, origin, report, progress=progress)
             self.graph.compact()
         report.seconds = time.perf_counter() - started
         return report
+
+    def _write_samples(self, samples: list[Sample], origin: str, report: LoadReport, vectors: np.ndarray | None = None,
+                       progress: Progress | None = None) -> None:
+        """Write checked samples (inside the write lock); ``vectors`` when the caller has them."""
+        for start in range(0, len(samples), BATCH):
+            chunk = samples[start : start + BATCH]
+            ids = [s.id for s in chunk]
+            already = set(self.collection("samples").get(ids=ids, include=[])["ids"])
+            if vectors is not None:
+                chunk_vectors = np.asarray(vectors[start : start + BATCH], dtype=np.float32)
+            else:
+                enc = self.encoder.encode([s.text for s in chunk])
+                chunk_vectors = enc.vectors
+                report.truncated += sum(enc.truncated)
+            now = time.time()  # ``added_at`` lets ``llm4tag train --since-last`` find new samples
+            metas = [
+                {"tags": json.dumps(list(s.tags)), "incorrect_tags": json.dumps(list(s.incorrect_tags)), "origin": origin, "added_at": now}
+                for s in chunk
+            ]
+            docs = [s.text for s in chunk]
+            self.collection("samples").upsert(ids=ids, embeddings=chunk_vectors, documents=docs, metadatas=metas)
+            self.collection("contents").upsert(ids=ids, embeddings=chunk_vectors, documents=docs, metadatas=metas)
+            ops: list[dict] = []
+            for s in chunk:
+                ops.append({"op": "node", "id": content_node(s.id), "kind": "content"})
+                ops.append({"op": "drop_det", "id": content_node(s.id)})
+                ops += self._det_edge_ops(s.id, s.tags)
+            ops += self._similarity_ops(ids, chunk_vectors, {s.id: set(s.tags) for s in chunk})
+            report.edges += sum(1 for op in ops if op["op"] == "edge")
+            self.graph.write(ops)
+            report.updated += len(already)
+            report.added += len(chunk) - len(already)
+            if progress:
+                progress(min(start + BATCH, len(samples)), len(samples))
 
     def add_documents(self, passages: list[Passage], progress: Progress | None = None) -> LoadReport:
         """Add domain-document passages; re-loading a file replaces its earlier passages."""
@@ -450,18 +460,28 @@ class KnowledgeBase:
             self.graph.write(ops)
         return cid
 
-    def record_feedback(self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), cid: str | None = None) -> str:
-        """A person's verdict on a content's tags: becomes a sample (for examples) and graph edges."""
+    def record_feedback(self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), cid: str | None = None,
+                        vector: np.ndarray | None = None) -> str:
+        """A person's verdict on a content's tags: becomes a sample (for examples) and graph edges.
+
+        The tags are checked once, inside the write lock; ``vector`` is the text's embedding when
+        the caller has it (the text is then not encoded again). The change is a journal append:
+        the graph snapshot is not rewritten, and other processes pick it up from the journal.
+        """
         text = require_text(text)
         correct = tuple(dict.fromkeys(correct))
         incorrect = tuple(t for t in dict.fromkeys(incorrect) if t not in correct)
-        unknown = [t for t in (*correct, *incorrect) if not self.has_tag(t)]
-        if unknown:
-            raise InputError(f"unknown tags {unknown}: add them to the tag repository first")
         if not correct and not incorrect:
             raise InputError("feedback needs at least one correct or incorrect tag")
         cid = cid or content_id(text)
-        self.add_samples([Sample(cid, text, correct, incorrect)], unknown_tags="error", origin="feedback")
+        with self.write_lock():
+            known = self.tag_names()
+            unknown = sorted({t for t in (*correct, *incorrect) if t not in known})
+            if unknown:
+                listed = ", ".join(json.dumps(t, ensure_ascii=False) for t in unknown[:20]) + (" …" if len(unknown) > 20 else "")
+                raise UnknownTagsError(f"unknown tags (not in the tag repository): {listed}; nothing was written", unknown)
+            self._write_samples([Sample(cid, text, correct, incorrect)], "feedback", LoadReport(),
+                                vectors=None if vector is None else np.asarray(vector, dtype=np.float32)[None, :])
         return cid
 
     def get_sample(self, cid: str) -> Sample | None:

@@ -6,7 +6,7 @@ import pytest
 
 from agent import Context, graph, tag
 from agent.graph import NODE_ORDER
-from agent.nodes.calibrate import rank_tags
+from agent.confidence import rank_tags
 from knowledge_base import InputError
 from knowledge_base.demo import demo_examples
 

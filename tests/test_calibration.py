@@ -8,8 +8,9 @@ import random
 import pytest
 
 from agent import tag
-from agent.calibration import FEATURES, FILE_NAME, LearnedCalibration, cross_validated, evidence_features, fit_calibration
-from agent.evaluation import confidence_metrics
+from agent.confidence import FEATURES, FILE_NAME, LearnedCalibration, evidence_features
+from agent.evaluation.calibration import cross_validated, fit_calibration
+from agent.evaluation.metrics import confidence_metrics
 from knowledge_base import InputError
 from knowledge_base.demo import demo_examples
 from knowledge_base.errors import KnowledgeBaseError

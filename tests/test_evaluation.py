@@ -8,16 +8,14 @@ import pytest
 from click.testing import CliRunner
 
 from agent import Context
-from agent.cli import main
+from ui.cli import main
 from knowledge_base import InputError
-from agent.evaluation import (
-    Item,
+from agent.evaluation import Item, evaluate, optimize_threshold
+from agent.evaluation.metrics import (
     accuracy_vs_coverage,
     confidence_metrics,
-    evaluate,
     multi_tag_metrics,
     ndcg_at_k,
-    optimize_threshold,
     precision_recall_f1,
     single_tag_metrics,
 )

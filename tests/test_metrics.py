@@ -1,4 +1,4 @@
-from agent.metrics import acc_at_k, coverage_at_k, recall_hits, tagging_report
+from agent.evaluation.metrics import acc_at_k, coverage_at_k, recall_hits, tagging_report
 
 
 def test_acc_at_k_uses_the_first_min_k_returned_tags():

@@ -13,7 +13,8 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
 
 from agent import Context
-from agent.tools import TOOL_NAME, TagContentArgs, compact_result, explain_tag, make_tagging_tool
+from agent.explanation import compact_result, why as explain_tag
+from agent.tools import TOOL_NAME, TagContentArgs, make_tagging_tool
 from knowledge_base.demo import demo_examples
 
 ROOT = Path(__file__).resolve().parents[1]

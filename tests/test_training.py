@@ -15,7 +15,7 @@ import pytest
 
 from agent import Context
 from agent.llm.llamacpp import LlamaCppBackend, shipped_model_path
-from agent.resources import backend_spec
+from agent.runtime import runtime_for
 from agent.training import train_model, trained_model_path, training_record
 from agent.training.datasets import build_training_sets, load_samples, select_diverse
 from knowledge_base import InputError
@@ -128,14 +128,14 @@ def test_fine_tune_export_and_tag_with_the_result(sets, writable_kb, tmp_path, r
     assert record["runs"][0]["at"] == record["trained_at"] and record["last_run_at"] > 0
     assert trained_model_path(writable_kb.directory) == record["model"]
     ctx = Context(kb_dir=str(writable_kb.directory))
-    assert backend_spec(ctx) == f"llamacpp:{record['model']}"
-    assert backend_spec(ctx.with_overrides(backend="ollama:qwen2.5:7b")) == "ollama:qwen2.5:7b"
+    assert runtime_for(ctx.kb_dir).backend_spec(ctx) == f"llamacpp:{record['model']}"
+    assert runtime_for(ctx.kb_dir).backend_spec(ctx.with_overrides(backend="ollama:qwen2.5:7b")) == "ollama:qwen2.5:7b"
 
 
 def test_cli_prepare_only_builds_sets_and_says_what_to_run(writable_kb):
     from click.testing import CliRunner
 
-    from agent.cli import main
+    from ui.cli import main
 
     result = CliRunner().invoke(main, ["--kb", str(writable_kb.directory), "train", "--prepare-only", "--max-samples", "12"])
     assert result.exit_code == 0, result.output

@@ -13,10 +13,10 @@ import re
 
 import pytest
 
-from agent import Context, graph
+from agent import Context, graph, tagging
 from agent.batch import read_items
 from agent.llm import yes_probability
-from agent.nodes.calibrate import rank_tags
+from agent.confidence import rank_tags, rethreshold, scored_tags
 from knowledge_base import InputError, KnowledgeBase
 from knowledge_base.demo import demo_examples
 from knowledge_base.loaders import content_id, require_text
@@ -27,13 +27,10 @@ from ui.logic import (
     apply_verdict,
     csv_to_jsonl,
     empty_verdict,
-    merge_update,
     parse_command,
     prepare_batch_input,
     read_dropped_file,
-    refilter,
     resolve_tags,
-    scored_tags,
 )
 
 TEXT = demo_examples()[0]["text"]  # a validation text, never in the knowledge base
@@ -107,21 +104,25 @@ def early_updates(small_kb_dir):
 
 
 @pytest.fixture(scope="module")
-def result(early_updates):
-    """A complete result: the real early steps plus an LLM selection and Yes/No logits as values."""
+def result(small_kb_dir):
+    """A complete result: the real early steps (as the façade streams them) plus an LLM selection
+    and Yes/No logits as values."""
     state: dict = {}
-    for update in early_updates:
-        for changes in update.values():
-            merge_update(state, changes)
+    for node, _, so_far in tagging.tag_stream(TEXT, context=Context(kb_dir=str(small_kb_dir), budget=10)):
+        state = so_far
+        if node == "knowledge":
+            break
     candidates = state["candidates"]
     history = next(c["tag"] for c in candidates if "C2C2T" in c["paths"])
     chosen = [c["tag"] for c in candidates if c["tag"] != history][:3]
-    merge_update(state, {"selection": {"tags": chosen + [history], "raw": json.dumps(chosen), "from_history": [history], "rejected": [],
-                                       "prompt_tokens": 900, "completion_tokens": 20, "template": "generate_retrieval", "backend": "llama.cpp"},
-                         "notes": ["a note from generation"], "timings": {"generate": 3.0}})
+    state["selection"] = {"tags": chosen + [history], "raw": json.dumps(chosen), "from_history": [history], "rejected": [],
+                          "prompt_tokens": 900, "completion_tokens": 20, "template": "generate_retrieval", "backend": "llama.cpp"}
+    state["notes"] = [*state["notes"], "a note from generation"]
+    state["timings"] = {**state["timings"], "generate": 3.0}
     logits = [(31.2, 30.9), (30.1, 30.5), (30.8, 30.7), (29.0, 30.0)]
     judgments = [{"tag": t, "p_yes": round(yes_probability(y, n), 4), "logit_yes": y, "logit_no": n} for t, (y, n) in zip(chosen + [history], logits)]
-    merge_update(state, {"judgments": judgments, "timings": {"calibrate": 1.0}})
+    state["judgments"] = judgments
+    state["timings"]["calibrate"] = 1.0
     state["tags"] = rank_tags(scored_tags(state), 0.5)
     return state
 
@@ -177,21 +178,21 @@ def test_generation_and_calibration_steps(result):
 
 def test_refilter_by_threshold_without_the_model(result):
     p = sorted(j["p_yes"] for j in result["judgments"])
-    assert [t["tag"] for t in refilter(result, 0.0)] == [j["tag"] for j in sorted(result["judgments"], key=lambda j: -j["p_yes"])]
-    assert refilter(result, 1.0) == []
-    middle = refilter(result, p[2])
-    assert [t["tag"] for t in middle] == [t["tag"] for t in refilter(result, 0.0)][:2]
+    assert [t["tag"] for t in rethreshold(result, 0.0)] == [j["tag"] for j in sorted(result["judgments"], key=lambda j: -j["p_yes"])]
+    assert rethreshold(result, 1.0) == []
+    middle = rethreshold(result, p[2])
+    assert [t["tag"] for t in middle] == [t["tag"] for t in rethreshold(result, 0.0)][:2]
     assert [t["rank"] for t in middle] == [1, 2]
     history = result["selection"]["from_history"][0]
-    assert {t["tag"]: t["origin"] for t in refilter(result, 0.0)}[history] == "history"
-    assert refilter(result, 0.5) == result["tags"]
+    assert {t["tag"]: t["origin"] for t in rethreshold(result, 0.0)}[history] == "history"
+    assert rethreshold(result, 0.5) == result["tags"]
     # without calibration there is nothing to re-filter: the tags stay as they are
     uncalibrated = {**result, "judgments": [], "tags": [{"tag": "x", "confidence": None, "rank": 1}]}
-    assert refilter(uncalibrated, 0.9) == uncalibrated["tags"]
+    assert rethreshold(uncalibrated, 0.9) == uncalibrated["tags"]
 
 
 def test_final_message_and_panel_mark_low_and_dropped_tags(result):
-    shown = refilter(result, 0.45)
+    shown = rethreshold(result, 0.45)
     msg = render.final_message(result, shown, 0.45)
     assert "metadata" not in msg  # the answer itself is not collapsed
     assert msg["content"].count('data-state="kept"') == len(shown)
@@ -209,9 +210,9 @@ def test_final_message_and_panel_mark_low_and_dropped_tags(result):
 
 def test_explain_tag(result):
     history = result["selection"]["from_history"][0]
-    text = render.explain_tag(result, history, 0.5)
+    text = render.explanation_markdown(tagging.explain(result, history), 0.5)
     assert "kept because most similar history items carry it" in text and "C2C2T vote" in text and "P(Yes)" in text
-    assert "not among the candidates" in render.explain_tag(result, "no-such::tag", 0.5)
+    assert "not among the candidates" in render.explanation_markdown(tagging.explain(result, "no-such::tag"), 0.5)
 
 
 # ---- files ----------------------------------------------------------------------------------
@@ -320,7 +321,7 @@ def test_undo_restores_a_sample_that_existed(writable_kb, result):
     session["last"] = {"result": {**result, "content_id": existing, "text": old.text}}
     history: list = []
     app.run_command(parse_command("accept"), history, session, 0.0)  # every generated tag
-    assert set(writable_kb.get_sample(existing).tags) == {t["tag"] for t in refilter(result, 0.0)}
+    assert set(writable_kb.get_sample(existing).tags) == {t["tag"] for t in rethreshold(result, 0.0)}
     app.run_command(parse_command("undo"), history, session, 0.0)
     assert writable_kb.get_sample(existing) == old
     assert history[-1]["content"].startswith("↶ Undid") and "back to what it was" in history[-1]["content"]
@@ -355,7 +356,6 @@ def test_api_functions_learn_and_search(writable_kb):
 
 
 def test_learned_confidence_is_what_the_page_filters_and_shows():
-    from ui.logic import scored_tags
     from ui.render import render_calibration
 
     judgments = [{"tag": "a", "p_yes": 0.41, "confidence": 0.9, "logit_yes": 0.1, "logit_no": 0.4},

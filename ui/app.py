@@ -35,9 +35,11 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from agent.calibration import confidence_of  # noqa: E402
+from agent import tagging  # noqa: E402
+from agent.confidence import DEFAULT_THRESHOLD, confidence_of, rethreshold  # noqa: E402
 from agent.context import Context  # noqa: E402
-from agent.graph import NODE_ORDER, graph  # noqa: E402
+from agent.graph import NODE_ORDER  # noqa: E402
+from agent.runtime import runtime_for  # noqa: E402
 from knowledge_base.errors import InputError, Llm4tagError  # noqa: E402
 from knowledge_base.graph import content_node, tag_node  # noqa: E402
 from knowledge_base.loaders import Sample, require_text  # noqa: E402
@@ -48,17 +50,14 @@ from .logic import (  # noqa: E402
     Command,
     apply_verdict,
     empty_verdict,
-    merge_update,
     parse_command,
     prepare_batch_input,
     read_dropped_file,
-    refilter,
     resolve_tags,
 )
 
 log = logging.getLogger("llm4tag.ui")
 
-RESULT_KEYS = ("text", "content_id", "tags", "candidates", "similar_contents", "examples", "knowledge", "selection", "judgments", "notes", "timings")
 CHAT_PLACEHOLDER = (
     "**Paste a text to tag** (or drop a .txt / .md / .jsonl file).\n\n"
     "Each step of the pipeline appears here as it runs: candidate recall over the content–tag graph, "
@@ -98,9 +97,7 @@ class TaggingApp:
         self.kb_dir = str(kb_dir) if kb_dir else None
 
     def kb(self):
-        from agent.resources import get_knowledge_base
-
-        return get_knowledge_base(self.kb_dir)
+        return runtime_for(self.kb_dir).kb
 
     def context(self, threshold, mode, n_examples, n_snippets, web, backend) -> Context:
         n_examples, n_snippets = int(n_examples or 0), int(n_snippets or 0)
@@ -156,18 +153,15 @@ class TaggingApp:
         history.append(render.pending_message("recall"))
         yield history, session, gr.skip(), gr.MultimodalTextbox(value=None, interactive=False) if clear_input else gr.skip()
 
-        payload = {"content": content, **({"title": title} if title else {})}
-        state: dict = {}
+        result: dict = {}
         try:
-            for update in graph.stream(payload, context=ctx, stream_mode="updates"):
-                for node, changes in update.items():
-                    merge_update(state, changes or {})
-                    duration = ((changes or {}).get("timings") or {}).get(node)
-                    history[-1] = render.step_message(node, changes or {}, ctx.threshold, duration)
-                    following = self._next_node(node, ctx, state)
-                    if following:
-                        history.append(render.pending_message(following))
-                    yield history, session, gr.skip(), gr.skip()
+            for node, changes, result in tagging.tag_stream(content, title=title, context=ctx):
+                duration = (changes.get("timings") or {}).get(node)
+                history[-1] = render.step_message(node, changes, ctx.threshold, duration)
+                following = self._next_node(node, ctx, result)
+                if following:
+                    history.append(render.pending_message(following))
+                yield history, session, gr.skip(), gr.skip()
         except Exception as exc:  # shown in the page, never as a traceback or a frozen spinner
             error = _readable(exc)
             gr.Warning(error)
@@ -179,7 +173,7 @@ class TaggingApp:
 
         while history and render.is_pending(history[-1]):
             history.pop()
-        result = {k: state[k] for k in RESULT_KEYS if k in state}
+        result = {k: v for k, v in result.items() if k != "metadata"}
         if note:
             result["notes"] = [*result.get("notes", []), note]
         session["last"] = {"result": result}
@@ -211,7 +205,7 @@ class TaggingApp:
         if not last:
             return render.result_panel(None, None, float(threshold))
         result = last["result"]
-        return render.result_panel(result, refilter(result, float(threshold)), float(threshold), session.get("verdict"))
+        return render.result_panel(result, rethreshold(result, float(threshold)), float(threshold), session.get("verdict"))
 
     def refilter_panel(self, threshold, session) -> str:
         return self.panel(session, threshold)
@@ -231,7 +225,7 @@ class TaggingApp:
         if command.action == "explain":
             if not command.tags:
                 return fail("Name the tag: explain TAG")
-            return say("\n\n".join(render.explain_tag(result, t, threshold, session.get("verdict")) for t in command.tags))
+            return say("\n\n".join(render.explanation_markdown(tagging.explain(result, t), threshold, session.get("verdict")) for t in command.tags))
         try:
             kb = self.kb()
             if command.tags:
@@ -243,7 +237,7 @@ class TaggingApp:
                         hints.append(f"'{name}' is not in the tag repository" + (f" (did you mean {', '.join(near)}?)" if near else ""))
                     return fail("; ".join(hints) + ". Nothing was written.")
             elif command.action == "accept":
-                tags = [t["tag"] for t in refilter(result, threshold)]
+                tags = [t["tag"] for t in rethreshold(result, threshold)]
                 if not tags:
                     return fail(f"No tag is shown at the threshold {threshold:.2f}; name the tags (accept TAG) or lower the threshold.")
             else:
@@ -251,7 +245,7 @@ class TaggingApp:
             verdict = apply_verdict(session.get("verdict") or empty_verdict(), command.action, tags)
             cid = result["content_id"]
             previous = self._sample_with_origin(kb, cid)
-            kb.record_feedback(result["text"], verdict["correct"], verdict["incorrect"], cid=cid)
+            tagging.learn(result["text"], verdict["correct"], verdict["incorrect"], sample_id=cid, kb_dir=self.kb_dir)
         except Exception as exc:
             error = _readable(exc)
             gr.Warning(error)
@@ -318,9 +312,7 @@ class TaggingApp:
         """
         try:
             ctx = replace(Context.from_env(mode=mode, threshold=float(threshold), max_tags=int(max_tags), backend=(backend or "").strip() or None), kb_dir=self.kb_dir)
-            from agent.tagging import tag
-
-            result = tag(text, context=ctx)
+            result = tagging.tag(text, context=ctx)
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
         kept = {t["tag"] for t in result["tags"]}
@@ -345,7 +337,7 @@ class TaggingApp:
             The sample id under which the feedback was stored.
         """
         try:
-            return self.kb().record_feedback(text, correct_tags or [], incorrect_tags or [])
+            return tagging.learn(text, correct_tags or [], incorrect_tags or [], kb_dir=self.kb_dir)["id"]
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
 
@@ -360,7 +352,7 @@ class TaggingApp:
             A list of tags, each with "tag", "similarity" and "description".
         """
         try:
-            return [{"tag": h.id, "similarity": round(h.similarity, 4), "description": h.metadata.get("description", "")} for h in self.kb().search_tags(query, int(limit))]
+            return tagging.search_tags(query, int(limit), kb_dir=self.kb_dir)
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
 
@@ -410,11 +402,11 @@ class TaggingApp:
 
     def kb_search_table(self, query):
         try:
-            hits = self.kb().search_tags(query or "", 20)
+            hits = tagging.search_tags(query or "", 20, kb_dir=self.kb_dir)
         except Exception as exc:
             gr.Warning(_readable(exc))
             return None
-        return [[h.id, round(h.similarity, 3), h.metadata.get("description", "")] for h in hits]
+        return [[h["tag"], round(h["similarity"], 3), h["description"]] for h in hits]
 
     def neighbourhood(self, name, radius):
         try:
@@ -482,9 +474,7 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
     app = TaggingApp(kb_dir)
     defaults = _default_context()
     if defaults.threshold is None:  # the knowledge base's tuned threshold (the demo one has none)
-        from agent.resources import DEFAULT_THRESHOLD, effective_threshold
-
-        defaults = replace(defaults, threshold=effective_threshold(replace(defaults, kb_dir=kb_dir)) if kb_dir else DEFAULT_THRESHOLD)
+        defaults = replace(defaults, threshold=runtime_for(kb_dir).threshold(defaults) if kb_dir else DEFAULT_THRESHOLD)
     where = f"knowledge base `{kb_dir}`" if kb_dir else "the bundled demo knowledge base (Debian package descriptions, debtags)"
     with gr.Blocks(title="llm4tag", analytics_enabled=False) as demo:
         session = gr.State(new_session())
@@ -586,13 +576,10 @@ def mcp_available() -> bool:
 
 def _warm_up(kb_dir: str | None, backend: str) -> None:
     """Open the knowledge base, the encoder and the model before the first request needs them."""
-    from agent.llm import load_backend
-    from agent.resources import backend_spec, get_knowledge_base
-
     try:
-        kb = get_knowledge_base(kb_dir)
-        kb.encoder.encode_one("warm up")
-        load_backend(backend_spec(Context.from_env(kb_dir=kb_dir, backend=backend)))
+        rt = runtime_for(kb_dir)
+        rt.kb.encoder.encode_one("warm up")
+        rt.backend(Context.from_env(kb_dir=kb_dir, backend=backend))
     except Exception as exc:  # the page reports the same error when it is used
         print(f"note: warm-up failed ({type(exc).__name__}: {exc}); the app will report it when tagging")
 

@@ -1,5 +1,6 @@
-"""The app's logic without Gradio: follow-up commands, feedback verdicts, threshold re-filtering,
-merging streamed graph updates, reading dropped files and converting CSV batches to JSONL.
+"""The app's logic without Gradio: follow-up commands, feedback verdicts, reading dropped files
+and converting CSV batches to JSONL. (Re-thresholding a result is ``agent.confidence.rethreshold``;
+merging streamed steps is the graph's own, through ``agent.tagging.tag_stream``.)
 
 Everything here is a plain function over plain data, so it is tested without a browser.
 """
@@ -13,8 +14,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.calibration import confidence_of
-from agent.nodes.calibrate import rank_tags
 from knowledge_base.errors import InputError
 from knowledge_base.loaders import clean_text
 
@@ -108,44 +107,6 @@ def apply_verdict(verdict: dict, action: str, tags: list[str]) -> dict:
     else:
         raise ValueError(f"{action!r} is not a feedback action")
     return {"correct": correct, "incorrect": incorrect}
-
-
-# ---- results --------------------------------------------------------------------------------
-def merge_update(state: dict, changes: dict) -> dict:
-    """Fold one node's update into the accumulated result, as the graph's reducers do."""
-    for key, value in (changes or {}).items():
-        if key == "notes":
-            state["notes"] = [*state.get("notes", []), *value]
-        elif key == "timings":
-            state["timings"] = {**state.get("timings", {}), **value}
-        else:
-            state[key] = value
-    return state
-
-
-def scored_tags(result: dict) -> list[dict]:
-    """Every generated tag with its confidence (P(Yes), or the learned calibration's), before any threshold."""
-    selection = result.get("selection") or {}
-    by_tag = {c["tag"]: c for c in result.get("candidates") or []}
-    p_yes = {j["tag"]: confidence_of(j) for j in result.get("judgments") or []}
-    from_history = set(selection.get("from_history") or [])
-    return [
-        {
-            "tag": t,
-            "confidence": p_yes.get(t),
-            "description": by_tag.get(t, {}).get("description", ""),
-            "paths": by_tag.get(t, {}).get("paths", []),
-            "origin": "history" if t in from_history else "llm",
-        }
-        for t in selection.get("tags") or []
-    ]
-
-
-def refilter(result: dict, threshold: float) -> list[dict]:
-    """The final tags at another threshold, from the judgments already made (no model call)."""
-    if not result.get("judgments"):
-        return list(result.get("tags") or [])
-    return rank_tags(scored_tags(result), threshold)
 
 
 # ---- files ----------------------------------------------------------------------------------

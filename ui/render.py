@@ -13,7 +13,8 @@ import math
 
 import networkx as nx
 
-from agent.calibration import confidence_of
+from agent.confidence import confidence_of
+from agent.explanation import evidence_parts
 
 LOW_MARGIN = 0.1  # a kept tag whose confidence is within this of the threshold is marked "low confidence"
 LEANS_NO = 0.5  # ... and so is one the judge leans against (P(Yes) under 0.5), whatever the threshold
@@ -85,17 +86,7 @@ def failed_step(message: dict, error: str) -> dict:
 
 
 def evidence_text(candidate: dict, limit: int = 3) -> str:
-    parts = []
-    for ev in candidate.get("evidence") or []:
-        if ev["path"] == "C2C2T":
-            via = ", ".join(f"{_md(v['id'])} ({v['similarity']:.2f})" for v in ev["via"][:limit])
-            more = f" +{len(ev['via']) - limit}" if len(ev["via"]) > limit else ""
-            parts.append(f"C2C2T vote {ev['score']:.2f} via {via}{more}")
-        elif ev["path"] == "C2T":
-            parts.append(f"C2T similarity {ev['score']:.2f}")
-        else:
-            parts.append(f"match similarity {ev['score']:.2f}")
-    return "; ".join(parts)
+    return "; ".join(evidence_parts(candidate, detail=True, via_limit=limit, quote=_md))
 
 
 def render_recall(changes: dict) -> tuple[str, str]:
@@ -312,37 +303,31 @@ def result_panel(result: dict | None, shown: list[dict] | None, threshold: float
     )
 
 
-def explain_tag(result: dict, tag: str, threshold: float, verdict: dict | None = None) -> str:
-    """Why a tag was, or was not, proposed for the last result."""
-    candidates = {c["tag"]: c for c in result.get("candidates") or []}
-    selection = result.get("selection") or {}
-    judgments = {j["tag"]: j for j in result.get("judgments") or []}
+def explanation_markdown(explained: dict, threshold: float, verdict: dict | None = None) -> str:
+    """Why a tag was, or was not, proposed: ``agent.tagging.explain``'s facts, in Markdown."""
+    tag = explained["tag"]
     lines = [f"**Why `{_md(tag)}`?**", ""]
-    cand = candidates.get(tag)
+    cand = explained["candidate"]
     if cand is None:
         lines.append("- **Recall:** not among the candidates, so the LLM could not choose it. "
-                      "Use `add TAG` if it belongs here: the next similar text will reach it through C2C2T.")
+                     "Use `add TAG` if it belongs here: the next similar text will reach it through C2C2T.")
     else:
-        if cand.get("description"):
+        if cand["description"]:
             lines.append(f"- **Meaning:** {_md(cand['description'])}")
-        rank = list(candidates).index(tag) + 1
-        lines.append(f"- **Recall:** candidate {rank} of {len(candidates)}, score {cand['score']:.2f} — {evidence_text(cand, limit=5)}")
-        if tag in (selection.get("from_history") or []):
-            lines.append("- **Generation:** the LLM skipped it, but it was kept because most similar history items carry it.")
-        elif tag in (selection.get("tags") or []):
-            lines.append(f"- **Generation:** the LLM chose it (position {(selection.get('tags') or []).index(tag) + 1}).")
-        else:
-            lines.append("- **Generation:** the LLM did not choose it.")
-    j = judgments.get(tag)
+        evidence = "; ".join(_md(e) for e in cand["evidence"])
+        lines.append(f"- **Recall:** candidate {cand['rank']} of {explained['candidates']}, score {cand['score']:.2f} — {evidence}")
+        generation = explained["generation"] or {}
+        lines.append({
+            "history": "- **Generation:** the LLM skipped it, but it was kept because most similar history items carry it.",
+            "chosen": f"- **Generation:** the LLM chose it (position {generation.get('position')}).",
+        }.get(generation.get("kind"), "- **Generation:** the LLM did not choose it."))
+    j = explained["judgment"]
     if j:
-        confidence = confidence_of(j)
-        verdict_word = "kept" if confidence >= threshold else "dropped"
-        learned = f", calibrated to {confidence:.3f} with the recall evidence" if confidence != j["p_yes"] else ""
-        lines.append(f"- **Confidence:** P(Yes) = {j['p_yes']:.3f} (logits Yes {j['logit_yes']:.2f} / No {j['logit_no']:.2f}){learned} → {verdict_word} at threshold {threshold:.2f}")
-    examples = [e for e in result.get("examples") or [] if tag in e["tags"] or tag in e.get("incorrect_tags", [])]
-    for e in examples:
-        mark = "correct" if tag in e["tags"] else "incorrect"
-        lines.append(f"- **Example:** {_md(e['id'])} (similarity {e['similarity']:.2f}) has it marked {mark}")
+        kept = "kept" if j["confidence"] >= threshold else "dropped"
+        learned = f", calibrated to {j['confidence']:.3f} with the recall evidence" if j["learned"] else ""
+        lines.append(f"- **Confidence:** P(Yes) = {j['p_yes']:.3f} (logits Yes {j['logit_yes']:.2f} / No {j['logit_no']:.2f}){learned} → {kept} at threshold {threshold:.2f}")
+    for e in explained["examples"]:
+        lines.append(f"- **Example:** {_md(e['id'])} (similarity {e['similarity']:.2f}) has it marked {e['marked']}")
     verdict = verdict or {}
     if tag in verdict.get("correct", []):
         lines.append("- **Your feedback:** accepted")

@@ -40,7 +40,7 @@ def default_model_path() -> str:
     (``bench/README.md``). The conversion takes about a second and is written atomically.
     """
     from filelock import FileLock
-    from knowledge_base.demo import llm4tag_home
+    from knowledge_base.config import llm4tag_home
 
     target = llm4tag_home() / "models" / DEFAULT_GGUF
     if target.is_file():

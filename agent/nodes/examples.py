@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 from knowledge_base.store import sample_from_neighbour
 
 from ..context import Context
-from ..resources import embed, get_knowledge_base
+from ..runtime import runtime_for
 from ..state import State
 
 
@@ -18,9 +18,9 @@ def retrieve_examples(state: State, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
     examples: list[dict] = []
     if ctx.use_examples and ctx.max_examples > 0:
-        kb = get_knowledge_base(ctx.kb_dir)
-        vector, _ = embed(kb, state["text"])
-        for hit in kb.similar_samples(vector, ctx.max_examples, exclude=[state["content_id"]]):
+        rt = runtime_for(ctx.kb_dir)
+        vector, _ = rt.embed(state["text"])
+        for hit in rt.kb.similar_samples(vector, ctx.max_examples, exclude=[state["content_id"]]):
             sample = sample_from_neighbour(hit)
             examples.append(
                 {

@@ -7,7 +7,7 @@ import time
 from langgraph.runtime import Runtime
 
 from ..context import Context
-from ..resources import embed, get_knowledge_base
+from ..runtime import runtime_for
 from ..state import State
 from ..web_search import search_web
 
@@ -19,11 +19,11 @@ def retrieve_knowledge(state: State, runtime: Runtime[Context]) -> dict:
     web: list[dict] = []
     notes: list[str] = []
     if ctx.use_knowledge and ctx.max_snippets > 0:
-        kb = get_knowledge_base(ctx.kb_dir)
-        vector, _ = embed(kb, state["text"])
+        rt = runtime_for(ctx.kb_dir)
+        vector, _ = rt.embed(state["text"])
         documents = [
             {"kind": "document", "source": hit.id, "text": hit.text, "similarity": round(hit.similarity, 4)}
-            for hit in kb.search_documents(vector, ctx.max_snippets)
+            for hit in rt.kb.search_documents(vector, ctx.max_snippets)
             if hit.similarity >= ctx.min_snippet_similarity
         ]
         if ctx.use_web_search:

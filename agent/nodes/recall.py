@@ -1,4 +1,8 @@
-"""Node 1: the candidate set Φ(c) by graph meta-paths (or match-based recall when turned off)."""
+"""Node 1: the candidate set Φ(c) by graph meta-paths (or match-based recall when turned off).
+
+The content is cleaned and encoded here, once; every later node (and a correction of the
+result) reuses the cleaned ``text`` in the state and the embedding held by the runtime.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from knowledge_base.loaders import content_id, require_text
 from knowledge_base.recall import recall_candidates
 
 from ..context import Context
-from ..resources import embed, get_knowledge_base
+from ..runtime import runtime_for
 from ..state import State
 
 
@@ -21,20 +25,12 @@ def recall_tags(state: State, runtime: Runtime[Context]) -> dict:
     title = (state.get("title") or "").strip()
     text = require_text(f"{title}\n\n{state['content']}" if title else state["content"])
     cid = state.get("content_id") or content_id(text)
-    kb = get_knowledge_base(ctx.kb_dir)
-    config = kb.config.recall.with_overrides(
-        strategy="graph" if ctx.use_graph_recall else "match",
-        delta_ct=ctx.delta_ct,
-        delta_cc=ctx.delta_cc,
-        max_c2t=ctx.max_c2t,
-        max_c2c2t=ctx.max_c2c2t,
-        budget=ctx.budget,
-    )
-    vector, truncated = embed(kb, text)
-    result = recall_candidates(kb, text, config, exclude_ids=[cid], vector=vector)
+    rt = runtime_for(ctx.kb_dir)
+    vector, truncated = rt.embed(text)
+    result = recall_candidates(rt.kb, text, ctx.recall_config(rt.kb.config.recall), exclude_ids=[cid], vector=vector)
     notes = list(result.notes)
     if truncated:
-        notes.append(f"the text is longer than the encoder's {kb.encoder.max_tokens}-token window; recall used its start")
+        notes.append(f"the text is longer than the encoder's {rt.kb.encoder.max_tokens}-token window; recall used its start")
     return {
         "text": text,
         "content_id": cid,

@@ -7,7 +7,7 @@ import time
 from langgraph.runtime import Runtime
 
 from ..context import Context
-from ..resources import embed, get_knowledge_base
+from ..runtime import runtime_for
 from ..state import State
 
 
@@ -16,8 +16,8 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
     notes: list[str] = []
     if ctx.write_back and state.get("tags"):
-        kb = get_knowledge_base(ctx.kb_dir)
-        vector, _ = embed(kb, state["text"])
-        kb.insert_content(state["text"], [t["tag"] for t in state["tags"]], cid=state["content_id"], origin="writeback", vector=vector)
+        rt = runtime_for(ctx.kb_dir)
+        vector, _ = rt.embed(state["text"])
+        rt.kb.insert_content(state["text"], [t["tag"] for t in state["tags"]], cid=state["content_id"], origin="writeback", vector=vector)
         notes.append(f"wrote {len(state['tags'])} tags back to the knowledge base as {state['content_id']}")
     return {"notes": notes, "timings": {"write_back": round(time.perf_counter() - started, 4)}}

@@ -19,23 +19,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from knowledge_base.errors import InputError, KnowledgeBaseError
+from knowledge_base.errors import InputError
 from knowledge_base.store import KnowledgeBase
 
 from ..context import Context
+from ..runtime import TRAINING_RECORD, read_training_record
 
-RECORD = "training.json"
+RECORD = TRAINING_RECORD
 
 
 def training_record(kb_dir: str | Path) -> dict:
     """What ``training.json`` says: the current model and every run (empty when never trained)."""
     path = Path(kb_dir) / RECORD
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise KnowledgeBaseError(f"{path} is damaged ({exc}); delete it to forget the fine-tuned model") from exc
+    return read_training_record(path) if path.is_file() else {}
 
 
 def trained_model_path(kb_dir: str | Path | None) -> str | None:

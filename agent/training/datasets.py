@@ -29,10 +29,9 @@ from knowledge_base.loaders import Sample
 from knowledge_base.recall import recall_candidates
 from knowledge_base.store import KnowledgeBase, _json_list, sample_from_neighbour
 from prompts import load_prompt
+from prompts.fill import generation_prompt, judgment_examples, judgment_prompts
 
 from ..context import Context
-from ..nodes.calibrate import judgment_examples, judgment_prompts
-from ..nodes.generate import build_generation_prompt
 
 
 @dataclass
@@ -104,7 +103,7 @@ def build_training_sets(kb: KnowledgeBase, render: Callable[[str, str], str], ou
     heldout = set(rng.sample([s.id for s in chosen], k=int(len(chosen) * heldout_share))) if len(chosen) >= 10 else set()
     report.heldout_samples = len(heldout)
     system = load_prompt("system")
-    recall_cfg = kb.config.recall
+    recall_cfg = ctx.recall_config(kb.config.recall)  # the candidates tagging would see
     covered: set[str] = set()
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     partial = Path(str(out_path) + ".partial")
@@ -118,7 +117,7 @@ def build_training_sets(kb: KnowledgeBase, render: Callable[[str, str], str], ou
             truth = set(s.tags)
             right = [t for t in names if t in truth][: ctx.tag_limit]
             if right:
-                _, user, _ = build_generation_prompt({"text": s.text, "candidates": candidates}, ctx)
+                user = generation_prompt(s.text, candidates, ctx.mode, ctx.tag_limit, ctx.content_chars).user
                 fh.write(json.dumps({"task": "generate", "split": split, "id": s.id, "prompt": render(system, user),
                                      "answer": json.dumps(right, ensure_ascii=False)}, ensure_ascii=False) + "\n")
                 report.generation_records += 1

@@ -121,7 +121,7 @@ def evaluate_heldout(model, tokenizer, examples: list[dict], device, batch_size:
 
 def train(args) -> dict:
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+    from peft import LoraConfig, PeftModel, get_peft_model
     from tqdm import tqdm
 
     started = time.perf_counter()

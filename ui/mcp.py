@@ -1,5 +1,7 @@
 """The MCP server (``llm4tag mcp``): tagging tools for other agents, over stdio, with the official ``mcp`` package.
 
+A thin surface over the façade (``agent.tagging``), like the REST API and the Gradio page.
+
 Tools:
 
 - ``tag(text, mode?, max_tags?, threshold?)`` — the full pipeline; tags with confidence and why.
@@ -28,11 +30,11 @@ import anyio
 from mcp.server.fastmcp import FastMCP
 from pydantic import Field
 
-from knowledge_base.errors import InputError
-
-from .context import Context
-from .resources import get_knowledge_base
-from .tools import compact_result
+from agent import tagging
+from agent.context import Context
+from agent.explanation import compact_result, evidence_parts
+from agent.runtime import runtime_for
+from knowledge_base.errors import UnknownTagsError
 
 INSTRUCTIONS = (
     "llm4tag tags content with tags from a fixed tag repository. Use search_tags to find tag names, "
@@ -46,9 +48,6 @@ def build_server(context: Context | None = None) -> FastMCP:
     base = context or Context.from_env()
     server = FastMCP("llm4tag", instructions=INSTRUCTIONS)
 
-    def kb():
-        return get_knowledge_base(base.kb_dir)
-
     @server.tool()
     async def tag(
         text: str = Field(description="The content to tag."),
@@ -57,10 +56,8 @@ def build_server(context: Context | None = None) -> FastMCP:
         threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="Drop tags whose confidence is below this (default 0.5)."),
     ) -> dict:
         """Tag a text: tags from the repository, each with a confidence (the judge's P(yes)) and why it was chosen."""
-        from .tagging import tag as run_tag
-
         ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold)
-        result = await anyio.to_thread.run_sync(lambda: run_tag(text, context=ctx))
+        result = await anyio.to_thread.run_sync(lambda: tagging.tag(text, context=ctx))
         return compact_result(result)
 
     @server.tool()
@@ -69,23 +66,13 @@ def build_server(context: Context | None = None) -> FastMCP:
         budget: int | None = Field(default=None, ge=1, le=100, description="Size of the candidate set."),
     ) -> dict:
         """Recall candidate tags for a text through the content–tag graph (C2T and C2C2T meta-paths), with the evidence for each. No LLM call."""
-        from knowledge_base import recall_candidates
-
-        def run():
-            k = kb()
-            cfg = k.config.recall.with_overrides(strategy="graph" if base.use_graph_recall else "match", budget=budget or base.budget)
-            return recall_candidates(k, text, cfg)
-
-        result = await anyio.to_thread.run_sync(run)
+        result = await anyio.to_thread.run_sync(lambda: tagging.recall(text, context=base.with_overrides(budget=budget)))
         candidates = []
-        for c in result.candidates:
-            evidence = []
-            for ev in c.evidence:
-                item = {"path": ev.path, "score": round(ev.score, 4)}
-                if ev.via:
-                    item["via"] = [v["id"] for v in ev.via]
-                evidence.append(item)
-            candidates.append({"tag": c.tag, "score": round(c.score, 4), "description": c.description, "evidence": evidence})
+        for c in result.to_dict()["candidates"]:
+            evidence = [{"path": ev["path"], "score": round(ev["score"], 4), **({"via": [v["id"] for v in ev["via"]]} if ev["via"] else {})}
+                        for ev in c["evidence"]]
+            candidates.append({"tag": c["tag"], "score": round(c["score"], 4), "description": c["description"], "evidence": evidence,
+                               "why": "; ".join(evidence_parts(c))})
         return {
             "strategy": result.strategy,
             "candidates": candidates,
@@ -103,13 +90,10 @@ def build_server(context: Context | None = None) -> FastMCP:
         """Record which tags are right and wrong for a text. It becomes an annotated sample (an in-context example for similar texts) and graph edges (C2C2T recall)."""
 
         def run():
-            k = kb()
-            with k.write_lock():
-                unknown = sorted({t for t in [*correct, *(incorrect or [])] if not k.has_tag(t)})
-                if unknown:
-                    raise InputError(f"unknown tags (not in the tag repository): {', '.join(unknown)}; nothing was written. Use search_tags to find the right names")
-                cid = k.record_feedback(text, correct, incorrect or [], cid=id or None)
-                return {"id": cid, "samples": k.collection("samples").count()}
+            try:
+                return tagging.learn(text, correct, incorrect or [], sample_id=id, kb_dir=base.kb_dir)
+            except UnknownTagsError as exc:
+                raise UnknownTagsError(f"{exc}. Use search_tags to find the right names", exc.tags) from exc
 
         return await anyio.to_thread.run_sync(run)
 
@@ -120,13 +104,7 @@ def build_server(context: Context | None = None) -> FastMCP:
     ) -> list[dict]:
         """Find tags in the repository: names containing the query first, then tags nearest in meaning."""
 
-        def run():
-            return [
-                {"tag": h.id, "similarity": round(h.similarity, 4), "description": h.metadata.get("description", "") or ""}
-                for h in kb().search_tags(query, limit)
-            ]
-
-        return await anyio.to_thread.run_sync(run)
+        return await anyio.to_thread.run_sync(lambda: tagging.search_tags(query, limit, kb_dir=base.kb_dir))
 
     return server
 
@@ -150,7 +128,7 @@ def run_stdio(context: Context | None = None) -> None:
 
     base = context or Context.from_env()
     out = protocol_stdout()  # first: building the demo knowledge base prints progress
-    get_knowledge_base(base.kb_dir)  # fail before the handshake if the knowledge base is unusable
+    runtime_for(base.kb_dir)  # fail before the handshake if the knowledge base is unusable
     server = build_server(base)
 
     async def main() -> None:

@@ -23,8 +23,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
 from agent import Context
-from agent.api import EMPTY_TEXT, create_app, serve
-from agent.cli import main
+from ui.cli import main
+from ui.rest import EMPTY_TEXT, create_app, serve
 from knowledge_base import InputError, KnowledgeBase
 from knowledge_base.demo import demo_examples
 from knowledge_base.loaders import content_id

@@ -1,5 +1,8 @@
 """The REST API (``llm4tag serve``): tag one, tag a batch, learn from corrections, tags, health.
 
+A thin surface over the façade (``agent.tagging``): it validates requests, calls ``tag``,
+``learn`` and ``search_tags``, and shapes the answers.
+
 ``create_app(kb_dir, context, token, max_body_bytes)`` builds the FastAPI app; ``llm4tag serve``
 runs it with uvicorn. The OpenAPI spec is at ``/openapi.json`` (interactive docs at ``/docs``).
 
@@ -39,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import math
 import os
@@ -53,13 +55,13 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, Field
 
-from knowledge_base.errors import InputError, KnowledgeBaseError, Llm4tagError
+from agent import tagging
+from agent.context import Context
+from agent.explanation import why
+from agent.llm.base import BackendError
+from agent.runtime import runtime_for
+from knowledge_base.errors import InputError, KnowledgeBaseError, Llm4tagError, UnknownTagsError
 from knowledge_base.loaders import clean_text
-
-from .context import Context
-from .llm.base import BackendError
-from .resources import get_knowledge_base
-from .tools import explain_tag
 
 log = logging.getLogger("llm4tag.api")
 
@@ -333,7 +335,7 @@ def _tag_out(result: dict) -> list[TagOut]:
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
     return [
         TagOut(tag=t["tag"], confidence=t["confidence"], rank=t["rank"], description=t.get("description") or "",
-               paths=list(t.get("paths") or []), origin=t.get("origin") or "llm", why=explain_tag(t, by_tag.get(t["tag"])))
+               paths=list(t.get("paths") or []), origin=t.get("origin") or "llm", why=why(t, by_tag.get(t["tag"])))
         for t in result.get("tags") or []
     ]
 
@@ -371,7 +373,8 @@ def create_app(
     base = (context or Context.from_env()).with_overrides(kb_dir=kb_dir)
     limit = max_body_bytes or _env_int("LLM4TAG_API_MAX_BODY", DEFAULT_MAX_BODY_BYTES, 1)
     queue = TagQueue(workers or default_workers(base), max_waiting if max_waiting is not None else _env_int("LLM4TAG_API_QUEUE", DEFAULT_QUEUE, 0))
-    kb = get_knowledge_base(base.kb_dir)  # fail at start, not on the first request
+    rt = runtime_for(base.kb_dir)  # fail at start, not on the first request
+    kb = rt.kb
 
     app = FastAPI(
         title="llm4tag",
@@ -420,11 +423,9 @@ def create_app(
     @app.post("/v1/tag", response_model=TagResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 503, *tag_errors), tags=["tagging"])
     async def tag_one(request: TagRequest) -> TagResponse:
         """Tag one content with the full pipeline: recall, examples, knowledge, generate, calibrate."""
-        from .tagging import tag
-
         ctx = _options(base, request)
         started = time.perf_counter()
-        result = await queue.run(tag, request.text, title=request.title, context=ctx)
+        result = await queue.run(tagging.tag, request.text, title=request.title, context=ctx)
         details = None
         if request.explain:
             details = {k: result.get(k) for k in ("similar_contents", "examples", "knowledge", "selection", "judgments", "timings")}
@@ -442,8 +443,6 @@ def create_app(
     @app.post("/v1/tag-batch", response_model=TagBatchResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 503, *tag_errors), tags=["tagging"])
     async def tag_batch(request: TagBatchRequest) -> TagBatchResponse:
         """Tag several documents in one request; each result echoes its document's id, a bad document is reported in its own result."""
-        from .tagging import tag
-
         ctx = _options(base, request)
 
         def run_all() -> list[BatchItemResult]:
@@ -456,7 +455,7 @@ def create_app(
                     item.error = EMPTY_TEXT
                 else:
                     try:
-                        result = tag(doc.text, title=doc.title, context=ctx)
+                        result = tagging.tag(doc.text, title=doc.title, context=ctx)
                     except Llm4tagError as exc:
                         item.error = str(exc)
                     else:
@@ -474,16 +473,11 @@ def create_app(
     @app.post("/v1/learn", response_model=LearnResponse, dependencies=write_guard, responses=_error_responses(400, 413, 503, *write_errors), tags=["learning"])
     def learn(request: LearnRequest) -> LearnResponse:
         """Record a verdict: the correct and incorrect tags of a text become a sample and graph edges."""
-        with kb.write_lock():  # the same lock every writer takes; the graph is fresh inside it
-            names = [*request.correct, *request.incorrect]
-            unknown = sorted({t for t in names if not kb.has_tag(t)})
-            if unknown:
-                listed = ", ".join(json.dumps(t, ensure_ascii=False) for t in unknown[:20]) + (" …" if len(unknown) > 20 else "")
-                raise HTTPException(status_code=400, detail=f"unknown tags (not in the tag repository): {listed}; nothing was written. Find tags with GET /v1/tags?q=...")
-            cid = kb.record_feedback(request.text, request.correct, request.incorrect, cid=request.id or None)
-            samples = kb.collection("samples").count()
-        correct = list(dict.fromkeys(request.correct))
-        return LearnResponse(id=cid, correct=correct, incorrect=[t for t in dict.fromkeys(request.incorrect) if t not in correct], samples=samples)
+        try:
+            learned = tagging.learn(request.text, request.correct, request.incorrect, sample_id=request.id, kb_dir=base.kb_dir)
+        except UnknownTagsError as exc:
+            raise HTTPException(status_code=400, detail=f"{exc}. Find tags with GET /v1/tags?q=...") from exc
+        return LearnResponse(**learned)
 
     @app.get("/v1/tags", response_model=TagListResponse, responses=_error_responses(400), tags=["vocabulary"])
     def list_tags(
@@ -495,8 +489,8 @@ def create_app(
         total = kb.collection("tags").count()
         query = clean_text(q or "")
         if query:
-            hits = kb.search_tags(query, limit)
-            tags = [TagInfo(name=h.id, description=h.metadata.get("description", "") or "", similarity=round(h.similarity, 4)) for h in hits]
+            hits = tagging.search_tags(query, limit, kb_dir=base.kb_dir)
+            tags = [TagInfo(name=h["tag"], description=h["description"], similarity=h["similarity"]) for h in hits]
         else:
             names = sorted(kb.tag_names())[offset : offset + limit]
             known = kb.get_tags(names)
@@ -547,7 +541,5 @@ def serve(kb_dir: str | None, host: str = "127.0.0.1", port: int = 8000, token: 
             "Give --token TOKEN (or set LLM4TAG_API_TOKEN), or listen on 127.0.0.1"
         )
     app = create_app(kb_dir, context, token, max_body_bytes)
-    from .resources import backend_for
-
-    backend_for(app.state.context)  # load the model before the first request
+    runtime_for(app.state.context.kb_dir).backend(app.state.context)  # load the model before the first request
     uvicorn.run(app, host=host, port=port, log_level=log_level)

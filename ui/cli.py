@@ -1,4 +1,10 @@
-"""The ``llm4tag`` command line: build a knowledge base, recall, tag, index batches, run the app."""
+"""The ``llm4tag`` command line: build a knowledge base, recall, tag, index batches, evaluate,
+train, and start the other surfaces (the Gradio app, the REST API, the MCP server).
+
+Like every surface it parses its input, calls the façade (``agent.tagging``) or an offline
+workflow (``agent.evaluation``, ``agent.training``), and formats the output — nothing else.
+Heavy libraries are imported inside the commands that use them.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import click
 
 from knowledge_base.errors import Llm4tagError
 
-from .context import Context
+from agent.context import Context
 
 
 def _fail(exc: Exception) -> None:
@@ -32,7 +38,7 @@ def read_text_argument(text: str | None) -> str:
 
 
 def _open_kb(ctx: click.Context):
-    from agent.resources import get_knowledge_base
+    from agent.runtime import get_knowledge_base
 
     return get_knowledge_base(ctx.obj["kb_dir"])
 
@@ -188,15 +194,18 @@ def search(ctx, query, limit):
 @click.pass_context
 def recall(ctx, text, as_json, strategy, paper, delta_ct, delta_cc, max_c2t, max_c2c2t, budget):
     """Recall candidate tags for TEXT (or standard input), with the path that found each."""
-    from knowledge_base import RecallConfig, recall_candidates
+    from agent import tagging
+    from agent.explanation import evidence_parts
+    from knowledge_base import RecallConfig
 
     content = read_text_argument(text)
     try:
-        kbase = _open_kb(ctx)
-        base = RecallConfig.paper() if paper else kbase.config.recall
-        cfg = base.with_overrides(strategy=strategy, delta_ct=delta_ct, delta_cc=delta_cc, max_c2t=max_c2t, max_c2c2t=max_c2c2t, budget=budget)
-        result = recall_candidates(kbase, content, cfg)
-    except Llm4tagError as exc:
+        context = Context.from_env(kb_dir=ctx.obj["kb_dir"], delta_ct=delta_ct, delta_cc=delta_cc, max_c2t=max_c2t,
+                                   max_c2c2t=max_c2c2t, budget=budget)
+        if strategy:
+            context = context.with_overrides(use_graph_recall=strategy == "graph")
+        result = tagging.recall(content, context=context, base=RecallConfig.paper() if paper else None)
+    except (Llm4tagError, ValueError) as exc:
         _fail(exc)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
@@ -204,14 +213,8 @@ def recall(ctx, text, as_json, strategy, paper, delta_ct, delta_cc, max_c2t, max
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{len(result.candidates)} candidates ({result.strategy} recall):")
-    for c in result.candidates:
-        why = []
-        for ev in c.evidence:
-            if ev.path == "C2C2T":
-                why.append(f"C2C2T votes {ev.score:.2f} via {', '.join(v['id'] for v in ev.via[:3])}" + (" …" if len(ev.via) > 3 else ""))
-            else:
-                why.append(f"{ev.path} sim {ev.score:.2f}")
-        click.echo(f"  {c.score:6.3f}  {c.tag:40s} {'; '.join(why)}")
+    for c in result.to_dict()["candidates"]:
+        click.echo(f"  {c['score']:6.3f}  {c['tag']:40s} {'; '.join(evidence_parts(c, detail=True))}")
 
 
 # ---- tagging -------------------------------------------------------------------------------
@@ -250,12 +253,12 @@ def build_context(ctx: click.Context, **options) -> Context:
 @click.pass_context
 def tag_command(ctx, text, as_json, explain, **options):
     """Tag TEXT (or standard input) with the full pipeline."""
-    from .tagging import tag
+    from agent import tagging
 
     content = read_text_argument(text)
     context = build_context(ctx, **options)
     try:
-        result = tag(content, context=context)
+        result = tagging.tag(content, context=context)
     except Llm4tagError as exc:
         _fail(exc)
     if as_json:
@@ -295,7 +298,7 @@ def index_command(ctx, in_path, out_path, **options):
     """Tag every line of IN.jsonl into OUT.jsonl; re-run to resume after an interruption."""
     from tqdm import tqdm
 
-    from .batch import run_batch
+    from agent.batch import run_batch
 
     context = build_context(ctx, **options)
     bar = None
@@ -336,7 +339,7 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
     """Evaluate on LABELLED.jsonl (text + tags): paper metrics, baselines and ablations side by side."""
     from tqdm import tqdm
 
-    from .evaluation import comparison_rows, evaluate, load_labelled
+    from agent.evaluation import comparison_rows, evaluate, load_labelled
 
     context = build_context(ctx, **options)
     bars: dict[str, tqdm] = {}
@@ -384,8 +387,8 @@ def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, a
 
     from tqdm import tqdm
 
-    from .batch import read_finished
-    from .evaluation import load_labelled, optimize_recall, optimize_threshold
+    from agent.batch import read_finished
+    from agent.evaluation import load_labelled, optimize_recall, optimize_threshold
 
     try:
         items = load_labelled(validation, limit)
@@ -439,7 +442,7 @@ def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, a
 def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, prepare_only, adapter, device, work_dir, name, mode):
     """Fine-tune the embedded model on the knowledge base's samples (generator and Yes/No judge), export
     a GGUF and an Ollama Modelfile, and make it this knowledge base's model. Needs llm4tag[train]."""
-    from .training import train_model
+    from agent.training import train_model
 
     bars: dict[str, _Bar] = {}
 
@@ -473,7 +476,7 @@ def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, 
 @click.pass_context
 def calibrate_command(ctx, validation, limit, seed, offset, kind, out_dir, **options):
     """Fit a learned calibration (judge P(Yes) + recall evidence → P(right)) on labelled VALIDATION items."""
-    from .calibration import choose_and_fit
+    from agent.evaluation import choose_and_fit
 
     context = build_context(ctx, **options).with_overrides(use_learned_calibration=False)
     try:
@@ -491,7 +494,7 @@ def calibrate_command(ctx, validation, limit, seed, offset, kind, out_dir, **opt
 @click.pass_context
 def app_command(ctx, host, port, share):
     """Start the Gradio app (tagging, review, batch, knowledge base) with its API and MCP server."""
-    from ui.app import launch
+    from .app import launch
 
     try:
         launch(kb_dir=ctx.obj["kb_dir"], host=host, port=port, share=share)
@@ -509,7 +512,7 @@ def app_command(ctx, host, port, share):
 @click.pass_context
 def serve_command(ctx, host, port, token, max_body, **options):
     """Start the REST API: tag, tag-batch, learn, tags, health; OpenAPI spec at /openapi.json."""
-    from .api import serve
+    from .rest import serve
 
     context = build_context(ctx, **options)
     try:
@@ -523,7 +526,7 @@ def serve_command(ctx, host, port, token, max_body, **options):
 @click.pass_context
 def mcp_command(ctx, **options):
     """Serve the MCP tools tag, recall, learn and search_tags over stdio (for agents' MCP clients)."""
-    from .mcp_server import run_stdio
+    from .mcp import run_stdio
 
     context = build_context(ctx, **options)
     try:

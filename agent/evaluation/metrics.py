@@ -1,0 +1,162 @@
+"""Tagging and recall metrics as the LLM4Tag paper defines them.
+
+- Acc@k: precision of the first min(k, |T_i|) returned tags, T_i the tags returned for item i,
+  averaged over the items that got at least one tag (Coverage@1 says how many did).
+- Coverage@k: share of items with at least k returned tags.
+- #Right: mean number of correct tags in the candidate set; HR#k: share of items whose candidate
+  set holds at least k correct tags.
+- Beyond the paper: micro and per-document P/R/F1, P@k, NDCG@k, F1@5; single-tag accuracy and
+  micro/macro P/R/F1; confidence ECE, Brier and AUROC; accuracy vs coverage over thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import mean
+from typing import Iterable, Sequence
+
+from ..confidence import confidence_of
+
+
+def acc_at_k(predictions: Sequence[Sequence[str]], truths: Sequence[Iterable[str]], k: int) -> float:
+    scores = []
+    for pred, truth in zip(predictions, truths):
+        if not pred:
+            continue
+        head = list(pred)[: min(k, len(pred))]
+        truth = set(truth)
+        scores.append(sum(t in truth for t in head) / len(head))
+    return mean(scores) if scores else 0.0
+
+
+def coverage_at_k(predictions: Sequence[Sequence[str]], k: int) -> float:
+    return mean(len(p) >= k for p in predictions) if predictions else 0.0
+
+
+def recall_hits(candidates: Sequence[Sequence[str]], truths: Sequence[Iterable[str]], ks: Sequence[int] = (1, 2, 3)) -> dict:
+    rights = [len(set(c) & set(t)) for c, t in zip(candidates, truths)]
+    out = {"#Right": mean(rights) if rights else 0.0}
+    for k in ks:
+        out[f"HR#{k}"] = mean(r >= k for r in rights) if rights else 0.0
+    return out
+
+
+def tagging_report(predictions: Sequence[Sequence[str]], truths: Sequence[Iterable[str]], ks: Sequence[int] = (1, 2, 3)) -> dict:
+    report = {f"Acc@{k}": acc_at_k(predictions, truths, k) for k in ks}
+    report |= {f"Coverage@{k}": coverage_at_k(predictions, k) for k in ks}
+    return report
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def _column_means(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    return tuple(mean(x[i] for x in rows) if rows else 0.0 for i in range(3))  # type: ignore[return-value]
+
+
+def precision_recall_f1(predictions: Sequence[Sequence[str]], truths: Sequence[Iterable[str]]) -> dict:
+    tp = fp = fn = 0
+    per_doc = []
+    for pred, truth in zip(predictions, truths):
+        pred, truth = set(pred), set(truth)
+        hit = len(pred & truth)
+        tp, fp, fn = tp + hit, fp + len(pred) - hit, fn + len(truth) - hit
+        p = hit / len(pred) if pred else 0.0
+        r = hit / len(truth) if truth else 0.0
+        per_doc.append((p, r, _f1(p, r)))
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    doc_p, doc_r, doc_f1 = _column_means(per_doc)
+    return {"precision_micro": p, "recall_micro": r, "f1_micro": _f1(p, r),
+            "precision_doc": doc_p, "recall_doc": doc_r, "f1_doc": doc_f1}
+
+
+def precision_at_k(predictions, truths, k: int) -> float:
+    return mean(sum(t in set(truth) for t in list(pred)[:k]) / k for pred, truth in zip(predictions, truths)) if predictions else 0.0
+
+
+def ndcg_at_k(predictions, truths, k: int) -> float:
+    scores = []
+    for pred, truth in zip(predictions, truths):
+        truth = set(truth)
+        dcg = sum(1 / math.log2(i + 2) for i, t in enumerate(list(pred)[:k]) if t in truth)
+        ideal = sum(1 / math.log2(i + 2) for i in range(min(k, len(truth))))
+        scores.append(dcg / ideal if ideal else 0.0)
+    return mean(scores) if scores else 0.0
+
+
+def f1_at_k(predictions, truths, k: int) -> float:
+    return precision_recall_f1([list(p)[:k] for p in predictions], truths)["f1_doc"]
+
+
+def multi_tag_metrics(predictions, truths) -> dict:
+    out = {f"Acc@{k}": acc_at_k(predictions, truths, k) for k in (1, 2, 3)}
+    out |= {f"Coverage@{k}": coverage_at_k(predictions, k) for k in (1, 2, 3)}
+    out |= precision_recall_f1(predictions, truths)
+    out |= {f"P@{k}": precision_at_k(predictions, truths, k) for k in (1, 3, 5)}
+    out |= {f"NDCG@{k}": ndcg_at_k(predictions, truths, k) for k in (3, 5)}
+    out["F1@5"] = f1_at_k(predictions, truths, 5)
+    return out
+
+
+def single_tag_metrics(predictions, truths) -> dict:
+    """Top-1 prediction vs the first true tag: accuracy, micro and macro P/R/F1, coverage."""
+    pairs = [(p[0] if p else None, list(t)[0]) for p, t in zip(predictions, truths)]
+    answered = [(p, t) for p, t in pairs if p is not None]
+    correct = sum(p == t for p, t in answered)
+    precision = correct / len(answered) if answered else 0.0
+    recall = correct / len(pairs) if pairs else 0.0
+    labels = {t for _, t in pairs} | {p for p, _ in answered}
+    per_label = []
+    for label in labels:
+        tp = sum(p == label and t == label for p, t in answered)
+        pp = sum(p == label for p, _ in answered)
+        ap = sum(t == label for _, t in pairs)
+        lp, lr = (tp / pp if pp else 0.0), (tp / ap if ap else 0.0)
+        per_label.append((lp, lr, _f1(lp, lr)))
+    macro_p, macro_r, macro_f1 = _column_means(per_label)
+    return {
+        "accuracy": recall,
+        "precision_micro": precision,
+        "recall_micro": recall,
+        "f1_micro": _f1(precision, recall),
+        "precision_macro": macro_p,
+        "recall_macro": macro_r,
+        "f1_macro": macro_f1,
+        "Coverage@1": len(answered) / len(pairs) if pairs else 0.0,
+    }
+
+
+def confidence_metrics(pairs: Sequence[tuple[float, bool]], bins: int = 10) -> dict:
+    """Expected calibration error, Brier score and AUROC of confidence for right vs wrong tags."""
+    if not pairs:
+        return {}
+    ece = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        members = [(c, y) for c, y in pairs if lo <= c < hi or (b == bins - 1 and c == 1.0)]
+        if members:
+            ece += len(members) / len(pairs) * abs(mean(c for c, _ in members) - mean(y for _, y in members))
+    brier = mean((c - y) ** 2 for c, y in pairs)
+    pos = sorted(c for c, y in pairs if y)
+    neg = sorted(c for c, y in pairs if not y)
+    auroc = None
+    if pos and neg:
+        wins = sum(sum(1.0 if p > n else 0.5 if p == n else 0.0 for n in neg) for p in pos)
+        auroc = wins / (len(pos) * len(neg))
+    return {"ECE": ece, "Brier": brier, "AUROC": auroc, "pairs": len(pairs), "share_correct": mean(y for _, y in pairs)}
+
+
+def accuracy_vs_coverage(records: list[dict], steps: int = 20) -> list[dict]:
+    """For each confidence threshold: share of items keeping a tag, and Acc@1 on those items."""
+    curve = []
+    for i in range(steps + 1):
+        th = i / steps
+        kept = []
+        for r in records:
+            tags = sorted(((confidence_of(j), j["tag"]) for j in r.get("judged", []) if confidence_of(j) >= th), reverse=True)
+            if tags:
+                kept.append(tags[0][1] in set(r["truth"]))
+        curve.append({"threshold": th, "coverage": len(kept) / len(records) if records else 0.0, "accuracy": mean(kept) if kept else None})
+    return curve

@@ -1,0 +1,47 @@
+"""``llm4tag optimize``: sweep the recall settings and the confidence threshold on labelled data."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from knowledge_base.recall import recall_candidates
+
+from ..confidence import confidence_of, rank_tags
+from ..runtime import embed, get_knowledge_base
+from .labelled import Item
+from .metrics import multi_tag_metrics, recall_hits, single_tag_metrics
+
+
+def optimize_recall(items: list[Item], kb_dir: str | None, metric: str = "HR#3", grid: dict | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Sweep recall settings on labelled items; returns every setting's figures, best first."""
+    kb = get_knowledge_base(kb_dir)
+    grid = grid or {"delta_ct": [0.2, 0.25, 0.3, 0.35, 0.5], "delta_cc": [0.45, 0.5, 0.55, 0.6, 0.7, 0.8], "max_c2t": [15], "max_c2c2t": [5, 10]}
+    vectors = [embed(kb, i.text)[0] for i in items]
+    truths = [i.tags for i in items]
+    combos = [dict(delta_ct=a, delta_cc=b, max_c2t=c, max_c2c2t=d) for a in grid["delta_ct"] for b in grid["delta_cc"] for c in grid["max_c2t"] for d in grid["max_c2c2t"]]
+    results = []
+    for n, combo in enumerate(combos, 1):
+        cfg = kb.config.recall.with_overrides(strategy="graph", **combo)
+        cands, empty = [], 0
+        for item, vector in zip(items, vectors):
+            r = recall_candidates(kb, item.text, cfg, exclude_ids=[item.id], vector=vector)
+            cands.append(r.tags)
+            empty += all(p == "match" for c in r.candidates for p in c.paths)
+        results.append({**combo, **recall_hits(cands, truths), "no_graph_candidate": empty / len(items)})
+        if progress:
+            progress(n, len(combos))
+    return sorted(results, key=lambda r: -r[metric])
+
+
+def optimize_threshold(records: list[dict], mode: str = "multi", metric: str | None = None) -> list[dict]:
+    """Sweep the confidence threshold over a finished ``full`` evaluation's judgments."""
+    metric = metric or "f1_micro"
+    truths = [r["truth"] for r in records]
+    rows = []
+    for i in range(0, 21):
+        th = i / 20
+        preds = [[t["tag"] for t in rank_tags([{"tag": j["tag"], "confidence": confidence_of(j)} for j in r["judged"]], th)] for r in records]
+        m = single_tag_metrics(preds, truths) if mode == "single" else multi_tag_metrics(preds, truths)
+        rows.append({"threshold": th, **{k: v for k, v in m.items() if isinstance(v, float)}})
+    return sorted(rows, key=lambda r: -r[metric])

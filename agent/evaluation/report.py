@@ -1,0 +1,99 @@
+"""Summaries of an evaluation run: ``metrics.json``, ``report.md`` and the accuracy-vs-coverage plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from ..confidence import confidence_of
+from ..context import Context
+from .calibration import learned_confidence_metrics
+from .labelled import Item
+from .metrics import accuracy_vs_coverage, confidence_metrics, multi_tag_metrics, recall_hits, single_tag_metrics
+
+
+def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, systems: Sequence[str], out: Path,
+              derived: dict[str, str] | None = None) -> dict:
+    truths = [i.tags for i in items]
+    single = ctx.mode == "single"
+    metrics: dict = {"items": len(items), "mode": ctx.mode, "systems": {}, "derived": derived or {}}
+    for system in systems:
+        recs = records[system]
+        preds = [r["predicted"] for r in recs]
+        m = single_tag_metrics(preds, truths) if single else multi_tag_metrics(preds, truths)
+        m["recall"] = recall_hits([r["candidates"] for r in recs], truths)
+        pairs = [(confidence_of(j), j["tag"] in set(r["truth"])) for r in recs for j in r.get("judged", [])]
+        if pairs:
+            m["confidence"] = confidence_metrics(pairs)
+            m["confidence_learned"] = learned_confidence_metrics(recs)
+        metrics["systems"][system] = m
+    headline = "f1_micro" if single else "Acc@1"
+    if "full" in metrics["systems"]:
+        full = metrics["systems"]["full"][headline]
+        for system, m in metrics["systems"].items():
+            base = m[headline]
+            m["RI_of_full"] = (full - base) / base if base else None
+    metrics["headline"] = headline
+    if "full" in records:
+        metrics["accuracy_vs_coverage"] = accuracy_vs_coverage(records["full"])
+        plot_accuracy_vs_coverage(metrics["accuracy_vs_coverage"], out / "accuracy_vs_coverage.png")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "report.md").write_text(markdown_report(metrics))
+    return metrics
+
+
+def plot_accuracy_vs_coverage(curve: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(c["coverage"], c["accuracy"], c["threshold"]) for c in curve if c["accuracy"] is not None]
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
+    for cov, acc, th in pts[:: max(1, len(pts) // 6)]:
+        ax.annotate(f"{th:.2f}", (cov, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("coverage (share of items with a tag)")
+    ax.set_ylabel("Acc@1 on covered items")
+    ax.set_title("Accuracy vs coverage over confidence thresholds")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def comparison_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    single = metrics["mode"] == "single"
+    cols = ["accuracy", "f1_micro", "f1_macro", "Coverage@1"] if single else ["Acc@1", "Acc@2", "Acc@3", "Coverage@1", "Coverage@3", "f1_micro", "NDCG@5"]
+    rows = []
+    for system, m in metrics["systems"].items():
+        ri = m.get("RI_of_full")
+        rows.append([system] + [f"{m[c]:.3f}" for c in cols] + ["" if ri is None or system == "full" else f"{ri:+.1%}"])
+    return ["system", *cols, f"RI of full ({metrics['headline']})"], rows
+
+
+def markdown_report(metrics: dict) -> str:
+    header, rows = comparison_rows(metrics)
+    lines = [f"# Evaluation ({metrics['items']} items, {metrics['mode']}-tag)", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    rec = [(s, m["recall"]) for s, m in metrics["systems"].items() if "recall" in m]
+    if rec:
+        lines += ["", "## Candidate recall", "", "| system | #Right | HR#1 | HR#2 | HR#3 |", "|---|---|---|---|---|"]
+        lines += [f"| {s} | {r['#Right']:.2f} | {r['HR#1']:.3f} | {r['HR#2']:.3f} | {r['HR#3']:.3f} |" for s, r in rec]
+    conf = [(s, m["confidence"]) for s, m in metrics["systems"].items() if "confidence" in m]
+    if conf:
+        lines += ["", "## Confidence", "", "| system | ECE | Brier | AUROC | judged tags | share right |", "|---|---|---|---|---|---|"]
+        for s, c in conf:
+            auroc = "" if c["AUROC"] is None else f"{c['AUROC']:.3f}"
+            lines.append(f"| {s} | {c['ECE']:.3f} | {c['Brier']:.3f} | {auroc} | {c['pairs']} | {c['share_correct']:.3f} |")
+            for kind, lc in metrics["systems"][s].get("confidence_learned", {}).items():
+                auroc = "" if lc["AUROC"] is None else f"{lc['AUROC']:.3f}"
+                lines.append(f"| {s} + learned {kind} (out of fold) | {lc['ECE']:.3f} | {lc['Brier']:.3f} | {auroc} | {lc['pairs']} | {lc['share_correct']:.3f} |")
+    if metrics.get("derived"):
+        lines += ["", "Derived without a run of their own: " + "; ".join(
+            f"{d} = {src}'s results" + (" before the judge" if d == "no-calibration" else " (the knowledge base has no documents, so the prompts are identical)")
+            for d, src in metrics["derived"].items())]
+    if "accuracy_vs_coverage" in metrics:
+        lines += ["", "![accuracy vs coverage](accuracy_vs_coverage.png)"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,150 @@
+"""Running an evaluation: the paper's baselines and ablations side by side on the same items.
+
+``evaluate()`` runs a chosen set of systems over the same labelled items and writes, into one
+output folder: ``items-<system>.jsonl`` (per-item results, appended as they come, so an
+interrupted run resumes where it stopped), ``metrics.json`` (every figure), ``report.md`` (tables
+and plots) and ``accuracy_vs_coverage.png`` (the paper's Figure 8).
+
+Systems
+- ``full``: the whole pipeline as configured.
+- ``no-calibration``: the same run's generator output, in its order, before the judge — the
+  generate step is deterministic (temperature 0), so it equals a run with calibration off.
+- ``match-recall``, ``no-examples``, ``no-knowledge``: ablations (one module switched off).
+- ``no-fine-tuning``: the full pipeline on the shipped base model, ignoring the knowledge base's
+  fine-tuned model and learned calibration; ``no-learned-calibration``: the raw P(Yes) as confidence.
+- ``taggpt``: TagGPT-style — match recall, zero-shot selection, no examples/knowledge/calibration.
+- ``embedding-match``: the top tags by cosine (the paper's BGE/GTE row, with our encoder); no LLM.
+- ``knn``: tags of the most similar history items by similarity-weighted votes; no LLM.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+from knowledge_base.errors import InputError
+from knowledge_base.recall import c2c2t_votes, recall_candidates
+
+from ..batch import read_finished
+from ..context import Context
+from ..llm.llamacpp import default_model_path
+from ..runtime import embed, get_knowledge_base
+from ..tagging import tag
+from .labelled import Item
+from .report import summarise
+
+LLM_SYSTEMS: dict[str, dict] = {
+    "full": {},
+    "match-recall": {"use_graph_recall": False},
+    "no-examples": {"use_examples": False},
+    "no-knowledge": {"use_knowledge": False},
+    "taggpt": {"use_graph_recall": False, "use_examples": False, "use_knowledge": False, "use_calibration": False, "history_keep": None},
+    "no-fine-tuning": {"backend": "<base model>", "use_learned_calibration": False},
+    "no-learned-calibration": {"use_learned_calibration": False},
+}
+DERIVED_SYSTEMS = {"no-calibration": "full"}
+RETRIEVAL_SYSTEMS = ("embedding-match", "knn")
+ALL_SYSTEMS = (*LLM_SYSTEMS, *DERIVED_SYSTEMS, *RETRIEVAL_SYSTEMS)
+DEFAULT_SYSTEMS = ("full", "no-calibration", "embedding-match", "knn")
+
+
+def _run_llm_item(item: Item, ctx: Context) -> dict:
+    result = tag(item.text, content_id=item.id, context=ctx)
+    return {
+        "predicted": [t["tag"] for t in result["tags"]],
+        "confidences": [t["confidence"] for t in result["tags"]],
+        "generated": result["selection"].get("tags", []),
+        "judged": [{"tag": j["tag"], "p_yes": j["p_yes"], "confidence": j["confidence"], "features": j["features"]}
+                   for j in result["judgments"]],
+        "candidates": [c["tag"] for c in result["candidates"]],
+        "from_history": result["selection"].get("from_history", []),
+        "timings": result["timings"],
+        "tokens": {
+            "generate_prompt": result["selection"].get("prompt_tokens", 0),
+            "generate_completion": result["selection"].get("completion_tokens", 0),
+            "judge_prompt": sum(j["prompt_tokens"] for j in result["judgments"]),
+            "judge_reused": sum(j["reused_tokens"] for j in result["judgments"]),
+        },
+    }
+
+
+def _run_retrieval_item(item: Item, system: str, ctx: Context) -> dict:
+    kb = get_knowledge_base(ctx.kb_dir)
+    vector, _ = embed(kb, item.text)
+    k = ctx.tag_limit
+    if system == "embedding-match":
+        cfg = kb.config.recall.with_overrides(strategy="match", budget=max(k, ctx.budget or kb.config.recall.budget))
+        result = recall_candidates(kb, item.text, cfg, exclude_ids=[item.id], vector=vector)
+        ranked = [(c.tag, c.score) for c in result.candidates]
+    else:
+        similar = kb.similar_contents(vector, kb.config.recall.similar_contents, exclude=[item.id])
+        votes = c2c2t_votes(kb, similar)
+        ranked = sorted(((t, share) for t, (share, _) in votes.items()), key=lambda x: -x[1])
+    return {"predicted": [t for t, _ in ranked[:k]], "confidences": [round(s, 4) for _, s in ranked[:k]],
+            "candidates": [t for t, _ in ranked], "judged": []}
+
+
+def system_context(ctx: Context, system: str) -> Context:
+    """The run configuration of one LLM system; ``no-fine-tuning`` pins the shipped base model."""
+    overrides = dict(LLM_SYSTEMS[system])
+    if overrides.get("backend") == "<base model>":
+        overrides["backend"] = f"llamacpp:{default_model_path()}"
+    return ctx.with_overrides(**overrides) if overrides else ctx
+
+
+def _derived_systems(systems: Sequence[str], ctx: Context) -> dict[str, str]:
+    """Systems whose results equal another run's: no-calibration always; no-knowledge when the
+    knowledge base holds no documents and web search is off (its prompts are then identical)."""
+    derived = {s: src for s, src in DERIVED_SYSTEMS.items() if s in systems}
+    if "no-knowledge" in systems and not ctx.use_web_search and get_knowledge_base(ctx.kb_dir).collection("documents").count() == 0:
+        derived["no-knowledge"] = "full"
+    return derived
+
+
+def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: Sequence[str] = DEFAULT_SYSTEMS,
+             progress: Callable[[str, int, int], None] | None = None, report_only: bool = False) -> dict:
+    """Run ``systems`` over ``items``, item by item (every system sees item i before item i+1, so an
+    interrupted run leaves comparable results), append per-item results, and summarise.
+    ``report_only`` runs nothing: it summarises the items every system has finished."""
+    unknown = [s for s in systems if s not in ALL_SYSTEMS]
+    if unknown:
+        raise InputError(f"unknown systems {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = context.with_overrides(write_back=False)  # evaluation never changes the knowledge base
+    derived = _derived_systems(systems, ctx)
+    runs = list(dict.fromkeys([s for s in systems if s not in derived] + list(derived.values())))
+    done = {system: read_finished(out / f"items-{system}.jsonl") for system in runs}
+    if report_only:
+        items = [i for i in items if all(i.id in done[s] for s in runs)]
+        if not items:
+            raise InputError(f"no item in {out} is finished for every system of {', '.join(runs)}; run the evaluation first")
+        runs_to_do: list[str] = []
+    else:
+        runs_to_do = runs
+    handles = {system: open(out / f"items-{system}.jsonl", "a", encoding="utf-8") for system in runs_to_do}
+    try:
+        for i, item in enumerate(items if runs_to_do else [], 1):
+            for system in runs_to_do:
+                if item.id not in done[system]:
+                    if system in LLM_SYSTEMS:
+                        body = _run_llm_item(item, system_context(ctx, system))
+                    else:
+                        body = _run_retrieval_item(item, system, ctx)
+                    rec = {"id": item.id, "truth": item.tags, **body}
+                    handles[system].write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    handles[system].flush()
+                    done[system][item.id] = rec
+                if progress:
+                    progress(system, i, len(items))
+    finally:
+        for fh in handles.values():
+            fh.close()
+    records = {system: [done[system][item.id] for item in items] for system in runs}
+    for name, source in derived.items():
+        rows = records[source]
+        if name == "no-calibration":
+            rows = [{**r, "predicted": r["generated"], "confidences": [None] * len(r["generated"]), "judged": []} for r in rows]
+        records[name] = rows
+    return summarise(records, items, ctx, list(systems), out, derived)

@@ -1,0 +1,151 @@
+"""The long-lived objects a tagging run needs, held once per knowledge base in each process.
+
+``runtime_for(kb_dir)`` returns the ``Runtime`` of a knowledge base (the bundled demo one, built
+on first use, when ``kb_dir`` is None): the ``KnowledgeBase`` itself, the content embeddings
+already computed (so a text is encoded once, whether it is tagged, corrected or written back),
+the fine-tuned model recorded in ``training.json``, the fitted calibration (``calibration.json``)
+and the tuned threshold. Each file is re-read only when it changed (one ``stat`` per use, no
+read). The LLM backends themselves are loaded once per spec by ``agent.llm.load_backend``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from knowledge_base import KnowledgeBase
+from knowledge_base.demo import open_demo_kb
+from knowledge_base.errors import KnowledgeBaseError
+
+from .confidence import DEFAULT_THRESHOLD, FILE_NAME as CALIBRATION_FILE, LearnedCalibration
+from .context import Context
+from .llm import LLMBackend, load_backend
+
+TRAINING_RECORD = "training.json"
+VECTOR_CACHE = 256  # content embeddings kept per knowledge base (most recently used)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+class FileCache:
+    """A value derived from one file, recomputed only when the file's mtime or size changed."""
+
+    def __init__(self, path: Path, load):
+        self.path = path
+        self._load = load
+        self._stamp: object = object()  # never equal to a real stamp: the first get() loads
+        self._value = None
+        self._lock = threading.Lock()
+
+    def get(self):
+        stamp = _stamp(self.path)
+        with self._lock:
+            if stamp != self._stamp:
+                self._value = None if stamp is None else self._load(self.path)
+                self._stamp = stamp
+            return self._value
+
+
+def read_training_record(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise KnowledgeBaseError(f"{path} is damaged ({exc}); delete it to forget the fine-tuned model") from exc
+
+
+class Runtime:
+    """One knowledge base's shared state in this process; thread-safe."""
+
+    def __init__(self, kb: KnowledgeBase):
+        self.kb = kb
+        self._vectors: "OrderedDict[str, tuple[np.ndarray, bool]]" = OrderedDict()
+        self._lock = threading.Lock()
+        self._training = FileCache(kb.directory / TRAINING_RECORD, read_training_record)
+        self._calibration = FileCache(kb.directory / CALIBRATION_FILE, lambda p: LearnedCalibration.load(p.parent))
+
+    # ---- embeddings ----------------------------------------------------------------------
+    def embed(self, text: str) -> tuple[np.ndarray, bool]:
+        """The text's embedding (and whether it was truncated), computed once per text."""
+        key = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+        with self._lock:
+            if key in self._vectors:
+                self._vectors.move_to_end(key)
+                return self._vectors[key]
+        value = self.kb.encoder.encode_one(text)
+        with self._lock:
+            self._vectors[key] = value
+            while len(self._vectors) > VECTOR_CACHE:
+                self._vectors.popitem(last=False)
+        return value
+
+    # ---- model and confidence --------------------------------------------------------------
+    def training_record(self) -> dict:
+        """What ``training.json`` says (empty when the knowledge base was never trained)."""
+        return self._training.get() or {}
+
+    def trained_model(self) -> str | None:
+        """The knowledge base's fine-tuned GGUF, when one is recorded and still on disk."""
+        model = self.training_record().get("model")
+        return model if model and Path(model).is_file() else None
+
+    def backend_spec(self, ctx: Context) -> str:
+        """The backend a run uses: the fine-tuned model when the default embedded backend is asked
+        for and one is recorded, else ``ctx.backend`` as given."""
+        if (ctx.backend or "llamacpp").strip() == "llamacpp":
+            model = self.trained_model()
+            if model:
+                return f"llamacpp:{model}"
+        return ctx.backend
+
+    def backend(self, ctx: Context) -> LLMBackend:
+        return load_backend(self.backend_spec(ctx))
+
+    def calibration(self, ctx: Context) -> LearnedCalibration | None:
+        """The fitted calibration (``llm4tag calibrate``) when the run uses one."""
+        return self._calibration.get() if ctx.use_learned_calibration else None
+
+    def threshold(self, ctx: Context) -> float:
+        """The run's confidence threshold: explicit, else the knowledge base's tuned one, else 0.5."""
+        if ctx.threshold is not None:
+            return ctx.threshold
+        tuned = self.kb.config.threshold
+        return DEFAULT_THRESHOLD if tuned is None else tuned
+
+
+DEMO = "<demo>"
+_runtimes: dict[str, Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def runtime_for(kb_dir: str | Path | None) -> Runtime:
+    """The ``Runtime`` of the knowledge base at ``kb_dir`` (the demo one when None)."""
+    key = str(Path(kb_dir).expanduser().resolve()) if kb_dir else DEMO
+    with _runtimes_lock:
+        if key not in _runtimes:
+            if kb_dir is None:
+                runtime = Runtime(open_demo_kb())
+                _runtimes[str(runtime.kb.directory)] = runtime  # the same holder by its path
+            else:
+                runtime = Runtime(KnowledgeBase(key))
+            _runtimes[key] = runtime
+        return _runtimes[key]
+
+
+def get_knowledge_base(kb_dir: str | Path | None) -> KnowledgeBase:
+    return runtime_for(kb_dir).kb
+
+
+def embed(kb: KnowledgeBase, text: str) -> tuple[np.ndarray, bool]:
+    """``text``'s embedding through its knowledge base's cache."""
+    return runtime_for(kb.directory).embed(text)
