@@ -89,7 +89,8 @@ def finished_keys(out_path: Path) -> set[str]:
     return set(read_finished(out_path))
 
 
-def compact_result(key: str, result: dict) -> dict:
+def batch_record(key: str, result: dict) -> dict:
+    """One output line of a batch: the id, the tags with their confidences, the candidates, the notes."""
     return {
         "id": key,
         "tags": [t["tag"] for t in result["tags"]],
@@ -116,7 +117,7 @@ def run_batch(in_path: str | Path, out_path: str | Path, context: Context,
             else:
                 if item.error is None:
                     try:
-                        record = compact_result(item.key, tagger(item.text, title=item.title, context=context))
+                        record = batch_record(item.key, tagger(item.text, title=item.title, context=context))
                         report.tagged += 1
                     except Llm4tagError as exc:
                         item.error = str(exc)

@@ -1,7 +1,11 @@
-"""Everything the tagger knows: tag repository, annotated samples, documents, embeddings, graph."""
+"""Everything the tagger knows, at the bottom of the house (it imports nothing from ``agent/`` or
+``ui/``): the tag repository, annotated samples, domain documents, their embeddings (``encoder``)
+and Chroma collections (``store``), the networkx content–tag graph with its journal (``graph``),
+candidate recall over it (``recall``), file readers (``loaders``), settings (``config``) and the
+bundled demo (``demo``). A new store backend or loader goes here; nothing here calls an LLM."""
 
 from .config import KnowledgeBaseConfig, RecallConfig
-from .errors import InputError, KnowledgeBaseError, Llm4tagError, LoadError
+from .errors import InputError, KnowledgeBaseError, Llm4tagError, LoadError, UnknownTagsError
 from .loaders import Passage, Sample, Tag, read_documents, read_samples, read_tags
 from .recall import Candidate, Evidence, RecallResult, recall_candidates
 from .store import KnowledgeBase, LoadReport
@@ -21,6 +25,7 @@ __all__ = [
     "RecallResult",
     "Sample",
     "Tag",
+    "UnknownTagsError",
     "read_documents",
     "read_samples",
     "read_tags",

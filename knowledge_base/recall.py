@@ -115,8 +115,8 @@ def recall_candidates(
         cand.evidence.append(ev)
         cand.score = round(cand.score + ev.score, 4)
 
-    similar = kb.similar_contents(vector, cfg.similar_contents, exclude=exclude) if cfg.strategy == "graph" else []
-    tag_hits = kb.similar_tags(vector, max(cfg.budget, cfg.max_c2t) * 2)
+    similar = kb.similar_contents(vector, cfg.similar_contents, exclude=exclude, refresh=False) if cfg.strategy == "graph" else []
+    tag_hits = kb.similar_tags(vector, max(cfg.budget, cfg.max_c2t) * 2, refresh=False)
     if cfg.strategy == "graph":
         close = [h for h in similar if h.similarity > cfg.delta_cc]
         votes = c2c2t_votes(kb, close)

@@ -196,8 +196,7 @@ class KnowledgeBase:
         return out
 
     def _query(self, name: str, vectors: np.ndarray, k: int, where: dict | None = None) -> list[list[Neighbour]]:
-        """Nearest neighbours in a collection. No refresh here: entry points (recall, the public
-        readers, every write) pick up other processes' writes once per call, not once per query."""
+        """Nearest neighbours in a collection, as the store is now in this process (no refresh)."""
         col = self.collection(name)
         if k <= 0:
             return [[] for _ in range(len(vectors))]
@@ -213,20 +212,30 @@ class KnowledgeBase:
             for ids, dists, docs, metas in zip(res["ids"], res["distances"], res["documents"], res["metadatas"])
         ]
 
-    def similar_tags(self, vector: np.ndarray, k: int) -> list[Neighbour]:
+    def similar_tags(self, vector: np.ndarray, k: int, refresh: bool = True) -> list[Neighbour]:
+        """The ``k`` tags nearest ``vector``. ``refresh=False`` skips picking up other processes'
+        writes first — for a caller that has just done so (recall does, once per content)."""
+        if refresh:
+            self.refresh()
         return self._query("tags", vector[None, :], k)[0]
 
-    def similar_contents(self, vector: np.ndarray, k: int, exclude: Iterable[str] = ()) -> list[Neighbour]:
+    def similar_contents(self, vector: np.ndarray, k: int, exclude: Iterable[str] = (), refresh: bool = True) -> list[Neighbour]:
+        if refresh:
+            self.refresh()
         exclude = set(exclude)
         hits = self._query("contents", vector[None, :], k + len(exclude))[0]
         return [h for h in hits if h.id not in exclude][:k]
 
-    def similar_samples(self, vector: np.ndarray, k: int, exclude: Iterable[str] = ()) -> list[Neighbour]:
+    def similar_samples(self, vector: np.ndarray, k: int, exclude: Iterable[str] = (), refresh: bool = True) -> list[Neighbour]:
+        if refresh:
+            self.refresh()
         exclude = set(exclude)
         hits = self._query("samples", vector[None, :], k + len(exclude))[0]
         return [h for h in hits if h.id not in exclude][:k]
 
-    def search_documents(self, vector: np.ndarray, k: int) -> list[Neighbour]:
+    def search_documents(self, vector: np.ndarray, k: int, refresh: bool = True) -> list[Neighbour]:
+        if refresh:
+            self.refresh()
         return self._query("documents", vector[None, :], k)[0]
 
     def search_tags(self, query: str, k: int = 20) -> list[Neighbour]:
@@ -240,7 +249,7 @@ class KnowledgeBase:
                 hits[tid] = Neighbour(tid, 1.0, t.description, {"description": t.description})
         if len(hits) < k:
             vector, _ = self.encoder.encode_one(query)
-            for h in self.similar_tags(vector, k):
+            for h in self.similar_tags(vector, k, refresh=False):
                 hits.setdefault(h.id, h)
         return list(hits.values())[:k]
 

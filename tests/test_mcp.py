@@ -30,7 +30,7 @@ def payload(result) -> object:
 async def session_run(kb_dir: Path, known: list[str]) -> dict:
     env = {**os.environ, "LLM4TAG_BUDGET": "5", "LLM4TAG_MAX_TAGS": "2", "LLM4TAG_USE_KNOWLEDGE": "false",
            "LLM4TAG_MAX_EXAMPLES": "1", "LLM4TAG_THRESHOLD": "0"}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "agent.cli", "--kb", str(kb_dir), "mcp"], env=env, cwd=str(ROOT))
+    params = StdioServerParameters(command=sys.executable, args=["-m", "ui.cli", "--kb", str(kb_dir), "mcp"], env=env, cwd=str(ROOT))
     seen: dict = {}
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:

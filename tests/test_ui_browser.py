@@ -54,7 +54,7 @@ def app_server(small_kb_dir, tmp_path_factory):
     url = f"http://127.0.0.1:{port}/"
     log = open(ARTIFACTS / "ui-app.log", "w")
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "--kb", str(kb_dir), "app", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "--kb", str(kb_dir), "app", "--port", str(port)],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 180
     while True:

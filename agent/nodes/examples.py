@@ -20,7 +20,7 @@ def retrieve_examples(state: State, runtime: Runtime[Context]) -> dict:
     if ctx.use_examples and ctx.max_examples > 0:
         rt = runtime_for(ctx.kb_dir)
         vector, _ = rt.embed(state["text"])
-        for hit in rt.kb.similar_samples(vector, ctx.max_examples, exclude=[state["content_id"]]):
+        for hit in rt.kb.similar_samples(vector, ctx.max_examples, exclude=[state["content_id"]], refresh=False):
             sample = sample_from_neighbour(hit)
             examples.append(
                 {

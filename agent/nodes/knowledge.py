@@ -23,7 +23,7 @@ def retrieve_knowledge(state: State, runtime: Runtime[Context]) -> dict:
         vector, _ = rt.embed(state["text"])
         documents = [
             {"kind": "document", "source": hit.id, "text": hit.text, "similarity": round(hit.similarity, 4)}
-            for hit in rt.kb.search_documents(vector, ctx.max_snippets)
+            for hit in rt.kb.search_documents(vector, ctx.max_snippets, refresh=False)
             if hit.similarity >= ctx.min_snippet_similarity
         ]
         if ctx.use_web_search:
