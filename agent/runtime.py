@@ -15,10 +15,11 @@ import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
-from knowledge_base import KnowledgeBase
+from knowledge_base import KnowledgeBase, RecallConfig, RecallResult, recall_candidates
 from knowledge_base.demo import open_demo_kb
 from knowledge_base.errors import KnowledgeBaseError
 
@@ -64,6 +65,12 @@ def read_training_record(path: Path) -> dict:
         raise KnowledgeBaseError(f"{path} is damaged ({exc}); delete it to forget the fine-tuned model") from exc
 
 
+def recorded_model(record: dict) -> str | None:
+    """The fine-tuned GGUF a training record names, when it is still on disk."""
+    model = record.get("model")
+    return model if model and Path(model).is_file() else None
+
+
 class Runtime:
     """One knowledge base's shared state in this process; thread-safe."""
 
@@ -89,6 +96,16 @@ class Runtime:
                 self._vectors.popitem(last=False)
         return value
 
+    def recall(self, text: str, config: RecallConfig, exclude_ids: Iterable[str] = ()) -> RecallResult:
+        """Φ(c) for a cleaned text with its cached embedding — the recall node and the façade's
+        ``recall`` both come here; a text longer than the encoder's window is noted."""
+        vector, truncated = self.embed(text)
+        result = recall_candidates(self.kb, text, config, exclude_ids=exclude_ids, vector=vector)
+        if truncated:
+            result.truncated = True
+            result.notes.append(f"the text is longer than the encoder's {self.kb.encoder.max_tokens}-token window; recall used its start")
+        return result
+
     # ---- model and confidence --------------------------------------------------------------
     def training_record(self) -> dict:
         """What ``training.json`` says (empty when the knowledge base was never trained)."""
@@ -96,8 +113,7 @@ class Runtime:
 
     def trained_model(self) -> str | None:
         """The knowledge base's fine-tuned GGUF, when one is recorded and still on disk."""
-        model = self.training_record().get("model")
-        return model if model and Path(model).is_file() else None
+        return recorded_model(self.training_record())
 
     def backend_spec(self, ctx: Context) -> str:
         """The backend a run uses: the fine-tuned model when the default embedded backend is asked
@@ -145,7 +161,3 @@ def runtime_for(kb_dir: str | Path | None) -> Runtime:
 def get_knowledge_base(kb_dir: str | Path | None) -> KnowledgeBase:
     return runtime_for(kb_dir).kb
 
-
-def embed(kb: KnowledgeBase, text: str) -> tuple[np.ndarray, bool]:
-    """``text``'s embedding through its knowledge base's cache."""
-    return runtime_for(kb.directory).embed(text)

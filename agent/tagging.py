@@ -26,8 +26,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 from knowledge_base.config import RecallConfig
-from knowledge_base.loaders import require_text
-from knowledge_base.recall import RecallResult, recall_candidates
+from knowledge_base.loaders import require_text, verdict
+from knowledge_base.recall import RecallResult
 
 from .context import Context
 from .explanation import explain
@@ -83,13 +83,7 @@ def recall(text: str, *, context: Context | None = None, base: RecallConfig | No
     run's ``Context`` overrides are applied on top of it."""
     ctx = _context(context, overrides)
     rt = runtime_for(ctx.kb_dir)
-    cleaned = require_text(text)
-    vector, truncated = rt.embed(cleaned)
-    result = recall_candidates(rt.kb, cleaned, ctx.recall_config(base or rt.kb.config.recall), vector=vector)
-    if truncated:
-        result.truncated = True
-        result.notes.append(f"the text is longer than the encoder's {rt.kb.encoder.max_tokens}-token window; only its start was used for recall")
-    return result
+    return rt.recall(require_text(text), ctx.recall_config(base or rt.kb.config.recall))
 
 
 def learn(text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, sample_id: str | None = None,
@@ -103,11 +97,10 @@ def learn(text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, s
     """
     rt = runtime_for(kb_dir)
     cleaned = require_text(text)
-    correct = list(dict.fromkeys(correct))
-    incorrect = [t for t in dict.fromkeys(incorrect) if t not in correct]
+    correct, incorrect = verdict(correct, incorrect)
     vector, _ = rt.embed(cleaned)
     cid = rt.kb.record_feedback(cleaned, correct, incorrect, cid=sample_id or None, vector=vector)
-    return {"id": cid, "correct": correct, "incorrect": incorrect, "samples": rt.kb.collection("samples").count()}
+    return {"id": cid, "correct": list(correct), "incorrect": list(incorrect), "samples": rt.kb.collection("samples").count()}
 
 
 def search_tags(query: str, limit: int = 10, *, kb_dir: str | None = None) -> list[dict]:

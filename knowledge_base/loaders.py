@@ -98,6 +98,12 @@ def require_text(text: str | None) -> str:
     return cleaned
 
 
+def verdict(correct: Iterable[str], incorrect: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A correction's tags in order, without repeats; a tag named both right and wrong counts as right."""
+    right = tuple(dict.fromkeys(correct))
+    return right, tuple(t for t in dict.fromkeys(incorrect) if t not in right)
+
+
 def content_id(text: str) -> str:
     """A stable id for a content that came without one, so re-loading it does not duplicate it."""
     return "sha1:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]

@@ -23,7 +23,7 @@ from .config import KnowledgeBaseConfig
 from .encoder import Encoder
 from .errors import InputError, KnowledgeBaseError, UnknownTagsError
 from .graph import TAG, ContentTagGraph, content_node, tag_node
-from .loaders import Passage, Sample, Tag, content_id, humanize_tag, require_text
+from .loaders import Passage, Sample, Tag, content_id, humanize_tag, require_text, verdict
 
 UnknownTagPolicy = Literal["skip", "add", "error"]
 Progress = Callable[[int, int], None]  # (done, total)
@@ -478,14 +478,12 @@ class KnowledgeBase:
         the graph snapshot is not rewritten, and other processes pick it up from the journal.
         """
         text = require_text(text)
-        correct = tuple(dict.fromkeys(correct))
-        incorrect = tuple(t for t in dict.fromkeys(incorrect) if t not in correct)
+        correct, incorrect = verdict(correct, incorrect)
         if not correct and not incorrect:
             raise InputError("feedback needs at least one correct or incorrect tag")
         cid = cid or content_id(text)
-        with self.write_lock():
-            known = self.tag_names()
-            unknown = sorted({t for t in (*correct, *incorrect) if t not in known})
+        with self.write_lock():  # the graph is fresh inside: a tag another process added counts
+            unknown = sorted({t for t in (*correct, *incorrect) if tag_node(t) not in self.graph.g})
             if unknown:
                 listed = ", ".join(json.dumps(t, ensure_ascii=False) for t in unknown[:20]) + (" …" if len(unknown) > 20 else "")
                 raise UnknownTagsError(f"unknown tags (not in the tag repository): {listed}; nothing was written", unknown)

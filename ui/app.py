@@ -173,7 +173,6 @@ class TaggingApp:
 
         while history and render.is_pending(history[-1]):
             history.pop()
-        result = {k: v for k, v in result.items() if k != "metadata"}
         if note:
             result["notes"] = [*result.get("notes", []), note]
         session["last"] = {"result": result}

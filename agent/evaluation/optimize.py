@@ -7,7 +7,7 @@ from typing import Callable
 from knowledge_base.recall import recall_candidates
 
 from ..confidence import confidence_of, rank_tags
-from ..runtime import embed, get_knowledge_base
+from ..runtime import runtime_for
 from .labelled import Item
 from .metrics import multi_tag_metrics, recall_hits, single_tag_metrics
 
@@ -15,9 +15,10 @@ from .metrics import multi_tag_metrics, recall_hits, single_tag_metrics
 def optimize_recall(items: list[Item], kb_dir: str | None, metric: str = "HR#3", grid: dict | None = None,
                     progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Sweep recall settings on labelled items; returns every setting's figures, best first."""
-    kb = get_knowledge_base(kb_dir)
+    rt = runtime_for(kb_dir)
+    kb = rt.kb
     grid = grid or {"delta_ct": [0.2, 0.25, 0.3, 0.35, 0.5], "delta_cc": [0.45, 0.5, 0.55, 0.6, 0.7, 0.8], "max_c2t": [15], "max_c2c2t": [5, 10]}
-    vectors = [embed(kb, i.text)[0] for i in items]
+    vectors = [rt.embed(i.text)[0] for i in items]
     truths = [i.tags for i in items]
     combos = [dict(delta_ct=a, delta_cc=b, max_c2t=c, max_c2c2t=d) for a in grid["delta_ct"] for b in grid["delta_cc"] for c in grid["max_c2t"] for d in grid["max_c2c2t"]]
     results = []

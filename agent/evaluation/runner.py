@@ -29,7 +29,7 @@ from knowledge_base.recall import c2c2t_votes, recall_candidates
 from ..batch import read_finished
 from ..context import Context
 from ..llm.llamacpp import default_model_path
-from ..runtime import embed, get_knowledge_base
+from ..runtime import runtime_for
 from ..tagging import tag
 from .labelled import Item
 from .report import summarise
@@ -70,8 +70,9 @@ def _run_llm_item(item: Item, ctx: Context) -> dict:
 
 
 def _run_retrieval_item(item: Item, system: str, ctx: Context) -> dict:
-    kb = get_knowledge_base(ctx.kb_dir)
-    vector, _ = embed(kb, item.text)
+    rt = runtime_for(ctx.kb_dir)
+    kb = rt.kb
+    vector, _ = rt.embed(item.text)
     k = ctx.tag_limit
     if system == "embedding-match":
         cfg = kb.config.recall.with_overrides(strategy="match", budget=max(k, ctx.budget or kb.config.recall.budget))
@@ -97,7 +98,7 @@ def _derived_systems(systems: Sequence[str], ctx: Context) -> dict[str, str]:
     """Systems whose results equal another run's: no-calibration always; no-knowledge when the
     knowledge base holds no documents and web search is off (its prompts are then identical)."""
     derived = {s: src for s, src in DERIVED_SYSTEMS.items() if s in systems}
-    if "no-knowledge" in systems and not ctx.use_web_search and get_knowledge_base(ctx.kb_dir).collection("documents").count() == 0:
+    if "no-knowledge" in systems and not ctx.use_web_search and runtime_for(ctx.kb_dir).kb.collection("documents").count() == 0:
         derived["no-knowledge"] = "full"
     return derived
 

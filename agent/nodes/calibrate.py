@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 from prompts import load_prompt
 from prompts.fill import judgment_examples, judgment_prompts
 
-from ..confidence import evidence_features, rank_tags
+from ..confidence import evidence_features, rank_tags, scored_tags
 from ..context import Context
 from ..runtime import runtime_for
 from ..state import State
@@ -32,17 +32,14 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
     from_history = set(selection.get("from_history") or [])
     descriptions = {t: by_tag[t].get("description", "") for t in tags if t in by_tag}
     judgments: list[dict] = []
-    scores = [None] * len(tags)
     notes = []
     if ctx.use_calibration and tags:
         shots = judgment_examples(state.get("examples") or [], list(by_tag))
         results = rt.backend(ctx).judge(load_prompt("system"), judgment_prompts(state["text"], tags, descriptions, ctx.content_chars, shots))
         learned = rt.calibration(ctx)
-        scores = []
         for rank, (tag, r) in enumerate(zip(tags, results), 1):
             features = evidence_features(r.p_yes, by_tag.get(tag), rank, tag in from_history)
             confidence = learned.predict(features) if learned else r.p_yes
-            scores.append(round(confidence, 4))
             judgments.append(
                 {"tag": tag, "p_yes": round(r.p_yes, 4), "confidence": round(confidence, 4), "logit_yes": round(r.logit_yes, 3),
                  "logit_no": round(r.logit_no, 3), "prompt_tokens": r.prompt_tokens, "reused_tokens": r.reused_tokens,
@@ -50,17 +47,8 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
             )
         if learned:
             notes.append(f"confidence: the judge's P(Yes) mapped by the knowledge base's {learned.describe()}")
-    scored = [
-        {
-            "tag": t,
-            "confidence": s,
-            "description": descriptions.get(t, ""),
-            "paths": by_tag.get(t, {}).get("paths", []),
-            "origin": "history" if t in from_history else "llm",
-        }
-        for t, s in zip(tags, scores)
-    ]
     threshold = rt.threshold(ctx)
+    scored = scored_tags({"selection": selection, "candidates": state.get("candidates"), "judgments": judgments})
     final = rank_tags(scored, threshold if ctx.use_calibration else None)
     if tags and not final:
         notes.append(f"every generated tag scored below the confidence threshold {threshold}; lower it to see them")

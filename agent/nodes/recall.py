@@ -12,7 +12,6 @@ from dataclasses import asdict
 from langgraph.runtime import Runtime
 
 from knowledge_base.loaders import content_id, require_text
-from knowledge_base.recall import recall_candidates
 
 from ..context import Context
 from ..runtime import runtime_for
@@ -26,16 +25,12 @@ def recall_tags(state: State, runtime: Runtime[Context]) -> dict:
     text = require_text(f"{title}\n\n{state['content']}" if title else state["content"])
     cid = state.get("content_id") or content_id(text)
     rt = runtime_for(ctx.kb_dir)
-    vector, truncated = rt.embed(text)
-    result = recall_candidates(rt.kb, text, ctx.recall_config(rt.kb.config.recall), exclude_ids=[cid], vector=vector)
-    notes = list(result.notes)
-    if truncated:
-        notes.append(f"the text is longer than the encoder's {rt.kb.encoder.max_tokens}-token window; recall used its start")
+    result = rt.recall(text, ctx.recall_config(rt.kb.config.recall), exclude_ids=[cid])
     return {
         "text": text,
         "content_id": cid,
         "candidates": [{**asdict(c), "paths": c.paths} for c in result.candidates],
         "similar_contents": [asdict(s) for s in result.similar_contents],
-        "notes": notes,
+        "notes": result.notes,
         "timings": {"recall": round(time.perf_counter() - started, 4)},
     }

@@ -23,7 +23,7 @@ from knowledge_base.errors import InputError
 from knowledge_base.store import KnowledgeBase
 
 from ..context import Context
-from ..runtime import TRAINING_RECORD, read_training_record
+from ..runtime import TRAINING_RECORD, read_training_record, recorded_model
 
 RECORD = TRAINING_RECORD
 
@@ -36,10 +36,7 @@ def training_record(kb_dir: str | Path) -> dict:
 
 def trained_model_path(kb_dir: str | Path | None) -> str | None:
     """The knowledge base's fine-tuned GGUF, when one is recorded and still on disk."""
-    if kb_dir is None:
-        return None
-    model = training_record(kb_dir).get("model")
-    return model if model and Path(model).is_file() else None
+    return None if kb_dir is None else recorded_model(training_record(kb_dir))
 
 
 def _save_record(kb_dir: Path, record: dict) -> None:
