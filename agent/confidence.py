@@ -28,7 +28,7 @@ import numpy as np
 from knowledge_base.errors import KnowledgeBaseError
 
 Kind = Literal["logistic", "isotonic"]
-FEATURES = ("logit_p_yes", "c2t", "c2c2t", "match", "inverse_rank", "from_history")
+FEATURES = ("logit_p_yes", "c2t", "c2c2t", "match", "inverse_rank", "from_history", "learned")
 FILE_NAME = "calibration.json"
 DEFAULT_THRESHOLD = 0.5  # the paper's
 
@@ -49,7 +49,7 @@ def confidence_of(judged: dict) -> float:
 
 def evidence_features(p_yes: float, candidate: dict | None, rank: int, from_history: bool) -> dict[str, float]:
     """The features of one judged tag; ``candidate`` is a recall candidate dict (or None)."""
-    scores = {"C2T": 0.0, "C2C2T": 0.0, "match": 0.0}
+    scores = {"C2T": 0.0, "C2C2T": 0.0, "match": 0.0, "learned": 0.0}
     for ev in (candidate or {}).get("evidence", []):
         scores[ev["path"]] = max(scores.get(ev["path"], 0.0), float(ev["score"]))
     return {
@@ -59,6 +59,7 @@ def evidence_features(p_yes: float, candidate: dict | None, rank: int, from_hist
         "match": scores["match"],
         "inverse_rank": 1.0 / max(rank, 1),
         "from_history": 1.0 if from_history else 0.0,
+        "learned": scores["learned"],
     }
 
 
@@ -108,11 +109,12 @@ class LearnedCalibration:
     share_right: float = 0.0
     fitted_at: str = ""
     source: str = ""
+    features: list[str] = field(default_factory=lambda: list(FEATURES))  # the inputs, in coefficient order
 
     def predict(self, features: dict[str, float]) -> float:
         if self.kind == "isotonic":
             return float(np.interp(sigmoid(features["logit_p_yes"]), self.x_thresholds, self.y_thresholds))
-        x = (np.array([features[f] for f in FEATURES]) - np.array(self.scale_mean)) / np.array(self.scale_std)
+        x = (np.array([features.get(f, 0.0) for f in self.features]) - np.array(self.scale_mean)) / np.array(self.scale_std)
         return sigmoid(float(np.dot(self.coefficients, x) + self.intercept))
 
     def describe(self) -> str:
@@ -132,6 +134,7 @@ class LearnedCalibration:
             return None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            data.setdefault("features", list(FEATURES[:6]))  # written before the learned path existed
             model = cls(**data)
         except (json.JSONDecodeError, TypeError) as exc:
             raise KnowledgeBaseError(f"{path} is not a valid calibration ({exc}); delete it or run llm4tag calibrate again") from exc

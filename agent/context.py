@@ -22,6 +22,7 @@ class Context:
     mode: Mode = field(default="multi", metadata={"help": "multi: several tags per content; single: exactly one"})
     max_tags: int = field(default=5, metadata={"help": "at most this many tags are generated in multi-tag mode"})
     use_graph_recall: bool = field(default=True, metadata={"help": "graph meta-paths (off: match-based recall, the paper's baseline)"})
+    use_learned_recall: bool = field(default=True, metadata={"help": "the learned path: the knowledge base's trained classifier, when it has one"})
     use_examples: bool = field(default=True, metadata={"help": "retrieved in-context examples (SRKI a)"})
     max_examples: int = field(default=3, metadata={"help": "at most this many similar annotated samples (paper: 3)"})
     use_knowledge: bool = field(default=True, metadata={"help": "retrieved domain-document snippets (SRKI b)"})
@@ -88,6 +89,7 @@ class Context:
             max_c2t=self.max_c2t,
             max_c2c2t=self.max_c2c2t,
             budget=self.budget,
+            max_learned=None if self.use_learned_recall else 0,
         )
 
 

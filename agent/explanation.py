@@ -31,6 +31,8 @@ def evidence_parts(candidate: dict | None, detail: bool = False, via_limit: int 
                 parts.append(f"C2C2T vote {score:.2f} via {named}{more}")
             else:
                 parts.append(f"C2C2T via {len(via)} similar item{'s' if len(via) != 1 else ''} (vote {score:.2f})")
+        elif path == "learned":
+            parts.append(f"learned {'score ' if detail else ''}{score:.2f}")
         else:
             parts.append(f"{path} {'similarity' if detail else 'sim'} {score:.2f}")
     return parts

@@ -33,6 +33,9 @@ class RecallConfig:
     max_c2c2t: int = field(default=5, metadata={"help": "at most this many candidates from the C2C2T path (paper: 5)"})
     similar_contents: int = field(default=10, metadata={"help": "similar history contents walked by C2C2T"})
     budget: int = field(default=20, metadata={"help": "candidate set size; match-based recall fills the graph's set up to it"})
+    max_learned: int = field(
+        default=10, metadata={"help": "at most this many candidates from the learned path (the trained classifier; 0: off)"}
+    )
 
     @classmethod
     def paper(cls) -> "RecallConfig":

@@ -16,6 +16,7 @@ from filelock import FileLock
 
 from .config import KnowledgeBaseConfig, llm4tag_home
 from .loaders import read_documents, read_samples, read_tags
+from .learned_recall import train_learned_recall
 from .store import KnowledgeBase
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
@@ -54,5 +55,7 @@ def open_demo_kb(log: Callable[[str], None] = print) -> KnowledgeBase:
         log("  " + kb.add_tags(read_tags(DEMO_DATA / "tags.tsv").records).summary() + " (tags)")
         log("  " + kb.add_samples(read_samples(DEMO_DATA / "samples.jsonl").records).summary() + " (samples)")
         log("  " + kb.add_documents(read_documents([DEMO_DATA / "docs"]).records).summary() + " (document passages)")
+        trained = train_learned_recall(kb)
+        log(f"  learned recall path trained on {trained['samples']} samples, {trained['tags']} tags in {trained['seconds']:.1f}s")
         marker.write_text(_fingerprint())
         return kb

@@ -3,6 +3,9 @@
 C2T: c →s t, the tags whose similarity to the content exceeds δ_ct (at most ``max_c2t``).
 C2C2T: c →s c' →d t, the tags annotated on history contents whose similarity exceeds δ_cc,
 ranked by similarity-weighted votes (at most ``max_c2c2t``).
+Learned (beyond the paper): the tags the knowledge base's trained classifier (``classifier``,
+omikuji over the samples' embeddings) scores highest for the content (at most ``max_learned``);
+absent when no classifier was trained.
 Match: the top tags by cosine, the paper's baseline — also used to fill the graph's set up to
 ``budget`` so the next step never gets an empty set while the repository has tags. The set
 never exceeds ``budget``: when the paths find more, the lowest-scored candidates are cut.
@@ -16,18 +19,20 @@ from typing import Iterable, Literal
 
 import numpy as np
 
+from .classifier import TagClassifier
 from .config import RecallConfig
+from .ranker import candidate_features, path_ranks
 from .loaders import require_text
 from .store import KnowledgeBase, Neighbour, _json_list
 
-PathName = Literal["C2T", "C2C2T", "match"]
+PathName = Literal["C2T", "C2C2T", "learned", "match"]
 SNIPPET_CHARS = 160
 
 
 @dataclass
 class Evidence:
     path: PathName
-    score: float  # C2T / match: cos(content, tag); C2C2T: share of the similar contents' votes
+    score: float  # C2T / match: cos(content, tag); C2C2T: share of the similar contents' votes; learned: the classifier's score
     via: list[dict] = field(default_factory=list)  # C2C2T: [{"id", "similarity"}] of the contents walked through
 
 
@@ -75,6 +80,12 @@ def _snippet(text: str) -> str:
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1] + "…"
 
 
+def ranker_features(candidates: list[Candidate], prior) -> list[dict[str, float]]:
+    """Each candidate's ranker inputs (``knowledge_base.ranker``); ``prior(tag)`` is its share of the history."""
+    ranks = path_ranks(candidates)
+    return [candidate_features(c.evidence, prior(c.tag), {ev.path: ranks[(c.tag, ev.path)] for ev in c.evidence}) for c in candidates]
+
+
 def c2c2t_votes(kb: KnowledgeBase, similar: list[Neighbour]) -> dict[str, tuple[float, list[dict]]]:
     """Walk c →s c' →d t over the graph: tag → (similarity-weighted vote share, contents walked)."""
     total = sum(h.similarity for h in similar) or 1.0
@@ -92,12 +103,18 @@ def recall_candidates(
     config: RecallConfig | None = None,
     exclude_ids: Iterable[str] = (),
     vector: np.ndarray | None = None,
+    learned: TagClassifier | None = None,
 ) -> RecallResult:
     """The candidate tag set Φ(c) for a content, with provenance.
 
-    ``exclude_ids`` hides history contents from the C2C2T path (evaluation without leakage).
+    ``exclude_ids`` hides history contents from the C2C2T path (evaluation without leakage); the
+    classifier was trained on every sample and cannot forget one, so leave it out
+    (``max_learned=0``) when recalling for items of the history itself.
     ``vector`` is the text's embedding when the caller has it (the text is then not used).
     Other processes' writes are picked up once, here, before the paths are walked.
+    ``learned`` replaces the knowledge base's classifier (fitting the ranker uses one trained
+    without the held-out items). The classifier's ranker, when it has one, orders the candidates
+    by P(right) (their ``score``); without one, a candidate's score is the sum of its evidence.
     """
     cfg = config or kb.config.recall
     notes: list[str] = []
@@ -115,6 +132,7 @@ def recall_candidates(
         cand.evidence.append(ev)
         cand.score = round(cand.score + ev.score, 4)
 
+    classifier = None
     similar = kb.similar_contents(vector, cfg.similar_contents, exclude=exclude, refresh=False) if cfg.strategy == "graph" else []
     tag_hits = kb.similar_tags(vector, max(cfg.budget, cfg.max_c2t) * 2, refresh=False)
     if cfg.strategy == "graph":
@@ -124,6 +142,9 @@ def recall_candidates(
             add(tag, Evidence("C2C2T", round(share, 4), via))
         for h in [h for h in tag_hits if h.similarity > cfg.delta_ct][: cfg.max_c2t]:
             add(h.id, Evidence("C2T", round(h.similarity, 4)))
+        classifier = (learned or kb.classifier()) if cfg.max_learned > 0 else None
+        for tag, score in classifier.predict(vector, cfg.max_learned) if classifier else []:
+            add(tag, Evidence("learned", round(score, 4)))
         graph_count = len(candidates)
         if graph_count < cfg.budget:
             for h in tag_hits:
@@ -139,6 +160,10 @@ def recall_candidates(
     if not candidates and not kb.tag_names():
         notes.append("the tag repository is empty: load one with llm4tag kb load-vocab FILE")
 
+    ranker = classifier.ranker if classifier is not None else None
+    if ranker is not None:
+        for cand, features in zip(candidates.values(), ranker_features(list(candidates.values()), ranker.prior)):
+            cand.score = round(ranker.predict(features), 4)
     ranked = sorted(candidates.values(), key=lambda c: -c.score)[: cfg.budget]
     # descriptions: from the tag hits' metadata already fetched; one lookup for the rest (C2C2T tags)
     descriptions = {h.id: h.metadata.get("description", "") for h in tag_hits}

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Literal
 import numpy as np
 from filelock import FileLock, Timeout
 
+from .classifier import TagClassifier, classifier_stamp
 from .config import KnowledgeBaseConfig
 from .encoder import Encoder
 from .errors import InputError, KnowledgeBaseError, UnknownTagsError
@@ -100,6 +101,7 @@ class KnowledgeBase:
         with _CONNECT_LOCK:
             self._collections = self._open_collections(self._client)
         self.graph = ContentTagGraph(self.directory)
+        self._classifier: tuple[object, TagClassifier | None] = (object(), None)
 
     # ---- plumbing ------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -174,6 +176,15 @@ class KnowledgeBase:
         with self.write_lock():
             self.config = config
             config.save(self.directory / "config.json")
+
+    # ---- the learned recall path ------------------------------------------------------------
+    def classifier(self) -> TagClassifier | None:
+        """The trained classifier (``knowledge_base.learned_recall``), re-loaded only when a new one was saved."""
+        stamp = classifier_stamp(self.directory)
+        with self._thread_lock:
+            if stamp != self._classifier[0]:
+                self._classifier = (stamp, TagClassifier.load(self.directory) if stamp else None)
+            return self._classifier[1]
 
     # ---- reading -------------------------------------------------------------------------
     def tag_names(self) -> set[str]:
@@ -271,7 +282,15 @@ class KnowledgeBase:
             "document_passages": self.collection("documents").count(),
             "graph": self.graph.counts(),
             "recall": self.config.recall.__dict__,
+            "classifier": self._classifier_summary(),
         }
+
+    def _classifier_summary(self) -> dict | str:
+        model = self.classifier()
+        if model is None:
+            return "none (llm4tag kb train-classifier trains the learned recall path)"
+        return {"trained_at": model.info.trained_at, "samples": model.info.samples, "tags": len(model.info.labels),
+                "samples_now": self.collection("samples").count()}
 
     # ---- writing -------------------------------------------------------------------------
     def _similarity_ops(self, node_ids: list[str], vectors: np.ndarray, det: dict[str, set[str]]) -> list[dict]:

@@ -32,6 +32,8 @@ def format_candidates(candidates: list[dict]) -> str:
                 evidence.append(f"on {len(ev['via'])} similar items")
             elif ev["path"] == "C2T":
                 evidence.append(f"similar to the text ({ev['score']:.2f})")
+            elif ev["path"] == "learned":
+                evidence.append(f"predicted from the history ({ev['score']:.2f})")
         desc = f": {clip(c['description'], 100)[0]}" if c.get("description") else ""
         lines.append(f"- {c['tag']}{desc}" + (f" [{'; '.join(evidence)}]" if evidence else ""))
     return "\n".join(lines)

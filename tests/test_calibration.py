@@ -98,3 +98,13 @@ def test_pipeline_uses_the_knowledge_base_calibration(writable_kb):
     assert any("learned logistic calibration" in n for n in result["notes"])
     raw = tag(text, kb_dir=str(writable_kb.directory), budget=10, max_tags=3, threshold=0.0, use_learned_calibration=False)
     assert all(j["confidence"] == j["p_yes"] for j in raw["judgments"])
+
+
+def test_a_calibration_written_before_the_learned_path_still_loads(tmp_path):
+    """Older calibration.json files name no features: their six coefficients keep their meaning."""
+    old = {"kind": "logistic", "coefficients": [2.0, 0, 0, 0, 0, 0], "intercept": 0.0, "scale_mean": [0.0] * 6, "scale_std": [1.0] * 6}
+    (tmp_path / FILE_NAME).write_text(json.dumps(old))
+    model = LearnedCalibration.load(tmp_path)
+    assert model.features == list(FEATURES[:6])
+    high, low = (model.predict(evidence_features(p, None, 1, False)) for p in (0.9, 0.1))
+    assert high > 0.9 and low < 0.1  # the learned feature, absent from the old model, is ignored

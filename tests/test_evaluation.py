@@ -106,3 +106,18 @@ def test_report_only_summarises_finished_items_without_running(tmp_path, small_k
     metrics = evaluate(items, ctx, tmp_path, ["knn", "embedding-match"], report_only=True)
     assert metrics["items"] == 2
     assert sum(1 for _ in open(tmp_path / "items-knn.jsonl")) == 2
+
+
+def test_learned_recall_and_recall_order_systems(writable_kb, tmp_path):
+    from knowledge_base.learned_recall import train_learned_recall
+
+    items = [Item(e["id"], e["text"], e["tags"]) for e in demo_examples()]
+    ctx = Context(kb_dir=str(writable_kb.directory))
+    with pytest.raises(InputError, match="train-classifier"):
+        evaluate(items[:2], ctx, tmp_path / "none", ["learned-recall"])
+    train_learned_recall(writable_kb)
+    metrics = evaluate(items, ctx, tmp_path / "out", ["knn", "learned-recall", "recall-order"])
+    systems = metrics["systems"]
+    assert set(systems) == {"knn", "learned-recall", "recall-order"}
+    assert systems["learned-recall"]["Acc@1"] >= 0.7 and systems["recall-order"]["Acc@1"] >= 0.7
+    assert systems["recall-order"]["recall"]["HR#1"] >= 0.9  # a right tag among the (budget-capped) candidates

@@ -167,6 +167,25 @@ def stats(ctx, as_json):
             click.echo(f"{key}: {value}")
 
 
+@kb.command("train-classifier")
+@click.option("--threads", type=int, default=1, show_default=True, help="Training threads (1 is fastest on a busy 2-core machine).")
+@click.pass_context
+def train_classifier(ctx, threads):
+    """Train the learned recall path (omikuji over the samples' embeddings) and the recall ranker
+    (fitted on a held-out slice of the history); re-run after corrections."""
+    from knowledge_base.learned_recall import train_learned_recall
+
+    try:
+        kbase = _open_kb(ctx)
+        report = train_learned_recall(kbase, n_threads=threads)
+    except Llm4tagError as exc:
+        _fail(exc)
+    ranker = (f"ranker fitted on {report['held_out']} held-out samples ({report['ranker_pairs']} candidates)" if report["ranker"]
+              else "no ranker (too little history to hold some out)")
+    click.echo(f"learned recall path: {report['samples']} samples, {report['tags']} tags; {ranker}; {report['seconds']:.1f}s "
+               f"→ {kbase.directory / 'classifier'}")
+
+
 @kb.command("search")
 @click.argument("query")
 @click.option("-k", "limit", default=10, show_default=True)

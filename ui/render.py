@@ -96,7 +96,7 @@ def render_recall(changes: dict) -> tuple[str, str]:
     for c in candidates:
         for p in c.get("paths") or []:
             counts[p] = counts.get(p, 0) + 1
-    paths = " · ".join(f"{p} {counts[p]}" for p in ("C2C2T", "C2T", "match") if p in counts)
+    paths = " · ".join(f"{p} {counts[p]}" for p in ("C2C2T", "C2T", "learned", "match") if p in counts)
     title = f"Candidates · {len(candidates)} tags" + (f" ({paths})" if paths else "")
     if not candidates:
         return title, "No candidate tag was found. " + " ".join(changes.get("notes") or [])

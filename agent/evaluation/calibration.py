@@ -43,7 +43,7 @@ def fit_calibration(features: Sequence[dict[str, float]], labels: Sequence[bool]
                                   y_thresholds=[float(v) for v in iso.y_thresholds_], **common)
     from sklearn.linear_model import LogisticRegression
 
-    x = np.array([[f[name] for name in FEATURES] for f in features], dtype=float)
+    x = np.array([[f.get(name, 0.0) for name in FEATURES] for f in features], dtype=float)
     mean, std = x.mean(axis=0), x.std(axis=0)
     std[std == 0] = 1.0
     model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / std, y)

@@ -15,6 +15,9 @@ Systems
 - ``taggpt``: TagGPT-style — match recall, zero-shot selection, no examples/knowledge/calibration.
 - ``embedding-match``: the top tags by cosine (the paper's BGE/GTE row, with our encoder); no LLM.
 - ``knn``: tags of the most similar history items by similarity-weighted votes; no LLM.
+- ``learned-recall``: the knowledge base's trained classifier alone (``kb train-classifier``); no LLM.
+- ``recall-order``: the candidate set in recall's own order (all paths, scores summed); no LLM.
+- ``no-learned-recall``: the full pipeline without the learned recall path.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ LLM_SYSTEMS: dict[str, dict] = {
     "taggpt": {"use_graph_recall": False, "use_examples": False, "use_knowledge": False, "use_calibration": False, "history_keep": None},
     "no-fine-tuning": {"backend": "<base model>", "use_learned_calibration": False},
     "no-learned-calibration": {"use_learned_calibration": False},
+    "no-learned-recall": {"use_learned_recall": False},
 }
 DERIVED_SYSTEMS = {"no-calibration": "full"}
-RETRIEVAL_SYSTEMS = ("embedding-match", "knn")
+RETRIEVAL_SYSTEMS = ("embedding-match", "knn", "learned-recall", "recall-order")
 ALL_SYSTEMS = (*LLM_SYSTEMS, *DERIVED_SYSTEMS, *RETRIEVAL_SYSTEMS)
 DEFAULT_SYSTEMS = ("full", "no-calibration", "embedding-match", "knn")
 
@@ -78,6 +82,14 @@ def _run_retrieval_item(item: Item, system: str, ctx: Context) -> dict:
         cfg = kb.config.recall.with_overrides(strategy="match", budget=max(k, ctx.budget or kb.config.recall.budget))
         result = recall_candidates(kb, item.text, cfg, exclude_ids=[item.id], vector=vector)
         ranked = [(c.tag, c.score) for c in result.candidates]
+    elif system == "recall-order":
+        result = recall_candidates(kb, item.text, ctx.recall_config(kb.config.recall), exclude_ids=[item.id], vector=vector)
+        ranked = [(c.tag, c.score) for c in result.candidates]
+    elif system == "learned-recall":
+        classifier = kb.classifier()
+        if classifier is None:
+            raise InputError(f"{kb.directory} has no trained classifier for the learned-recall system; run llm4tag kb train-classifier first")
+        ranked = classifier.predict(vector, max(k, kb.config.recall.budget))
     else:
         similar = kb.similar_contents(vector, kb.config.recall.similar_contents, exclude=[item.id])
         votes = c2c2t_votes(kb, similar)

@@ -103,7 +103,8 @@ def build_training_sets(kb: KnowledgeBase, render: Callable[[str, str], str], ou
     heldout = set(rng.sample([s.id for s in chosen], k=int(len(chosen) * heldout_share))) if len(chosen) >= 10 else set()
     report.heldout_samples = len(heldout)
     system = load_prompt("system")
-    recall_cfg = ctx.recall_config(kb.config.recall)  # the candidates tagging would see
+    # the candidates tagging would see, less the learned path: its classifier was trained on these very samples
+    recall_cfg = ctx.recall_config(kb.config.recall).with_overrides(max_learned=0)
     covered: set[str] = set()
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     partial = Path(str(out_path) + ".partial")

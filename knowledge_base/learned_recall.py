@@ -1,0 +1,65 @@
+"""Training the learned recall path: the classifier and, beside it, the recall ranker.
+
+``train_learned_recall(kb)``:
+
+1. holds out a seeded slice of the history (``holdout``, 10% by default, when that is at least
+   ``MIN_HELD_OUT`` items);
+2. trains a classifier on the rest and recalls each held-out item with it, its own history
+   entry hidden from C2C2T — so no path sees the item's annotations;
+3. fits the ranker on those candidates (right or wrong, with their evidence);
+4. trains the classifier on the whole history and stores it with the ranker (``classifier/``).
+
+Run it after loading samples and again after corrections (``llm4tag kb train-classifier``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+import numpy as np
+
+from .classifier import TagClassifier
+from .ranker import RecallRanker
+from .recall import ranker_features, recall_candidates
+from .store import KnowledgeBase, _json_list
+
+MIN_HELD_OUT = 20
+
+
+def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13, n_threads: int = 1) -> dict:
+    """Train and store the classifier and its ranker; returns what they were trained on."""
+    started = time.perf_counter()
+    got = kb.collection("samples").get(include=["metadatas", "embeddings"])
+    rows = [(sid, np.asarray(vec, dtype=np.float32), _json_list(meta or {}, "tags"))
+            for sid, meta, vec in zip(got["ids"], got["metadatas"], got["embeddings"] if len(got["ids"]) else [])]
+    rows = [r for r in rows if r[2]]
+    vectors = np.stack([r[1] for r in rows]) if rows else np.zeros((0, 1), dtype=np.float32)
+    tags = [r[2] for r in rows]
+    ranker, held_out = None, 0
+    n_held = int(len(rows) * holdout)
+    if n_held >= MIN_HELD_OUT:
+        held = set(random.Random(seed).sample(range(len(rows)), n_held))
+        train = [i for i in range(len(rows)) if i not in held]
+        partial = TagClassifier.train(vectors[train], [tags[i] for i in train], kb.config.encoder, n_threads=n_threads)
+        priors = _priors([tags[i] for i in train])
+        features, labels = [], []
+        for i in sorted(held):
+            result = recall_candidates(kb, "", kb.config.recall, exclude_ids=[rows[i][0]], vector=vectors[i], learned=partial)
+            features += ranker_features(result.candidates, lambda t: priors.get(t, 0.0))
+            labels += [cand.tag in tags[i] for cand in result.candidates]
+        ranker = RecallRanker.fit(features, labels, _priors(tags), items=n_held)
+        held_out = n_held
+    model = TagClassifier.train(vectors, tags, kb.config.encoder, n_threads=n_threads)
+    model.ranker = ranker
+    with kb.write_lock():
+        model.save(kb.directory)
+    report = {k: v for k, v in model.info.__dict__.items() if k not in ("labels", "hyper_parameters")}
+    return report | {"tags": len(model.info.labels), "ranker": ranker is not None, "held_out": held_out,
+                     "ranker_pairs": ranker.pairs if ranker else 0, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _priors(tag_lists: list[list[str]]) -> dict[str, float]:
+    counts = Counter(t for tags in tag_lists for t in tags)
+    return {t: n / max(len(tag_lists), 1) for t, n in counts.items()}
