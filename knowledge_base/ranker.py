@@ -38,15 +38,13 @@ def path_ranks(candidates: Sequence) -> dict[tuple[str, str], int]:
 
 def candidate_features(evidence: Sequence, prior: float, ranks: dict[str, int] | None = None) -> dict[str, float]:
     """The ranker's inputs for one candidate: the best score on each path, how many paths found it,
-    its prior in the history, and 1/rank within each ranked path (``ranks``: path → rank).
-    ``evidence`` holds objects or dicts with ``path`` and ``score``."""
+    its prior in the history, and 1/rank within each ranked path (``ranks``: path → rank)."""
     out = {name: 0.0 for name in FEATURES}
     for path, rank in (ranks or {}).items():
         if path in RANKED:
             out[RANKED[path]] = 1.0 / rank
     for ev in evidence:
-        path, score = (ev["path"], ev["score"]) if isinstance(ev, dict) else (ev.path, ev.score)
-        out[PATHS[path]] = max(out[PATHS[path]], float(score))
+        out[PATHS[ev.path]] = max(out[PATHS[ev.path]], float(ev.score))
     out["paths"] = float(sum(1 for p in PATHS.values() if out[p] > 0))
     out["log_prior"] = math.log(max(prior, MIN_PRIOR))
     return out
