@@ -235,7 +235,7 @@ def build(args) -> None:
         "seed": args.seed,
     }
     info["disk_mb"] = {"total": round(dir_size_mb(kb_dir), 1), "chroma": round(dir_size_mb(kb_dir / "chroma"), 1),
-                       "graph_pickle": round((kb_dir / "graph.pickle").stat().st_size / 2**20, 1)}
+                       "graph_json": round((kb_dir / "graph.json").stat().st_size / 2**20, 1)}
     (kb_dir / MARKER).write_text(json.dumps(info, indent=2))
 
 
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  graph: {g['tag_nodes']} tag nodes, {g['content_nodes']} content nodes, {g['deterministic_edges']} deterministic edges, "
           f"{g['similarity_edges']} similarity edges")
     print(f"  build: {info['build_s']}s {info['timings_s']}, peak RSS {info['build_peak_rss_mb']:.0f} MiB")
-    print(f"  disk: {info['disk_mb']['total']} MiB (chroma {info['disk_mb']['chroma']} MiB, graph.pickle {info['disk_mb']['graph_pickle']} MiB)")
+    print(f"  disk: {info['disk_mb']['total']} MiB (chroma {info['disk_mb']['chroma']} MiB, graph.json {info['disk_mb']['graph_json']} MiB)")
     print(f"open: KnowledgeBase() {open_s:.2f}s, of which graph load {graph_load_s:.2f}s; "
           f"encoder load {encoder_load_s:.2f}s; RSS after open {rss_after_open:.0f} MiB")
     print(f"queries: {len(texts)} debtags validation texts; per recall (first {len(sample)}): "

@@ -15,6 +15,7 @@ from typing import Callable
 from filelock import FileLock
 
 from .config import KnowledgeBaseConfig, llm4tag_home
+from .graph import SNAPSHOT_FORMAT, SNAPSHOT_VERSION
 from .loaders import read_documents, read_samples, read_tags
 from .learned_recall import train_learned_recall
 from .store import KnowledgeBase
@@ -29,6 +30,7 @@ def demo_kb_dir() -> Path:
 
 def _fingerprint() -> str:
     h = hashlib.sha1(repr(KnowledgeBaseConfig()).encode())  # new defaults rebuild the demo too
+    h.update(f"graph {SNAPSHOT_FORMAT} {SNAPSHOT_VERSION}".encode())  # so does a new graph format (an old demo kept a pickle)
     for name in DEMO_FILES:
         h.update((DEMO_DATA / name).read_bytes())
     return h.hexdigest()[:12]

@@ -4,8 +4,12 @@ Vertices are ``t:<tag>`` and ``c:<content id>``. Edges carry ``kind``: ``det`` (
 annotated with the tag) or ``sim`` (cosine above δ_ct / δ_cc, with the cosine as ``weight``).
 
 Persistence: every change is appended to ``graph.journal`` (one JSON line each, flushed and
-fsynced) and ``compact()`` rewrites ``graph.pickle`` atomically (temp file + rename) before
-emptying the journal. A crash mid-append leaves at most one torn last line, which replay skips;
+fsynced) and ``compact()`` rewrites the snapshot ``graph.json`` atomically (temp file + rename)
+before emptying the journal. Both are plain JSON: reading a knowledge base never runs code from it.
+Older knowledge bases kept the snapshot in ``graph.pickle``, which can run arbitrary code when
+read; it is never opened — such a knowledge base is refused until ``llm4tag kb rebuild-graph``
+rebuilds the graph from the Chroma stores (``KnowledgeBase.rebuild_graph``), which is also the
+way out when a snapshot is damaged. A crash mid-append leaves at most one torn last line, which replay skips;
 a crash mid-compaction leaves the previous snapshot, and replaying operations twice is harmless
 because every operation is idempotent. Callers serialise writers across processes with the knowledge base's file lock; within a
 process, ``lock`` guards the in-memory graph, so readers never iterate it while a thread writes.
@@ -15,15 +19,61 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import threading
 from pathlib import Path
 from typing import Iterable
 
 import networkx as nx
 
+from .errors import KnowledgeBaseError
+
 TAG, CONTENT = "t:", "c:"
 COMPACT_AFTER_OPS = 20000
+SNAPSHOT_FORMAT = "llm4tag-graph"
+SNAPSHOT_VERSION = 1
+LEGACY_SNAPSHOT = "graph.pickle"
+
+
+class GraphSnapshotError(KnowledgeBaseError):
+    """The graph snapshot cannot be used (an old pickle, or damaged); rebuild it from the stores."""
+
+
+def rebuild_hint(directory: Path) -> str:
+    return f"rebuild the graph from the knowledge base's stores with: llm4tag --kb {directory} kb rebuild-graph"
+
+
+def graph_to_json(g: nx.Graph) -> bytes:
+    """The snapshot: ``{"format", "version", "nodes": [[id, kind], ...], "edges": [[u, v, kind, weight], ...]}``."""
+    data = {
+        "format": SNAPSHOT_FORMAT,
+        "version": SNAPSHOT_VERSION,
+        "nodes": [[n, d.get("kind")] for n, d in g.nodes(data=True)],
+        "edges": [[u, v, d.get("kind"), d.get("weight", 1.0)] for u, v, d in g.edges(data=True)],
+    }
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def graph_from_json(raw: bytes) -> nx.Graph:
+    """Parse a snapshot written by ``graph_to_json``; ``ValueError`` says what is wrong with it."""
+    data = json.loads(raw)
+    if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
+        raise ValueError("not an llm4tag graph snapshot")
+    if data.get("version") != SNAPSHOT_VERSION:
+        raise ValueError(f"snapshot version {data.get('version')!r}, this llm4tag reads version {SNAPSHOT_VERSION}")
+    nodes, edges = data.get("nodes"), data.get("edges")
+    if not isinstance(nodes, list) or not isinstance(edges, list):
+        raise ValueError("'nodes' and 'edges' must be lists")
+    g = nx.Graph()
+    for item in nodes:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], (str, type(None)))):
+            raise ValueError(f"bad node entry {str(item)[:80]}")
+        g.add_node(item[0], **({} if item[1] is None else {"kind": item[1]}))
+    for item in edges:
+        if not (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str) and isinstance(item[1], str)
+                and isinstance(item[2], (str, type(None))) and isinstance(item[3], (int, float)) and not isinstance(item[3], bool)):
+            raise ValueError(f"bad edge entry {str(item)[:80]}")
+        g.add_edge(item[0], item[1], kind=item[2], weight=float(item[3]))
+    return g
 
 
 def tag_node(name: str) -> str:
@@ -35,16 +85,21 @@ def content_node(cid: str) -> str:
 
 
 class ContentTagGraph:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, load: bool = True):
+        """``load=False`` starts from an empty graph without reading the snapshot or the journal
+        (for ``KnowledgeBase.rebuild_graph``, which replaces both)."""
         self.directory = Path(directory)
-        self.snapshot_path = self.directory / "graph.pickle"
+        self.snapshot_path = self.directory / "graph.json"
+        self.legacy_path = self.directory / LEGACY_SNAPSHOT
         self.journal_path = self.directory / "graph.journal"
         self.g = nx.Graph()
         self.lock = threading.RLock()
-        self._stamp: tuple[int, int] | None = None  # (snapshot mtime_ns, inode)
+        self._stamp: tuple[int, int] | None | str = "unread"  # (snapshot mtime_ns, inode); None: no snapshot
         self._journal_offset = 0
         self._journal_ops = 0
-        self.refresh()
+        self.loaded = load
+        if load:
+            self.refresh()
 
     # ---- loading -------------------------------------------------------------------------
     def _snapshot_stamp(self) -> tuple[int, int] | None:
@@ -63,14 +118,24 @@ class ContentTagGraph:
             return self._refresh()
 
     def _refresh(self) -> bool:
+        if not self.loaded:  # being rebuilt: nothing on disk is read
+            return False
         stamp = self._snapshot_stamp()
         changed = False
         if stamp != self._stamp:
             if stamp is None:
+                if self.legacy_path.exists():
+                    raise GraphSnapshotError(
+                        f"{self.directory} keeps its content–tag graph in {LEGACY_SNAPSHOT}, an old format that can run code "
+                        f"when it is read, so llm4tag does not open it; {rebuild_hint(self.directory)} "
+                        f"(the pickle is not read; the stores hold every tag, sample and content)"
+                    )
                 self.g = nx.Graph()
             else:
-                with open(self.snapshot_path, "rb") as fh:
-                    self.g = pickle.load(fh)
+                try:
+                    self.g = graph_from_json(self.snapshot_path.read_bytes())
+                except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+                    raise GraphSnapshotError(f"the graph snapshot {self.snapshot_path} is damaged ({exc}); {rebuild_hint(self.directory)}") from exc
             self._stamp = stamp
             self._journal_offset = 0
             self._journal_ops = 0
@@ -149,10 +214,17 @@ class ContentTagGraph:
         with self.lock:
             self._compact()
 
+    def replace(self, g: nx.Graph) -> None:
+        """Make ``g`` the whole graph: written as the snapshot, with an empty journal (a rebuild)."""
+        with self.lock:
+            self.g = g
+            self.loaded = True
+            self._compact()
+
     def _compact(self) -> None:
-        tmp = self.snapshot_path.with_suffix(".pickle.tmp")
+        tmp = self.snapshot_path.with_suffix(".json.tmp")
         with open(tmp, "wb") as fh:
-            pickle.dump(self.g, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            fh.write(graph_to_json(self.g))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.snapshot_path)

@@ -1,7 +1,8 @@
 """The knowledge base: tag repository, annotated samples, contents, domain documents, the graph.
 
 One directory holds everything: ``config.json``, ``chroma/`` (four collections: tags,
-contents, samples, documents) and the content–tag graph (``graph.pickle`` + ``graph.journal``).
+contents, samples, documents) and the content–tag graph (``graph.json`` + ``graph.journal``,
+plain JSON both; ``rebuild_graph`` re-derives the graph from the collections).
 Writers take a file lock, so several processes (the app, the CLI, a server) can grow the same
 knowledge base without losing each other's writes; readers never block.
 """
@@ -79,7 +80,8 @@ class KnowledgeBase:
 
     COLLECTIONS = ("tags", "contents", "samples", "documents")
 
-    def __init__(self, directory: str | Path, config: KnowledgeBaseConfig | None = None):
+    def __init__(self, directory: str | Path, config: KnowledgeBaseConfig | None = None, load_graph: bool = True):
+        """``load_graph=False`` leaves the graph empty and unread: only for ``rebuild_graph``."""
         self.directory = Path(directory).expanduser().resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         config_path = self.directory / "config.json"
@@ -100,7 +102,7 @@ class KnowledgeBase:
         self._client = self._connect()
         with _CONNECT_LOCK:
             self._collections = self._open_collections(self._client)
-        self.graph = ContentTagGraph(self.directory)
+        self.graph = ContentTagGraph(self.directory, load=load_graph)
         self._classifier: tuple[object, TagClassifier | None] = (object(), None)
 
     # ---- plumbing ------------------------------------------------------------------------
@@ -156,7 +158,7 @@ class KnowledgeBase:
         return self._collections[name]
 
     @contextmanager
-    def write_lock(self):
+    def write_lock(self, refresh: bool = True):
         """Serialise writers across threads and processes; the graph is refreshed inside."""
         with self._thread_lock:
             try:
@@ -167,7 +169,8 @@ class KnowledgeBase:
                     "wait for it to finish (or remove .write.lock if no llm4tag process is running)"
                 ) from exc
             try:
-                self.refresh()
+                if refresh:
+                    self.refresh()
                 yield
             finally:
                 self._file_lock.release()
@@ -509,6 +512,41 @@ class KnowledgeBase:
             self._write_samples([Sample(cid, text, correct, incorrect)], "feedback", LoadReport(),
                                 vectors=None if vector is None else np.asarray(vector, dtype=np.float32)[None, :])
         return cid
+
+    def rebuild_graph(self, progress: Progress | None = None) -> dict:
+        """Rebuild the content–tag graph from the Chroma stores alone, never reading the old snapshot.
+
+        Tag nodes come from the tag collection; content nodes and their deterministic edges from
+        the contents' stored tags; similarity edges are recomputed from the stored embeddings with
+        the current δ_ct / δ_cc. The result replaces ``graph.json`` and empties the journal; an old
+        ``graph.pickle`` is renamed ``graph.pickle.unread`` (kept, never opened).
+        """
+        started = time.perf_counter()
+        with self.write_lock(refresh=False):
+            scratch = ContentTagGraph(self.directory, load=False)
+            tag_ids = set(self.collection("tags").get(include=[])["ids"])
+            for tid in sorted(tag_ids):
+                scratch._apply({"op": "node", "id": tag_node(tid), "kind": "tag"})
+            content_ids = self.collection("contents").get(include=[])["ids"]
+            for start in range(0, len(content_ids), BATCH):
+                got = self.collection("contents").get(ids=content_ids[start : start + BATCH], include=["embeddings", "metadatas"])
+                ids = list(got["ids"])
+                det = {cid: [t for t in _json_list(meta or {}, "tags") if t in tag_ids] for cid, meta in zip(ids, got["metadatas"])}
+                ops: list[dict] = []
+                for cid in ids:
+                    ops.append({"op": "node", "id": content_node(cid), "kind": "content"})
+                    ops += self._det_edge_ops(cid, det[cid])
+                if ids:
+                    ops += self._similarity_ops(ids, np.asarray(got["embeddings"], dtype=np.float32), {c: set(t) for c, t in det.items()})
+                for op in ops:
+                    scratch._apply(op)
+                if progress:
+                    progress(min(start + BATCH, len(content_ids)), len(content_ids))
+            self.graph.replace(scratch.g)
+            legacy = self.graph.legacy_path
+            if legacy.exists():
+                legacy.rename(legacy.with_name(legacy.name + ".unread"))
+        return {**self.graph.counts(), "seconds": round(time.perf_counter() - started, 1)}
 
     def get_sample(self, cid: str) -> Sample | None:
         got = self.collection("samples").get(ids=[cid], include=["documents", "metadatas"])

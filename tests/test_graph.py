@@ -61,7 +61,8 @@ def test_compact_writes_snapshot_and_empties_journal(tmp_path):
     g.compact()
     assert g.snapshot_path.exists()
     assert g.journal_path.read_bytes() == b""
-    assert not g.snapshot_path.with_suffix(".pickle.tmp").exists()
+    assert not g.snapshot_path.with_suffix(".json.tmp").exists()
+    assert g.snapshot_path.name == "graph.json"
     g.write([det("1", "vehicle")])
     reloaded = ContentTagGraph(tmp_path)
     assert snapshot(reloaded) == snapshot(g)

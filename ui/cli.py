@@ -167,6 +167,28 @@ def stats(ctx, as_json):
             click.echo(f"{key}: {value}")
 
 
+@kb.command("rebuild-graph")
+@click.pass_context
+def rebuild_graph(ctx):
+    """Rebuild the content–tag graph from the stores (tags, contents and their embeddings): after a
+    damaged snapshot, or to migrate an old knowledge base's graph.pickle without ever reading it."""
+    from knowledge_base import KnowledgeBase
+    from knowledge_base.demo import demo_kb_dir
+
+    directory = Path(ctx.obj["kb_dir"] or demo_kb_dir()).expanduser()
+    if not (directory / "config.json").is_file():
+        raise click.ClickException(f"{directory} is not a knowledge base (it has no config.json); check --kb")
+    bar = _Bar("contents")
+    try:
+        counts = KnowledgeBase(directory, load_graph=False).rebuild_graph(progress=bar)
+    except Llm4tagError as exc:
+        _fail(exc)
+    finally:
+        bar.close()
+    click.echo(f"rebuilt the graph of {directory} from its stores: {counts['tag_nodes']} tags, {counts['content_nodes']} contents, "
+               f"{counts['deterministic_edges']} deterministic and {counts['similarity_edges']} similarity edges in {counts['seconds']}s")
+
+
 @kb.command("train-classifier")
 @click.option("--threads", type=int, default=1, show_default=True, help="Training threads (1 is fastest on a busy 2-core machine).")
 @click.pass_context
