@@ -87,9 +87,12 @@ def recall(text: str, *, context: Context | None = None, base: RecallConfig | No
 
 
 def learn(text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, sample_id: str | None = None,
-          kb_dir: str | None = None) -> dict:
+          kb_dir: str | None = None, replace: bool = False) -> dict:
     """Record a verdict on a text: its correct and incorrect tags become a sample (an in-context
     example for similar texts) and deterministic graph edges (C2C2T recall).
+
+    A ``sample_id`` that already holds a different text is a conflict
+    (``knowledge_base.ConflictError``, nothing written) unless ``replace`` is true.
 
     The one path every surface's correction takes. The text's embedding comes from the runtime
     (a text just tagged is not encoded again); the tags are validated once, by the knowledge base,
@@ -99,7 +102,7 @@ def learn(text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, s
     cleaned = require_text(text)
     correct, incorrect = verdict(correct, incorrect)
     vector, _ = rt.embed(cleaned)
-    cid = rt.kb.record_feedback(cleaned, correct, incorrect, cid=sample_id or None, vector=vector)
+    cid = rt.kb.record_feedback(cleaned, correct, incorrect, cid=sample_id or None, vector=vector, replace=replace)
     return {"id": cid, "correct": list(correct), "incorrect": list(incorrect), "samples": rt.kb.collection("samples").count()}
 
 

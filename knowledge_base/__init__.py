@@ -5,13 +5,14 @@ candidate recall over it (``recall``), file readers (``loaders``), settings (``c
 bundled demo (``demo``). A new store backend or loader goes here; nothing here calls an LLM."""
 
 from .config import KnowledgeBaseConfig, RecallConfig
-from .errors import InputError, KnowledgeBaseError, Llm4tagError, LoadError, UnknownTagsError
+from .errors import ConflictError, InputError, KnowledgeBaseError, Llm4tagError, LoadError, UnknownTagsError
 from .loaders import Passage, Sample, Tag, read_documents, read_samples, read_tags
 from .recall import Candidate, Evidence, RecallResult, recall_candidates
 from .store import KnowledgeBase, LoadReport
 
 __all__ = [
     "Candidate",
+    "ConflictError",
     "Evidence",
     "InputError",
     "KnowledgeBase",

@@ -19,6 +19,14 @@ class UnknownTagsError(InputError):
         self.tags = list(tags)
 
 
+class ConflictError(InputError):
+    """A write would silently replace something else already stored under the same id; ``id`` names it."""
+
+    def __init__(self, message: str, id: str):
+        super().__init__(message)
+        self.id = id
+
+
 class LoadError(Llm4tagError):
     """A file could not be loaded; nothing from it was written to the knowledge base."""
 

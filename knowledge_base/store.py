@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 from .classifier import TagClassifier, classifier_stamp
 from .config import KnowledgeBaseConfig
 from .encoder import Encoder
-from .errors import InputError, KnowledgeBaseError, UnknownTagsError
+from .errors import ConflictError, InputError, KnowledgeBaseError, UnknownTagsError
 from .graph import TAG, ContentTagGraph, content_node, tag_node
 from .loaders import Passage, Sample, Tag, content_id, humanize_tag, require_text, verdict
 
@@ -491,13 +491,24 @@ class KnowledgeBase:
             self.graph.write(ops)
         return cid
 
+    def stored_text(self, cid: str) -> str | None:
+        """The text stored under an id (as a sample, else as a content), or None."""
+        for name in ("samples", "contents"):
+            got = self.collection(name).get(ids=[cid], include=["documents"])
+            if got["ids"]:
+                return got["documents"][0] or ""
+        return None
+
     def record_feedback(self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), cid: str | None = None,
-                        vector: np.ndarray | None = None) -> str:
+                        vector: np.ndarray | None = None, replace: bool = False) -> str:
         """A person's verdict on a content's tags: becomes a sample (for examples) and graph edges.
 
         The tags are checked once, inside the write lock; ``vector`` is the text's embedding when
         the caller has it (the text is then not encoded again). The change is a journal append:
         the graph snapshot is not rewritten, and other processes pick it up from the journal.
+        A verdict sets the tags of the text stored under ``cid``; when that id already holds a
+        different text it raises ``ConflictError`` and writes nothing, unless ``replace`` is true
+        (the old content, its sample and all its graph edges are then replaced).
         """
         text = require_text(text)
         correct, incorrect = verdict(correct, incorrect)
@@ -509,6 +520,17 @@ class KnowledgeBase:
             if unknown:
                 listed = ", ".join(json.dumps(t, ensure_ascii=False) for t in unknown[:20]) + (" …" if len(unknown) > 20 else "")
                 raise UnknownTagsError(f"unknown tags (not in the tag repository): {listed}; nothing was written", unknown)
+            stored = self.stored_text(cid)
+            if stored is not None and stored != text:
+                if not replace:
+                    shown = stored if len(stored) <= 80 else stored[:77] + "..."
+                    raise ConflictError(
+                        f"the id {json.dumps(cid, ensure_ascii=False)} already holds a different text "
+                        f"({json.dumps(shown, ensure_ascii=False)}); a correction amends the tags of that same text. "
+                        "Send the stored text, leave the id out (it is then derived from the text), "
+                        "or ask to replace that sample (replace=true); nothing was written", cid)
+                if content_node(cid) in self.graph.g:  # the old text's similarity edges go with it
+                    self.graph.write([{"op": "remove_node", "id": content_node(cid)}])
             self._write_samples([Sample(cid, text, correct, incorrect)], "feedback", LoadReport(),
                                 vectors=None if vector is None else np.asarray(vector, dtype=np.float32)[None, :])
         return cid

@@ -78,7 +78,7 @@ def test_openapi_spec_has_a_model_for_every_request_and_response(client):
     # nothing takes a file path: every request field and query parameter is listed here
     fields = {name for model in ("TagRequest", "TagBatchRequest", "BatchDocument", "LearnRequest") for name in schemas[model]["properties"]}
     fields |= {p["name"] for item in spec["paths"].values() for op in item.values() for p in op.get("parameters", [])}
-    assert fields == {"text", "title", "id", "mode", "max_tags", "threshold", "explain", "documents", "correct", "incorrect", "q", "limit", "offset"}
+    assert fields == {"text", "title", "id", "mode", "max_tags", "threshold", "explain", "documents", "correct", "incorrect", "replace", "q", "limit", "offset"}
 
 
 # ---- tagging -------------------------------------------------------------------------------

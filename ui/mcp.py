@@ -7,7 +7,8 @@ Tools:
 - ``tag(text, mode?, max_tags?, threshold?)`` — the full pipeline; tags with confidence and why.
 - ``recall(text, budget?)`` — the candidate set Φ(c) with the meta-path evidence of each candidate
   (no LLM call: fast).
-- ``learn(text, correct, incorrect?, id?)`` — record a verdict; it becomes a sample and graph edges.
+- ``learn(text, correct, incorrect?, id?, replace?)`` — record a verdict; it becomes a sample and graph
+  edges. An ``id`` that already holds a different text is an error unless ``replace`` is true.
 - ``search_tags(query, limit?)`` — find tags in the repository by name or meaning.
 
 Register it with an MCP client, e.g. in a client's JSON configuration::
@@ -86,12 +87,13 @@ def build_server(context: Context | None = None) -> FastMCP:
         correct: list[str] = Field(description="Tags that are right for the text (names from the repository)."),
         incorrect: list[str] | None = Field(default=None, description="Tags that are wrong for the text."),
         id: str | None = Field(default=None, max_length=200, description="Sample id; derived from the text when omitted."),
+        replace: bool = Field(default=False, description="When the id already holds a different text, replace that sample (else an error)."),
     ) -> dict:
         """Record which tags are right and wrong for a text. It becomes an annotated sample (an in-context example for similar texts) and graph edges (C2C2T recall)."""
 
         def run():
             try:
-                return tagging.learn(text, correct, incorrect or [], sample_id=id, kb_dir=base.kb_dir)
+                return tagging.learn(text, correct, incorrect or [], sample_id=id, kb_dir=base.kb_dir, replace=replace)
             except UnknownTagsError as exc:
                 raise UnknownTagsError(f"{exc}. Use search_tags to find the right names", exc.tags) from exc
 

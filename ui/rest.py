@@ -14,12 +14,13 @@ runs it with uvicorn. The OpenAPI spec is at ``/openapi.json`` (interactive docs
   go on.
 - ``POST /v1/learn`` — ``{"text", "correct": [...], "incorrect": [...], "id"?}``: a person's verdict
   becomes a sample (for in-context examples) and graph edges (for C2C2T recall). Unknown tags are
-  refused (400, named); nothing is written then.
+  refused (400, named); an ``id`` that already holds a different text is refused (409) unless
+  ``"replace": true``; nothing is written then.
 - ``GET /v1/tags?q=&limit=&offset=`` — list the tag repository, or search it by name and meaning.
 - ``GET /health`` — status, knowledge-base counts, backend, queue.
 
 Errors are JSON ``{"detail": ...}``, never a stack trace: 400 unusable input, 401 missing token,
-413 body over the limit, 422 request not matching the schema (e.g. empty text), 503 queue full
+409 an id that holds another text, 413 body over the limit, 422 request not matching the schema (e.g. empty text), 503 queue full
 (with ``Retry-After``) or model/knowledge base unavailable.
 
 Security. No endpoint takes a file path: everything read or written is inside the knowledge
@@ -60,7 +61,7 @@ from agent.context import Context
 from agent.explanation import why
 from agent.llm.base import BackendError
 from agent.runtime import runtime_for
-from knowledge_base.errors import InputError, KnowledgeBaseError, Llm4tagError, UnknownTagsError
+from knowledge_base.errors import ConflictError, InputError, KnowledgeBaseError, Llm4tagError, UnknownTagsError
 from knowledge_base.loaders import clean_text
 
 log = logging.getLogger("llm4tag.api")
@@ -184,6 +185,7 @@ class LearnRequest(BaseModel):
     correct: list[str] = Field(default_factory=list, max_length=100, description="Tags that are right for the text.")
     incorrect: list[str] = Field(default_factory=list, max_length=100, description="Tags that are wrong for the text.")
     id: str | None = Field(default=None, max_length=MAX_ID_CHARS, description="Sample id; by default derived from the text.")
+    replace: bool = Field(default=False, description="When the id already holds a different text, replace that sample (else 409).")
 
 
 class LearnResponse(BaseModel):
@@ -348,6 +350,7 @@ def _error_responses(*codes: int) -> dict:
     described = {
         400: "The input cannot be used (the detail says why).",
         401: "A bearer token is needed for this endpoint.",
+        409: "The id already holds a different text; send replace=true to overwrite it.",
         413: "The request body is over the size limit.",
         503: "The tag queue is full (retry after Retry-After seconds), or the model or knowledge base is unavailable.",
     }
@@ -411,7 +414,10 @@ def create_app(
 
     @app.exception_handler(Llm4tagError)
     async def _llm4tag_error(request: Request, exc: Llm4tagError):
-        status = 503 if isinstance(exc, (BackendError, KnowledgeBaseError)) and not isinstance(exc, InputError) else 400
+        if isinstance(exc, ConflictError):
+            status = 409
+        else:
+            status = 503 if isinstance(exc, (BackendError, KnowledgeBaseError)) and not isinstance(exc, InputError) else 400
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.exception_handler(Exception)
@@ -470,11 +476,12 @@ def create_app(
         tagged = sum(1 for r in results if r.ok)
         return TagBatchResponse(results=results, tagged=tagged, errors=len(results) - tagged)
 
-    @app.post("/v1/learn", response_model=LearnResponse, dependencies=write_guard, responses=_error_responses(400, 413, 503, *write_errors), tags=["learning"])
+    @app.post("/v1/learn", response_model=LearnResponse, dependencies=write_guard, responses=_error_responses(400, 409, 413, 503, *write_errors), tags=["learning"])
     def learn(request: LearnRequest) -> LearnResponse:
         """Record a verdict: the correct and incorrect tags of a text become a sample and graph edges."""
         try:
-            learned = tagging.learn(request.text, request.correct, request.incorrect, sample_id=request.id, kb_dir=base.kb_dir)
+            learned = tagging.learn(request.text, request.correct, request.incorrect, sample_id=request.id, kb_dir=base.kb_dir,
+                                    replace=request.replace)
         except UnknownTagsError as exc:
             raise HTTPException(status_code=400, detail=f"{exc}. Find tags with GET /v1/tags?q=...") from exc
         return LearnResponse(**learned)
