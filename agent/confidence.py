@@ -1,17 +1,23 @@
-"""What tagging needs at run time to turn judgments into final tags: the evidence features of a
-judged tag, applying a fitted calibration, ranking and thresholding.
+"""What tagging needs at run time to turn recall, generation and judgment into final tags: the
+evidence features of a scored tag, the fused confidence, ranking and thresholding.
 
 The paper's confidence is the judge's softmax over its Yes/No logits. A small judge is badly
-calibrated, so a knowledge base may hold a fitted calibration (``calibration.json``, written by
-``llm4tag calibrate``, see ``agent.evaluation.calibration``) that maps the judge's P(Yes)
-together with what recall already knows — the C2T similarity, the C2C2T vote share, the match
-cosine, the generator's rank, whether history kept it — to P(tag is right):
+calibrated and may know less than recall does, so the confidence of a tag is one fused
+probability from all the evidence (``FEATURES``): the judge's P(Yes), whether and where the
+generator chose it, recall's own score and rank (the recall ranker's P(right) when the knowledge
+base has one), each meta-path's score and whether history kept it. A knowledge base may hold a
+fitted fusion (``calibration.json``, written by ``llm4tag calibrate``, see
+``agent.evaluation.calibration``), fitted on labelled items none of whose annotations the paths
+could see:
 
 - ``logistic``: logistic regression on those features (like Annif's ensemble backends);
 - ``isotonic``: isotonic regression (pool-adjacent-violators) on P(Yes) alone.
 
-The model is plain JSON, never a pickle, and is applied with numpy. Fitting lives with the
-offline workflows (``agent.evaluation``); this module only reads and applies.
+Without a fit, the default (``fused_confidence``) is recall's own P(right) when the knowledge
+base has a recall ranker — an LLM step then only adds evidence, it cannot throw recall away —
+and the paper's P(Yes) otherwise. The model is plain JSON, never a pickle, and is applied with
+numpy. Fitting lives with the offline workflows (``agent.evaluation``); this module only reads
+and applies.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import numpy as np
 from knowledge_base.errors import KnowledgeBaseError
 
 Kind = Literal["logistic", "isotonic"]
-FEATURES = ("logit_p_yes", "c2t", "c2c2t", "match", "inverse_rank", "from_history", "learned")
+FEATURES = ("logit_p_yes", "c2t", "c2c2t", "match", "inverse_rank", "from_history", "learned",
+            "generated", "judged", "recall_score", "recall_inverse_rank", "recall_logit")
 FILE_NAME = "calibration.json"
 DEFAULT_THRESHOLD = 0.5  # the paper's
 
@@ -42,58 +49,77 @@ def sigmoid(z: float) -> float:
     return 1 / (1 + math.exp(-z))
 
 
-def confidence_of(judged: dict) -> float:
-    """A judged tag's final confidence (the learned calibration's, when one was used), else P(Yes)."""
-    return judged.get("confidence", judged["p_yes"])
+def confidence_of(judged: dict) -> float | None:
+    """A scored tag's final confidence (the fused one), else the judge's P(Yes)."""
+    return judged["confidence"] if "confidence" in judged else judged.get("p_yes")
 
 
-def evidence_features(p_yes: float, candidate: dict | None, rank: int, from_history: bool) -> dict[str, float]:
-    """The features of one judged tag; ``candidate`` is a recall candidate dict (or None)."""
+def evidence_features(p_yes: float | None, candidate: dict | None, generated_rank: int | None, from_history: bool,
+                      recall_rank: int | None = None, recall_probability: float | None = None) -> dict[str, float]:
+    """The features of one scored tag: ``p_yes`` the judge's P(Yes) (None: not judged),
+    ``candidate`` its recall candidate dict (or None), ``generated_rank`` its position in the
+    generator's answer (None: not chosen), ``recall_rank`` its position among the candidates,
+    ``recall_probability`` the recall ranker's P(right) (None: the knowledge base has no ranker)."""
     scores = {"C2T": 0.0, "C2C2T": 0.0, "match": 0.0, "learned": 0.0}
     for ev in (candidate or {}).get("evidence", []):
         scores[ev["path"]] = max(scores.get(ev["path"], 0.0), float(ev["score"]))
     return {
-        "logit_p_yes": logit(p_yes),
+        "logit_p_yes": logit(p_yes) if p_yes is not None else 0.0,
         "c2t": scores["C2T"],
         "c2c2t": scores["C2C2T"],
         "match": scores["match"],
-        "inverse_rank": 1.0 / max(rank, 1),
+        "inverse_rank": 1.0 / generated_rank if generated_rank else 0.0,
         "from_history": 1.0 if from_history else 0.0,
         "learned": scores["learned"],
+        "generated": 1.0 if generated_rank else 0.0,
+        "judged": 1.0 if p_yes is not None else 0.0,
+        "recall_score": float((candidate or {}).get("score") or 0.0),
+        "recall_inverse_rank": 1.0 / recall_rank if recall_rank else 0.0,
+        "recall_logit": logit(recall_probability) if recall_probability is not None else 0.0,
     }
 
 
-def rank_tags(judgments: list[dict], threshold: float | None) -> list[dict]:
-    """Final tags from judged tags: drop those under the threshold, rank by confidence."""
-    kept = [j for j in judgments if threshold is None or j["confidence"] is None or j["confidence"] >= threshold]
+def fused_confidence(features: dict[str, float], p_yes: float | None, recall_probability: float | None,
+                     fitted: "LearnedCalibration | None", use_learned: bool = True) -> float | None:
+    """A scored tag's confidence: the knowledge base's fitted fusion when there is one; else
+    recall's own P(right) (the recall ranker's); the paper's P(Yes) when ``use_learned`` is off
+    or recall has no probability; None when nothing gives one (no judge, no ranker)."""
+    if use_learned and fitted is not None:
+        return fitted.predict(features)
+    if use_learned and recall_probability is not None:
+        return recall_probability
+    return p_yes if p_yes is not None else recall_probability
+
+
+def rank_tags(scored: list[dict], threshold: float | None, limit: int | None = None) -> list[dict]:
+    """Final tags from scored tags: drop those under the threshold, rank by confidence (a stable
+    sort: tags without a confidence keep their given order), keep at most ``limit``."""
+    kept = [j for j in scored if threshold is None or j["confidence"] is None or j["confidence"] >= threshold]
     if all(j["confidence"] is not None for j in kept):
         kept = sorted(kept, key=lambda j: -j["confidence"])
-    return [{**j, "rank": i} for i, j in enumerate(kept, 1)]
+    return [{**j, "rank": i} for i, j in enumerate(kept[:limit] if limit else kept, 1)]
 
 
 def scored_tags(result: dict) -> list[dict]:
-    """Every generated tag of a tagging result with its confidence, before any threshold."""
-    selection = result.get("selection") or {}
+    """Every scored tag of a tagging result with its confidence and origin, before any threshold."""
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
-    confidence = {j["tag"]: confidence_of(j) for j in result.get("judgments") or []}
-    from_history = set(selection.get("from_history") or [])
     return [
         {
-            "tag": t,
-            "confidence": confidence.get(t),
-            "description": by_tag.get(t, {}).get("description", ""),
-            "paths": by_tag.get(t, {}).get("paths", []),
-            "origin": "history" if t in from_history else "llm",
+            "tag": j["tag"],
+            "confidence": confidence_of(j),
+            "description": by_tag.get(j["tag"], {}).get("description", ""),
+            "paths": by_tag.get(j["tag"], {}).get("paths", []),
+            "origin": j.get("origin", "llm"),
         }
-        for t in selection.get("tags") or []
+        for j in result.get("judgments") or []
     ]
 
 
-def rethreshold(result: dict, threshold: float) -> list[dict]:
-    """A result's final tags at another threshold, from the judgments already made (no model call)."""
+def rethreshold(result: dict, threshold: float, limit: int | None = None) -> list[dict]:
+    """A result's final tags at another threshold, from the scores already made (no model call)."""
     if not result.get("judgments"):
         return list(result.get("tags") or [])
-    return rank_tags(scored_tags(result), threshold)
+    return rank_tags(scored_tags(result), threshold, limit or (result.get("selection") or {}).get("limit"))
 
 
 @dataclass
@@ -113,12 +139,12 @@ class LearnedCalibration:
 
     def predict(self, features: dict[str, float]) -> float:
         if self.kind == "isotonic":
-            return float(np.interp(sigmoid(features["logit_p_yes"]), self.x_thresholds, self.y_thresholds))
+            return float(np.interp(sigmoid(features["logit_p_yes"]), self.x_thresholds, self.y_thresholds))  # judge only
         x = (np.array([features.get(f, 0.0) for f in self.features]) - np.array(self.scale_mean)) / np.array(self.scale_std)
         return sigmoid(float(np.dot(self.coefficients, x) + self.intercept))
 
     def describe(self) -> str:
-        return f"learned {self.kind} calibration ({self.pairs} pairs, {self.fitted_at[:10]})"
+        return f"fitted {self.kind} fusion ({self.pairs} pairs, {self.fitted_at[:10]})"
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / FILE_NAME

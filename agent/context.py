@@ -30,12 +30,19 @@ class Context:
     max_snippets: int = field(default=3, metadata={"help": "at most this many knowledge snippets (paper: 3)"})
     min_snippet_similarity: float = field(default=0.2, metadata={"help": "document passages less similar than this are not used"})
     web_timeout_s: float = field(default=5.0, metadata={"help": "web search timeout in seconds"})
-    use_calibration: bool = field(default=True, metadata={"help": "Yes/No-logit confidence for every generated tag"})
+    use_generation: bool = field(
+        default=True, metadata={"help": "the LLM chooses tags from the candidates; its choice and rank become evidence (off: no generation)"}
+    )
+    use_calibration: bool = field(
+        default=True, metadata={"help": "the Yes/No judge scores every likely candidate (recall's top judge_top and every generated tag)"}
+    )
+    judge_top: int = field(default=5, metadata={"help": "recall's top this many candidates are scored (and judged) besides the generated tags"})
     threshold: float | None = field(
         default=None, metadata={"help": "tags whose confidence is below this are dropped; None: the knowledge base's tuned value, else 0.5 (paper)"}
     )
     use_learned_calibration: bool = field(
-        default=True, metadata={"help": "map the judge's P(Yes) and the recall evidence through the knowledge base's fitted calibration, if any"}
+        default=True,
+        metadata={"help": "confidence from the knowledge base's fitted fusion of all the evidence, else recall's own P(right) (off: the paper's P(Yes))"},
     )
     history_keep: float | None = field(
         default=0.5,
@@ -56,6 +63,8 @@ class Context:
             raise ValueError(f"threshold must be between 0 and 1, not {self.threshold}")
         if self.max_tags < 1:
             raise ValueError("max_tags must be at least 1")
+        if self.judge_top < 0:
+            raise ValueError("judge_top must be 0 or more")
 
     @classmethod
     def from_env(cls, **overrides) -> "Context":
@@ -72,6 +81,11 @@ class Context:
 
     def with_overrides(self, **overrides) -> "Context":
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def uses_llm(self) -> bool:
+        """Whether the run calls the language model at all (off: fused recall only, milliseconds)."""
+        return self.use_generation or self.use_calibration
 
     @property
     def tag_limit(self) -> int:

@@ -41,10 +41,13 @@ def evidence_parts(candidate: dict | None, detail: bool = False, via_limit: int 
 def why(tag: dict, candidate: dict | None) -> str:
     """One line on why a final tag was returned: its meta-paths, whether history kept it, its confidence."""
     parts = evidence_parts(candidate) or ["chosen by the LLM"]
-    if tag.get("origin") == "history":
+    origin = tag.get("origin")
+    if origin == "history":
         parts.append("kept because similar items carry it")
+    elif origin == "recall":
+        parts.append("ranked high by recall (the LLM did not choose it)")
     confidence = tag.get("confidence")
-    parts.append("not calibrated" if confidence is None else f"judge P(yes)={confidence:.2f}")
+    parts.append("no confidence (no judge, no ranker)" if confidence is None else f"confidence {confidence:.2f}")
     return "; ".join(parts)
 
 
@@ -70,7 +73,8 @@ def explain(result: dict, tag: str) -> dict:
     Keys: ``tag``; ``candidate`` (None when recall did not find it) with ``rank`` of
     ``candidates`` and its ``evidence`` phrases; ``generation`` — ``chosen`` (with
     ``position``), ``history`` (kept because similar items carry it), ``skipped`` or None;
-    ``judgment`` (P(Yes), logits, final confidence, ``learned``) or None; ``examples`` that mark
+    ``judgment`` (P(Yes) and logits — None when the judge did not run —, the final fused
+    confidence, ``learned``: whether it differs from P(Yes)) or None when the tag was not scored; ``examples`` that mark
     it correct or incorrect; ``final`` (whether it is among the result's tags).
     """
     candidates = [c["tag"] for c in result.get("candidates") or []]
@@ -89,11 +93,11 @@ def explain(result: dict, tag: str) -> dict:
             out["generation"] = {"kind": "chosen", "position": chosen.index(tag) + 1}
         else:
             out["generation"] = {"kind": "skipped"}
-    judged = next((j for j in result.get("judgments") or [] if j["tag"] == tag), None)
-    if judged:
-        confidence = confidence_of(judged)
-        out["judgment"] = {"p_yes": judged["p_yes"], "logit_yes": judged["logit_yes"], "logit_no": judged["logit_no"],
-                           "confidence": confidence, "learned": confidence != judged["p_yes"]}
+    scored = next((j for j in result.get("judgments") or [] if j["tag"] == tag), None)
+    if scored:
+        confidence = confidence_of(scored)
+        out["judgment"] = {"p_yes": scored.get("p_yes"), "logit_yes": scored.get("logit_yes"), "logit_no": scored.get("logit_no"),
+                           "confidence": confidence, "learned": confidence is not None and confidence != scored.get("p_yes")}
     for ex in result.get("examples") or []:
         if tag in ex["tags"] or tag in ex.get("incorrect_tags", []):
             out["examples"].append({"id": ex["id"], "similarity": ex["similarity"], "marked": "correct" if tag in ex["tags"] else "incorrect"})

@@ -27,12 +27,13 @@ class OutputState(TypedDict):
     text: str  # the cleaned content the pipeline worked on (title + content); a correction uses it as is
     content_id: str
     tags: list[dict]  # final tags: tag, confidence, rank, description, paths, origin
-    candidates: list[dict]  # Φ(c) with provenance (path, score, via)
+    candidates: list[dict]  # Φ(c) with provenance (path, score, via), best first
+    recall_scores: str  # what a candidate's score is: "probability" (the recall ranker's P(right)) or "evidence" (summed path scores)
     similar_contents: list[dict]  # history contents the C2C2T path walked through
     examples: list[dict]  # retrieved samples with correct and incorrect tags
     knowledge: list[dict]  # snippets with their sources
     selection: dict  # the generator's raw output and what was kept
-    judgments: list[dict]  # one per judged tag: p_yes, the Yes/No logits, the confidence and its evidence features
+    judgments: list[dict]  # one per scored tag: origin, the fused confidence and its evidence features; p_yes and the Yes/No logits when judged
     notes: list[str]  # what a person should know (truncation, fallbacks, unreachable services)
     timings: dict[str, float]  # seconds per node
     metadata: dict[str, Any]
@@ -43,6 +44,7 @@ class State(InputState, total=False):
     content_id: str
     tags: list[dict]
     candidates: list[dict]
+    recall_scores: str
     similar_contents: list[dict]
     examples: list[dict]
     knowledge: list[dict]

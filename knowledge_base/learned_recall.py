@@ -47,7 +47,7 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         features, labels = [], []
         for i in sorted(held):
             result = recall_candidates(kb, "", kb.config.recall, exclude_ids=[rows[i][0]], vector=vectors[i], learned=partial)
-            features += ranker_features(result.candidates, lambda t: priors.get(t, 0.0))
+            features += ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit)
             labels += [cand.tag in tags[i] for cand in result.candidates]
         ranker = RecallRanker.fit(features, labels, _priors(tags), items=n_held)
         held_out = n_held

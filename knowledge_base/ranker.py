@@ -2,8 +2,9 @@
 
 Recall's paths score on different scales — a C2T cosine, a C2C2T vote share, the classifier's
 score, a match cosine — and summing them ranks badly. The ranker is a logistic regression over
-the evidence of each candidate (one feature per path, how many paths found it, and the tag's
-prior in the history), fitted without leakage: on a held-out slice of the history, recalled
+the evidence of each candidate (one feature per path and its rank on it, how many paths found it,
+the tag's prior in the history, and how close the content's nearest history item and nearest
+tag are), fitted without leakage: on a held-out slice of the history, recalled
 with a classifier trained without that slice and with each item's own history entry hidden
 from C2C2T. It is stored with the classifier as plain JSON and applied with numpy.
 """
@@ -21,7 +22,8 @@ import numpy as np
 from .errors import KnowledgeBaseError
 
 FILE_NAME = "ranker.json"
-FEATURES = ("c2t", "c2c2t", "learned", "match", "paths", "log_prior", "c2t_rank", "c2c2t_rank", "learned_rank")
+FEATURES = ("c2t", "c2c2t", "learned", "match", "paths", "log_prior", "c2t_rank", "c2c2t_rank", "learned_rank",
+            "top_content_similarity", "top_tag_similarity")
 RANKED = {"C2T": "c2t_rank", "C2C2T": "c2c2t_rank", "learned": "learned_rank"}
 PATHS = {"C2T": "c2t", "C2C2T": "c2c2t", "learned": "learned", "match": "match"}
 MIN_PRIOR = 1e-4
@@ -36,10 +38,15 @@ def path_ranks(candidates: Sequence) -> dict[tuple[str, str], int]:
     return {(tag, path): i for path, scored in by_path.items() for i, (_, tag) in enumerate(sorted(scored, key=lambda x: -x[0]), 1)}
 
 
-def candidate_features(evidence: Sequence, prior: float, ranks: dict[str, int] | None = None) -> dict[str, float]:
+def candidate_features(evidence: Sequence, prior: float, ranks: dict[str, int] | None = None,
+                       item: dict[str, float] | None = None) -> dict[str, float]:
     """The ranker's inputs for one candidate: the best score on each path, how many paths found it,
-    its prior in the history, and 1/rank within each ranked path (``ranks``: path → rank)."""
+    its prior in the history, 1/rank within each ranked path (``ranks``: path → rank), and how
+    well the content fits the knowledge base at all (``item``: the similarity of its nearest
+    history content and of its nearest tag) — low for content that fits no tag, so that such
+    content gets low confidence instead of the most common tags."""
     out = {name: 0.0 for name in FEATURES}
+    out.update(item or {})
     for path, rank in (ranks or {}).items():
         if path in RANKED:
             out[RANKED[path]] = 1.0 / rank

@@ -66,6 +66,8 @@ class RecallResult:
     strategy: str
     truncated: bool = False
     notes: list[str] = field(default_factory=list)
+    scores: Literal["probability", "evidence"] = "evidence"  # probability: the recall ranker's P(right); evidence: summed path scores
+    fit: dict[str, float] = field(default_factory=dict)  # content_fit: how close the nearest history item and the nearest tag are
 
     @property
     def tags(self) -> list[str]:
@@ -80,10 +82,17 @@ def _snippet(text: str) -> str:
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1] + "…"
 
 
-def ranker_features(candidates: list[Candidate], prior) -> list[dict[str, float]]:
-    """Each candidate's ranker inputs (``knowledge_base.ranker``); ``prior(tag)`` is its share of the history."""
+def content_fit(similar: list[Neighbour], tag_hits: list[Neighbour]) -> dict[str, float]:
+    """How well a content fits the knowledge base: the similarity of its nearest history item and of its nearest tag."""
+    return {"top_content_similarity": round(max((h.similarity for h in similar), default=0.0), 4),
+            "top_tag_similarity": round(max((h.similarity for h in tag_hits), default=0.0), 4)}
+
+
+def ranker_features(candidates: list[Candidate], prior, item: dict[str, float]) -> list[dict[str, float]]:
+    """Each candidate's ranker inputs (``knowledge_base.ranker``); ``prior(tag)`` is its share of
+    the history; ``item`` the content's ``content_fit``."""
     ranks = path_ranks(candidates)
-    return [candidate_features(c.evidence, prior(c.tag), {ev.path: ranks[(c.tag, ev.path)] for ev in c.evidence}) for c in candidates]
+    return [candidate_features(c.evidence, prior(c.tag), {ev.path: ranks[(c.tag, ev.path)] for ev in c.evidence}, item) for c in candidates]
 
 
 def c2c2t_votes(kb: KnowledgeBase, similar: list[Neighbour]) -> dict[str, tuple[float, list[dict]]]:
@@ -160,9 +169,10 @@ def recall_candidates(
     if not candidates and not kb.tag_names():
         notes.append("the tag repository is empty: load one with llm4tag kb load-vocab FILE")
 
+    fit = content_fit(similar, tag_hits)
     ranker = classifier.ranker if classifier is not None else None
     if ranker is not None:
-        for cand, features in zip(candidates.values(), ranker_features(list(candidates.values()), ranker.prior)):
+        for cand, features in zip(candidates.values(), ranker_features(list(candidates.values()), ranker.prior, fit)):
             cand.score = round(ranker.predict(features), 4)
     ranked = sorted(candidates.values(), key=lambda c: -c.score)[: cfg.budget]
     # descriptions: from the tag hits' metadata already fetched; one lookup for the rest (C2C2T tags)
@@ -176,4 +186,4 @@ def recall_candidates(
         SimilarContent(h.id, round(h.similarity, 4), _snippet(h.text), _json_list(h.metadata, "tags"))
         for h in similar
     ]
-    return RecallResult(ranked, similar_out, cfg.strategy, truncated, notes)
+    return RecallResult(ranked, similar_out, cfg.strategy, truncated, notes, "probability" if ranker is not None else "evidence", fit)

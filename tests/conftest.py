@@ -64,3 +64,17 @@ def writable_kb(small_kb_dir, tmp_path) -> KnowledgeBase:
 @pytest.fixture
 def empty_kb(tmp_path) -> KnowledgeBase:
     return KnowledgeBase(tmp_path / "empty-kb")
+
+
+@pytest.fixture(scope="session")
+def trained_kb_dir(small_kb_dir, tmp_path_factory) -> Path:
+    """A copy of the small knowledge base with its learned recall path (classifier + recall ranker)
+    trained once per session; read-only use."""
+    import shutil
+
+    from knowledge_base.learned_recall import train_learned_recall
+
+    target = tmp_path_factory.mktemp("trained") / "kb"
+    shutil.copytree(small_kb_dir, target, ignore=shutil.ignore_patterns(".write.lock"))
+    train_learned_recall(KnowledgeBase(target))
+    return target

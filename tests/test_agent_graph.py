@@ -38,12 +38,21 @@ def test_output_explains_every_tag(streamed):
     assert all(s["source"].startswith("guide.md#") for s in result["knowledge"])
     selected = result["selection"]["tags"]
     assert selected and set(selected) <= candidates
-    assert [j["tag"] for j in result["judgments"]] == selected
-    # threshold 0 keeps every generated tag, ranked by the judge's P(Yes)
-    assert sorted(t["tag"] for t in result["tags"]) == sorted(selected)
+    # every likely candidate is scored: the generated tags first, then recall's top five, each once
+    scored = [j["tag"] for j in result["judgments"]]
+    top5 = [c["tag"] for c in result["candidates"][:5]]
+    assert scored[: len(selected)] == selected and set(scored) == set(selected) | set(top5) and len(set(scored)) == len(scored)
+    assert all(j["origin"] == ("llm" if j["tag"] in selected else "recall") for j in result["judgments"])
+    # the content's KV cache is shared: after the first judgment only the tag's own tokens are evaluated
+    assert all(j["reused_tokens"] > j["prompt_tokens"] for j in result["judgments"][1:])
+    # no recall ranker in this knowledge base: the confidence is the judge's P(Yes) (the paper's);
+    # threshold 0 keeps the max_tags best-scored tags, generated or not
+    by_tag = {j["tag"]: j["p_yes"] for j in result["judgments"]}
+    assert result["recall_scores"] == "evidence"
+    best = sorted(by_tag, key=lambda t: -by_tag[t])[: SMALL["max_tags"]]
+    assert [t["tag"] for t in result["tags"]] == best
     confidences = [t["confidence"] for t in result["tags"]]
     assert confidences == sorted(confidences, reverse=True)
-    by_tag = {j["tag"]: j["p_yes"] for j in result["judgments"]}
     assert all(t["confidence"] == by_tag[t["tag"]] for t in result["tags"])
     assert [t["rank"] for t in result["tags"]] == list(range(1, len(result["tags"]) + 1))
     assert set(result["timings"]) == {"recall", "examples", "knowledge", "generate", "calibrate"}
@@ -69,8 +78,10 @@ def test_high_threshold_drops_everything_and_says_so(small_kb_dir):
 def test_ablation_switches(small_kb_dir):
     result = tag(TEXT, kb_dir=str(small_kb_dir), use_graph_recall=False, use_examples=False, use_knowledge=False, use_calibration=False, **SMALL)
     assert {p for c in result["candidates"] for p in c["paths"]} == {"match"}
-    assert result["examples"] == [] and result["knowledge"] == [] and result["judgments"] == []
+    assert result["examples"] == [] and result["knowledge"] == []
+    assert result["judgments"] and all(j["p_yes"] is None and j["prompt_tokens"] == 0 for j in result["judgments"])
     assert result["selection"]["template"] == "generate_basic"
+    # no judge and no ranker: no confidence, the generator's tags in its order
     assert result["tags"] and all(t["confidence"] is None for t in result["tags"])
     assert [t["tag"] for t in result["tags"]] == result["selection"]["tags"]
 

@@ -302,12 +302,12 @@ class TaggingApp:
         Args:
             text: the content to tag (an article, a product description, a query).
             mode: "multi" for several tags, "single" for exactly one.
-            threshold: tags whose confidence (the judge's P(Yes), 0 to 1) is below this are left out.
+            threshold: tags whose confidence (P(tag is right), 0 to 1, fused from recall, the generator and the judge) is below this are left out.
             max_tags: at most this many tags in multi mode.
             backend: the LLM: "llamacpp" (the embedded model), "llamacpp:/path/model.gguf" or "ollama:MODEL".
 
         Returns:
-            A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin"), "below_threshold" (generated tags that were left out, with confidence), "candidates" (the recalled tag names) and "notes".
+            A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin"), "below_threshold" (scored tags that were left out, with confidence), "candidates" (the recalled tag names) and "notes".
         """
         try:
             ctx = replace(Context.from_env(mode=mode, threshold=float(threshold), max_tags=int(max_tags), backend=(backend or "").strip() or None), kb_dir=self.kb_dir)
@@ -315,11 +315,10 @@ class TaggingApp:
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
         kept = {t["tag"] for t in result["tags"]}
-        p_yes = {j["tag"]: confidence_of(j) for j in result["judgments"]}
         return {
             "content_id": result["content_id"],
             "tags": [{k: t[k] for k in ("tag", "confidence", "description", "origin")} for t in result["tags"]],
-            "below_threshold": [{"tag": t, "confidence": p_yes.get(t)} for t in result["selection"].get("tags", []) if t not in kept],
+            "below_threshold": [{"tag": j["tag"], "confidence": confidence_of(j)} for j in result["judgments"] if j["tag"] not in kept],
             "candidates": [c["tag"] for c in result["candidates"]],
             "notes": result["notes"],
         }

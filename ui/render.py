@@ -143,6 +143,8 @@ def render_knowledge(changes: dict) -> tuple[str, str]:
 
 def render_selection(changes: dict) -> tuple[str, str]:
     sel = changes.get("selection") or {}
+    if sel.get("skipped"):
+        return "Generator · off", "Generation is off: recall's top candidates go straight to the confidence step."
     tags = sel.get("tags") or []
     history = sel.get("from_history") or []
     title = f"Generator · selected {len(tags)} tags" + (f" ({len(history)} from history)" if history else "")
@@ -164,16 +166,20 @@ def render_selection(changes: dict) -> tuple[str, str]:
 def render_calibration(changes: dict, threshold: float) -> tuple[str, str]:
     judgments = changes.get("judgments") or []
     kept = {t["tag"] for t in changes.get("tags") or []}
-    if not judgments:
-        return "Confidence · not calibrated", "Calibration is off: the generator's order is kept, with no confidence."
-    learned = any(confidence_of(j) != j["p_yes"] for j in judgments)
-    title = f"Confidence · {'calibrated ' if learned else 'P(Yes) '}for {len(judgments)} tags, {len(kept)} kept at ≥ {threshold:.2f}"
+    if not judgments or all(confidence_of(j) is None for j in judgments):
+        return "Confidence · none", "No judge and no recall ranker: the generator's order is kept, with no confidence."
+    judged = [j for j in judgments if j.get("p_yes") is not None]
+    fused = any(confidence_of(j) != j.get("p_yes") for j in judgments)
+    title = f"Confidence · {'fused ' if fused else 'P(Yes) '}for {len(judgments)} tags, {len(kept)} kept at ≥ {threshold:.2f}"
     rows = [
         {"tag": j["tag"], "confidence": confidence_of(j), "kept": j["tag"] in kept}
         for j in sorted(judgments, key=lambda j: -confidence_of(j))
     ]
-    table = ["", "| tag | logit Yes | logit No | P(Yes) | confidence |", "|---|---|---|---|---|"]
-    table += [f"| `{_md(j['tag'])}` | {j['logit_yes']:.2f} | {j['logit_no']:.2f} | {j['p_yes']:.3f} | {confidence_of(j):.3f} |" for j in judgments]
+    table = ["", "| tag | origin | P(Yes) | confidence |", "|---|---|---|---|"]
+    table += [f"| `{_md(j['tag'])}` | {j.get('origin', 'llm')} | {'' if j.get('p_yes') is None else format(j['p_yes'], '.3f')} | {confidence_of(j):.3f} |"
+              for j in judgments]
+    if not judged:
+        table.append("\nThe judge was off: each confidence is recall's own P(right).")
     notes = [f"> {_md(n)}" for n in changes.get("notes") or []]
     return title, "\n".join([confidence_bars(rows, threshold), *table, *notes])
 
@@ -210,11 +216,11 @@ def tag_rows(result: dict, shown: list[dict], verdict: dict | None = None) -> li
     correct, incorrect = set(verdict.get("correct", [])), set(verdict.get("incorrect", []))
     shown_names = {t["tag"] for t in shown}
     from_history = set((result.get("selection") or {}).get("from_history") or [])
-    p_yes = {j["tag"]: confidence_of(j) for j in result.get("judgments") or []}
+    scored = {j["tag"]: confidence_of(j) for j in result.get("judgments") or []}
     rows = [{"tag": t["tag"], "confidence": t.get("confidence"), "kept": True, "history": t["tag"] in from_history} for t in shown]
     dropped = [
-        {"tag": t, "confidence": p_yes.get(t), "kept": False, "history": t in from_history}
-        for t in (result.get("selection") or {}).get("tags") or []
+        {"tag": t, "confidence": c, "kept": False, "history": t in from_history}
+        for t, c in scored.items()
         if t not in shown_names
     ]
     rows += sorted(dropped, key=lambda r: -(r["confidence"] or 0.0))
@@ -322,10 +328,13 @@ def explanation_markdown(explained: dict, threshold: float, verdict: dict | None
             "chosen": f"- **Generation:** the LLM chose it (position {generation.get('position')}).",
         }.get(generation.get("kind"), "- **Generation:** the LLM did not choose it."))
     j = explained["judgment"]
-    if j:
+    if j and j["confidence"] is not None:
         kept = "kept" if j["confidence"] >= threshold else "dropped"
-        learned = f", calibrated to {j['confidence']:.3f} with the recall evidence" if j["learned"] else ""
-        lines.append(f"- **Confidence:** P(Yes) = {j['p_yes']:.3f} (logits Yes {j['logit_yes']:.2f} / No {j['logit_no']:.2f}){learned} → {kept} at threshold {threshold:.2f}")
+        if j["p_yes"] is None:
+            lines.append(f"- **Confidence:** {j['confidence']:.3f} from recall's evidence (the judge did not run) → {kept} at threshold {threshold:.2f}")
+        else:
+            learned = f", fused to {j['confidence']:.3f} with the recall evidence" if j["learned"] else ""
+            lines.append(f"- **Confidence:** P(Yes) = {j['p_yes']:.3f} (logits Yes {j['logit_yes']:.2f} / No {j['logit_no']:.2f}){learned} → {kept} at threshold {threshold:.2f}")
     for e in explained["examples"]:
         lines.append(f"- **Example:** {_md(e['id'])} (similarity {e['similarity']:.2f}) has it marked {e['marked']}")
     verdict = verdict or {}

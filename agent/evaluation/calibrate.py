@@ -1,5 +1,6 @@
-"""``llm4tag calibrate``: run the pipeline on labelled items, compare the raw P(Yes) with each
-learned calibration out of fold, and save the chosen one into the knowledge base."""
+"""``llm4tag calibrate``: run the pipeline on labelled items, compare the unfitted confidence
+(recall's P(right) when the knowledge base has a ranker, else the judge's P(Yes)) with each fitted
+fusion out of fold, and save the chosen one into the knowledge base."""
 
 from __future__ import annotations
 
@@ -17,27 +18,30 @@ from .runner import evaluate
 
 def choose_and_fit(kb, validation: str | Path, context, out_dir: str | Path, limit: int | None = 300, seed: int | None = 13,
                    kind: str = "auto", offset: int = 0) -> dict:
-    """Run the pipeline on labelled items (resumable), compare the raw P(Yes) with each learned
-    calibration out of fold, and save the chosen one into the knowledge base.
+    """Run the pipeline on labelled items (resumable), compare the unfitted confidence with each
+    fitted fusion out of fold, and save the chosen one into the knowledge base.
 
-    ``auto`` keeps whichever has the lowest Brier score (a proper scoring rule: calibration and
-    separation together; ECE alone rewards a model that says the base rate for everything), and
-    none at all when the raw P(Yes) scores better (an earlier calibration.json is then removed)."""
+    The items must be outside the history (a labelled validation file), so that no path saw
+    their annotations. ``auto`` keeps whichever has the lowest Brier score (a proper scoring
+    rule: calibration and separation together; ECE alone rewards a model that says the base rate
+    for everything), and none at all when the unfitted confidence scores better (an earlier
+    calibration.json is then removed)."""
     items = load_labelled(validation, limit, seed, offset)
     evaluate(items, context.with_overrides(kb_dir=str(kb.directory)), out_dir, ["full"])
     wanted = {i.id for i in items}
     records = [r for r in read_finished(Path(out_dir) / "items-full.jsonl").values() if r["id"] in wanted]
-    features, labels, groups, p_yes = judged_pairs(records)
+    features, labels, groups, unfitted = judged_pairs(records)
     kinds = ["isotonic", "logistic"] if kind == "auto" else [kind]
-    report: dict = {"items": len(records), "pairs": len(labels), "raw": confidence_metrics(list(zip(p_yes, labels))),
+    raw = [(c, y) for c, y in zip(unfitted, labels) if c is not None]
+    report: dict = {"items": len(records), "pairs": len(labels), "raw": confidence_metrics(raw) if len(raw) == len(labels) else {},
                     **compare_out_of_fold(features, labels, groups, kinds)}
     fitted = [k for k in kinds if k in report]
     if not fitted:
         raise InputError(f"no calibration could be fitted on {len(labels)} judged tags ({sum(labels)} right); evaluate more labelled items")
     best = min(fitted, key=lambda k: (report[k]["Brier"], report[k]["ECE"]))
-    if kind == "auto" and report["raw"]["Brier"] <= report[best]["Brier"]:
+    if kind == "auto" and report["raw"] and report["raw"]["Brier"] <= report[best]["Brier"]:
         (Path(kb.directory) / FILE_NAME).unlink(missing_ok=True)
-        report["chosen"] = "raw P(Yes) (no learned calibration beats it out of fold)"
+        report["chosen"] = "the unfitted confidence (recall's P(right), else P(Yes)): no fitted fusion beats it out of fold"
         return report
     model = fit_calibration(features, labels, best, source=f"{validation} ({len(records)} items)")
     report["chosen"] = best

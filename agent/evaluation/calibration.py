@@ -19,14 +19,18 @@ from ..confidence import FEATURES, Kind, LearnedCalibration, sigmoid
 from .metrics import confidence_metrics
 
 
-def judged_pairs(records: Sequence[dict]) -> tuple[list[dict[str, float]], list[bool], list[str], list[float]]:
-    """From evaluation records: each judged tag's features, whether it is right, its item, its P(Yes)."""
+def judged_pairs(records: Sequence[dict]) -> tuple[list[dict[str, float]], list[bool], list[str], list[float | None]]:
+    """From evaluation records: each scored tag's features, whether it is right, its item, and
+    its confidence without a fitted fusion (recall's P(right) when the run had one, else P(Yes))."""
     rows = [(r["id"], j, j["tag"] in set(r["truth"])) for r in records for j in r.get("judged", []) if "features" in j]
-    return [j["features"] for _, j, _ in rows], [y for _, _, y in rows], [g for g, _, _ in rows], [j["p_yes"] for _, j, _ in rows]
+    unfitted = [j.get("recall_probability") if j.get("recall_probability") is not None else j.get("p_yes") for _, j, _ in rows]
+    return [j["features"] for _, j, _ in rows], [y for _, _, y in rows], [g for g, _, _ in rows], unfitted
 
 
-def fit_calibration(features: Sequence[dict[str, float]], labels: Sequence[bool], kind: Kind = "logistic", source: str = "") -> LearnedCalibration:
-    """Fit a calibration on (features, is-right) pairs from a labelled run."""
+def fit_calibration(features: Sequence[dict[str, float]], labels: Sequence[bool], kind: Kind = "logistic", source: str = "",
+                    names: Sequence[str] = FEATURES) -> LearnedCalibration:
+    """Fit a calibration (the fusion) on (features, is-right) pairs from a labelled run; ``names``
+    are the features a logistic fusion uses (all of them by default)."""
     if kind not in ("logistic", "isotonic"):
         raise InputError(f"unknown calibration kind {kind!r}; choose logistic or isotonic")
     y = np.array([1 if v else 0 for v in labels])
@@ -43,15 +47,16 @@ def fit_calibration(features: Sequence[dict[str, float]], labels: Sequence[bool]
                                   y_thresholds=[float(v) for v in iso.y_thresholds_], **common)
     from sklearn.linear_model import LogisticRegression
 
-    x = np.array([[f.get(name, 0.0) for name in FEATURES] for f in features], dtype=float)
+    x = np.array([[f.get(name, 0.0) for name in names] for f in features], dtype=float)
     mean, std = x.mean(axis=0), x.std(axis=0)
     std[std == 0] = 1.0
     model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / std, y)
     return LearnedCalibration("logistic", coefficients=[float(c) for c in model.coef_[0]], intercept=float(model.intercept_[0]),
-                              scale_mean=[float(v) for v in mean], scale_std=[float(v) for v in std], **common)
+                              scale_mean=[float(v) for v in mean], scale_std=[float(v) for v in std], features=list(names), **common)
 
 
-def cross_validated(features: Sequence[dict[str, float]], labels: Sequence[bool], groups: Sequence[str], kind: Kind, folds: int = 5) -> list[float]:
+def cross_validated(features: Sequence[dict[str, float]], labels: Sequence[bool], groups: Sequence[str], kind: Kind, folds: int = 5,
+                    names: Sequence[str] = FEATURES) -> list[float]:
     """Out-of-fold predictions: each item's tags are scored by a calibration fitted without that item."""
     names = sorted(set(groups))
     fold_of = {g: i % folds for i, g in enumerate(names)}
@@ -61,7 +66,7 @@ def cross_validated(features: Sequence[dict[str, float]], labels: Sequence[bool]
         test = [i for i, g in enumerate(groups) if fold_of[g] == k]
         if not test:
             continue
-        model = fit_calibration([features[i] for i in train], [labels[i] for i in train], kind)
+        model = fit_calibration([features[i] for i in train], [labels[i] for i in train], kind, names=names)
         for i in test:
             out[i] = model.predict(features[i])
     return out
@@ -84,3 +89,42 @@ def learned_confidence_metrics(records: list[dict], folds: int = 5) -> dict:
     if len(labels) < 5 * folds or len(set(labels)) < 2:
         return {}
     return compare_out_of_fold(features, labels, groups, folds=folds)
+
+
+RECALL_EVIDENCE = ("c2t", "c2c2t", "match", "learned", "recall_score", "recall_inverse_rank", "recall_logit")
+GENERATOR_EVIDENCE = ("generated", "inverse_rank", "from_history")
+JUDGE_EVIDENCE = ("logit_p_yes", "judged")
+EVIDENCE_SETS = {
+    "recall only": RECALL_EVIDENCE,
+    "recall + generator": RECALL_EVIDENCE + GENERATOR_EVIDENCE,
+    "recall + judge": RECALL_EVIDENCE + JUDGE_EVIDENCE,
+    "all (recall + generator + judge)": FEATURES,
+    "judge alone": JUDGE_EVIDENCE,
+}
+
+
+def fusion_ablation(records: Sequence[dict], truths: Sequence[Sequence[str]], single: bool, folds: int = 5) -> dict[str, dict]:
+    """What each kind of evidence adds, measured without leakage and without another model call:
+    the full run's scored tags re-ranked by a logistic fusion of each evidence set, fitted out of
+    fold (each item scored by a fusion fitted on the other items). Per set: the headline metric at
+    full coverage and the fused confidence's ECE, Brier and AUROC."""
+    from .metrics import multi_tag_metrics, single_tag_metrics
+
+    features, labels, groups, _ = judged_pairs(records)
+    if len(labels) < 5 * folds or len(set(labels)) < 2:
+        return {}
+    headline = "f1_micro" if single else "Acc@1"
+    out: dict[str, dict] = {}
+    for name, names in EVIDENCE_SETS.items():
+        try:
+            predicted = cross_validated(features, labels, groups, "logistic", folds, names)
+        except InputError:
+            continue
+        by_item: dict[str, list[tuple[float, str]]] = {}
+        tags = [j["tag"] for r in records for j in r.get("judged", []) if "features" in j]
+        for g, p, t in zip(groups, predicted, tags):
+            by_item.setdefault(g, []).append((p, t))
+        ranked = [[t for _, t in sorted(by_item.get(r["id"], []), key=lambda x: -x[0])][: (1 if single else 5)] for r in records]
+        score = (single_tag_metrics if single else multi_tag_metrics)(ranked, truths)
+        out[name] = {headline: score[headline], **confidence_metrics(list(zip(predicted, labels)))}
+    return out

@@ -155,7 +155,7 @@ def accuracy_vs_coverage(records: list[dict], steps: int = 20) -> list[dict]:
         th = i / steps
         kept = []
         for r in records:
-            tags = sorted(((confidence_of(j), j["tag"]) for j in r.get("judged", []) if confidence_of(j) >= th), reverse=True)
+            tags = sorted(((c, j["tag"]) for j in r.get("judged", []) if (c := confidence_of(j)) is not None and c >= th), reverse=True)
             if tags:
                 kept.append(tags[0][1] in set(r["truth"]))
         curve.append({"threshold": th, "coverage": len(kept) / len(records) if records else 0.0, "accuracy": mean(kept) if kept else None})

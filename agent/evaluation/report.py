@@ -8,7 +8,7 @@ from typing import Sequence
 
 from ..confidence import confidence_of
 from ..context import Context
-from .calibration import learned_confidence_metrics
+from .calibration import fusion_ablation, learned_confidence_metrics
 from .labelled import Item
 from .metrics import accuracy_vs_coverage, confidence_metrics, multi_tag_metrics, recall_hits, single_tag_metrics
 
@@ -18,17 +18,26 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
     truths = [i.tags for i in items]
     single = ctx.mode == "single"
     metrics: dict = {"items": len(items), "mode": ctx.mode, "systems": {}, "derived": derived or {}}
+    score = single_tag_metrics if single else multi_tag_metrics
+    headline = "f1_micro" if single else "Acc@1"
     for system in systems:
         recs = records[system]
-        preds = [r["predicted"] for r in recs]
-        m = single_tag_metrics(preds, truths) if single else multi_tag_metrics(preds, truths)
+        # full coverage: every item answered with its best tags, whatever their confidence
+        m = score([r.get("ranked", r["predicted"]) for r in recs], truths)
+        thresholded = score([r["predicted"] for r in recs], truths)
+        m["at_threshold"] = {headline: thresholded[headline], "coverage": sum(1 for r in recs if r["predicted"]) / len(recs) if recs else 0.0,
+                             **({} if single else {"Acc@2": thresholded["Acc@2"], "Acc@3": thresholded["Acc@3"]})}
         m["recall"] = recall_hits([r["candidates"] for r in recs], truths)
-        pairs = [(confidence_of(j), j["tag"] in set(r["truth"])) for r in recs for j in r.get("judged", [])]
+        pairs = [(confidence_of(j), j["tag"] in set(r["truth"])) for r in recs for j in r.get("judged", []) if confidence_of(j) is not None]
         if pairs:
             m["confidence"] = confidence_metrics(pairs)
             m["confidence_learned"] = learned_confidence_metrics(recs)
+        seconds = [sum((r.get("timings") or {}).values()) for r in recs if r.get("timings")]
+        if seconds:
+            m["seconds_per_item"] = sum(seconds) / len(seconds)
         metrics["systems"][system] = m
-    headline = "f1_micro" if single else "Acc@1"
+    if "full" in records and any(r.get("judged") for r in records["full"]):
+        metrics["fusion_out_of_fold"] = fusion_ablation(records["full"], truths, single)
     if "full" in metrics["systems"]:
         full = metrics["systems"]["full"][headline]
         for system, m in metrics["systems"].items():
@@ -66,21 +75,36 @@ def plot_accuracy_vs_coverage(curve: list[dict], path: Path) -> None:
 def comparison_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     single = metrics["mode"] == "single"
     cols = ["accuracy", "f1_micro", "f1_macro", "Coverage@1"] if single else ["Acc@1", "Acc@2", "Acc@3", "Coverage@1", "Coverage@3", "f1_micro", "NDCG@5"]
+    headline = metrics["headline"]
     rows = []
     for system, m in metrics["systems"].items():
         ri = m.get("RI_of_full")
-        rows.append([system] + [f"{m[c]:.3f}" for c in cols] + ["" if ri is None or system == "full" else f"{ri:+.1%}"])
-    return ["system", *cols, f"RI of full ({metrics['headline']})"], rows
+        at = m.get("at_threshold") or {}
+        sec = m.get("seconds_per_item")
+        rows.append([system] + [f"{m[c]:.3f}" for c in cols]
+                    + [f"{at[headline]:.3f} @ {at['coverage']:.0%}" if at else "", "" if sec is None else f"{sec:.2f}"]
+                    + ["" if ri is None or system == "full" else f"{ri:+.1%}"])
+    return ["system", *cols, f"{headline} at threshold @ coverage", "s/item", f"RI of full ({headline})"], rows
 
 
 def markdown_report(metrics: dict) -> str:
     header, rows = comparison_rows(metrics)
-    lines = [f"# Evaluation ({metrics['items']} items, {metrics['mode']}-tag)", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [f"# Evaluation ({metrics['items']} items, {metrics['mode']}-tag)", "",
+             "Columns at full coverage (every item answered with its best tags, whatever their confidence), then the headline "
+             "at the confidence threshold with the share of items that keep a tag.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     rec = [(s, m["recall"]) for s, m in metrics["systems"].items() if "recall" in m]
     if rec:
         lines += ["", "## Candidate recall", "", "| system | #Right | HR#1 | HR#2 | HR#3 |", "|---|---|---|---|---|"]
         lines += [f"| {s} | {r['#Right']:.2f} | {r['HR#1']:.3f} | {r['HR#2']:.3f} | {r['HR#3']:.3f} |" for s, r in rec]
+    fusion = metrics.get("fusion_out_of_fold")
+    if fusion:
+        lines += ["", f"## What each kind of evidence adds (the full run's scored tags, fused out of fold, {metrics['headline']} at full coverage)", "",
+                  "| evidence fused | " + metrics["headline"] + " | ECE | AUROC |", "|---|---|---|---|"]
+        for name, f in fusion.items():
+            auroc = "" if f.get("AUROC") is None else f"{f['AUROC']:.3f}"
+            lines.append(f"| {name} | {f[metrics['headline']]:.3f} | {f['ECE']:.3f} | {auroc} |")
     conf = [(s, m["confidence"]) for s, m in metrics["systems"].items() if "confidence" in m]
     if conf:
         lines += ["", "## Confidence", "", "| system | ECE | Brier | AUROC | judged tags | share right |", "|---|---|---|---|---|---|"]

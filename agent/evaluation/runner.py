@@ -6,9 +6,13 @@ interrupted run resumes where it stopped), ``metrics.json`` (every figure), ``re
 and plots) and ``accuracy_vs_coverage.png`` (the paper's Figure 8).
 
 Systems
-- ``full``: the whole pipeline as configured.
+- ``full``: the whole pipeline as configured (every likely candidate scored, all evidence fused).
+- ``paper``: the paper's pipeline: graph recall without the learned path, the generator's tags
+  judged alone, P(Yes) as confidence.
+- ``no-llm``: fused recall only — recall's top candidates with recall's own P(right), no model call.
+- ``no-generation``, ``no-judge``: the full pipeline with the generator, or the judge, switched off.
 - ``no-calibration``: the same run's generator output, in its order, before the judge — the
-  generate step is deterministic (temperature 0), so it equals a run with calibration off.
+  generate step is deterministic (temperature 0), so it equals the generator alone.
 - ``match-recall``, ``no-examples``, ``no-knowledge``: ablations (one module switched off).
 - ``no-fine-tuning``: the full pipeline on the shipped base model, ignoring the knowledge base's
   fine-tuned model and learned calibration; ``no-learned-calibration``: the raw P(Yes) as confidence.
@@ -30,6 +34,7 @@ from knowledge_base.errors import InputError
 from knowledge_base.recall import c2c2t_votes, recall_candidates
 
 from ..batch import read_finished
+from ..confidence import rank_tags, scored_tags
 from ..context import Context
 from ..llm.llamacpp import default_model_path
 from ..runtime import runtime_for
@@ -39,6 +44,10 @@ from .report import summarise
 
 LLM_SYSTEMS: dict[str, dict] = {
     "full": {},
+    "paper": {"judge_top": 0, "use_learned_recall": False, "use_learned_calibration": False, "history_keep": None},
+    "no-llm": {"use_generation": False, "use_calibration": False},
+    "no-generation": {"use_generation": False},
+    "no-judge": {"use_calibration": False},
     "match-recall": {"use_graph_recall": False},
     "no-examples": {"use_examples": False},
     "no-knowledge": {"use_knowledge": False},
@@ -55,11 +64,16 @@ DEFAULT_SYSTEMS = ("full", "no-calibration", "embedding-match", "knn")
 
 def _run_llm_item(item: Item, ctx: Context) -> dict:
     result = tag(item.text, content_id=item.id, context=ctx)
+    scored = scored_tags(result)
+    # the full-coverage answer: every scored tag by confidence, no threshold (without any confidence, the final tags)
+    ranked = result["tags"] if any(t["confidence"] is None for t in scored) else rank_tags(scored, None, ctx.tag_limit)
     return {
         "predicted": [t["tag"] for t in result["tags"]],
         "confidences": [t["confidence"] for t in result["tags"]],
+        "ranked": [t["tag"] for t in ranked],
         "generated": result["selection"].get("tags", []),
-        "judged": [{"tag": j["tag"], "p_yes": j["p_yes"], "confidence": j["confidence"], "features": j["features"]}
+        "judged": [{"tag": j["tag"], "origin": j.get("origin"), "p_yes": j["p_yes"], "confidence": j["confidence"],
+                    "recall_probability": j.get("recall_probability"), "features": j["features"]}
                    for j in result["judgments"]],
         "candidates": [c["tag"] for c in result["candidates"]],
         "from_history": result["selection"].get("from_history", []),

@@ -1,10 +1,14 @@
-"""Node 5: tag confidence calibration — Conf = softmax over the judge's Yes/No next-token logits.
+"""Node 5: tag confidence — every likely candidate judged, all the evidence fused into P(right).
 
-Every generated tag is judged with Template_c(c, t); tags under the threshold are dropped and the
-rest ranked by confidence (``agent.confidence``). When the knowledge base has a fitted
-calibration (``llm4tag calibrate``), the confidence is that model's probability from P(Yes) and
-the recall evidence; P(Yes) and the evidence features stay in the judgments. Turned off, the
-generator's order is kept and confidence is None.
+The tags scored are recall's top ``judge_top`` candidates plus every tag the generator chose or
+history kept, in that order of trust: generated first, then the rest in recall's order. The
+Yes/No judge (Template_c, the paper's softmax over its Yes/No next-token logits) scores each of
+them with the content's KV cache shared across tags. Each scored tag's confidence is the fused
+probability of ``agent.confidence.fused_confidence`` — the knowledge base's fitted fusion of the
+judge's P(Yes), the generator's choice and rank and recall's evidence when there is one, else
+recall's own P(right), else P(Yes) — so an LLM step adds evidence and cannot throw away what
+recall found. Tags under the threshold are dropped, the rest ranked by confidence, at most
+``tag_limit`` kept. With the judge off, nothing is judged and the same fusion runs without it.
 """
 
 from __future__ import annotations
@@ -16,10 +20,25 @@ from langgraph.runtime import Runtime
 from prompts import load_prompt
 from prompts.fill import judgment_examples, judgment_prompts
 
-from ..confidence import evidence_features, rank_tags, scored_tags
+from ..confidence import evidence_features, fused_confidence, rank_tags, scored_tags
 from ..context import Context
 from ..runtime import runtime_for
 from ..state import State
+
+
+def tags_to_score(candidates: list[dict], selection: dict, judge_top: int) -> list[tuple[str, str]]:
+    """(tag, origin) for every tag the confidence step scores: generated ("llm"), kept from
+    history ("history"), then recall's top ``judge_top`` ("recall"); each once."""
+    chosen = [(t, "llm") for t in selection.get("tags") or [] if t not in set(selection.get("from_history") or [])]
+    kept = [(t, "history") for t in selection.get("from_history") or []]
+    top = [(c["tag"], "recall") for c in candidates[:judge_top]]
+    seen: set[str] = set()
+    out = []
+    for tag, origin in chosen + kept + top:
+        if tag not in seen:
+            seen.add(tag)
+            out.append((tag, origin))
+    return out
 
 
 def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
@@ -27,29 +46,43 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
     rt = runtime_for(ctx.kb_dir)
     selection = state.get("selection") or {}
-    tags = selection.get("tags") or []
-    by_tag = {c["tag"]: c for c in state.get("candidates") or []}
-    from_history = set(selection.get("from_history") or [])
-    descriptions = {t: by_tag[t].get("description", "") for t in tags if t in by_tag}
-    judgments: list[dict] = []
-    notes = []
-    if ctx.use_calibration and tags:
+    candidates = state.get("candidates") or []
+    by_tag = {c["tag"]: c for c in candidates}
+    recall_rank = {c["tag"]: i for i, c in enumerate(candidates, 1)}
+    generated = list(selection.get("tags") or [])
+    probability = state.get("recall_scores") == "probability"
+    to_score = tags_to_score(candidates, selection, ctx.judge_top)
+    notes: list[str] = []
+    results = [None] * len(to_score)
+    if ctx.use_calibration and to_score:
         shots = judgment_examples(state.get("examples") or [], list(by_tag))
-        results = rt.backend(ctx).judge(load_prompt("system"), judgment_prompts(state["text"], tags, descriptions, ctx.content_chars, shots))
-        learned = rt.calibration(ctx)
-        for rank, (tag, r) in enumerate(zip(tags, results), 1):
-            features = evidence_features(r.p_yes, by_tag.get(tag), rank, tag in from_history)
-            confidence = learned.predict(features) if learned else r.p_yes
-            judgments.append(
-                {"tag": tag, "p_yes": round(r.p_yes, 4), "confidence": round(confidence, 4), "logit_yes": round(r.logit_yes, 3),
-                 "logit_no": round(r.logit_no, 3), "prompt_tokens": r.prompt_tokens, "reused_tokens": r.reused_tokens,
-                 "features": features}
-            )
-        if learned:
-            notes.append(f"confidence: the judge's P(Yes) mapped by the knowledge base's {learned.describe()}")
+        descriptions = {t: by_tag[t].get("description", "") for t, _ in to_score if t in by_tag}
+        results = rt.backend(ctx).judge(load_prompt("system"),
+                                        judgment_prompts(state["text"], [t for t, _ in to_score], descriptions, ctx.content_chars, shots))
+    fitted = rt.calibration(ctx)
+    judgments: list[dict] = []
+    for (tag, origin), r in zip(to_score, results):
+        p_yes = r.p_yes if r is not None else None
+        recall_probability = by_tag[tag]["score"] if probability and tag in by_tag else None
+        features = evidence_features(p_yes, by_tag.get(tag), generated.index(tag) + 1 if tag in generated else None,
+                                     origin == "history", recall_rank.get(tag), recall_probability)
+        confidence = fused_confidence(features, p_yes, recall_probability, fitted, ctx.use_learned_calibration)
+        judgments.append({
+            "tag": tag, "origin": origin, "confidence": None if confidence is None else round(confidence, 4), "recall_probability": recall_probability,
+            "p_yes": None if r is None else round(r.p_yes, 4), "logit_yes": None if r is None else round(r.logit_yes, 3),
+            "logit_no": None if r is None else round(r.logit_no, 3), "prompt_tokens": 0 if r is None else r.prompt_tokens,
+            "reused_tokens": 0 if r is None else r.reused_tokens, "features": features,
+        })
+    if fitted is not None and ctx.use_learned_calibration:
+        notes.append(f"confidence: the knowledge base's {fitted.describe()} of the judge, the generator and recall")
+    elif ctx.use_learned_calibration and probability:
+        notes.append("confidence: recall's own P(right) (no fitted fusion yet: llm4tag calibrate fits one)")
     threshold = rt.threshold(ctx)
-    scored = scored_tags({"selection": selection, "candidates": state.get("candidates"), "judgments": judgments})
-    final = rank_tags(scored, threshold if ctx.use_calibration else None)
-    if tags and not final:
-        notes.append(f"every generated tag scored below the confidence threshold {threshold}; lower it to see them")
+    scored = scored_tags({"candidates": candidates, "judgments": judgments})
+    if any(j["confidence"] is None for j in judgments):
+        # no confidence at all (no judge, no ranker): the generator's tags, else recall's top ones
+        scored = [s for s in scored if s["origin"] != "recall"] if ctx.use_generation else scored
+    final = rank_tags(scored, threshold, ctx.tag_limit)
+    if judgments and not final:
+        notes.append(f"every scored tag is below the confidence threshold {threshold}: no tag fits well enough; lower it to see them")
     return {"tags": final, "judgments": judgments, "notes": notes, "timings": {"calibrate": round(time.perf_counter() - started, 4)}}

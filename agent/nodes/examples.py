@@ -17,7 +17,7 @@ def retrieve_examples(state: State, runtime: Runtime[Context]) -> dict:
     started = time.perf_counter()
     ctx = runtime.context
     examples: list[dict] = []
-    if ctx.use_examples and ctx.max_examples > 0:
+    if ctx.use_examples and ctx.max_examples > 0 and ctx.uses_llm:  # prompt material: nothing to do without the LLM
         rt = runtime_for(ctx.kb_dir)
         vector, _ = rt.embed(state["text"])
         for hit in rt.kb.similar_samples(vector, ctx.max_examples, exclude=[state["content_id"]], refresh=False):

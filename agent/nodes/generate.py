@@ -4,7 +4,9 @@ Template_r (examples and knowledge) when any were retrieved, Template_b otherwis
 ``prompts.fill``). Decoding is constrained to candidate names and the output is validated again.
 Candidates that the history strongly supports (a C2C2T vote share of at least ``history_keep``)
 are kept even when the LLM skips them, and marked as such: a small model must not throw away
-what the history shows.
+what the history shows. The generator's choice and rank are evidence for the calibrate node,
+which scores recall's top candidates whether or not the generator chose them. Switched off
+(``use_generation=False``), no prompt is built and the selection is empty.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
     candidates = state.get("candidates") or []
     notes: list[str] = []
-    if not candidates:
-        return {"selection": {"tags": [], "raw": "", "prompt_tokens": 0, "completion_tokens": 0, "rejected": [], "from_history": []},
+    if not candidates or not ctx.use_generation:
+        return {"selection": {"tags": [], "raw": "", "prompt_tokens": 0, "completion_tokens": 0, "rejected": [], "from_history": [],
+                              "limit": ctx.tag_limit, "skipped": bool(candidates)},
                 "timings": {"generate": round(time.perf_counter() - started, 4)}}
     prompt = generation_prompt(state["text"], candidates, ctx.mode, ctx.tag_limit, ctx.content_chars,
                                state.get("examples"), state.get("knowledge"))
@@ -59,6 +62,7 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
             "completion_tokens": gen.completion_tokens,
             "rejected": gen.rejected,
             "from_history": [t for t in from_history if t in selected],
+            "limit": ctx.tag_limit,
             "template": prompt.template,
             "backend": backend.describe(),
         },

@@ -18,7 +18,7 @@ def retrieve_knowledge(state: State, runtime: Runtime[Context]) -> dict:
     documents: list[dict] = []
     web: list[dict] = []
     notes: list[str] = []
-    if ctx.use_knowledge and ctx.max_snippets > 0:
+    if ctx.use_knowledge and ctx.max_snippets > 0 and ctx.use_generation:  # only the generation prompt shows knowledge
         rt = runtime_for(ctx.kb_dir)
         vector, _ = rt.embed(state["text"])
         documents = [

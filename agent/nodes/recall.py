@@ -30,6 +30,7 @@ def recall_tags(state: State, runtime: Runtime[Context]) -> dict:
         "text": text,
         "content_id": cid,
         "candidates": [{**asdict(c), "paths": c.paths} for c in result.candidates],
+        "recall_scores": result.scores,
         "similar_contents": [asdict(s) for s in result.similar_contents],
         "notes": result.notes,
         "timings": {"recall": round(time.perf_counter() - started, 4)},
