@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from knowledge_base.errors import Llm4tagError
-from knowledge_base.loaders import clean_text
+from knowledge_base.errors import InputError, Llm4tagError
+from knowledge_base.loaders import clean_text, valid_unicode
 
 from .context import Context
 from .tagging import tag
@@ -55,12 +55,24 @@ def read_items(path: Path) -> Iterator[BatchItem]:
                 except ValueError as exc:
                     yield BatchItem(key, number, None, error=f"malformed JSON ({exc})")
                     continue
-                key = str(obj.get("id") or key)
+                if not isinstance(obj, dict):
+                    yield BatchItem(key, number, None, error="a line that starts with '{' must be a JSON object")
+                    continue
+                raw_id = obj.get("id")
+                key = str(raw_id) if raw_id not in (None, "") and not isinstance(raw_id, (dict, list)) else key
                 text = obj.get("text")
+                title = obj.get("title") if isinstance(obj.get("title"), str) else None
+                try:
+                    for value, what in ((key, "'id'"), (text, "'text'"), (title, "'title'")):
+                        if isinstance(value, str):
+                            valid_unicode(value, what)
+                except InputError as exc:
+                    yield BatchItem(f"line-{number}", number, None, error=str(exc))
+                    continue
                 if not isinstance(text, str) or not clean_text(text):
                     yield BatchItem(key, number, None, error="'text' is missing or empty")
                     continue
-                yield BatchItem(key, number, text, obj.get("title") if isinstance(obj.get("title"), str) else None)
+                yield BatchItem(key, number, text, title)
             else:
                 yield BatchItem(key, number, line)
 

@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,18 +89,75 @@ def clean_text(text: str) -> str:
     return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", " ", text).strip()
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_ID_CHARS = 200
+
+
+def valid_unicode(value: str, what: str = "the text") -> str:
+    """``value`` unchanged if it is text every encoder and JSON writer accepts; else ``InputError``.
+
+    Python strings may hold lone surrogates (U+D800–U+DFFF): a JSON escape such as ``"\\udc80"``
+    decodes to one, and so does an invalid byte in a command-line argument. UTF-8 encoders, the
+    tokenizer, SQLite and JSON responses all reject them, so they are refused at the door, with a
+    message that is itself plain ASCII where it shows the character.
+    """
+    found = _SURROGATE.search(value)
+    if found:
+        raise InputError(
+            f"{what} holds a lone surrogate {ascii(found.group())[1:-1]} at character {found.start() + 1}, which is not valid "
+            "Unicode (a broken JSON escape, or bytes that are not UTF-8); fix or remove it"
+        )
+    return value
+
+
+def encodable(value):
+    """``value`` (JSON-like data) with every string encodable as UTF-8 (a lone surrogate becomes the
+    escape ``\\udc80`` as text) and every non-finite float ``None``: for answers that must be sent
+    whatever they quote (an error message, a result)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {encodable(k): encodable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encodable(v) for v in value]
+    return value
+
+
 def require_text(text: str | None) -> str:
-    """The content to tag, cleaned; raises a clear error when nothing is left."""
+    """The content to tag, cleaned; raises a clear error when nothing is left or it is not valid Unicode."""
     if text is None or not isinstance(text, str):
         raise InputError("the content must be a string of text")
-    cleaned = clean_text(text)
+    cleaned = clean_text(valid_unicode(text, "the content"))
     if not cleaned:
         raise InputError("the content is empty (or only whitespace); give some text to tag")
     return cleaned
 
 
+def require_id(value, what: str = "the id") -> str:
+    """An id given by a caller: a non-empty string of printable, valid Unicode, at most 200 characters."""
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be a string")
+    valid_unicode(value, what)
+    if not value.strip():
+        raise InputError(f"{what} is empty (or only whitespace); leave it out to derive one from the text")
+    if clean_text(value) != value.strip() or value != value.strip():
+        raise InputError(f"{what} {ascii(value)[:80]} has control characters (such as NUL) or surrounding whitespace; use printable text")
+    if len(value) > MAX_ID_CHARS:
+        raise InputError(f"{what} has {len(value)} characters, more than {MAX_ID_CHARS}")
+    return value
+
+
 def verdict(correct: Iterable[str], incorrect: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A correction's tags in order, without repeats; a tag named both right and wrong counts as right."""
+    if isinstance(correct, str) or isinstance(incorrect, str):
+        raise InputError("the correct and incorrect tags must be lists of tag names, not one string")
+    correct, incorrect = list(correct), list(incorrect)
+    for t in (*correct, *incorrect):
+        if not isinstance(t, str):
+            raise InputError(f"a tag name must be a string, not {type(t).__name__}")
+        valid_unicode(t, "a tag name")
     right = tuple(dict.fromkeys(correct))
     return right, tuple(t for t in dict.fromkeys(incorrect) if t not in right)
 
@@ -132,7 +190,7 @@ def _as_list(value, what: str) -> tuple[str, ...]:
         raise ValueError(f"'{what}' must be a list of strings")
     seen: dict[str, None] = {}
     for item in items:
-        item = clean_text(item)
+        item = clean_text(valid_unicode(item, f"a name in '{what}'"))
         if item:
             seen.setdefault(item, None)
     return tuple(seen)
@@ -190,10 +248,10 @@ def read_tags(path: str | Path, on_error: OnError = "stop") -> Parsed:
             name = next((row[c] for c in _NAME_COLUMNS if row.get(c)), None)
             if not isinstance(name, str) or not clean_text(name):
                 raise ValueError("missing tag name (column 'tag' or 'name')")
-            name = clean_text(name)
-            description = clean_text(str(row.get("description") or ""))
+            name = clean_text(valid_unicode(name, "the tag name"))
+            description = clean_text(valid_unicode(str(row.get("description") or ""), "the description"))
             synonyms = _as_list(row.get("synonyms"), "synonyms")
-            parent = clean_text(str(row.get("parent") or "")) or None
+            parent = clean_text(valid_unicode(str(row.get("parent") or ""), "the parent")) or None
         except ValueError as exc:
             parsed.problems.append(Problem(str(path), number, str(exc)))
             continue
@@ -220,13 +278,17 @@ def read_samples(path: str | Path, on_error: OnError = "stop") -> Parsed:
             text = obj.get("text")
             if not isinstance(text, str) or not clean_text(text):
                 raise ValueError("'text' is missing or empty")
-            text = clean_text(text)
+            text = clean_text(valid_unicode(text, "'text'"))
             tags = _as_list(obj.get("tags"), "tags")
             incorrect = tuple(t for t in _as_list(obj.get("incorrect_tags"), "incorrect_tags") if t not in tags)
             if not tags and not incorrect:
                 raise ValueError("no 'tags' (and no 'incorrect_tags'): an annotated sample needs at least one")
             raw_id = obj.get("id")
-            sample_id = clean_text(str(raw_id)) if raw_id not in (None, "") else content_id(text)
+            if isinstance(raw_id, (dict, list, bool)):
+                raise ValueError("'id' must be a string or a number")
+            sample_id = clean_text(valid_unicode(str(raw_id), "'id'")) if raw_id not in (None, "") else content_id(text)
+            if not sample_id:
+                raise ValueError("'id' is only whitespace or control characters; give a real id or leave it out")
         except ValueError as exc:
             parsed.problems.append(Problem(str(path), number, f"malformed sample ({exc})"))
             continue

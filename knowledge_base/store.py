@@ -25,7 +25,7 @@ from .config import KnowledgeBaseConfig
 from .encoder import Encoder
 from .errors import ConflictError, InputError, KnowledgeBaseError, UnknownTagsError
 from .graph import TAG, ContentTagGraph, content_node, tag_node
-from .loaders import Passage, Sample, Tag, content_id, humanize_tag, require_text, verdict
+from .loaders import Passage, Sample, Tag, content_id, humanize_tag, require_id, require_text, valid_unicode, verdict
 
 UnknownTagPolicy = Literal["skip", "add", "error"]
 Progress = Callable[[int, int], None]  # (done, total)
@@ -66,6 +66,25 @@ class Neighbour:
 
 def _sim(distance: float) -> float:
     return 1.0 - float(distance)  # Chroma's cosine distance is 1 − cos
+
+
+def _check_records(records: list, fields: tuple[str, ...], what: str) -> None:
+    """Refuse records (from the Python API; the file readers already check) that no encoder or
+    store can take, before anything is written: ids, texts and tags must be valid Unicode."""
+    for index, record in enumerate(records):
+        for name in fields:
+            value = getattr(record, name)
+            for item in (value if isinstance(value, tuple) else (value,)):
+                if item is None:
+                    continue
+                if not isinstance(item, str):
+                    raise InputError(f"{what} {index + 1}: {name} must be text, not {type(item).__name__}; nothing was written")
+                try:
+                    valid_unicode(item, f"{what} {index + 1}'s {name}")
+                except InputError as exc:
+                    raise InputError(f"{exc}; nothing was written") from None
+        if not getattr(record, fields[0]).strip():
+            raise InputError(f"{what} {index + 1}: {fields[0]} is empty; nothing was written")
 
 
 def _json_list(meta: dict, key: str) -> list[str]:
@@ -325,6 +344,7 @@ class KnowledgeBase:
         """Add or update tags (by name). Re-loading the same repository changes nothing."""
         started = time.perf_counter()
         report = LoadReport()
+        _check_records(tags, ("name", "description", "synonyms", "parent"), "tag")
         with self.write_lock():
             existing = self.tag_names()
             for start in range(0, len(tags), BATCH):
@@ -401,6 +421,7 @@ class KnowledgeBase:
         """Add annotated samples: to the sample store (for examples), as contents, and as graph edges."""
         started = time.perf_counter()
         report = LoadReport()
+        _check_records(samples, ("id", "text", "tags", "incorrect_tags"), "sample")
         samples = self._check_tags(samples, unknown_tags, report)
         with self.write_lock():
             self._write_samples(samples, origin, report, progress=progress)
@@ -446,6 +467,7 @@ class KnowledgeBase:
         """Add domain-document passages; re-loading a file replaces its earlier passages."""
         started = time.perf_counter()
         report = LoadReport()
+        _check_records(passages, ("id", "source", "text"), "passage")
         col = self.collection("documents")
         with self.write_lock():
             for source in {p.source for p in passages}:
@@ -474,7 +496,7 @@ class KnowledgeBase:
         deterministic edges, so later contents can reach them through C2C2T.
         """
         text = require_text(text)
-        tags = list(dict.fromkeys(tags))
+        tags = list(verdict(tags, ())[0])
         unknown = [t for t in tags if not self.has_tag(t)]
         if unknown:
             raise InputError(f"unknown tags {unknown}: they are not in the tag repository")
@@ -514,7 +536,7 @@ class KnowledgeBase:
         correct, incorrect = verdict(correct, incorrect)
         if not correct and not incorrect:
             raise InputError("feedback needs at least one correct or incorrect tag")
-        cid = cid or content_id(text)
+        cid = require_id(cid, "the sample id") if cid not in (None, "") else content_id(text)
         with self.write_lock():  # the graph is fresh inside: a tag another process added counts
             unknown = sorted({t for t in (*correct, *incorrect) if tag_node(t) not in self.graph.g})
             if unknown:

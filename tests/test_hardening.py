@@ -3,6 +3,7 @@ traceback or a 500, and never changes what is already stored. Real knowledge bas
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -71,3 +72,142 @@ def test_facade_learn_refuses_to_replace_a_history_sample(kb_dir, known):
     with pytest.raises(InputError, match="already holds a different text"):
         tagging.learn("something else entirely", [known[0]], sample_id=victim, kb_dir=str(kb_dir))
     assert stored(kb_dir, victim) == before
+
+
+# ---- item 2: text Python accepts but an encoder or JSON rejects ------------------------------------
+LONE = "lone \udc80 surrogate"
+
+
+def test_a_lone_surrogate_at_line_280_stops_the_load_before_anything_is_written(writable_kb, tmp_path):
+    from click.testing import CliRunner
+
+    from ui.cli import main
+
+    tags = sorted(writable_kb.tag_names())
+    lines = [json.dumps({"id": f"bulk-{i}", "text": f"bulk sample {i}: a program for {tags[i % len(tags)]}", "tags": [tags[i % len(tags)]]})
+             for i in range(279)]
+    lines.append('{"id":"s","text":"lone \\udc80 surrogate","tags":["%s"]}' % tags[0])  # the JSON escape, as a file would hold it
+    path = tmp_path / "samples.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    before = writable_kb.collection("samples").count(), writable_kb.graph.counts()
+
+    result = CliRunner().invoke(main, ["--kb", str(writable_kb.directory), "kb", "load-samples", str(path)])
+    assert result.exit_code == 1, result.output
+    assert f"{path}:280" in result.output and "surrogate" in result.output and "nothing was loaded" in result.output
+    assert "Traceback" not in result.output
+    fresh = KnowledgeBase(writable_kb.directory)
+    assert (fresh.collection("samples").count(), fresh.graph.counts()) == before
+    assert fresh.get_sample("bulk-0") is None
+
+    # the Python API checks every record before writing too
+    from knowledge_base import Sample
+
+    with pytest.raises(InputError, match="surrogate.*nothing was written"):
+        writable_kb.add_samples([Sample("ok", "fine text", (tags[0],)), Sample("bad", LONE, (tags[0],))])
+    assert KnowledgeBase(writable_kb.directory).get_sample("ok") is None
+
+
+def test_cli_arguments_that_are_not_utf8_are_refused_clearly(small_kb_dir):
+    from click.testing import CliRunner
+
+    from ui.cli import main
+
+    argv_text = b"lone \x80 byte".decode("utf-8", "surrogateescape")  # what Python makes of such an argv
+    for args in (["recall", argv_text], ["kb", "search", argv_text], ["tag", argv_text]):
+        result = CliRunner().invoke(main, ["--kb", str(small_kb_dir), *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert "not valid UTF-8" in result.output and "0x80" in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("body", [
+    '{"text": "lone \\udc80 surrogate", "correct": ["%s"]}',
+    '{"text": "\\ud800", "correct": ["%s"]}',
+    '{"text": "fine text", "correct": ["\\udc80%s"]}',
+    '{"text": "fine text", "correct": ["%s"], "id": "   "}',
+    '{"text": "fine text", "correct": ["%s"], "id": "a\\u0000b"}',
+    '{"text": "fine text", "correct": ["%s"], "id": "\\udc80"}',
+])
+def test_rest_learn_with_unencodable_or_blank_values_is_a_clear_4xx(client, kb_dir, known, body):
+    before = KnowledgeBase(kb_dir).collection("samples").count()
+    response = client.post("/v1/learn", content=(body % known[0]).encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]
+    assert KnowledgeBase(kb_dir).collection("samples").count() == before
+
+
+@pytest.mark.parametrize("body", [
+    '{"text": "a text", "threshold": NaN}',
+    '{"text": "a text", "threshold": Infinity}',
+    '{"text": "a text", "threshold": -Infinity}',
+    '{"text": "lone \\udc80 surrogate"}',
+    '{"text": "a text", "title": "\\ud800"}',
+])
+def test_rest_tag_with_non_finite_numbers_or_surrogates_is_422(client, body):
+    response = client.post("/v1/tag", content=body.encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    json.loads(response.text)  # the answer itself is valid JSON
+
+
+def test_rest_batch_and_search_report_surrogates_per_document(client):
+    response = client.post("/v1/tag-batch", content=b'{"documents": [{"id": "d1", "text": "lone \\udc80 surrogate"}]}',
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    item = response.json()["results"][0]
+    assert item["ok"] is False and "surrogate" in item["error"]
+    assert client.get("/v1/tags?q=%ED%A0%80x%80").status_code in (200, 400)  # bytes that are not UTF-8
+
+
+def _rpc(proc, message: dict) -> None:
+    proc.stdin.write((json.dumps(message) + "\n").encode())  # ensure_ascii: the surrogate travels as \\udc80
+    proc.stdin.flush()
+
+
+def test_mcp_answers_every_request_even_with_lone_surrogates(kb_dir, known):
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "--kb", str(kb_dir), "mcp"], cwd=root, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    replies: dict = {}
+    reader = threading.Thread(target=lambda: [replies.setdefault(m.get("id"), m) for m in map(json.loads, proc.stdout) if "id" in m],
+                              daemon=True)
+    reader.start()
+    try:
+        _rpc(proc, {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        _wait(replies, 0, proc)
+        _rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        calls = {
+            1: ("learn", {"text": LONE, "correct": [known[0]]}),
+            2: ("learn", {"text": "fine text", "correct": ["\udc80" + known[0]]}),
+            3: ("search_tags", {"query": LONE}),
+            4: ("search_tags", {"query": "game", "limit": "\udc80"}),  # the validation error quotes the argument
+            5: ("recall", {"text": LONE}),
+            6: ("learn", {"text": "fine text", "correct": [known[0]], "id": "a\u0000b"}),
+        }
+        for i, (name, args) in calls.items():
+            _rpc(proc, {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": name, "arguments": args}})
+        for i in calls:
+            reply = _wait(replies, i, proc)
+            result = reply.get("result") or {}
+            assert result.get("isError") or "error" in reply, (i, reply)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert KnowledgeBase(kb_dir).get_sample("a\u0000b") is None
+
+
+def _wait(replies: dict, key, proc, timeout: float = 120.0) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while key not in replies:
+        assert proc.poll() is None, "the MCP server died"
+        assert time.monotonic() < deadline, f"no reply to request {key}"
+        time.sleep(0.05)
+    return replies[key]

@@ -83,4 +83,4 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
 
     tagged = seen["tag"]
     assert 1 <= len(tagged["tags"]) <= 2 and tagged["candidates_considered"] <= 5
-    assert all("judge P(yes)=" in t["why"] for t in tagged["tags"])
+    assert all("confidence" in t["why"] for t in tagged["tags"])

@@ -24,10 +24,22 @@ def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc))
 
 
+def argument_text(value: str, name: str = "TEXT") -> str:
+    """A command-line argument as text. Python turns bytes that are not UTF-8 into lone surrogates
+    (``surrogateescape``), which no encoder takes: refuse them here, naming the byte."""
+    for position, char in enumerate(value):
+        if "\ud800" <= char <= "\udfff":
+            raw = char.encode("utf-8", "surrogateescape") if "\udc80" <= char <= "\udcff" else None
+            what = f"byte 0x{raw[0]:02x}" if raw else f"a lone surrogate {ascii(char)[1:-1]}"
+            raise click.BadParameter(f"{name} is not valid UTF-8 text ({what} at character {position + 1}); "
+                                     "convert it (e.g. iconv -t UTF-8) or pipe it on standard input with '-'", param_hint=name)
+    return value
+
+
 def read_text_argument(text: str | None) -> str:
     """TEXT, or standard input when TEXT is '-' or missing and input is piped."""
     if text is not None and text != "-":
-        return text
+        return argument_text(text)
     if text is None and sys.stdin.isatty():
         raise click.UsageError("give the text as an argument, or pipe it on standard input (use '-' to read it)")
     data = sys.stdin.buffer.read()
@@ -214,6 +226,7 @@ def train_classifier(ctx, threads):
 @click.pass_context
 def search(ctx, query, limit):
     """Find tags by name or meaning."""
+    query = argument_text(query, "QUERY")
     try:
         for hit in _open_kb(ctx).search_tags(query, limit):
             click.echo(f"{hit.similarity:.3f}  {hit.id}  {hit.metadata.get('description', '')}")
@@ -268,9 +281,14 @@ def context_options(f):
         click.option("--examples/--no-examples", "use_examples", default=None, help="Retrieved in-context examples."),
         click.option("--knowledge/--no-knowledge", "use_knowledge", default=None, help="Retrieved domain knowledge."),
         click.option("--web/--no-web", "use_web_search", default=None, help="Web search snippets (needs network)."),
-        click.option("--calibrate/--no-calibrate", "use_calibration", default=None, help="Yes/No confidence calibration."),
+        click.option("--generate/--no-generate", "use_generation", default=None, help="The LLM chooses tags from the candidates."),
+        click.option("--calibrate/--no-calibrate", "use_calibration", default=None, help="The Yes/No judge scores every likely candidate."),
+        click.option("--judge-top", "judge_top", type=click.IntRange(min=0), default=None,
+                     help="Score (and judge) recall's top N candidates besides the generated tags (default 5)."),
+        click.option("--no-llm", "no_llm", is_flag=True, default=False,
+                     help="Fused recall only, no language model (milliseconds): --no-generate --no-calibrate."),
         click.option("--learned-calibration/--no-learned-calibration", "use_learned_calibration", default=None,
-                     help="Use the knowledge base's fitted calibration (llm4tag calibrate), if any."),
+                     help="Confidence from the knowledge base's fitted fusion (llm4tag calibrate), else recall's P(right); off: the paper's P(Yes)."),
         click.option("--graph-recall/--match-recall", "use_graph_recall", default=None, help="Graph meta-paths or top-k by cosine."),
         click.option("--write-back/--no-write-back", "write_back", default=None, help="Store the final tags in the knowledge base."),
     ]
@@ -279,7 +297,9 @@ def context_options(f):
     return f
 
 
-def build_context(ctx: click.Context, **options) -> Context:
+def build_context(ctx: click.Context, no_llm: bool = False, **options) -> Context:
+    if no_llm:
+        options.update(use_generation=False, use_calibration=False)
     try:
         return Context.from_env(kb_dir=ctx.obj["kb_dir"], **options)
     except ValueError as exc:
@@ -321,13 +341,16 @@ def tag_command(ctx, text, as_json, explain, **options):
         click.echo(f"generator: {sel.get('raw')!r} (+ from history: {sel.get('from_history')})")
         click.echo("judgments:")
         for j in result["judgments"]:
-            click.echo(f"  P(Yes)={j['p_yes']:.3f}  {j['tag']}")
+            p_yes = "   -  " if j.get("p_yes") is None else f"{j['p_yes']:.3f}"
+            conf = "   -  " if j.get("confidence") is None else f"{j['confidence']:.3f}"
+            click.echo(f"  P(Yes)={p_yes}  confidence={conf}  {j['tag']} ({j.get('origin', 'llm')})")
         click.echo("tags:")
     if not result["tags"]:
         click.echo("(no tag passed the confidence threshold)")
     for t in result["tags"]:
         conf = "   -  " if t["confidence"] is None else f"{t['confidence']:.3f}"
-        click.echo(f"{t['rank']:2d}. {conf}  {t['tag']}  ({'+'.join(t['paths']) or 'llm'}{', from history' if t['origin'] == 'history' else ''})")
+        origin = {"history": ", from history", "recall": ", from recall"}.get(t["origin"], "")
+        click.echo(f"{t['rank']:2d}. {conf}  {t['tag']}  ({'+'.join(t['paths']) or 'llm'}{origin})")
 
 
 @main.command("index")
@@ -369,18 +392,22 @@ def index_command(ctx, in_path, out_path, **options):
 @click.option("--out", "out_dir", default="eval-out", show_default=True, type=click.Path(file_okay=False),
               help="Folder for metrics.json, report.md, the plot and per-item results (re-run to resume).")
 @click.option("--systems", default=",".join(("full", "no-calibration", "embedding-match", "knn")), show_default=True,
-              help="Comma-separated: full, no-calibration, match-recall, no-examples, no-knowledge, no-fine-tuning, no-learned-calibration, taggpt, embedding-match, knn.")
+              help="Comma-separated: full, paper, no-llm, no-generation, no-judge, no-calibration, match-recall, no-examples, no-knowledge, "
+                   "no-fine-tuning, no-learned-calibration, no-learned-recall, taggpt, embedding-match, knn, learned-recall, recall-order.")
 @click.option("--items", "limit", type=int, default=None, help="Evaluate only the first N items.")
 @click.option("--seed", type=int, default=None, help="Evaluate a seeded random sample of --items instead of the first ones.")
 @click.option("--offset", type=int, default=0, show_default=True, help="Skip this many (sampled) items first, e.g. to split a run across processes.")
 @click.option("--report-only", is_flag=True, help="Run nothing: summarise the items every chosen system has finished (e.g. while a run goes on).")
+@click.option("--out-of-domain", "ood_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Texts that fit none of the tags (e.g. another data set's JSONL), mixed in to measure abstention.")
+@click.option("--ood-items", type=click.IntRange(min=1), default=50, show_default=True, help="How many out-of-domain texts (seeded sample).")
 @context_options
 @click.pass_context
-def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_only, **options):
+def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_only, ood_file, ood_items, **options):
     """Evaluate on LABELLED.jsonl (text + tags): paper metrics, baselines and ablations side by side."""
     from tqdm import tqdm
 
-    from agent.evaluation import comparison_rows, evaluate, load_labelled
+    from agent.evaluation import comparison_rows, evaluate, load_labelled, load_out_of_domain
 
     context = build_context(ctx, **options)
     bars: dict[str, tqdm] = {}
@@ -392,8 +419,9 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
 
     try:
         items = load_labelled(labelled, limit, seed, offset)
+        ood = load_out_of_domain(ood_file, ood_items) if ood_file else []
         metrics = evaluate(items, context, out_dir, [s.strip() for s in systems.split(",") if s.strip()], progress=progress,
-                           report_only=report_only)
+                           report_only=report_only, out_of_domain=ood)
     except Llm4tagError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -409,6 +437,10 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
         if "confidence" in m:
             c = m["confidence"]
             click.echo(f"{system}: confidence ECE {c['ECE']:.3f}, Brier {c['Brier']:.3f}, AUROC {c['AUROC'] if c['AUROC'] is None else round(c['AUROC'], 3)}")
+    for system, a in (metrics.get("abstention") or {}).items():
+        click.echo(f"{system}: {a['untagged']:.0%} of {a['items']} out-of-domain items left untagged ({a['in_domain_untagged']:.0%} of in-domain items)")
+    for name, f in (metrics.get("fusion_out_of_fold") or {}).items():
+        click.echo(f"fused out of fold, {name}: {metrics['headline']} {f[metrics['headline']]:.3f}, ECE {f['ECE']:.3f}")
     click.echo(f"→ {out_dir}/metrics.json, {out_dir}/report.md")
 
 
@@ -420,16 +452,18 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
               help="Also sweep the confidence threshold over a finished eval folder's items-full.jsonl.")
 @click.option("--mode", "threshold_mode", type=click.Choice(["multi", "single"]), default="multi", show_default=True,
               help="Metrics for the threshold sweep: multi-tag or single-tag.")
+@click.option("--coverage", type=float, default=None,
+              help="With --from-eval: the highest threshold that still tags this share of items (e.g. 0.9), instead of the best F1.")
 @click.option("--apply", is_flag=True, help="Write the best recall settings (and, with --from-eval, the threshold) into the knowledge base's config.json.")
 @click.pass_context
-def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, apply):
+def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, coverage, apply):
     """Sweep δ_ct, δ_cc and the meta-path caps (and the confidence threshold) on labelled data."""
     from dataclasses import replace
 
     from tqdm import tqdm
 
     from agent.batch import read_finished
-    from agent.evaluation import load_labelled, optimize_recall, optimize_threshold
+    from agent.evaluation import load_labelled, optimize_recall, optimize_threshold, threshold_for_coverage
 
     try:
         items = load_labelled(validation, limit)
@@ -451,9 +485,19 @@ def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, a
         records = list(read_finished(Path(eval_dir) / "items-full.jsonl").values())
         if not records:
             raise click.ClickException(f"{eval_dir}/items-full.jsonl has no results; run llm4tag eval with the 'full' system first")
-        best_threshold = optimize_threshold(records, mode=threshold_mode)[0]
-        click.echo(f"best confidence threshold by micro F1: {best_threshold['threshold']:.2f} (F1 {best_threshold['f1_micro']:.3f}); "
-                   f"use --threshold {best_threshold['threshold']:.2f} or --apply")
+        if coverage is not None:
+            try:
+                best_threshold = threshold_for_coverage(records, coverage, threshold_mode)
+            except Llm4tagError as exc:
+                _fail(exc)
+            headline = "f1_micro" if threshold_mode == "single" else "Acc@1"
+            click.echo(f"highest confidence threshold tagging ≥ {coverage:.0%} of the items: {best_threshold['threshold']:.2f} "
+                       f"(coverage {best_threshold['coverage']:.1%}, {headline} {best_threshold[headline]:.3f}); "
+                       f"use --threshold {best_threshold['threshold']:.2f} or --apply")
+        else:
+            best_threshold = optimize_threshold(records, mode=threshold_mode)[0]
+            click.echo(f"best confidence threshold by micro F1: {best_threshold['threshold']:.2f} (F1 {best_threshold['f1_micro']:.3f}); "
+                       f"use --threshold {best_threshold['threshold']:.2f} or --apply")
     if apply:
         kbase = _open_kb(ctx)
         best = rows[0]

@@ -23,12 +23,15 @@ writes to it is sent to standard error instead.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
+from contextlib import asynccontextmanager
 from typing import Literal
 
 import anyio
 from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp.exceptions import ToolError
 from pydantic import Field
 
 from agent import tagging
@@ -36,12 +39,25 @@ from agent.context import Context
 from agent.explanation import compact_result, evidence_parts
 from agent.runtime import runtime_for
 from knowledge_base.errors import UnknownTagsError
+from knowledge_base.loaders import encodable
 
 INSTRUCTIONS = (
     "llm4tag tags content with tags from a fixed tag repository. Use search_tags to find tag names, "
     "recall to see which tags are candidates for a text and why, tag to get the final tags with "
     "confidences, and learn to record which tags were right or wrong for a text (it improves later results)."
 )
+
+
+async def _run(fn):
+    """Run a tool's work in a thread; whatever it returns or raises is made sendable first.
+
+    The protocol's JSON writer refuses lone surrogates and NaN: one in a result or an error
+    message would leave the request without any reply, so both are escaped or nulled here.
+    """
+    try:
+        return encodable(await anyio.to_thread.run_sync(fn))
+    except Exception as exc:  # FastMCP turns a ToolError into an error reply carrying its message
+        raise ToolError(encodable(str(exc))) from exc
 
 
 def build_server(context: Context | None = None) -> FastMCP:
@@ -54,12 +70,11 @@ def build_server(context: Context | None = None) -> FastMCP:
         text: str = Field(description="The content to tag."),
         mode: Literal["multi", "single"] | None = Field(default=None, description="multi: several tags; single: exactly one."),
         max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags."),
-        threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="Drop tags whose confidence is below this (default 0.5)."),
+        threshold: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop tags whose confidence is below this (default 0.5)."),
     ) -> dict:
         """Tag a text: tags from the repository, each with a confidence (the judge's P(yes)) and why it was chosen."""
         ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold)
-        result = await anyio.to_thread.run_sync(lambda: tagging.tag(text, context=ctx))
-        return compact_result(result)
+        return await _run(lambda: compact_result(tagging.tag(text, context=ctx)))
 
     @server.tool()
     async def recall(
@@ -67,7 +82,9 @@ def build_server(context: Context | None = None) -> FastMCP:
         budget: int | None = Field(default=None, ge=1, le=100, description="Size of the candidate set."),
     ) -> dict:
         """Recall candidate tags for a text through the content–tag graph (C2T and C2C2T meta-paths), with the evidence for each. No LLM call."""
-        result = await anyio.to_thread.run_sync(lambda: tagging.recall(text, context=base.with_overrides(budget=budget)))
+        return await _run(lambda: _recall_payload(tagging.recall(text, context=base.with_overrides(budget=budget))))
+
+    def _recall_payload(result) -> dict:
         candidates = []
         for c in result.to_dict()["candidates"]:
             evidence = [{"path": ev["path"], "score": round(ev["score"], 4), **({"via": [v["id"] for v in ev["via"]]} if ev["via"] else {})}
@@ -97,7 +114,7 @@ def build_server(context: Context | None = None) -> FastMCP:
             except UnknownTagsError as exc:
                 raise UnknownTagsError(f"{exc}. Use search_tags to find the right names", exc.tags) from exc
 
-        return await anyio.to_thread.run_sync(run)
+        return await _run(run)
 
     @server.tool()
     async def search_tags(
@@ -106,7 +123,7 @@ def build_server(context: Context | None = None) -> FastMCP:
     ) -> list[dict]:
         """Find tags in the repository: names containing the query first, then tags nearest in meaning."""
 
-        return await anyio.to_thread.run_sync(lambda: tagging.search_tags(query, limit, kb_dir=base.kb_dir))
+        return await _run(lambda: tagging.search_tags(query, limit, kb_dir=base.kb_dir))
 
     return server
 
@@ -124,17 +141,82 @@ def protocol_stdout() -> io.TextIOWrapper:
     return io.TextIOWrapper(protocol, encoding="utf-8", line_buffering=True)
 
 
+def _refusal(line: str, exc: Exception):
+    """The JSON-RPC error answering a request line the protocol library cannot read, or None when
+    the line names no request to answer. A lone surrogate escape (``"\\udc80"``) is valid to
+    Python's JSON reader but not to the library's, which would otherwise drop the request silently."""
+    from mcp import types
+
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    rid = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool) or "method" not in data:
+        return None
+    errors = getattr(exc, "errors", None)
+    reason = errors()[0].get("msg", str(exc)) if callable(errors) and errors() else str(exc)
+    hint = "; a string holds a lone surrogate (such as \\udc80), which is not valid Unicode: send valid text" if "surrogate" in reason else ""
+    return types.JSONRPCMessage(types.JSONRPCError(
+        jsonrpc="2.0", id=rid, error=types.ErrorData(code=types.INVALID_PARAMS, message=encodable(f"the request cannot be read ({reason}){hint}"))))
+
+
+@asynccontextmanager
+async def _stdio_transport(stdout):
+    """MCP's stdio transport (``mcp.server.stdio.stdio_server``), made to answer every request:
+    a request line the library cannot parse gets an error reply, and a reply its JSON writer
+    refuses (a lone surrogate quoted in a message) is sent with its strings escaped."""
+    from mcp import types
+    from mcp.shared.message import SessionMessage
+
+    stdin = anyio.wrap_file(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace"))
+    read_writer, read_stream = anyio.create_memory_object_stream(0)
+    write_stream, write_reader = anyio.create_memory_object_stream(0)
+    refusals = write_stream.clone()
+
+    async def stdin_reader():
+        try:
+            async with read_writer, refusals:
+                async for line in stdin:
+                    try:
+                        message = types.JSONRPCMessage.model_validate_json(line)
+                    except Exception as exc:
+                        refusal = _refusal(line, exc)
+                        await (refusals.send(SessionMessage(refusal)) if refusal is not None else read_writer.send(exc))
+                        continue
+                    await read_writer.send(SessionMessage(message))
+        except anyio.ClosedResourceError:
+            await anyio.lowlevel.checkpoint()
+
+    async def stdout_writer():
+        try:
+            async with write_reader:
+                async for session_message in write_reader:
+                    try:
+                        text = session_message.message.model_dump_json(by_alias=True, exclude_none=True)
+                    except Exception:
+                        data = encodable(session_message.message.model_dump(by_alias=True, exclude_none=True))
+                        text = json.dumps(data, ensure_ascii=False, default=str)
+                    await stdout.write(text + "\n")
+                    await stdout.flush()
+        except anyio.ClosedResourceError:
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stdin_reader)
+        tg.start_soon(stdout_writer)
+        yield read_stream, write_stream
+
+
 def run_stdio(context: Context | None = None) -> None:
     """Serve the tools over stdio until the client closes the connection."""
-    from mcp.server.stdio import stdio_server
-
     base = context or Context.from_env()
     out = protocol_stdout()  # first: building the demo knowledge base prints progress
     runtime_for(base.kb_dir)  # fail before the handshake if the knowledge base is unusable
     server = build_server(base)
 
     async def main() -> None:
-        async with stdio_server(stdout=anyio.wrap_file(out)) as (read_stream, write_stream):
+        async with _stdio_transport(anyio.wrap_file(out)) as (read_stream, write_stream):
             low = server._mcp_server  # FastMCP.run_stdio_async does the same, with sys.stdout
             await low.run(read_stream, write_stream, low.create_initialization_options())
 

@@ -52,6 +52,8 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, Field
@@ -62,7 +64,7 @@ from agent.explanation import why
 from agent.llm.base import BackendError
 from agent.runtime import runtime_for
 from knowledge_base.errors import ConflictError, InputError, KnowledgeBaseError, Llm4tagError, UnknownTagsError
-from knowledge_base.loaders import clean_text
+from knowledge_base.loaders import clean_text, encodable, require_id, valid_unicode
 
 log = logging.getLogger("llm4tag.api")
 
@@ -73,13 +75,36 @@ MAX_ID_CHARS = 200
 EMPTY_TEXT = "the text is empty (or only whitespace/control characters); give some text to tag"
 
 
+def _valid(value: str) -> str:
+    valid_unicode(value, "the value")  # an InputError is a ValueError: pydantic reports it as a 422
+    return value
+
+
 def _not_blank(value: str) -> str:
-    if not clean_text(value):
+    if not clean_text(_valid(value)):
         raise ValueError(EMPTY_TEXT)
     return value
 
 
+def _valid_id(value: str) -> str:
+    require_id(value, "the id")
+    return value
+
+
+ValidText = Annotated[str, AfterValidator(_valid)]
 NonBlankText = Annotated[str, AfterValidator(_not_blank)]
+ValidId = Annotated[str, AfterValidator(_valid_id)]
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that can always be sent: a lone surrogate or a NaN in the content (say, an error that
+    quotes the input) is escaped or nulled instead of failing the response with a 500."""
+
+    def render(self, content) -> bytes:
+        try:
+            return super().render(content)
+        except (UnicodeEncodeError, ValueError):
+            return super().render(encodable(content))
 
 
 def _env_int(name: str, default: int, minimum: int) -> int:
@@ -105,7 +130,7 @@ def default_workers(context: Context) -> int:
 
 
 def text_digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()  # any str, even one the pipeline refuses
 
 
 # ---- request and response models ------------------------------------------------------------
@@ -116,13 +141,13 @@ class ErrorResponse(BaseModel):
 class TagOptions(BaseModel):
     mode: Literal["multi", "single"] | None = Field(default=None, description="multi: several tags; single: exactly one.")
     max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags (multi mode).")
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="Drop tags whose confidence is below this.")
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop tags whose confidence is below this.")
 
 
 class TagRequest(TagOptions):
     text: NonBlankText = Field(min_length=1, description="The content to tag.")
-    title: str | None = Field(default=None, max_length=1000, description="Optional title, prepended to the text.")
-    id: str | None = Field(default=None, max_length=MAX_ID_CHARS, description="Your id for the content; echoed back.")
+    title: ValidText | None = Field(default=None, max_length=1000, description="Optional title, prepended to the text.")
+    id: ValidText | None = Field(default=None, max_length=MAX_ID_CHARS, description="Your id for the content; echoed back.")
     explain: bool = Field(default=False, description="Also return examples, knowledge snippets, the generator's raw selection and the judgments.")
 
 
@@ -154,7 +179,7 @@ class TagResponse(BaseModel):
 
 
 class BatchDocument(BaseModel):
-    id: str | None = Field(default=None, max_length=MAX_ID_CHARS, description="Your id for the document; echoed back.")
+    id: ValidText | None = Field(default=None, max_length=MAX_ID_CHARS, description="Your id for the document; echoed back.")
     text: str | None = Field(default=None, description="The content to tag; a missing or empty text is reported for this document only.")
     title: str | None = Field(default=None, max_length=1000)
 
@@ -182,9 +207,9 @@ class TagBatchResponse(BaseModel):
 
 class LearnRequest(BaseModel):
     text: NonBlankText = Field(min_length=1, description="The content the verdict is about.")
-    correct: list[str] = Field(default_factory=list, max_length=100, description="Tags that are right for the text.")
-    incorrect: list[str] = Field(default_factory=list, max_length=100, description="Tags that are wrong for the text.")
-    id: str | None = Field(default=None, max_length=MAX_ID_CHARS, description="Sample id; by default derived from the text.")
+    correct: list[ValidText] = Field(default_factory=list, max_length=100, description="Tags that are right for the text.")
+    incorrect: list[ValidText] = Field(default_factory=list, max_length=100, description="Tags that are wrong for the text.")
+    id: ValidId | None = Field(default=None, max_length=MAX_ID_CHARS, description="Sample id; by default derived from the text.")
     replace: bool = Field(default=False, description="When the id already holds a different text, replace that sample (else 409).")
 
 
@@ -380,6 +405,7 @@ def create_app(
     kb = rt.kb
 
     app = FastAPI(
+        default_response_class=SafeJSONResponse,
         title="llm4tag",
         version="0.1.0",
         description="Automatic tagging with graph-based recall, knowledge-enhanced LLM generation and calibrated confidence (after LLM4Tag, KDD 2025).",
@@ -412,18 +438,29 @@ def create_app(
             headers={"Retry-After": str(exc.retry_after)},
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError):
+        # FastAPI's own handler echoes the input, which may be what no JSON encoder takes (a lone
+        # surrogate, NaN): say where and what was wrong, without the input
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        return SafeJSONResponse({"detail": errors}, status_code=422)
+
     @app.exception_handler(Llm4tagError)
     async def _llm4tag_error(request: Request, exc: Llm4tagError):
         if isinstance(exc, ConflictError):
             status = 409
         else:
             status = 503 if isinstance(exc, (BackendError, KnowledgeBaseError)) and not isinstance(exc, InputError) else 400
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return SafeJSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"}, status_code=500)
+        return SafeJSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"}, status_code=500)
 
     # ---- endpoints ---------------------------------------------------------------------------
     @app.post("/v1/tag", response_model=TagResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 503, *tag_errors), tags=["tagging"])
