@@ -2,8 +2,14 @@
 
 Each input line is a JSON object with ``text`` (and optional ``id``, ``title``); a line that is
 plain text is tagged as it is. Each output line echoes the ``id`` (or ``line-N``) with the tags,
-or an ``error`` for a bad input line, which never stops the batch. Re-running with the same
-output file skips every id already written, so a crash or Ctrl-C loses at most the item in flight.
+or an ``error`` with ``status``: ``bad-input`` for an unusable input line, ``failed`` when tagging
+it failed (say, the model server was down); neither stops the batch. Re-running with the same
+output file skips every id already tagged and tries the errors again (a later line for an id
+supersedes an earlier one), so a crash or Ctrl-C loses at most the item in flight.
+
+The output file is only ever appended to. An existing one must hold this tool's records: a file
+with other lines is refused, untouched; a torn last line is cut only when it is the start of a
+record this tool was writing. The input file cannot be the output file.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ class BatchReport:
     total: int = 0
     tagged: int = 0
     skipped_done: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # bad input lines
+    failed: list[str] = field(default_factory=list)  # items whose tagging failed (retried on the next run)
 
 
 def read_items(path: Path) -> Iterator[BatchItem]:
@@ -77,28 +84,58 @@ def read_items(path: Path) -> Iterator[BatchItem]:
                 yield BatchItem(key, number, line)
 
 
+RECORD_START = b'{"id": '  # how every line this tool (and the evaluation runner) writes begins
+
+
+def _foreign(out_path: Path, number: int | str, raw: bytes) -> Llm4tagError:
+    shown = raw[:60].decode("utf-8", "backslashreplace")
+    return Llm4tagError(
+        f"{out_path}:{number} is not a result line llm4tag wrote ({shown!r}); nothing was changed. "
+        "Give a new output file (or the one an earlier run of the same command wrote)"
+    )
+
+
 def read_finished(out_path: Path) -> dict[str, dict]:
-    """Records already in a JSONL results file, by id. A torn last line (a crash mid-write) is
-    cut off first, so the next append starts on a fresh line."""
+    """Records already in a JSONL results file, by id (the last line for an id wins).
+
+    A torn last line — the start of a record cut short by a crash mid-write — is cut off first,
+    so the next append starts on a fresh line. Any other line that is not a record (this is not
+    a results file) raises ``Llm4tagError`` and nothing in the file is changed.
+    """
     if not out_path.exists():
         return {}
     data = out_path.read_bytes()
     good_end = data.rfind(b"\n") + 1
-    if good_end < len(data):
-        with open(out_path, "r+b") as fh:
-            fh.truncate(good_end)
+    lines = data[:good_end].splitlines()
     records = {}
-    for raw in data[:good_end].splitlines():
+    for number, raw in enumerate(lines, start=1):
         try:
             record = json.loads(raw)
             records[str(record["id"])] = record
         except (ValueError, KeyError, TypeError):
-            continue
+            raise _foreign(out_path, number, raw) from None
+    tail = data[good_end:]
+    if tail:
+        try:
+            record = json.loads(tail)
+            records[str(record["id"])] = record
+            complete = True
+        except (ValueError, KeyError, TypeError):
+            complete = False
+        if not (tail.startswith(RECORD_START) or RECORD_START.startswith(tail)):
+            raise _foreign(out_path, len(lines) + 1, tail)
+        with open(out_path, "r+b") as fh:
+            if complete:  # a whole record without its newline: end it
+                fh.seek(0, os.SEEK_END)
+                fh.write(b"\n")
+            else:  # the start of a record this tool was writing when it stopped
+                fh.truncate(good_end)
     return records
 
 
 def finished_keys(out_path: Path) -> set[str]:
-    return set(read_finished(out_path))
+    """Ids already tagged: a record with an ``error`` (a bad line, a failure) is tried again."""
+    return {key for key, record in read_finished(out_path).items() if not (isinstance(record, dict) and "error" in record)}
 
 
 def batch_record(key: str, result: dict) -> dict:
@@ -119,24 +156,27 @@ def run_batch(in_path: str | Path, out_path: str | Path, context: Context,
     in_path, out_path = Path(in_path), Path(out_path)
     if not in_path.is_file():
         raise Llm4tagError(f"{in_path}: input file not found")
+    if out_path.exists() and os.path.samefile(in_path, out_path):
+        raise Llm4tagError(f"{out_path} is the input file too; results go to a separate file (e.g. {in_path.stem}.tags.jsonl)")
     done = finished_keys(out_path)
     items = list(read_items(in_path))
     report = BatchReport(total=len(items))
-    with open(out_path, "a", encoding="utf-8") as out:
+    with open(out_path, "ab") as out:
         for item in items:
             if item.key in done:
                 report.skipped_done += 1
             else:
+                status = "bad-input"
                 if item.error is None:
                     try:
                         record = batch_record(item.key, tagger(item.text, title=item.title, context=context))
                         report.tagged += 1
-                    except Llm4tagError as exc:
-                        item.error = str(exc)
+                    except (Llm4tagError, OSError) as exc:
+                        item.error, status = str(exc), "failed"
                 if item.error is not None:
-                    record = {"id": item.key, "line": item.line, "error": item.error}
-                    report.errors.append(f"{in_path}:{item.line}: {item.error}")
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    record = {"id": item.key, "line": item.line, "error": item.error, "status": status}
+                    (report.failed if status == "failed" else report.errors).append(f"{in_path}:{item.line}: {item.error}")
+                out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))  # one write per line
                 out.flush()
                 os.fsync(out.fileno())
                 done.add(item.key)

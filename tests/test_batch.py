@@ -51,10 +51,73 @@ def test_batch_runs_resumes_and_skips_bad_lines(batch_in, tmp_path, small_kb_dir
     # simulate a crash while "b" was being written: two whole lines, then a torn one
     keep = "\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2]
     out.write_text(keep)
-    assert finished_keys(out) == {"a", "line-2"}
+    assert finished_keys(out) == {"a"}  # line-2 is an error: checked again on the next run
     assert out.read_text().endswith("\n")  # the torn line was cut off
     calls.clear()
     second = run_batch(batch_in, out, ctx, tagger=counting_tagger)
-    assert second.skipped_done == 2 and second.tagged == 2
+    assert second.skipped_done == 1 and second.tagged == 2
     assert calls == [ITEMS[1]["text"], ITEMS[2]["text"]]
-    assert [json.loads(l)["id"] for l in out.read_text().splitlines()] == ["a", "line-2", "b", "empty", "c", "line-6"]
+    assert [json.loads(l)["id"] for l in out.read_text().splitlines()] == ["a", "line-2", "line-2", "b", "empty", "c", "line-6"]
+
+
+# ---- issue 15 items 1 and 4 ---------------------------------------------------------------------
+def _no_llm(kb_dir, **extra) -> Context:
+    return Context(kb_dir=str(kb_dir), use_generation=False, use_calibration=False, budget=5, max_tags=2, **extra)
+
+
+def test_index_never_cuts_a_line_it_did_not_write(tmp_path, small_kb_dir):
+    from click.testing import CliRunner
+
+    from ui.cli import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(ITEMS[0]) + "\n", encoding="utf-8")
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"one\ntwo\nlast")
+    result = CliRunner().invoke(main, ["--kb", str(small_kb_dir), "index", str(src), str(notes)])
+    assert result.exit_code == 1 and "not a result line llm4tag wrote" in result.output, result.output
+    assert notes.read_bytes() == b"one\ntwo\nlast"
+
+    mine = tmp_path / "results.jsonl"  # this tool's records, the last one complete but unterminated
+    mine.write_bytes(b'{"id": "x", "tags": [], "confidence": [], "candidates": [], "notes": []}')
+    assert finished_keys(mine) == {"x"} and mine.read_bytes().endswith(b"[]}\n")
+
+
+def test_index_refuses_the_input_file_as_output(tmp_path, small_kb_dir):
+    from click.testing import CliRunner
+
+    from ui.cli import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"one\ntwo\nlast")
+    result = CliRunner().invoke(main, ["--kb", str(small_kb_dir), "index", str(src), str(src)])
+    assert result.exit_code == 1 and "is the input file too" in result.output
+    assert src.read_bytes() == b"one\ntwo\nlast"
+
+
+def test_failed_items_are_recorded_as_failures_and_retried(tmp_path, small_kb_dir, monkeypatch):
+    from click.testing import CliRunner
+
+    from ui.cli import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(i) + "\n" for i in ITEMS[:2]), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    down = _no_llm(small_kb_dir).with_overrides(use_generation=True, backend="ollama:absent-model")
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")  # nothing listens there: the model server is down
+    first = run_batch(src, out, down)
+    assert first.tagged == 0 and len(first.failed) == 2 and not first.errors
+    records = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [r["status"] for r in records] == ["failed", "failed"] and all("Ollama" in r["error"] for r in records)
+    assert finished_keys(out) == set()
+
+    # the CLI exits non-zero when items failed
+    result = CliRunner().invoke(main, ["--kb", str(small_kb_dir), "index", str(src), str(out), "--backend", "ollama:absent-model"])
+    assert result.exit_code == 1 and "2 failed" in result.output and "run the same command again" in result.output
+
+    # the server is back: a re-run retries exactly the failures
+    second = run_batch(src, out, _no_llm(small_kb_dir))
+    assert second.tagged == 2 and second.skipped_done == 0 and not second.failed
+    assert finished_keys(out) == {"a", "b"}
+    third = run_batch(src, out, _no_llm(small_kb_dir))
+    assert third.tagged == 0 and third.skipped_done == 2

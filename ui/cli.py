@@ -373,7 +373,7 @@ def index_command(ctx, in_path, out_path, **options):
             bar = tqdm(total=report.total, desc="tagging", unit="item", file=sys.stderr)
         bar.update(1)
         if item.error:
-            bar.write(f"skipped line {item.line}: {item.error}", file=sys.stderr)
+            bar.write(f"line {item.line}: {item.error}", file=sys.stderr)
 
     try:
         report = run_batch(in_path, out_path, context, on_item=on_item)
@@ -384,7 +384,12 @@ def index_command(ctx, in_path, out_path, **options):
     finally:
         if bar is not None:
             bar.close()
-    click.echo(f"{report.tagged} tagged, {report.skipped_done} already done, {len(report.errors)} bad lines → {out_path}")
+    click.echo(f"{report.tagged} tagged, {report.skipped_done} already done, {len(report.failed)} failed, "
+               f"{len(report.errors)} bad lines → {out_path}")
+    if report.failed or report.errors:
+        raise click.ClickException(
+            f"{len(report.failed) + len(report.errors)} items were not tagged (their error lines are in {out_path}); "
+            "fix the cause (bad lines, the model or server) and run the same command again: it retries only those")
 
 
 @main.command("eval")
