@@ -582,14 +582,43 @@ def _warm_up(kb_dir: str | None, backend: str) -> None:
         print(f"note: warm-up failed ({type(exc).__name__}: {exc}); the app will report it when tagging")
 
 
-def launch(kb_dir: str | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **launch_options):
-    """Build the app and serve it (blocking), with Gradio's API and, when available, its MCP server."""
+def gated_app(demo: gr.Blocks, token: str, mcp: bool):
+    """The Gradio app mounted in a FastAPI app behind ``guard.TokenGate``: the page, the Gradio
+    API and the MCP server all need the token."""
+    from fastapi import FastAPI
+
+    from .guard import TokenGate
+
+    outer = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    outer = gr.mount_gradio_app(outer, demo, path="", mcp_server=mcp, ssr_mode=False, theme=gr.themes.Soft(), css=CSS)
+    return TokenGate(outer, token)
+
+
+def launch(kb_dir: str | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False, token: str | None = None,
+           **launch_options):
+    """Build the app and serve it (blocking), with Gradio's API and, when available, its MCP server.
+
+    Like ``llm4tag serve``, it refuses to listen beyond loopback (or share a public link) without
+    a ``token``; with one, every request needs it (``gated_app``; a browser opens ``/?token=…`` once).
+    """
+    from .guard import require_token_beyond_loopback
+
+    require_token_beyond_loopback(host, token, share)
     demo = build_app(kb_dir)
     mcp = mcp_available()
     if not mcp:
         print("note: the MCP server is off because gradio's mcp extra is missing; install it with: pip install 'gradio[mcp]'")
     threading.Thread(target=_warm_up, args=(kb_dir, _default_context().backend), daemon=True, name="llm4tag-warm-up").start()
     demo.queue(default_concurrency_limit=2)
+    if token and share:  # Gradio's tunnel needs its own launch: its login guards the page and API; MCP stays off
+        print("note: over a share link the page and API need the login llm4tag / TOKEN; the MCP server is off")
+        return demo.launch(server_name=host, server_port=port, share=True, mcp_server=False, ssr_mode=False, auth=("llm4tag", token),
+                           theme=gr.themes.Soft(), css=CSS, **launch_options)
+    if token:
+        import uvicorn
+
+        print(f"open http://{host}:{port}/?token=<your token> once in a browser; API and MCP clients send 'Authorization: Bearer <token>'")
+        return uvicorn.run(gated_app(demo, token, mcp), host=host, port=port, log_level="warning")
     return demo.launch(
         server_name=host, server_port=port, share=share, mcp_server=mcp, ssr_mode=False,
         theme=gr.themes.Soft(), css=CSS, **launch_options,

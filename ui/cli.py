@@ -580,14 +580,19 @@ def calibrate_command(ctx, validation, limit, seed, offset, kind, out_dir, **opt
 @main.command("app")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=7860, show_default=True, type=int)
-@click.option("--share", is_flag=True, help="Ask Gradio for a public share link (needs network).")
+@click.option("--share", is_flag=True, help="Ask Gradio for a public share link (needs network and --token).")
+@click.option("--token", envvar="LLM4TAG_API_TOKEN", default=None,
+              help="Token every request then needs (env LLM4TAG_API_TOKEN); required beyond loopback and with --share.")
 @click.pass_context
-def app_command(ctx, host, port, share):
+def app_command(ctx, host, port, share, token):
     """Start the Gradio app (tagging, review, batch, knowledge base) with its API and MCP server."""
-    from .app import launch
+    from .guard import require_token_beyond_loopback
 
     try:
-        launch(kb_dir=ctx.obj["kb_dir"], host=host, port=port, share=share)
+        require_token_beyond_loopback(host, token, share)  # before the slow imports
+        from .app import launch
+
+        launch(kb_dir=ctx.obj["kb_dir"], host=host, port=port, share=share, token=token)
     except Llm4tagError as exc:
         _fail(exc)
 

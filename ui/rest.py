@@ -63,6 +63,7 @@ from agent.context import Context
 from agent.explanation import why
 from agent.llm.base import BackendError
 from agent.runtime import runtime_for
+from .guard import LocalOnly, is_loopback, require_token_beyond_loopback  # noqa: F401 (is_loopback: the old import place)
 from knowledge_base.errors import ConflictError, InputError, KnowledgeBaseError, Llm4tagError, UnknownTagsError
 from knowledge_base.loaders import clean_text, encodable, require_id, valid_unicode
 
@@ -390,13 +391,16 @@ def create_app(
     *,
     workers: int | None = None,
     max_waiting: int | None = None,
+    local_only: bool = False,
 ) -> FastAPI:
     """The REST app for one knowledge base.
 
     ``kb_dir`` (or ``context.kb_dir``; the demo knowledge base when both are None) is the only
     place the app reads or writes. ``token``: when set, write endpoints need it as a bearer token.
     ``max_body_bytes`` (default ``LLM4TAG_API_MAX_BODY`` or 1 MB), ``workers`` and ``max_waiting``
-    (default ``LLM4TAG_API_QUEUE`` or 32) bound what the server accepts at once.
+    (default ``LLM4TAG_API_QUEUE`` or 32) bound what the server accepts at once. ``local_only``
+    refuses (403) requests whose ``Host`` or ``Origin`` is not a loopback name: ``serve`` sets it
+    on loopback without a token, against DNS rebinding.
     """
     base = (context or Context.from_env()).with_overrides(kb_dir=kb_dir)
     limit = max_body_bytes or _env_int("LLM4TAG_API_MAX_BODY", DEFAULT_MAX_BODY_BYTES, 1)
@@ -413,6 +417,8 @@ def create_app(
     app.state.context = base
     app.state.queue = queue
     app.add_middleware(BodySizeLimit, max_bytes=limit)
+    if local_only:
+        app.add_middleware(LocalOnly)  # added last: it runs first
 
     bearer = HTTPBearer(auto_error=False, description="The token given to `llm4tag serve --token` (or LLM4TAG_API_TOKEN).")
 
@@ -563,27 +569,13 @@ def create_app(
     return app
 
 
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(kb_dir: str | None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           max_body_bytes: int | None = None, context: Context | None = None, log_level: str = "info") -> None:
-    """Run the API with uvicorn; refuses a non-loopback host without a token."""
+    """Run the API with uvicorn; refuses a non-loopback host without a token, and on loopback
+    without one answers only requests addressed to loopback (``guard.LocalOnly``)."""
     import uvicorn
 
-    if not is_loopback(host) and not token:
-        raise InputError(
-            f"refusing to listen on {host} without a token: anyone who can reach it could change the knowledge base. "
-            "Give --token TOKEN (or set LLM4TAG_API_TOKEN), or listen on 127.0.0.1"
-        )
-    app = create_app(kb_dir, context, token, max_body_bytes)
+    require_token_beyond_loopback(host, token)
+    app = create_app(kb_dir, context, token, max_body_bytes, local_only=not token)
     runtime_for(app.state.context.kb_dir).backend(app.state.context)  # load the model before the first request
     uvicorn.run(app, host=host, port=port, log_level=log_level)

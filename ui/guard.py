@@ -1,0 +1,132 @@
+"""Who may reach a server: the rules ``serve`` (REST) and ``app`` (Gradio) share.
+
+- ``require_token_beyond_loopback``: a server that anyone else can reach (a non-loopback host, or
+  a public share link) must have a token; without one it refuses to start.
+- ``TokenGate``: every request needs the token — ``Authorization: Bearer TOKEN``, or, for a
+  browser, the cookie it gets by opening the page once as ``/?token=TOKEN``. Used by the Gradio
+  app, whose page, API and MCP endpoints all change the knowledge base.
+- ``LocalOnly``: a loopback server without a token answers only requests addressed to a loopback
+  name (``Host``) and, when a browser sends an ``Origin``, only pages served from one. A web page
+  elsewhere that rebinds its DNS name to 127.0.0.1 (DNS rebinding) is refused with 403.
+
+All three are plain ASGI wrappers, so they cover every route, websockets and streams included.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs, urlsplit
+
+from knowledge_base.errors import InputError
+
+COOKIE = "llm4tag_token"
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def require_token_beyond_loopback(host: str, token: str | None, share: bool = False, flag: str = "--token") -> None:
+    if token:
+        return
+    if share:
+        raise InputError(f"refusing a public share link without a token: anyone with the link could change the knowledge base. "
+                         f"Give {flag} TOKEN (or set LLM4TAG_API_TOKEN)")
+    if not is_loopback(host):
+        raise InputError(
+            f"refusing to listen on {host} without a token: anyone who can reach it could change the knowledge base. "
+            f"Give {flag} TOKEN (or set LLM4TAG_API_TOKEN), or listen on 127.0.0.1"
+        )
+
+
+def _headers(scope) -> dict[bytes, bytes]:
+    return {k.lower(): v for k, v in scope.get("headers") or []}
+
+
+async def _refuse(scope, receive, send, status: int, detail: str, extra: list | None = None) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _same(given: str | None, token: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8"))
+
+
+class TokenGate:
+    """Every request needs the token (bearer header, the cookie, or ``?token=`` which sets the cookie)."""
+
+    def __init__(self, app, token: str):
+        if not token:
+            raise ValueError("TokenGate needs a token")
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = _headers(scope)
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        cookies = SimpleCookie()
+        try:
+            cookies.load(headers.get(b"cookie", b"").decode("latin-1"))
+        except Exception:  # a malformed cookie header is no credential
+            cookies = SimpleCookie()
+        cookie = cookies[COOKIE].value if COOKIE in cookies else None
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
+        if _same(bearer, self.token) or _same(cookie, self.token):
+            return await self.app(scope, receive, send)
+        if _same(query, self.token):
+            if scope["type"] == "websocket":
+                return await self.app(scope, receive, send)
+
+            async def send_with_cookie(message):
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      (b"set-cookie", f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode())]}
+                await send(message)
+
+            return await self.app(scope, receive, send_with_cookie)
+        await _refuse(scope, receive, send, 401,
+                      "this server needs its token: send 'Authorization: Bearer <token>', or open the page once as /?token=<token>",
+                      [(b"www-authenticate", b"Bearer")])
+
+
+class LocalOnly:
+    """Answer only requests addressed to a loopback name, from no page or a loopback page (DNS rebinding)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = _headers(scope)
+        host = headers.get(b"host", b"").decode("latin-1")
+        hostname = urlsplit(f"//{host}").hostname or ""
+        if not is_loopback(hostname):
+            return await _refuse(scope, receive, send, 403,
+                                 f"this server listens on loopback without a token and answers only requests to localhost or 127.0.0.1, "
+                                 f"not to {host[:100]!r} (a web page rebinding its name to this machine); use http://127.0.0.1:PORT, "
+                                 "or start the server with --token")
+        origin = headers.get(b"origin")
+        if origin is not None:
+            origin_host = urlsplit(origin.decode("latin-1")).hostname or ""
+            if not is_loopback(origin_host):
+                return await _refuse(scope, receive, send, 403,
+                                     f"requests from web pages at {origin.decode('latin-1')[:100]!r} are refused: this server "
+                                     "listens on loopback without a token; start it with --token to serve other origins")
+        return await self.app(scope, receive, send)
