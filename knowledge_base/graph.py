@@ -98,6 +98,7 @@ class ContentTagGraph:
         self._journal_offset = 0
         self._journal_ops = 0
         self.loaded = load
+        self.problems: list[str] = []  # journal lines that were skipped, for ``stats``
         if load:
             self.refresh()
 
@@ -162,7 +163,12 @@ class ContentTagGraph:
                 op = json.loads(raw)
             except ValueError:
                 continue  # a torn line left by a crash: its batch was never acknowledged
-            self._apply(op)
+            try:
+                self._apply(op)
+            except (KeyError, TypeError, AttributeError, ValueError):  # a line no llm4tag wrote: skipped, reported
+                self.problems.append(f"{self.journal_path}: skipped a malformed operation {raw[:80].decode('utf-8', 'backslashreplace')!r}; "
+                                     f"{rebuild_hint(self.directory)} if the graph looks wrong")
+                continue
             self._journal_ops += 1
         self._journal_offset += consumed
         return consumed > 0

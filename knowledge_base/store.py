@@ -305,6 +305,7 @@ class KnowledgeBase:
             "graph": self.graph.counts(),
             "recall": self.config.recall.__dict__,
             "classifier": self._classifier_summary(),
+            **({"problems": list(self.graph.problems)} if self.graph.problems else {}),
         }
 
     def _classifier_summary(self) -> dict | str:

@@ -95,3 +95,13 @@ def test_rebuild_refuses_a_folder_that_is_not_a_knowledge_base(tmp_path):
     assert result.exit_code == 1 and "not a knowledge base" in result.output
     assert not (tmp_path / "typo").exists()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_malformed_journal_line_is_skipped_and_reported(tmp_path):
+    g = ContentTagGraph(tmp_path)
+    g.write([{"op": "node", "id": "t:a", "kind": "tag"}])
+    with open(g.journal_path, "ab") as fh:
+        fh.write(b'{"op": "edge"}\n[1, 2]\n{"op": "node", "id": "c:1", "kind": "content"}\n')
+    again = ContentTagGraph(tmp_path)
+    assert set(again.g) == {"t:a", "c:1"}
+    assert len(again.problems) == 2 and "rebuild-graph" in again.problems[0]
