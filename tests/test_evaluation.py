@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from agent import Context
 from ui.cli import main
 from knowledge_base import InputError
-from agent.evaluation import Item, evaluate, optimize_threshold
+from agent.evaluation import Item, evaluate, optimize_threshold, threshold_for_coverage
+from agent.evaluation.calibration import fusion_ablation
 from agent.evaluation.metrics import (
     accuracy_vs_coverage,
     confidence_metrics,
@@ -65,9 +66,13 @@ def test_evaluate_runs_systems_side_by_side_and_resumes(small_kb_dir, tmp_path):
     assert set(metrics["systems"]) == {"full", "no-calibration", "embedding-match", "knn"}
     full = [json.loads(l) for l in (tmp_path / "items-full.jsonl").read_text().splitlines()]
     assert [r["id"] for r in full] == [i.id for i in items]
-    assert all(set(r["predicted"]) <= set(r["generated"]) for r in full)
-    expected_acc1 = multi_tag_metrics([r["predicted"] for r in full], [i.tags for i in items])["Acc@1"]
+    assert all(set(r["predicted"]) <= {j["tag"] for j in r["judged"]} and set(r["predicted"]) <= set(r["ranked"]) for r in full)
+    # the headline figures are at full coverage (every scored tag by confidence); at the threshold beside them
+    expected_acc1 = multi_tag_metrics([r["ranked"] for r in full], [i.tags for i in items])["Acc@1"]
     assert metrics["systems"]["full"]["Acc@1"] == pytest.approx(expected_acc1)
+    at = metrics["systems"]["full"]["at_threshold"]
+    assert at["coverage"] == pytest.approx(sum(1 for r in full if r["predicted"]) / len(full))
+    assert metrics["systems"]["full"]["seconds_per_item"] > 0
     assert metrics["systems"]["no-calibration"]["Coverage@1"] == 1.0
     assert "confidence" in metrics["systems"]["full"] and "recall" in metrics["systems"]["knn"]
     for name in ("metrics.json", "report.md", "accuracy_vs_coverage.png"):
@@ -121,3 +126,50 @@ def test_learned_recall_and_recall_order_systems(writable_kb, tmp_path):
     assert set(systems) == {"knn", "learned-recall", "recall-order"}
     assert systems["learned-recall"]["Acc@1"] >= 0.7 and systems["recall-order"]["Acc@1"] >= 0.7
     assert systems["recall-order"]["recall"]["HR#1"] >= 0.9  # a right tag among the (budget-capped) candidates
+
+
+def test_no_llm_system_abstains_on_out_of_domain_items_and_a_threshold_meets_a_coverage(trained_kb_dir, tmp_path):
+    from agent.evaluation import load_out_of_domain
+
+    items = [Item(e["id"], e["text"], e["tags"]) for e in demo_examples()]
+    cooking = tmp_path / "cooking.jsonl"
+    cooking.write_text("".join(json.dumps({"id": f"c{i}", "text": t}) + "\n" for i, t in enumerate([
+        "Slow-roast the lamb shoulder with rosemary and garlic for four hours.", "How long should I rest bread dough before baking?",
+        "Can I replace butter with olive oil in a sponge cake?", "Why does my custard split when it boils?"])))
+    ood = load_out_of_domain(cooking)
+    assert len(ood) == 4 and all(i.id.startswith("ood:") and i.tags == [] for i in ood)
+    ctx = Context(kb_dir=str(trained_kb_dir), threshold=0.5)
+    metrics = evaluate(items, ctx, tmp_path / "out", ["no-llm", "knn"], out_of_domain=ood)
+    assert metrics["items"] == len(items)  # accuracy is measured on the in-domain items only
+    knn, no_llm = metrics["abstention"]["knn"], metrics["abstention"]["no-llm"]
+    assert knn["items"] == 4 and knn["untagged"] == 0.0  # kNN has no confidence threshold: it always answers
+    assert 0.0 <= no_llm["untagged"] <= 1.0 and no_llm["mean_top_confidence"] is not None
+    assert "Abstention" in (tmp_path / "out" / "report.md").read_text()
+    records = [json.loads(l) for l in (tmp_path / "out" / "items-no-llm.jsonl").read_text().splitlines() if not l.startswith('{"id": "ood:')]
+    chosen = threshold_for_coverage(records, 0.8)
+    assert chosen["coverage"] >= 0.8
+    stricter = threshold_for_coverage(records, 1.0)
+    assert stricter["threshold"] <= chosen["threshold"] and stricter["coverage"] == 1.0
+    with pytest.raises(InputError, match="coverage"):
+        threshold_for_coverage(records, 1.5)
+
+
+def test_fusion_ablation_credits_the_evidence_that_separates():
+    """Hand-made scored tags where only the judge knows the right tag (recall's rank is noise):
+    the out-of-fold fusion with the judge beats recall alone, and recall alone stays near chance."""
+    import random
+
+    rng = random.Random(3)
+    records, truths = [], []
+    for i in range(60):
+        judged = []
+        right = rng.randrange(4)
+        for k in range(4):
+            features = {"recall_inverse_rank": 1.0 / (k + 1), "recall_score": rng.random(), "logit_p_yes": (2.0 if k == right else -2.0) + rng.gauss(0, 0.5),
+                        "judged": 1.0}
+            judged.append({"tag": f"t{k}", "features": features, "p_yes": 0.5, "confidence": 0.5})
+        records.append({"id": f"i{i}", "truth": [f"t{right}"], "judged": judged})
+        truths.append([f"t{right}"])
+    out = fusion_ablation(records, truths, single=True)
+    assert out["recall + judge"]["f1_micro"] > 0.9 and out["judge alone"]["f1_micro"] > 0.9
+    assert out["recall only"]["f1_micro"] < 0.5

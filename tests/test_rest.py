@@ -78,7 +78,7 @@ def test_openapi_spec_has_a_model_for_every_request_and_response(client):
     # nothing takes a file path: every request field and query parameter is listed here
     fields = {name for model in ("TagRequest", "TagBatchRequest", "BatchDocument", "LearnRequest") for name in schemas[model]["properties"]}
     fields |= {p["name"] for item in spec["paths"].values() for op in item.values() for p in op.get("parameters", [])}
-    assert fields == {"text", "title", "id", "mode", "max_tags", "threshold", "explain", "documents", "correct", "incorrect", "replace", "q", "limit", "offset"}
+    assert fields == {"text", "title", "id", "mode", "max_tags", "threshold", "llm", "explain", "documents", "correct", "incorrect", "replace", "q", "limit", "offset"}
 
 
 # ---- tagging -------------------------------------------------------------------------------
@@ -96,6 +96,16 @@ def test_tag_one_echoes_id_and_explains_each_tag(client):
         assert 0.0 <= t["confidence"] <= 1.0
         assert "confidence" in t["why"]
         assert any(p in t["why"] for p in t["paths"])
+
+
+def test_tag_without_the_llm_answers_from_recall_alone(client):
+    r = client.post("/v1/tag", json={"text": TEXT, "llm": False, "explain": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["details"]["selection"]["skipped"] and body["details"]["selection"]["prompt_tokens"] == 0
+    assert all(j["p_yes"] is None for j in body["details"]["judgments"])
+    assert [t["tag"] for t in body["tags"]] == [c["tag"] for c in body["candidates"]][: len(body["tags"])]
+    assert all(t["origin"] == "recall" for t in body["tags"])
 
 
 def test_content_is_data_not_instructions(client):

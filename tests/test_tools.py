@@ -48,7 +48,7 @@ def test_tool_runs_inside_a_langgraph_tool_node(small_kb_dir):
     for t in payload["tags"]:
         assert set(t) == {"tag", "confidence", "why"}
         assert 0.0 <= t["confidence"] <= 1.0
-        assert t["why"].endswith(f"judge P(yes)={t['confidence']:.2f}")
+        assert t["why"].endswith(f"confidence {t['confidence']:.2f}")
         assert "C2T" in t["why"] or "C2C2T" in t["why"] or "match" in t["why"]
 
 
@@ -67,15 +67,17 @@ def test_why_names_the_paths_and_the_judge():
         ],
     }
     assert explain_tag({"tag": "works-with::image", "confidence": 0.71, "origin": "llm"}, candidate) == (
-        "C2C2T via 4 similar items (vote 0.62); C2T sim 0.41; judge P(yes)=0.71"
+        "C2C2T via 4 similar items (vote 0.62); C2T sim 0.41; confidence 0.71"
     )
+    assert explain_tag({"tag": "works-with::image", "confidence": 0.71, "origin": "recall"}, candidate).endswith(
+        "ranked high by recall (the LLM did not choose it); confidence 0.71")
     one = {"tag": "x", "evidence": [{"path": "C2C2T", "score": 1.0, "via": [{"id": "a", "similarity": 0.9}]}]}
     assert explain_tag({"tag": "x", "confidence": None, "origin": "history"}, one) == (
-        "C2C2T via 1 similar item (vote 1.00); kept because similar items carry it; not calibrated"
+        "C2C2T via 1 similar item (vote 1.00); kept because similar items carry it; no confidence (no judge, no ranker)"
     )
     result = {"tags": [{"tag": "x", "confidence": 0.9, "origin": "llm"}], "candidates": [one], "content_id": "c", "notes": ["n"]}
     assert compact_result(result) == {
-        "tags": [{"tag": "x", "confidence": 0.9, "why": "C2C2T via 1 similar item (vote 1.00); judge P(yes)=0.90"}],
+        "tags": [{"tag": "x", "confidence": 0.9, "why": "C2C2T via 1 similar item (vote 1.00); confidence 0.90"}],
         "candidates_considered": 1,
         "content_id": "c",
         "notes": ["n"],

@@ -71,9 +71,11 @@ def build_server(context: Context | None = None) -> FastMCP:
         mode: Literal["multi", "single"] | None = Field(default=None, description="multi: several tags; single: exactly one."),
         max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags."),
         threshold: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop tags whose confidence is below this (default 0.5)."),
+        llm: bool | None = Field(default=None, description="false: fused recall only, no language model (milliseconds)."),
     ) -> dict:
-        """Tag a text: tags from the repository, each with a confidence (the judge's P(yes)) and why it was chosen."""
-        ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold)
+        """Tag a text: tags from the repository, each with a confidence (P(tag is right), fused from recall and the LLM) and why it was chosen."""
+        no_llm = {"use_generation": False, "use_calibration": False} if llm is False else {}
+        ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, **no_llm)
         return await _run(lambda: compact_result(tagging.tag(text, context=ctx)))
 
     @server.tool()

@@ -143,6 +143,7 @@ class TagOptions(BaseModel):
     mode: Literal["multi", "single"] | None = Field(default=None, description="multi: several tags; single: exactly one.")
     max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags (multi mode).")
     threshold: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop tags whose confidence is below this.")
+    llm: bool | None = Field(default=None, description="false: fused recall only, no language model (milliseconds per text); default: the server's setting.")
 
 
 class TagRequest(TagOptions):
@@ -154,12 +155,12 @@ class TagRequest(TagOptions):
 
 class TagOut(BaseModel):
     tag: str
-    confidence: float | None = Field(description="P(yes) of the judge; null when calibration is off.")
+    confidence: float | None = Field(description="P(tag is right), fused from recall, the generator and the judge; null when neither the judge nor a recall ranker gives one.")
     rank: int
     description: str = ""
-    paths: list[str] = Field(description="Meta-paths that recalled the tag: C2T, C2C2T, match.")
-    origin: str = Field(description="llm: chosen by the generator; history: kept because similar items carry it.")
-    why: str = Field(description="One line: the recall evidence and the judge's P(yes).")
+    paths: list[str] = Field(description="Meta-paths that recalled the tag: C2T, C2C2T, learned, match.")
+    origin: str = Field(description="llm: chosen by the generator; history: kept because similar items carry it; recall: ranked high by recall, not chosen by the generator.")
+    why: str = Field(description="One line: the recall evidence, the tag's origin and its confidence.")
 
 
 class CandidateOut(BaseModel):
@@ -369,7 +370,8 @@ def _tag_out(result: dict) -> list[TagOut]:
 
 
 def _options(base: Context, options: TagOptions) -> Context:
-    return base.with_overrides(mode=options.mode, max_tags=options.max_tags, threshold=options.threshold)
+    no_llm = {"use_generation": False, "use_calibration": False} if options.llm is False else {}
+    return base.with_overrides(mode=options.mode, max_tags=options.max_tags, threshold=options.threshold, **no_llm)
 
 
 def _error_responses(*codes: int) -> dict:

@@ -58,8 +58,7 @@ def fit_calibration(features: Sequence[dict[str, float]], labels: Sequence[bool]
 def cross_validated(features: Sequence[dict[str, float]], labels: Sequence[bool], groups: Sequence[str], kind: Kind, folds: int = 5,
                     names: Sequence[str] = FEATURES) -> list[float]:
     """Out-of-fold predictions: each item's tags are scored by a calibration fitted without that item."""
-    names = sorted(set(groups))
-    fold_of = {g: i % folds for i, g in enumerate(names)}
+    fold_of = {g: i % folds for i, g in enumerate(sorted(set(groups)))}
     out = [0.0] * len(labels)
     for k in range(folds):
         train = [i for i, g in enumerate(groups) if fold_of[g] != k]

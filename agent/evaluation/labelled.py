@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,4 +30,31 @@ def load_labelled(path: str | Path, limit: int | None = None, seed: int | None =
     if seed is not None:
         random.Random(seed).shuffle(items)
     items = items[offset:]
+    return items[:limit] if limit else items
+
+
+OUT_OF_DOMAIN = "ood:"  # prefix of the ids of out-of-domain items: their truth is "no tag fits"
+
+
+def load_out_of_domain(path: str | Path, limit: int | None = None, seed: int | None = 13) -> list[Item]:
+    """Texts that fit none of the knowledge base's tags (e.g. another data set's JSONL with a
+    ``text`` field, or a text file with one text per line), as items whose truth is empty:
+    evaluation reports the share of them a system leaves untagged (abstention)."""
+    items = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = line  # a plain text file: one text per line
+        text = record.get("text") if isinstance(record, dict) else record if isinstance(record, str) else None
+        if isinstance(text, str) and text.strip():
+            rid = record.get("id") if isinstance(record, dict) and record.get("id") is not None else n
+            items.append(Item(f"{OUT_OF_DOMAIN}{rid}", text.strip(), []))
+    if not items:
+        raise LoadError("no texts found for out-of-domain items", str(path))
+    if seed is not None:
+        random.Random(seed).shuffle(items)
     return items[:limit] if limit else items

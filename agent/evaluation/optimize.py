@@ -46,3 +46,26 @@ def optimize_threshold(records: list[dict], mode: str = "multi", metric: str | N
         m = single_tag_metrics(preds, truths) if mode == "single" else multi_tag_metrics(preds, truths)
         rows.append({"threshold": th, **{k: v for k, v in m.items() if isinstance(v, float)}})
     return sorted(rows, key=lambda r: -r[metric])
+
+
+def threshold_for_coverage(records: list[dict], coverage: float, mode: str = "multi") -> dict:
+    """The highest confidence threshold (in steps of 0.01) at which at least ``coverage`` of the
+    items keep a tag, over a finished ``full`` evaluation's scored tags; with its figures there."""
+    from knowledge_base.errors import InputError
+
+    if not 0.0 < coverage <= 1.0:
+        raise InputError(f"coverage must be above 0 and at most 1, not {coverage}")
+    truths = [r["truth"] for r in records]
+    best = None
+    for i in range(0, 101):
+        th = i / 100
+        preds = [[t["tag"] for t in rank_tags([{"tag": j["tag"], "confidence": confidence_of(j)} for j in r["judged"]
+                                               if confidence_of(j) is not None], th)] for r in records]
+        share = sum(1 for p in preds if p) / len(records) if records else 0.0
+        if share + 1e-9 < coverage:
+            break
+        m = single_tag_metrics(preds, truths) if mode == "single" else multi_tag_metrics(preds, truths)
+        best = {"threshold": th, "coverage": share, **{k: v for k, v in m.items() if isinstance(v, float)}}
+    if best is None:
+        raise InputError(f"no threshold keeps a tag for {coverage:.0%} of the items; the scored tags have no confidence (run with the judge or a ranker)")
+    return best

@@ -14,7 +14,7 @@ from .metrics import accuracy_vs_coverage, confidence_metrics, multi_tag_metrics
 
 
 def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, systems: Sequence[str], out: Path,
-              derived: dict[str, str] | None = None) -> dict:
+              derived: dict[str, str] | None = None, out_of_domain: dict[str, list[dict]] | None = None) -> dict:
     truths = [i.tags for i in items]
     single = ctx.mode == "single"
     metrics: dict = {"items": len(items), "mode": ctx.mode, "systems": {}, "derived": derived or {}}
@@ -36,6 +36,8 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
         if seconds:
             m["seconds_per_item"] = sum(seconds) / len(seconds)
         metrics["systems"][system] = m
+    if out_of_domain:
+        metrics["abstention"] = {system: abstention(out_of_domain[system], metrics["systems"][system]) for system in systems}
     if "full" in records and any(r.get("judged") for r in records["full"]):
         metrics["fusion_out_of_fold"] = fusion_ablation(records["full"], truths, single)
     if "full" in metrics["systems"]:
@@ -50,6 +52,16 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "report.md").write_text(markdown_report(metrics))
     return metrics
+
+
+def abstention(ood: list[dict], in_domain: dict) -> dict:
+    """Out-of-domain items (no tag fits them): the share a system leaves untagged at its
+    threshold, beside the share of in-domain items it leaves untagged; the mean top confidence."""
+    tops = [max(c for j in r.get("judged", []) if (c := confidence_of(j)) is not None) for r in ood
+            if any(confidence_of(j) is not None for j in r.get("judged", []))]
+    return {"items": len(ood), "untagged": sum(1 for r in ood if not r["predicted"]) / len(ood) if ood else 0.0,
+            "in_domain_untagged": 1.0 - in_domain["at_threshold"]["coverage"],
+            "mean_top_confidence": sum(tops) / len(tops) if tops else None}
 
 
 def plot_accuracy_vs_coverage(curve: list[dict], path: Path) -> None:
@@ -98,6 +110,12 @@ def markdown_report(metrics: dict) -> str:
     if rec:
         lines += ["", "## Candidate recall", "", "| system | #Right | HR#1 | HR#2 | HR#3 |", "|---|---|---|---|---|"]
         lines += [f"| {s} | {r['#Right']:.2f} | {r['HR#1']:.3f} | {r['HR#2']:.3f} | {r['HR#3']:.3f} |" for s, r in rec]
+    if metrics.get("abstention"):
+        lines += ["", "## Abstention (out-of-domain items mixed in: no tag fits them)", "",
+                  "| system | out-of-domain items | left untagged | in-domain left untagged | mean top confidence (out of domain) |", "|---|---|---|---|---|"]
+        for system, a in metrics["abstention"].items():
+            top = "" if a["mean_top_confidence"] is None else f"{a['mean_top_confidence']:.3f}"
+            lines.append(f"| {system} | {a['items']} | {a['untagged']:.1%} | {a['in_domain_untagged']:.1%} | {top} |")
     fusion = metrics.get("fusion_out_of_fold")
     if fusion:
         lines += ["", f"## What each kind of evidence adds (the full run's scored tags, fused out of fold, {metrics['headline']} at full coverage)", "",

@@ -130,10 +130,15 @@ def _derived_systems(systems: Sequence[str], ctx: Context) -> dict[str, str]:
 
 
 def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: Sequence[str] = DEFAULT_SYSTEMS,
-             progress: Callable[[str, int, int], None] | None = None, report_only: bool = False) -> dict:
+             progress: Callable[[str, int, int], None] | None = None, report_only: bool = False,
+             out_of_domain: Sequence[Item] = ()) -> dict:
     """Run ``systems`` over ``items``, item by item (every system sees item i before item i+1, so an
     interrupted run leaves comparable results), append per-item results, and summarise.
+    ``out_of_domain`` items (``load_out_of_domain``: no tag fits them) run after the others; the
+    summary reports how many each system leaves untagged.
     ``report_only`` runs nothing: it summarises the items every system has finished."""
+    ood = list(out_of_domain)
+    items = list(items) + ood
     unknown = [s for s in systems if s not in ALL_SYSTEMS]
     if unknown:
         raise InputError(f"unknown systems {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
@@ -174,4 +179,8 @@ def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: 
         if name == "no-calibration":
             rows = [{**r, "predicted": r["generated"], "confidences": [None] * len(r["generated"]), "judged": []} for r in rows]
         records[name] = rows
-    return summarise(records, items, ctx, list(systems), out, derived)
+    ood_ids = {i.id for i in ood}
+    in_domain = [i for i in items if i.id not in ood_ids]
+    by_system = {s: [r for r in rows if r["id"] not in ood_ids] for s, rows in records.items()}
+    ood_records = {s: [r for r in rows if r["id"] in ood_ids] for s, rows in records.items()}
+    return summarise(by_system, in_domain, ctx, list(systems), out, derived, ood_records if ood_ids else None)
