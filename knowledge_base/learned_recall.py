@@ -31,27 +31,29 @@ MIN_HELD_OUT = 20
 def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13, n_threads: int = 1) -> dict:
     """Train and store the classifier and its ranker; returns what they were trained on."""
     started = time.perf_counter()
-    got = kb.collection("samples").get(include=["metadatas", "embeddings"])
-    rows = [(sid, np.asarray(vec, dtype=np.float32), _json_list(meta or {}, "tags"))
-            for sid, meta, vec in zip(got["ids"], got["metadatas"], got["embeddings"] if len(got["ids"]) else [])]
+    got = kb.collection("samples").get(include=["metadatas", "embeddings", "documents"])
+    rows = [(sid, np.asarray(vec, dtype=np.float32), _json_list(meta or {}, "tags"), text or "")
+            for sid, meta, vec, text in zip(got["ids"], got["metadatas"], got["embeddings"] if len(got["ids"]) else [], got["documents"])]
     rows = [r for r in rows if r[2]]
     vectors = np.stack([r[1] for r in rows]) if rows else np.zeros((0, 1), dtype=np.float32)
     tags = [r[2] for r in rows]
+    texts = [r[3] for r in rows]
     ranker, held_out = None, 0
     n_held = int(len(rows) * holdout)
     if n_held >= MIN_HELD_OUT:
         held = set(random.Random(seed).sample(range(len(rows)), n_held))
         train = [i for i in range(len(rows)) if i not in held]
-        partial = TagClassifier.train(vectors[train], [tags[i] for i in train], kb.config.encoder, n_threads=n_threads)
+        partial = TagClassifier.train(vectors[train], [tags[i] for i in train], kb.config.encoder, n_threads=n_threads,
+                                      texts=[texts[i] for i in train])
         priors = _priors([tags[i] for i in train])
         features, labels = [], []
         for i in sorted(held):
-            result = recall_candidates(kb, "", kb.config.recall, exclude_ids=[rows[i][0]], vector=vectors[i], learned=partial)
+            result = recall_candidates(kb, texts[i], kb.config.recall, exclude_ids=[rows[i][0]], vector=vectors[i], learned=partial)
             features += ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit)
             labels += [cand.tag in tags[i] for cand in result.candidates]
         ranker = RecallRanker.fit(features, labels, _priors(tags), items=n_held)
         held_out = n_held
-    model = TagClassifier.train(vectors, tags, kb.config.encoder, n_threads=n_threads)
+    model = TagClassifier.train(vectors, tags, kb.config.encoder, n_threads=n_threads, texts=texts)
     model.ranker = ranker
     with kb.write_lock():
         model.save(kb.directory)

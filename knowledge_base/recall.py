@@ -119,7 +119,8 @@ def recall_candidates(
     ``exclude_ids`` hides history contents from the C2C2T path (evaluation without leakage); the
     classifier was trained on every sample and cannot forget one, so leave it out
     (``max_learned=0``) when recalling for items of the history itself.
-    ``vector`` is the text's embedding when the caller has it (the text is then not used).
+    ``vector`` is the text's embedding when the caller has it (the text is then not encoded; the
+    classifier still reads its words).
     Other processes' writes are picked up once, here, before the paths are walked.
     ``learned`` replaces the knowledge base's classifier (fitting the ranker uses one trained
     without the held-out items). The classifier's ranker, when it has one, orders the candidates
@@ -152,7 +153,7 @@ def recall_candidates(
         for h in [h for h in tag_hits if h.similarity > cfg.delta_ct][: cfg.max_c2t]:
             add(h.id, Evidence("C2T", round(h.similarity, 4)))
         classifier = (learned or kb.classifier()) if cfg.max_learned > 0 else None
-        for tag, score in classifier.predict(vector, cfg.max_learned) if classifier else []:
+        for tag, score in classifier.predict(vector, cfg.max_learned, text) if classifier else []:
             add(tag, Evidence("learned", round(score, 4)))
         graph_count = len(candidates)
         if graph_count < cfg.budget:

@@ -30,7 +30,7 @@ def test_the_classifier_ranks_right_tags_first_on_held_out_items(trained_kb):
     for ex in examples:
         vector, _ = trained_kb.encoder.encode_one(ex["text"])
         truth = set(ex["tags"])
-        predicted = [t for t, _ in classifier.predict(vector, 5)]
+        predicted = [t for t, _ in classifier.predict(vector, 5, ex["text"])]
         first += predicted[0] in truth
         top5 += bool(truth & set(predicted))
         votes = c2c2t_votes(trained_kb, trained_kb.similar_contents(vector, 10))
@@ -53,10 +53,26 @@ def test_recall_gains_a_learned_path_only_when_a_classifier_exists(writable_kb):
 
 def test_stored_in_the_library_format_and_reloaded_by_another_instance(trained_kb):
     files = {p.name for p in (trained_kb.directory / DIRECTORY).rglob("*") if p.is_file()}
-    assert "classifier.json" in files and not any(f.endswith((".pickle", ".pkl")) for f in files)
-    vector, _ = trained_kb.encoder.encode_one(demo_examples()[1]["text"])
+    assert {"classifier.json", "tfidf.json", "ranker.json"} <= files and not any(f.endswith((".pickle", ".pkl")) for f in files)
+    text = demo_examples()[1]["text"]
+    vector, _ = trained_kb.encoder.encode_one(text)
     other = KnowledgeBase(trained_kb.directory)
-    assert [t for t, _ in other.classifier().predict(vector, 5)] == [t for t, _ in trained_kb.classifier().predict(vector, 5)]
+    assert other.classifier().info.vocabulary > 100
+    assert other.classifier().predict(vector, 5, text) == trained_kb.classifier().predict(vector, 5, text)
+
+
+def test_the_words_count_beside_the_embedding():
+    """TF-IDF features beside the embedding: two samples with the same (zero) embedding are told
+    apart by their words alone; without texts the features are the embedding only."""
+    vectors = np.zeros((40, 4), dtype=np.float32)
+    texts = [f"convert png images {i}" if i % 2 else f"send mail messages {i}" for i in range(40)]
+    tags = [["image"] if i % 2 else ["mail"] for i in range(40)]
+    model = TagClassifier.train(vectors, tags, "minilm", texts=texts)
+    assert model.info.vocabulary > 0
+    assert model.predict(np.zeros(4), 1, "a tool to convert png images")[0][0] == "image"
+    assert model.predict(np.zeros(4), 1, "read and send mail messages")[0][0] == "mail"
+    dense_only = TagClassifier.train(np.eye(4, dtype=np.float32)[[i % 2 for i in range(40)]], tags, "minilm")
+    assert dense_only.info.vocabulary == 0 and dense_only.features.vectorizer is None
 
 
 def test_retraining_after_a_correction_is_picked_up_by_a_reader_that_is_open(trained_kb):

@@ -103,7 +103,7 @@ def _run_retrieval_item(item: Item, system: str, ctx: Context) -> dict:
         classifier = kb.classifier()
         if classifier is None:
             raise InputError(f"{kb.directory} has no trained classifier for the learned-recall system; run llm4tag kb train-classifier first")
-        ranked = classifier.predict(vector, max(k, kb.config.recall.budget))
+        ranked = classifier.predict(vector, max(k, kb.config.recall.budget), item.text)
     else:
         similar = kb.similar_contents(vector, kb.config.recall.similar_contents, exclude=[item.id])
         votes = c2c2t_votes(kb, similar)
