@@ -173,3 +173,17 @@ def test_fusion_ablation_credits_the_evidence_that_separates():
     out = fusion_ablation(records, truths, single=True)
     assert out["recall + judge"]["f1_micro"] > 0.9 and out["judge alone"]["f1_micro"] > 0.9
     assert out["recall only"]["f1_micro"] < 0.5
+
+
+def test_another_tools_answers_are_scored_side_by_side(small_kb_dir, tmp_path):
+    items = [Item(e["id"], e["text"], e["tags"]) for e in demo_examples()[:4]]
+    answers = tmp_path / "items-other.jsonl"
+    # the "other tool" answers the first true tag for two items and a wrong tag for the others
+    answers.write_text("".join(json.dumps({"id": i.id, "tags": [{"tag": i.tags[0] if n < 2 else "not::a-tag", "confidence": 0.9}]}) + "\n"
+                               for n, i in enumerate(items)))
+    metrics = evaluate(items, Context(kb_dir=str(small_kb_dir)), tmp_path / "out", ["knn"], external={"other": answers})
+    assert metrics["systems"]["other"]["Acc@1"] == pytest.approx(0.5)
+    assert "| other |" in (tmp_path / "out" / "report.md").read_text()
+    with pytest.raises(InputError, match="no answer for 1 of the 5 items"):
+        evaluate(items + [Item("extra", "a text editor", ["role::program"])], Context(kb_dir=str(small_kb_dir)), tmp_path / "out2", ["knn"],
+                 external={"other": answers})

@@ -406,9 +406,12 @@ def index_command(ctx, in_path, out_path, **options):
 @click.option("--out-of-domain", "ood_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Texts that fit none of the tags (e.g. another data set's JSONL), mixed in to measure abstention.")
 @click.option("--ood-items", type=click.IntRange(min=1), default=50, show_default=True, help="How many out-of-domain texts (seeded sample).")
+@click.option("--external", "external", multiple=True, metavar="NAME=FILE",
+              help="Score another tool's answers for the same items side by side (JSONL with id and predicted), e.g. "
+                   "annif-omikuji=bench/out/annif-debtags-validation/items-annif-omikuji.jsonl. Repeatable.")
 @context_options
 @click.pass_context
-def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_only, ood_file, ood_items, **options):
+def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_only, ood_file, ood_items, external, **options):
     """Evaluate on LABELLED.jsonl (text + tags): paper metrics, baselines and ablations side by side."""
     from tqdm import tqdm
 
@@ -425,8 +428,14 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
     try:
         items = load_labelled(labelled, limit, seed, offset)
         ood = load_out_of_domain(ood_file, ood_items) if ood_file else []
+        named = {}
+        for spec in external:
+            name, sep, path = spec.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise click.BadParameter(f"{spec!r} is not NAME=FILE", param_hint="--external")
+            named[name.strip()] = path.strip()
         metrics = evaluate(items, context, out_dir, [s.strip() for s in systems.split(",") if s.strip()], progress=progress,
-                           report_only=report_only, out_of_domain=ood)
+                           report_only=report_only, out_of_domain=ood, external=named)
     except Llm4tagError as exc:
         _fail(exc)
     except KeyboardInterrupt:

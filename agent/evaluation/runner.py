@@ -112,6 +112,22 @@ def _run_retrieval_item(item: Item, system: str, ctx: Context) -> dict:
             "candidates": [t for t, _ in ranked], "judged": []}
 
 
+def external_records(name: str, path: str | Path, items: Sequence[Item]) -> list[dict]:
+    """Another tool's answers for ``items``, as evaluation records (see ``evaluate``'s ``external``)."""
+    answers = read_finished(Path(path))
+    missing = [i.id for i in items if i.id not in answers]
+    if missing:
+        raise InputError(f"{path} has no answer for {len(missing)} of the {len(items)} items (first: {missing[0]!r}); "
+                         f"score the same items (same file, --items, --seed) with the other tool first")
+    out = []
+    for item in items:
+        a = answers[item.id]
+        predicted = a.get("predicted") or [t["tag"] for t in a.get("tags") or []]
+        out.append({"id": item.id, "truth": item.tags, "predicted": list(predicted), "candidates": list(predicted), "judged": [],
+                    "system": name})
+    return out
+
+
 def system_context(ctx: Context, system: str) -> Context:
     """The run configuration of one LLM system; ``no-fine-tuning`` pins the shipped base model."""
     overrides = dict(LLM_SYSTEMS[system])
@@ -131,11 +147,14 @@ def _derived_systems(systems: Sequence[str], ctx: Context) -> dict[str, str]:
 
 def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: Sequence[str] = DEFAULT_SYSTEMS,
              progress: Callable[[str, int, int], None] | None = None, report_only: bool = False,
-             out_of_domain: Sequence[Item] = ()) -> dict:
+             out_of_domain: Sequence[Item] = (), external: dict[str, str | Path] | None = None) -> dict:
     """Run ``systems`` over ``items``, item by item (every system sees item i before item i+1, so an
     interrupted run leaves comparable results), append per-item results, and summarise.
     ``out_of_domain`` items (``load_out_of_domain``: no tag fits them) run after the others; the
     summary reports how many each system leaves untagged.
+    ``external`` scores another tool's answers side by side: name → a JSONL file of
+    ``{"id", "predicted": [tags, best first]}`` (or ``"tags": [{"tag", "confidence"}]``) for
+    the same items, e.g. ``bench/annif_baseline.py``'s ``items-annif-<backend>.jsonl``.
     ``report_only`` runs nothing: it summarises the items every system has finished."""
     ood = list(out_of_domain)
     items = list(items) + ood
@@ -179,6 +198,9 @@ def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: 
         if name == "no-calibration":
             rows = [{**r, "predicted": r["generated"], "confidences": [None] * len(r["generated"]), "judged": []} for r in rows]
         records[name] = rows
+    for name, path in (external or {}).items():
+        records[name] = external_records(name, path, items)
+    systems = list(systems) + [n for n in (external or {}) if n not in systems]
     ood_ids = {i.id for i in ood}
     in_domain = [i for i in items if i.id not in ood_ids]
     by_system = {s: [r for r in rows if r["id"] not in ood_ids] for s, rows in records.items()}
