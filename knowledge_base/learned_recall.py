@@ -4,8 +4,11 @@
 
 1. holds out a seeded slice of the history (``holdout``, 10% by default, when that is at least
    ``MIN_HELD_OUT`` items);
-2. trains a classifier on the rest and recalls each held-out item with it, its own history
-   entry hidden from C2C2T — so no path sees the item's annotations;
+2. trains a classifier on the rest with each feature variant — TF-IDF words beside the
+   embedding, or the embedding alone — keeps the one whose first tag is right for more held-out
+   items (words help long, jargon-rich texts and can hurt very short ones), and recalls each
+   held-out item with it, its own history entry hidden from C2C2T — so no path sees the item's
+   annotations;
 3. fits the ranker on those candidates (right or wrong, with their evidence);
 4. trains the classifier on the whole history and stores it with the ranker (``classifier/``).
 
@@ -38,13 +41,24 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
     vectors = np.stack([r[1] for r in rows]) if rows else np.zeros((0, 1), dtype=np.float32)
     tags = [r[2] for r in rows]
     texts = [r[3] for r in rows]
-    ranker, held_out = None, 0
+    ranker, held_out, use_texts, choice = None, 0, texts, {"features": "words+embedding"}
     n_held = int(len(rows) * holdout)
     if n_held >= MIN_HELD_OUT:
         held = set(random.Random(seed).sample(range(len(rows)), n_held))
         train = [i for i in range(len(rows)) if i not in held]
-        partial = TagClassifier.train(vectors[train], [tags[i] for i in train], kb.config.encoder, n_threads=n_threads,
-                                      texts=[texts[i] for i in train])
+        # the features that suit this history: each variant trained on the rest, scored on the held-out slice
+        variants = {}
+        for name, variant_texts in (("words+embedding", texts), ("embedding", None)):
+            model = TagClassifier.train(vectors[train], [tags[i] for i in train], kb.config.encoder, n_threads=n_threads,
+                                        texts=[variant_texts[i] for i in train] if variant_texts is not None else None)
+            if name == "words+embedding" and model.info.vocabulary == 0:
+                continue  # no words to learn from: the same model as the next one
+            right = sum(bool(p) and p[0][0] in tags[i] for i in held for p in [model.predict(vectors[i], 1, texts[i])])
+            variants[name] = (right / n_held, model)
+        chosen = max(variants, key=lambda n: variants[n][0])  # ties: words+embedding, the first tried
+        partial = variants[chosen][1]
+        use_texts = texts if chosen == "words+embedding" else None
+        choice = {"features": chosen, "held_out_accuracy": {n: round(a, 4) for n, (a, _) in variants.items()}}
         priors = _priors([tags[i] for i in train])
         features, labels = [], []
         for i in sorted(held):
@@ -53,12 +67,12 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
             labels += [cand.tag in tags[i] for cand in result.candidates]
         ranker = RecallRanker.fit(features, labels, _priors(tags), items=n_held)
         held_out = n_held
-    model = TagClassifier.train(vectors, tags, kb.config.encoder, n_threads=n_threads, texts=texts)
+    model = TagClassifier.train(vectors, tags, kb.config.encoder, n_threads=n_threads, texts=use_texts)
     model.ranker = ranker
     with kb.write_lock():
         model.save(kb.directory)
     report = {k: v for k, v in model.info.__dict__.items() if k not in ("labels", "hyper_parameters")}
-    return report | {"tags": len(model.info.labels), "ranker": ranker is not None, "held_out": held_out,
+    return report | choice | {"tags": len(model.info.labels), "ranker": ranker is not None, "held_out": held_out,
                      "ranker_pairs": ranker.pairs if ranker else 0, "seconds": round(time.perf_counter() - started, 1)}
 
 

@@ -17,6 +17,11 @@ def trained_kb(writable_kb) -> KnowledgeBase:
     report = train_learned_recall(writable_kb)
     assert report["samples"] == writable_kb.collection("samples").count() and report["tags"] > 10
     assert report["ranker"] and report["held_out"] == report["samples"] // 10
+    # both feature variants were scored on the held-out slice and the better one kept
+    assert set(report["held_out_accuracy"]) == {"words+embedding", "embedding"}
+    accuracy = report["held_out_accuracy"]
+    assert accuracy[report["features"]] == max(accuracy.values())
+    assert (report["vocabulary"] > 0) == (report["features"] == "words+embedding")
     return writable_kb
 
 

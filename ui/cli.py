@@ -205,8 +205,9 @@ def rebuild_graph(ctx):
 @click.option("--threads", type=int, default=1, show_default=True, help="Training threads (1 is fastest on a busy 2-core machine).")
 @click.pass_context
 def train_classifier(ctx, threads):
-    """Train the learned recall path (omikuji over the samples' embeddings) and the recall ranker
-    (fitted on a held-out slice of the history); re-run after corrections."""
+    """Train the learned recall path (omikuji over the samples' TF-IDF words and embeddings, or the
+    embeddings alone, whichever the held-out slice prefers) and the recall ranker (fitted on that
+    slice); re-run after corrections."""
     from knowledge_base.learned_recall import train_learned_recall
 
     try:
@@ -216,8 +217,10 @@ def train_classifier(ctx, threads):
         _fail(exc)
     ranker = (f"ranker fitted on {report['held_out']} held-out samples ({report['ranker_pairs']} candidates)" if report["ranker"]
               else "no ranker (too little history to hold some out)")
-    click.echo(f"learned recall path: {report['samples']} samples, {report['tags']} tags; {ranker}; {report['seconds']:.1f}s "
-               f"→ {kbase.directory / 'classifier'}")
+    held = report.get("held_out_accuracy") or {}
+    features = report["features"] + (" (held-out Acc@1 " + ", ".join(f"{n} {a:.3f}" for n, a in held.items()) + ")" if held else "")
+    click.echo(f"learned recall path: {report['samples']} samples, {report['tags']} tags, features {features}; {ranker}; "
+               f"{report['seconds']:.1f}s → {kbase.directory / 'classifier'}")
 
 
 @kb.command("search")
