@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -80,6 +81,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._training = FileCache(kb.directory / TRAINING_RECORD, read_training_record)
         self._calibration = FileCache(kb.directory / CALIBRATION_FILE, lambda p: LearnedCalibration.load(p.parent))
+        self._retraining: threading.Thread | None = None
 
     # ---- embeddings ----------------------------------------------------------------------
     def embed(self, text: str) -> tuple[np.ndarray, bool]:
@@ -105,6 +107,29 @@ class Runtime:
             result.truncated = True
             result.notes.append(f"the text is longer than the encoder's {self.kb.encoder.max_tokens}-token window; recall used its start")
         return result
+
+    # ---- the learned recall path -------------------------------------------------------------
+    def retrain_if_due(self) -> threading.Thread | None:
+        """Retrain the classifier and its ranker in a background thread once enough new samples
+        arrived (``KnowledgeBaseConfig.retrain_after``); None when not due or already running.
+        Readers switch to the new model when it is moved into place (``KnowledgeBase.classifier``)."""
+        from knowledge_base.learned_recall import retrain_due, train_learned_recall
+
+        with self._lock:
+            if self._retraining is not None and self._retraining.is_alive():
+                return None
+            if not retrain_due(self.kb):
+                return None
+
+            def run():
+                try:
+                    train_learned_recall(self.kb)
+                except Exception as exc:  # a background job: report, never take the process down
+                    logging.getLogger("llm4tag").warning("retraining the learned recall path of %s failed: %s", self.kb.directory, exc)
+
+            self._retraining = threading.Thread(target=run, name="llm4tag-retrain", daemon=True)
+            self._retraining.start()
+            return self._retraining
 
     # ---- model and confidence --------------------------------------------------------------
     def training_record(self) -> dict:

@@ -96,14 +96,18 @@ def learn(text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, s
 
     The one path every surface's correction takes. The text's embedding comes from the runtime
     (a text just tagged is not encoded again); the tags are validated once, by the knowledge base,
-    inside its write lock. Returns ``{"id", "correct", "incorrect", "samples"}``.
+    inside its write lock. Once enough new samples arrived since the learned recall path was
+    trained, it is retrained in the background (``retraining``: whether this call started it).
+    Returns ``{"id", "correct", "incorrect", "samples", "retraining"}``.
     """
     rt = runtime_for(kb_dir)
     cleaned = require_text(text)
     correct, incorrect = verdict(correct, incorrect)
     vector, _ = rt.embed(cleaned)
     cid = rt.kb.record_feedback(cleaned, correct, incorrect, cid=sample_id or None, vector=vector, replace=replace)
-    return {"id": cid, "correct": list(correct), "incorrect": list(incorrect), "samples": rt.kb.collection("samples").count()}
+    retraining = rt.retrain_if_due() is not None
+    return {"id": cid, "correct": list(correct), "incorrect": list(incorrect), "samples": rt.kb.collection("samples").count(),
+            "retraining": retraining}
 
 
 def search_tags(query: str, limit: int = 10, *, kb_dir: str | None = None) -> list[dict]:

@@ -60,6 +60,11 @@ class KnowledgeBaseConfig:
     threshold: float | None = field(
         default=None, metadata={"help": "confidence threshold tuned for this knowledge base (llm4tag optimize --apply); None: 0.5"}
     )
+    retrain_after: int | None = field(
+        default=200,
+        metadata={"help": "retrain the learned recall path in the background once this many samples arrived since it was trained "
+                          "(corrections, loads); None: only on request (kb train-classifier)"},
+    )
 
     @classmethod
     def from_env(cls, base: "KnowledgeBaseConfig | None" = None) -> "KnowledgeBaseConfig":

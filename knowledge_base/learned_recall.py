@@ -79,3 +79,11 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
 def _priors(tag_lists: list[list[str]]) -> dict[str, float]:
     counts = Counter(t for tags in tag_lists for t in tags)
     return {t: n / max(len(tag_lists), 1) for t, n in counts.items()}
+
+
+def retrain_due(kb: KnowledgeBase) -> bool:
+    """Whether the knowledge base has a classifier and at least ``config.retrain_after`` samples
+    arrived since it was trained (a knowledge base without one never trains on its own)."""
+    after = kb.config.retrain_after
+    classifier = kb.classifier() if after else None
+    return classifier is not None and kb.collection("samples").count() - classifier.info.samples >= after

@@ -115,3 +115,25 @@ def test_the_ranker_scores_right_candidates_above_wrong_ones_on_held_out_items(t
         first_summed += recall_candidates(trained_kb, ex["text"], off).candidates[0].tag in truth
     assert np.mean(right) > np.mean(wrong) + 0.2
     assert first_ranked >= first_summed
+
+
+def test_enough_corrections_retrain_the_learned_path_in_the_background(trained_kb_dir, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from agent import tagging
+    from agent.runtime import runtime_for
+
+    kb_dir = tmp_path / "kb"
+    shutil.copytree(trained_kb_dir, kb_dir, ignore=shutil.ignore_patterns(".write.lock"))
+    kb = KnowledgeBase(kb_dir)
+    kb.update_config(replace(kb.config, retrain_after=2))
+    trained_on = kb.classifier().info.samples
+    tag = sorted(kb.tag_names())[0]
+    first = tagging.learn("A first correction about a new kind of package", [tag], kb_dir=str(kb_dir))
+    assert first["retraining"] is False  # one new sample: not due yet
+    second = tagging.learn("A second correction about another kind of package", [tag], kb_dir=str(kb_dir))
+    assert second["retraining"] is True
+    runtime_for(str(kb_dir))._retraining.join(timeout=300)
+    assert KnowledgeBase(kb_dir).classifier().info.samples == trained_on + 2
+    assert tagging.learn("A third correction", [tag], kb_dir=str(kb_dir))["retraining"] is False  # counted from the new model

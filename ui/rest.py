@@ -220,6 +220,7 @@ class LearnResponse(BaseModel):
     correct: list[str]
     incorrect: list[str]
     samples: int = Field(description="Annotated samples in the knowledge base after this write.")
+    retraining: bool = Field(default=False, description="Whether this correction started retraining the learned recall path in the background.")
 
 
 class TagInfo(BaseModel):
