@@ -103,13 +103,14 @@ def rank_tags(scored: list[dict], threshold: float | None, limit: int | None = N
 def scored_tags(result: dict) -> list[dict]:
     """Every scored tag of a tagging result with its confidence and origin, before any threshold."""
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
+    from_history = set((result.get("selection") or {}).get("from_history") or [])  # results made before origins were stored
     return [
         {
             "tag": j["tag"],
             "confidence": confidence_of(j),
             "description": by_tag.get(j["tag"], {}).get("description", ""),
             "paths": by_tag.get(j["tag"], {}).get("paths", []),
-            "origin": j.get("origin", "llm"),
+            "origin": j.get("origin") or ("history" if j["tag"] in from_history else "llm"),
         }
         for j in result.get("judgments") or []
     ]

@@ -363,5 +363,9 @@ def test_learned_confidence_is_what_the_page_filters_and_shows():
     result = {"selection": {"tags": ["a", "b"]}, "candidates": [], "judgments": judgments}
     assert [(t["tag"], t["confidence"]) for t in scored_tags(result)] == [("a", 0.9), ("b", 0.2)]
     title, body = render_calibration({"judgments": judgments, "tags": [{"tag": "a"}]}, 0.5)
-    assert title.startswith("Confidence · calibrated for 2 tags, 1 kept")
-    assert "| 0.410 | 0.900 |" in body
+    assert title.startswith("Confidence · fused for 2 tags, 1 kept")
+    assert "| llm | 0.410 | 0.900 |" in body
+    # the judge off: the table says where each confidence came from
+    no_judge = [{"tag": "a", "origin": "recall", "p_yes": None, "confidence": 0.8}]
+    title, body = render_calibration({"judgments": no_judge, "tags": [{"tag": "a"}]}, 0.5)
+    assert title.startswith("Confidence · fused for 1 tags") and "recall's own P(right)" in body and "| recall |  | 0.800 |" in body
