@@ -24,7 +24,7 @@ def synthetic_pairs(n=400, seed=1):
         right = rng.random() < 0.4
         share = min(1.0, max(0.0, rng.gauss(0.7 if right else 0.2, 0.15)))
         cand = {"evidence": [{"path": "C2C2T", "score": share}, {"path": "C2T", "score": rng.uniform(0.2, 0.5)}]}
-        features.append(evidence_features(rng.uniform(0.3, 0.55), cand, rank=rng.randint(1, 5), from_history=share >= 0.5))
+        features.append(evidence_features(rng.uniform(0.3, 0.55), cand, generated_rank=rng.randint(1, 5), from_history=share >= 0.5))
         labels.append(right)
         groups.append(f"item-{i // 4}")
     return features, labels, groups
@@ -32,11 +32,14 @@ def synthetic_pairs(n=400, seed=1):
 
 def test_evidence_features_read_every_path():
     cand = {"evidence": [{"path": "C2T", "score": 0.41}, {"path": "C2C2T", "score": 0.6}, {"path": "match", "score": 0.3}]}
-    f = evidence_features(0.5, cand, rank=2, from_history=True)
+    f = evidence_features(0.5, cand, generated_rank=2, from_history=True, recall_rank=4, recall_probability=0.5)
     assert set(f) == set(FEATURES)
     assert f["logit_p_yes"] == pytest.approx(0.0)
     assert (f["c2t"], f["c2c2t"], f["match"], f["inverse_rank"], f["from_history"]) == (0.41, 0.6, 0.3, 0.5, 1.0)
-    assert evidence_features(0.9, None, rank=1, from_history=False)["c2c2t"] == 0.0
+    assert evidence_features(0.9, None, generated_rank=1, from_history=False)["c2c2t"] == 0.0
+    skipped = evidence_features(None, cand, generated_rank=None, from_history=False, recall_rank=1)
+    assert (skipped["judged"], skipped["generated"], skipped["inverse_rank"], skipped["logit_p_yes"], skipped["recall_inverse_rank"]) == (0.0, 0.0, 0.0, 0.0, 1.0)
+    assert (f["judged"], f["generated"], f["recall_inverse_rank"], f["recall_logit"]) == (1.0, 1.0, 0.25, pytest.approx(0.0))
 
 
 def test_logistic_calibration_beats_raw_p_yes_out_of_fold():
@@ -85,7 +88,7 @@ def test_damaged_calibration_file_says_what_to_do(tmp_path):
 
 
 def test_pipeline_uses_the_knowledge_base_calibration(writable_kb):
-    """A calibration that is sure of everything lifts every generated tag; P(Yes) stays visible."""
+    """A fusion that is sure of everything lifts every scored tag; P(Yes) stays visible; at most max_tags are kept."""
     sure = LearnedCalibration("logistic", coefficients=[0.0] * len(FEATURES), intercept=4.0,
                               scale_mean=[0.0] * len(FEATURES), scale_std=[1.0] * len(FEATURES), pairs=100, fitted_at="2026-11-26")
     sure.save(writable_kb.directory)
@@ -94,8 +97,8 @@ def test_pipeline_uses_the_knowledge_base_calibration(writable_kb):
     assert result["judgments"]
     assert all(j["confidence"] == pytest.approx(0.982, abs=1e-3) for j in result["judgments"])
     assert any(abs(j["p_yes"] - j["confidence"]) > 0.05 for j in result["judgments"])
-    assert [t["tag"] for t in result["tags"]] == [j["tag"] for j in result["judgments"]]
-    assert any("learned logistic calibration" in n for n in result["notes"])
+    assert [t["tag"] for t in result["tags"]] == [j["tag"] for j in result["judgments"]][:3]
+    assert any("fitted logistic fusion" in n for n in result["notes"])
     raw = tag(text, kb_dir=str(writable_kb.directory), budget=10, max_tags=3, threshold=0.0, use_learned_calibration=False)
     assert all(j["confidence"] == j["p_yes"] for j in raw["judgments"])
 
