@@ -5,7 +5,7 @@ candidate recall over it (``recall``), file readers (``loaders``), settings (``c
 bundled demo (``demo``). A new store backend or loader goes here; nothing here calls an LLM."""
 
 from .config import KnowledgeBaseConfig, RecallConfig
-from .errors import ConflictError, InputError, KnowledgeBaseError, Llm4tagError, LoadError, UnknownTagsError
+from .errors import ConflictError, InputError, KnowledgeBaseError, KnowledgeBaseReadOnlyError, Llm4tagError, LoadError, UnknownTagsError
 from .loaders import Passage, Sample, Tag, read_documents, read_samples, read_tags
 from .recall import Candidate, Evidence, RecallResult, recall_candidates
 from .store import KnowledgeBase, LoadReport
@@ -18,6 +18,7 @@ __all__ = [
     "KnowledgeBase",
     "KnowledgeBaseConfig",
     "KnowledgeBaseError",
+    "KnowledgeBaseReadOnlyError",
     "Llm4tagError",
     "LoadError",
     "LoadReport",

@@ -41,3 +41,7 @@ class LoadError(Llm4tagError):
 
 class KnowledgeBaseError(Llm4tagError):
     """The knowledge base directory is missing, locked, or was built with another encoder."""
+
+
+class KnowledgeBaseReadOnlyError(KnowledgeBaseError):
+    """The knowledge base's folder (or its parent, when creating one) cannot be written."""

@@ -9,7 +9,9 @@ knowledge base without losing each other's writes; readers never block.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -23,7 +25,7 @@ from filelock import FileLock, Timeout
 from .classifier import TagClassifier, classifier_stamp
 from .config import KnowledgeBaseConfig
 from .encoder import Encoder
-from .errors import ConflictError, InputError, KnowledgeBaseError, UnknownTagsError
+from .errors import ConflictError, InputError, KnowledgeBaseError, KnowledgeBaseReadOnlyError, UnknownTagsError
 from .graph import TAG, ContentTagGraph, content_node, tag_node
 from .loaders import Passage, Sample, Tag, content_id, humanize_tag, require_id, require_text, valid_unicode, verdict
 
@@ -102,7 +104,14 @@ class KnowledgeBase:
     def __init__(self, directory: str | Path, config: KnowledgeBaseConfig | None = None, load_graph: bool = True):
         """``load_graph=False`` leaves the graph empty and unread: only for ``rebuild_graph``."""
         self.directory = Path(directory).expanduser().resolve()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+                raise KnowledgeBaseReadOnlyError(f"the knowledge base at {self.directory} cannot be created: its parent folder is "
+                                                 "read-only; choose a writable --kb folder") from exc
+            raise KnowledgeBaseError(f"the knowledge base at {self.directory} cannot be created ({exc.strerror}: "
+                                     f"{exc.filename or self.directory}); choose another --kb folder") from exc
         config_path = self.directory / "config.json"
         if config_path.exists():
             stored = KnowledgeBaseConfig.load(config_path)
@@ -114,7 +123,10 @@ class KnowledgeBase:
             self.config = config or stored
         else:
             self.config = KnowledgeBaseConfig.from_env(config)
+            self._refuse_read_only()
             self.config.save(config_path)
+        if not self.config.chroma_host:
+            self._refuse_read_only()
         self._thread_lock = threading.RLock()
         self._file_lock = FileLock(str(self.directory / ".write.lock"), timeout=LOCK_TIMEOUT_S)
         self._encoder: Encoder | None = None
@@ -125,6 +137,21 @@ class KnowledgeBase:
         self._classifier: tuple[object, TagClassifier | None] = (object(), None)
 
     # ---- plumbing ------------------------------------------------------------------------
+    def _read_only_error(self, what: str) -> "KnowledgeBaseReadOnlyError":
+        return KnowledgeBaseReadOnlyError(
+            f"the knowledge base at {self.directory} is read-only ({what}); llm4tag's embedded Chroma store writes even to "
+            "read, so give this user write access to the folder, copy it somewhere writable, or serve it with "
+            "a Chroma server (LLM4TAG_CHROMA_HOST)"
+        )
+
+    def _refuse_read_only(self) -> None:
+        """Chroma's embedded store cannot open read-only (its start-up writes to its SQLite file): say so
+        instead of ending in its traceback."""
+        chroma = self.directory / "chroma"
+        for path in (self.directory, chroma, *chroma.glob("*.sqlite3")):
+            if path.exists() and not os.access(path, os.W_OK):
+                raise self._read_only_error(f"{path} is not writable")
+
     def refresh(self) -> None:
         """Pick up other processes' writes: the graph from its journal, and a fresh Chroma view.
 
@@ -165,7 +192,12 @@ class KnowledgeBase:
         path = str(self.directory / "chroma")
         with _CONNECT_LOCK:  # Chroma's client start-up is not safe to run in two threads at once
             SharedSystemClient._identifier_to_system.pop(path, None)
-            return chromadb.PersistentClient(path=path, settings=settings)
+            try:
+                return chromadb.PersistentClient(path=path, settings=settings)
+            except Exception as exc:
+                if isinstance(exc, PermissionError) or "readonly" in str(exc).lower() or "read-only" in str(exc).lower():
+                    raise self._read_only_error(str(exc)) from exc
+                raise
 
     @property
     def encoder(self) -> Encoder:
