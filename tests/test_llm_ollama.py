@@ -161,6 +161,7 @@ def stand_in(monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", server.stand_in.host)
     monkeypatch.delenv("LLM4TAG_OLLAMA_TIMEOUT", raising=False)
     monkeypatch.delenv("LLM4TAG_OLLAMA_PARALLEL", raising=False)
+    monkeypatch.delenv("LLM4TAG_OLLAMA_CONNECT_TIMEOUT", raising=False)
     try:
         yield server.stand_in
     finally:
@@ -230,6 +231,67 @@ def test_bad_settings_are_reported(stand_in, monkeypatch):
     monkeypatch.setenv("LLM4TAG_OLLAMA_TIMEOUT", "soon")
     with pytest.raises(BackendError, match="LLM4TAG_OLLAMA_TIMEOUT"):
         OllamaBackend("stand-in-model")
+
+
+@pytest.fixture
+def hanging_server(monkeypatch):
+    """A stand-in for a stuck server: it accepts connections and never answers (it lets them go
+    after 20 s, so a client without its own timeout fails the test instead of hanging it)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    host = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    monkeypatch.setenv("OLLAMA_HOST", host)
+    for name in ("LLM4TAG_OLLAMA_TIMEOUT", "LLM4TAG_OLLAMA_PARALLEL", "LLM4TAG_OLLAMA_CONNECT_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    release = threading.Timer(20.0, lambda: [c.close() for c in list(held)])
+    release.start()
+    try:
+        yield host
+    finally:
+        release.cancel()
+        stop.set()
+        thread.join(timeout=2)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_a_server_that_accepts_and_hangs_is_reported_within_seconds_by_default(hanging_server):
+    started = time.perf_counter()
+    with pytest.raises(BackendError) as err:
+        OllamaBackend("stand-in-model")
+    elapsed = time.perf_counter() - started
+    assert elapsed < 9, f"waited {elapsed:.1f} s for a server that never answers"
+    message = str(err.value)
+    assert hanging_server in message and "did not answer /api/version within 5 s" in message
+    assert "LLM4TAG_OLLAMA_CONNECT_TIMEOUT" in message
+
+
+def test_the_start_up_wait_is_configurable(hanging_server, monkeypatch):
+    monkeypatch.setenv("LLM4TAG_OLLAMA_CONNECT_TIMEOUT", "0.3")
+    started = time.perf_counter()
+    with pytest.raises(BackendError, match=r"within 0\.3 s"):
+        OllamaBackend("stand-in-model")
+    assert time.perf_counter() - started < 3
+
+
+def test_default_timeouts_are_ones_a_person_would_wait_for(stand_in):
+    backend = OllamaBackend("stand-in-model")
+    assert backend.timeout == 60 and backend.connect_timeout == 5
 
 
 # -- selection ------------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ a content's judgments are sent one after another, which lets the server reuse th
 Configuration (environment):
 
 - ``OLLAMA_HOST``: the server (default ``http://127.0.0.1:11434``), as the ``ollama`` CLI reads it.
-- ``LLM4TAG_OLLAMA_TIMEOUT``: seconds to wait for one answer (default 120).
+- ``LLM4TAG_OLLAMA_TIMEOUT``: seconds to wait for one answer (default 60).
+- ``LLM4TAG_OLLAMA_CONNECT_TIMEOUT``: seconds to wait for the connection and for the start-up
+  checks (``/api/version``, ``/api/show``), which a live server answers at once (default 5): a
+  server that accepts and hangs is reported in seconds, not minutes.
 - ``LLM4TAG_OLLAMA_PARALLEL``: requests in flight at once from this process (default 4); match
   the server's ``OLLAMA_NUM_PARALLEL``.
 """
@@ -25,6 +28,8 @@ import threading
 from .base import NO_VARIANTS, YES_VARIANTS, BackendError, Generation, Judgment, LLMBackend, parse_selection, tag_selection_schema, yes_probability
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
+DEFAULT_TIMEOUT_S = 60.0  # one answer (a 7B model on CPU answers a selection well within it)
+DEFAULT_CONNECT_TIMEOUT_S = 5.0  # the connection and the start-up checks
 MIN_SERVER_VERSION = (0, 12, 11)  # the first release whose /api/chat returns logprobs
 TOP_LOGPROBS = 20  # the most alternatives Ollama returns per position
 _YES = {v.strip().lower() for v in YES_VARIANTS}
@@ -68,17 +73,22 @@ def yes_no_scores(alternatives: list[tuple[str, float]]) -> tuple[float, float]:
 
 
 class OllamaBackend(LLMBackend):
-    def __init__(self, model: str, host: str | None = None, timeout: float | None = None, parallel: int | None = None):
+    def __init__(self, model: str, host: str | None = None, timeout: float | None = None, parallel: int | None = None,
+                 connect_timeout: float | None = None):
         import httpx
         import ollama
 
         self.model = model
         self.spec = f"ollama:{model}"
-        self.timeout = float(timeout) if timeout is not None else _env_number("LLM4TAG_OLLAMA_TIMEOUT", "120", float)
+        self.timeout = float(timeout) if timeout is not None else _env_number("LLM4TAG_OLLAMA_TIMEOUT", str(DEFAULT_TIMEOUT_S), float)
+        connect = (float(connect_timeout) if connect_timeout is not None
+                   else _env_number("LLM4TAG_OLLAMA_CONNECT_TIMEOUT", str(DEFAULT_CONNECT_TIMEOUT_S), float))
+        self.connect_timeout = min(self.timeout, connect)
         limit = parallel if parallel is not None else _env_number("LLM4TAG_OLLAMA_PARALLEL", "4", int)
         self._slots = threading.BoundedSemaphore(limit)
-        # A dead host should fail fast even when answers may take minutes.
-        http_timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
+        # A dead host, or one that accepts and never answers, should fail fast even when answers may take a minute.
+        http_timeout = httpx.Timeout(self.timeout, connect=self.connect_timeout)
+        self._startup_timeout = httpx.Timeout(self.connect_timeout)
         self.client = ollama.Client(host=host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST, timeout=http_timeout)
         # The client's httpx.Client holds the normalised base URL (scheme and default port added).
         self._http = self.client._client
@@ -103,13 +113,14 @@ class OllamaBackend(LLMBackend):
         import httpx
 
         try:
-            response = self._http.get("/api/version")
+            response = self._http.get("/api/version", timeout=self._startup_timeout)
             response.raise_for_status()
             version = str(response.json().get("version", ""))
         except httpx.ConnectTimeout:
             raise self._unreachable() from None
         except httpx.TimeoutException:
-            raise BackendError(f"Ollama at {self.host} did not answer /api/version within {self.timeout:g} s; is the server up and the host right (OLLAMA_HOST)?") from None
+            raise BackendError(f"Ollama at {self.host} accepted the connection but did not answer /api/version within {self.connect_timeout:g} s; "
+                               "is it an Ollama server, and not stuck (OLLAMA_HOST; LLM4TAG_OLLAMA_CONNECT_TIMEOUT to wait longer)?") from None
         except (httpx.TransportError, ConnectionError):
             raise self._unreachable() from None
         except (httpx.HTTPStatusError, ValueError, AttributeError) as exc:
