@@ -69,7 +69,7 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
     assert all(c["evidence"] and c["evidence"][0]["path"] in ("C2T", "C2C2T", "match") for c in recall["candidates"])
     assert any(e["path"] == "C2C2T" and e["via"] for c in recall["candidates"] for e in c["evidence"])
 
-    assert seen["learn"] == {"id": "mcp-1", "correct": [known[0]], "incorrect": [known[1]], "samples": before + 1}
+    assert seen["learn"] == {"id": "mcp-1", "correct": [known[0]], "incorrect": [known[1]], "samples": before + 1, "retraining": False}
     fresh = KnowledgeBase(kb_dir)
     assert fresh.collection("samples").count() == before + 1
     sample = fresh.get_sample("mcp-1")

@@ -167,7 +167,7 @@ def test_learn_writes_a_sample(client, kb_dir):
     before = KnowledgeBase(kb_dir).collection("samples").count()
     r = client.post("/v1/learn", json={"text": "A tiny tool to rename photos by date", "correct": [tags[0]], "incorrect": [tags[1]], "id": "api-learn-1"})
     assert r.status_code == 200, r.text
-    assert r.json() == {"id": "api-learn-1", "correct": [tags[0]], "incorrect": [tags[1]], "samples": before + 1}
+    assert r.json() == {"id": "api-learn-1", "correct": [tags[0]], "incorrect": [tags[1]], "samples": before + 1, "retraining": False}
     sample = KnowledgeBase(kb_dir).get_sample("api-learn-1")
     assert sample.tags == (tags[0],) and sample.incorrect_tags == (tags[1],)
 
