@@ -458,3 +458,24 @@ def test_tagging_graph_runs_on_the_ollama_backend(stand_in, fresh_backends, smal
     assert all(by_tag[t] == round(expected_p_yes(NO_TOP), 4) for t in judged[1:])
     # threshold 0.5: only the tag the stand-in judged relevant survives, with its confidence
     assert [(t["tag"], t["confidence"]) for t in result["tags"]] == [(stand_in.selected[0], round(expected_p_yes(YES_TOP), 4))]
+
+
+def test_the_cli_reaches_the_server_before_loading_the_knowledge_base(small_kb_dir, tmp_path, monkeypatch, fresh_backends):
+    """A closed port is reported before the knowledge base, its encoder and the graph are loaded."""
+    import shutil
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from agent import runtime
+    from ui.cli import main
+
+    kb = tmp_path / "kb"
+    shutil.copytree(small_kb_dir, kb, ignore=shutil.ignore_patterns(".write.lock"))
+    host = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("OLLAMA_HOST", host)
+    (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "a web browser for the terminal"}\n')
+    for command in (["tag", "a web browser for the terminal"], ["index", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")]):
+        r = CliRunner().invoke(main, ["--kb", str(kb), *command, "--backend", "ollama:stand-in-model"])
+        assert r.exit_code == 1 and "not reachable" in r.output and host in r.output, r.output
+        assert str(Path(kb).resolve()) not in runtime._runtimes, command  # the knowledge base was never opened

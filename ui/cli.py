@@ -338,6 +338,20 @@ def build_context(ctx: click.Context, no_llm: bool = False, **options) -> Contex
     return context
 
 
+def _start_remote_backend(context: Context) -> None:
+    """Reach a model server (``ollama:MODEL``) before the knowledge base and its encoder are loaded,
+    so a server that is down or stuck is reported in seconds, not after the whole start-up. The
+    embedded backend's spec depends on the knowledge base (its fine-tuned model), so it waits."""
+    if not context.uses_llm or not (context.backend or "").strip().startswith("ollama:"):
+        return
+    from agent.llm import load_backend
+
+    try:
+        load_backend(context.backend)
+    except Llm4tagError as exc:
+        _fail(exc)
+
+
 @main.command("tag")
 @click.argument("text", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
@@ -350,6 +364,7 @@ def tag_command(ctx, text, as_json, explain, **options):
 
     content = read_text_argument(text)
     context = build_context(ctx, **options)
+    _start_remote_backend(context)
     try:
         result = tagging.tag(content, context=context)
     except Llm4tagError as exc:
@@ -397,6 +412,7 @@ def index_command(ctx, in_path, out_path, **options):
     from agent.batch import run_batch
 
     context = build_context(ctx, **options)
+    _start_remote_backend(context)
     bar = None
 
     def on_item(report, item):
