@@ -246,7 +246,8 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
         if r.get("added"):
             badges.append(("added by you", "#2563eb"))
         elif not r["kept"] and not r.get("extra"):
-            badges.append(("below threshold", "#6b7280"))
+            over_limit = conf is not None and conf >= threshold  # scored above the threshold, but past the tag limit
+            badges.append(("over the tag limit" if over_limit else "below threshold", "#6b7280"))
         elif low:
             badges.append(("low confidence", "#b45309"))
         if r.get("history"):
