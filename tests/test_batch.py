@@ -111,9 +111,16 @@ def test_failed_items_are_recorded_as_failures_and_retried(tmp_path, small_kb_di
     assert [r["status"] for r in records] == ["failed", "failed"] and all("Ollama" in r["error"] for r in records)
     assert finished_keys(out) == set()
 
-    # the CLI exits non-zero when items failed
+    # the CLI finds the server down before it loads anything: it exits non-zero, names the server, writes nothing
+    before = out.read_bytes()
     result = CliRunner().invoke(main, ["--kb", str(small_kb_dir), "index", str(src), str(out), "--backend", "ollama:absent-model"])
-    assert result.exit_code == 1 and "2 failed" in result.output and "run the same command again" in result.output
+    assert result.exit_code == 1 and "Ollama is not reachable" in result.output and out.read_bytes() == before
+
+    # items that fail while the CLI runs (here one with no text) make it exit non-zero and say how to retry
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(ITEMS[2]) + "\n" + json.dumps({"id": "empty", "text": "   "}) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["--kb", str(small_kb_dir), "index", str(bad), str(tmp_path / "bad-out.jsonl"), "--no-llm"])
+    assert result.exit_code == 1 and "1 tagged" in result.output and "run the same command again" in result.output
 
     # the server is back: a re-run retries exactly the failures
     second = run_batch(src, out, _no_llm(small_kb_dir))
