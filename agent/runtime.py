@@ -109,7 +109,7 @@ class Runtime:
         return result
 
     # ---- the learned recall path -------------------------------------------------------------
-    def retrain_if_due(self) -> threading.Thread | None:
+    def retrain_if_due(self, samples: int | None = None) -> threading.Thread | None:
         """Retrain the classifier and its ranker in a background thread once enough new samples
         arrived (``KnowledgeBaseConfig.retrain_after``); None when not due or already running.
         Readers switch to the new model when it is moved into place (``KnowledgeBase.classifier``)."""
@@ -118,7 +118,7 @@ class Runtime:
         with self._lock:
             if self._retraining is not None and self._retraining.is_alive():
                 return None
-            if not retrain_due(self.kb):
+            if not retrain_due(self.kb, samples):
                 return None
 
             def run():

@@ -105,9 +105,9 @@ def learn(text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, s
     correct, incorrect = verdict(correct, incorrect)
     vector, _ = rt.embed(cleaned)
     cid = rt.kb.record_feedback(cleaned, correct, incorrect, cid=sample_id or None, vector=vector, replace=replace)
-    retraining = rt.retrain_if_due() is not None
-    return {"id": cid, "correct": list(correct), "incorrect": list(incorrect), "samples": rt.kb.collection("samples").count(),
-            "retraining": retraining}
+    samples = rt.kb.collection("samples").count()
+    return {"id": cid, "correct": list(correct), "incorrect": list(incorrect), "samples": samples,
+            "retraining": rt.retrain_if_due(samples) is not None}
 
 
 def search_tags(query: str, limit: int = 10, *, kb_dir: str | None = None) -> list[dict]:

@@ -81,9 +81,12 @@ def _priors(tag_lists: list[list[str]]) -> dict[str, float]:
     return {t: n / max(len(tag_lists), 1) for t, n in counts.items()}
 
 
-def retrain_due(kb: KnowledgeBase) -> bool:
+def retrain_due(kb: KnowledgeBase, samples: int | None = None) -> bool:
     """Whether the knowledge base has a classifier and at least ``config.retrain_after`` samples
-    arrived since it was trained (a knowledge base without one never trains on its own)."""
+    arrived since it was trained (a knowledge base without one never trains on its own);
+    ``samples`` is the current sample count when the caller has it."""
     after = kb.config.retrain_after
     classifier = kb.classifier() if after else None
-    return classifier is not None and kb.collection("samples").count() - classifier.info.samples >= after
+    if classifier is None:
+        return False
+    return (kb.collection("samples").count() if samples is None else samples) - classifier.info.samples >= after

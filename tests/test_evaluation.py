@@ -143,7 +143,11 @@ def test_no_llm_system_abstains_on_out_of_domain_items_and_a_threshold_meets_a_c
     assert metrics["items"] == len(items)  # accuracy is measured on the in-domain items only
     knn, no_llm = metrics["abstention"]["knn"], metrics["abstention"]["no-llm"]
     assert knn["items"] == 4 and knn["untagged"] == 0.0  # kNN has no confidence threshold: it always answers
-    assert 0.0 <= no_llm["untagged"] <= 1.0 and no_llm["mean_top_confidence"] is not None
+    ood_rows = [json.loads(l) for l in (tmp_path / "out" / "items-no-llm.jsonl").read_text().splitlines() if l.startswith('{"id": "ood:')]
+    assert len(ood_rows) == 4 and no_llm["untagged"] == sum(1 for r in ood_rows if not r["predicted"]) / 4
+    tops = [max(j["confidence"] for j in r["judged"]) for r in ood_rows]
+    assert no_llm["mean_top_confidence"] == pytest.approx(sum(tops) / 4)
+    assert all(all(j["confidence"] < 0.5 for j in r["judged"]) == (not r["predicted"]) for r in ood_rows)  # untagged ⇔ nothing reaches 0.5
     assert "Abstention" in (tmp_path / "out" / "report.md").read_text()
     records = [json.loads(l) for l in (tmp_path / "out" / "items-no-llm.jsonl").read_text().splitlines() if not l.startswith('{"id": "ood:')]
     chosen = threshold_for_coverage(records, 0.8)

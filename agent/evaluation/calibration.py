@@ -113,6 +113,7 @@ def fusion_ablation(records: Sequence[dict], truths: Sequence[Sequence[str]], si
     if len(labels) < 5 * folds or len(set(labels)) < 2:
         return {}
     headline = "f1_micro" if single else "Acc@1"
+    tags = [j["tag"] for r in records for j in r.get("judged", []) if "features" in j]  # in judged_pairs' order
     out: dict[str, dict] = {}
     for name, names in EVIDENCE_SETS.items():
         try:
@@ -120,7 +121,6 @@ def fusion_ablation(records: Sequence[dict], truths: Sequence[Sequence[str]], si
         except InputError:
             continue
         by_item: dict[str, list[tuple[float, str]]] = {}
-        tags = [j["tag"] for r in records for j in r.get("judged", []) if "features" in j]
         for g, p, t in zip(groups, predicted, tags):
             by_item.setdefault(g, []).append((p, t))
         ranked = [[t for _, t in sorted(by_item.get(r["id"], []), key=lambda x: -x[0])][: (1 if single else 5)] for r in records]

@@ -38,14 +38,23 @@ def optimize_recall(items: list[Item], kb_dir: str | None, metric: str = "HR#3",
 def optimize_threshold(records: list[dict], mode: str = "multi", metric: str | None = None) -> list[dict]:
     """Sweep the confidence threshold over a finished ``full`` evaluation's judgments."""
     metric = metric or "f1_micro"
-    truths = [r["truth"] for r in records]
-    rows = []
-    for i in range(0, 21):
-        th = i / 20
-        preds = [[t["tag"] for t in rank_tags([{"tag": j["tag"], "confidence": confidence_of(j)} for j in r["judged"]], th)] for r in records]
-        m = single_tag_metrics(preds, truths) if mode == "single" else multi_tag_metrics(preds, truths)
-        rows.append({"threshold": th, **{k: v for k, v in m.items() if isinstance(v, float)}})
+    rows = [{"threshold": i / 20, **_figures(records, _predictions_at(records, i / 20), mode)} for i in range(0, 21)]
     return sorted(rows, key=lambda r: -r[metric])
+
+
+def _predictions_at(records: list[dict], threshold: float) -> list[list[str]]:
+    """Each record's scored tags with a confidence of at least ``threshold``, best first."""
+    out = []
+    for r in records:
+        scored = [{"tag": j["tag"], "confidence": confidence_of(j)} for j in r["judged"]]
+        out.append([t["tag"] for t in rank_tags([s for s in scored if s["confidence"] is not None], threshold)])
+    return out
+
+
+def _figures(records: list[dict], predictions: list[list[str]], mode: str) -> dict[str, float]:
+    truths = [r["truth"] for r in records]
+    m = single_tag_metrics(predictions, truths) if mode == "single" else multi_tag_metrics(predictions, truths)
+    return {k: v for k, v in m.items() if isinstance(v, float)}
 
 
 def threshold_for_coverage(records: list[dict], coverage: float, mode: str = "multi") -> dict:
@@ -55,17 +64,13 @@ def threshold_for_coverage(records: list[dict], coverage: float, mode: str = "mu
 
     if not 0.0 < coverage <= 1.0:
         raise InputError(f"coverage must be above 0 and at most 1, not {coverage}")
-    truths = [r["truth"] for r in records]
     best = None
     for i in range(0, 101):
-        th = i / 100
-        preds = [[t["tag"] for t in rank_tags([{"tag": j["tag"], "confidence": confidence_of(j)} for j in r["judged"]
-                                               if confidence_of(j) is not None], th)] for r in records]
+        preds = _predictions_at(records, i / 100)
         share = sum(1 for p in preds if p) / len(records) if records else 0.0
-        if share + 1e-9 < coverage:
+        if share + 1e-9 < coverage:  # coverage only falls as the threshold rises
             break
-        m = single_tag_metrics(preds, truths) if mode == "single" else multi_tag_metrics(preds, truths)
-        best = {"threshold": th, "coverage": share, **{k: v for k, v in m.items() if isinstance(v, float)}}
+        best = {"threshold": i / 100, "coverage": share, **_figures(records, preds, mode)}
     if best is None:
         raise InputError(f"no threshold keeps a tag for {coverage:.0%} of the items; the scored tags have no confidence (run with the judge or a ranker)")
     return best
