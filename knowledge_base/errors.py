@@ -35,6 +35,7 @@ class LoadError(Llm4tagError):
         if line is not None:
             where = f"{where}:{line}"
         super().__init__(f"{where}: {message}" if where else message)
+        self.reason = message  # the message without the file and line
         self.path = path
         self.line = line
 

@@ -2,7 +2,8 @@
 
 - Tag repository: TSV, CSV or JSONL with a name and optional description, synonyms and parent.
 - Annotated samples: JSONL with ``text``, ``tags`` and optional ``id`` and ``incorrect_tags``.
-- Domain documents: plain text or Markdown files (definitions, tagging rules), split into passages.
+- Domain documents: text, Markdown, PDF, HTML, Word (.docx) or CSV files (definitions, tagging rules),
+  split into passages (``documents.py`` reads all but text and Markdown, with the ``docs`` extra).
 
 Every reader parses the whole file before anything is written, so a file with a bad line either
 stops with the file and line named (``on_error="stop"``) or is loaded without the bad lines,
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import math
 import re
@@ -55,19 +55,25 @@ class Sample:
 
 @dataclass(frozen=True)
 class Passage:
+    """A domain-document passage: ``source`` is the file it came from, ``page`` its PDF page and
+    ``row`` its CSV row (from 1), ``index`` its place among the file's passages (from 0)."""
+
     id: str
     source: str
     text: str
+    page: int | None = None
+    row: int | None = None
+    index: int | None = None
 
 
 @dataclass
 class Problem:
     path: str
-    line: int
+    line: int | None  # None: the whole file
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}"
+        return f"{self.path}:{self.line}: {self.message}" if self.line is not None else f"{self.path}: {self.message}"
 
 
 @dataclass
@@ -226,10 +232,13 @@ def read_tags(path: str | Path, on_error: OnError = "stop") -> Parsed:
             rows.append((number, obj))
     elif suffix in (".tsv", ".csv", ".txt"):
         delimiter = "," if suffix == ".csv" else "\t"
-        lines = list(_decoded_lines(path, parsed))
-        reader = csv.reader(io.StringIO("\n".join(text for _, text in lines)), delimiter=delimiter)
         header: list[str] | None = None
-        for (number, _), cells in zip(lines, reader):
+        for number, text in _decoded_lines(path, parsed):
+            try:  # one line, one row: a line the csv module refuses (a field over its size limit) is that line's problem
+                cells = next(csv.reader([text], delimiter=delimiter), [])
+            except csv.Error as exc:
+                parsed.problems.append(Problem(str(path), number, f"unreadable {suffix[1:].upper()} row ({exc})"))
+                continue
             if not any(c.strip() for c in cells):
                 continue
             if header is None:
@@ -325,24 +334,64 @@ def split_passages(text: str, max_chars: int = 800) -> list[str]:
 
 
 def read_documents(paths: list[str | Path], on_error: OnError = "stop") -> Parsed:
-    """Read .txt/.md files (directories are searched recursively) into passages."""
+    """Read domain documents into passages: .txt/.md here, PDF, HTML, DOCX and CSV through
+    ``documents.read_file`` (the optional ``docs`` extra). Directories are searched recursively and
+    files of other types in them ignored; a file of another type named on its own is refused.
+
+    Every file is read before anything is returned: an unreadable, encrypted or empty file stops
+    the load with the file named (``on_error="stop"``) or is listed and left out (``"skip"``).
+    A passage's id is ``source#index``; the same file read again gives the same passages.
+    """
+    from .documents import SUPPORTED, TEXT_SUFFIXES, read_file, unsupported
+
     parsed = Parsed()
     files: list[tuple[Path, str]] = []  # (file, source): a file found in a directory is named by its path there
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in (".md", ".txt", ".markdown"))
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in SUPPORTED and f.is_file())
             files.extend((f, f.relative_to(p).as_posix()) for f in found)
         elif p.is_file():
             files.append((p, p.name))
         else:
             raise LoadError("file or directory not found", str(p))
+    by_source: dict[str, Path] = {}
     for f, source in files:
-        try:
-            text = f.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = f.read_bytes()[: exc.start].count(b"\n") + 1
-            parsed.problems.append(Problem(str(f), line, f"not valid UTF-8 ({exc.reason}); re-save the file as UTF-8"))
+        earlier = by_source.setdefault(source, f)
+        if earlier.resolve() != f.resolve():
+            raise LoadError(f"both {earlier} and {f} would be stored as {source!r}, and one would replace the other; "
+                            "load their folder instead, or rename one", str(f))
+    if not files:
+        raise LoadError(f"no document files found in the folder (load-docs reads {', '.join(SUPPORTED)}); nothing was loaded",
+                        str(paths[0]) if paths else None)
+    for f, source in dict((source, (f, source)) for f, source in files).values():  # a file named twice is read once
+        if f.suffix.lower() not in SUPPORTED:
+            parsed.problems.append(Problem(str(f), None, unsupported(f)))
             continue
-        for index, passage in enumerate(split_passages(clean_text(text))):
-            parsed.records.append(Passage(f"{source}#{index}", source, passage))
-    return _finish(parsed, on_error, Path(paths[0]) if paths else Path("."), "document text")
+        if f.suffix.lower() in TEXT_SUFFIXES:
+            try:
+                text = f.read_bytes().decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                line = f.read_bytes()[: exc.start].count(b"\n") + 1
+                parsed.problems.append(Problem(str(f), line, f"not valid UTF-8 ({exc.reason}); re-save the file as UTF-8"))
+                continue
+            chunks = [(passage, None, None) for passage in split_passages(clean_text(text))]
+        else:
+            try:
+                chunks = [(clean_text(c.text), c.page, c.row) for c in read_file(f)]
+            except LoadError as exc:
+                parsed.problems.append(Problem(str(f), exc.line, exc.reason))
+                continue
+        chunks = [c for c in chunks if c[0]]
+        if not chunks:
+            parsed.problems.append(Problem(str(f), None, "no document text found in the file (it is empty)"))
+            continue
+        for index, (text, page, row) in enumerate(chunks):
+            parsed.records.append(Passage(f"{source}#{index}", source, text, page=page, row=row, index=index))
+    if parsed.problems and on_error == "stop":
+        first = parsed.problems[0]
+        more = f" (and {len(parsed.problems) - 1} more unreadable files)" if len(parsed.problems) > 1 else ""
+        raise LoadError(f"{first.message}{more}; nothing was loaded. Fix or remove the file, or load with --on-error skip",
+                        first.path, first.line)
+    if not parsed.records:
+        raise LoadError("no document text found in the files; nothing was loaded", str(paths[0]) if paths else None)
+    return parsed

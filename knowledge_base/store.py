@@ -42,6 +42,8 @@ class LoadReport:
 
     added: int = 0
     updated: int = 0
+    unchanged: int = 0  # already stored as given (document passages)
+    removed: int = 0  # stored passages the re-loaded file no longer has
     skipped: int = 0
     truncated: int = 0
     edges: int = 0
@@ -50,6 +52,10 @@ class LoadReport:
 
     def summary(self) -> str:
         parts = [f"{self.added} added", f"{self.updated} updated"]
+        if self.unchanged:
+            parts.append(f"{self.unchanged} unchanged")
+        if self.removed:
+            parts.append(f"{self.removed} removed")
         if self.skipped:
             parts.append(f"{self.skipped} skipped")
         if self.truncated:
@@ -87,6 +93,17 @@ def _check_records(records: list, fields: tuple[str, ...], what: str) -> None:
                     raise InputError(f"{exc}; nothing was written") from None
         if not getattr(record, fields[0]).strip():
             raise InputError(f"{what} {index + 1}: {fields[0]} is empty; nothing was written")
+
+
+def passage_metadata(passage: Passage) -> dict:
+    """What the documents collection keeps beside a passage's text: its source, and its page, row
+    and index where known (Chroma takes no None)."""
+    meta: dict = {"source": passage.source}
+    for key in ("page", "row", "index"):
+        value = getattr(passage, key)
+        if value is not None:
+            meta[key] = int(value)
+    return meta
 
 
 def _json_list(meta: dict, key: str) -> list[str]:
@@ -499,28 +516,53 @@ class KnowledgeBase:
                 progress(min(start + BATCH, len(samples)), len(samples))
 
     def add_documents(self, passages: list[Passage], progress: Progress | None = None) -> LoadReport:
-        """Add domain-document passages; re-loading a file replaces its earlier passages."""
+        """Add domain-document passages with their source, page, row and index as metadata.
+
+        The passages given for a source replace all its earlier ones: a passage whose text and
+        place are already stored is left as it is (``unchanged``: re-loading a file writes
+        nothing), a changed one is re-encoded, one the file no longer has is removed."""
         started = time.perf_counter()
         report = LoadReport()
         _check_records(passages, ("id", "source", "text"), "passage")
         col = self.collection("documents")
+        wanted = {p.id: (p, passage_metadata(p)) for p in passages}  # a repeated id: the later passage wins
         with self.write_lock():
-            for source in {p.source for p in passages}:
-                old = col.get(where={"source": source}, include=[])["ids"]
-                if old:
-                    col.delete(ids=old)
-                    report.updated += len(old)
-            for start in range(0, len(passages), BATCH):
-                chunk = passages[start : start + BATCH]
-                enc = self.encoder.encode([p.text for p in chunk])
-                col.upsert(ids=[p.id for p in chunk], embeddings=enc.vectors, documents=[p.text for p in chunk], metadatas=[{"source": p.source} for p in chunk])
-                report.added += len(chunk)
+            stale: list[str] = []
+            changed: list[Passage] = []
+            known: set[str] = set()
+            for source in dict.fromkeys(p.source for p in passages):
+                old = col.get(where={"source": source}, include=["documents", "metadatas"])
+                for pid, text, meta in zip(old["ids"], old["documents"], old["metadatas"]):
+                    if pid not in wanted:
+                        stale.append(pid)
+                    elif wanted[pid][0].text == text and wanted[pid][1] == (meta or {}):
+                        report.unchanged += 1
+                        known.add(pid)
+            ids = list(wanted)
+            present = set(col.get(ids=ids, include=[])["ids"]) if ids else set()
+            for pid in ids:
+                if pid not in known:
+                    changed.append(wanted[pid][0])
+                    if pid in present:
+                        report.updated += 1
+                    else:
+                        report.added += 1
+            vectors = []  # every changed passage is encoded before anything is written
+            for start in range(0, len(changed), BATCH):
+                enc = self.encoder.encode([p.text for p in changed[start : start + BATCH]])
+                vectors.append(enc.vectors)
                 report.truncated += sum(enc.truncated)
                 if progress:
-                    progress(min(start + BATCH, len(passages)), len(passages))
-            self.graph.write([{"op": "touch", "what": "documents"}])  # tells other processes to re-read
-        report.updated = min(report.updated, report.added)
-        report.added -= report.updated
+                    progress(min(start + BATCH, len(changed)), len(changed))
+            if stale:
+                col.delete(ids=stale)
+                report.removed = len(stale)
+            for start, chunk_vectors in zip(range(0, len(changed), BATCH), vectors):
+                chunk = changed[start : start + BATCH]
+                col.upsert(ids=[p.id for p in chunk], embeddings=chunk_vectors, documents=[p.text for p in chunk],
+                           metadatas=[wanted[p.id][1] for p in chunk])
+            if changed or stale:
+                self.graph.write([{"op": "touch", "what": "documents"}])  # tells other processes to re-read
         report.seconds = time.perf_counter() - started
         return report
 

@@ -50,8 +50,17 @@ def format_examples(examples: list[dict], limit: int = 300) -> str:
     return "\n".join(blocks) or "(none)"
 
 
+def snippet_source(snippet: dict) -> str:
+    """Where a knowledge snippet comes from: ``manual.pdf p. 3``, ``prices.csv row 4``, ``guide.md``, a URL."""
+    if snippet.get("page") is not None:
+        return f"{snippet['source']} p. {snippet['page']}"
+    if snippet.get("row") is not None:
+        return f"{snippet['source']} row {snippet['row']}"
+    return snippet["source"]
+
+
 def format_knowledge(snippets: list[dict], limit: int = 300) -> str:
-    return "\n".join(f"[{s['source']}] {clip(s['text'], limit)[0]}" for s in snippets) or "(none)"
+    return "\n".join(f"[{snippet_source(s)}] {clip(s['text'], limit)[0]}" for s in snippets) or "(none)"
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def test_output_explains_every_tag(streamed):
     assert len(candidates) == 10
     assert all(c["evidence"] and c["paths"] for c in result["candidates"])
     assert 1 <= len(result["examples"]) <= 3 and all("incorrect_tags" in e for e in result["examples"])
-    assert all(s["source"].startswith("guide.md#") for s in result["knowledge"])
+    assert all(s["source"] == "guide.md" and s["id"] == f"guide.md#{s['index']}" for s in result["knowledge"])
     selected = result["selection"]["tags"]
     assert selected and set(selected) <= candidates
     # every likely candidate is scored: the generated tags first, then recall's top five, each once

@@ -327,14 +327,16 @@ def test_read_documents_recurses_and_ignores_other_files(tmp_path):
     (root / "glossary.md").write_text("Term one: a definition.\n\nTerm two: another.", encoding="utf-8")
     (root / "rules" / "tagging.txt").write_text("Always tag the language.", encoding="utf-8")
     (root / "rules" / "deep" / "more.markdown").write_text("Deep rule.", encoding="utf-8")
-    (root / "rules" / "data.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    (root / "rules" / "data.csv").write_text("a,b\n1,2\n", encoding="utf-8")  # a document too (see test_documents.py)
+    (root / "rules" / "data.json").write_text('{"a": 1}', encoding="utf-8")
     (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff")
     parsed = read_documents([root])
     assert parsed.problems == []
     assert parsed.records == [
-        Passage("glossary.md#0", "glossary.md", "Term one: a definition.\n\nTerm two: another."),
-        Passage("rules/deep/more.markdown#0", "rules/deep/more.markdown", "Deep rule."),
-        Passage("rules/tagging.txt#0", "rules/tagging.txt", "Always tag the language."),
+        Passage("glossary.md#0", "glossary.md", "Term one: a definition.\n\nTerm two: another.", index=0),
+        Passage("rules/data.csv#0", "rules/data.csv", "a: 1\nb: 2", row=1, index=0),
+        Passage("rules/deep/more.markdown#0", "rules/deep/more.markdown", "Deep rule.", index=0),
+        Passage("rules/tagging.txt#0", "rules/tagging.txt", "Always tag the language.", index=0),
     ]
 
 
@@ -362,8 +364,8 @@ def test_read_documents_missing_unreadable_and_empty(tmp_path):
         read_documents([tmp_path / "nowhere"])
     only_other = tmp_path / "other"
     only_other.mkdir()
-    (only_other / "table.csv").write_text("a,b\n", encoding="utf-8")
-    with pytest.raises(LoadError, match="no document text found"):
+    (only_other / "table.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(LoadError, match="no document files found in the folder"):
         read_documents([only_other])
     with pytest.raises(LoadError, match="no document text found"):
         read_documents([write_lines(tmp_path / "blank.md", ["", "   "])])

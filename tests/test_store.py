@@ -433,11 +433,11 @@ def test_add_documents_replaces_a_reloaded_source(writable_kb, small_data_dir):
     passages = read_documents([small_data_dir / "docs"]).records
     n = len(passages)
     report = writable_kb.add_documents(passages)
-    assert (report.added, report.updated) == (0, n)
+    assert (report.added, report.updated, report.unchanged) == (0, 0, n)  # the same file again: nothing written
     assert writable_kb.stats()["document_passages"] == n
     shorter = [Passage("guide.md#0", "guide.md", "A rewritten guide with one passage.")]
     report = writable_kb.add_documents(shorter)
-    assert (report.added, report.updated) == (0, 1)
+    assert (report.added, report.updated, report.removed) == (0, 1, n - 1)
     docs = writable_kb.collection("documents").get(include=["documents"])
     assert docs["ids"] == ["guide.md#0"] and docs["documents"] == ["A rewritten guide with one passage."]
     other = writable_kb.add_documents([Passage("rules.md#0", "rules.md", "Tag the language."), Passage("rules.md#1", "rules.md", "Tag the role.")])

@@ -170,12 +170,18 @@ def load_samples(ctx, path, on_error, unknown_tags):
 @ON_ERROR
 @click.pass_context
 def load_docs(ctx, paths, on_error):
-    """Load domain documents (.txt/.md files or folders): definitions, tagging rules."""
+    """Load domain documents (files or folders): definitions, tagging rules.
+
+    Reads .txt and .md, and with the docs extra (pip install 'llm4tag[docs]') .pdf, .html/.htm,
+    .docx and .csv; folders are searched recursively. Every file is read before anything is
+    written; re-loading a file replaces its passages."""
     from knowledge_base import read_documents
 
     try:
         parsed = read_documents(list(paths), on_error)
-        report = _open_kb(ctx, create=True).add_documents(parsed.records)
+        bar = _Bar("passages")
+        report = _open_kb(ctx, create=True).add_documents(parsed.records, progress=bar)
+        bar.close()
     except Llm4tagError as exc:
         _fail(exc)
     _print_report(report, parsed)
@@ -375,6 +381,8 @@ def tag_command(ctx, text, as_json, explain, **options):
     for note in result["notes"]:
         click.echo(f"note: {note}", err=True)
     if explain:
+        from prompts.fill import snippet_source
+
         click.echo(f"candidates ({len(result['candidates'])}):")
         for c in result["candidates"]:
             click.echo(f"  {c['score']:6.3f}  {c['tag']:40s} {'+'.join(c['paths'])}")
@@ -383,7 +391,7 @@ def tag_command(ctx, text, as_json, explain, **options):
             click.echo(f"  {e['similarity']:.3f} {e['id']}: right {e['tags']}" + (f" wrong {e['incorrect_tags']}" if e["incorrect_tags"] else ""))
         click.echo(f"knowledge ({len(result['knowledge'])}):")
         for s in result["knowledge"]:
-            click.echo(f"  [{s['source']}] {' '.join(s['text'].split())[:100]}")
+            click.echo(f"  [{snippet_source(s)}] {' '.join(s['text'].split())[:100]}")
         sel = result["selection"]
         click.echo(f"generator: {sel.get('raw')!r} (+ from history: {sel.get('from_history')})")
         click.echo("judgments:")

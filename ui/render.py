@@ -15,6 +15,7 @@ import networkx as nx
 
 from agent.confidence import confidence_of
 from agent.explanation import evidence_parts
+from prompts.fill import snippet_source
 
 LOW_MARGIN = 0.1  # a kept tag whose confidence is within this of the threshold is marked "low confidence"
 LEANS_NO = 0.5  # ... and so is one the judge leans against (P(Yes) under 0.5), whatever the threshold
@@ -137,7 +138,8 @@ def render_knowledge(changes: dict) -> tuple[str, str]:
     for s in snippets:
         kind = "web" if s.get("kind") == "web" else "document"
         sim = f", similarity {s['similarity']:.2f}" if s.get("similarity") is not None else ""
-        blocks.append(f"**{_md(s['source'])}** ({kind}{sim})\n> {_md(clip(s['text'], 400))}")
+        part = f", passage {s['index'] + 1}" if s.get("index") is not None else ""
+        blocks.append(f"**{_md(snippet_source(s))}** ({kind}{part}{sim})\n> {_md(clip(s['text'], 400))}")
     return title, "\n\n".join([*blocks, *notes])
 
 

@@ -12,6 +12,18 @@ from ..state import State
 from ..web_search import search_web
 
 
+def document_snippet(hit) -> dict:
+    """A retrieved passage as a snippet: its file (``source``), the page (PDF) or row (CSV) and its
+    index among the file's passages where the knowledge base knows them (passages stored by an
+    older llm4tag have only a source), and the passage's own ``id``."""
+    meta = hit.metadata or {}
+    snippet = {"kind": "document", "source": meta.get("source") or hit.id, "id": hit.id}
+    for key in ("page", "row", "index"):
+        if meta.get(key) is not None:
+            snippet[key] = meta[key]
+    return snippet | {"text": hit.text, "similarity": round(hit.similarity, 4)}
+
+
 def retrieve_knowledge(state: State, runtime: Runtime[Context]) -> dict:
     started = time.perf_counter()
     ctx = runtime.context
@@ -22,7 +34,7 @@ def retrieve_knowledge(state: State, runtime: Runtime[Context]) -> dict:
         rt = runtime_for(ctx.kb_dir)
         vector, _ = rt.embed(state["text"])
         documents = [
-            {"kind": "document", "source": hit.id, "text": hit.text, "similarity": round(hit.similarity, 4)}
+            document_snippet(hit)
             for hit in rt.kb.search_documents(vector, ctx.max_snippets, refresh=False)
             if hit.similarity >= ctx.min_snippet_similarity
         ]
