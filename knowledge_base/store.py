@@ -539,7 +539,9 @@ class KnowledgeBase:
                         report.unchanged += 1
                         known.add(pid)
             ids = list(wanted)
-            present = set(col.get(ids=ids, include=[])["ids"]) if ids else set()
+            present: set[str] = set()
+            for start in range(0, len(ids), BATCH):
+                present.update(col.get(ids=ids[start : start + BATCH], include=[])["ids"])
             for pid in ids:
                 if pid not in known:
                     changed.append(wanted[pid][0])
@@ -554,9 +556,9 @@ class KnowledgeBase:
                 report.truncated += sum(enc.truncated)
                 if progress:
                     progress(min(start + BATCH, len(changed)), len(changed))
-            if stale:
-                col.delete(ids=stale)
-                report.removed = len(stale)
+            for start in range(0, len(stale), BATCH):
+                col.delete(ids=stale[start : start + BATCH])
+            report.removed = len(stale)
             for start, chunk_vectors in zip(range(0, len(changed), BATCH), vectors):
                 chunk = changed[start : start + BATCH]
                 col.upsert(ids=[p.id for p in chunk], embeddings=chunk_vectors, documents=[p.text for p in chunk],
