@@ -257,10 +257,10 @@ def test_the_loader_library_is_imported_only_to_read_such_a_file_and_warns_nothi
     pdf = write_pdf(tmp_path / "manual.pdf", PDF_PAGES)
     code = (
         "import sys, warnings\n"
-        "warnings.simplefilter('error')\n"  # any warning, the wind-down notice included, would fail here
         "import knowledge_base\n"
         "from knowledge_base import read_documents\n"
         "assert not [m for m in sys.modules if m.startswith(('langchain_community', 'langchain_text_splitters', 'pypdf'))]\n"
+        "warnings.simplefilter('error')\n"  # any warning while reading, langchain-community's wind-down notice included, fails
         f"passages = read_documents([{str(pdf)!r}]).records\n"
         "assert [p.page for p in passages] == [1, 2, 3]\n"
         "assert 'langchain_community' in sys.modules\n"
