@@ -70,24 +70,25 @@ def read_file(path: str | Path, max_chars: int = 800) -> list[Chunk]:
             warnings.filterwarnings("ignore", message=r"`?langchain-community`? is being sunset", category=DeprecationWarning)
             from langchain_community.document_loaders import BSHTMLLoader, CSVLoader, Docx2txtLoader, PyPDFLoader
             from langchain_text_splitters import RecursiveCharacterTextSplitter
-    except ImportError as exc:
-        raise LoadError(f"reading {kind} files needs the optional document loaders ({exc.name or exc} is not installed): {EXTRA}",
-                        str(path)) from None
-    if path.stat().st_size == 0:
-        raise LoadError("the file is empty (0 bytes): no document text found", str(path))
-    if kind == "PDF":
-        loader = PyPDFLoader(str(path), mode="page")
-    elif kind == "HTML":
-        loader = BSHTMLLoader(str(path), open_encoding="utf-8", bs_kwargs={"features": "html.parser"}, get_text_separator="\n")
-    elif kind == "Word":
-        loader = Docx2txtLoader(str(path))
-    else:
-        loader = CSVLoader(str(path), encoding="utf-8-sig")
+        if path.stat().st_size == 0:
+            raise LoadError("the file is empty (0 bytes): no document text found", str(path))
+        if kind == "PDF":
+            loader = PyPDFLoader(str(path), mode="page")
+        elif kind == "HTML":
+            loader = BSHTMLLoader(str(path), open_encoding="utf-8", bs_kwargs={"features": "html.parser"}, get_text_separator="\n")
+        elif kind == "Word":
+            loader = Docx2txtLoader(str(path))
+        else:
+            loader = CSVLoader(str(path), encoding="utf-8-sig")
+    except ImportError as exc:  # the extra, or the one package a loader needs (pypdf, bs4, docx2txt), is missing
+        raise LoadError(_missing(kind, exc), str(path)) from None
     pypdf_log = logging.getLogger("pypdf")
     level = pypdf_log.level
     pypdf_log.setLevel(logging.ERROR)  # pypdf logs a warning for every small flaw it repairs; a real failure raises
     try:
         documents = loader.load()
+    except ImportError as exc:
+        raise LoadError(_missing(kind, exc), str(path)) from None
     except Exception as exc:  # noqa: BLE001 — each library fails its own way on a bad file; all are named here
         raise LoadError(_why_unreadable(kind, exc), str(path)) from None
     finally:
@@ -106,9 +107,13 @@ def read_file(path: str | Path, max_chars: int = 800) -> list[Chunk]:
     if not chunks:
         pages = f"{len(documents)} page{'s' if len(documents) != 1 else ''}"
         hint = {"PDF": f" ({pages} without a text layer: a scanned PDF needs OCR first)" if documents else "",
-                "CSV": " (a header without rows)"}.get(kind, "")
+                "CSV": " (only a header, or rows of empty cells)"}.get(kind, "")
         raise LoadError(f"no document text found in the {kind} file{hint}", str(path))
     return chunks
+
+
+def _missing(kind: str, exc: ImportError) -> str:
+    return f"reading {kind} files needs the optional document loaders ({exc.name or exc} is not installed): {EXTRA}"
 
 
 def _why_unreadable(kind: str, exc: Exception) -> str:

@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ UnknownTagPolicy = Literal["skip", "add", "error"]
 Progress = Callable[[int, int], None]  # (done, total)
 BATCH = 256
 LOCK_TIMEOUT_S = 120
+REVISION_FILE = "revision"  # replaced at the end of every write: see KnowledgeBase.revision
 _CONNECT_LOCK = threading.RLock()
 
 
@@ -241,7 +243,10 @@ class KnowledgeBase:
                     self.refresh()
                 yield
             finally:
-                self._file_lock.release()
+                try:
+                    self._bump_revision()
+                finally:
+                    self._file_lock.release()
 
     def update_config(self, config: KnowledgeBaseConfig) -> None:
         with self.write_lock():
@@ -336,6 +341,25 @@ class KnowledgeBase:
             for h in self.similar_tags(vector, k, refresh=False):
                 hits.setdefault(h.id, h)
         return list(hits.values())[:k]
+
+    def revision(self) -> str:
+        """A short token that changes whenever anything stored changes — in this process or another:
+        every write (they all hold ``write_lock``) replaces the ``revision`` file when it ends. One
+        small read; caches of results computed from the knowledge base key on it. (Chroma's own
+        files are no guide: its embedded store touches them even to read.)"""
+        try:
+            token = (self.directory / REVISION_FILE).read_text(encoding="ascii").strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            token = "0"
+        if self.config.chroma_host:  # a shared server's writes from other machines leave no trace here
+            token += ":" + ",".join(str(c.count()) for c in self._collections.values())
+        return token
+
+    def _bump_revision(self) -> None:
+        target = self.directory / REVISION_FILE
+        temporary = target.with_name(f".{REVISION_FILE}.{os.getpid()}.tmp")
+        temporary.write_text(uuid.uuid4().hex, encoding="ascii")
+        os.replace(temporary, target)
 
     def stats(self) -> dict:
         tags = self.collection("tags")
