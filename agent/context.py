@@ -49,6 +49,11 @@ class Context:
         metadata={"help": "keep a candidate the LLM skipped when this share of similar history items carries it (None: off)"},
     )
     write_back: bool = field(default=False, metadata={"help": "final tags become deterministic edges; the content joins the history"})
+    review: bool = field(
+        default=False,
+        metadata={"help": "stop before write-back with the proposed tags until a person accepts, rejects or adds (a correction resumes it)"},
+    )
+    use_cache: bool = field(default=True, metadata={"help": "reuse recall and knowledge results for a text already seen, until the knowledge base changes"})
     content_chars: int = field(default=2000, metadata={"help": "content longer than this is cut in prompts (the cut is reported)"})
     delta_ct: float | None = field(default=None, metadata={"help": "override the knowledge base's δ_ct"})
     delta_cc: float | None = field(default=None, metadata={"help": "override the knowledge base's δ_cc"})
@@ -112,6 +117,13 @@ class Context:
             budget=self.budget,
             max_learned=None if self.use_learned_recall else 0,
         )
+
+
+def context_of(runtime) -> Context:
+    """A node's run configuration: the one the caller gave, else the defaults and ``LLM4TAG_*``
+    variables (LangGraph's server runs the graph without a context when an MCP client calls it)."""
+    ctx = getattr(runtime, "context", None)
+    return ctx if isinstance(ctx, Context) else Context.from_env()
 
 
 def _parse(raw: str, hint, name: str):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -23,12 +24,15 @@ import numpy as np
 from knowledge_base import KnowledgeBase, RecallConfig, RecallResult, recall_candidates
 from knowledge_base.demo import open_demo_kb
 from knowledge_base.errors import KnowledgeBaseError
+from knowledge_base.loaders import verdict
 
 from .confidence import DEFAULT_THRESHOLD, FILE_NAME as CALIBRATION_FILE, LearnedCalibration
 from .context import Context
 from .llm import LLMBackend, load_backend
 
 TRAINING_RECORD = "training.json"
+NODE_CACHE = "node-cache.sqlite"  # the tagging graph's cached recall and knowledge results
+REVIEWS = "reviews.sqlite"  # the tagging graph's checkpoints: runs waiting for a review
 VECTOR_CACHE = 256  # content embeddings kept per knowledge base (most recently used)
 
 
@@ -82,6 +86,9 @@ class Runtime:
         self._training = FileCache(kb.directory / TRAINING_RECORD, read_training_record)
         self._calibration = FileCache(kb.directory / CALIBRATION_FILE, lambda p: LearnedCalibration.load(p.parent))
         self._retraining: threading.Thread | None = None
+        self._node_cache = None
+        self._cache_revision: str | None = None
+        self._checkpointer = None
 
     # ---- embeddings ----------------------------------------------------------------------
     def embed(self, text: str) -> tuple[np.ndarray, bool]:
@@ -107,6 +114,54 @@ class Runtime:
             result.truncated = True
             result.notes.append(f"the text is longer than the encoder's {self.kb.encoder.max_tokens}-token window; recall used its start")
         return result
+
+    # ---- corrections ----------------------------------------------------------------------------
+    def learn(self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), cid: str | None = None,
+              replace: bool = False) -> dict:
+        """Record a verdict on a cleaned text — the one write every correction ends in (the façade's
+        ``learn`` and the graph's review node). Returns ``{"id", "correct", "incorrect", "samples",
+        "retraining"}``."""
+        correct, incorrect = verdict(correct, incorrect)
+        vector, _ = self.embed(text)
+        cid = self.kb.record_feedback(text, correct, incorrect, cid=cid or None, vector=vector, replace=replace)
+        samples = self.kb.collection("samples").count()
+        return {"id": cid, "correct": list(correct), "incorrect": list(incorrect), "samples": samples,
+                "retraining": self.retrain_if_due(samples) is not None}
+
+    # ---- what the tagging graph keeps in the knowledge base ------------------------------------
+    def node_cache(self):
+        """The graph's node cache (``NODE_CACHE`` in the knowledge base, a LangGraph ``SqliteCache``),
+        emptied whenever the knowledge base changed since it was last used; None when the folder
+        cannot be written."""
+        revision = self.kb.revision()
+        with self._lock:
+            if self._node_cache is None:
+                from langgraph.cache.sqlite import SqliteCache
+
+                try:
+                    self._node_cache = SqliteCache(path=str(self.kb.directory / NODE_CACHE))
+                except sqlite3.Error as exc:
+                    logging.getLogger("llm4tag").warning("no node cache for %s: %s", self.kb.directory, exc)
+                    return None
+            if revision != self._cache_revision:
+                self._node_cache.clear()  # entries of an older revision can never be hit again
+                self._cache_revision = revision
+            return self._node_cache
+
+    def checkpointer(self):
+        """Where the graph keeps runs that wait for a review (``REVIEWS`` in the knowledge base, a
+        LangGraph ``SqliteSaver``): a waiting review survives a restart of the process."""
+        with self._lock:
+            if self._checkpointer is None:
+                from langgraph.checkpoint.sqlite import SqliteSaver
+
+                connection = sqlite3.connect(str(self.kb.directory / REVIEWS), check_same_thread=False)
+                self._checkpointer = SqliteSaver(connection)
+            return self._checkpointer
+
+    def has_reviews(self) -> bool:
+        """Whether any run of this knowledge base ever waited for a review (cheap: one stat)."""
+        return self._checkpointer is not None or (self.kb.directory / REVIEWS).exists()
 
     # ---- the learned recall path -------------------------------------------------------------
     def retrain_if_due(self, samples: int | None = None) -> threading.Thread | None:

@@ -7,9 +7,11 @@ app, serialises for LangGraph's server, and can be logged or stored as it is.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
-from typing_extensions import NotRequired
+# typing_extensions' TypedDict, not typing's: on Python < 3.12 LangGraph's server cannot read
+# typing.TypedDict schemas and leaves the graph out of its MCP tool list
+from typing_extensions import NotRequired, TypedDict
 
 
 def merge_dicts(left: dict | None, right: dict | None) -> dict:
@@ -34,6 +36,7 @@ class OutputState(TypedDict):
     knowledge: list[dict]  # snippets with their sources
     selection: dict  # the generator's raw output and what was kept
     judgments: list[dict]  # one per scored tag: origin, the fused confidence and its evidence features; p_yes and the Yes/No logits when judged
+    review: dict  # with Context.review: "pending" and the proposed tags until a person decides, then what was decided
     notes: list[str]  # what a person should know (truncation, fallbacks, unreachable services)
     timings: dict[str, float]  # seconds per node
     metadata: dict[str, Any]
@@ -42,6 +45,7 @@ class OutputState(TypedDict):
 class State(InputState, total=False):
     text: str  # the cleaned content the nodes work on (title + content)
     content_id: str
+    cache_keys: dict[str, str]  # per cached node, the key of its result for this run (agent.nodes.prepare)
     tags: list[dict]
     candidates: list[dict]
     recall_scores: str
@@ -50,5 +54,6 @@ class State(InputState, total=False):
     knowledge: list[dict]
     selection: dict
     judgments: list[dict]
+    review: dict
     notes: Annotated[list[str], operator.add]
     timings: Annotated[dict[str, float], merge_dicts]

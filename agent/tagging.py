@@ -23,18 +23,22 @@ raises ``knowledge_base.InputError``, an unknown tag in ``learn`` ``knowledge_ba
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterable, Iterator
 
 from knowledge_base.config import RecallConfig
+from knowledge_base.errors import InputError, UnknownTagsError
+from knowledge_base.loaders import content_id as _content_id
 from knowledge_base.loaders import require_text, verdict
 from knowledge_base.recall import RecallResult
 
 from .context import Context
 from .explanation import explain
-from .graph import graph
-from .runtime import runtime_for
+from .graph import build_graph
+from .nodes.prepare import prepared_input
+from .runtime import Runtime, runtime_for
 
-__all__ = ["explain", "learn", "recall", "search_tags", "tag", "tag_stream"]
+__all__ = ["explain", "learn", "pending_review", "recall", "review", "search_tags", "tag", "tag_stream"]
 
 
 def _context(context: Context | None, overrides: dict) -> Context:
@@ -52,28 +56,126 @@ def _payload(text: str, title: str | None, content_id: str | None, metadata: dic
     return payload
 
 
+_graphs: dict[str, Any] = {}
+_graphs_lock = threading.Lock()
+
+
+def graph_for(rt: Runtime):
+    """The tagging graph compiled with this knowledge base's node cache and review checkpointer
+    (one per knowledge base and process); the module-level ``agent.graph.graph`` has neither."""
+    key = str(rt.kb.directory)
+    cache = rt.node_cache()  # emptied here when the knowledge base changed since the last run
+    with _graphs_lock:
+        compiled = _graphs.get(key)
+        if compiled is None or compiled.cache is not cache:
+            compiled = _graphs[key] = build_graph(cache=cache, checkpointer=rt.checkpointer())
+        return compiled
+
+
+def review_thread(content_id: str) -> dict:
+    """The run configuration of the review thread of one content (one waiting review per content)."""
+    return {"configurable": {"thread_id": f"review-{content_id}"}}
+
+
+def _run(payload: dict, ctx: Context) -> tuple[Any, dict]:
+    rt = runtime_for(ctx.kb_dir)
+    _, cid = prepared_input(payload)
+    return graph_for(rt), review_thread(cid)
+
+
+def _with_review(result: dict, compiled, config: dict) -> dict:
+    """A run that stopped for a review carries ``review``: pending, with what it waits for."""
+    interrupts = result.pop("__interrupt__", None)
+    if interrupts:
+        request = interrupts[0].value
+        result["review"] = {"status": "pending", "thread_id": config["configurable"]["thread_id"],
+                            "proposed": [t["tag"] for t in request.get("proposed") or []],
+                            "other_candidates": request.get("other_candidates") or []}
+    return result
+
+
 def tag(text: str, *, title: str | None = None, content_id: str | None = None, metadata: dict[str, Any] | None = None,
         context: Context | None = None, **overrides) -> dict:
     """Tag one content with the full pipeline; returns the graph's output (tags, candidates, why).
 
     ``overrides`` are Context fields, e.g. ``tag(text, kb_dir="kb", mode="single", threshold=0.6)``.
+    With ``review=True`` the run waits after calibrate: the result's ``review`` is pending until a
+    correction of the same text (``learn``) or ``review`` resumes it, in this process or a later one.
     """
-    return graph.invoke(_payload(text, title, content_id, metadata), context=_context(context, overrides))
+    ctx = _context(context, overrides)
+    payload = _payload(text, title, content_id, metadata)
+    compiled, config = _run(payload, ctx)
+    return _with_review(compiled.invoke(payload, config=config, context=ctx), compiled, config)
 
 
 def tag_stream(text: str, *, title: str | None = None, content_id: str | None = None, metadata: dict[str, Any] | None = None,
                context: Context | None = None, **overrides) -> Iterator[tuple[str, dict, dict]]:
     """Tag one content step by step: yields ``(node, its changes, the result so far)`` as each node
-    finishes; the last "result so far" equals what ``tag`` returns. The graph's own reducers merge
-    the steps (LangGraph's ``values`` stream), so no surface re-implements them."""
+    finishes, and ``("judgment", one judgment, the result so far)`` as the calibrate node computes
+    each; the last "result so far" equals what ``tag`` returns. The graph's own reducers merge the
+    steps (LangGraph's ``values`` stream), so no surface re-implements them. ``prepare`` (the
+    cleaning of the input) is not reported."""
     ctx = _context(context, overrides)
-    node, changes = None, None
-    for mode, data in graph.stream(_payload(text, title, content_id, metadata), context=ctx, stream_mode=["updates", "values"]):
-        if mode == "updates":
-            node, changes = next(iter(data.items())) if data else (None, None)
-        elif node is not None:  # the state after that node (the first ``values`` is the input)
-            yield node, changes or {}, dict(data)
-            node = None
+    payload = _payload(text, title, content_id, metadata)
+    compiled, config = _run(payload, ctx)
+    pending: list[tuple[str, dict]] = []
+    state: dict = {}
+    for mode, data in compiled.stream(payload, config=config, context=ctx, stream_mode=["updates", "values", "custom"]):
+        if mode == "custom" and isinstance(data, dict) and "judgment" in data:
+            yield "judgment", data["judgment"], state
+        elif mode == "updates":
+            if "__interrupt__" in data:
+                state = _with_review({**state, "__interrupt__": data["__interrupt__"]}, compiled, config)
+                yield "review", {"review": state["review"]}, state
+                continue
+            pending.extend((node, changes or {}) for node, changes in data.items() if node != "__metadata__")
+        else:  # the state after a step: report the nodes of that step, each with the merged state
+            state = dict(data)
+            for node, changes in pending:
+                if node != "prepare":
+                    yield node, changes, state
+            pending = []
+
+
+def pending_review(text: str | None = None, *, content_id: str | None = None, kb_dir: str | None = None) -> dict | None:
+    """What the review of a content (by its text or its id) waits with, or None when none waits."""
+    rt = runtime_for(kb_dir)
+    if not rt.has_reviews():
+        return None
+    cid = content_id or _content_id(require_text(text))
+    compiled = graph_for(rt)
+    snapshot = compiled.get_state(review_thread(cid))
+    if "review" not in (snapshot.next or ()) or not snapshot.interrupts:
+        return None
+    return snapshot.interrupts[0].value
+
+
+def review(content_id: str, *, accept: Iterable[str] = (), reject: Iterable[str] = (), add: Iterable[str] = (),
+           kb_dir: str | None = None) -> dict:
+    """Resume a content's waiting review with a person's decision; returns the reviewed result.
+
+    The decision is validated before the run resumes; an unknown tag fails the review node, which
+    leaves the review waiting. No review waiting is an ``InputError``."""
+    from langgraph.types import Command
+
+    from .nodes.review import ReviewDecision
+
+    decision = ReviewDecision.parse({"accept": list(accept), "reject": list(reject), "add": list(add)})
+    rt = runtime_for(kb_dir)
+    if pending_review(content_id=content_id, kb_dir=kb_dir) is None:
+        raise InputError(f"no review is waiting for content {content_id!r}; tag it with review on first")
+    correct, incorrect = decision.verdict()
+    unknown = sorted({t for t in (*correct, *incorrect) if not rt.kb.has_tag(t)})
+    if unknown:
+        raise UnknownTagsError(f"unknown tags (not in the tag repository): {', '.join(unknown)}; the review still waits", unknown)
+    compiled = graph_for(rt)
+    config = review_thread(content_id)
+    ctx = Context.from_env(kb_dir=kb_dir)  # the review node needs only the knowledge base
+    result = _with_review(compiled.invoke(Command(resume=decision.model_dump()), config=config, context=ctx), compiled, config)
+    waiting = pending_review(content_id=content_id, kb_dir=kb_dir) if result.get("review", {}).get("status") == "pending" else None
+    if waiting is not None and waiting.get("error"):
+        raise InputError(f"{waiting['error']}; the review still waits")
+    return result
 
 
 def recall(text: str, *, context: Context | None = None, base: RecallConfig | None = None, **overrides) -> RecallResult:
@@ -94,20 +196,29 @@ def learn(text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, s
     A ``sample_id`` that already holds a different text is a conflict
     (``knowledge_base.ConflictError``, nothing written) unless ``replace`` is true.
 
-    The one path every surface's correction takes. The text's embedding comes from the runtime
-    (a text just tagged is not encoded again); the tags are validated once, by the knowledge base,
-    inside its write lock. Once enough new samples arrived since the learned recall path was
-    trained, it is retrained in the background (``retraining``: whether this call started it).
-    Returns ``{"id", "correct", "incorrect", "samples", "retraining"}``.
+    The one path every surface's correction takes. When a review waits for this content (a run
+    tagged with ``review=True``), the verdict is that review's decision and resumes it (accept:
+    the proposed tags among ``correct``; add: the others; reject: ``incorrect``); either way the
+    write is ``Runtime.learn``. The text's embedding comes from the runtime (a text just tagged is
+    not encoded again); the tags are validated once, by the knowledge base, inside its write lock.
+    Once enough new samples arrived since the learned recall path was trained, it is retrained in
+    the background (``retraining``: whether this call started it).
+    Returns ``{"id", "correct", "incorrect", "samples", "retraining"}`` (and ``review`` when a
+    review was resumed).
     """
     rt = runtime_for(kb_dir)
     cleaned = require_text(text)
     correct, incorrect = verdict(correct, incorrect)
-    vector, _ = rt.embed(cleaned)
-    cid = rt.kb.record_feedback(cleaned, correct, incorrect, cid=sample_id or None, vector=vector, replace=replace)
-    samples = rt.kb.collection("samples").count()
-    return {"id": cid, "correct": list(correct), "incorrect": list(incorrect), "samples": samples,
-            "retraining": rt.retrain_if_due(samples) is not None}
+    cid = sample_id or _content_id(cleaned)
+    waiting = pending_review(content_id=cid, kb_dir=kb_dir) if not replace else None
+    if waiting is not None and waiting.get("text") == cleaned:
+        proposed = {t["tag"] for t in waiting.get("proposed") or []}
+        reviewed = review(cid, accept=[t for t in correct if t in proposed], add=[t for t in correct if t not in proposed],
+                          reject=list(incorrect), kb_dir=kb_dir)
+        done = reviewed.get("review") or {}
+        return {"id": done.get("sample", cid), "correct": list(correct), "incorrect": list(incorrect),
+                "samples": done.get("samples", rt.kb.collection("samples").count()), "retraining": False, "review": done}
+    return rt.learn(cleaned, correct, incorrect, cid=sample_id or None, replace=replace)
 
 
 def search_tags(query: str, limit: int = 10, *, kb_dir: str | None = None) -> list[dict]:

@@ -25,7 +25,9 @@ def streamed(small_kb_dir):
 def test_stream_yields_each_node_in_order(streamed):
     updates, _ = streamed
     names = [next(iter(u)) for u in updates]
-    assert names == [n for n in NODE_ORDER if n != "write_back"]  # write-back is off by default
+    # examples and knowledge run as parallel branches of one step; review and write-back are off by default
+    assert names[:2] == ["prepare", "recall"] and set(names[2:4]) == {"examples", "knowledge"} and names[4:] == ["generate", "calibrate"]
+    assert set(names) == set(NODE_ORDER) - {"review", "write_back"}
 
 
 def test_output_explains_every_tag(streamed):
@@ -55,7 +57,7 @@ def test_output_explains_every_tag(streamed):
     assert confidences == sorted(confidences, reverse=True)
     assert all(t["confidence"] == by_tag[t["tag"]] for t in result["tags"])
     assert [t["rank"] for t in result["tags"]] == list(range(1, len(result["tags"]) + 1))
-    assert set(result["timings"]) == {"recall", "examples", "knowledge", "generate", "calibrate"}
+    assert set(result["timings"]) == {"prepare", "recall", "examples", "knowledge", "generate", "calibrate"}
 
 
 def test_threshold_filters_without_rerunning(streamed):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from .base import BackendError, Generation, Judgment, LLMBackend, yes_probability
+from .base import BackendError, Generation, Judgment, LLMBackend, TransientBackendError, yes_probability
 
 _backends: dict[str, LLMBackend] = {}
 _lock = threading.Lock()
@@ -33,4 +33,4 @@ def load_backend(spec: str) -> LLMBackend:
         return backend
 
 
-__all__ = ["BackendError", "Generation", "Judgment", "LLMBackend", "load_backend", "yes_probability"]
+__all__ = ["BackendError", "Generation", "Judgment", "LLMBackend", "TransientBackendError", "load_backend", "yes_probability"]

@@ -21,6 +21,11 @@ class BackendError(Llm4tagError):
     """The model server or model file cannot serve the request; the message says what to do."""
 
 
+class TransientBackendError(BackendError):
+    """The model server failed in a way another try may get past: it refused the connection or
+    answered with a server error (5xx). The tagging graph retries the node (``agent.retries``)."""
+
+
 @dataclass
 class Generation:
     tags: list[str]  # valid candidates, in the order the model gave them

@@ -25,7 +25,7 @@ import os
 import re
 import threading
 
-from .base import NO_VARIANTS, YES_VARIANTS, BackendError, Generation, Judgment, LLMBackend, parse_selection, tag_selection_schema, yes_probability
+from .base import NO_VARIANTS, YES_VARIANTS, BackendError, Generation, TransientBackendError, Judgment, LLMBackend, parse_selection, tag_selection_schema, yes_probability
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_TIMEOUT_S = 60.0  # one answer (a 7B model on CPU answers a selection well within it)
@@ -102,7 +102,7 @@ class OllamaBackend(LLMBackend):
     # -- start-up checks --------------------------------------------------------------------------
 
     def _unreachable(self) -> BackendError:
-        return BackendError(f"Ollama is not reachable at {self.host}; start it with `ollama serve` or set OLLAMA_HOST to where it runs")
+        return TransientBackendError(f"Ollama is not reachable at {self.host}; start it with `ollama serve` or set OLLAMA_HOST to where it runs")
 
     def _check_server(self) -> str:
         """The server's version; refuses servers that cannot return logprobs.
@@ -175,7 +175,8 @@ class OllamaBackend(LLMBackend):
         if isinstance(exc, ResponseError):
             if exc.status_code == 404:
                 return BackendError(f"the Ollama server at {self.host} has no model {self.model!r}; fetch it with `ollama pull {self.model}`")
-            return BackendError(f"Ollama at {self.host} refused {what} for {self.model!r}: {exc.error} (status {exc.status_code})")
+            error = TransientBackendError if exc.status_code >= 500 else BackendError
+            return error(f"Ollama at {self.host} refused {what} for {self.model!r}: {exc.error} (status {exc.status_code})")
         return exc
 
     def _chat(self, system: str, user: str, **kwargs):

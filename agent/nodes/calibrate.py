@@ -3,7 +3,8 @@
 The tags scored are recall's top ``judge_top`` candidates plus every tag the generator chose or
 history kept, in that order of trust: generated first, then the rest in recall's order. The
 Yes/No judge (Template_c, the paper's softmax over its Yes/No next-token logits) scores each of
-them with the content's KV cache shared across tags. Each scored tag's confidence is the fused
+them with the content's KV cache shared across tags, and each judgment is sent on LangGraph's
+custom stream (``{"judgment": {...}}``) as soon as it is computed. Each scored tag's confidence is the fused
 probability of ``agent.confidence.fused_confidence`` — the knowledge base's fitted fusion of the
 judge's P(Yes), the generator's choice and rank and recall's evidence when there is one, else
 recall's own P(right), else P(Yes) — so an LLM step adds evidence and cannot throw away what
@@ -21,7 +22,8 @@ from prompts import load_prompt
 from prompts.fill import judgment_examples, judgment_prompts
 
 from ..confidence import evidence_features, fused_confidence, rank_tags, scored_tags
-from ..context import Context
+from ..context import Context, context_of
+from ..retries import failures_noted
 from ..runtime import runtime_for
 from ..state import State
 
@@ -43,7 +45,7 @@ def tags_to_score(candidates: list[dict], selection: dict, judge_top: int) -> li
 
 def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
     started = time.perf_counter()
-    ctx = runtime.context
+    ctx = context_of(runtime)
     rt = runtime_for(ctx.kb_dir)
     selection = state.get("selection") or {}
     candidates = state.get("candidates") or []
@@ -53,26 +55,34 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
     probability = state.get("recall_scores") == "probability"
     to_score = tags_to_score(candidates, selection, ctx.judge_top)
     notes: list[str] = []
-    results = [None] * len(to_score)
+    fitted = rt.calibration(ctx)
+    prompts: list[str | None] = [None] * len(to_score)
     if ctx.use_calibration and to_score:
         shots = judgment_examples(state.get("examples") or [], list(by_tag))
         descriptions = {t: by_tag[t].get("description", "") for t, _ in to_score if t in by_tag}
-        results = rt.backend(ctx).judge(load_prompt("system"),
-                                        judgment_prompts(state["text"], [t for t, _ in to_score], descriptions, ctx.content_chars, shots))
-    fitted = rt.calibration(ctx)
+        prompts = judgment_prompts(state["text"], [t for t, _ in to_score], descriptions, ctx.content_chars, shots)
+        system = load_prompt("system")
     judgments: list[dict] = []
-    for (tag, origin), r in zip(to_score, results):
-        p_yes = r.p_yes if r is not None else None
-        recall_probability = by_tag[tag]["score"] if probability and tag in by_tag else None
-        features = evidence_features(p_yes, by_tag.get(tag), generated.index(tag) + 1 if tag in generated else None,
-                                     origin == "history", recall_rank.get(tag), recall_probability)
-        confidence = fused_confidence(features, p_yes, recall_probability, fitted, ctx.use_learned_calibration)
-        judgments.append({
-            "tag": tag, "origin": origin, "confidence": None if confidence is None else round(confidence, 4), "recall_probability": recall_probability,
-            "p_yes": None if r is None else round(r.p_yes, 4), "logit_yes": None if r is None else round(r.logit_yes, 3),
-            "logit_no": None if r is None else round(r.logit_no, 3), "prompt_tokens": 0 if r is None else r.prompt_tokens,
-            "reused_tokens": 0 if r is None else r.reused_tokens, "features": features,
-        })
+    with failures_noted("calibrate", state["content_id"], notes):  # a failure that may pass is retried (agent.retries)
+        backend = rt.backend(ctx) if ctx.use_calibration and to_score else None
+        for (tag, origin), prompt in zip(to_score, prompts):
+            # one prompt at a time, so each judgment streams as soon as it is known; the content's
+            # KV cache is still shared, since every prompt starts with it
+            r = backend.judge(system, [prompt])[0] if prompt is not None else None
+            p_yes = r.p_yes if r is not None else None
+            recall_probability = by_tag[tag]["score"] if probability and tag in by_tag else None
+            features = evidence_features(p_yes, by_tag.get(tag), generated.index(tag) + 1 if tag in generated else None,
+                                         origin == "history", recall_rank.get(tag), recall_probability)
+            confidence = fused_confidence(features, p_yes, recall_probability, fitted, ctx.use_learned_calibration)
+            judgment = {
+                "tag": tag, "origin": origin, "confidence": None if confidence is None else round(confidence, 4),
+                "recall_probability": recall_probability,
+                "p_yes": None if r is None else round(r.p_yes, 4), "logit_yes": None if r is None else round(r.logit_yes, 3),
+                "logit_no": None if r is None else round(r.logit_no, 3), "prompt_tokens": 0 if r is None else r.prompt_tokens,
+                "reused_tokens": 0 if r is None else r.reused_tokens, "features": features,
+            }
+            judgments.append(judgment)
+            runtime.stream_writer({"judgment": judgment})
     if fitted is not None and ctx.use_learned_calibration:
         notes.append(f"confidence: the knowledge base's {fitted.describe()} of the judge, the generator and recall")
     elif ctx.use_learned_calibration and probability:

@@ -8,14 +8,14 @@ from langgraph.runtime import Runtime
 
 from knowledge_base.store import sample_from_neighbour
 
-from ..context import Context
+from ..context import Context, context_of
 from ..runtime import runtime_for
 from ..state import State
 
 
 def retrieve_examples(state: State, runtime: Runtime[Context]) -> dict:
     started = time.perf_counter()
-    ctx = runtime.context
+    ctx = context_of(runtime)
     examples: list[dict] = []
     if ctx.use_examples and ctx.max_examples > 0 and ctx.uses_llm:  # prompt material: nothing to do without the LLM
         rt = runtime_for(ctx.kb_dir)

@@ -17,7 +17,8 @@ from langgraph.runtime import Runtime
 
 from prompts.fill import generation_prompt
 
-from ..context import Context
+from ..context import Context, context_of
+from ..retries import failures_noted
 from ..runtime import runtime_for
 from ..state import State
 
@@ -30,7 +31,7 @@ def history_supported(candidates: list[dict], share: float | None) -> list[str]:
 
 def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
     started = time.perf_counter()
-    ctx = runtime.context
+    ctx = context_of(runtime)
     candidates = state.get("candidates") or []
     notes: list[str] = []
     if not candidates or not ctx.use_generation:
@@ -41,8 +42,9 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
                                state.get("examples"), state.get("knowledge"))
     if prompt.content_cut:
         notes.append(f"the content was cut to {ctx.content_chars} characters in the prompts")
-    backend = runtime_for(ctx.kb_dir).backend(ctx)
-    gen = backend.select_tags(prompt.system, prompt.user, [c["tag"] for c in candidates], ctx.tag_limit)
+    with failures_noted("generate", state["content_id"], notes):  # a failure that may pass is retried (agent.retries)
+        backend = runtime_for(ctx.kb_dir).backend(ctx)
+        gen = backend.select_tags(prompt.system, prompt.user, [c["tag"] for c in candidates], ctx.tag_limit)
     if gen.rejected:
         notes.append(f"the generator named {len(gen.rejected)} tags outside the candidate set; they were dropped")
     selected = list(gen.tags)

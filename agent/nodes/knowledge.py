@@ -6,7 +6,7 @@ import time
 
 from langgraph.runtime import Runtime
 
-from ..context import Context
+from ..context import Context, context_of
 from ..runtime import runtime_for
 from ..state import State
 from ..web_search import search_web
@@ -26,7 +26,7 @@ def document_snippet(hit) -> dict:
 
 def retrieve_knowledge(state: State, runtime: Runtime[Context]) -> dict:
     started = time.perf_counter()
-    ctx = runtime.context
+    ctx = context_of(runtime)
     documents: list[dict] = []
     web: list[dict] = []
     notes: list[str] = []

@@ -6,14 +6,14 @@ import time
 
 from langgraph.runtime import Runtime
 
-from ..context import Context
+from ..context import Context, context_of
 from ..runtime import runtime_for
 from ..state import State
 
 
 def write_back(state: State, runtime: Runtime[Context]) -> dict:
     started = time.perf_counter()
-    ctx = runtime.context
+    ctx = context_of(runtime)
     notes: list[str] = []
     if ctx.write_back and state.get("tags"):
         rt = runtime_for(ctx.kb_dir)

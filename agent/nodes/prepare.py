@@ -1,0 +1,60 @@
+"""Node 0: prepare — the content as every later node sees it, and the keys its cached steps are stored under.
+
+The title and the content are joined and cleaned here, once; every later node (and a correction
+of the result) works on this ``text``. ``cache_keys`` names, per cached node, what its result
+depends on: the text, the content's id (its own history entry is never evidence), the settings
+of this run that change that node's result, and the knowledge base's revision, so a write to
+the knowledge base — here or in another process — misses every earlier entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import asdict
+
+from langgraph.runtime import Runtime
+
+from knowledge_base.loaders import content_id, require_text
+
+from ..context import Context, context_of
+from ..runtime import runtime_for
+from ..state import State
+
+KNOWLEDGE_SETTINGS = ("use_knowledge", "max_snippets", "min_snippet_similarity", "use_generation", "use_web_search", "web_timeout_s")
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def prepared_input(state: dict) -> tuple[str, str]:
+    """(text, content_id) of a graph input: the title and the content joined and cleaned."""
+    title = (state.get("title") or "").strip()
+    text = require_text(f"{title}\n\n{state['content']}" if title else state["content"])
+    return text, state.get("content_id") or content_id(text)
+
+
+def prepare_content(state: State, runtime: Runtime[Context]) -> dict:
+    started = time.perf_counter()
+    ctx = context_of(runtime)
+    text, cid = prepared_input(state)
+    keys: dict[str, str] = {}
+    if ctx.use_cache:
+        rt = runtime_for(ctx.kb_dir)
+        revision = rt.kb.revision()
+        keys["recall"] = _digest("recall", revision, text, cid, asdict(ctx.recall_config(rt.kb.config.recall)))
+        keys["knowledge"] = _digest("knowledge", revision, text, {name: getattr(ctx, name) for name in KNOWLEDGE_SETTINGS})
+    return {"text": text, "content_id": cid, "cache_keys": keys, "timings": {"prepare": round(time.perf_counter() - started, 4)}}
+
+
+def cache_key(node: str):
+    """The ``CachePolicy.key_func`` of ``node``: the key ``prepare`` computed, or a fresh one (never
+    found again) when this run does not use the cache."""
+
+    def key(state: dict) -> str:
+        return (state.get("cache_keys") or {}).get(node) or f"uncached-{uuid.uuid4().hex}"
+
+    return key

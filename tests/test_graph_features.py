@@ -1,0 +1,136 @@
+"""What the tagging graph takes from LangGraph: node caching in the knowledge base, human review
+as an interrupt kept by a SQLite checkpointer (surviving a restart), parallel retrieval and
+streamed judgments. Real knowledge base, Chroma, MiniLM and the embedded SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from agent import Context, tagging
+from agent.runtime import NODE_CACHE, REVIEWS
+from knowledge_base import InputError, KnowledgeBase, UnknownTagsError
+
+TEXT = ("A small command-line utility that converts scanned PNG and JPEG images into searchable PDF documents, "
+        "with optical character recognition in several languages. Written in Python; runs in a terminal.")
+NO_LLM = dict(use_generation=False, use_calibration=False, budget=10, max_tags=3, threshold=0.0)
+
+
+def run_nodes(kb_dir: str, text: str = TEXT, **overrides) -> tuple[list[str], list[str], dict]:
+    """(nodes that ran, nodes served from the cache, the output) of one façade run."""
+    ctx = Context(kb_dir=kb_dir, **{**NO_LLM, **overrides})
+    rt_graph = tagging.graph_for(tagging.runtime_for(kb_dir))
+    ran, cached = [], []
+    for update in rt_graph.stream({"content": text}, config=tagging.review_thread("cache-probe"), context=ctx, stream_mode="updates"):
+        meta = update.pop("__metadata__", {}) or {}
+        for node in update:
+            (cached if meta.get("cached") else ran).append(node)
+    return ran, cached, tagging.tag(text, context=ctx)
+
+
+def test_a_second_identical_run_skips_recall_and_knowledge_until_the_knowledge_base_changes(writable_kb):
+    kb_dir = str(writable_kb.directory)
+    first_ran, first_cached, first = run_nodes(kb_dir)
+    assert {"recall", "knowledge"} <= set(first_ran) and not first_cached
+    assert (writable_kb.directory / NODE_CACHE).is_file()
+
+    ran, cached, again = run_nodes(kb_dir)
+    assert set(cached) == {"recall", "knowledge"} and "recall" not in ran and "knowledge" not in ran
+    assert [c["tag"] for c in again["candidates"]] == [c["tag"] for c in first["candidates"]]
+    assert again["tags"] == first["tags"]
+
+    # other settings are other entries
+    ran, cached, fewer = run_nodes(kb_dir, budget=4)
+    assert "recall" in ran and "recall" not in cached and len(fewer["candidates"]) == 4
+
+    # a correction changes the knowledge base: nothing cached before it is used after it
+    tagging.learn("A terminal program that prints PDF files", [first["candidates"][0]["tag"]], kb_dir=kb_dir)
+    ran, cached, _ = run_nodes(kb_dir)
+    assert {"recall", "knowledge"} <= set(ran) and not cached
+
+    # use_cache off: always recomputed
+    ran, cached, _ = run_nodes(kb_dir, use_cache=False)
+    ran2, cached2, _ = run_nodes(kb_dir, use_cache=False)
+    assert "recall" in ran and "recall" in ran2 and not cached and not cached2
+
+
+def test_reading_the_knowledge_base_does_not_change_its_revision(small_kb):
+    before = small_kb.revision()
+    small_kb.similar_contents(small_kb.encoder.encode_one(TEXT)[0], 5)
+    small_kb.stats()
+    assert KnowledgeBase(small_kb.directory).revision() == before == small_kb.revision()
+
+
+REVIEW_IN_ANOTHER_PROCESS = """
+import json, sys
+from agent import tagging
+result = tagging.tag(sys.argv[2], kb_dir=sys.argv[1], review=True, use_generation=False, use_calibration=False,
+                     budget=10, max_tags=3, threshold=0.0)
+print(json.dumps({"review": result["review"], "tags": [t["tag"] for t in result["tags"]], "content_id": result["content_id"]}))
+"""
+
+
+def test_a_review_waits_across_a_restart_and_a_correction_resumes_it(writable_kb):
+    kb_dir = str(writable_kb.directory)
+    samples_before = writable_kb.collection("samples").count()
+    # the first process tags with review on and exits while the review waits
+    out = subprocess.run([sys.executable, "-c", REVIEW_IN_ANOTHER_PROCESS, kb_dir, TEXT], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    first = json.loads(out.stdout.strip().splitlines()[-1])
+    review = first["review"]
+    assert review["status"] == "pending" and review["proposed"] == first["tags"] and first["tags"]
+    assert (writable_kb.directory / REVIEWS).is_file()
+    assert KnowledgeBase(kb_dir).get_sample(first["content_id"]) is None, "nothing is written while the review waits"
+
+    # this process (a restarted server) finds the waiting review
+    waiting = tagging.pending_review(TEXT, kb_dir=kb_dir)
+    assert waiting is not None and [t["tag"] for t in waiting["proposed"]] == first["tags"]
+
+    # an invalid decision is refused before anything resumes; the review keeps waiting
+    with pytest.raises(InputError, match="accept"):
+        tagging.review(first["content_id"], accept=[{"not": "a name"}], kb_dir=kb_dir)
+    with pytest.raises(UnknownTagsError):
+        tagging.review(first["content_id"], add=["no-such-tag"], kb_dir=kb_dir)
+    # a client resuming the graph itself (LangGraph's server API) with a decision that cannot be
+    # recorded gets the review back, with the reason, instead of a failed run
+    from langgraph.types import Command
+
+    compiled, config = tagging.graph_for(tagging.runtime_for(kb_dir)), tagging.review_thread(first["content_id"])
+    for bad in ({"add": ["no-such-tag"]}, {"accept": "not a list"}, {}):
+        again = compiled.invoke(Command(resume=bad), config=config, context=Context(kb_dir=kb_dir))
+        assert again["__interrupt__"][0].value["error"], bad
+    assert tagging.pending_review(TEXT, kb_dir=kb_dir)["error"]
+
+    # a correction of the same text, from any surface, is the review's decision
+    right, wrong = first["tags"][0], first["tags"][1:]
+    extra = next(t for t in waiting["other_candidates"])
+    learned = tagging.learn(TEXT, [right, extra], wrong, kb_dir=kb_dir)
+    assert learned["review"]["status"] == "reviewed"
+    assert learned["review"]["accepted"] == [right] and learned["review"]["added"] == [extra] and learned["review"]["rejected"] == wrong
+    sample = KnowledgeBase(kb_dir).get_sample(first["content_id"])
+    assert sample is not None and set(sample.tags) == {right, extra} and set(sample.incorrect_tags) == set(wrong)
+    assert writable_kb.collection("samples").count() == samples_before + 1
+    assert tagging.pending_review(TEXT, kb_dir=kb_dir) is None
+    with pytest.raises(InputError, match="no review is waiting"):
+        tagging.review(first["content_id"], accept=[right], kb_dir=kb_dir)
+
+
+def test_without_review_a_correction_is_recorded_directly(writable_kb):
+    kb_dir = str(writable_kb.directory)
+    result = tagging.tag(TEXT, context=Context(kb_dir=kb_dir, **NO_LLM))
+    assert "review" not in result
+    learned = tagging.learn(TEXT, [result["tags"][0]["tag"]], kb_dir=kb_dir)
+    assert "review" not in learned and KnowledgeBase(kb_dir).get_sample(learned["id"]).tags == (result["tags"][0]["tag"],)
+
+
+def test_judgments_stream_one_by_one_with_the_embedded_model(small_kb_dir):
+    ctx = Context(kb_dir=str(small_kb_dir), budget=8, max_tags=2, judge_top=3, threshold=0.0, use_generation=False, use_knowledge=False)
+    steps = list(tagging.tag_stream(TEXT, context=ctx))
+    kinds = [node for node, _, _ in steps]
+    judged = [changes for node, changes, _ in steps if node == "judgment"]
+    assert len(judged) == 3 and kinds.index("judgment") < kinds.index("calibrate")
+    assert all(0.0 < j["p_yes"] < 1.0 and j["prompt_tokens"] > 0 for j in judged)
+    assert judged == steps[-1][2]["judgments"]
