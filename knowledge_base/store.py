@@ -34,6 +34,7 @@ UnknownTagPolicy = Literal["skip", "add", "error"]
 Progress = Callable[[int, int], None]  # (done, total)
 BATCH = 256
 LOCK_TIMEOUT_S = 120
+MAX_QUERY_RESULTS = 2**31 - 1  # the most hits one Chroma query is asked for
 REVISION_FILE = "revision"  # replaced at the end of every write: see KnowledgeBase.revision
 _CONNECT_LOCK = threading.RLock()
 
@@ -287,10 +288,11 @@ class KnowledgeBase:
         col = self.collection(name)
         if k <= 0:
             return [[] for _ in range(len(vectors))]
-        # no count() first: it costs ~10 ms at 100k items, and Chroma returns fewer hits (none when empty)
+        # no count() first: it costs ~10 ms at 100k items, and Chroma returns fewer hits (none when empty);
+        # but a k of 2**32 or more ends in its OverflowError, and no collection holds 2**31 items
         res = col.query(
             query_embeddings=np.asarray(vectors, dtype=np.float32),
-            n_results=k,
+            n_results=min(k, MAX_QUERY_RESULTS),
             where=where,
             include=["distances", "documents", "metadatas"],
         )
@@ -592,21 +594,43 @@ class KnowledgeBase:
         report.seconds = time.perf_counter() - started
         return report
 
-    def insert_content(self, text: str, tags: Iterable[str] = (), cid: str | None = None, origin: str = "writeback", vector: np.ndarray | None = None) -> str:
+    def insert_content(self, text: str, tags: Iterable[str] = (), cid: str | None = None, origin: str = "writeback",
+                       vector: np.ndarray | None = None, replace: bool = False) -> str:
         """Insert a content into the graph with its similarity edges and (optionally) its final tags.
 
         This is the paper's dynamic insertion plus write-back: the system's final tags become
-        deterministic edges, so later contents can reach them through C2C2T.
+        deterministic edges, so later contents can reach them through C2C2T. Inserting the same
+        text again under its id replaces its deterministic edges with the new tags. What is stored
+        is read first, inside the write lock: an id that already holds a different text raises
+        ``ConflictError`` and writes nothing, unless ``replace`` is true (the old content, any
+        sample under that id and all its graph edges are then replaced); an id that holds the same
+        text as an annotated sample keeps that sample's verdict (a person's tags outrank the
+        system's) and nothing is written.
         """
         text = require_text(text)
         tags = list(verdict(tags, ())[0])
+        cid = require_id(cid, "the content id") if cid not in (None, "") else content_id(text)
         unknown = [t for t in tags if not self.has_tag(t)]
         if unknown:
             raise InputError(f"unknown tags {unknown}: they are not in the tag repository")
-        cid = cid or content_id(text)
         if vector is None:
             vector, _ = self.encoder.encode_one(text)
         with self.write_lock():
+            stored = self.stored_text(cid)
+            is_sample = stored is not None and bool(self.collection("samples").get(ids=[cid], include=[])["ids"])
+            if stored is not None and (stored != text or is_sample):
+                if not replace:
+                    if stored == text:
+                        return cid  # the same text, annotated by a person: its sample and edges stay as they are
+                    shown = stored if len(stored) <= 80 else stored[:77] + "..."
+                    raise ConflictError(
+                        f"the id {json.dumps(cid, ensure_ascii=False)} already holds a different text "
+                        f"({json.dumps(shown, ensure_ascii=False)}); leave the id out (it is then derived from the text) "
+                        "or ask to replace that content (replace=true); nothing was written", cid)
+                if is_sample:
+                    self.collection("samples").delete(ids=[cid])
+                if content_node(cid) in self.graph.g:  # the old text's similarity edges go with it
+                    self.graph.write([{"op": "remove_node", "id": content_node(cid)}])
             self.collection("contents").upsert(
                 ids=[cid], embeddings=vector[None, :], documents=[text], metadatas=[{"tags": json.dumps(tags), "incorrect_tags": "[]", "origin": origin}]
             )

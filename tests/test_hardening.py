@@ -74,6 +74,45 @@ def test_facade_learn_refuses_to_replace_a_history_sample(kb_dir, known):
     assert stored(kb_dir, victim) == before
 
 
+def test_insert_content_refuses_another_text_under_a_stored_id(writable_kb):
+    """The write-back path (``insert_content``) follows learn's rule: what is stored is read first."""
+    from knowledge_base import ConflictError
+
+    kb = writable_kb
+    tag = sorted(kb.tag_names())[0]
+    victim = sorted(kb.collection("samples").get(include=[])["ids"])[0]
+
+    def snapshot(cid: str, base: KnowledgeBase = kb):
+        node = f"c:{cid}"
+        return (base.get_sample(cid), base.collection("contents").get(ids=[cid], include=["documents", "metadatas"]),
+                dict(base.graph.g[node]) if node in base.graph.g else None)
+
+    before = snapshot(victim)
+    with pytest.raises(ConflictError, match="already holds a different text"):
+        kb.insert_content("a written-back text that is not the sample", [tag], cid=victim)
+    assert snapshot(victim) == before
+    assert snapshot(victim, KnowledgeBase(kb.directory)) == before  # on disk too
+
+    # the same text as a person's sample: the sample's verdict stays, nothing is written
+    assert kb.insert_content(before[0].text, [tag], cid=victim) == victim
+    assert snapshot(victim) == before
+
+    # a written-back content is no different
+    kb.insert_content("first written-back text", [tag], cid="wb-1")
+    kept = snapshot("wb-1")
+    with pytest.raises(ConflictError):
+        kb.insert_content("second written-back text", [tag], cid="wb-1")
+    assert snapshot("wb-1") == kept
+    kb.insert_content("first written-back text", [], cid="wb-1")  # the same text again: its tags are replaced
+    assert kb.graph.tags_of("wb-1") == {}
+
+    # unless the caller says replace: the old content, its sample and its edges go
+    kb.insert_content("a replacement text about chess", [tag], cid=victim, replace=True)
+    assert kb.get_sample(victim) is None
+    assert kb.collection("contents").get(ids=[victim], include=["documents"])["documents"] == ["a replacement text about chess"]
+    assert kb.graph.tags_of(victim) == {tag: 1.0}
+
+
 # ---- item 2: text Python accepts but an encoder or JSON rejects ------------------------------------
 LONE = "lone \udc80 surrogate"
 
