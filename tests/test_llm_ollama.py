@@ -69,6 +69,7 @@ class StandIn:
         self.selected: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.fail_chats = 0  # answer this many /api/chat requests with 503 (a server restarting or overloaded)
         self.lock = threading.Lock()
         self.host = ""
 
@@ -133,6 +134,12 @@ class Handler(BaseHTTPRequestHandler):
                              "model_info": {"general.architecture": "llama"}, "capabilities": ["completion"],
                              "modified_at": "2025-11-20T10:00:00.000000Z"})
         elif self.path == "/api/chat":
+            with stand_in.lock:
+                failing = stand_in.fail_chats > 0
+                stand_in.fail_chats -= failing
+            if failing:
+                self._send(503, {"error": "server busy, please try again"})
+                return
             with stand_in.lock:
                 stand_in.in_flight += 1
                 stand_in.max_in_flight = max(stand_in.max_in_flight, stand_in.in_flight)
@@ -460,6 +467,41 @@ def test_tagging_graph_runs_on_the_ollama_backend(stand_in, fresh_backends, smal
     assert all(by_tag[t] == round(expected_p_yes(NO_TOP), 4) for t in judged[1:])
     # threshold 0.5: only the tag the stand-in judged relevant survives, with its confidence
     assert [(t["tag"], t["confidence"]) for t in result["tags"]] == [(stand_in.selected[0], round(expected_p_yes(YES_TOP), 4))]
+
+
+def test_a_node_whose_model_call_fails_once_is_retried_and_the_failure_is_noted(stand_in, fresh_backends, small_kb_dir):
+    from agent import Context, graph
+    from knowledge_base.demo import demo_examples
+
+    ctx = Context(kb_dir=str(small_kb_dir), backend="ollama:test-model", budget=10, max_tags=3, threshold=0.0)
+    load_backend("ollama:test-model")  # start-up checks done: the next chat (generation) fails once
+    stand_in.fail_chats = 1
+    result = graph.invoke({"content": demo_examples()[0]["text"]}, context=ctx)
+    generations = [b for b in stand_in.chats() if "format" in b]
+    assert len(generations) == 2, "the generate node ran again after the 503"
+    assert result["selection"]["tags"] and result["tags"]
+    (note,) = [n for n in result["notes"] if n.startswith("generate: attempt 1 failed")]
+    assert "503" in note and "retried" in note
+
+    # a failure another try cannot fix is not retried: the run ends with its message
+    stand_in.fail_chats = 0
+    stand_in.with_logprobs = False  # a server too old to return logprobs
+    before = len(stand_in.chats())
+    with pytest.raises(BackendError, match="too old"):
+        graph.invoke({"content": demo_examples()[1]["text"]}, context=ctx)
+    assert len([b for b in stand_in.chats()[before:] if b.get("logprobs")]) == 1
+
+
+def test_a_server_that_keeps_failing_fails_the_run_after_three_attempts(stand_in, fresh_backends, small_kb_dir):
+    from agent import Context, graph
+    from knowledge_base.demo import demo_examples
+
+    ctx = Context(kb_dir=str(small_kb_dir), backend="ollama:test-model", budget=10, max_tags=3)
+    load_backend("ollama:test-model")
+    stand_in.fail_chats = 100
+    with pytest.raises(BackendError, match="503"):
+        graph.invoke({"content": demo_examples()[0]["text"]}, context=ctx)
+    assert len([b for b in stand_in.chats() if "format" in b]) == 3 and stand_in.fail_chats == 97  # three attempts, each refused
 
 
 def test_the_cli_reaches_the_server_before_loading_the_knowledge_base(small_kb_dir, tmp_path, monkeypatch, fresh_backends):
