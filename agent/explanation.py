@@ -40,8 +40,10 @@ def evidence_parts(candidate: dict | None, detail: bool = False, via_limit: int 
 
 def why(tag: dict, candidate: dict | None) -> str:
     """One line on why a final tag was returned: its meta-paths, whether history kept it, its confidence."""
-    parts = evidence_parts(candidate) or ["chosen by the LLM"]
     origin = tag.get("origin")
+    if origin == "review":
+        return "added by a person in review"
+    parts = evidence_parts(candidate) or ["chosen by the LLM"]
     if origin == "history":
         parts.append("kept because similar items carry it")
     elif origin == "recall":
@@ -64,6 +66,7 @@ def compact_result(result: dict) -> dict:
         "candidates_considered": len(result.get("candidates") or []),
         "content_id": result.get("content_id"),
         "notes": list(result.get("notes") or []),
+        **({"review": result["review"]} if result.get("review") else {}),
     }
 
 

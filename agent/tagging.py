@@ -34,7 +34,7 @@ from knowledge_base.recall import RecallResult
 
 from .context import Context
 from .explanation import explain
-from .graph import build_graph
+from .graph import NODE_ORDER, build_graph
 from .nodes.prepare import prepared_input
 from .runtime import Runtime, runtime_for
 
@@ -129,9 +129,9 @@ def tag_stream(text: str, *, title: str | None = None, content_id: str | None = 
                 yield "review", {"review": state["review"]}, state
                 continue
             pending.extend((node, changes or {}) for node, changes in data.items() if node != "__metadata__")
-        else:  # the state after a step: report the nodes of that step, each with the merged state
+        else:  # the state after a step: report the nodes of that step (in pipeline order), each with the merged state
             state = dict(data)
-            for node, changes in pending:
+            for node, changes in sorted(pending, key=lambda item: NODE_ORDER.index(item[0]) if item[0] in NODE_ORDER else len(NODE_ORDER)):
                 if node != "prepare":
                     yield node, changes, state
             pending = []

@@ -134,3 +134,44 @@ def test_judgments_stream_one_by_one_with_the_embedded_model(small_kb_dir):
     assert len(judged) == 3 and kinds.index("judgment") < kinds.index("calibrate")
     assert all(0.0 < j["p_yes"] < 1.0 and j["prompt_tokens"] > 0 for j in judged)
     assert judged == steps[-1][2]["judgments"]
+
+
+def test_review_through_rest_and_the_cli(writable_kb):
+    from click.testing import CliRunner
+    from fastapi.testclient import TestClient
+
+    from ui.cli import main
+    from ui.rest import create_app
+
+    kb_dir = str(writable_kb.directory)
+    with TestClient(create_app(kb_dir, Context(**NO_LLM)), raise_server_exceptions=False) as client:
+        tagged = client.post("/v1/tag", json={"text": TEXT, "review": True, "llm": False})
+        assert tagged.status_code == 200, tagged.text
+        body = tagged.json()
+        cid, proposed = body["content_id"], [t["tag"] for t in body["tags"]]
+        assert body["review"]["status"] == "pending" and body["review"]["proposed"] == proposed
+        assert client.get(f"/v1/review/{cid}").json()["text"] == TEXT
+        assert client.get("/v1/review/sha1:0000").status_code == 404
+        unknown = client.post(f"/v1/review/{cid}", json={"add": ["no-such-tag"]})
+        assert unknown.status_code == 400 and "no-such-tag" in unknown.json()["detail"]
+        assert client.post(f"/v1/review/{cid}", json={"accept": proposed, "extra": 1}).status_code == 422
+        assert client.get(f"/v1/review/{cid}").status_code == 200, "a refused decision leaves the review waiting"
+        learned = client.post("/v1/learn", json={"text": TEXT, "correct": proposed[:1], "incorrect": proposed[1:]})
+        assert learned.status_code == 200, learned.text
+        assert learned.json()["review"]["accepted"] == proposed[:1] and learned.json()["review"]["rejected"] == proposed[1:]
+        assert client.get(f"/v1/review/{cid}").status_code == 404
+
+    other = "A terminal music player that plays MP3 and Ogg files from a playlist, with a curses interface."
+    runner = CliRunner()
+    out = runner.invoke(main, ["--kb", kb_dir, "tag", other, "--review", "--no-llm", "--threshold", "0"])
+    assert out.exit_code == 0, out.output
+    line = next(l for l in out.output.splitlines() if l.startswith("review pending: llm4tag review "))
+    cid = line.split()[4]
+    shown = runner.invoke(main, ["--kb", kb_dir, "review", cid])
+    assert shown.exit_code == 0 and "proposed" in shown.output, shown.output
+    first = next(l.split()[-1] for l in shown.output.splitlines() if l.strip().startswith("proposed"))
+    done = runner.invoke(main, ["--kb", kb_dir, "review", cid, "--accept", first])
+    assert done.exit_code == 0, done.output
+    assert KnowledgeBase(kb_dir).get_sample(cid).tags == (first,)
+    again = runner.invoke(main, ["--kb", kb_dir, "review", cid])
+    assert again.exit_code != 0 and "no review is waiting" in again.output

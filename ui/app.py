@@ -154,8 +154,14 @@ class TaggingApp:
         yield history, session, gr.skip(), gr.MultimodalTextbox(value=None, interactive=False) if clear_input else gr.skip()
 
         result: dict = {}
+        judged: list[dict] = []
         try:
             for node, changes, result in tagging.tag_stream(content, title=title, context=ctx):
+                if node == "judgment":  # one tag judged: shown at once, before the step ends
+                    judged.append(changes)
+                    history[-1] = render.judging_message(judged)
+                    yield history, session, gr.skip(), gr.skip()
+                    continue
                 duration = (changes.get("timings") or {}).get(node)
                 history[-1] = render.step_message(node, changes, ctx.threshold, duration)
                 following = self._next_node(node, ctx, result)
@@ -183,11 +189,11 @@ class TaggingApp:
 
     @staticmethod
     def _next_node(node: str, ctx: Context, state: dict) -> str | None:
-        order = list(NODE_ORDER)
+        order = [n for n in NODE_ORDER if n != "prepare" and (n != "review" or ctx.review)]
         if node not in order or order.index(node) + 1 >= len(order):
             return None
         following = order[order.index(node) + 1]
-        if following == "write_back" and not (ctx.write_back and state.get("tags")):
+        if following == "write_back" and (ctx.review or not (ctx.write_back and state.get("tags"))):
             return None
         return following
 

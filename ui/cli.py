@@ -327,6 +327,8 @@ def context_options(f):
                      help="Confidence from the knowledge base's fitted fusion (llm4tag calibrate), else recall's P(right); off: the paper's P(Yes)."),
         click.option("--graph-recall/--match-recall", "use_graph_recall", default=None, help="Graph meta-paths or top-k by cosine."),
         click.option("--write-back/--no-write-back", "write_back", default=None, help="Store the final tags in the knowledge base."),
+        click.option("--review/--no-review", "review", default=None,
+                     help="Hold the proposed tags for a review: `llm4tag review ID` or any correction of the text resumes it."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -402,10 +404,60 @@ def tag_command(ctx, text, as_json, explain, **options):
         click.echo("tags:")
     if not result["tags"]:
         click.echo("(no tag passed the confidence threshold)")
+    _print_tags(result)
+
+
+def _print_tags(result: dict) -> None:
     for t in result["tags"]:
         conf = "   -  " if t["confidence"] is None else f"{t['confidence']:.3f}"
-        origin = {"history": ", from history", "recall": ", from recall"}.get(t["origin"], "")
+        origin = {"history": ", from history", "recall": ", from recall", "review": ", added in review"}.get(t["origin"], "")
         click.echo(f"{t['rank']:2d}. {conf}  {t['tag']}  ({'+'.join(t['paths']) or 'llm'}{origin})")
+    review = result.get("review") or {}
+    if review.get("status") == "pending":
+        click.echo(f"review pending: llm4tag review {result['content_id']} --accept TAG --reject TAG --add TAG")
+
+
+@main.command("review")
+@click.argument("content_id", required=False)
+@click.option("--accept", multiple=True, help="A proposed tag that is right (repeatable).")
+@click.option("--reject", multiple=True, help="A tag that is wrong (repeatable).")
+@click.option("--add", multiple=True, help="A right tag that was not proposed (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def review_command(ctx, content_id, accept, reject, add, as_json):
+    """Show the review waiting for CONTENT_ID (from `tag --review`), or resume it with a decision."""
+    from agent import tagging
+
+    _require_kb(ctx)
+    if not content_id:
+        raise click.UsageError("name the content: llm4tag review CONTENT_ID (tag --review prints it)")
+    kb_dir = ctx.obj["kb_dir"]
+    try:
+        if not (accept or reject or add):
+            waiting = tagging.pending_review(content_id=content_id, kb_dir=kb_dir)
+            if waiting is None:
+                _fail(Llm4tagError(f"no review is waiting for {content_id!r}; tag the text with --review first"))
+            if as_json:
+                click.echo(json.dumps(waiting, indent=2, ensure_ascii=False))
+                return
+            click.echo(f"waiting for a review: {' '.join(waiting['text'].split())[:200]}")
+            for t in waiting["proposed"]:
+                conf = "   -  " if t.get("confidence") is None else f"{t['confidence']:.3f}"
+                click.echo(f"  proposed {conf}  {t['tag']}")
+            if waiting.get("other_candidates"):
+                click.echo(f"  other candidates: {', '.join(waiting['other_candidates'])}")
+            if waiting.get("error"):
+                click.echo(f"  last decision refused: {waiting['error']}")
+            return
+        result = tagging.review(content_id, accept=accept, reject=reject, add=add, kb_dir=kb_dir)
+    except Llm4tagError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    for note in result.get("notes") or []:
+        click.echo(f"note: {note}", err=True)
+    _print_tags(result)
 
 
 @main.command("index")

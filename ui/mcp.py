@@ -4,7 +4,8 @@ A thin surface over the façade (``agent.tagging``), like the REST API and the G
 
 Tools:
 
-- ``tag(text, mode?, max_tags?, threshold?)`` — the full pipeline; tags with confidence and why.
+- ``tag(text, mode?, max_tags?, threshold?, llm?, review?)`` — the full pipeline; tags with confidence and why
+  (with ``review``: held until a ``learn`` of the same text decides).
 - ``recall(text, budget?)`` — the candidate set Φ(c) with the meta-path evidence of each candidate
   (no LLM call: fast).
 - ``learn(text, correct, incorrect?, id?, replace?)`` — record a verdict; it becomes a sample and graph
@@ -72,10 +73,11 @@ def build_server(context: Context | None = None) -> FastMCP:
         max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags."),
         threshold: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop tags whose confidence is below this (default 0.5)."),
         llm: bool | None = Field(default=None, description="false: fused recall only, no language model (milliseconds)."),
+        review: bool | None = Field(default=None, description="true: hold the tags for a person's review; a later learn of the same text resumes it."),
     ) -> dict:
         """Tag a text: tags from the repository, each with a confidence (P(tag is right), fused from recall and the LLM) and why it was chosen."""
         no_llm = {"use_generation": False, "use_calibration": False} if llm is False else {}
-        ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, **no_llm)
+        ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, review=review, **no_llm)
         return await _run(lambda: compact_result(tagging.tag(text, context=ctx)))
 
     @server.tool()

@@ -28,6 +28,7 @@ PENDING_TITLES = {
     "generate": "The LLM is selecting tags from the candidates…",
     "calibrate": "Judging every selected tag (P(Yes))…",
     "write_back": "Writing the tags back to the knowledge base…",
+    "review": "Waiting for a review of the proposed tags…",
 }
 
 COMMAND_HINT = (
@@ -74,6 +75,16 @@ def error_message(text: str) -> dict:
 
 def pending_message(node: str) -> dict:
     return {"role": "assistant", "content": "", "metadata": {"title": PENDING_TITLES.get(node, f"{node}…"), "status": "pending"}}
+
+
+def judging_message(judgments: list[dict]) -> dict:
+    """The calibrate step while it runs: each judgment as soon as it is known (streamed by the graph)."""
+    rows = [f"- `{_md(j['tag'])}` ({j.get('origin', 'llm')}): "
+            + (f"P(Yes) {j['p_yes']:.3f}" if j.get("p_yes") is not None else "not judged")
+            + (f" → confidence {j['confidence']:.3f}" if j.get("confidence") is not None else "")
+            for j in judgments]
+    title = f"Judging the likely tags (P(Yes))… {len(judgments)} done"
+    return {"role": "assistant", "content": "\n".join(rows), "metadata": {"title": title, "status": "pending"}}
 
 
 def is_pending(message: dict) -> bool:

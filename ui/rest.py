@@ -56,7 +56,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent import tagging
 from agent.context import Context
@@ -144,6 +144,8 @@ class TagOptions(BaseModel):
     max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags (multi mode).")
     threshold: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop tags whose confidence is below this.")
     llm: bool | None = Field(default=None, description="false: fused recall only, no language model (milliseconds per text); default: the server's setting.")
+    review: bool | None = Field(default=None, description="true: hold the proposed tags for a review (the answer's review is pending); "
+                                                          "POST /v1/review/{content_id} or any /v1/learn of the same text resumes it.")
 
 
 class TagRequest(TagOptions):
@@ -159,7 +161,7 @@ class TagOut(BaseModel):
     rank: int
     description: str = ""
     paths: list[str] = Field(description="Meta-paths that recalled the tag: C2T, C2C2T, learned, match.")
-    origin: str = Field(description="llm: chosen by the generator; history: kept because similar items carry it; recall: ranked high by recall, not chosen by the generator.")
+    origin: str = Field(description="llm: chosen by the generator; history: kept because similar items carry it; recall: ranked high by recall, not chosen by the generator; review: added by a person in review.")
     why: str = Field(description="One line: the recall evidence, the tag's origin and its confidence.")
 
 
@@ -178,6 +180,7 @@ class TagResponse(BaseModel):
     notes: list[str]
     seconds: float
     details: dict[str, Any] | None = Field(default=None, description="With explain: examples, knowledge, selection, judgments, timings.")
+    review: dict[str, Any] | None = Field(default=None, description="With review: status pending (with the proposed tags) until a decision, then reviewed (what was decided).")
 
 
 class BatchDocument(BaseModel):
@@ -221,6 +224,14 @@ class LearnResponse(BaseModel):
     incorrect: list[str]
     samples: int = Field(description="Annotated samples in the knowledge base after this write.")
     retraining: bool = Field(default=False, description="Whether this correction started retraining the learned recall path in the background.")
+    review: dict[str, Any] | None = Field(default=None, description="When a review was waiting for this text: the decision this correction made (it resumed that review).")
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    accept: list[ValidText] = Field(default_factory=list, max_length=100, description="Proposed tags that are right.")
+    reject: list[ValidText] = Field(default_factory=list, max_length=100, description="Tags that are wrong for the content.")
+    add: list[ValidText] = Field(default_factory=list, max_length=100, description="Right tags that were not proposed.")
 
 
 class TagInfo(BaseModel):
@@ -372,13 +383,14 @@ def _tag_out(result: dict) -> list[TagOut]:
 
 def _options(base: Context, options: TagOptions) -> Context:
     no_llm = {"use_generation": False, "use_calibration": False} if options.llm is False else {}
-    return base.with_overrides(mode=options.mode, max_tags=options.max_tags, threshold=options.threshold, **no_llm)
+    return base.with_overrides(mode=options.mode, max_tags=options.max_tags, threshold=options.threshold, review=getattr(options, "review", None), **no_llm)
 
 
 def _error_responses(*codes: int) -> dict:
     described = {
         400: "The input cannot be used (the detail says why).",
         401: "A bearer token is needed for this endpoint.",
+        404: "No review is waiting for this content.",
         409: "The id already holds a different text; send replace=true to overwrite it.",
         413: "The request body is over the size limit.",
         503: "The tag queue is full (retry after Retry-After seconds), or the model or knowledge base is unavailable.",
@@ -478,19 +490,45 @@ def create_app(
         ctx = _options(base, request)
         started = time.perf_counter()
         result = await queue.run(tagging.tag, request.text, title=request.title, context=ctx)
+        return _tag_response(result, request.id, text_digest(request.text), started, request.explain)
+
+    def _tag_response(result: dict, given_id: str | None, digest: str, started: float, explain: bool = False) -> TagResponse:
         details = None
-        if request.explain:
+        if explain:
             details = {k: result.get(k) for k in ("similar_contents", "examples", "knowledge", "selection", "judgments", "timings")}
         return TagResponse(
-            id=request.id,
+            id=given_id,
             content_id=result["content_id"],
-            text_sha256=text_digest(request.text),
+            text_sha256=digest,
             tags=_tag_out(result),
-            candidates=[CandidateOut(tag=c["tag"], score=c["score"], paths=c["paths"]) for c in result["candidates"]],
+            candidates=[CandidateOut(tag=c["tag"], score=c["score"], paths=c["paths"]) for c in result.get("candidates") or []],
             notes=list(result.get("notes") or []),
             seconds=round(time.perf_counter() - started, 3),
             details=details,
+            review=result.get("review"),
         )
+
+    @app.get("/v1/review/{content_id}", responses=_error_responses(404), tags=["learning"])
+    def pending_review(content_id: str) -> dict:
+        """The review waiting for a content (tagged with review: true): its text, the proposed tags and the other likely candidates."""
+        waiting = tagging.pending_review(content_id=content_id, kb_dir=base.kb_dir)
+        if waiting is None:
+            raise HTTPException(status_code=404, detail=f"no review is waiting for {content_id!r}; tag the text with \"review\": true first")
+        return encodable(waiting)
+
+    @app.post("/v1/review/{content_id}", response_model=TagResponse, dependencies=write_guard,
+              responses=_error_responses(400, 404, 413, 503, *write_errors), tags=["learning"])
+    def resume_review(content_id: str, decision: ReviewRequest) -> TagResponse:
+        """Resume a waiting review with a decision: accepted and added tags are recorded as right, rejected ones as wrong."""
+        started = time.perf_counter()
+        waiting = tagging.pending_review(content_id=content_id, kb_dir=base.kb_dir)
+        if waiting is None:
+            raise HTTPException(status_code=404, detail=f"no review is waiting for {content_id!r}; tag the text with \"review\": true first")
+        try:
+            result = tagging.review(content_id, accept=decision.accept, reject=decision.reject, add=decision.add, kb_dir=base.kb_dir)
+        except UnknownTagsError as exc:
+            raise HTTPException(status_code=400, detail=f"{exc}. Find tags with GET /v1/tags?q=...") from exc
+        return _tag_response(result, None, text_digest(waiting["text"]), started)
 
     @app.post("/v1/tag-batch", response_model=TagBatchResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 503, *tag_errors), tags=["tagging"])
     async def tag_batch(request: TagBatchRequest) -> TagBatchResponse:
