@@ -89,7 +89,8 @@ def test_langgraph_json_points_at_the_compiled_graph():
     assert "." in config["dependencies"]
     assert config["graphs"]
     for name, spec in config["graphs"].items():
-        path, _, variable = spec.rpartition(":")
+        assert len(spec["description"]) > 40, "LangGraph's server shows the description as the MCP tool's"
+        path, _, variable = spec["path"].rpartition(":")
         file = (ROOT / path).resolve()
         assert file.is_file(), spec
         # LangGraph's server loads a graph file under a made-up module name, outside its package
@@ -99,4 +100,4 @@ def test_langgraph_json_points_at_the_compiled_graph():
         loader_spec.loader.exec_module(module)
         graph = getattr(module, variable)
         assert isinstance(graph, CompiledStateGraph), name
-        assert graph.get_graph().nodes.keys() >= {"recall", "examples", "knowledge", "generate", "calibrate", "write_back"}
+        assert graph.get_graph().nodes.keys() >= {"prepare", "recall", "examples", "knowledge", "generate", "calibrate", "review", "write_back"}

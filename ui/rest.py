@@ -227,6 +227,14 @@ class LearnResponse(BaseModel):
     review: dict[str, Any] | None = Field(default=None, description="When a review was waiting for this text: the decision this correction made (it resumed that review).")
 
 
+class ReviewWaiting(BaseModel):
+    content_id: str
+    text: str = Field(description="The content under review, as the pipeline worked on it.")
+    proposed: list[dict[str, Any]] = Field(description="The proposed tags, with their confidence and evidence.")
+    other_candidates: list[str] = Field(description="Other likely tags from recall, best first.")
+    error: str | None = Field(default=None, description="Why the last decision sent could not be recorded, if one was refused.")
+
+
 class ReviewRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     accept: list[ValidText] = Field(default_factory=list, max_length=100, description="Proposed tags that are right.")
@@ -508,13 +516,13 @@ def create_app(
             review=result.get("review"),
         )
 
-    @app.get("/v1/review/{content_id}", responses=_error_responses(404), tags=["learning"])
-    def pending_review(content_id: str) -> dict:
+    @app.get("/v1/review/{content_id}", response_model=ReviewWaiting, responses=_error_responses(404), tags=["learning"])
+    def pending_review(content_id: str) -> ReviewWaiting:
         """The review waiting for a content (tagged with review: true): its text, the proposed tags and the other likely candidates."""
         waiting = tagging.pending_review(content_id=content_id, kb_dir=base.kb_dir)
         if waiting is None:
             raise HTTPException(status_code=404, detail=f"no review is waiting for {content_id!r}; tag the text with \"review\": true first")
-        return encodable(waiting)
+        return ReviewWaiting(**{k: v for k, v in encodable(waiting).items() if k in ReviewWaiting.model_fields})
 
     @app.post("/v1/review/{content_id}", response_model=TagResponse, dependencies=write_guard,
               responses=_error_responses(400, 404, 413, 503, *write_errors), tags=["learning"])
