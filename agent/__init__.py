@@ -3,10 +3,31 @@
 ``confidence``), the LangChain tool (``tools``), batch tagging (``batch``), and the offline
 workflows (``evaluation/``, ``training/``). Surfaces live in ``ui/``; the knowledge base below in
 ``knowledge_base/``.
+
+The names below are imported on first use (PEP 562), so ``import agent.context`` — what the
+command line needs to start — does not load LangGraph and LangChain.
 """
 
-from .context import Context
-from .graph import build_graph, graph
-from .tagging import explain, learn, recall, tag, tag_stream
+from importlib import import_module
 
-__all__ = ["Context", "build_graph", "explain", "graph", "learn", "recall", "tag", "tag_stream"]
+_EXPORTS = {
+    "Context": "agent.context",
+    "build_graph": "agent.graph",
+    "graph": "agent.graph",
+    "explain": "agent.tagging",
+    "learn": "agent.tagging",
+    "recall": "agent.tagging",
+    "review": "agent.tagging",
+    "tag": "agent.tagging",
+    "tag_stream": "agent.tagging",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'agent' has no attribute {name!r}")
