@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -118,7 +119,15 @@ def test_tag_review_learn_and_refilter(page, app_server):
     expect(page.get_by_text("Traceback")).to_have_count(0)
     page.screenshot(path=ARTIFACTS / "ui-01-empty-text-error.png")
 
-    # tag a demo text: the first step appears at once, then every step, then the tags
+    # tag a demo text: the first step appears at once, then every step, then the tags; the page
+    # records every "judged so far" message it shows (each judgment streams in as it is computed)
+    page.evaluate("""() => {
+        window.__judging = [];
+        new MutationObserver(() => {
+            const m = document.body.innerText.match(/Judging the likely tags \\(P\\(Yes\\)\\)… (\\d+) done/);
+            if (m && !window.__judging.includes(+m[1])) window.__judging.push(+m[1]);
+        }).observe(document.body, {subtree: true, childList: true, characterData: true});
+    }""")
     text = TEXTS[0]
     send(page, text)
     started = time.monotonic()
@@ -127,6 +136,8 @@ def test_tag_review_learn_and_refilter(page, app_server):
     first_step_s = time.monotonic() - started
     assert first_step_s < 5, f"the first step took {first_step_s:.1f}s to appear"
     expect(chat.get_by_text("Confidence · P(Yes)")).to_be_visible(timeout=STEP_S * 1000)
+    judging = page.evaluate("window.__judging")
+    assert len(judging) >= 2 and judging == sorted(judging), f"the judgments did not stream in one by one: {judging}"
     for title in ("Candidates ·", "Examples ·", "Knowledge ·", "Generator · selected"):
         expect(chat.get_by_text(title)).to_be_visible()
     expect(chat.locator(".l4t-tag").first).to_be_visible()
@@ -134,7 +145,8 @@ def test_tag_review_learn_and_refilter(page, app_server):
     expect(chat.get_by_text("C2C2T vote").first).to_be_visible()
     expect(chat.get_by_text("Similar items the C2C2T path walks through")).to_be_visible()
     chat.get_by_text("Knowledge ·").click()
-    expect(chat.get_by_text("guide.md#").first).to_be_visible()
+    expect(chat.get_by_text("guide.md").first).to_be_visible()  # the file, and the passage within it
+    expect(chat.get_by_text(re.compile(r"document, passage \d+")).first).to_be_visible()
     chat.get_by_text("Candidates ·").scroll_into_view_if_needed()
     page.screenshot(path=ARTIFACTS / "ui-02-tagged-steps.png")
 
