@@ -194,12 +194,34 @@ def journal_size(kb: Path) -> int:
         return 0
 
 
+class JournalWatch:
+    """Counts the batches a load has written from the graph journal's size: each batch appends its
+    operations in one write (the size grows); a compaction, which follows an append at once when
+    the journal has grown long enough (mid-load too), empties it (the size drops). A drop seen
+    apart from any growth is a batch whose append and compaction fell between two looks."""
+
+    def __init__(self, kb: Path):
+        self.kb = kb
+        self.size = journal_size(kb)
+        self.grew_at = -1e9
+        self.batches = 0
+
+    def poll(self) -> None:
+        size, now = journal_size(self.kb), time.monotonic()
+        if size > self.size:
+            self.batches += 1
+            self.grew_at = now
+        elif size < self.size and now - self.grew_at > 1.0:
+            self.batches += 1
+        self.size = size
+
+
 def kill_phase(kb: Path, path: Path, n: int, kills: int, rng: random.Random, work: Path) -> dict:
     """Kill the load at random moments spread over the whole write: each time a random batch is
     chosen, the load is let write the batches before it, then killed a random part of a batch's
     time later (so a kill may also land in the final compaction, or miss when the load ends first).
-    A batch is written when the graph journal grows: each batch of samples goes to Chroma, then
-    its graph operations are appended to the journal in one write."""
+    Batches are counted from the graph journal (``JournalWatch``): each batch of samples goes to
+    Chroma, then its graph operations are appended to the journal in one write."""
     batches = max(1, -(-n // BATCH))
     batch_s = BATCH / 30  # seconds per batch (encode + write); measured from the journal's growth
     killed_at: list[float] = []
@@ -217,29 +239,22 @@ def kill_phase(kb: Path, path: Path, n: int, kills: int, rng: random.Random, wor
         # the first half of the kills never wait for the last batch, so they cut a load that has not yet
         # written everything even once; the rest may also land in the last batch or the compaction
         target = rng.randrange(batches - 1 if batches > 1 and len(killed_at) < (kills + 1) // 2 else batches)
-        done, last = 0, journal_size(kb)
-        while proc.poll() is None and done < target:
-            size = journal_size(kb)
-            if size > last:
-                done += 1
-            elif size < last:  # compacted: the load has written everything
-                done = batches
-            last = size
+        watch = JournalWatch(kb)
+        while proc.poll() is None and watch.batches < target:
+            watch.poll()
             time.sleep(0.01)
-        if done:
-            batch_s = (time.monotonic() - began) / done
+        if watch.batches:
+            batch_s = (time.monotonic() - began) / watch.batches
         deadline = time.monotonic() + rng.uniform(0.0, 1.0) * batch_s
         while proc.poll() is None and time.monotonic() < deadline:
-            size = journal_size(kb)
-            done += size > last
-            last = size
+            watch.poll()
             time.sleep(0.01)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-            done += journal_size(kb) > last
+            watch.poll()
             killed_at.append(round(time.monotonic() - began, 2))
-            written_at_kill.append(min(done, batches))
+            written_at_kill.append(min(watch.batches, batches))
             stored_after.append(stored_samples(kb))
             log(f"  kill {len(killed_at)}: SIGKILL {killed_at[-1]:.2f}s into the write, after {written_at_kill[-1]} of its {batches} "
                 f"batches; {stored_after[-1]} samples in the store")
