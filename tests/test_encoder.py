@@ -1,0 +1,49 @@
+"""The encoder: PyTorch for bulk loads, ONNX Runtime (exported once from the local model files)
+for the few texts a tagging call encodes — the same vectors either way. Real MiniLM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from knowledge_base import KnowledgeBaseError
+from knowledge_base.encoder import ONNX_MAX_BATCH, Encoder
+from knowledge_base.config import llm4tag_home
+
+TEXTS = ["A command-line tool that converts PNG images to PDF", "héllo wörld, ünïcode " * 120, "x", "   spaced   out   "]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder.shared()
+
+
+def test_small_calls_go_through_onnx_with_pytorchs_vectors(encoder):
+    onnx = encoder.onnx()
+    assert onnx is not None, "the ONNX export failed (see the warning)"
+    assert any(p.name.startswith("encoder-") and p.suffix == ".onnx" for p in (llm4tag_home() / "models").iterdir())
+    small = encoder.encode(TEXTS)
+    reference = encoder.model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    assert small.vectors.shape == reference.shape and small.vectors.dtype == np.float32
+    np.testing.assert_allclose(small.vectors, reference, atol=2e-5)
+    assert small.truncated == [False, True, False, False]  # the long text is cut to the window either way
+    vector, truncated = encoder.encode_one(TEXTS[0])
+    np.testing.assert_allclose(vector, reference[0], atol=2e-5)
+
+    # a large call goes through PyTorch and agrees with the small ones
+    many = [f"{t} #{i}" for i in range(ONNX_MAX_BATCH + 1) for t in TEXTS[:1]]
+    bulk = encoder.encode(many).vectors
+    np.testing.assert_allclose(bulk[:2], np.vstack([encoder.encode_one(t)[0] for t in many[:2]]), atol=2e-5)
+
+
+def test_the_runtime_setting(monkeypatch):
+    monkeypatch.setenv("LLM4TAG_ENCODER_RUNTIME", "torch")
+    assert Encoder().onnx() is None
+    monkeypatch.setenv("LLM4TAG_ENCODER_RUNTIME", "tensorrt")
+    with pytest.raises(KnowledgeBaseError, match="onnx, onnx-int8, torch"):
+        Encoder()
+    monkeypatch.setenv("LLM4TAG_ENCODER_RUNTIME", "onnx-int8")
+    quantized = Encoder()
+    assert quantized.onnx() is not None
+    cosine = quantized.encode(TEXTS[:1]).vectors[0] @ quantized.model.encode(TEXTS[:1], normalize_embeddings=True)[0]
+    assert 0.9 < cosine < 0.9999  # int8 weights: close, not equal
