@@ -8,7 +8,9 @@ The names below are imported on first use (PEP 562), so ``import agent.context``
 command line needs to start — does not load LangGraph and LangChain.
 """
 
+import sys
 from importlib import import_module
+from types import ModuleType
 
 _EXPORTS = {
     "Context": "agent.context",
@@ -31,3 +33,24 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'agent' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(ModuleType):
+    """``agent.graph`` is the compiled graph (as ``from agent import graph`` has always given), even
+    after the submodule ``agent.graph`` was imported — which makes the import system set the
+    package's ``graph`` attribute to that module; the module itself stays in ``sys.modules``."""
+
+    @property
+    def graph(self):
+        return import_module("agent.graph").graph
+
+    @graph.setter
+    def graph(self, value) -> None:  # the import system stores the submodule here; the property keeps answering
+        pass
+
+
+sys.modules[__name__].__class__ = _Package

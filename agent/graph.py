@@ -27,7 +27,8 @@ What LangGraph adds here:
   soon as it is computed (``stream_mode="custom"``: ``{"judgment": {...}}``).
 - **Human review.** With ``Context.review`` the run stops after calibrate (``interrupt``) with
   the proposed tags and resumes with a person's decision (``Command(resume={"accept", "reject",
-  "add"})``), which becomes a correction of the knowledge base; it needs a checkpointer.
+  "add"})``); ``record_review`` then writes it as a correction of the knowledge base. It needs a
+  checkpointer.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from agent.nodes import (
     generate_tags,
     prepare_content,
     recall_tags,
+    record_review,
     retrieve_examples,
     retrieve_knowledge,
     review_tags,
@@ -54,7 +56,7 @@ from agent.nodes.prepare import cache_key
 from agent.retries import MODEL_RETRY
 from agent.state import InputState, OutputState, State
 
-NODE_ORDER = ("prepare", "recall", "examples", "knowledge", "generate", "calibrate", "review", "write_back")
+NODE_ORDER = ("prepare", "recall", "examples", "knowledge", "generate", "calibrate", "review", "record_review", "write_back")
 
 
 def route_after_calibrate(state: State, runtime: Runtime[Context]) -> Literal["review", "write_back", "__end__"]:
@@ -75,6 +77,7 @@ def build_graph(cache=None, checkpointer=None):
     builder.add_node("generate", generate_tags, retry_policy=MODEL_RETRY)
     builder.add_node("calibrate", calibrate_confidence, retry_policy=MODEL_RETRY)
     builder.add_node("review", review_tags)
+    builder.add_node("record_review", record_review)
     builder.add_node("write_back", write_back)
     builder.add_edge(START, "prepare")
     builder.add_edge("prepare", "recall")
@@ -83,7 +86,8 @@ def build_graph(cache=None, checkpointer=None):
     builder.add_edge(["examples", "knowledge"], "generate")
     builder.add_edge("generate", "calibrate")
     builder.add_conditional_edges("calibrate", route_after_calibrate)
-    builder.add_edge("review", END)
+    builder.add_edge("review", "record_review")
+    builder.add_edge("record_review", END)
     builder.add_edge("write_back", END)
     return builder.compile(name="llm4tag", cache=cache, checkpointer=checkpointer)
 

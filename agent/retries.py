@@ -35,12 +35,19 @@ _lock = threading.Lock()
 _failures: dict[tuple[str, str], list[tuple[float, str]]] = {}
 
 
+def attempt_key(runtime, content_id: str) -> str:
+    """What stays the same across the retries of one node run and differs between runs: LangGraph's
+    task id (``content_id`` when run outside a graph)."""
+    info = getattr(runtime, "execution_info", None)
+    return getattr(info, "task_id", None) or content_id
+
+
 @contextmanager
-def failures_noted(node: str, content_id: str, notes: list[str]):
-    """Around one attempt of ``node`` for ``content_id``: a transient failure is remembered (and
-    re-raised for the retry policy); when an attempt succeeds, the failures before it are added
-    to ``notes``."""
-    key = (node, content_id)
+def failures_noted(node: str, key: str, notes: list[str]):
+    """Around one attempt of ``node`` (``key``: ``attempt_key``): a transient failure is remembered
+    (and re-raised for the retry policy); when an attempt succeeds, the failures before it are
+    added to ``notes``."""
+    key = (node, key)
     try:
         yield
     except TransientBackendError as exc:

@@ -23,7 +23,7 @@ import numpy as np
 
 from knowledge_base import KnowledgeBase, RecallConfig, RecallResult, recall_candidates
 from knowledge_base.demo import open_demo_kb
-from knowledge_base.errors import KnowledgeBaseError
+from knowledge_base.errors import KnowledgeBaseError, KnowledgeBaseReadOnlyError
 from knowledge_base.loaders import verdict
 
 from .confidence import DEFAULT_THRESHOLD, FILE_NAME as CALIBRATION_FILE, LearnedCalibration
@@ -131,20 +131,34 @@ class Runtime:
     # ---- what the tagging graph keeps in the knowledge base ------------------------------------
     def node_cache(self):
         """The graph's node cache (``NODE_CACHE`` in the knowledge base, a LangGraph ``SqliteCache``),
-        emptied whenever the knowledge base changed since it was last used; None when the folder
+        emptied when the knowledge base changed since the revision recorded beside it (its keys hold
+        the revision too, so an entry of another revision is never served); None when the folder
         cannot be written."""
         revision = self.kb.revision()
         with self._lock:
+            if self._node_cache is False:
+                return None
             if self._node_cache is None:
                 from langgraph.cache.sqlite import SqliteCache
 
                 try:
                     self._node_cache = SqliteCache(path=str(self.kb.directory / NODE_CACHE))
                 except sqlite3.Error as exc:
-                    logging.getLogger("llm4tag").warning("no node cache for %s: %s", self.kb.directory, exc)
+                    logging.getLogger("llm4tag").warning("no node cache for %s (%s): results are not cached", self.kb.directory, exc)
+                    self._node_cache = False
                     return None
             if revision != self._cache_revision:
-                self._node_cache.clear()  # entries of an older revision can never be hit again
+                marker = self.kb.directory / f"{NODE_CACHE}.revision"
+                try:
+                    recorded = marker.read_text(encoding="ascii").strip()
+                except (OSError, UnicodeDecodeError):
+                    recorded = None
+                if recorded != revision:  # entries of an older revision can never be hit again
+                    self._node_cache.clear()
+                    try:
+                        marker.write_text(revision, encoding="ascii")
+                    except OSError:
+                        pass
                 self._cache_revision = revision
             return self._node_cache
 
@@ -155,8 +169,15 @@ class Runtime:
             if self._checkpointer is None:
                 from langgraph.checkpoint.sqlite import SqliteSaver
 
-                connection = sqlite3.connect(str(self.kb.directory / REVIEWS), check_same_thread=False)
-                self._checkpointer = SqliteSaver(connection)
+                path = self.kb.directory / REVIEWS
+                try:
+                    connection = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+                    self._checkpointer = SqliteSaver(connection)
+                    self._checkpointer.setup()
+                except sqlite3.Error as exc:
+                    raise KnowledgeBaseReadOnlyError(
+                        f"reviews cannot be kept in {path} ({exc}): the knowledge base's folder must be writable for review "
+                        "(tag without review, or give this user write access)") from exc
             return self._checkpointer
 
     def has_reviews(self) -> bool:

@@ -55,5 +55,6 @@ class State(InputState, total=False):
     selection: dict
     judgments: list[dict]
     review: dict
+    review_decision: dict  # the validated decision between the review and record_review nodes
     notes: Annotated[list[str], operator.add]
     timings: Annotated[dict[str, float], merge_dicts]

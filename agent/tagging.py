@@ -60,15 +60,17 @@ _graphs: dict[str, Any] = {}
 _graphs_lock = threading.Lock()
 
 
-def graph_for(rt: Runtime):
-    """The tagging graph compiled with this knowledge base's node cache and review checkpointer
-    (one per knowledge base and process); the module-level ``agent.graph.graph`` has neither."""
-    key = str(rt.kb.directory)
-    cache = rt.node_cache()  # emptied here when the knowledge base changed since the last run
+def graph_for(rt: Runtime, review: bool = False, cache: bool = True):
+    """The tagging graph compiled for this knowledge base (one per kind and process): with its node
+    cache unless ``cache`` is off, and — only for runs that wait for a review — its review
+    checkpointer. The module-level ``agent.graph.graph`` has neither."""
+    node_cache = rt.node_cache() if cache else None  # emptied here when the knowledge base changed
+    checkpointer = rt.checkpointer() if review else None
+    key = (str(rt.kb.directory), review, node_cache is not None)
     with _graphs_lock:
         compiled = _graphs.get(key)
-        if compiled is None or compiled.cache is not cache:
-            compiled = _graphs[key] = build_graph(cache=cache, checkpointer=rt.checkpointer())
+        if compiled is None or compiled.cache is not node_cache or compiled.checkpointer is not checkpointer:
+            compiled = _graphs[key] = build_graph(cache=node_cache, checkpointer=checkpointer)
         return compiled
 
 
@@ -80,7 +82,11 @@ def review_thread(content_id: str) -> dict:
 def _run(payload: dict, ctx: Context) -> tuple[Any, dict]:
     rt = runtime_for(ctx.kb_dir)
     _, cid = prepared_input(payload)
-    return graph_for(rt), review_thread(cid)
+    compiled = graph_for(rt, review=ctx.review, cache=ctx.use_cache)
+    config = review_thread(cid)
+    if ctx.review:  # a new review of this content replaces one that still waited
+        compiled.checkpointer.delete_thread(config["configurable"]["thread_id"])
+    return compiled, config
 
 
 def _with_review(result: dict, compiled, config: dict) -> dict:
@@ -143,49 +149,58 @@ def pending_review(text: str | None = None, *, content_id: str | None = None, kb
     if not rt.has_reviews():
         return None
     cid = content_id or _content_id(require_text(text))
-    compiled = graph_for(rt)
-    snapshot = compiled.get_state(review_thread(cid))
-    if "review" not in (snapshot.next or ()) or not snapshot.interrupts:
-        return None
-    return snapshot.interrupts[0].value
+    snapshot = graph_for(rt, review=True).get_state(review_thread(cid))
+    if "review" in (snapshot.next or ()) and snapshot.interrupts:
+        return snapshot.interrupts[0].value
+    if "record_review" in (snapshot.next or ()):  # a decision was taken but could not be written: the review still waits
+        from .nodes.review import review_request
+
+        failure = next((t.error for t in snapshot.tasks if t.name == "record_review" and t.error), None)
+        return {**review_request(snapshot.values), "error": f"the last decision could not be recorded ({failure or 'the run stopped'})"}
+    return None
+
+
+_review_locks: dict[tuple[str, str], threading.Lock] = {}
 
 
 def review(content_id: str, *, accept: Iterable[str] = (), reject: Iterable[str] = (), add: Iterable[str] = (),
            kb_dir: str | None = None) -> dict:
     """Resume a content's waiting review with a person's decision; returns the reviewed result.
 
-    The decision is validated before the run resumes; an unknown tag fails the review node, which
-    leaves the review waiting. No review waiting is an ``InputError``."""
+    The decision is validated before the run resumes; no review waiting is an ``InputError``
+    (also for the second of two decisions sent at once: one review takes one decision, under a
+    lock shared by threads and processes)."""
+    from filelock import FileLock
     from langgraph.types import Command
 
     from .nodes.review import ReviewDecision
 
     decision = ReviewDecision.parse({"accept": list(accept), "reject": list(reject), "add": list(add)})
     rt = runtime_for(kb_dir)
-    if pending_review(content_id=content_id, kb_dir=kb_dir) is None:
-        raise InputError(f"no review is waiting for content {content_id!r}; tag it with review on first")
     correct, incorrect = decision.verdict()
     unknown = sorted({t for t in (*correct, *incorrect) if not rt.kb.has_tag(t)})
     if unknown:
         raise UnknownTagsError(f"unknown tags (not in the tag repository): {', '.join(unknown)}; the review still waits", unknown)
-    compiled = graph_for(rt)
-    config = review_thread(content_id)
-    ctx = Context.from_env(kb_dir=kb_dir)  # the review node needs only the knowledge base
-    result = _with_review(compiled.invoke(Command(resume=decision.model_dump()), config=config, context=ctx), compiled, config)
-    waiting = pending_review(content_id=content_id, kb_dir=kb_dir) if result.get("review", {}).get("status") == "pending" else None
-    if waiting is not None and waiting.get("error"):
-        raise InputError(f"{waiting['error']}; the review still waits")
+    with _graphs_lock:
+        local = _review_locks.setdefault((str(rt.kb.directory), content_id), threading.Lock())
+    with local, FileLock(str(rt.kb.directory / ".review.lock"), timeout=120):
+        if pending_review(content_id=content_id, kb_dir=kb_dir) is None:
+            raise InputError(f"no review is waiting for content {content_id!r}; tag it with review on first")
+        compiled = graph_for(rt, review=True)
+        config = review_thread(content_id)
+        ctx = Context.from_env(kb_dir=kb_dir)  # the review nodes need only the knowledge base
+        if "record_review" in (compiled.get_state(config).next or ()):
+            # the last decision could not be written: this one replaces it, and the write runs again
+            compiled.update_state(config, {"review_decision": decision.model_dump()}, as_node="review")
+            resumed = compiled.invoke(None, config=config, context=ctx)
+        else:
+            resumed = compiled.invoke(Command(resume=decision.model_dump()), config=config, context=ctx)
+        result = _with_review(resumed, compiled, config)
+        if result.get("review", {}).get("status") == "pending":
+            waiting = pending_review(content_id=content_id, kb_dir=kb_dir)
+            raise InputError(f"{(waiting or {}).get('error') or 'the decision could not be recorded'}; the review still waits")
+        compiled.checkpointer.delete_thread(config["configurable"]["thread_id"])  # decided: nothing waits any more
     return result
-
-
-def recall(text: str, *, context: Context | None = None, base: RecallConfig | None = None, **overrides) -> RecallResult:
-    """The candidate set Φ(c) with every candidate's evidence, exactly as tagging recalls it (no LLM).
-
-    ``base`` replaces the knowledge base's recall settings (e.g. ``RecallConfig.paper()``); the
-    run's ``Context`` overrides are applied on top of it."""
-    ctx = _context(context, overrides)
-    rt = runtime_for(ctx.kb_dir)
-    return rt.recall(require_text(text), ctx.recall_config(base or rt.kb.config.recall))
 
 
 def learn(text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, sample_id: str | None = None,
@@ -196,29 +211,46 @@ def learn(text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, s
     A ``sample_id`` that already holds a different text is a conflict
     (``knowledge_base.ConflictError``, nothing written) unless ``replace`` is true.
 
-    The one path every surface's correction takes. When a review waits for this content (a run
-    tagged with ``review=True``), the verdict is that review's decision and resumes it (accept:
-    the proposed tags among ``correct``; add: the others; reject: ``incorrect``); either way the
-    write is ``Runtime.learn``. The text's embedding comes from the runtime (a text just tagged is
-    not encoded again); the tags are validated once, by the knowledge base, inside its write lock.
-    Once enough new samples arrived since the learned recall path was trained, it is retrained in
-    the background (``retraining``: whether this call started it).
+    The one path every surface's correction takes. When a review waits for this text (a run
+    tagged with ``review=True``, found by ``sample_id`` or by the text's own id), the verdict is
+    that review's decision and resumes it (accept: the proposed tags among ``correct``; add: the
+    others; reject: ``incorrect``); either way the write is ``Runtime.learn``. With ``replace``
+    the verdict is written directly and a waiting review of that id is dropped. The text's
+    embedding comes from the runtime (a text just tagged is not encoded again); the tags are
+    validated once, by the knowledge base, inside its write lock. Once enough new samples arrived
+    since the learned recall path was trained, it is retrained in the background (``retraining``:
+    whether this call started it).
     Returns ``{"id", "correct", "incorrect", "samples", "retraining"}`` (and ``review`` when a
     review was resumed).
     """
     rt = runtime_for(kb_dir)
     cleaned = require_text(text)
     correct, incorrect = verdict(correct, incorrect)
-    cid = sample_id or _content_id(cleaned)
-    waiting = pending_review(content_id=cid, kb_dir=kb_dir) if not replace else None
-    if waiting is not None and waiting.get("text") == cleaned:
+    for cid in dict.fromkeys(i for i in (sample_id, _content_id(cleaned)) if i):
+        waiting = pending_review(content_id=cid, kb_dir=kb_dir)
+        if waiting is None or waiting.get("text") != cleaned:
+            continue
+        if replace:
+            graph_for(rt, review=True).checkpointer.delete_thread(review_thread(cid)["configurable"]["thread_id"])
+            continue
         proposed = {t["tag"] for t in waiting.get("proposed") or []}
         reviewed = review(cid, accept=[t for t in correct if t in proposed], add=[t for t in correct if t not in proposed],
                           reject=list(incorrect), kb_dir=kb_dir)
         done = reviewed.get("review") or {}
         return {"id": done.get("sample", cid), "correct": list(correct), "incorrect": list(incorrect),
-                "samples": done.get("samples", rt.kb.collection("samples").count()), "retraining": False, "review": done}
+                "samples": done.get("samples", rt.kb.collection("samples").count()), "retraining": bool(done.get("retraining")),
+                "review": done}
     return rt.learn(cleaned, correct, incorrect, cid=sample_id or None, replace=replace)
+
+
+def recall(text: str, *, context: Context | None = None, base: RecallConfig | None = None, **overrides) -> RecallResult:
+    """The candidate set Φ(c) with every candidate's evidence, exactly as tagging recalls it (no LLM).
+
+    ``base`` replaces the knowledge base's recall settings (e.g. ``RecallConfig.paper()``); the
+    run's ``Context`` overrides are applied on top of it."""
+    ctx = _context(context, overrides)
+    rt = runtime_for(ctx.kb_dir)
+    return rt.recall(require_text(text), ctx.recall_config(base or rt.kb.config.recall))
 
 
 def search_tags(query: str, limit: int = 10, *, kb_dir: str | None = None) -> list[dict]:

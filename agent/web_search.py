@@ -2,16 +2,29 @@
 
 Off by default. A failed search is tried again once after a short back-off (tenacity); when it
 still fails — no network, a timeout, a changed provider — there are no snippets and a note that
-names the failure, and the tagging run goes on without them.
+names the failure, and the tagging run goes on without them. In the tagging graph a search is a
+LangGraph task cached by its query, successes only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+
+from langgraph.func import task
+from langgraph.types import CachePolicy
+
 ATTEMPTS = 2
+CACHE_TTL_S = 24 * 3600  # a web answer is reused for a day
 
 
-def search_web(query: str, max_results: int, timeout_s: float) -> tuple[list[dict], str | None]:
-    """Up to ``max_results`` snippets ``{"kind": "web", "source": url, "title", "text"}``, or a note."""
+class WebSearchUnavailable(Exception):
+    """Every attempt failed; the message names the last failure."""
+
+
+def fetch_snippets(query: str, max_results: int, timeout_s: float) -> list[dict]:
+    """Up to ``max_results`` snippets ``{"kind": "web", "source": url, "title", "text"}``; raises
+    ``WebSearchUnavailable`` when every attempt failed."""
     from tenacity import Retrying, stop_after_attempt, wait_exponential
 
     try:
@@ -21,10 +34,34 @@ def search_web(query: str, max_results: int, timeout_s: float) -> tuple[list[dic
             with attempt:
                 results = DDGS(timeout=max(1, int(round(timeout_s)))).text(query[:300], max_results=max_results)
     except Exception as exc:  # ddgs raises its own and the transport's exception types
-        return [], f"web search unavailable after {ATTEMPTS} attempts ({type(exc).__name__}: {str(exc)[:120]}); tagged without it"
+        raise WebSearchUnavailable(f"web search unavailable after {ATTEMPTS} attempts ({type(exc).__name__}: {str(exc)[:120]}); "
+                                   "tagged without it") from exc
     snippets = [
         {"kind": "web", "source": r.get("href", ""), "title": r.get("title", ""), "text": r.get("body", ""), "similarity": None}
         for r in results or []
         if r.get("body")
     ]
-    return snippets[:max_results], None
+    return snippets[:max_results]
+
+
+def _query_key(query: str, max_results: int, timeout_s: float) -> str:
+    return hashlib.sha256(json.dumps(["web", query[:300], max_results], ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# A LangGraph task: inside the graph its answer is cached by query (in the knowledge base's node
+# cache, for a day); a failure raises, so it is never cached and the next call searches again.
+web_snippets = task(fetch_snippets, name="web_search", cache_policy=CachePolicy(key_func=_query_key, ttl=CACHE_TTL_S))
+
+
+def search_web(query: str, max_results: int, timeout_s: float) -> tuple[list[dict], str | None]:
+    """The snippets, or none and a note that names the failure — inside the tagging graph through
+    the cached ``web_snippets`` task, elsewhere directly."""
+    try:
+        try:
+            return web_snippets(query, max_results, timeout_s).result(), None
+        except RuntimeError as exc:  # called outside a graph run: no task context
+            if "runnable context" not in str(exc) and "outside" not in str(exc):
+                raise
+            return fetch_snippets(query, max_results, timeout_s), None
+    except WebSearchUnavailable as exc:
+        return [], str(exc)

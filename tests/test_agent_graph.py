@@ -27,7 +27,7 @@ def test_stream_yields_each_node_in_order(streamed):
     names = [next(iter(u)) for u in updates]
     # examples and knowledge run as parallel branches of one step; review and write-back are off by default
     assert names[:2] == ["prepare", "recall"] and set(names[2:4]) == {"examples", "knowledge"} and names[4:] == ["generate", "calibrate"]
-    assert set(names) == set(NODE_ORDER) - {"review", "write_back"}
+    assert set(names) == set(NODE_ORDER) - {"review", "record_review", "write_back"}
 
 
 def test_output_explains_every_tag(streamed):

@@ -98,7 +98,7 @@ def test_a_review_waits_across_a_restart_and_a_correction_resumes_it(writable_kb
     # recorded gets the review back, with the reason, instead of a failed run
     from langgraph.types import Command
 
-    compiled, config = tagging.graph_for(tagging.runtime_for(kb_dir)), tagging.review_thread(first["content_id"])
+    compiled, config = tagging.graph_for(tagging.runtime_for(kb_dir), review=True), tagging.review_thread(first["content_id"])
     for bad in ({"add": ["no-such-tag"]}, {"accept": "not a list"}, {}):
         again = compiled.invoke(Command(resume=bad), config=config, context=Context(kb_dir=kb_dir))
         assert again["__interrupt__"][0].value["error"], bad
@@ -175,3 +175,121 @@ def test_review_through_rest_and_the_cli(writable_kb):
     assert KnowledgeBase(kb_dir).get_sample(cid).tags == (first,)
     again = runner.invoke(main, ["--kb", kb_dir, "review", cid])
     assert again.exit_code != 0 and "no review is waiting" in again.output
+
+
+def test_runs_without_review_keep_no_state_between_them(writable_kb):
+    kb_dir = str(writable_kb.directory)
+    long_text = TEXT + " More words about the tool." * 200
+    ctx = Context(kb_dir=kb_dir, **NO_LLM)
+    notes = [tagging.tag(long_text, context=ctx)["notes"] for _ in range(3)]
+    assert notes[0] == notes[1] == notes[2] and any("window" in n for n in notes[0])
+    assert not (writable_kb.directory / REVIEWS).exists(), "a run without review keeps no checkpoint"
+
+    reviewed = tagging.tag(TEXT, context=Context(kb_dir=kb_dir, review=True, **NO_LLM))
+    tagging.review(reviewed["content_id"], accept=[reviewed["tags"][0]["tag"]], kb_dir=kb_dir)
+    plain = tagging.tag(TEXT, context=ctx)
+    assert "review" not in plain and not any(n.startswith("review:") for n in plain["notes"])
+
+
+def test_a_decision_that_fails_to_be_stored_does_not_stick(writable_kb, monkeypatch):
+    from agent.runtime import Runtime
+    from knowledge_base import KnowledgeBaseError
+
+    kb_dir = str(writable_kb.directory)
+    first = tagging.tag(TEXT, context=Context(kb_dir=kb_dir, review=True, **NO_LLM))
+    a, b = first["review"]["proposed"][:2]
+    real = Runtime.learn
+    calls = []
+
+    def store_fails_once(self, *args, **kwargs):  # fault injection: the store refuses the first write
+        calls.append(args)
+        if len(calls) == 1:
+            raise KnowledgeBaseError("the write lock is held by another process")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Runtime, "learn", store_fails_once)
+    with pytest.raises(KnowledgeBaseError, match="write lock"):
+        tagging.review(first["content_id"], accept=[a], reject=[b], kb_dir=kb_dir)
+    assert "write lock" in tagging.pending_review(TEXT, kb_dir=kb_dir)["error"]
+    assert KnowledgeBase(kb_dir).get_sample(first["content_id"]) is None
+    done = tagging.review(first["content_id"], accept=[b], reject=[a], kb_dir=kb_dir)
+    assert done["review"]["accepted"] == [b] and done["review"]["rejected"] == [a]
+    assert KnowledgeBase(kb_dir).get_sample(first["content_id"]).tags == (b,)
+
+
+def test_two_decisions_at_once_one_wins_and_the_other_is_told(writable_kb):
+    from concurrent.futures import ThreadPoolExecutor
+
+    kb_dir = str(writable_kb.directory)
+    first = tagging.tag(TEXT, context=Context(kb_dir=kb_dir, review=True, **NO_LLM))
+    a, b = first["review"]["proposed"][:2]
+
+    def decide(accepted):
+        try:
+            return tagging.review(first["content_id"], accept=[accepted], kb_dir=kb_dir)["review"]["accepted"]
+        except InputError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(decide, [a, b]))
+    winners = [o for o in outcomes if isinstance(o, list)]
+    assert len(winners) == 1 and any("no review is waiting" in o for o in outcomes if isinstance(o, str)), outcomes
+    assert list(KnowledgeBase(kb_dir).get_sample(first["content_id"]).tags) == winners[0]
+
+
+def test_a_correction_under_an_id_or_of_a_tagged_id_resumes_the_review(writable_kb):
+    kb_dir = str(writable_kb.directory)
+    tagged = tagging.tag(TEXT, content_id="doc-7", context=Context(kb_dir=kb_dir, review=True, **NO_LLM))
+    assert tagged["content_id"] == "doc-7" and tagged["review"]["status"] == "pending"
+    learned = tagging.learn(TEXT, [tagged["tags"][0]["tag"]], kb_dir=kb_dir, sample_id="doc-7")
+    assert learned["review"]["status"] == "reviewed" and learned["id"] == "doc-7"
+    assert tagging.pending_review(content_id="doc-7", kb_dir=kb_dir) is None
+
+
+def test_the_node_cache_serves_another_process(writable_kb):
+    kb_dir = str(writable_kb.directory)
+    run_nodes(kb_dir)
+    probe = (
+        "import json, sys\n"
+        "from agent import Context, tagging\n"
+        "ctx = Context(kb_dir=sys.argv[1], use_generation=False, use_calibration=False, budget=10, max_tags=3, threshold=0.0)\n"
+        "g = tagging.graph_for(tagging.runtime_for(sys.argv[1]))\n"
+        "cached = [n for u in g.stream({'content': sys.argv[2]}, context=ctx, stream_mode='updates')"
+        " if (u.pop('__metadata__', {}) or {}).get('cached') for n in u]\n"
+        "print(json.dumps(cached))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, kb_dir, TEXT], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert set(json.loads(out.stdout.strip().splitlines()[-1])) == {"recall", "knowledge"}
+
+
+def test_a_failed_web_search_is_not_cached(writable_kb, monkeypatch):
+    import ddgs
+
+    searches = []
+    real = ddgs.DDGS.text
+
+    def counted(self, *args, **kwargs):  # the real client (no network here: it fails), counted
+        searches.append(args)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ddgs.DDGS, "text", counted)
+    ctx = dict(use_web_search=True, use_generation=True, use_calibration=False, web_timeout_s=1.0)
+    kb_dir = str(writable_kb.directory)
+    c = Context(kb_dir=kb_dir, budget=10, max_tags=3, threshold=0.0, **ctx)
+    from agent.tagging import graph_for, runtime_for
+
+    compiled = graph_for(runtime_for(kb_dir))
+    for _ in range(2):
+        updates = list(compiled.stream({"content": TEXT}, context=c, stream_mode="updates"))
+        knowledge = next(u["knowledge"] for u in updates if "knowledge" in u)
+        assert any(n.startswith("web search unavailable") for n in knowledge["notes"])
+    assert len(searches) >= 4, "each run searched again (two attempts each): a failure is never served from the cache"
+
+
+def test_from_agent_import_graph_is_the_compiled_graph_in_any_import_order():
+    from agent import tagging  # noqa: F401 — imports the submodule agent.graph first
+    from agent import graph
+    from langgraph.graph.state import CompiledStateGraph
+
+    assert isinstance(graph, CompiledStateGraph)

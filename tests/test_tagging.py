@@ -39,7 +39,7 @@ def encoded_texts(monkeypatch):
 def test_tag_stream_then_accept_encodes_the_text_once_and_appends_to_the_journal(writable_kb, encoded_texts):
     ctx = Context(kb_dir=str(writable_kb.directory), budget=10, max_tags=3, threshold=0.0)
     steps = list(tagging.tag_stream(TEXT, context=ctx))
-    assert [node for node, _, _ in steps if node != "judgment"] == [n for n in NODE_ORDER if n not in ("prepare", "review", "write_back")]
+    assert [node for node, _, _ in steps if node != "judgment"] == [n for n in NODE_ORDER if n not in ("prepare", "review", "record_review", "write_back")]
     judged = [changes for node, changes, _ in steps if node == "judgment"]  # streamed one by one, before calibrate's own step
     assert judged and judged == steps[-1][1]["judgments"] and steps[-1][0] == "calibrate"
     result = steps[-1][2]

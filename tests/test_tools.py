@@ -100,4 +100,4 @@ def test_langgraph_json_points_at_the_compiled_graph():
         loader_spec.loader.exec_module(module)
         graph = getattr(module, variable)
         assert isinstance(graph, CompiledStateGraph), name
-        assert graph.get_graph().nodes.keys() >= {"prepare", "recall", "examples", "knowledge", "generate", "calibrate", "review", "write_back"}
+        assert graph.get_graph().nodes.keys() >= {"prepare", "recall", "examples", "knowledge", "generate", "calibrate", "review", "record_review", "write_back"}

@@ -154,12 +154,12 @@ class TaggingApp:
         yield history, session, gr.skip(), gr.MultimodalTextbox(value=None, interactive=False) if clear_input else gr.skip()
 
         result: dict = {}
-        judged: list[dict] = []
+        judged: dict[str, dict] = {}  # by tag: a retried calibrate step sends its judgments again
         try:
             for node, changes, result in tagging.tag_stream(content, title=title, context=ctx):
                 if node == "judgment":  # one tag judged: shown at once, before the step ends
-                    judged.append(changes)
-                    history[-1] = render.judging_message(judged)
+                    judged[changes["tag"]] = changes
+                    history[-1] = render.judging_message(list(judged.values()))
                     yield history, session, gr.skip(), gr.skip()
                     continue
                 duration = (changes.get("timings") or {}).get(node)
@@ -189,7 +189,7 @@ class TaggingApp:
 
     @staticmethod
     def _next_node(node: str, ctx: Context, state: dict) -> str | None:
-        order = [n for n in NODE_ORDER if n != "prepare" and (n != "review" or ctx.review)]
+        order = [n for n in NODE_ORDER if n != "prepare" and (n not in ("review", "record_review") or ctx.review)]
         if node not in order or order.index(node) + 1 >= len(order):
             return None
         following = order[order.index(node) + 1]

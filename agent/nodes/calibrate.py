@@ -23,7 +23,7 @@ from prompts.fill import judgment_examples, judgment_prompts
 
 from ..confidence import evidence_features, fused_confidence, rank_tags, scored_tags
 from ..context import Context, context_of
-from ..retries import failures_noted
+from ..retries import attempt_key, failures_noted
 from ..runtime import runtime_for
 from ..state import State
 
@@ -63,7 +63,7 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
         prompts = judgment_prompts(state["text"], [t for t, _ in to_score], descriptions, ctx.content_chars, shots)
         system = load_prompt("system")
     judgments: list[dict] = []
-    with failures_noted("calibrate", state["content_id"], notes):  # a failure that may pass is retried (agent.retries)
+    with failures_noted("calibrate", attempt_key(runtime, state["content_id"]), notes):  # a failure that may pass is retried (agent.retries)
         backend = rt.backend(ctx) if ctx.use_calibration and to_score else None
         for (tag, origin), prompt in zip(to_score, prompts):
             # one prompt at a time, so each judgment streams as soon as it is known; the content's

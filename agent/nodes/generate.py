@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from prompts.fill import generation_prompt
 
 from ..context import Context, context_of
-from ..retries import failures_noted
+from ..retries import attempt_key, failures_noted
 from ..runtime import runtime_for
 from ..state import State
 
@@ -42,7 +42,7 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
                                state.get("examples"), state.get("knowledge"))
     if prompt.content_cut:
         notes.append(f"the content was cut to {ctx.content_chars} characters in the prompts")
-    with failures_noted("generate", state["content_id"], notes):  # a failure that may pass is retried (agent.retries)
+    with failures_noted("generate", attempt_key(runtime, state["content_id"]), notes):  # a failure that may pass is retried (agent.retries)
         backend = runtime_for(ctx.kb_dir).backend(ctx)
         gen = backend.select_tags(prompt.system, prompt.user, [c["tag"] for c in candidates], ctx.tag_limit)
     if gen.rejected:

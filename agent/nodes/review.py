@@ -6,9 +6,10 @@ run (kept by the graph's checkpointer, in the knowledge base for the façade's r
 ``ReviewDecision``. The decision is a correction of the knowledge base, recorded through the one
 path every correction takes (``Runtime.learn``): accepted and added tags are right, rejected ones
 wrong. That is the reviewed content's write-back; a proposed tag the decision does not mention is
-left out of the verdict. A decision that cannot be recorded (not the schema, a tag outside the
-repository, no tag at all) is answered by waiting again, the interrupt now carrying an ``error``
-that says why (LangGraph's pattern for validating human input).
+left out of the verdict. Two nodes: ``review`` waits and validates (a decision that is not the
+schema, names a tag outside the repository or no tag at all is answered by waiting again, the
+interrupt now carrying an ``error`` that says why — LangGraph's pattern for validating human
+input; the node writes nothing, since a resume replays it), then ``record_review`` writes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from knowledge_base.errors import InputError
+from knowledge_base.errors import InputError, UnknownTagsError
 
 from ..context import Context, context_of
 from ..runtime import runtime_for
@@ -64,26 +65,48 @@ def review_request(state: State) -> dict:
     }
 
 
+def check_decision(raw, kb) -> ReviewDecision:
+    """The decision, validated without writing anything: its shape, at least one tag, every tag in the repository."""
+    decision = ReviewDecision.parse(raw)
+    correct, incorrect = decision.verdict()
+    if not correct and not incorrect:
+        raise InputError("a review decision needs at least one tag to accept, reject or add")
+    unknown = sorted({t for t in (*correct, *incorrect) if not kb.has_tag(t)})
+    if unknown:
+        raise UnknownTagsError(f"unknown tags (not in the tag repository): {', '.join(unknown)}", unknown)
+    return decision
+
+
 def review_tags(state: State, runtime: Runtime[Context]) -> dict:
+    """Wait for a valid decision. Nothing is written here: LangGraph re-runs this node from its
+    start on every resume, replaying the earlier decisions, so it must have no side effects."""
     ctx = context_of(runtime)
+    kb = runtime_for(ctx.kb_dir).kb
     request = review_request(state)
-    while True:  # a decision that cannot be recorded is answered by waiting again, with the reason
+    while True:  # a decision that cannot be used is answered by waiting again, with the reason
         raw = interrupt(request)
-        started = time.perf_counter()
         try:
-            decision = ReviewDecision.parse(raw)
-            correct, incorrect = decision.verdict()
-            recorded = runtime_for(ctx.kb_dir).learn(state["text"], correct, incorrect, cid=state["content_id"])
-            break
+            return {"review_decision": check_decision(raw, kb).model_dump()}
         except InputError as exc:
             request = {**request, "error": str(exc)}
+
+
+def record_review(state: State, runtime: Runtime[Context]) -> dict:
+    """Record the decision through the one write every correction takes (``Runtime.learn``). A
+    failure here (a locked or failing store) fails the run and leaves it at this step; the next
+    decision replaces this one (``agent.tagging.review``) and the step runs again."""
+    started = time.perf_counter()
+    ctx = context_of(runtime)
+    decision = ReviewDecision.parse(state["review_decision"])
+    correct, incorrect = decision.verdict()
+    recorded = runtime_for(ctx.kb_dir).learn(state["text"], correct, incorrect, cid=state["content_id"])
     proposed = {t["tag"]: t for t in state.get("tags") or []}
-    tags = [proposed[t] for t in decision.accept if t in proposed]
-    tags += [{"tag": t, "confidence": None, "origin": "review", "paths": [], "description": ""} for t in decision.add if t not in proposed]
+    tags = [proposed[t] for t in correct if t in proposed]
+    tags += [{"tag": t, "confidence": None, "origin": "review", "paths": [], "description": ""} for t in correct if t not in proposed]
     return {
         "tags": [{**t, "rank": i} for i, t in enumerate(tags, 1)],
         "review": {"status": "reviewed", "accepted": list(decision.accept), "rejected": list(decision.reject), "added": list(decision.add),
-                   "sample": recorded["id"], "samples": recorded["samples"]},
+                   "sample": recorded["id"], "samples": recorded["samples"], "retraining": recorded["retraining"]},
         "notes": [f"review: {len(correct)} right and {len(incorrect)} wrong tags recorded as sample {recorded['id']}"],
         "timings": {"review": round(time.perf_counter() - started, 4)},
     }
