@@ -18,6 +18,10 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
     if ctx.write_back and state.get("tags"):
         rt = runtime_for(ctx.kb_dir)
         vector, _ = rt.embed(state["text"])
+        annotated = rt.kb.get_sample(state["content_id"])
         rt.kb.insert_content(state["text"], [t["tag"] for t in state["tags"]], cid=state["content_id"], origin="writeback", vector=vector)
-        notes.append(f"wrote {len(state['tags'])} tags back to the knowledge base as {state['content_id']}")
+        if annotated is not None and annotated.text == state["text"]:
+            notes.append(f"{state['content_id']} is an annotated sample: its person-given tags were kept, nothing was written back")
+        else:
+            notes.append(f"wrote {len(state['tags'])} tags back to the knowledge base as {state['content_id']}")
     return {"notes": notes, "timings": {"write_back": round(time.perf_counter() - started, 4)}}
