@@ -284,9 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     timed: dict[str, float] = {}
 
     class TimedGraph(ContentTagGraph):
-        def __init__(self, directory):
+        def __init__(self, directory, load: bool = True):
             t0 = time.perf_counter()
-            super().__init__(directory)
+            super().__init__(directory, load=load)
             timed["graph_load_s"] = time.perf_counter() - t0
 
     gc.collect()
