@@ -27,7 +27,7 @@ import threading
 from typing import Any, Iterable, Iterator
 
 from knowledge_base.config import RecallConfig
-from knowledge_base.errors import InputError, UnknownTagsError
+from knowledge_base.errors import InputError
 from knowledge_base.loaders import content_id as _content_id
 from knowledge_base.loaders import require_text, verdict
 from knowledge_base.recall import RecallResult
@@ -36,6 +36,7 @@ from .context import Context
 from .explanation import explain
 from .graph import NODE_ORDER, build_graph
 from .nodes.prepare import prepared_input
+from .nodes.review import check_decision, review_request
 from .runtime import Runtime, runtime_for
 
 __all__ = ["explain", "learn", "pending_review", "recall", "review", "search_tags", "tag", "tag_stream"]
@@ -80,16 +81,15 @@ def review_thread(content_id: str) -> dict:
 
 
 def _run(payload: dict, ctx: Context) -> tuple[Any, dict]:
-    rt = runtime_for(ctx.kb_dir)
-    _, cid = prepared_input(payload)
-    compiled = graph_for(rt, review=ctx.review, cache=ctx.use_cache)
-    config = review_thread(cid)
-    if ctx.review:  # a new review of this content replaces one that still waited
-        compiled.checkpointer.delete_thread(config["configurable"]["thread_id"])
+    compiled = graph_for(runtime_for(ctx.kb_dir), review=ctx.review, cache=ctx.use_cache)
+    if not ctx.review:
+        return compiled, {}
+    config = review_thread(prepared_input(payload)[1])
+    compiled.checkpointer.delete_thread(config["configurable"]["thread_id"])  # a new review of this content replaces one that still waited
     return compiled, config
 
 
-def _with_review(result: dict, compiled, config: dict) -> dict:
+def _with_review(result: dict, config: dict) -> dict:
     """A run that stopped for a review carries ``review``: pending, with what it waits for."""
     interrupts = result.pop("__interrupt__", None)
     if interrupts:
@@ -111,14 +111,15 @@ def tag(text: str, *, title: str | None = None, content_id: str | None = None, m
     ctx = _context(context, overrides)
     payload = _payload(text, title, content_id, metadata)
     compiled, config = _run(payload, ctx)
-    return _with_review(compiled.invoke(payload, config=config, context=ctx), compiled, config)
+    return _with_review(compiled.invoke(payload, config=config, context=ctx), config)
 
 
 def tag_stream(text: str, *, title: str | None = None, content_id: str | None = None, metadata: dict[str, Any] | None = None,
                context: Context | None = None, **overrides) -> Iterator[tuple[str, dict, dict]]:
     """Tag one content step by step: yields ``(node, its changes, the result so far)`` as each node
     finishes, and ``("judgment", one judgment, the result so far)`` as the calibrate node computes
-    each; the last "result so far" equals what ``tag`` returns. The graph's own reducers merge the
+    each, and ``("review", {"review": …}, the result so far)`` when a run with review on stops to
+    wait; the last "result so far" equals what ``tag`` returns. The graph's own reducers merge the
     steps (LangGraph's ``values`` stream), so no surface re-implements them. ``prepare`` (the
     cleaning of the input) is not reported."""
     ctx = _context(context, overrides)
@@ -131,7 +132,7 @@ def tag_stream(text: str, *, title: str | None = None, content_id: str | None = 
             yield "judgment", data["judgment"], state
         elif mode == "updates":
             if "__interrupt__" in data:
-                state = _with_review({**state, "__interrupt__": data["__interrupt__"]}, compiled, config)
+                state = _with_review({**state, "__interrupt__": data["__interrupt__"]}, config)
                 yield "review", {"review": state["review"]}, state
                 continue
             pending.extend((node, changes or {}) for node, changes in data.items() if node != "__metadata__")
@@ -149,12 +150,14 @@ def pending_review(text: str | None = None, *, content_id: str | None = None, kb
     if not rt.has_reviews():
         return None
     cid = content_id or _content_id(require_text(text))
-    snapshot = graph_for(rt, review=True).get_state(review_thread(cid))
+    return _waiting(graph_for(rt, review=True).get_state(review_thread(cid)))
+
+
+def _waiting(snapshot) -> dict | None:
+    """What a review thread's state waits with, or None when it waits for nothing."""
     if "review" in (snapshot.next or ()) and snapshot.interrupts:
         return snapshot.interrupts[0].value
     if "record_review" in (snapshot.next or ()):  # a decision was taken but could not be written: the review still waits
-        from .nodes.review import review_request
-
         failure = next((t.error for t in snapshot.tasks if t.name == "record_review" and t.error), None)
         return {**review_request(snapshot.values), "error": f"the last decision could not be recorded ({failure or 'the run stopped'})"}
     return None
@@ -173,32 +176,31 @@ def review(content_id: str, *, accept: Iterable[str] = (), reject: Iterable[str]
     from filelock import FileLock
     from langgraph.types import Command
 
-    from .nodes.review import ReviewDecision
-
-    decision = ReviewDecision.parse({"accept": list(accept), "reject": list(reject), "add": list(add)})
     rt = runtime_for(kb_dir)
-    correct, incorrect = decision.verdict()
-    unknown = sorted({t for t in (*correct, *incorrect) if not rt.kb.has_tag(t)})
-    if unknown:
-        raise UnknownTagsError(f"unknown tags (not in the tag repository): {', '.join(unknown)}; the review still waits", unknown)
+    try:
+        decision = check_decision({"accept": list(accept), "reject": list(reject), "add": list(add)}, rt.kb)
+    except InputError as exc:
+        exc.args = (f"{exc}; the review still waits",)
+        raise
     with _graphs_lock:
         local = _review_locks.setdefault((str(rt.kb.directory), content_id), threading.Lock())
     with local, FileLock(str(rt.kb.directory / ".review.lock"), timeout=120):
-        if pending_review(content_id=content_id, kb_dir=kb_dir) is None:
-            raise InputError(f"no review is waiting for content {content_id!r}; tag it with review on first")
         compiled = graph_for(rt, review=True)
         config = review_thread(content_id)
+        snapshot = compiled.get_state(config) if rt.has_reviews() else None
+        if snapshot is None or _waiting(snapshot) is None:
+            raise InputError(f"no review is waiting for content {content_id!r}; tag it with review on first")
         ctx = Context.from_env(kb_dir=kb_dir)  # the review nodes need only the knowledge base
-        if "record_review" in (compiled.get_state(config).next or ()):
+        if "record_review" in snapshot.next:
             # the last decision could not be written: this one replaces it, and the write runs again
             compiled.update_state(config, {"review_decision": decision.model_dump()}, as_node="review")
             resumed = compiled.invoke(None, config=config, context=ctx)
         else:
             resumed = compiled.invoke(Command(resume=decision.model_dump()), config=config, context=ctx)
-        result = _with_review(resumed, compiled, config)
+        result = _with_review(resumed, config)
         if result.get("review", {}).get("status") == "pending":
-            waiting = pending_review(content_id=content_id, kb_dir=kb_dir)
-            raise InputError(f"{(waiting or {}).get('error') or 'the decision could not be recorded'}; the review still waits")
+            waiting = _waiting(compiled.get_state(config)) or {}
+            raise InputError(f"{waiting.get('error') or 'the decision could not be recorded'}; the review still waits")
         compiled.checkpointer.delete_thread(config["configurable"]["thread_id"])  # decided: nothing waits any more
     return result
 

@@ -56,12 +56,16 @@ web_snippets = task(fetch_snippets, name="web_search", cache_policy=CachePolicy(
 def search_web(query: str, max_results: int, timeout_s: float) -> tuple[list[dict], str | None]:
     """The snippets, or none and a note that names the failure — inside the tagging graph through
     the cached ``web_snippets`` task, elsewhere directly."""
+    from langgraph.config import get_config
+
     try:
-        try:
-            return web_snippets(query, max_results, timeout_s).result(), None
-        except RuntimeError as exc:  # called outside a graph run: no task context
-            if "runnable context" not in str(exc) and "outside" not in str(exc):
-                raise
-            return fetch_snippets(query, max_results, timeout_s), None
+        get_config()
+    except RuntimeError:  # not inside a graph run: no task, no cache
+        search = fetch_snippets
+    else:
+        def search(*args):
+            return web_snippets(*args).result()
+    try:
+        return search(query, max_results, timeout_s), None
     except WebSearchUnavailable as exc:
         return [], str(exc)

@@ -51,14 +51,24 @@ def small_kb(small_kb_dir) -> KnowledgeBase:
     return KnowledgeBase(small_kb_dir)
 
 
+def copy_kb(source: Path, target: Path) -> Path:
+    """A copy of a knowledge base folder (without its write lock) that the copier may change."""
+    import shutil
+
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".write.lock"))
+    return target
+
+
 @pytest.fixture
 def writable_kb(small_kb_dir, tmp_path) -> KnowledgeBase:
     """A private copy of the small knowledge base that a test may change."""
-    import shutil
+    return KnowledgeBase(copy_kb(small_kb_dir, tmp_path / "kb"))
 
-    target = tmp_path / "kb"
-    shutil.copytree(small_kb_dir, target, ignore=shutil.ignore_patterns(".write.lock"))
-    return KnowledgeBase(target)
+
+@pytest.fixture(scope="module")
+def kb_dir(small_kb_dir, tmp_path_factory, request) -> Path:
+    """A copy of the small knowledge base shared by one test module, which may write to it."""
+    return copy_kb(small_kb_dir, tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "kb")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ traceback or a 500, and never changes what is already stored. Real knowledge bas
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,6 @@ from knowledge_base import InputError, KnowledgeBase
 from ui.rest import create_app
 
 CHEAP = dict(budget=5, max_tags=2, use_knowledge=False, max_examples=1, threshold=0.0)
-
-
-@pytest.fixture(scope="module")
-def kb_dir(small_kb_dir, tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("hardening") / "kb"
-    shutil.copytree(small_kb_dir, target, ignore=shutil.ignore_patterns(".write.lock"))
-    return target
 
 
 @pytest.fixture(scope="module")

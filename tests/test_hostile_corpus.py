@@ -137,13 +137,6 @@ class Store:
 
 
 @pytest.fixture(scope="module")
-def kb_dir(small_kb_dir, tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("hostile") / "kb"
-    shutil.copytree(small_kb_dir, target, ignore=shutil.ignore_patterns(".write.lock"))
-    return target
-
-
-@pytest.fixture(scope="module")
 def known(kb_dir) -> list[str]:
     return sorted(KnowledgeBase(kb_dir).tag_names())
 

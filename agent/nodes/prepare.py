@@ -53,7 +53,8 @@ def prepare_content(state: State, runtime: Runtime[Context]) -> dict:
 
 def cache_key(node: str):
     """The ``CachePolicy.key_func`` of ``node``: the key ``prepare`` computed, or a fresh one (never
-    found again) when this run does not use the cache."""
+    found again) when there is none: the knowledge node with web search on, whose search is cached
+    by query instead (``agent.web_search``)."""
 
     def key(state: dict) -> str:
         return (state.get("cache_keys") or {}).get(node) or f"uncached-{uuid.uuid4().hex}"

@@ -66,7 +66,8 @@ def review_request(state: State) -> dict:
 
 
 def check_decision(raw, kb) -> ReviewDecision:
-    """The decision, validated without writing anything: its shape, at least one tag, every tag in the repository."""
+    """The decision, validated without writing anything: its shape, at least one tag, every tag in
+    the repository (the review node's check, and the façade's before it resumes a run)."""
     decision = ReviewDecision.parse(raw)
     correct, incorrect = decision.verdict()
     if not correct and not incorrect:
