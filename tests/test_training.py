@@ -144,3 +144,35 @@ def test_cli_prepare_only_builds_sets_and_says_what_to_run(writable_kb):
     assert "finetune.py --base" in summary["next"] and "train --adapter" in summary["next"]
     assert (writable_kb.directory / "training" / "train.jsonl.gz").is_file()
     assert not (writable_kb.directory / "training.json").exists()  # nothing recorded until a model exists
+
+
+def test_packed_judge_records_give_the_logits_of_separate_sequences(sets):
+    """A sample's judge records trained as one packed sequence (shared prefix once, each tail seeing
+    only the prefix and itself) must give each answer position the logits it has on its own."""
+    import torch
+
+    from agent.training.finetune import answer_logits, batches, collate, encode, load_base, micro_batches, pack
+
+    _, records = sets
+    sample = next(r["id"] for r in records if r["task"] == "judge")
+    chosen = [r for r in records if r["id"] == sample]  # its generation record and its judge records
+    tokenizer, model = load_base(shipped_model_path())
+    examples = [encode(tokenizer, r, 2048) for r in chosen]
+    packed = pack(examples, 2048)
+    judge = [e for e in examples if e["task"] == "judge"]
+    assert len(judge) >= 2 and len(packed) == len(examples) - len(judge) + 1
+    assert sum(len(s["input_ids"]) for s in packed) < sum(len(e["prompt"]) + len(e["answer"]) for e in examples) * 0.6
+    with torch.no_grad():
+        got = {}
+        for group in batches(packed, 8, 0):
+            for part in micro_batches(group, 1500):
+                batch = collate(part, tokenizer.pad_token_id or 0, "cpu")
+                logits = answer_logits(model, batch)
+                for j, (row, col) in enumerate(zip(batch["rows"].tolist(), batch["cols"].tolist())):
+                    got.setdefault(int(batch["tokens"][j]), []).append(logits[j])
+        for e in examples:
+            ids = torch.tensor([e["prompt"] + e["answer"]])
+            want = model(ids).logits[0, len(e["prompt"]) - 1 : len(e["prompt"]) - 1 + len(e["answer"])]
+            for tok, row in zip(e["answer"], want):
+                assert min(float((row - g).abs().max()) for g in got[tok]) < 1e-3
+    assert sum(s["records"] for s in packed) == len(examples)
