@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test browser clean-demo
+.PHONY: install demo demo-model test browser clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/llm4tag app
+
+# Rebuild the demo's shipped fine-tuned model (knowledge_base/demo_data/model/) on CPU: about 40 minutes
+demo-model: $(STAMP)
+	$(VENV)/bin/llm4tag train-demo --samples 200 --mistake-samples 80 --seed 7
 
 # Debian's Chromium for the browser tests (never a downloaded browser build)
 browser:

@@ -21,6 +21,9 @@ class Context:
     backend: str = field(default="llamacpp", metadata={"help": "llamacpp | llamacpp:/path/model.gguf | ollama:MODEL"})
     mode: Mode = field(default="multi", metadata={"help": "multi: several tags per content; single: exactly one"})
     max_tags: int = field(default=5, metadata={"help": "at most this many tags are generated in multi-tag mode"})
+    use_fine_tuning: bool = field(
+        default=True, metadata={"help": "the knowledge base's fine-tuned model or LoRA adapter when it has one (off: the base model)"}
+    )
     use_graph_recall: bool = field(default=True, metadata={"help": "graph meta-paths (off: match-based recall, the paper's baseline)"})
     use_learned_recall: bool = field(default=True, metadata={"help": "the learned path: the knowledge base's trained classifier, when it has one"})
     use_examples: bool = field(default=True, metadata={"help": "retrieved in-context examples (SRKI a)"})

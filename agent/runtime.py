@@ -70,10 +70,35 @@ def read_training_record(path: Path) -> dict:
         raise KnowledgeBaseError(f"{path} is damaged ({exc}); delete it to forget the fine-tuned model") from exc
 
 
-def recorded_model(record: dict) -> str | None:
+def _recorded_file(value: str | None, kb_dir: Path | None) -> str | None:
+    """A path a training record names (relative ones belong to the knowledge base), when on disk."""
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute() and kb_dir is not None:
+        path = kb_dir / path
+    return str(path) if path.is_file() else None
+
+
+def recorded_model(record: dict, kb_dir: Path | None = None) -> str | None:
     """The fine-tuned GGUF a training record names, when it is still on disk."""
-    model = record.get("model")
-    return model if model and Path(model).is_file() else None
+    return _recorded_file(record.get("model"), kb_dir)
+
+
+def recorded_backend(record: dict, kb_dir: Path | None = None) -> str | None:
+    """The embedded backend spec of a training record: its merged GGUF (``model``), else the base
+    model with its LoRA adapter GGUF (``lora``, applied by llama.cpp at load time); None when the
+    record names neither or its files are gone."""
+    model = recorded_model(record, kb_dir)
+    if model:
+        return f"llamacpp:{model}"
+    adapter = _recorded_file(record.get("lora"), kb_dir)
+    if adapter:
+        from .llm.llamacpp import default_model_path
+
+        base = _recorded_file(record.get("lora_base"), kb_dir) if record.get("lora_base") else default_model_path()
+        return f"llamacpp:{base};lora={adapter}" if base else None
+    return None
 
 
 class Runtime:
@@ -213,16 +238,15 @@ class Runtime:
         return self._training.get() or {}
 
     def trained_model(self) -> str | None:
-        """The knowledge base's fine-tuned GGUF, when one is recorded and still on disk."""
-        return recorded_model(self.training_record())
+        """The knowledge base's fine-tuned backend spec (merged GGUF, or base + LoRA adapter), when
+        one is recorded and its files are still on disk."""
+        return recorded_backend(self.training_record(), self.kb.directory)
 
     def backend_spec(self, ctx: Context) -> str:
         """The backend a run uses: the fine-tuned model when the default embedded backend is asked
-        for and one is recorded, else ``ctx.backend`` as given."""
-        if (ctx.backend or "llamacpp").strip() == "llamacpp":
-            model = self.trained_model()
-            if model:
-                return f"llamacpp:{model}"
+        for, fine-tuning is on and one is recorded, else ``ctx.backend`` as given."""
+        if (ctx.backend or "llamacpp").strip() == "llamacpp" and ctx.use_fine_tuning:
+            return self.trained_model() or ctx.backend
         return ctx.backend
 
     def backend(self, ctx: Context) -> LLMBackend:
@@ -251,7 +275,11 @@ def runtime_for(kb_dir: str | Path | None) -> Runtime:
     with _runtimes_lock:
         if key not in _runtimes:
             if kb_dir is None:
-                runtime = Runtime(open_demo_kb())
+                from .training.demo import install_demo_model
+
+                kb = open_demo_kb()
+                install_demo_model(kb)  # the shipped fine-tuned adapter, fusion and threshold
+                runtime = Runtime(kb)
                 _runtimes[str(runtime.kb.directory)] = runtime  # the same holder by its path
             else:
                 runtime = Runtime(KnowledgeBase(key))

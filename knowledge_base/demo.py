@@ -42,8 +42,19 @@ def demo_examples() -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def build_demo_kb(directory: Path, log: Callable[[str], None] = print) -> KnowledgeBase:
+    """Build the demo knowledge base from the bundled files into an empty ``directory``."""
+    kb = KnowledgeBase(directory)
+    log("  " + kb.add_tags(read_tags(DEMO_DATA / "tags.tsv").records).summary() + " (tags)")
+    log("  " + kb.add_samples(read_samples(DEMO_DATA / "samples.jsonl").records).summary() + " (samples)")
+    log("  " + kb.add_documents(read_documents([DEMO_DATA / "docs"]).records).summary() + " (document passages)")
+    trained = train_learned_recall(kb)
+    log(f"  learned recall path trained on {trained['samples']} samples, {trained['tags']} tags in {trained['seconds']:.1f}s")
+    return kb
+
+
 def open_demo_kb(log: Callable[[str], None] = print) -> KnowledgeBase:
-    """Open the demo knowledge base, building it first if needed (about half a minute)."""
+    """Open the demo knowledge base, building it first if needed (about a minute)."""
     directory = demo_kb_dir()
     directory.parent.mkdir(parents=True, exist_ok=True)
     marker = directory / "demo.built"
@@ -53,11 +64,6 @@ def open_demo_kb(log: Callable[[str], None] = print) -> KnowledgeBase:
         if directory.exists():
             shutil.rmtree(directory)
         log(f"building the demo knowledge base in {directory} (first run only) ...")
-        kb = KnowledgeBase(directory)
-        log("  " + kb.add_tags(read_tags(DEMO_DATA / "tags.tsv").records).summary() + " (tags)")
-        log("  " + kb.add_samples(read_samples(DEMO_DATA / "samples.jsonl").records).summary() + " (samples)")
-        log("  " + kb.add_documents(read_documents([DEMO_DATA / "docs"]).records).summary() + " (document passages)")
-        trained = train_learned_recall(kb)
-        log(f"  learned recall path trained on {trained['samples']} samples, {trained['tags']} tags in {trained['seconds']:.1f}s")
+        kb = build_demo_kb(directory, log)
         marker.write_text(_fingerprint())
         return kb

@@ -122,6 +122,20 @@ def test_fine_tune_export_and_tag_with_the_result(sets, writable_kb, tmp_path, r
     assert np.corrcoef(got, want)[0, 1] > 0.999  # a wrong Q/K permutation gives ~0.9
     assert np.corrcoef(got, want)[0, 1] > np.corrcoef(got, base)[0, 1]
 
+    # the same fine-tune as a LoRA adapter GGUF, applied by llama.cpp to the default (Q8_0) model at load time
+    from agent.llm import load_backend
+    from agent.llm.llamacpp import default_model_path
+    from agent.training.export import export_lora_adapter
+
+    lora = export_lora_adapter(shipped_model_path(), tmp_path / "run" / "adapter", tmp_path / "t.lora.gguf")
+    assert lora["tensors"] == 30 * 7 * 2 and lora["rank"] == 8 and lora["bytes"] < 6 * 2**20
+    applied = load_backend(f"llamacpp:{default_model_path()};lora={lora['adapter_gguf']}")
+    applied.llm.reset()
+    applied.llm.eval(ids)
+    with_adapter = applied._last_logits()
+    assert np.corrcoef(with_adapter, want)[0, 1] > 0.995  # Q8_0 + adapter vs the merged float model
+    assert np.corrcoef(with_adapter, want)[0, 1] > np.corrcoef(with_adapter, base)[0, 1]
+
     summary = train_model(writable_kb, tmp_path / "work", adapter=tmp_path / "run" / "adapter", name="kbmodel")
     record = training_record(writable_kb.directory)
     assert record["model"] == summary["export"]["gguf"] and record["model"].endswith("kbmodel.Q8_0.gguf")
@@ -130,6 +144,12 @@ def test_fine_tune_export_and_tag_with_the_result(sets, writable_kb, tmp_path, r
     ctx = Context(kb_dir=str(writable_kb.directory))
     assert runtime_for(ctx.kb_dir).backend_spec(ctx) == f"llamacpp:{record['model']}"
     assert runtime_for(ctx.kb_dir).backend_spec(ctx.with_overrides(backend="ollama:qwen2.5:7b")) == "ollama:qwen2.5:7b"
+    assert runtime_for(ctx.kb_dir).backend_spec(ctx.with_overrides(use_fine_tuning=False)) == "llamacpp"
+
+    served = train_model(writable_kb, tmp_path / "work2", adapter=tmp_path / "run" / "adapter", name="kbadapter", serve="adapter")
+    record = training_record(writable_kb.directory)
+    assert "model" not in record and record["lora"] == served["export"]["adapter_gguf"]
+    assert runtime_for(ctx.kb_dir).backend_spec(ctx) == f"llamacpp:{default_model_path()};lora={record['lora']}"
 
 
 def test_cli_prepare_only_builds_sets_and_says_what_to_run(writable_kb):
@@ -176,3 +196,28 @@ def test_packed_judge_records_give_the_logits_of_separate_sequences(sets):
             for tok, row in zip(e["answer"], want):
                 assert min(float((row - g).abs().max()) for g in got[tok]) < 1e-3
     assert sum(s["records"] for s in packed) == len(examples)
+
+
+def test_generator_mistakes_become_the_first_judge_negatives(small_kb, renderer, tmp_path):
+    """A second round: the tags the (real, embedded) generator proposes wrongly for a sample are
+    written as that sample's "No" judge records, and only judge records are written."""
+    proposals: dict[str, list[str]] = {}
+
+    def generator(system, user, names, k):
+        tags = renderer.select_tags(system, user, names, k).tags
+        proposals[user] = tags
+        return tags
+
+    path = tmp_path / "round2.jsonl.gz"
+    report = build_training_sets(small_kb, renderer.render_text, path, Context(max_tags=3), max_samples=3, generator=generator, tasks=("judge",))
+    records = [json.loads(l) for l in gzip.open(path, "rt", encoding="utf-8")]
+    assert report.generation_records == 0 and {r["task"] for r in records} == {"judge"}
+    assert len(proposals) == 3
+    wrong = 0
+    for sample_id in {r["id"] for r in records}:
+        sample = small_kb.get_sample(sample_id)
+        said_no = {r["tag"] for r in records if r["id"] == sample_id and r["answer"] == "No"}
+        mistakes = [t for user, tags in proposals.items() if sample.text[:200] in user for t in tags if t not in sample.tags]
+        assert set(mistakes) <= said_no
+        wrong += len(mistakes)
+    assert report.generator_mistakes == wrong

@@ -30,6 +30,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -93,8 +94,9 @@ def _readable(exc: Exception) -> str:
 class TaggingApp:
     """The handlers behind the page; holds configuration only, never a person's data."""
 
-    def __init__(self, kb_dir: str | None = None):
+    def __init__(self, kb_dir: str | None = None, warm: "WarmUp | None" = None):
         self.kb_dir = str(kb_dir) if kb_dir else None
+        self.warm = warm
 
     def kb(self):
         return runtime_for(self.kb_dir).kb
@@ -150,6 +152,13 @@ class TaggingApp:
             return
 
         history.append(render.user_message(shown))
+        if self.warm is not None and not self.warm.ready.is_set():  # say what the first result waits for
+            history.append(render.waiting_message(self.warm.status()))
+            yield history, session, gr.skip(), gr.MultimodalTextbox(value=None, interactive=False) if clear_input else gr.skip()
+            while not self.warm.ready.wait(1.0):
+                history[-1] = render.waiting_message(self.warm.status())
+                yield history, session, gr.skip(), gr.skip()
+            history.pop()
         history.append(render.pending_message("recall"))
         yield history, session, gr.skip(), gr.MultimodalTextbox(value=None, interactive=False) if clear_input else gr.skip()
 
@@ -475,10 +484,11 @@ def _demo_texts(limit: int = 4) -> list[str]:
 
 def build_app(kb_dir: str | None = None) -> gr.Blocks:
     """The app for the knowledge base at ``kb_dir`` (the bundled demo knowledge base when None)."""
-    app = TaggingApp(kb_dir)
+    warm = WarmUp()
+    app = TaggingApp(kb_dir, warm)
     defaults = _default_context()
-    if defaults.threshold is None:  # the knowledge base's tuned threshold (the demo one has none)
-        defaults = replace(defaults, threshold=runtime_for(kb_dir).threshold(defaults) if kb_dir else DEFAULT_THRESHOLD)
+    if defaults.threshold is None:  # the knowledge base's tuned threshold (the demo's ships with its model)
+        defaults = replace(defaults, threshold=runtime_for(kb_dir).threshold(defaults) if kb_dir else _demo_threshold())
     where = f"knowledge base `{kb_dir}`" if kb_dir else "the bundled demo knowledge base (Debian package descriptions, debtags)"
     with gr.Blocks(title="llm4tag", analytics_enabled=False) as demo:
         session = gr.State(new_session())
@@ -486,6 +496,10 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
             f"## llm4tag — automatic tagging with graph recall, knowledge-enhanced LLM generation and calibrated confidence\n"
             f"Tagging with {where}."
         )
+        status = gr.Markdown(warm.status(), elem_id="warm-up")
+        ticker = gr.Timer(1.0)
+        ticker.tick(lambda: (warm.status(), gr.Timer(active=not warm.ready.is_set())), None, [status, ticker],
+                    show_progress="hidden", api_visibility="private")
         with gr.Tabs():
             with gr.Tab("Tag", id="tag"):
                 with gr.Row(equal_height=False):
@@ -567,10 +581,19 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                 load_btn.click(app.load_file, [load_file, load_kind, unknown], [load_report, stats], api_visibility="private")
 
         demo.load(app.stats, None, stats, api_visibility="private")
+        threading.Thread(target=_warm_up, args=(kb_dir, defaults.backend, warm), daemon=True, name="llm4tag-warm-up").start()
         gr.api(app.tag_text, api_name="tag")
         gr.api(app.learn_tags, api_name="learn")
         gr.api(app.search_tags, api_name="search_tags")
     return demo
+
+
+def _demo_threshold() -> float:
+    """The threshold the demo's shipped model was tuned with, else the default."""
+    from agent.training.demo import shipped_demo_model
+
+    described = shipped_demo_model()
+    return described["threshold"] if described and described.get("threshold") is not None else DEFAULT_THRESHOLD
 
 
 def mcp_available() -> bool:
@@ -578,14 +601,57 @@ def mcp_available() -> bool:
     return importlib.util.find_spec("mcp") is not None
 
 
-def _warm_up(kb_dir: str | None, backend: str) -> None:
-    """Open the knowledge base, the encoder and the model before the first request needs them."""
+class WarmUp:
+    """What the app is still getting ready — the knowledge base, the encoder, the model — shown on
+    the page (a status line, and in place of a spinner when a text comes in early) until it is."""
+
+    def __init__(self):
+        self.stage = "starting"
+        self.ready = threading.Event()
+        self.error: str | None = None
+        self.started = time.monotonic()
+        self.model = ""
+
+    def set(self, stage: str) -> None:
+        self.stage = stage.strip()
+
+    def status(self) -> str:
+        if self.error:
+            return f"⚠ Warm-up failed: {self.error} — the page reports the same error when it tags."
+        if self.ready.is_set():
+            return f"✓ Ready · {self.model}"
+        return f"⏳ Getting ready ({time.monotonic() - self.started:.0f} s): {self.stage}"
+
+
+def _warm_up(kb_dir: str | None, backend: str, warm: WarmUp) -> None:
+    """Open the knowledge base, the encoder and the model before the first request needs them,
+    saying at each stage what it is doing (``warm``)."""
     try:
+        if kb_dir is None:
+            from knowledge_base.demo import open_demo_kb
+
+            warm.set("building the demo knowledge base (first run only, about a minute)")
+            open_demo_kb(log=lambda line: warm.set(f"building the demo knowledge base: {line.strip()}"))
+        warm.set("opening the knowledge base")
         rt = runtime_for(kb_dir)
+        warm.set("loading the embedding model")
         rt.kb.encoder.encode_one("warm up")
-        rt.backend(Context.from_env(kb_dir=kb_dir, backend=backend))
+        ctx = Context.from_env(kb_dir=kb_dir, backend=backend)
+        spec = rt.backend_spec(ctx)
+        warm.set(f"loading the language model ({_model_name(spec)})")
+        model = rt.backend(ctx)
+        warm.model = model.describe()
     except Exception as exc:  # the page reports the same error when it is used
-        print(f"note: warm-up failed ({type(exc).__name__}: {exc}); the app will report it when tagging")
+        warm.error = f"{type(exc).__name__}: {exc}"
+        print(f"note: warm-up failed ({warm.error}); the app will report it when tagging")
+    finally:
+        warm.ready.set()
+
+
+def _model_name(spec: str) -> str:
+    model, _, adapter = spec.partition(";lora=")
+    name = Path(model.partition(":")[2]).name or "the default model"
+    return name + (f" + fine-tuned adapter {Path(adapter).name}" if adapter else "")
 
 
 def gated_app(demo: gr.Blocks, token: str, mcp: bool):
@@ -610,11 +676,14 @@ def launch(kb_dir: str | None = None, host: str = "127.0.0.1", port: int = 7860,
     from .guard import require_token_beyond_loopback
 
     require_token_beyond_loopback(host, token, share)
+    if kb_dir is None:  # the demo knowledge base is built before the page opens (progress in the terminal)
+        from knowledge_base.demo import open_demo_kb
+
+        open_demo_kb()
     demo = build_app(kb_dir)
     mcp = mcp_available()
     if not mcp:
         print("note: the MCP server is off because gradio's mcp extra is missing; install it with: pip install 'gradio[mcp]'")
-    threading.Thread(target=_warm_up, args=(kb_dir, _default_context().backend), daemon=True, name="llm4tag-warm-up").start()
     demo.queue(default_concurrency_limit=2)
     if token and share:  # Gradio's tunnel needs its own launch: its login guards the page and API; MCP stays off
         print("note: over a share link the page and API need the login llm4tag / TOKEN; the MCP server is off")

@@ -311,6 +311,8 @@ def recall(ctx, text, as_json, strategy, paper, delta_ct, delta_cc, max_c2t, max
 def context_options(f):
     options = [
         click.option("--backend", default=None, help="llamacpp | llamacpp:/path/model.gguf | ollama:MODEL (env LLM4TAG_BACKEND)."),
+        click.option("--fine-tuning/--no-fine-tuning", "use_fine_tuning", default=None,
+                     help="The knowledge base's fine-tuned model or LoRA adapter when it has one; off: the base model."),
         click.option("--mode", type=click.Choice(["multi", "single"]), default=None, help="Several tags or exactly one."),
         click.option("--limit", "max_tags", type=int, default=None, help="At most this many tags (multi mode)."),
         click.option("--threshold", type=float, default=None, help="Drop tags whose confidence is below this (default 0.5)."),
@@ -646,8 +648,15 @@ def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, c
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Where sets, checkpoints and the model go (default KB/training).")
 @click.option("--name", default="llm4tag-tagger", show_default=True, help="Model name (GGUF file and Ollama model).")
 @click.option("--mode", type=click.Choice(["multi", "single"]), default=None, help="Tagging mode the generation targets follow.")
+@click.option("--rounds", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="2: a second round trains the judge on the first round's wrong proposals.")
+@click.option("--mistake-samples", type=int, default=200, show_default=True, help="Samples the second round generates for.")
+@click.option("--serve", type=click.Choice(["merged", "adapter"]), default="merged", show_default=True,
+              help="merged: a Q8_0 GGUF with the fine-tune merged in (+ Ollama Modelfile), faster; adapter: a LoRA adapter GGUF of a few MB.")
+@click.option("--time-limit", type=float, default=None, help="Stop each round's training after this many minutes (most useful records first).")
 @click.pass_context
-def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, prepare_only, adapter, device, work_dir, name, mode):
+def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, prepare_only, adapter, device, work_dir, name, mode,
+                  rounds, mistake_samples, serve, time_limit):
     """Fine-tune the embedded model on the knowledge base's samples (generator and Yes/No judge), export
     a GGUF and an Ollama Modelfile, and make it this knowledge base's model. Needs llm4tag[train]."""
     from agent.training import train_model
@@ -660,7 +669,8 @@ def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, 
     try:
         summary = train_model(_open_kb(ctx), work_dir, max_samples=max_samples, epochs=epochs, batch_size=batch_size, lr=lr, lora_r=lora_r,
                               since_last=since_last, prepare_only=prepare_only, adapter=adapter, device=device,
-                              context=Context.from_env(mode=mode), name=name, progress=progress)
+                              context=Context.from_env(mode=mode), name=name, rounds=rounds, mistake_samples=mistake_samples,
+                              serve=serve, time_limit=time_limit, progress=progress)
     except Llm4tagError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -669,6 +679,40 @@ def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, 
         for bar in bars.values():
             bar.close()
     click.echo(json.dumps(summary, indent=2))
+
+
+@main.command("train-demo")
+@click.option("--samples", type=int, default=200, show_default=True, help="Samples of the demo's history to fine-tune on.")
+@click.option("--mistake-samples", type=int, default=80, show_default=True,
+              help="Samples whose wrong generated tags become judge negatives in the second round.")
+@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--lora-r", type=int, default=8, show_default=True, help="LoRA rank (8: a 5 MB adapter).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--calibration-items", type=int, default=None, help="Use only this many of calibration.jsonl's items (default all).")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Scratch folder (default $LLM4TAG_HOME/demo-model-build).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where the shipped files go (default knowledge_base/demo_data/model).")
+def train_demo_command(samples, mistake_samples, epochs, lora_r, seed, calibration_items, work_dir, out_dir):
+    """Rebuild the demo's shipped model from knowledge_base/demo_data/: fine-tune on CPU (two rounds),
+    write the LoRA adapter GGUF, fit the fusion and tune the threshold. Needs llm4tag[train]."""
+    from agent.training.demo import DEMO_MODEL, build_demo_model
+    from knowledge_base.config import llm4tag_home
+
+    bars: dict[str, _Bar] = {}
+
+    def progress(what, done, total):
+        bars.setdefault(what, _Bar(what))(done, total)
+
+    try:
+        described = build_demo_model(work_dir or llm4tag_home() / "demo-model-build", out_dir or DEMO_MODEL, samples=samples,
+                                     mistake_samples=mistake_samples, epochs=epochs, lora_r=lora_r, seed=seed,
+                                     calibration_items=calibration_items, progress=progress, log=lambda m: click.echo(m, err=True))
+    except Llm4tagError as exc:
+        _fail(exc)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    click.echo(json.dumps({k: v for k, v in described.items() if k not in ("training", "fusion_report")}, indent=2, default=str))
 
 
 @main.command("calibrate")

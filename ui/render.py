@@ -77,6 +77,11 @@ def pending_message(node: str) -> dict:
     return {"role": "assistant", "content": "", "metadata": {"title": PENDING_TITLES.get(node, f"{node}…"), "status": "pending"}}
 
 
+def waiting_message(status: str) -> dict:
+    """In place of the first step while the app is still loading what tagging needs."""
+    return {"role": "assistant", "content": "", "metadata": {"title": status, "status": "pending"}}
+
+
 def judging_message(judgments: list[dict]) -> dict:
     """The calibrate step while it runs: each judgment as soon as it is known (streamed by the graph)."""
     rows = [f"- `{_md(j['tag'])}` ({j.get('origin', 'llm')}): "

@@ -36,7 +36,6 @@ from knowledge_base.recall import c2c2t_votes, recall_candidates
 from ..batch import read_finished
 from ..confidence import rank_tags, scored_tags
 from ..context import Context
-from ..llm.llamacpp import default_model_path
 from ..runtime import runtime_for
 from ..tagging import tag
 from .labelled import Item
@@ -52,7 +51,7 @@ LLM_SYSTEMS: dict[str, dict] = {
     "no-examples": {"use_examples": False},
     "no-knowledge": {"use_knowledge": False},
     "taggpt": {"use_graph_recall": False, "use_examples": False, "use_knowledge": False, "use_calibration": False, "history_keep": None},
-    "no-fine-tuning": {"backend": "<base model>", "use_learned_calibration": False},
+    "no-fine-tuning": {"use_fine_tuning": False, "use_learned_calibration": False},
     "no-learned-calibration": {"use_learned_calibration": False},
     "no-learned-recall": {"use_learned_recall": False},
 }
@@ -129,10 +128,8 @@ def external_records(name: str, path: str | Path, items: Sequence[Item]) -> list
 
 
 def system_context(ctx: Context, system: str) -> Context:
-    """The run configuration of one LLM system; ``no-fine-tuning`` pins the shipped base model."""
+    """The run configuration of one LLM system."""
     overrides = dict(LLM_SYSTEMS[system])
-    if overrides.get("backend") == "<base model>":
-        overrides["backend"] = f"llamacpp:{default_model_path()}"
     return ctx.with_overrides(**overrides) if overrides else ctx
 
 

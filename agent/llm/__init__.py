@@ -11,7 +11,9 @@ _lock = threading.Lock()
 
 
 def load_backend(spec: str) -> LLMBackend:
-    """``llamacpp`` | ``llamacpp:/path/model.gguf`` | ``ollama:MODEL`` — loaded once per spec."""
+    """``llamacpp`` | ``llamacpp:/path/model.gguf`` | ``llamacpp:/path/model.gguf;lora=/path/adapter.gguf``
+    (a LoRA adapter GGUF applied at load time; no model path: the default model) | ``ollama:MODEL``
+    — loaded once per spec."""
     spec = (spec or "llamacpp").strip()
     with _lock:
         if spec in _backends:
@@ -20,7 +22,8 @@ def load_backend(spec: str) -> LLMBackend:
         if kind == "llamacpp":
             from .llamacpp import LlamaCppBackend
 
-            backend = LlamaCppBackend(target or None)
+            model, _, adapter = target.partition(";lora=")
+            backend = LlamaCppBackend(model or None, lora_path=adapter or None)
         elif kind == "ollama":
             if not target:
                 raise BackendError("name the Ollama model: ollama:MODEL, e.g. ollama:qwen2.5:7b")

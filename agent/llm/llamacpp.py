@@ -132,13 +132,16 @@ class LlamaCppBackend(LLMBackend):
         path = model_path or default_model_path()
         if not Path(path).is_file():
             raise BackendError(f"GGUF model file not found: {path}; give an existing .gguf path (llamacpp:/path/model.gguf)")
+        if lora_path and not Path(lora_path).is_file():
+            raise BackendError(f"LoRA adapter file not found: {lora_path}; give an existing adapter .gguf (llamacpp:MODEL;lora=/path/adapter.gguf)")
         threads = n_threads or int(os.environ.get("LLM4TAG_LLM_THREADS", "1"))
         try:
             self.llm = _load_llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, lora_path=lora_path, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"llama.cpp cannot load {path} ({exc}); is it a valid GGUF file?") from exc
-        self.spec = f"llamacpp:{path}"
+        self.spec = f"llamacpp:{path}" + (f";lora={lora_path}" if lora_path else "")
         self.model_path = path
+        self.lora_path = lora_path
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise BackendError(f"{path} has no chat template in its metadata; use an instruct/chat GGUF")
@@ -151,7 +154,7 @@ class LlamaCppBackend(LLMBackend):
         self._no_ids = self._first_token_ids(NO_VARIANTS)
 
     def describe(self) -> str:
-        return f"llama.cpp · {Path(self.model_path).name}"
+        return f"llama.cpp · {Path(self.model_path).name}" + (f" + LoRA {Path(self.lora_path).name}" if self.lora_path else "")
 
     def _first_token_ids(self, variants) -> list[int]:
         ids = {self.llm.tokenize(v.encode(), add_bos=False)[0] for v in variants}

@@ -6,7 +6,9 @@
   skipped (the generator cannot learn to name what it is not shown).
 - D′, judge: (content, tag) → Yes/No with the judge prompt inference uses (including its
   demonstrations from similar samples); positives are the sample's tags, negatives its explicit
-  incorrect tags and recalled-but-wrong candidates (hard negatives).
+  incorrect tags and recalled-but-wrong candidates (hard negatives). Given a ``generator`` (the
+  model of an earlier round), the tags it proposes wrongly for the sample come first among the
+  negatives: the judge learns to refuse the near-misses the generator it works with makes.
 
 Samples are selected for diversity: round-robin over tags, rarest first, so every tag is covered
 as evenly as the history allows before any tag gets a second turn.
@@ -43,6 +45,7 @@ class TrainingSetReport:
     judge_positive: int = 0
     skipped_no_correct_candidate: int = 0
     heldout_samples: int = 0
+    generator_mistakes: int = 0  # judge negatives taken from the earlier round's wrong proposals
     tags_covered: int = 0
     path: str = ""
     notes: list[str] = field(default_factory=list)
@@ -88,8 +91,14 @@ def select_diverse(samples: list[Sample], limit: int, seed: int = 13) -> list[Sa
 
 def build_training_sets(kb: KnowledgeBase, render: Callable[[str, str], str], out_path: str | Path, context: Context | None = None,
                         max_samples: int = 2000, heldout_share: float = 0.1, since: float | None = None, seed: int = 13,
-                        negatives_per_sample: int = 2, progress: Callable[[int, int], None] | None = None) -> TrainingSetReport:
-    """Write D and D′ as ``train.jsonl.gz`` records: prompt (chat-templated by ``render``), answer, task, split."""
+                        negatives_per_sample: int = 2, progress: Callable[[int, int], None] | None = None,
+                        generator: Callable[[str, str, list[str], int], list[str]] | None = None,
+                        tasks: tuple[str, ...] = ("generate", "judge")) -> TrainingSetReport:
+    """Write D and D′ as ``train.jsonl.gz`` records: prompt (chat-templated by ``render``), answer, task, split.
+
+    ``generator(system, user, candidates, max_tags)`` returns the tags an earlier round's model
+    proposes for the generation prompt; its wrong ones become the first judge negatives.
+    ``tasks`` limits the records written (a second round writes only judge records)."""
     ctx = (context or Context()).with_overrides(kb_dir=str(kb.directory))
     report = TrainingSetReport(path=str(out_path))
     samples, vectors, _ = load_samples(kb, since)
@@ -117,25 +126,27 @@ def build_training_sets(kb: KnowledgeBase, render: Callable[[str, str], str], ou
             names = [c["tag"] for c in candidates]
             truth = set(s.tags)
             right = [t for t in names if t in truth][: ctx.tag_limit]
-            if right:
-                user = generation_prompt(s.text, candidates, ctx.mode, ctx.tag_limit, ctx.content_chars).user
+            user = generation_prompt(s.text, candidates, ctx.mode, ctx.tag_limit, ctx.content_chars).user
+            if right and "generate" in tasks:
                 fh.write(json.dumps({"task": "generate", "split": split, "id": s.id, "prompt": render(system, user),
                                      "answer": json.dumps(right, ensure_ascii=False)}, ensure_ascii=False) + "\n")
                 report.generation_records += 1
                 covered.update(right)
-            else:
+            elif not right:
                 report.skipped_no_correct_candidate += 1
+            mistakes = [t for t in generator(system, user, names, ctx.tag_limit) if t not in truth] if generator and names else []
+            report.generator_mistakes += len(mistakes)
             examples = [sample_from_neighbour(h) for h in kb.similar_samples(vector, ctx.max_examples, exclude=[s.id])]
             shots = judgment_examples([{"text": e.text, "tags": list(e.tags), "incorrect_tags": list(e.incorrect_tags)} for e in examples], names)
             hard = [t for t in names if t not in truth]
-            negatives = list(dict.fromkeys([*s.incorrect_tags[:1], *hard]))[:negatives_per_sample]
+            negatives = list(dict.fromkeys([*mistakes, *s.incorrect_tags[:1], *hard]))[: max(negatives_per_sample, len(mistakes))]
             positives = list(s.tags)[: max(1, negatives_per_sample)]
             pairs = [(t, "Yes") for t in positives] + [(t, "No") for t in negatives]
             descriptions = {c["tag"]: c.get("description", "") for c in candidates}
             missing = [t for t, _ in pairs if t not in descriptions]
             descriptions |= {t: tag.description for t, tag in kb.get_tags(missing).items()}
             prompts = judgment_prompts(s.text, [t for t, _ in pairs], descriptions, ctx.content_chars, shots)
-            for (t, answer), user in zip(pairs, prompts):
+            for (t, answer), user in zip(pairs, prompts if "judge" in tasks else []):
                 fh.write(json.dumps({"task": "judge", "split": split, "id": s.id, "tag": t, "prompt": render(system, user), "answer": answer},
                                     ensure_ascii=False) + "\n")
                 report.judge_records += 1

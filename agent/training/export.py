@@ -1,4 +1,11 @@
-"""Serve a fine-tune: merge the LoRA adapter into the base weights and write a GGUF plus a Modelfile.
+"""Serve a fine-tune: as a LoRA adapter GGUF that llama.cpp applies to the base model at load time
+(``export_lora_adapter``, a few MB), or merged into the base weights as a GGUF plus an Ollama
+Modelfile (``export_model``).
+
+The adapter file follows llama.cpp's ``convert_lora_to_gguf.py``: ``general.type = adapter``,
+``adapter.type = lora``, ``adapter.lora.alpha``, and for each adapted matrix ``W`` the tensors
+``W.lora_a`` (rank × inputs) and ``W.lora_b`` (outputs × rank); llama.cpp scales their product by
+alpha / rank, as peft does.
 
 The GGUF is the base file with the fine-tuned matrices replaced (metadata, tokenizer and every
 other tensor copied as they are), then re-quantized to Q8_0 by llama.cpp. Q8_0 keeps the
@@ -10,6 +17,8 @@ merged model's own logits.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +51,62 @@ def llama_permute(weight: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's Q/K row order (convert_hf_to_gguf's ``permute``) from transformers' order."""
     rows = weight.shape[0]
     return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def lora_tensors(base_gguf: str | Path, adapter_dir: str | Path) -> tuple[dict[str, np.ndarray], float, int]:
+    """The adapter's A and B matrices keyed by GGUF tensor name (``blk.N.attn_q.weight.lora_a``),
+    in llama.cpp's layout, with peft's alpha and rank."""
+    from gguf import GGUFReader
+    from safetensors.numpy import load_file
+
+    adapter = Path(adapter_dir)
+    config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    fields = GGUFReader(str(base_gguf)).fields
+    arch = fields["general.architecture"].contents()
+    heads = int(fields[f"{arch}.attention.head_count"].contents())
+    kv_heads = int(fields[f"{arch}.attention.head_count_kv"].contents()) if f"{arch}.attention.head_count_kv" in fields else heads
+    out: dict[str, np.ndarray] = {}
+    pattern = re.compile(r"layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.lora_([AB])\.weight$")
+    for key, value in weights.items():
+        match = pattern.search(key)
+        if not match:
+            raise BackendError(f"the adapter has a tensor llm4tag cannot map to llama.cpp: {key}")
+        layer, module, part = match.groups()
+        gguf_name = HF_TO_GGUF[module]
+        w = value.astype(np.float32)
+        if part == "B" and gguf_name in ("attn_q", "attn_k"):  # the rows of B are the outputs llama.cpp permutes
+            w = llama_permute(w, heads if gguf_name == "attn_q" else kv_heads)
+        out[f"blk.{layer}.{gguf_name}.weight.lora_{part.lower()}"] = w.astype(np.float16)
+    return out, float(config["lora_alpha"]), int(config["r"])
+
+
+def export_lora_adapter(base_gguf: str | Path, adapter_dir: str | Path, target: str | Path, name: str = "llm4tag-adapter") -> dict:
+    """Write the peft adapter in ``adapter_dir`` as a llama.cpp LoRA adapter GGUF (F16), atomically."""
+    from gguf import GGUFReader, GGUFWriter
+
+    tensors, alpha, rank = lora_tensors(base_gguf, adapter_dir)
+    names = {t.name for t in GGUFReader(str(base_gguf)).tensors}
+    missing = sorted({n.rsplit(".lora_", 1)[0] for n in tensors} - names)
+    if missing:
+        raise BackendError(f"the base GGUF has no tensors {missing[:3]}…; was the adapter trained on another model?")
+    arch = GGUFReader(str(base_gguf)).fields["general.architecture"].contents()
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    writer = GGUFWriter(str(partial), arch=arch)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("general.name", name)
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", alpha)
+    for key in sorted(tensors):
+        writer.add_tensor(key, tensors[key])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    partial.replace(target)
+    return {"adapter_gguf": str(target), "bytes": target.stat().st_size, "tensors": len(tensors), "rank": rank, "alpha": alpha}
 
 
 def merged_matrices(base_gguf: str | Path, adapter_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:

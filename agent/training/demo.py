@@ -1,0 +1,143 @@
+"""The demo's fine-tuned model: built by one command, shipped in ``knowledge_base/demo_data/model/``,
+installed into the demo knowledge base on first use.
+
+``build_demo_model`` (``llm4tag train-demo``, ``make demo-model``) builds the demo knowledge base
+afresh in a work folder, fine-tunes the embedded model on its samples on CPU (two rounds: the
+second trains the judge on the first round's wrong proposals), writes the LoRA adapter GGUF,
+runs the fine-tuned pipeline on ``calibration.jsonl`` (debtags train items outside the demo's
+history), fits the fusion of all the evidence there (kept only when it beats recall's own
+P(right) out of fold) and tunes the threshold that still tags ``coverage`` of those items.
+It writes three files: ``demo-lora.gguf``, ``calibration.json`` (when a fusion was kept) and
+``demo-model.json`` (threshold, seed, command, the figures of the run).
+
+``install_demo_model`` copies them into the demo knowledge base and records the adapter in its
+``training.json``, so the page, the CLI and the tests tag with the fine-tuned model by default
+(``--no-fine-tuning`` runs the base model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from knowledge_base.demo import DEMO_DATA, build_demo_kb
+from knowledge_base.store import KnowledgeBase
+
+from ..confidence import FILE_NAME as CALIBRATION_FILE
+from ..context import Context
+from ..runtime import TRAINING_RECORD
+
+DEMO_MODEL = DEMO_DATA / "model"
+ADAPTER = "demo-lora.gguf"
+DESCRIPTION = "demo-model.json"
+CALIBRATION_ITEMS = DEMO_DATA / "calibration.jsonl"
+INSTALLED = "demo-model.installed"
+
+
+def shipped_demo_model() -> dict | None:
+    """What ``demo-model.json`` says about the shipped model; None when none is shipped."""
+    path = DEMO_MODEL / DESCRIPTION
+    if not (path.is_file() and (DEMO_MODEL / ADAPTER).is_file()):
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _model_fingerprint() -> str:
+    h = hashlib.sha1()
+    for name in (ADAPTER, DESCRIPTION, CALIBRATION_FILE):
+        path = DEMO_MODEL / name
+        h.update(name.encode() + (path.read_bytes() if path.is_file() else b"-"))
+    return h.hexdigest()[:12]
+
+
+def install_demo_model(kb: KnowledgeBase) -> bool:
+    """Put the shipped adapter, fusion and threshold into the demo knowledge base (once per
+    shipped version); False when no model is shipped."""
+    described = shipped_demo_model()
+    if described is None:
+        return False
+    marker = kb.directory / INSTALLED
+    fingerprint = _model_fingerprint()
+    if marker.is_file() and marker.read_text(encoding="ascii").strip() == fingerprint:
+        return True
+    target = kb.directory / "model"
+    target.mkdir(exist_ok=True)
+    shutil.copyfile(DEMO_MODEL / ADAPTER, target / (ADAPTER + ".partial"))
+    (target / (ADAPTER + ".partial")).replace(target / ADAPTER)
+    if (DEMO_MODEL / CALIBRATION_FILE).is_file():
+        shutil.copyfile(DEMO_MODEL / CALIBRATION_FILE, kb.directory / CALIBRATION_FILE)
+    else:
+        (kb.directory / CALIBRATION_FILE).unlink(missing_ok=True)
+    record = {"lora": f"model/{ADAPTER}", "shipped_with": "knowledge_base/demo_data/model", "trained_at": described.get("built_at"),
+              "runs": [], "note": "the demo's shipped adapter; llm4tag train replaces it with this knowledge base's own fine-tune"}
+    tmp = kb.directory / (TRAINING_RECORD + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    tmp.replace(kb.directory / TRAINING_RECORD)
+    kb.update_config(replace(kb.config, threshold=described.get("threshold")))
+    marker.write_text(fingerprint, encoding="ascii")
+    return True
+
+
+def build_demo_model(work_dir: str | Path, out_dir: str | Path = DEMO_MODEL, *, samples: int = 200, mistake_samples: int = 80,
+                     epochs: int = 1, lora_r: int = 8, seed: int = 7, calibration_items: int | None = None, coverage: float = 0.9,
+                     progress: Callable[[str, int, int], None] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train, export, fit and tune the demo's model from ``knowledge_base/demo_data/`` (see the
+    module's docstring); writes the shipped files into ``out_dir`` and returns what it measured."""
+    from ..evaluation.calibrate import choose_and_fit
+    from ..evaluation.optimize import threshold_for_coverage
+    from ..batch import read_finished
+    from . import train_model
+
+    started = time.perf_counter()
+    work = Path(work_dir)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"building the demo knowledge base in {work / 'kb'} ...")
+    kb = build_demo_kb(work / "kb", log)
+    context = Context(kb_dir=str(kb.directory))
+    log(f"fine-tuning on {samples} samples ({epochs} epoch), then the judge on the generator's mistakes for {mistake_samples} ...")
+    summary = train_model(kb, work / "training", max_samples=samples, epochs=epochs, lora_r=lora_r, rounds=2, mistake_samples=mistake_samples,
+                          serve="adapter", seed=seed, context=context, name="llm4tag-demo", progress=progress)
+    adapter = Path(summary["export"]["adapter_gguf"])
+    log(f"running the fine-tuned pipeline on {CALIBRATION_ITEMS.name} and fitting the fusion ...")
+    run_dir = work / "calibration-run"
+    fit = choose_and_fit(kb, CALIBRATION_ITEMS, context.with_overrides(use_learned_calibration=False), run_dir,
+                         limit=calibration_items, seed=None)
+    from ..confidence import LearnedCalibration
+
+    fusion = LearnedCalibration.load(kb.directory)
+    records = list(read_finished(run_dir / "items-full.jsonl").values())
+    if fusion is not None:  # the threshold belongs to the confidence the demo will show
+        for r in records:
+            for j in r.get("judged", []):
+                if "features" in j:
+                    j["confidence"] = fusion.predict(j["features"])
+    tuned = threshold_for_coverage(records, coverage)
+    shutil.copyfile(adapter, out / ADAPTER)
+    if fusion is not None:
+        shutil.copyfile(kb.directory / CALIBRATION_FILE, out / CALIBRATION_FILE)
+    else:
+        (out / CALIBRATION_FILE).unlink(missing_ok=True)
+    described = {
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "llm4tag train-demo " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train-demo"] else "agent.training.demo.build_demo_model",
+        "seed": seed, "samples": samples, "mistake_samples": mistake_samples, "epochs": epochs, "lora_r": lora_r,
+        "data": "knowledge_base/demo_data/samples.jsonl (history), calibration.jsonl (fusion and threshold)",
+        "threshold": tuned["threshold"], "threshold_coverage": coverage, "at_threshold_on_calibration_items": tuned,
+        "fusion": fit.get("chosen"), "fusion_report": fit, "adapter_bytes": (out / ADAPTER).stat().st_size,
+        "training": {k: summary.get(k) for k in ("sets", "training", "sets_round2", "training_round2")},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / DESCRIPTION).write_text(json.dumps(described, indent=2, default=str) + "\n", encoding="utf-8")
+    log(f"wrote {out / ADAPTER} ({described['adapter_bytes']:,} bytes), {out / DESCRIPTION}" + (f", {out / CALIBRATION_FILE}" if fusion else ""))
+    return described
