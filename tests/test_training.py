@@ -135,6 +135,13 @@ def test_fine_tune_export_and_tag_with_the_result(sets, writable_kb, tmp_path, r
     with_adapter = applied._last_logits()
     assert np.corrcoef(with_adapter, want)[0, 1] > 0.995  # Q8_0 + adapter vs the merged float model
     assert np.corrcoef(with_adapter, want)[0, 1] > np.corrcoef(with_adapter, base)[0, 1]
+    # and back: training can go on from an adapter shipped only as GGUF (the demo's)
+    from agent.training.export import adapter_from_lora_gguf
+
+    back = adapter_from_lora_gguf(lora["adapter_gguf"], shipped_model_path(), tmp_path / "back")
+    again_merged = PeftModel.from_pretrained(load_base(shipped_model_path())[1], str(back)).merge_and_unload()
+    with torch.no_grad():
+        assert np.abs(again_merged(torch.tensor([ids])).logits[0, -1].numpy() - want).max() < 0.05
 
     summary = train_model(writable_kb, tmp_path / "work", adapter=tmp_path / "run" / "adapter", name="kbmodel")
     record = training_record(writable_kb.directory)

@@ -46,6 +46,21 @@ def _save_record(kb_dir: Path, record: dict) -> None:
     os.replace(tmp, kb_dir / RECORD)
 
 
+def _previous_adapter(kb: KnowledgeBase, record: dict, base: str, work: Path) -> str | None:
+    """The adapter ``--since-last`` goes on from: the last run's peft folder, else the peft form of
+    the recorded LoRA adapter GGUF (the demo ships only that); None: a fresh LoRA."""
+    if record.get("adapter") and Path(record["adapter"]).is_dir():
+        return record["adapter"]
+    lora = record.get("lora")
+    if lora:
+        path = Path(lora) if Path(lora).is_absolute() else kb.directory / lora
+        if path.is_file():
+            from .export import adapter_from_lora_gguf
+
+            return str(adapter_from_lora_gguf(path, base, work / "previous-adapter"))
+    return None
+
+
 def _require_train_extra() -> None:
     missing = [m for m in ("transformers", "peft", "gguf") if importlib.util.find_spec(m) is None]
     if missing:
@@ -95,7 +110,7 @@ def train_model(kb: KnowledgeBase, work_dir: str | Path | None = None, *, max_sa
         from .export import export_lora_adapter
         from .finetune import finetune_args, train
 
-        previous = record.get("adapter") if since_last else None
+        previous = _previous_adapter(kb, record, base, work) if since_last else None
         settings = dict(batch_size=batch_size, lr=lr, lora_r=lora_r, device=device, time_limit=time_limit, seed=seed)
         result = train(finetune_args(base, data, work / "run", epochs=epochs, init_adapter=previous, **settings))
         summary["training"] = {k: v for k, v in result.items() if k != "losses"}

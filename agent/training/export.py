@@ -109,6 +109,48 @@ def export_lora_adapter(base_gguf: str | Path, adapter_dir: str | Path, target: 
     return {"adapter_gguf": str(target), "bytes": target.stat().st_size, "tensors": len(tensors), "rank": rank, "alpha": alpha}
 
 
+def llama_unpermute(weight: np.ndarray, n_head: int) -> np.ndarray:
+    """transformers' row order from llama.cpp's (the inverse of ``llama_permute``)."""
+    rows = weight.shape[0]
+    return weight.reshape(n_head, rows // n_head // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def adapter_from_lora_gguf(adapter_gguf: str | Path, base_gguf: str | Path, out_dir: str | Path) -> Path:
+    """A peft adapter folder from a LoRA adapter GGUF (``export_lora_adapter``'s inverse), so that
+    training can go on from an adapter that was shipped only as GGUF (the demo's)."""
+    from gguf import GGUFReader
+    from safetensors.numpy import save_file
+
+    reader = GGUFReader(str(adapter_gguf))
+    if reader.fields.get("general.type") is None or reader.fields["general.type"].contents() != "adapter":
+        raise BackendError(f"{adapter_gguf} is not a LoRA adapter GGUF")
+    fields = GGUFReader(str(base_gguf)).fields
+    arch = fields["general.architecture"].contents()
+    heads = int(fields[f"{arch}.attention.head_count"].contents())
+    kv_heads = int(fields[f"{arch}.attention.head_count_kv"].contents()) if f"{arch}.attention.head_count_kv" in fields else heads
+    to_hf = {v: k for k, v in HF_TO_GGUF.items()}
+    weights: dict[str, np.ndarray] = {}
+    rank = 0
+    for t in reader.tensors:
+        match = re.fullmatch(r"blk\.(\d+)\.(\w+)\.weight\.lora_([ab])", t.name)
+        if not match:
+            raise BackendError(f"{adapter_gguf} has a tensor llm4tag cannot map back: {t.name}")
+        layer, gguf_name, part = match.groups()
+        w = np.asarray(t.data, dtype=np.float32).reshape([int(n) for n in reversed(t.shape)])
+        if part == "b" and gguf_name in ("attn_q", "attn_k"):
+            w = llama_unpermute(w, heads if gguf_name == "attn_q" else kv_heads)
+        rank = w.shape[0] if part == "a" else rank
+        weights[f"base_model.model.model.layers.{layer}.{to_hf[gguf_name]}.lora_{part.upper()}.weight"] = np.ascontiguousarray(w)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(out / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": float(reader.fields["adapter.lora.alpha"].contents()),
+              "lora_dropout": 0.0, "target_modules": sorted({k.split(".")[-1] for k in HF_TO_GGUF}), "bias": "none",
+              "base_model_name_or_path": str(base_gguf), "fan_in_fan_out": False, "inference_mode": True}
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return out
+
+
 def merged_matrices(base_gguf: str | Path, adapter_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """The LoRA-targeted weights after merging, keyed by GGUF tensor name, in llama.cpp's layout."""
     import torch
