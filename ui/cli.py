@@ -636,7 +636,7 @@ def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, c
 
 @main.command("train")
 @click.option("--max-samples", type=int, default=2000, show_default=True, help="At most this many samples, chosen to cover tags evenly.")
-@click.option("--epochs", type=int, default=2, show_default=True)
+@click.option("--epochs", type=int, default=None, help="Passes over the records (default 2; 1 with --since-last).")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=2e-4, show_default=True, help="Learning rate.")
 @click.option("--lora-r", type=int, default=16, show_default=True, help="LoRA rank.")
@@ -667,6 +667,7 @@ def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, 
         bars.setdefault(what, _Bar(what))(done, total)
 
     try:
+        epochs = epochs or (1 if since_last else 2)
         summary = train_model(_open_kb(ctx), work_dir, max_samples=max_samples, epochs=epochs, batch_size=batch_size, lr=lr, lora_r=lora_r,
                               since_last=since_last, prepare_only=prepare_only, adapter=adapter, device=device,
                               context=Context.from_env(mode=mode), name=name, rounds=rounds, mistake_samples=mistake_samples,
