@@ -67,7 +67,9 @@ def test_installed_demo_model_is_the_default_and_can_be_switched_off(small_kb_di
 
     result = tagging.tag(text, context=ctx)
     assert result["selection"]["backend"] == tuned.describe()  # the graph's generator ran with the adapter
-    assert result["tags"] and all(t["confidence"] >= rt.threshold(ctx) for t in result["tags"])
+    judged = [j for j in result["judgments"] if j.get("p_yes") is not None]
+    assert judged and all(j["confidence"] is not None for j in judged)  # the tuned judge scored them, the fusion fused them
+    assert all(t["confidence"] >= rt.threshold(ctx) for t in result["tags"])
 
 
 def test_a_missing_adapter_file_is_a_clear_error(tmp_path):

@@ -63,10 +63,18 @@ def install_demo_model(kb: KnowledgeBase) -> bool:
     described = shipped_demo_model()
     if described is None:
         return False
+    from filelock import FileLock
+
+    with FileLock(str(kb.directory / (INSTALLED + ".lock"))):  # two processes opening the demo at once install it once
+        _install(kb, described)
+    return True
+
+
+def _install(kb: KnowledgeBase, described: dict) -> None:
     marker = kb.directory / INSTALLED
     fingerprint = _model_fingerprint()
     if marker.is_file() and marker.read_text(encoding="ascii").strip() == fingerprint:
-        return True
+        return
     target = kb.directory / "model"
     target.mkdir(exist_ok=True)
     shutil.copyfile(DEMO_MODEL / ADAPTER, target / (ADAPTER + ".partial"))
@@ -82,7 +90,6 @@ def install_demo_model(kb: KnowledgeBase) -> bool:
     tmp.replace(kb.directory / TRAINING_RECORD)
     kb.update_config(replace(kb.config, threshold=described.get("threshold")))
     marker.write_text(fingerprint, encoding="ascii")
-    return True
 
 
 def build_demo_model(work_dir: str | Path, out_dir: str | Path = DEMO_MODEL, *, samples: int = 200, mistake_samples: int = 80,
@@ -130,7 +137,7 @@ def build_demo_model(work_dir: str | Path, out_dir: str | Path = DEMO_MODEL, *, 
         (out / CALIBRATION_FILE).unlink(missing_ok=True)
     described = {
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "llm4tag train-demo " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train-demo"] else "agent.training.demo.build_demo_model",
+        "command": ("llm4tag train-demo " + " ".join(sys.argv[2:])).strip() if sys.argv[1:2] == ["train-demo"] else "agent.training.demo.build_demo_model",
         "seed": seed, "samples": samples, "mistake_samples": mistake_samples, "epochs": epochs, "lora_r": lora_r,
         "data": "knowledge_base/demo_data/samples.jsonl (history), calibration.jsonl (fusion and threshold)",
         "threshold": tuned["threshold"], "threshold_coverage": coverage, "at_threshold_on_calibration_items": tuned,
