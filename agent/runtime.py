@@ -28,9 +28,9 @@ from knowledge_base.loaders import verdict
 
 from .confidence import DEFAULT_THRESHOLD, FILE_NAME as CALIBRATION_FILE, LearnedCalibration
 from .context import Context
+from .demo_model import TRAINING_RECORD, install_demo_model
 from .llm import LLMBackend, load_backend
 
-TRAINING_RECORD = "training.json"
 NODE_CACHE = "node-cache.sqlite"  # the tagging graph's cached recall and knowledge results
 REVIEWS = "reviews.sqlite"  # the tagging graph's checkpoints: runs waiting for a review
 VECTOR_CACHE = 256  # content embeddings kept per knowledge base (most recently used)
@@ -275,8 +275,6 @@ def runtime_for(kb_dir: str | Path | None) -> Runtime:
     with _runtimes_lock:
         if key not in _runtimes:
             if kb_dir is None:
-                from .training.demo import install_demo_model
-
                 kb = open_demo_kb()
                 install_demo_model(kb)  # the shipped fine-tuned adapter, fusion and threshold
                 runtime = Runtime(kb)

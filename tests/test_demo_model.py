@@ -12,7 +12,7 @@ from agent import Context, tagging
 from agent.llm import load_backend
 from agent.llm.llamacpp import default_model_path
 from agent.runtime import runtime_for
-from agent.training.demo import ADAPTER, DEMO_MODEL, install_demo_model, shipped_demo_model
+from agent.demo_model import ADAPTER, DEMO_MODEL, install_demo_model, shipped_demo_model
 from knowledge_base import KnowledgeBase
 from knowledge_base.demo import demo_examples
 

@@ -590,7 +590,7 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
 
 def _demo_threshold() -> float:
     """The threshold the demo's shipped model was tuned with, else the default."""
-    from agent.training.demo import shipped_demo_model
+    from agent.demo_model import shipped_demo_model
 
     described = shipped_demo_model()
     return described["threshold"] if described and described.get("threshold") is not None else DEFAULT_THRESHOLD

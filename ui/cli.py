@@ -696,7 +696,8 @@ def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, 
 def train_demo_command(samples, mistake_samples, epochs, lora_r, seed, calibration_items, work_dir, out_dir):
     """Rebuild the demo's shipped model from knowledge_base/demo_data/: fine-tune on CPU (two rounds),
     write the LoRA adapter GGUF, fit the fusion and tune the threshold. Needs llm4tag[train]."""
-    from agent.training.demo import DEMO_MODEL, build_demo_model
+    from agent.demo_model import DEMO_MODEL
+    from agent.training.demo import build_demo_model
     from knowledge_base.config import llm4tag_home
 
     bars: dict[str, _Bar] = {}

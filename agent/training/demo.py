@@ -1,5 +1,5 @@
-"""The demo's fine-tuned model: built by one command, shipped in ``knowledge_base/demo_data/model/``,
-installed into the demo knowledge base on first use.
+"""The demo's fine-tuned model, built by one command into ``knowledge_base/demo_data/model/``
+(``agent.demo_model`` installs it into the demo knowledge base on first use).
 
 ``build_demo_model`` (``llm4tag train-demo``, ``make demo-model``) builds the demo knowledge base
 afresh in a work folder, fine-tunes the embedded model on its samples on CPU (two rounds: the
@@ -10,87 +10,23 @@ P(right) out of fold) and tunes the threshold that still tags ``coverage`` of th
 It writes three files: ``demo-lora.gguf``, ``calibration.json`` (when a fusion was kept) and
 ``demo-model.json`` (threshold, seed, command, the figures of the run).
 
-``install_demo_model`` copies them into the demo knowledge base and records the adapter in its
-``training.json``, so the page, the CLI and the tests tag with the fine-tuned model by default
-(``--no-fine-tuning`` runs the base model).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from knowledge_base.demo import DEMO_DATA, build_demo_kb
-from knowledge_base.store import KnowledgeBase
+from knowledge_base.demo import build_demo_kb
 
 from ..confidence import FILE_NAME as CALIBRATION_FILE
 from ..context import Context
-from ..runtime import TRAINING_RECORD
-
-DEMO_MODEL = DEMO_DATA / "model"
-ADAPTER = "demo-lora.gguf"
-DESCRIPTION = "demo-model.json"
-CALIBRATION_ITEMS = DEMO_DATA / "calibration.jsonl"
-INSTALLED = "demo-model.installed"
-
-
-def shipped_demo_model() -> dict | None:
-    """What ``demo-model.json`` says about the shipped model; None when none is shipped."""
-    path = DEMO_MODEL / DESCRIPTION
-    if not (path.is_file() and (DEMO_MODEL / ADAPTER).is_file()):
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _model_fingerprint() -> str:
-    h = hashlib.sha1()
-    for name in (ADAPTER, DESCRIPTION, CALIBRATION_FILE):
-        path = DEMO_MODEL / name
-        h.update(name.encode() + (path.read_bytes() if path.is_file() else b"-"))
-    return h.hexdigest()[:12]
-
-
-def install_demo_model(kb: KnowledgeBase) -> bool:
-    """Put the shipped adapter, fusion and threshold into the demo knowledge base (once per
-    shipped version); False when no model is shipped."""
-    described = shipped_demo_model()
-    if described is None:
-        return False
-    from filelock import FileLock
-
-    with FileLock(str(kb.directory / (INSTALLED + ".lock"))):  # two processes opening the demo at once install it once
-        _install(kb, described)
-    return True
-
-
-def _install(kb: KnowledgeBase, described: dict) -> None:
-    marker = kb.directory / INSTALLED
-    fingerprint = _model_fingerprint()
-    if marker.is_file() and marker.read_text(encoding="ascii").strip() == fingerprint:
-        return
-    target = kb.directory / "model"
-    target.mkdir(exist_ok=True)
-    shutil.copyfile(DEMO_MODEL / ADAPTER, target / (ADAPTER + ".partial"))
-    (target / (ADAPTER + ".partial")).replace(target / ADAPTER)
-    if (DEMO_MODEL / CALIBRATION_FILE).is_file():
-        shutil.copyfile(DEMO_MODEL / CALIBRATION_FILE, kb.directory / CALIBRATION_FILE)
-    else:
-        (kb.directory / CALIBRATION_FILE).unlink(missing_ok=True)
-    record = {"lora": f"model/{ADAPTER}", "shipped_with": "knowledge_base/demo_data/model", "trained_at": described.get("built_at"),
-              "runs": [], "note": "the demo's shipped adapter; llm4tag train replaces it with this knowledge base's own fine-tune"}
-    tmp = kb.directory / (TRAINING_RECORD + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    tmp.replace(kb.directory / TRAINING_RECORD)
-    kb.update_config(replace(kb.config, threshold=described.get("threshold")))
-    marker.write_text(fingerprint, encoding="ascii")
-
+from ..demo_model import ADAPTER, CALIBRATION_ITEMS, DEMO_MODEL, DESCRIPTION
 
 def build_demo_model(work_dir: str | Path, out_dir: str | Path = DEMO_MODEL, *, samples: int = 200, mistake_samples: int = 80,
                      epochs: int = 1, lora_r: int = 8, seed: int = 7, calibration_items: int | None = None, coverage: float = 0.9,
