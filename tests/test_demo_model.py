@@ -48,7 +48,9 @@ def test_installed_demo_model_is_the_default_and_can_be_switched_off(small_kb_di
     record = json.loads((kb.directory / "training.json").read_text())
     assert record["lora"] == f"model/{ADAPTER}" and (kb.directory / "model" / ADAPTER).is_file()
     assert KnowledgeBase(kb.directory).config.threshold == shipped_demo_model()["threshold"]
-    assert install_demo_model(kb)  # once per shipped version: nothing changes the second time
+    written = (kb.directory / "training.json").stat().st_mtime_ns
+    assert install_demo_model(kb)  # once per shipped version: nothing is written the second time
+    assert (kb.directory / "training.json").stat().st_mtime_ns == written
     rt = runtime_for(str(kb.directory))
     ctx = Context(kb_dir=str(kb.directory))
     spec = rt.backend_spec(ctx)

@@ -24,7 +24,7 @@ from knowledge_base.errors import InputError
 from knowledge_base.store import KnowledgeBase
 
 from ..context import Context
-from ..runtime import TRAINING_RECORD, read_training_record, recorded_model
+from ..runtime import TRAINING_RECORD, _recorded_file, read_training_record, recorded_model
 
 RECORD = TRAINING_RECORD
 
@@ -51,13 +51,11 @@ def _previous_adapter(kb: KnowledgeBase, record: dict, base: str, work: Path) ->
     the recorded LoRA adapter GGUF (the demo ships only that); None: a fresh LoRA."""
     if record.get("adapter") and Path(record["adapter"]).is_dir():
         return record["adapter"]
-    lora = record.get("lora")
+    lora = _recorded_file(record.get("lora"), kb.directory)
     if lora:
-        path = Path(lora) if Path(lora).is_absolute() else kb.directory / lora
-        if path.is_file():
-            from .export import adapter_from_lora_gguf
+        from .export import adapter_from_lora_gguf
 
-            return str(adapter_from_lora_gguf(path, base, work / "previous-adapter"))
+        return str(adapter_from_lora_gguf(lora, base, work / "previous-adapter"))
     return None
 
 

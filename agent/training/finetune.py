@@ -99,14 +99,16 @@ def pack(examples: list[dict], max_tokens: int) -> list[dict]:
         i += len(group)
         prefix = min(_common_prefix(group[0]["prompt"], e["prompt"]) for e in group) if len(group) > 1 else len(group[0]["prompt"])
         prefix = min(prefix, min(len(e["prompt"]) for e in group) - 1) if len(group) > 1 else prefix
-        seq = {"input_ids": list(group[0]["prompt"][:prefix]), "position_ids": list(range(prefix)), "segment": [0] * prefix,
-               "targets": [], "tasks": [], "records": 0}
+        def start_sequence() -> dict:
+            return {"input_ids": list(group[0]["prompt"][:prefix]), "position_ids": list(range(prefix)), "segment": [0] * prefix,
+                    "targets": [], "tasks": [], "records": 0}
+
+        seq = start_sequence()
         for k, e in enumerate(group, 1):
             tail = e["prompt"][prefix:] + (e["answer"][:-1] if e["task"] == "generate" else [])
             if seq["records"] and len(seq["input_ids"]) + len(tail) > max_tokens:  # too long together: start another sequence
                 sequences.append(seq)
-                seq = {"input_ids": list(group[0]["prompt"][:prefix]), "position_ids": list(range(prefix)), "segment": [0] * prefix,
-                       "targets": [], "tasks": [], "records": 0}
+                seq = start_sequence()
             segment = k if len(group) > 1 else 0
             start = len(seq["input_ids"])
             seq["input_ids"] += tail
