@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from knowledge_base.errors import InputError, Llm4tagError
 from knowledge_base.loaders import clean_text, valid_unicode
 
 from .context import Context
 from .tagging import tag
+
+if TYPE_CHECKING:
+    from .workers import TaggerPool
 
 
 @dataclass
@@ -151,8 +155,14 @@ def batch_record(key: str, result: dict) -> dict:
 
 def run_batch(in_path: str | Path, out_path: str | Path, context: Context,
               on_item: Callable[[BatchReport, BatchItem], None] | None = None,
-              tagger: Callable[..., dict] | None = None) -> BatchReport:
-    tagger = tagger or tag
+              tagger: Callable[..., dict] | None = None, workers: int = 1, pool: "TaggerPool | None" = None) -> BatchReport:
+    """Tag every usable line of ``in_path`` into ``out_path`` (see the module docstring).
+
+    ``workers`` > 1 tags that many items at once in a ``TaggerPool`` (model worker processes,
+    or threads for a remote backend); results are still written in input order, each as soon as
+    it and every line before it are done, so an interruption loses at most the items in flight.
+    ``pool``: an already started ``TaggerPool`` to use instead (it is left running).
+    """
     in_path, out_path = Path(in_path), Path(out_path)
     if not in_path.is_file():
         raise Llm4tagError(f"{in_path}: input file not found")
@@ -161,25 +171,71 @@ def run_batch(in_path: str | Path, out_path: str | Path, context: Context,
     done = finished_keys(out_path)
     items = list(read_items(in_path))
     report = BatchReport(total=len(items))
+    pending = []
+    for item in items:  # an id already tagged, or given twice in the input, is done once
+        if item.key in done:
+            report.skipped_done += 1
+            if on_item:
+                on_item(report, item)
+        else:
+            pending.append(item)
+            done.add(item.key)
     with open(out_path, "ab") as out:
-        for item in items:
-            if item.key in done:
-                report.skipped_done += 1
+        for item, result in _results(pending, context, tagger, workers, pool):
+            status = "bad-input"
+            if isinstance(result, dict):
+                record = batch_record(item.key, result)
+                report.tagged += 1
             else:
-                status = "bad-input"
                 if item.error is None:
-                    try:
-                        record = batch_record(item.key, tagger(item.text, title=item.title, context=context))
-                        report.tagged += 1
-                    except (Llm4tagError, OSError) as exc:
-                        item.error, status = str(exc), "failed"
-                if item.error is not None:
-                    record = {"id": item.key, "line": item.line, "error": item.error, "status": status}
-                    (report.failed if status == "failed" else report.errors).append(f"{in_path}:{item.line}: {item.error}")
-                out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))  # one write per line
-                out.flush()
-                os.fsync(out.fileno())
-                done.add(item.key)
+                    item.error, status = str(result), "failed"
+                record = {"id": item.key, "line": item.line, "error": item.error, "status": status}
+                (report.failed if status == "failed" else report.errors).append(f"{in_path}:{item.line}: {item.error}")
+            out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))  # one write per line
+            out.flush()
+            os.fsync(out.fileno())
             if on_item:
                 on_item(report, item)
     return report
+
+
+def _results(items: list[BatchItem], context: Context, tagger: Callable[..., dict] | None, workers: int,
+             pool: "TaggerPool | None") -> Iterator[tuple[BatchItem, dict | Exception | None]]:
+    """(item, its tagging result, or the error that stopped it, or None for a bad line), in order."""
+    if workers <= 1 and pool is None:
+        tagger = tagger or tag
+        for item in items:
+            if item.error is not None:
+                yield item, None
+                continue
+            try:
+                yield item, tagger(item.text, title=item.title, context=context)
+            except (Llm4tagError, OSError) as exc:
+                yield item, exc
+        return
+    if tagger is not None:
+        raise ValueError("a custom tagger runs in this process: use workers=1")
+    from .workers import TaggerPool
+
+    own = pool is None
+    pool = pool or TaggerPool(workers, context)
+    window: deque = deque()
+    try:
+        for item in items:
+            window.append((item, None if item.error is not None else pool.submit(item.text, item.title, context)))
+            while len(window) > 2 * pool.workers or (window and (window[0][1] is None or window[0][1].done())):
+                yield _settled(*window.popleft())
+        while window:
+            yield _settled(*window.popleft())
+    finally:
+        if own:
+            pool.close(cancel=True)
+
+
+def _settled(item: BatchItem, future) -> tuple[BatchItem, dict | Exception | None]:
+    if future is None:
+        return item, None
+    try:
+        return item, future.result()
+    except (Llm4tagError, OSError) as exc:
+        return item, exc

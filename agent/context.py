@@ -63,6 +63,11 @@ class Context:
     max_c2t: int | None = field(default=None, metadata={"help": "override the knowledge base's C2T cap"})
     max_c2c2t: int | None = field(default=None, metadata={"help": "override the knowledge base's C2C2T cap"})
     budget: int | None = field(default=None, metadata={"help": "override the candidate budget"})
+    workers: int = field(
+        default=1,
+        metadata={"help": "batch tagging (index) and the REST API tag this many contents at once: model worker processes, each with "
+                          "its own llama.cpp (threads for an ollama backend); 1: in this process"},
+    )
 
     def __post_init__(self):
         if self.mode not in get_args(Mode):
@@ -74,8 +79,8 @@ class Context:
         if self.judge_top < 0:
             raise ValueError("judge_top must be 0 or more")
         check_recall_settings({name: getattr(self, name) for name in ("delta_ct", "delta_cc", "max_c2t", "max_c2c2t", "budget")})
-        for name in ("max_tags", "judge_top", "max_examples", "max_snippets", "content_chars"):
-            check_number(name, getattr(self, name), minimum=1 if name in ("max_tags", "content_chars") else 0, integer=True)
+        for name in ("max_tags", "judge_top", "max_examples", "max_snippets", "content_chars", "workers"):
+            check_number(name, getattr(self, name), minimum=1 if name in ("max_tags", "content_chars", "workers") else 0, integer=True)
         check_number("threshold", self.threshold, minimum=0.0, maximum=1.0)
         check_number("history_keep", self.history_keep, minimum=0.0, maximum=1.0)
         check_number("min_snippet_similarity", self.min_snippet_similarity, minimum=-1.0, maximum=1.0)

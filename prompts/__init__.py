@@ -54,6 +54,14 @@ def load_prompt(name: str) -> str:
     return text
 
 
+def fixed_head(name: str) -> str:
+    """The named template's text before its first ``{placeholder}``: the same for every content,
+    so a backend can keep its KV cache (``LLMBackend.select_tags``'s ``head``)."""
+    text = load_prompt(name)
+    match = _PLACEHOLDER.search(text)
+    return text if match is None else text[: match.start()]
+
+
 def fill_template(template: str, **values: str) -> str:
     """Fill a template text's ``{placeholders}``; unknown names are left as written."""
     return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from . import fill_template, load_prompt, render_prompt
+from . import fill_template, fixed_head, load_prompt, render_prompt
 
 TASKS = {
     "multi": "Choose every candidate tag that applies to the content (at most {n}), most relevant first.",
@@ -69,6 +69,7 @@ class GenerationPrompt:
     user: str
     template: Literal["generate_basic", "generate_retrieval"]
     content_cut: bool  # the content was longer than ``content_chars`` and was cut
+    head: str = ""  # the fixed start of ``user`` (the template before its first placeholder)
 
 
 def generation_prompt(text: str, candidates: list[dict], mode: str, tag_limit: int, content_chars: int,
@@ -81,7 +82,7 @@ def generation_prompt(text: str, candidates: list[dict], mode: str, tag_limit: i
         values |= {"examples": format_examples(examples or []), "knowledge": format_knowledge(knowledge or [])}
     else:
         template = "generate_basic"
-    return GenerationPrompt(load_prompt("system"), render_prompt(template, **values), template, cut)
+    return GenerationPrompt(load_prompt("system"), render_prompt(template, **values), template, cut, fixed_head(template))
 
 
 def judgment_examples(examples: list[dict], candidates: list[str], limit: int = 2, chars: int = 200) -> str:
@@ -100,6 +101,11 @@ def judgment_examples(examples: list[dict], candidates: list[str], limit: int = 
         if wrong:
             shots.append(f"Item: {text}\nTag: {wrong[0]}\nRelevant: No")
     return "\n\n".join(shots) or "(none)"
+
+
+def judgment_head() -> str:
+    """The fixed start of every judgment prompt (``LLMBackend.judge``'s ``head``)."""
+    return fixed_head("judge")
 
 
 def judgment_prompts(text: str, tags: list[str], descriptions: dict[str, str], content_chars: int, shots: str = "(none)") -> list[str]:

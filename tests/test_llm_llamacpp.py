@@ -81,3 +81,41 @@ def test_bad_specs_and_missing_files_give_clear_errors(tmp_path):
         load_backend(f"llamacpp:{bad}")
     with pytest.raises(BackendError, match="ollama:MODEL"):
         load_backend("ollama:")
+
+
+HEAD = "You are shown an item and one tag. Decide whether the tag describes the item, using only what the item says.\n\n"
+
+
+def test_prompt_heads_are_evaluated_once_and_restored_exactly(backend):
+    """The fixed head of a prompt (system message + template start) is evaluated once per process:
+    after another prompt has replaced the KV cache, it is restored from its saved state, and the
+    scores are the same as evaluating everything afresh."""
+    other = "A completely different instruction that shares nothing but the chat template.\n\n"
+    texts = [TEXT, "A strategy game set in space, with fleets, trade and diplomacy.", "A Python library for parsing XML."]
+    prompts = [f"{HEAD}Item: {t}\nTag: {tag}\nAnswer Yes or No." for t in texts for tag in ("pdf", "game")]
+    fresh = [backend.judge(SYSTEM, [p], reuse_cache=False)[0] for p in prompts]
+    head_length = backend.head_length(SYSTEM, HEAD, backend.render(SYSTEM, prompts[0]))
+    other_length = backend.head_length(SYSTEM, other, backend.render(SYSTEM, other + "Item"))
+    assert head_length > len(backend.render(SYSTEM, "")) - 8  # the system message and most of the head
+    evaluated_before, restored_before = backend.heads.evaluated, backend.heads.restored
+    judged = []
+    for i, prompt in enumerate(prompts):
+        if i % 2 == 0:  # a new content: something else ran in between and replaced the cache
+            backend.judge(SYSTEM, [f"{other}Item: {texts[i // 2]}\nTag: x"], head=other)
+        judged.append(backend.judge(SYSTEM, [prompt], head=HEAD)[0])
+    assert [round(j.p_yes, 5) for j in judged] == [round(j.p_yes, 5) for j in fresh]
+    # every judgment of a new content starts from the restored head, never re-evaluates it
+    assert all(j.reused_tokens >= head_length for j in judged)
+    assert backend.heads.evaluated - evaluated_before <= head_length + other_length  # each head once (at most)
+    assert backend.heads.restored - restored_before >= 2 * head_length
+
+
+def test_generation_reuses_its_saved_head(backend):
+    candidates = ["works-with::image", "works-with-format::pdf", "game::strategy", "field::biology"]
+    head = "Choose the tags that describe the text from the candidates.\n\n"
+    user = f"{head}Text: {TEXT}\nCandidates: {', '.join(candidates)}\nAnswer with a JSON array."
+    first = backend.select_tags("You tag texts.", user, candidates, 3, head=head)
+    backend.judge(SYSTEM, ["Something else entirely.\nTag: x"])  # replaces the cache
+    second = backend.select_tags("You tag texts.", user, candidates, 3, head=head)
+    assert second.tags == first.tags and second.raw == first.raw
+    assert second.reused_tokens >= backend.head_length("You tag texts.", head, backend.render("You tag texts.", user)) > 10

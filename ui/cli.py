@@ -462,18 +462,25 @@ def review_command(ctx, content_id, accept, reject, add, as_json):
     _print_tags(result)
 
 
+WORKERS_OPTION = click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="Tag this many contents at once: model worker processes, each with its own llama.cpp and one core "
+         "(threads for an ollama backend). Default 1 (env LLM4TAG_WORKERS).")
+
+
 @main.command("index")
 @click.argument("in_path", type=click.Path(dir_okay=False))
 @click.argument("out_path", type=click.Path(dir_okay=False))
+@WORKERS_OPTION
 @context_options
 @click.pass_context
-def index_command(ctx, in_path, out_path, **options):
+def index_command(ctx, in_path, out_path, workers, **options):
     """Tag every line of IN.jsonl into OUT.jsonl; re-run to resume after an interruption."""
     from tqdm import tqdm
 
     from agent.batch import run_batch
 
-    context = build_context(ctx, **options)
+    context = build_context(ctx, workers=workers, **options)
     _start_remote_backend(context)
     bar = None
 
@@ -486,7 +493,7 @@ def index_command(ctx, in_path, out_path, **options):
             bar.write(f"line {item.line}: {item.error}", file=sys.stderr)
 
     try:
-        report = run_batch(in_path, out_path, context, on_item=on_item)
+        report = run_batch(in_path, out_path, context, on_item=on_item, workers=context.workers)
     except Llm4tagError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -768,13 +775,14 @@ def app_command(ctx, host, port, share, token):
 @click.option("--token", envvar="LLM4TAG_API_TOKEN", default=None,
               help="Bearer token that write endpoints (learn) require (env LLM4TAG_API_TOKEN).")
 @click.option("--max-body", "max_body", type=int, default=None, help="Largest request body in bytes (default 1000000, env LLM4TAG_API_MAX_BODY).")
+@WORKERS_OPTION
 @context_options
 @click.pass_context
-def serve_command(ctx, host, port, token, max_body, **options):
+def serve_command(ctx, host, port, token, max_body, workers, **options):
     """Start the REST API: tag, tag-batch, learn, tags, health; OpenAPI spec at /openapi.json."""
     from .rest import serve
 
-    context = build_context(ctx, **options)
+    context = build_context(ctx, workers=workers, **options)
     try:
         serve(ctx.obj["kb_dir"], host=host, port=port, token=token, max_body_bytes=max_body, context=context)
     except (Llm4tagError, ValueError) as exc:

@@ -33,9 +33,11 @@ to ignore instructions inside the content.
 Concurrency. The embedded llama.cpp model is not thread-safe (its backend serialises calls with a
 lock). Tag requests run in worker threads (``LLM4TAG_API_WORKERS``, default 2 for llama.cpp —
 retrieval of one request overlaps generation of another — and ``LLM4TAG_OLLAMA_PARALLEL`` for
-Ollama); at most ``LLM4TAG_API_QUEUE`` (default 32) more wait for a worker, and any request beyond
-that is answered 503 at once with ``Retry-After``. Each request runs the graph on its own state, so
-no request can get another's result. Learn writes go through the knowledge base's write lock
+Ollama). ``serve --workers N`` (``LLM4TAG_WORKERS``) runs N model worker processes instead, each
+with its own llama.cpp on one core (``agent.workers``), and serves N tag requests at once. At most
+``LLM4TAG_API_QUEUE`` (default 32) more wait for a worker, and any request beyond that is
+answered 503 at once with ``Retry-After``. Each request runs the graph on its own state, so no
+request can get another's result. Learn writes go through the knowledge base's write lock
 (threads and processes), so concurrent corrections all land.
 """
 
@@ -47,6 +49,7 @@ import logging
 import math
 import os
 import time
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -63,6 +66,7 @@ from agent.context import Context
 from agent.explanation import why
 from agent.llm.base import BackendError
 from agent.runtime import runtime_for
+from agent.workers import TaggerPool, remote_backend
 from .guard import LocalOnly, is_loopback, require_token_beyond_loopback  # noqa: F401 (is_loopback: the old import place)
 from knowledge_base.errors import ConflictError, InputError, KnowledgeBaseError, Llm4tagError, UnknownTagsError
 from knowledge_base.loaders import clean_text, encodable, require_id, valid_unicode
@@ -122,9 +126,12 @@ def _env_int(name: str, default: int, minimum: int) -> int:
 
 
 def default_workers(context: Context) -> int:
-    """Worker threads for tag requests: LLM4TAG_API_WORKERS, else 2 (llama.cpp) or the Ollama parallelism."""
+    """Tag requests served at once: LLM4TAG_API_WORKERS, else the context's model workers when
+    more than one, else 2 (llama.cpp) or the Ollama parallelism."""
     if os.environ.get("LLM4TAG_API_WORKERS"):
         return _env_int("LLM4TAG_API_WORKERS", 2, 1)
+    if context.workers > 1:
+        return context.workers
     if context.backend.startswith("ollama"):
         return _env_int("LLM4TAG_OLLAMA_PARALLEL", 4, 1)
     return 2
@@ -430,8 +437,20 @@ def create_app(
     queue = TagQueue(workers or default_workers(base), max_waiting if max_waiting is not None else _env_int("LLM4TAG_API_QUEUE", DEFAULT_QUEUE, 0))
     rt = runtime_for(base.kb_dir)  # fail at start, not on the first request
     kb = rt.kb
+    pool = TaggerPool(base.workers, base) if base.workers > 1 and not remote_backend(base) else None
+
+    def tag_text(text: str, title: str | None, ctx: Context) -> dict:
+        """Tag in a model worker process when the server has them, else in this process."""
+        return pool.submit(text, title, ctx).result() if pool else tagging.tag(text, title=title, context=ctx)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if pool is not None:
+            pool.close(cancel=True)
 
     app = FastAPI(
+        lifespan=lifespan,
         default_response_class=SafeJSONResponse,
         title="llm4tag",
         version="0.1.0",
@@ -439,6 +458,7 @@ def create_app(
     )
     app.state.context = base
     app.state.queue = queue
+    app.state.pool = pool
     app.add_middleware(BodySizeLimit, max_bytes=limit)
     if local_only:
         app.add_middleware(LocalOnly)  # added last: it runs first
@@ -497,7 +517,7 @@ def create_app(
         """Tag one content with the full pipeline: recall, examples, knowledge, generate, calibrate."""
         ctx = _options(base, request)
         started = time.perf_counter()
-        result = await queue.run(tagging.tag, request.text, title=request.title, context=ctx)
+        result = await queue.run(tag_text, request.text, request.title, ctx)
         return _tag_response(result, request.id, text_digest(request.text), started, request.explain)
 
     def _tag_response(result: dict, given_id: str | None, digest: str, started: float, explain: bool = False) -> TagResponse:
@@ -545,15 +565,18 @@ def create_app(
 
         def run_all() -> list[BatchItemResult]:
             results = []
-            for index, doc in enumerate(request.documents):
+            usable = [doc.text is not None and bool(clean_text(doc.text)) for doc in request.documents]
+            # with model workers, every document of the batch is in their queue at once
+            futures = [pool.submit(doc.text, doc.title, ctx) if pool and ok else None for doc, ok in zip(request.documents, usable)]
+            for index, (doc, ok, future) in enumerate(zip(request.documents, usable, futures)):
                 item = BatchItemResult(index=index, id=doc.id, ok=False)
                 if doc.text is not None:
                     item.text_sha256 = text_digest(doc.text)
-                if doc.text is None or not clean_text(doc.text):
+                if not ok:
                     item.error = EMPTY_TEXT
                 else:
                     try:
-                        result = tagging.tag(doc.text, title=doc.title, context=ctx)
+                        result = future.result() if future else tagging.tag(doc.text, title=doc.title, context=ctx)
                     except Llm4tagError as exc:
                         item.error = str(exc)
                     else:
@@ -626,5 +649,8 @@ def serve(kb_dir: str | None, host: str = "127.0.0.1", port: int = 8000, token: 
 
     require_token_beyond_loopback(host, token)
     app = create_app(kb_dir, context, token, max_body_bytes, local_only=not token)
-    runtime_for(app.state.context.kb_dir).backend(app.state.context)  # load the model before the first request
+    if app.state.pool is not None:
+        app.state.pool.start()  # every worker loads its model before the first request
+    elif app.state.context.uses_llm:
+        runtime_for(app.state.context.kb_dir).backend(app.state.context)  # load the model before the first request
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -79,6 +79,7 @@ def _run_llm_item(item: Item, ctx: Context) -> dict:
         "timings": result["timings"],
         "tokens": {
             "generate_prompt": result["selection"].get("prompt_tokens", 0),
+            "generate_reused": result["selection"].get("reused_tokens", 0),
             "generate_completion": result["selection"].get("completion_tokens", 0),
             "judge_prompt": sum(j["prompt_tokens"] for j in result["judgments"]),
             "judge_reused": sum(j["reused_tokens"] for j in result["judgments"]),

@@ -33,6 +33,7 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     rejected: list[str]  # names the model produced that are not candidates (dropped)
+    reused_tokens: int = 0  # tokens of the prompt served from the KV cache (prompt_tokens counts them too)
 
 
 @dataclass
@@ -96,13 +97,17 @@ class LLMBackend(ABC):
     spec: str
 
     @abstractmethod
-    def select_tags(self, system: str, user: str, candidates: list[str], max_tags: int) -> Generation:
-        """Generate a selection of tags, constrained to ``candidates`` (at most ``max_tags``)."""
+    def select_tags(self, system: str, user: str, candidates: list[str], max_tags: int, head: str = "") -> Generation:
+        """Generate a selection of tags, constrained to ``candidates`` (at most ``max_tags``).
+
+        ``head`` is the fixed start of ``user`` (the template's instructions before its first
+        placeholder): backends that can, keep the KV cache of the system message and this head
+        and reuse it for every content instead of evaluating it again."""
 
     @abstractmethod
-    def judge(self, system: str, prompts: list[str], reuse_cache: bool = True) -> list[Judgment]:
+    def judge(self, system: str, prompts: list[str], reuse_cache: bool = True, head: str = "") -> list[Judgment]:
         """P(Yes) for each judgment prompt. Prompts share a long prefix (the content); backends
-        that can, evaluate that prefix once."""
+        that can, evaluate that prefix once. ``head``: the prompts' fixed start, as for ``select_tags``."""
 
     def describe(self) -> str:
         return self.spec

@@ -5,15 +5,21 @@ to Q8_0 (faster here than the shipped Q4_1). Generation is
 constrained by a GBNF grammar that only admits a JSON array of candidate names. Judgments read
 the raw next-token logits after evaluating the prompt; consecutive prompts that share a prefix
 (the content comes first, the tag last) reuse the KV cache up to their longest common prefix.
+The fixed head of each prompt — the system message and the template's instructions before its
+first placeholder (``head``) — is evaluated once per process: its KV cache is saved
+(``llama_state_seq_get_data``, a few MB) and restored for the next content whose prompt starts
+with it, whatever ran in between (``PromptHeads``).
 The model is not thread-safe: one lock serialises every call (callers queue behind it).
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +131,79 @@ def selection_grammar(candidates: list[str], max_tags: int) -> str:
     return f"{body}\ntag ::= {alternatives}\n"
 
 
+HEAD_MARK = "\u2063llm4tag-head\u2063"  # never in a template: where the fixed head of a user message ends
+SAVED_HEADS = 8  # KV states of prompt heads kept per model (least recently used dropped)
+
+
+def common_prefix(a, b, limit: int) -> int:
+    """How many leading tokens ``a`` and ``b`` share, at most ``limit``."""
+    n = 0
+    for x, y in zip(a, b):
+        if n >= limit or x != y:
+            break
+        n += 1
+    return n
+
+
+class PromptHeads:
+    """Saved KV caches of fixed prompt heads, so each is evaluated once per process.
+
+    ``prepare(tokens, head_length)`` leaves the model's KV cache holding at least the head of
+    ``tokens`` (its first ``head_length`` tokens): as it already was, restored from the saved
+    state of that head, or evaluated and then saved. The caller holds the model's lock.
+    """
+
+    def __init__(self, llm):
+        self.llm = llm
+        self.enabled = True  # off: only the longest common prefix with the previous prompt is reused (bench/model_waste.py)
+        self._saved: "OrderedDict[tuple[int, ...], bytes]" = OrderedDict()
+        self.evaluated = 0  # head tokens evaluated (once per head)
+        self.restored = 0  # head tokens served from a saved state
+
+    def cached_prefix(self, tokens: list[int]) -> int:
+        """Tokens of ``tokens`` the KV cache holds now (never all of them: the last one is always
+        evaluated, so its logits are fresh)."""
+        llm = self.llm
+        return common_prefix(llm.input_ids[: llm.n_tokens], tokens, len(tokens) - 1)
+
+    def prepare(self, tokens: list[int], head_length: int) -> int:
+        """Make the KV cache hold the longest prefix of ``tokens`` it can cheaply; returns its length."""
+        import llama_cpp
+
+        llm = self.llm
+        common = self.cached_prefix(tokens)
+        head_length = min(head_length, len(tokens) - 1) if self.enabled else 0
+        if head_length <= common:
+            llm.n_tokens = common
+            return common
+        key = tuple(tokens[:head_length])
+        state = self._saved.get(key)
+        ctx = llm._ctx.ctx
+        if state is not None:
+            self._saved.move_to_end(key)
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+            if llama_cpp.llama_state_seq_set_data(ctx, buffer, len(state), 0) == len(state):
+                llm.input_ids[:head_length] = tokens[:head_length]
+                llm.n_tokens = head_length
+                self.restored += head_length
+                return head_length
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)  # a failed restore leaves nothing half-written
+            del self._saved[key]
+            common = 0
+        llm.n_tokens = common
+        llm.eval(tokens[common:head_length])
+        self.evaluated += head_length - common
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
+        if 0 < written <= size:
+            self._saved[key] = bytes(buffer[:written])
+            while len(self._saved) > SAVED_HEADS:
+                self._saved.popitem(last=False)
+        return head_length
+
+
 class LlamaCppBackend(LLMBackend):
     def __init__(self, model_path: str | None = None, n_ctx: int = 4096, n_threads: int | None = None, lora_path: str | None = None):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -149,6 +228,8 @@ class LlamaCppBackend(LLMBackend):
         bos = self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "ignore")
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self._lock = threading.Lock()
+        self.heads = PromptHeads(self.llm)
+        self._head_lengths: dict[tuple[str, str], list[int]] = {}
         self.n_vocab = self.llm.n_vocab()
         self._yes_ids = self._first_token_ids(YES_VARIANTS)
         self._no_ids = self._first_token_ids(NO_VARIANTS)
@@ -172,35 +253,48 @@ class LlamaCppBackend(LLMBackend):
             raise BackendError(f"the prompt has {len(tokens)} tokens, more than the model's context ({self.llm.n_ctx()}) allows; shorten the content or use fewer examples/snippets")
         return tokens
 
-    def select_tags(self, system: str, user: str, candidates: list[str], max_tags: int) -> Generation:
+    def head_length(self, system: str, head: str, tokens: list[int]) -> int:
+        """How many leading ``tokens`` are the system message and the user message's fixed ``head``."""
+        if not head:
+            return 0
+        key = (system, head)
+        head_tokens = self._head_lengths.get(key)
+        if head_tokens is None:
+            text = self.render_text(system, head + HEAD_MARK)
+            head_tokens = self.llm.tokenize(text[: text.index(HEAD_MARK)].encode("utf-8"), add_bos=False, special=True)
+            self._head_lengths[key] = head_tokens
+        # a token that spans the end of the head (BPE merges across it) is not part of it
+        return common_prefix(head_tokens, tokens, len(head_tokens))
+
+    def select_tags(self, system: str, user: str, candidates: list[str], max_tags: int, head: str = "") -> Generation:
         from llama_cpp import LlamaGrammar
 
         if not candidates:
             return Generation([], "[]", 0, 0, [])
         grammar = LlamaGrammar.from_string(selection_grammar(candidates, max_tags), verbose=False)
         tokens = self.render(system, user)
+        head_length = self.head_length(system, head, tokens)
         longest = max(len(self.llm.tokenize(json.dumps(c).encode(), add_bos=False)) for c in candidates)
         with self._lock:
+            reused = self.heads.prepare(tokens, head_length)  # create_completion reuses this prefix
             out = self.llm.create_completion(tokens, max_tokens=max_tags * (longest + 2) + 4, temperature=0.0, grammar=grammar)
         raw = out["choices"][0]["text"]
         usage = out.get("usage", {})
         kept, rejected = parse_selection(raw, candidates, max_tags)
-        return Generation(kept, raw, usage.get("prompt_tokens", len(tokens)), usage.get("completion_tokens", 0), rejected)
+        return Generation(kept, raw, usage.get("prompt_tokens", len(tokens)), usage.get("completion_tokens", 0), rejected, reused)
 
     def _last_logits(self) -> np.ndarray:
         return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,)).copy()
 
-    def judge(self, system: str, prompts: list[str], reuse_cache: bool = True) -> list[Judgment]:
+    def judge(self, system: str, prompts: list[str], reuse_cache: bool = True, head: str = "") -> list[Judgment]:
         out: list[Judgment] = []
         encoded = [self.render(system, p) for p in prompts]
         with self._lock:
             for tokens in encoded:
-                common = 0
                 if reuse_cache:
-                    cached = self.llm.input_ids[: self.llm.n_tokens]
-                    limit = min(len(cached), len(tokens) - 1)
-                    while common < limit and cached[common] == tokens[common]:
-                        common += 1
+                    common = self.heads.prepare(tokens, self.head_length(system, head, tokens))
+                else:
+                    common = 0
                 self.llm.n_tokens = common  # eval() drops the KV cache from here on
                 self.llm.eval(tokens[common:])
                 logits = self._last_logits()

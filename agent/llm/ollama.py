@@ -190,7 +190,7 @@ class OllamaBackend(LLMBackend):
                     raise
                 raise mapped from None
 
-    def select_tags(self, system: str, user: str, candidates: list[str], max_tags: int) -> Generation:
+    def select_tags(self, system: str, user: str, candidates: list[str], max_tags: int, head: str = "") -> Generation:
         if not candidates:
             return Generation([], "[]", 0, 0, [])
         # Each token is at least one character, so this bounds a complete answer with room for
@@ -202,10 +202,10 @@ class OllamaBackend(LLMBackend):
         kept, rejected = parse_selection(raw, candidates, max_tags)
         return Generation(kept, raw, response.prompt_eval_count or 0, response.eval_count or 0, rejected)
 
-    def judge(self, system: str, prompts: list[str], reuse_cache: bool = True) -> list[Judgment]:
+    def judge(self, system: str, prompts: list[str], reuse_cache: bool = True, head: str = "") -> list[Judgment]:
         """P(Yes) per prompt from the first generated token's top-20 alternatives.
 
-        ``reuse_cache`` is ignored: Ollama reuses its prompt cache by itself, and the tokens it
+        ``reuse_cache`` and ``head`` are ignored: Ollama reuses its prompt cache by itself, and the tokens it
         served from that cache are not reported, so ``reused_tokens`` is 0 and ``prompt_tokens``
         is the server's ``prompt_eval_count``.
         """

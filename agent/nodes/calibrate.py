@@ -19,7 +19,7 @@ import time
 from langgraph.runtime import Runtime
 
 from prompts import load_prompt
-from prompts.fill import judgment_examples, judgment_prompts
+from prompts.fill import judgment_examples, judgment_head, judgment_prompts
 
 from ..confidence import evidence_features, fused_confidence, rank_tags, scored_tags
 from ..context import Context, context_of
@@ -61,14 +61,14 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
         shots = judgment_examples(state.get("examples") or [], list(by_tag))
         descriptions = {t: by_tag[t].get("description", "") for t, _ in to_score if t in by_tag}
         prompts = judgment_prompts(state["text"], [t for t, _ in to_score], descriptions, ctx.content_chars, shots)
-        system = load_prompt("system")
+        system, head = load_prompt("system"), judgment_head()
     judgments: list[dict] = []
     with failures_noted("calibrate", attempt_key(runtime, state["content_id"]), notes):  # a failure that may pass is retried (agent.retries)
         backend = rt.backend(ctx) if ctx.use_calibration and to_score else None
         for (tag, origin), prompt in zip(to_score, prompts):
             # one prompt at a time, so each judgment streams as soon as it is known; the content's
             # KV cache is still shared, since every prompt starts with it
-            r = backend.judge(system, [prompt])[0] if prompt is not None else None
+            r = backend.judge(system, [prompt], head=head)[0] if prompt is not None else None
             p_yes = r.p_yes if r is not None else None
             recall_probability = by_tag[tag]["score"] if probability and tag in by_tag else None
             features = evidence_features(p_yes, by_tag.get(tag), generated.index(tag) + 1 if tag in generated else None,

@@ -35,7 +35,7 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
     candidates = state.get("candidates") or []
     notes: list[str] = []
     if not candidates or not ctx.use_generation:
-        return {"selection": {"tags": [], "raw": "", "prompt_tokens": 0, "completion_tokens": 0, "rejected": [], "from_history": [],
+        return {"selection": {"tags": [], "raw": "", "prompt_tokens": 0, "reused_tokens": 0, "completion_tokens": 0, "rejected": [], "from_history": [],
                               "limit": ctx.tag_limit, "skipped": bool(candidates)},
                 "timings": {"generate": round(time.perf_counter() - started, 4)}}
     prompt = generation_prompt(state["text"], candidates, ctx.mode, ctx.tag_limit, ctx.content_chars,
@@ -44,7 +44,7 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
         notes.append(f"the content was cut to {ctx.content_chars} characters in the prompts")
     with failures_noted("generate", attempt_key(runtime, state["content_id"]), notes):  # a failure that may pass is retried (agent.retries)
         backend = runtime_for(ctx.kb_dir).backend(ctx)
-        gen = backend.select_tags(prompt.system, prompt.user, [c["tag"] for c in candidates], ctx.tag_limit)
+        gen = backend.select_tags(prompt.system, prompt.user, [c["tag"] for c in candidates], ctx.tag_limit, head=prompt.head)
     if gen.rejected:
         notes.append(f"the generator named {len(gen.rejected)} tags outside the candidate set; they were dropped")
     selected = list(gen.tags)
@@ -61,6 +61,7 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
             "tags": selected,
             "raw": gen.raw,
             "prompt_tokens": gen.prompt_tokens,
+            "reused_tokens": gen.reused_tokens,
             "completion_tokens": gen.completion_tokens,
             "rejected": gen.rejected,
             "from_history": [t for t in from_history if t in selected],
