@@ -1,6 +1,7 @@
 """Everything the tagger knows, at the bottom of the house (it imports nothing from ``agent/`` or
 ``ui/``): the tag repository, annotated samples, domain documents, their embeddings (``encoder``)
-and Chroma collections (``store``), the networkx content–tag graph with its journal (``graph``),
+and Chroma collections (``store``), the networkx content–tag graph with its journal (``graph``;
+with a Chroma server, a cache of the server's edge store: ``shared_graph``),
 candidate recall over it (``recall``), file readers (``loaders``; ``documents`` for PDF, HTML,
 DOCX and CSV), settings (``config``) and the bundled demo (``demo``). A new store backend or loader goes here; nothing here calls an LLM.
 

@@ -13,6 +13,12 @@ way out when a snapshot is damaged. A crash mid-append leaves at most one torn l
 a crash mid-compaction leaves the previous snapshot, and replaying operations twice is harmless
 because every operation is idempotent. Callers serialise writers across processes with the knowledge base's file lock; within a
 process, ``lock`` guards the in-memory graph, so readers never iterate it while a thread writes.
+
+With a Chroma server configured, the graph is a cache of the edges kept in the Chroma store
+(``knowledge_base.shared_graph``): ``catch_up`` is then set, ``refresh`` calls it after reading the
+journal, and the snapshot also records how far the cached graph had caught up (``synced_to``, the
+server's time of its last catch-up, and ``latest``, the stamp of the latest record it applied), so
+that a restart catches up from there instead of rebuilding.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import networkx as nx
 
@@ -42,19 +48,27 @@ def rebuild_hint(directory: Path) -> str:
     return f"rebuild the graph from the knowledge base's stores with: llm4tag --kb {directory} kb rebuild-graph"
 
 
-def graph_to_json(g: nx.Graph) -> bytes:
-    """The snapshot: ``{"format", "version", "nodes": [[id, kind], ...], "edges": [[u, v, kind, weight], ...]}``."""
+def graph_to_json(g: nx.Graph, synced_to: int | None = None, latest: int | None = None) -> bytes:
+    """The snapshot: ``{"format", "version", "nodes": [[id, kind], ...], "edges": [[u, v, kind, weight], ...]}``,
+    and ``"synced_to"``, ``"latest"`` (whole µs) when the graph is a cache of a shared Chroma store."""
     data = {
         "format": SNAPSHOT_FORMAT,
         "version": SNAPSHOT_VERSION,
         "nodes": [[n, d.get("kind")] for n, d in g.nodes(data=True)],
         "edges": [[u, v, d.get("kind"), d.get("weight", 1.0)] for u, v, d in g.edges(data=True)],
     }
+    if synced_to is not None:
+        data["synced_to"], data["latest"] = synced_to, latest or 0
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def graph_from_json(raw: bytes) -> nx.Graph:
     """Parse a snapshot written by ``graph_to_json``; ``ValueError`` says what is wrong with it."""
+    return _parse_snapshot(raw)[0]
+
+
+def _parse_snapshot(raw: bytes) -> tuple[nx.Graph, int | None, int | None]:
+    """The graph of a snapshot, its ``synced_to`` and ``latest`` (None when it has none)."""
     data = json.loads(raw)
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
         raise ValueError("not an llm4tag graph snapshot")
@@ -73,7 +87,11 @@ def graph_from_json(raw: bytes) -> nx.Graph:
                 and isinstance(item[2], (str, type(None))) and isinstance(item[3], (int, float)) and not isinstance(item[3], bool)):
             raise ValueError(f"bad edge entry {str(item)[:80]}")
         g.add_edge(item[0], item[1], kind=item[2], weight=float(item[3]))
-    return g
+    marks = (data.get("synced_to"), data.get("latest"))
+    for name, value in zip(("synced_to", "latest"), marks):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name!r} must be a whole number, not {value!r}")
+    return g, *marks
 
 
 def tag_node(name: str) -> str:
@@ -99,6 +117,13 @@ class ContentTagGraph:
         self._journal_ops = 0
         self.loaded = load
         self.problems: list[str] = []  # journal lines that were skipped, for ``stats``
+        # a cache of a shared Chroma store (knowledge_base.shared_graph): the hook ``refresh`` calls, how
+        # far it caught up (saved with the snapshot: see there), and a counter that moves
+        # whenever the whole graph was swapped for a snapshot (the hook then starts its bookkeeping over)
+        self.catch_up: Callable[[], bool] | None = None
+        self.synced_to: int | None = None
+        self.latest: int | None = None
+        self.generation = 0
         if load:
             self.refresh()
 
@@ -111,12 +136,16 @@ class ContentTagGraph:
         return (st.st_mtime_ns, st.st_ino)
 
     def refresh(self) -> bool:
-        """Bring the in-memory graph up to date with what other writers persisted.
+        """Bring the in-memory graph up to date with what other writers persisted: the snapshot and
+        journal in the directory, then (with a shared Chroma store) what other machines wrote.
 
         Returns True when something written by another process (or another instance) was loaded.
         """
         with self.lock:
-            return self._refresh()
+            changed = self._refresh()
+        if self.catch_up is not None and self.loaded:  # outside the lock: it asks the Chroma server
+            changed = self.catch_up() or changed
+        return changed
 
     def _refresh(self) -> bool:
         if not self.loaded:  # being rebuilt: nothing on disk is read
@@ -131,12 +160,13 @@ class ContentTagGraph:
                         f"when it is read, so llm4tag does not open it; {rebuild_hint(self.directory)} "
                         f"(the pickle is not read; the stores hold every tag, sample and content)"
                     )
-                self.g = nx.Graph()
+                self.g, self.synced_to, self.latest = nx.Graph(), None, None
             else:
                 try:
-                    self.g = graph_from_json(self.snapshot_path.read_bytes())
+                    self.g, self.synced_to, self.latest = _parse_snapshot(self.snapshot_path.read_bytes())
                 except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
                     raise GraphSnapshotError(f"the graph snapshot {self.snapshot_path} is damaged ({exc}); {rebuild_hint(self.directory)}") from exc
+            self.generation += 1
             self._stamp = stamp
             self._journal_offset = 0
             self._journal_ops = 0
@@ -225,12 +255,13 @@ class ContentTagGraph:
         with self.lock:
             self.g = g
             self.loaded = True
+            self.generation += 1
             self._compact()
 
     def _compact(self) -> None:
         tmp = self.snapshot_path.with_suffix(".json.tmp")
         with open(tmp, "wb") as fh:
-            fh.write(graph_to_json(self.g))
+            fh.write(graph_to_json(self.g, self.synced_to, self.latest))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.snapshot_path)

@@ -5,6 +5,13 @@ contents, samples, documents) and the content–tag graph (``graph.json`` + ``gr
 plain JSON both; ``rebuild_graph`` re-derives the graph from the collections).
 Writers take a file lock, so several processes (the app, the CLI, a server) can grow the same
 knowledge base without losing each other's writes; readers never block.
+
+With a Chroma server (``chroma_host``; ``LLM4TAG_CHROMA_HOST``/``_PORT`` when the folder is
+created) the collections live on the server, and several llm4tag processes on several machines,
+each with its own folder, can share it: every write that changes graph edges also leaves them in
+the server's edge store (a fifth collection, ``<prefix>-graph``), and each process's graph is a
+cache that catches up on ``refresh`` (recall, the write lock, health). ``knowledge_base.shared_graph``
+says how, and what holds without a lock shared between machines.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from .encoder import Encoder
 from .errors import ConflictError, InputError, KnowledgeBaseError, KnowledgeBaseReadOnlyError, UnknownTagsError
 from .graph import TAG, ContentTagGraph, content_node, tag_node
 from .loaders import Passage, Sample, Tag, content_id, humanize_tag, require_id, require_text, valid_unicode, verdict
+from .shared_graph import COLLECTION as SHARED_COLLECTION
+from .shared_graph import SharedGraph
 
 UnknownTagPolicy = Literal["skip", "add", "error"]
 Progress = Callable[[int, int], None]  # (done, total)
@@ -155,6 +164,15 @@ class KnowledgeBase:
             self._collections = self._open_collections(self._client)
         self.graph = ContentTagGraph(self.directory, load=load_graph)
         self._classifier: tuple[object, TagClassifier | None] = (object(), None)
+        self._shared: SharedGraph | None = None
+        if self.config.chroma_host:  # the graph is a cache of the server's edge store
+            self._shared = SharedGraph(self._client, self._collections[SHARED_COLLECTION], self.graph, self._thread_lock,
+                                       stored=lambda: self.collection("tags").count() + self.collection("contents").count())
+            self.graph.catch_up = self._shared.catch_up
+            if load_graph:
+                self.graph.refresh()
+                if self._shared.built:
+                    self._save_cache()
 
     # ---- plumbing ------------------------------------------------------------------------
     def _read_only_error(self, what: str) -> "KnowledgeBaseReadOnlyError":
@@ -184,12 +202,30 @@ class KnowledgeBase:
                 self._client, self._collections = client, self._open_collections(client)
 
     def _open_collections(self, client) -> dict:
-        return {
+        collections = {
             name: client.get_or_create_collection(
                 f"{self.config.collection_prefix}-{name}", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
             )
             for name in self.COLLECTIONS
         }
+        if self.config.chroma_host:  # the edge store: never searched, so its vectors are one dummy number
+            collections[SHARED_COLLECTION] = client.get_or_create_collection(f"{self.config.collection_prefix}-{SHARED_COLLECTION}",
+                                                                             embedding_function=None)
+        return collections
+
+    def _save_cache(self) -> None:
+        """Save a graph just built from the shared store as this folder's snapshot, if no writer of
+        this folder holds the lock now (else the next compaction saves it); a read-only folder keeps it in memory."""
+        try:
+            self._file_lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            return
+        try:
+            self.graph.compact()
+        except OSError:
+            pass
+        finally:
+            self._file_lock.release()
 
     def _connect(self):
         import chromadb
@@ -348,13 +384,16 @@ class KnowledgeBase:
         """A short token that changes whenever anything stored changes — in this process or another:
         every write (they all hold ``write_lock``) replaces the ``revision`` file when it ends. One
         small read; caches of results computed from the knowledge base key on it. (Chroma's own
-        files are no guide: its embedded store touches them even to read.)"""
+        files are no guide: its embedded store touches them even to read.) With a shared Chroma
+        server, writes from other machines leave no trace in this folder: the token then also holds
+        the stamp of the latest shared record, after catching up (one small query)."""
         try:
             token = (self.directory / REVISION_FILE).read_text(encoding="ascii").strip()
         except (FileNotFoundError, UnicodeDecodeError):
             token = "0"
-        if self.config.chroma_host:  # a shared server's writes from other machines leave no trace here
-            token += ":" + ",".join(str(c.count()) for c in self._collections.values())
+        if self._shared is not None:
+            self.graph.refresh()
+            token += ":" + self._shared.token()
         return token
 
     def _bump_revision(self) -> None:
@@ -364,6 +403,15 @@ class KnowledgeBase:
         os.replace(temporary, target)
 
     def stats(self) -> dict:
+        problems = list(self.graph.problems)
+        shared = None
+        if self._shared is not None:
+            self.graph.refresh()
+            shared = self._shared.stats()
+            problems += self._shared.problems
+            if not shared["records"] and self.collection("contents").count():
+                problems.append("the Chroma server holds contents but no graph edges (written by an older llm4tag): "
+                                f"publish them once with: llm4tag --kb {self.directory} kb rebuild-graph")
         tags = self.collection("tags")
         described = 0
         total_tags = tags.count()
@@ -380,9 +428,10 @@ class KnowledgeBase:
             "samples": self.collection("samples").count(),
             "document_passages": self.collection("documents").count(),
             "graph": self.graph.counts(),
+            **({"shared_graph": shared} if shared else {}),
             "recall": self.config.recall.__dict__,
             "classifier": self._classifier_summary(),
-            **({"problems": list(self.graph.problems)} if self.graph.problems else {}),
+            **({"problems": problems} if problems else {}),
         }
 
     def _classifier_summary(self) -> dict | str:
@@ -448,6 +497,15 @@ class KnowledgeBase:
                             if h.similarity > self.config.recall.delta_ct and self.graph.g.get_edge_data(content_node(h.id), tag_node(t.name), {}).get("kind") != "det"
                         ]
                 report.edges += self.graph.write(ops) - len(chunk)
+                if self._shared is not None:
+                    links: dict[str, list[tuple[str, float]]] = {chunk[i].name: [] for i in fresh}
+                    for op in ops:
+                        if op["op"] == "edge":
+                            links[op["v"][len(TAG):]].append((op["u"], op["w"]))
+                    if links:
+                        self._shared.publish_tags(links)
+                    if len(links) < len(chunk):  # descriptions changed: no edge moved, but other processes' caches must know
+                        self._shared.touch("tags")
                 report.truncated += sum(enc.truncated)
                 for t in chunk:
                     if t.name in existing:
@@ -536,6 +594,8 @@ class KnowledgeBase:
             ops += self._similarity_ops(ids, chunk_vectors, {s.id: set(s.tags) for s in chunk})
             report.edges += sum(1 for op in ops if op["op"] == "edge")
             self.graph.write(ops)
+            if self._shared is not None:
+                self._shared.publish_contents(ids)
             report.updated += len(already)
             report.added += len(chunk) - len(already)
             if progress:
@@ -591,6 +651,8 @@ class KnowledgeBase:
                            metadatas=[wanted[p.id][1] for p in chunk])
             if changed or stale:
                 self.graph.write([{"op": "touch", "what": "documents"}])  # tells other processes to re-read
+                if self._shared is not None:
+                    self._shared.touch("documents")
         report.seconds = time.perf_counter() - started
         return report
 
@@ -610,7 +672,8 @@ class KnowledgeBase:
         text = require_text(text)
         tags = list(verdict(tags, ())[0])
         cid = require_id(cid, "the content id") if cid not in (None, "") else content_id(text)
-        unknown = [t for t in tags if not self.has_tag(t)]
+        self.refresh()  # once, not once a tag: another process may have added them
+        unknown = [t for t in tags if tag_node(t) not in self.graph.g]
         if unknown:
             raise InputError(f"unknown tags {unknown}: they are not in the tag repository")
         if vector is None:
@@ -638,6 +701,8 @@ class KnowledgeBase:
             ops += self._det_edge_ops(cid, tags)
             ops += self._similarity_ops([cid], vector[None, :], {cid: set(tags)})
             self.graph.write(ops)
+            if self._shared is not None:
+                self._shared.publish_contents([cid])
         return cid
 
     def stored_text(self, cid: str) -> str | None:
@@ -654,7 +719,8 @@ class KnowledgeBase:
 
         The tags are checked once, inside the write lock; ``vector`` is the text's embedding when
         the caller has it (the text is then not encoded again). The change is a journal append:
-        the graph snapshot is not rewritten, and other processes pick it up from the journal.
+        the graph snapshot is not rewritten, and other processes pick it up from the journal (and,
+        with a Chroma server, processes on other machines from its edge store).
         A verdict sets the tags of the text stored under ``cid``; when that id already holds a
         different text it raises ``ConflictError`` and writes nothing, unless ``replace`` is true
         (the old content, its sample and all its graph edges are then replaced).
@@ -690,10 +756,13 @@ class KnowledgeBase:
         Tag nodes come from the tag collection; content nodes and their deterministic edges from
         the contents' stored tags; similarity edges are recomputed from the stored embeddings with
         the current δ_ct / δ_cc. The result replaces ``graph.json`` and empties the journal; an old
-        ``graph.pickle`` is renamed ``graph.pickle.unread`` (kept, never opened).
+        ``graph.pickle`` is renamed ``graph.pickle.unread`` (kept, never opened). With a Chroma
+        server, every tag and content is re-published to its edge store, so every other process's
+        graph converges to the rebuilt one.
         """
         started = time.perf_counter()
         with self.write_lock(refresh=False):
+            asked = self._shared.now() if self._shared is not None else None  # what other machines write from now on is caught up later
             scratch = ContentTagGraph(self.directory, load=False)
             tag_ids = set(self.collection("tags").get(include=[])["ids"])
             for tid in sorted(tag_ids):
@@ -714,6 +783,10 @@ class KnowledgeBase:
                 if progress:
                     progress(min(start + BATCH, len(content_ids)), len(content_ids))
             self.graph.replace(scratch.g)
+            if self._shared is not None:  # every other process's cache converges to the rebuilt graph
+                self._shared.publish_all()
+                self.graph.synced_to = asked
+                self.graph.compact()  # again, with how far it is synced
             legacy = self.graph.legacy_path
             if legacy.exists():
                 legacy.rename(legacy.with_name(legacy.name + ".unread"))
@@ -734,6 +807,8 @@ class KnowledgeBase:
             node = content_node(cid)
             if node in self.graph.g:
                 self.graph.write([{"op": "remove_node", "id": node}])
+            if self._shared is not None:  # a tombstone: other processes drop the node too
+                self._shared.publish_contents([cid])
 
 
 def sample_from_neighbour(h: Neighbour) -> Sample:
