@@ -29,7 +29,7 @@ from agent import Context  # noqa: E402
 from agent.runtime import runtime_for  # noqa: E402
 from agent.tagging import tag  # noqa: E402
 from prompts import load_prompt  # noqa: E402
-from prompts.fill import judgment_head, judgment_prompts  # noqa: E402
+from prompts.fill import judgment_examples, judgment_head, judgment_prompts  # noqa: E402
 
 DEMO_EXAMPLES = Path(__file__).resolve().parents[1] / "knowledge_base" / "demo_data" / "examples.jsonl"
 
@@ -78,20 +78,29 @@ def tag_items(texts: list[str], ctx: Context, rates: dict) -> dict:
             "generated_tokens": round(mean("generated"), 1), "judged_tags": round(mean("judged_tags"), 1), "node_seconds": nodes}
 
 
-def judging_cost(backend, texts: list[str], tags: list[str], m_values=(1, 5, 10), repeats: int = 3) -> dict:
+def judging_cost(backend, texts: list[str], ctx: Context, m_values=(1, 5, 10), repeats: int = 3) -> dict:
+    """Seconds to judge m tags of a content whose prompts nothing in the cache shares but the head,
+    with the prompts the confidence step builds (examples as Yes/No shots, tag descriptions)."""
     system, head = load_prompt("system"), judgment_head()
+    prompts_of = []
+    for text in texts[: repeats + 1]:
+        recalled = tag(text, context=ctx.with_overrides(use_generation=False, judge_top=0))  # recall and examples, no LLM call
+        names = [c["tag"] for c in recalled["candidates"]]
+        descriptions = {c["tag"]: c.get("description", "") for c in recalled["candidates"]}
+        prompts_of.append(judgment_prompts(text, names[: max(m_values)], descriptions, ctx.content_chars,
+                                           judgment_examples(recalled["examples"], names)))
     seconds: dict[int, list[float]] = {m: [] for m in m_values}
+    tokens: dict[int, list[int]] = {m: [] for m in m_values}
     for r in range(repeats):
         for m in m_values:
-            other = judgment_prompts(texts[(r + 1) % len(texts)], tags[:1], {}, 2000)
-            backend.judge(system, other, head=head)  # the cache holds another content: this one is new
-            prompts = judgment_prompts(texts[r % len(texts)], tags[:m], {}, 2000)
+            backend.judge(system, prompts_of[r + 1][:1], head=head)  # the cache holds another content: this one is new
             started = time.perf_counter()
-            backend.judge(system, prompts, head=head)
+            judged = backend.judge(system, prompts_of[r][:m], head=head)
             seconds[m].append(time.perf_counter() - started)
+            tokens[m].append(sum(j.prompt_tokens for j in judged))
     one = statistics.median(seconds[m_values[0]])
     return {m: {"seconds": round(statistics.median(s), 3), "times_one": round(statistics.median(s) / one, 2),
-                "target_at_most": round(1 + 0.15 * m, 2)} for m, s in seconds.items()}
+                "tokens_evaluated": statistics.median(tokens[m]), "target_at_most": round(1 + 0.15 * m, 2)} for m, s in seconds.items()}
 
 
 def main() -> None:
@@ -99,6 +108,7 @@ def main() -> None:
     ap.add_argument("--kb", default=None, help="knowledge base directory (default: the bundled demo one)")
     ap.add_argument("--data", default=str(DEMO_EXAMPLES), help="JSONL with a text field per line")
     ap.add_argument("--items", type=int, default=10)
+    ap.add_argument("--judging-only", action="store_true", help="only part 3")
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args()
     texts = [json.loads(line)["text"] for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()][: args.items]
@@ -110,7 +120,7 @@ def main() -> None:
     print(f"token rates: {rates['prompt_tokens_per_s']:.0f} prompt tokens/s, {rates['seconds_per_generated_token'] * 1000:.1f} ms per generated token")
     tag(texts[0], context=ctx)  # warm-up: encoder, graph, grammar
     report: dict = {"command": " ".join(sys.argv), "rates": rates, "load_average": os.getloadavg()[0]}
-    for label, enabled in (("before (no saved prompt heads)", False), ("after (saved prompt heads)", True)):
+    for label, enabled in () if args.judging_only else (("before (no saved prompt heads)", False), ("after (saved prompt heads)", True)):
         backend.heads.enabled = enabled
         backend.llm.reset()
         row = tag_items(texts, ctx, rates)
@@ -121,14 +131,14 @@ def main() -> None:
               f"generated {row['generated_tokens']}")
         print(f"  wall {row['wall_s']:.2f} s per content, its tokens cost {row['token_cost_s']:.2f} s: ratio {row['wall_over_token_cost']:.2f} (target ≤ 1.2)")
         print(f"  seconds per node: {row['node_seconds']}")
-    before, after = report["before"], report["after"]
-    print(f"\nprompt tokens evaluated per content: {before['prompt_tokens_evaluated']} → {after['prompt_tokens_evaluated']} "
-          f"({100 * (1 - after['prompt_tokens_evaluated'] / before['prompt_tokens_evaluated']):.1f}% fewer)")
-    candidates = [c["tag"] for c in tag(texts[0], context=ctx.with_overrides(use_generation=False, use_calibration=False))["candidates"]]
-    report["judging"] = judging_cost(backend, texts, candidates)
+    if not args.judging_only:
+        before, after = report["before"], report["after"]
+        print(f"\nprompt tokens evaluated per content: {before['prompt_tokens_evaluated']} → {after['prompt_tokens_evaluated']} "
+              f"({100 * (1 - after['prompt_tokens_evaluated'] / before['prompt_tokens_evaluated']):.1f}% fewer)")
+    report["judging"] = judging_cost(backend, texts, ctx)
     print("\njudging m tags of a new content, against one (median of 3):")
     for m, row in report["judging"].items():
-        print(f"  m={m:2d}: {row['seconds']:.3f} s, {row['times_one']}× one (target ≤ {row['target_at_most']})")
+        print(f"  m={m:2d}: {row['seconds']:.3f} s, {row['tokens_evaluated']:.0f} tokens evaluated, {row['times_one']}× one (target ≤ {row['target_at_most']})")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
 
