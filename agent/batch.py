@@ -155,14 +155,19 @@ def batch_record(key: str, result: dict) -> dict:
 
 def run_batch(in_path: str | Path, out_path: str | Path, context: Context,
               on_item: Callable[[BatchReport, BatchItem], None] | None = None,
-              tagger: Callable[..., dict] | None = None, workers: int = 1, pool: "TaggerPool | None" = None) -> BatchReport:
+              tagger: Callable[..., dict] | None = None, workers: int = 1, pool: "TaggerPool | None" = None,
+              engine: str = "local", ray_address: str | None = None) -> BatchReport:
     """Tag every usable line of ``in_path`` into ``out_path`` (see the module docstring).
 
     ``workers`` > 1 tags that many items at once in a ``TaggerPool`` (model worker processes,
     or threads for a remote backend); results are still written in input order, each as soon as
     it and every line before it are done, so an interruption loses at most the items in flight.
     ``pool``: an already started ``TaggerPool`` to use instead (it is left running).
+    ``engine="ray"`` tags on Ray Data instead, with an actor pool of ``workers`` taggers, on a
+    local Ray instance or the cluster at ``ray_address`` (``agent.ray_engine``).
     """
+    if engine not in ("local", "ray"):
+        raise Llm4tagError(f"unknown engine {engine!r}; use local or ray")
     in_path, out_path = Path(in_path), Path(out_path)
     if not in_path.is_file():
         raise Llm4tagError(f"{in_path}: input file not found")
@@ -181,7 +186,13 @@ def run_batch(in_path: str | Path, out_path: str | Path, context: Context,
             pending.append(item)
             done.add(item.key)
     with open(out_path, "ab") as out:
-        for item, result in _results(pending, context, tagger, workers, pool):
+        if engine == "ray":
+            from .ray_engine import ray_results
+
+            results = ray_results(pending, context, workers, ray_address)
+        else:
+            results = _results(pending, context, tagger, workers, pool)
+        for item, result in results:
             status = "bad-input"
             if isinstance(result, dict):
                 record = batch_record(item.key, result)

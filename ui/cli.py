@@ -472,9 +472,13 @@ WORKERS_OPTION = click.option(
 @click.argument("in_path", type=click.Path(dir_okay=False))
 @click.argument("out_path", type=click.Path(dir_okay=False))
 @WORKERS_OPTION
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine (--workers processes); ray: Ray Data, an actor pool of --workers taggers on a local Ray "
+                   "instance or the cluster at --ray-address (pip install 'llm4tag[ray]'; docs/scaling.md).")
+@click.option("--ray-address", default=None, help="A running Ray cluster (ray://HEAD:10001, or auto); unset: a local Ray instance.")
 @context_options
 @click.pass_context
-def index_command(ctx, in_path, out_path, workers, **options):
+def index_command(ctx, in_path, out_path, workers, engine, ray_address, **options):
     """Tag every line of IN.jsonl into OUT.jsonl; re-run to resume after an interruption."""
     from tqdm import tqdm
 
@@ -493,7 +497,7 @@ def index_command(ctx, in_path, out_path, workers, **options):
             bar.write(f"line {item.line}: {item.error}", file=sys.stderr)
 
     try:
-        report = run_batch(in_path, out_path, context, on_item=on_item, workers=context.workers)
+        report = run_batch(in_path, out_path, context, on_item=on_item, workers=context.workers, engine=engine, ray_address=ray_address)
     except Llm4tagError as exc:
         _fail(exc)
     except KeyboardInterrupt:
