@@ -86,7 +86,7 @@ def ray_results(items: "list[BatchItem]", context: Context, workers: int,
         dataset = ray.data.from_items([{"key": i.key, "text": i.text, "title": i.title or ""} for i in good])
         tagged = dataset.map_batches(RayTagger, fn_constructor_args=(context,), compute=ActorPoolStrategy(size=workers),
                                      num_cpus=1, batch_size=BATCH_SIZE, batch_format="numpy")
-        rows = tagged.iter_rows()
+        rows = iter(tagged.iter_rows())
     else:
         rows = iter(())
     for item in items:
