@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from knowledge_base.errors import Llm4tagError
 
 from .context import Context
-
-if TYPE_CHECKING:
-    from .batch import BatchItem
 
 BATCH_SIZE = 4  # contents per actor call: small, so the pool's actors share a short batch evenly
 
@@ -74,9 +71,9 @@ def _init_ray(address: str | None, workers: int):
     return ray
 
 
-def ray_results(items: "list[BatchItem]", context: Context, workers: int,
-                address: str | None = None) -> "Iterator[tuple[BatchItem, dict | Exception | None]]":
-    """(item, its result, or the error that stopped it, or None for a bad line), in input order."""
+def ray_results(items: list, context: Context, workers: int, address: str | None = None) -> Iterator[tuple]:
+    """(item, its result, or the error that stopped it, or None for a bad line), in input order;
+    ``items`` are ``agent.batch.BatchItem`` (not imported here: batch imports this module)."""
     good = [item for item in items if item.error is None]
     if good:
         ray = _init_ray(address, workers)

@@ -23,6 +23,7 @@ import sys
 import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 from knowledge_base.errors import Llm4tagError
 
@@ -36,7 +37,14 @@ class WorkerError(Llm4tagError):
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB (Linux reports KiB, macOS bytes)."""
+    """This process's peak resident memory in MiB. On Linux ``VmHWM`` of ``/proc/self/status``:
+    ``ru_maxrss`` survives ``exec``, so a spawned worker would report its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
