@@ -34,10 +34,10 @@ from knowledge_base.recall import RecallResult
 
 from .context import Context
 from .explanation import explain
-from .graph import NODE_ORDER, build_graph
-from .nodes.prepare import prepared_input
-from .nodes.review import check_decision, review_request
 from .runtime import Runtime, runtime_for
+
+# The tagging graph (LangGraph, LangChain: about a second to import) is imported by the calls that
+# run it, so ``recall``, ``learn`` and ``search_tags`` answer without it.
 
 __all__ = ["explain", "learn", "pending_review", "recall", "review", "search_tags", "tag", "tag_stream"]
 
@@ -65,6 +65,8 @@ def graph_for(rt: Runtime, review: bool = False, cache: bool = True):
     """The tagging graph compiled for this knowledge base (one per kind and process): with its node
     cache unless ``cache`` is off, and — only for runs that wait for a review — its review
     checkpointer. The module-level ``agent.graph.graph`` has neither."""
+    from .graph import build_graph
+
     node_cache = rt.node_cache() if cache else None  # emptied here when the knowledge base changed
     checkpointer = rt.checkpointer() if review else None
     key = (str(rt.kb.directory), review, node_cache is not None)
@@ -81,6 +83,8 @@ def review_thread(content_id: str) -> dict:
 
 
 def _run(payload: dict, ctx: Context) -> tuple[Any, dict]:
+    from .nodes.prepare import prepared_input
+
     compiled = graph_for(runtime_for(ctx.kb_dir), review=ctx.review, cache=ctx.use_cache)
     if not ctx.review:
         return compiled, {}
@@ -122,6 +126,8 @@ def tag_stream(text: str, *, title: str | None = None, content_id: str | None = 
     wait; the last "result so far" equals what ``tag`` returns. The graph's own reducers merge the
     steps (LangGraph's ``values`` stream), so no surface re-implements them. ``prepare`` (the
     cleaning of the input) is not reported."""
+    from .graph import NODE_ORDER
+
     ctx = _context(context, overrides)
     payload = _payload(text, title, content_id, metadata)
     compiled, config = _run(payload, ctx)
@@ -155,6 +161,8 @@ def pending_review(text: str | None = None, *, content_id: str | None = None, kb
 
 def _waiting(snapshot) -> dict | None:
     """What a review thread's state waits with, or None when it waits for nothing."""
+    from .nodes.review import review_request
+
     if "review" in (snapshot.next or ()) and snapshot.interrupts:
         return snapshot.interrupts[0].value
     if "record_review" in (snapshot.next or ()):  # a decision was taken but could not be written: the review still waits
@@ -175,6 +183,8 @@ def review(content_id: str, *, accept: Iterable[str] = (), reject: Iterable[str]
     lock shared by threads and processes)."""
     from filelock import FileLock
     from langgraph.types import Command
+
+    from .nodes.review import check_decision
 
     rt = runtime_for(kb_dir)
     try:

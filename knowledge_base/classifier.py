@@ -2,7 +2,7 @@
 
 omikuji's Parabel/Bonsai label trees (the library Annif's ``omikuji`` backends use; it scales to
 100k+ tags) are trained on the knowledge base's annotated samples. Each sample's features are its
-TF-IDF word and bigram weights (scikit-learn's ``TfidfVectorizer``, the sparse input Annif feeds
+TF-IDF word and bigram weights (fitted by scikit-learn's ``TfidfVectorizer``, the sparse input Annif feeds
 omikuji) beside the encoder embedding it already has, scaled by ``DENSE_WEIGHT``: words the
 encoder blurs (package names, formats, jargon) and meaning the words miss both count. On debtags'
 validation items omikuji's Acc@1 was 0.697 over the embeddings alone, 0.810 over TF-IDF alone
@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -91,18 +93,40 @@ def _omikuji():
     return omikuji
 
 
+TOKEN_PATTERN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
+
+
+def strip_accents(text: str) -> str:
+    """scikit-learn's ``strip_accents_unicode``: NFKD, then drop the combining marks."""
+    if text.isascii():
+        return text
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
 class TextFeatures:
     """A content's features for omikuji: its encoder embedding (indices 0..dims-1, scaled by
-    ``dense_weight``) and, when a vocabulary was fitted, its TF-IDF row after it."""
+    ``dense_weight``) and, when a vocabulary was fitted, its TF-IDF row after it.
 
-    def __init__(self, dims: int, vectorizer=None, dense_weight: float = DENSE_WEIGHT):
+    The vocabulary and idf weights are fitted by scikit-learn's ``TfidfVectorizer``; applying
+    them to a text is its ``transform`` for ``TFIDF_SETTINGS`` (lower-case, accents stripped,
+    word uni- and bigrams, sublinear tf, idf, unit length) written out here, because importing
+    scikit-learn costs 1.6–1.8 s of every command's start-up. ``tests/test_classifier.py``
+    checks the rows equal scikit-learn's."""
+
+    def __init__(self, dims: int, vocabulary: dict[str, int] | None = None, idf: np.ndarray | None = None,
+                 settings: dict | None = None, dense_weight: float = DENSE_WEIGHT):
         self.dims = dims
-        self.vectorizer = vectorizer
-        self.dense_weight = dense_weight if vectorizer is not None else 1.0
+        self.vocabulary = vocabulary or None
+        self.idf = np.asarray(idf, dtype=np.float64) if self.vocabulary else None
+        self.settings = {**TFIDF_SETTINGS, **(settings or {})}
+        self.dense_weight = dense_weight if self.vocabulary else 1.0
+        if self.vocabulary and (self.settings.get("strip_accents") not in (None, "unicode") or self.idf is None
+                                or len(self.idf) != len(self.vocabulary)):
+            raise ValueError("settings or idf weights that this version does not apply")
 
     @property
     def size(self) -> int:
-        return self.dims + (len(self.vectorizer.vocabulary_) if self.vectorizer is not None else 0)
+        return self.dims + (len(self.vocabulary) if self.vocabulary else 0)
 
     @classmethod
     def fit(cls, dims: int, texts: list[str] | None) -> "TextFeatures":
@@ -115,27 +139,58 @@ class TextFeatures:
         settings = {**TFIDF_SETTINGS, "ngram_range": tuple(TFIDF_SETTINGS["ngram_range"])}
         for min_df in ((2, 1) if len(texts) >= 50 else (1,)):
             try:
-                return cls(dims, TfidfVectorizer(min_df=min_df, dtype=np.float32, **settings).fit(texts))
+                fitted = TfidfVectorizer(min_df=min_df, dtype=np.float32, **settings).fit(texts)
             except ValueError:  # no term left (texts without words, e.g. only digits or symbols)
                 continue
+            return cls(dims, {t: int(i) for t, i in fitted.vocabulary_.items()}, fitted.idf_, {**TFIDF_SETTINGS, "min_df": min_df})
         return cls(dims)
+
+    def terms(self, text: str) -> list[str]:
+        """scikit-learn's word analyzer: preprocess, tokenise, then n-grams of the tokens."""
+        if self.settings.get("lowercase", True):
+            text = text.lower()
+        if self.settings.get("strip_accents") == "unicode":
+            text = strip_accents(text)
+        tokens = TOKEN_PATTERN.findall(text)
+        low, high = self.settings.get("ngram_range", (1, 1))
+        out = list(tokens) if low == 1 else []
+        for n in range(max(low, 2), min(high, len(tokens)) + 1):
+            out.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+        return out
+
+    def tfidf(self, text: str) -> list[tuple[int, float]]:
+        """(term index, weight) of one text, by index."""
+        counts: dict[int, int] = {}
+        for term in self.terms(text):
+            j = self.vocabulary.get(term)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        if not counts:
+            return []
+        index = np.fromiter(sorted(counts), dtype=np.int64, count=len(counts))
+        tf = np.array([counts[j] for j in index.tolist()], dtype=np.float64)
+        if self.settings.get("sublinear_tf"):
+            tf = np.log(tf) + 1.0
+        weights = tf * self.idf[index]
+        norm = float(np.sqrt(weights @ weights))
+        if norm > 0:
+            weights /= norm
+        return list(zip(index.tolist(), weights.astype(np.float32).tolist()))
 
     def rows(self, vectors: np.ndarray, texts: list[str] | None) -> list[list[tuple[int, float]]]:
         """(index, value) pairs per content; ``texts`` are needed when a vocabulary was fitted."""
         dense = np.asarray(vectors, dtype=np.float64) * self.dense_weight
         out = [[(j, v) for j, v in enumerate(row.tolist())] for row in dense]
-        if self.vectorizer is not None:
-            sparse = self.vectorizer.transform(list(texts or [""] * len(out))).tocsr()
-            for i, row in enumerate(out):
-                lo, hi = sparse.indptr[i], sparse.indptr[i + 1]
-                row.extend((self.dims + int(j), float(v)) for j, v in zip(sparse.indices[lo:hi], sparse.data[lo:hi]))
+        if self.vocabulary:
+            for row, text in zip(out, list(texts or [""] * len(out))):
+                row.extend((self.dims + j, v) for j, v in self.tfidf(text))
         return out
 
     def save(self, directory: Path) -> None:
-        if self.vectorizer is None:
+        if not self.vocabulary:
             return
-        data = {"dense_weight": self.dense_weight, "settings": {**TFIDF_SETTINGS, "min_df": self.vectorizer.min_df},
-                "vocabulary": {t: int(i) for t, i in self.vectorizer.vocabulary_.items()}, "idf": [float(v) for v in self.vectorizer.idf_]}
+        data = {"dense_weight": self.dense_weight, "settings": self.settings, "vocabulary": self.vocabulary,
+                "idf": [float(v) for v in self.idf]}
         (directory / TFIDF).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
@@ -143,17 +198,15 @@ class TextFeatures:
         path = directory / TFIDF
         if not path.is_file():
             return cls(dims)
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            settings = {k: v for k, v in data["settings"].items() if k in TFIDF_SETTINGS}
-            settings["ngram_range"] = tuple(settings["ngram_range"])
-            vectorizer = TfidfVectorizer(vocabulary=data["vocabulary"], dtype=np.float32, **settings)
-            vectorizer.idf_ = np.asarray(data["idf"], dtype=np.float64)
-        except (ValueError, KeyError, TypeError) as exc:
+            settings = {k: v for k, v in data["settings"].items() if k in TFIDF_SETTINGS or k == "min_df"}
+            settings["ngram_range"] = tuple(settings.get("ngram_range", TFIDF_SETTINGS["ngram_range"]))
+            vocabulary = {str(t): int(i) for t, i in data["vocabulary"].items()}
+            return cls(dims, vocabulary, np.asarray(data["idf"], dtype=np.float64), settings,
+                       float(data.get("dense_weight", DENSE_WEIGHT)))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise KnowledgeBaseError(f"{path} is damaged ({exc}); run llm4tag kb train-classifier again") from exc
-        return cls(dims, vectorizer, float(data.get("dense_weight", DENSE_WEIGHT)))
 
 
 def _write_training_file(path: Path, rows: list[list[tuple[int, float]]], label_ids: list[list[int]], n_features: int, n_labels: int) -> None:
@@ -236,17 +289,24 @@ class TagClassifier:
             raise
         return target
 
+    @staticmethod
+    def read_info(kb_dir: Path) -> ClassifierInfo | None:
+        """What the knowledge base's classifier was trained on, without loading it; None when it has none."""
+        meta = Path(kb_dir) / DIRECTORY / META
+        if not meta.is_file():
+            return None
+        try:
+            return ClassifierInfo(**json.loads(meta.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise KnowledgeBaseError(f"{meta} is damaged ({exc}); run llm4tag kb train-classifier again") from exc
+
     @classmethod
     def load(cls, kb_dir: Path) -> "TagClassifier | None":
         """The knowledge base's classifier, or None when it has none."""
         directory = Path(kb_dir) / DIRECTORY
-        meta = directory / META
-        if not meta.is_file():
+        info = cls.read_info(kb_dir)
+        if info is None:
             return None
-        try:
-            info = ClassifierInfo(**json.loads(meta.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as exc:
-            raise KnowledgeBaseError(f"{meta} is damaged ({exc}); run llm4tag kb train-classifier again") from exc
         if info.format not in (1, FORMAT):
             raise KnowledgeBaseError(f"{directory} was written by another llm4tag version; run llm4tag kb train-classifier again")
         omikuji = _omikuji()

@@ -435,10 +435,10 @@ class KnowledgeBase:
         }
 
     def _classifier_summary(self) -> dict | str:
-        model = self.classifier()
-        if model is None:
+        info = TagClassifier.read_info(self.directory)  # not the model itself: stats answer without loading it
+        if info is None:
             return "none (llm4tag kb train-classifier trains the learned recall path)"
-        return {"trained_at": model.info.trained_at, "samples": model.info.samples, "tags": len(model.info.labels),
+        return {"trained_at": info.trained_at, "samples": info.samples, "tags": len(info.labels),
                 "samples_now": self.collection("samples").count()}
 
     # ---- writing -------------------------------------------------------------------------
