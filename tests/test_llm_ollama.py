@@ -69,6 +69,8 @@ class StandIn:
         self.selected: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.selections_in_flight = 0  # /api/chat requests with a tag-selection "format": one per content tagged
+        self.max_selections_in_flight = 0
         self.fail_chats = 0  # answer this many /api/chat requests with 503 (a server restarting or overloaded)
         self.lock = threading.Lock()
         self.host = ""
@@ -140,15 +142,19 @@ class Handler(BaseHTTPRequestHandler):
             if failing:
                 self._send(503, {"error": "server busy, please try again"})
                 return
+            selection = "format" in body
             with stand_in.lock:
                 stand_in.in_flight += 1
                 stand_in.max_in_flight = max(stand_in.max_in_flight, stand_in.in_flight)
+                stand_in.selections_in_flight += selection
+                stand_in.max_selections_in_flight = max(stand_in.max_selections_in_flight, stand_in.selections_in_flight)
             try:
                 time.sleep(stand_in.chat_delay)
                 reply = stand_in.chat(body)
             finally:
                 with stand_in.lock:
                     stand_in.in_flight -= 1
+                    stand_in.selections_in_flight -= selection
             try:
                 self._send(200, reply)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
@@ -523,3 +529,36 @@ def test_the_cli_reaches_the_server_before_loading_the_knowledge_base(small_kb_d
         r = CliRunner().invoke(main, ["--kb", str(kb), *command, "--backend", "ollama:stand-in-model"])
         assert r.exit_code == 1 and "not reachable" in r.output and host in r.output, r.output
         assert str(Path(kb).resolve()) not in runtime._runtimes, command  # the knowledge base was never opened
+
+
+def test_a_tagger_pool_sends_several_contents_to_the_server_at_once(stand_in, fresh_backends, small_kb_dir, monkeypatch):
+    """With an Ollama backend ``TaggerPool`` is threads in this process: several contents are in
+    flight at once, never more requests than ``LLM4TAG_OLLAMA_PARALLEL``, and each content gets
+    the tags it gets when tagged alone."""
+    from agent import Context, tagging
+    from agent.workers import TaggerPool
+    from knowledge_base.demo import demo_examples
+
+    monkeypatch.setenv("LLM4TAG_OLLAMA_PARALLEL", "4")
+
+    def by_tag(user: str) -> list[tuple[str, float]]:  # relevance fixed per tag, whatever else is in flight
+        tag = re.findall(r"^Tag: (.+)$", user, flags=re.M)[-1].strip()
+        return YES_TOP if sum(map(ord, tag)) % 3 == 0 else NO_TOP
+
+    stand_in.top_for = by_tag
+    texts = [ex["text"] for ex in demo_examples()[:6]]
+    ctx = Context(kb_dir=str(small_kb_dir), backend="ollama:test-model", budget=10, max_tags=3, use_cache=False)
+    alone = [tagging.tag(t, context=ctx) for t in texts]
+    assert stand_in.max_selections_in_flight == 1
+
+    stand_in.chat_delay = 0.1
+    stand_in.max_in_flight = 0
+    with TaggerPool(3, ctx) as pool:
+        assert pool.kind == "threads"
+        together = [f.result(timeout=120) for f in [pool.submit(t) for t in texts]]
+    assert stand_in.max_selections_in_flight >= 2  # contents overlapped on the server
+    assert 2 <= stand_in.max_in_flight <= 4
+    for one, other in zip(alone, together):
+        assert [(t["tag"], t["confidence"]) for t in other["tags"]] == [(t["tag"], t["confidence"]) for t in one["tags"]]
+        assert other["selection"]["tags"] == one["selection"]["tags"]
+    assert any(r["tags"] for r in together)
