@@ -169,16 +169,16 @@ class MemoisedReads:
     def __getattr__(self, name):
         return getattr(self._kb, name)
 
-    def similar_contents(self, vector, k, exclude=()):
+    def similar_contents(self, vector, k, exclude=(), refresh=True):
         key = ("contents", vector.tobytes(), k, frozenset(exclude))
         if key not in self._memo:
-            self._memo[key] = self._kb.similar_contents(vector, k, exclude=exclude)
+            self._memo[key] = self._kb.similar_contents(vector, k, exclude=exclude, refresh=refresh)
         return self._memo[key]
 
-    def similar_tags(self, vector, k):
+    def similar_tags(self, vector, k, refresh=True):
         key = ("tags", vector.tobytes(), k)
         if key not in self._memo:
-            self._memo[key] = self._kb.similar_tags(vector, k)
+            self._memo[key] = self._kb.similar_tags(vector, k, refresh=refresh)
         return self._memo[key]
 
     def get_tags(self, names):
