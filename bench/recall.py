@@ -175,10 +175,10 @@ class MemoisedReads:
             self._memo[key] = self._kb.similar_contents(vector, k, exclude=exclude, refresh=refresh)
         return self._memo[key]
 
-    def similar_tags(self, vector, k, refresh=True):
-        key = ("tags", vector.tobytes(), k)
+    def similar_tags(self, vector, k, refresh=True, details=True):
+        key = ("tags", vector.tobytes(), k, details)
         if key not in self._memo:
-            self._memo[key] = self._kb.similar_tags(vector, k, refresh=refresh)
+            self._memo[key] = self._kb.similar_tags(vector, k, refresh=refresh, details=details)
         return self._memo[key]
 
     def get_tags(self, names):

@@ -144,7 +144,7 @@ def recall_candidates(
 
     classifier = None
     similar = kb.similar_contents(vector, cfg.similar_contents, exclude=exclude, refresh=False) if cfg.strategy == "graph" else []
-    tag_hits = kb.similar_tags(vector, max(cfg.budget, cfg.max_c2t) * 2, refresh=False)
+    tag_hits = kb.similar_tags(vector, max(cfg.budget, cfg.max_c2t) * 2, refresh=False, details=False)
     if cfg.strategy == "graph":
         close = [h for h in similar if h.similarity > cfg.delta_cc]
         votes = c2c2t_votes(kb, close)
@@ -176,10 +176,8 @@ def recall_candidates(
         for cand, features in zip(candidates.values(), ranker_features(list(candidates.values()), ranker.prior, fit)):
             cand.score = round(ranker.predict(features), 4)
     ranked = sorted(candidates.values(), key=lambda c: -c.score)[: cfg.budget]
-    # descriptions: from the tag hits' metadata already fetched; one lookup for the rest (C2C2T tags)
-    descriptions = {h.id: h.metadata.get("description", "") for h in tag_hits}
-    missing = [c.tag for c in ranked if c.tag not in descriptions]
-    descriptions.update({name: tag.description for name, tag in kb.get_tags(missing).items()})
+    # descriptions of the kept candidates only (the nearest-tags query fetched names and similarities)
+    descriptions = {name: tag.description for name, tag in kb.get_tags([c.tag for c in ranked]).items()}
     for cand in ranked:
         if cand.tag in descriptions:
             cand.description = descriptions[cand.tag]

@@ -45,6 +45,7 @@ BATCH = 256
 LOCK_TIMEOUT_S = 120
 MAX_QUERY_RESULTS = 2**31 - 1  # the most hits one Chroma query is asked for
 REVISION_FILE = "revision"  # replaced at the end of every write: see KnowledgeBase.revision
+TAG_CACHE = 200_000  # tags kept in memory by get_tags between writes, at most
 _CONNECT_LOCK = threading.RLock()
 
 
@@ -164,6 +165,7 @@ class KnowledgeBase:
             self._collections = self._open_collections(self._client)
         self.graph = ContentTagGraph(self.directory, load=load_graph)
         self._classifier: tuple[object, TagClassifier | None] = (object(), None)
+        self._tag_cache: tuple[str | None, dict[str, Tag]] = (None, {})  # (local revision, tags read since)
         self._shared: SharedGraph | None = None
         if self.config.chroma_host:  # the graph is a cache of the server's edge store
             self._shared = SharedGraph(self._client, self._collections[SHARED_COLLECTION], self.graph, self._thread_lock,
@@ -310,17 +312,39 @@ class KnowledgeBase:
         return tag_node(name) in self.graph.g
 
     def get_tags(self, names: Iterable[str]) -> dict[str, Tag]:
+        """The stored tags of these names (unknown names are left out). Tags read once are kept in
+        memory until the folder's revision changes (every write changes it), so recall's lookup of
+        its candidates' descriptions is mostly free; with a shared Chroma server, whose writers
+        leave no trace here, every call reads the server."""
         names = list(dict.fromkeys(names))
         if not names:
             return {}
-        got = self.collection("tags").get(ids=names, include=["metadatas"])
-        out = {}
-        for tid, meta in zip(got["ids"], got["metadatas"]):
-            out[tid] = Tag(tid, meta.get("description", ""), tuple(_json_list(meta, "synonyms")), meta.get("parent") or None)
-        return out
+        cache: dict[str, Tag] | None = None
+        if self._shared is None:
+            try:
+                token = (self.directory / REVISION_FILE).read_text(encoding="ascii").strip()
+            except (FileNotFoundError, UnicodeDecodeError):
+                token = "0"
+            seen, cache = self._tag_cache
+            if seen != token or len(cache) > TAG_CACHE:
+                cache = {}
+                self._tag_cache = (token, cache)
+        out = {n: cache[n] for n in names if n in cache} if cache else {}
+        missing = [n for n in names if n not in out]
+        if missing:
+            got = self.collection("tags").get(ids=missing, include=["metadatas"])
+            for tid, meta in zip(got["ids"], got["metadatas"]):
+                out[tid] = Tag(tid, meta.get("description", ""), tuple(_json_list(meta, "synonyms")), meta.get("parent") or None)
+                if cache is not None:
+                    cache[tid] = out[tid]
+        return {n: out[n] for n in names if n in out}
 
-    def _query(self, name: str, vectors: np.ndarray, k: int, where: dict | None = None) -> list[list[Neighbour]]:
-        """Nearest neighbours in a collection, as the store is now in this process (no refresh)."""
+    def _query_include(self, details: bool) -> list[str]:
+        return ["distances", "documents", "metadatas"] if details else ["distances"]
+
+    def _query(self, name: str, vectors: np.ndarray, k: int, where: dict | None = None, details: bool = True) -> list[list[Neighbour]]:
+        """Nearest neighbours in a collection, as the store is now in this process (no refresh);
+        ``details=False``: ids and similarities only (no text, no metadata: about half the time)."""
         col = self.collection(name)
         if k <= 0:
             return [[] for _ in range(len(vectors))]
@@ -330,19 +354,21 @@ class KnowledgeBase:
             query_embeddings=np.asarray(vectors, dtype=np.float32),
             n_results=min(k, MAX_QUERY_RESULTS),
             where=where,
-            include=["distances", "documents", "metadatas"],
+            include=self._query_include(details),
         )
+        empty = [[None] * len(ids) for ids in res["ids"]]
         return [
             [Neighbour(i, _sim(d), doc or "", meta or {}) for i, d, doc, meta in zip(ids, dists, docs, metas)]
-            for ids, dists, docs, metas in zip(res["ids"], res["distances"], res["documents"], res["metadatas"])
+            for ids, dists, docs, metas in zip(res["ids"], res["distances"], res.get("documents") or empty, res.get("metadatas") or empty)
         ]
 
-    def similar_tags(self, vector: np.ndarray, k: int, refresh: bool = True) -> list[Neighbour]:
+    def similar_tags(self, vector: np.ndarray, k: int, refresh: bool = True, details: bool = True) -> list[Neighbour]:
         """The ``k`` tags nearest ``vector``. ``refresh=False`` skips picking up other processes'
-        writes first — for a caller that has just done so (recall does, once per content)."""
+        writes first — for a caller that has just done so (recall does, once per content);
+        ``details=False`` returns names and similarities only (``get_tags`` has the rest)."""
         if refresh:
             self.refresh()
-        return self._query("tags", vector[None, :], k)[0]
+        return self._query("tags", vector[None, :], k, details=details)[0]
 
     def similar_contents(self, vector: np.ndarray, k: int, exclude: Iterable[str] = (), refresh: bool = True) -> list[Neighbour]:
         if refresh:
