@@ -141,9 +141,10 @@ class Encoder:
     def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> Encoded:
         if not texts:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), [])
-        truncated = self.truncated(texts)
         if len(texts) <= ONNX_MAX_BATCH and (onnx := self.onnx()) is not None:
-            return Encoded(onnx.encode(texts), truncated)
+            vectors, cut = onnx.encode_marked(texts)
+            return Encoded(vectors, cut if cut is not None else self.truncated(texts))
+        truncated = self.truncated(texts)
         with self._lock:
             vectors = self.model.encode(
                 texts,
@@ -306,16 +307,21 @@ class OnnxEncoder:
         tokenizer = fast_tokenizer(encoder.path, encoder.max_tokens) or encoder.model.tokenizer
         return cls(session, tokenizer, encoder.max_tokens, [i.name for i in session.get_inputs()])
 
-    def _batch(self, texts: list[str]) -> dict[str, np.ndarray]:
+    def _batch(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[bool] | None]:
         if hasattr(self.tokenizer, "encode_batch"):  # tokenizers.Tokenizer: no PyTorch or transformers needed
             encodings = self.tokenizer.encode_batch(texts)
-            return {"input_ids": np.array([e.ids for e in encodings]), "attention_mask": np.array([e.attention_mask for e in encodings]),
-                    "token_type_ids": np.array([e.type_ids for e in encodings])}
-        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np"))
+            return ({"input_ids": np.array([e.ids for e in encodings]), "attention_mask": np.array([e.attention_mask for e in encodings]),
+                     "token_type_ids": np.array([e.type_ids for e in encodings])},
+                    [bool(e.overflowing) for e in encodings])  # what truncation cut off: no second tokenisation to find out
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np")), None
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        batch = self._batch(texts)
+        return self.encode_marked(texts)[0]
+
+    def encode_marked(self, texts: list[str]) -> tuple[np.ndarray, list[bool] | None]:
+        """The vectors, and which texts the tokenizer cut to the window (None when it cannot say)."""
+        batch, truncated = self._batch(texts)
         feed = {name: np.asarray(batch[name] if name in batch else np.zeros_like(batch["input_ids"]), dtype=np.int64) for name in self.inputs}
         with self._lock:
             (vectors,) = self.session.run(["embedding"], feed)
-        return np.asarray(vectors, dtype=np.float32)
+        return np.asarray(vectors, dtype=np.float32), truncated
