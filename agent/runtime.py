@@ -275,12 +275,12 @@ def runtime_for(kb_dir: str | Path | None) -> Runtime:
     with _runtimes_lock:
         if key not in _runtimes:
             if kb_dir is None:
-                kb = open_demo_kb()
+                kb = open_demo_kb(prepare_encoder=True)  # every runtime encodes: its encoder loads while Chroma opens
                 install_demo_model(kb)  # the shipped fine-tuned adapter, fusion and threshold
                 runtime = Runtime(kb)
                 _runtimes[str(runtime.kb.directory)] = runtime  # the same holder by its path
             else:
-                runtime = Runtime(KnowledgeBase(key))
+                runtime = Runtime(KnowledgeBase(key, prepare_encoder=True))
             _runtimes[key] = runtime
         return _runtimes[key]
 

@@ -53,14 +53,15 @@ def build_demo_kb(directory: Path, log: Callable[[str], None] = print) -> Knowle
     return kb
 
 
-def open_demo_kb(log: Callable[[str], None] = print) -> KnowledgeBase:
-    """Open the demo knowledge base, building it first if needed (about a minute)."""
+def open_demo_kb(log: Callable[[str], None] = print, prepare_encoder: bool = False) -> KnowledgeBase:
+    """Open the demo knowledge base, building it first if needed (about a minute);
+    ``prepare_encoder`` as for ``KnowledgeBase``."""
     directory = demo_kb_dir()
     directory.parent.mkdir(parents=True, exist_ok=True)
     marker = directory / "demo.built"
     with FileLock(str(directory.parent / "demo-kb.build.lock")):
         if marker.exists() and marker.read_text().strip() == _fingerprint():
-            return KnowledgeBase(directory)
+            return KnowledgeBase(directory, prepare_encoder=prepare_encoder)
         if directory.exists():
             shutil.rmtree(directory)
         log(f"building the demo knowledge base in {directory} (first run only) ...")

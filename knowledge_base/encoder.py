@@ -138,6 +138,15 @@ class Encoder:
                     self._onnx = OnnxEncoder.load(self) if self.runtime != "torch" else False
         return self._onnx or None
 
+    def load_in_background(self) -> None:
+        """Open the checked ONNX export on another thread, so it loads while the caller does other
+        work (opening Chroma: ONNX Runtime releases the GIL while it builds the session); the first
+        ``encode`` waits for it. Does nothing when the export is not there yet or already loaded:
+        exporting needs PyTorch and happens on first use instead."""
+        if self.runtime == "torch" or self._onnx is not None or OnnxEncoder.checked_export(self) is None:
+            return
+        threading.Thread(target=self.onnx, name="llm4tag-encoder-load", daemon=True).start()
+
     def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> Encoded:
         if not texts:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), [])
@@ -240,19 +249,30 @@ class OnnxEncoder:
             raise ValueError(f"its pipeline ({', '.join(type(m).__name__ for m in modules)}; pooling {mode}) is not Transformer + mean/CLS pooling")
         return mode
 
-    @classmethod
-    def export(cls, encoder: "Encoder") -> Path:
-        """The ONNX file for this encoder and runtime, exported (and quantized) once per machine."""
+    @staticmethod
+    def export_path(encoder: "Encoder") -> Path:
+        """Where this encoder's export for its runtime lives: named after the model files' sizes and times."""
         source = Path(encoder.path)
         stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(source.rglob("*")) if p.is_file()) \
             if source.is_dir() else encoder.name
         key = hashlib.sha1(f"{encoder.name}|{stamp}".encode()).hexdigest()[:12]
-        folder = llm4tag_home() / "models"
-        final = folder / f"encoder-{key}{'-int8pc' if encoder.runtime == 'onnx-int8' else ''}.onnx"
+        return llm4tag_home() / "models" / f"encoder-{key}{'-int8pc' if encoder.runtime == 'onnx-int8' else ''}.onnx"
+
+    @classmethod
+    def checked_export(cls, encoder: "Encoder") -> Path | None:
+        """The export when it exists and has been checked against PyTorch, else None."""
+        path = cls.export_path(encoder)
+        return path if path.is_file() and path.with_name(path.name + ".checked").is_file() else None
+
+    @classmethod
+    def export(cls, encoder: "Encoder") -> Path:
+        """The ONNX file for this encoder and runtime, exported (and quantized) once per machine."""
+        final = cls.export_path(encoder)
+        folder = final.parent
         if final.is_file():
             return final
         folder.mkdir(parents=True, exist_ok=True)
-        fp32 = folder / f"encoder-{key}.onnx"
+        fp32 = final.with_name(final.name.replace("-int8pc", ""))  # the float32 export, quantized from
         if not fp32.is_file():
             import torch
 

@@ -131,8 +131,10 @@ class KnowledgeBase:
 
     COLLECTIONS = ("tags", "contents", "samples", "documents")
 
-    def __init__(self, directory: str | Path, config: KnowledgeBaseConfig | None = None, load_graph: bool = True):
-        """``load_graph=False`` leaves the graph empty and unread: only for ``rebuild_graph``."""
+    def __init__(self, directory: str | Path, config: KnowledgeBaseConfig | None = None, load_graph: bool = True,
+                 prepare_encoder: bool = False):
+        """``load_graph=False`` leaves the graph empty and unread: only for ``rebuild_graph``.
+        ``prepare_encoder``: for a caller that will encode; the encoder loads while Chroma opens."""
         self.directory = Path(directory).expanduser().resolve()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -160,6 +162,8 @@ class KnowledgeBase:
         self._thread_lock = threading.RLock()
         self._file_lock = FileLock(str(self.directory / ".write.lock"), timeout=LOCK_TIMEOUT_S)
         self._encoder: Encoder | None = None
+        if prepare_encoder:
+            self.encoder.load_in_background()
         self._client = self._connect()
         with _CONNECT_LOCK:
             self._collections = self._open_collections(self._client)
