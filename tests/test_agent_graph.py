@@ -44,7 +44,8 @@ def test_output_explains_every_tag(streamed):
     scored = [j["tag"] for j in result["judgments"]]
     top5 = [c["tag"] for c in result["candidates"][:5]]
     assert scored[: len(selected)] == selected and set(scored) == set(selected) | set(top5) and len(set(scored)) == len(scored)
-    assert all(j["origin"] == ("llm" if j["tag"] in selected else "recall") for j in result["judgments"])
+    kept = set(result["selection"].get("from_history") or [])  # selected because close history items carry them
+    assert all(j["origin"] == ("history" if j["tag"] in kept else "llm" if j["tag"] in selected else "recall") for j in result["judgments"])
     # the content's KV cache is shared: after the first judgment only the tag's own tokens are evaluated
     assert all(j["reused_tokens"] > j["prompt_tokens"] for j in result["judgments"][1:])
     # no recall ranker in this knowledge base: the confidence is the judge's P(Yes) (the paper's);
