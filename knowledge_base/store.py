@@ -324,11 +324,8 @@ class KnowledgeBase:
         if not names:
             return {}
         cache: dict[str, Tag] | None = None
-        if self._shared is None:
-            try:
-                token = (self.directory / REVISION_FILE).read_text(encoding="ascii").strip()
-            except (FileNotFoundError, UnicodeDecodeError):
-                token = "0"
+        if self._shared is None:  # revision() is then one small file read
+            token = self.revision()
             seen, cache = self._tag_cache
             if seen != token or len(cache) > TAG_CACHE:
                 cache = {}
@@ -343,9 +340,6 @@ class KnowledgeBase:
                     cache[tid] = out[tid]
         return {n: out[n] for n in names if n in out}
 
-    def _query_include(self, details: bool) -> list[str]:
-        return ["distances", "documents", "metadatas"] if details else ["distances"]
-
     def _query(self, name: str, vectors: np.ndarray, k: int, where: dict | None = None, details: bool = True) -> list[list[Neighbour]]:
         """Nearest neighbours in a collection, as the store is now in this process (no refresh);
         ``details=False``: ids and similarities only (no text, no metadata: about half the time)."""
@@ -358,7 +352,7 @@ class KnowledgeBase:
             query_embeddings=np.asarray(vectors, dtype=np.float32),
             n_results=min(k, MAX_QUERY_RESULTS),
             where=where,
-            include=self._query_include(details),
+            include=["distances", "documents", "metadatas"] if details else ["distances"],
         )
         empty = [[None] * len(ids) for ids in res["ids"]]
         return [

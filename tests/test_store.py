@@ -187,6 +187,8 @@ def test_add_tags_twice_changes_nothing(writable_kb, small_tags):
 
 
 def test_add_tags_updates_descriptions_and_links_new_tags(writable_kb, small_samples):
+    old = writable_kb.get_tags(["role::shared-lib"])["role::shared-lib"].description  # read (and kept in memory) first
+    assert old != "A new description"
     report = writable_kb.add_tags([Tag("role::shared-lib", "A new description"), Tag("brand-new", "Vector optimized functions for SIMD")])
     assert (report.added, report.updated) == (1, 1)
     assert writable_kb.get_tags(["role::shared-lib"])["role::shared-lib"].description == "A new description"
@@ -196,6 +198,11 @@ def test_add_tags_updates_descriptions_and_links_new_tags(writable_kb, small_sam
     assert content_node(small_samples[0].id) in linked  # "vector optimized functions ..." (libvolk)
     assert all(d["kind"] == "sim" and d["weight"] >= writable_kb.config.recall.delta_ct for d in linked.values())
     assert report.edges == len(linked)
+    # a write by another instance (another process, as far as this one knows) is seen too
+    KnowledgeBase(writable_kb.directory).add_tags([Tag("role::shared-lib", "Changed elsewhere")])
+    assert writable_kb.get_tags(["role::shared-lib", "brand-new", "no-such-tag"]) == {
+        "role::shared-lib": Tag("role::shared-lib", "Changed elsewhere"),
+        "brand-new": Tag("brand-new", "Vector optimized functions for SIMD")}
 
 
 def test_add_samples_twice_is_idempotent(writable_kb, small_samples):
