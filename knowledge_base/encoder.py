@@ -310,13 +310,17 @@ class OnnxEncoder:
         # int8 weights, one scale per output channel, for the matrix products with a weight only:
         # attention's activation × activation products stay float (quantizing those, or one scale
         # per matrix, drifted to cosine 0.956 mean / 0.891 min; this keeps 0.996 / 0.991)
-        silenced = logging.root.manager.disable  # its advice to pre-process first, on the root logger: not the user's concern
-        logging.disable(logging.WARNING)
+        # the quantizer's own advice to pre-process first, logged on the root logger, is not the user's
+        # concern: drop those records only (other threads' logging goes on as before)
+        advice = logging.Filter()
+        advice.filter = lambda record: not (record.levelno == logging.WARNING and "pre-process" in record.getMessage()
+                                            and "quantization" in record.pathname)
+        logging.root.addFilter(advice)
         try:
             quantize_dynamic(str(fp32), str(temporary), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
                              extra_options={"MatMulConstBOnly": True})
         finally:
-            logging.disable(silenced)
+            logging.root.removeFilter(advice)
         os.replace(temporary, final)
         return final
 

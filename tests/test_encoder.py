@@ -4,6 +4,8 @@ default int8 weights. Real MiniLM."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -55,3 +57,24 @@ def test_the_runtime_setting(monkeypatch):
     cosines = (small * reference).sum(1)
     assert np.all(cosines > 0.97) and np.all(cosines < 0.99999), cosines  # int8 weights per channel: close, not equal ("x": 0.979)
     np.testing.assert_allclose(np.linalg.norm(small, axis=1), 1.0, atol=1e-5)
+
+
+def test_quantizing_keeps_onnx_runtimes_advice_out_of_the_users_log(encoder, tmp_path, monkeypatch, caplog):
+    """The int8 export's quantizer advises pre-processing on the root logger; the export drops
+    that advice only, and leaves the root logger as it found it."""
+    from knowledge_base.encoder import OnnxEncoder
+
+    fp32 = OnnxEncoder.export_path(encoder)  # the float32 export the fixture made
+    monkeypatch.setenv("LLM4TAG_HOME", str(tmp_path))
+    monkeypatch.setenv("LLM4TAG_ENCODER_RUNTIME", "onnx-int8")
+    quantized = Encoder()
+    target = OnnxEncoder.export_path(quantized)
+    target.parent.mkdir(parents=True)
+    (target.parent / fp32.name).write_bytes(fp32.read_bytes())  # so only the quantizing step runs
+    filters = list(logging.root.filters)
+    with caplog.at_level(logging.WARNING):
+        assert OnnxEncoder.export(quantized) == target and target.is_file()
+        logging.warning("a warning of the user's own")
+    assert not [r for r in caplog.records if "pre-process" in r.getMessage()]
+    assert [r.getMessage() for r in caplog.records if r.name == "root"] == ["a warning of the user's own"]
+    assert logging.root.filters == filters
