@@ -174,7 +174,7 @@ def recall_candidates(
     ranker = classifier.ranker if classifier is not None else None
     if ranker is not None:
         for cand, features in zip(candidates.values(), ranker_features(list(candidates.values()), ranker.prior, fit)):
-            cand.score = round(ranker.predict(features), 4)
+            cand.score = round(min(max(ranker.predict(features), 1e-4), 1 - 1e-4), 4)  # a probability, never shown as a certain 0 or 1
     ranked = sorted(candidates.values(), key=lambda c: -c.score)[: cfg.budget]
     # descriptions of the kept candidates only (the nearest-tags query fetched names and similarities)
     descriptions = {name: tag.description for name, tag in kb.get_tags([c.tag for c in ranked]).items()}
