@@ -23,9 +23,11 @@ that a restart catches up from there instead of rebuilding.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -51,15 +53,16 @@ def rebuild_hint(directory: Path) -> str:
 def graph_to_json(g: nx.Graph, synced_to: int | None = None, latest: int | None = None) -> bytes:
     """The snapshot: ``{"format", "version", "nodes": [[id, kind], ...], "edges": [[u, v, kind, weight], ...]}``,
     and ``"synced_to"``, ``"latest"`` (whole µs) when the graph is a cache of a shared Chroma store."""
-    data = {
-        "format": SNAPSHOT_FORMAT,
-        "version": SNAPSHOT_VERSION,
-        "nodes": [[n, d.get("kind")] for n, d in g.nodes(data=True)],
-        "edges": [[u, v, d.get("kind"), d.get("weight", 1.0)] for u, v, d in g.edges(data=True)],
-    }
-    if synced_to is not None:
-        data["synced_to"], data["latest"] = synced_to, latest or 0
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    with _collector_paused():
+        data = {
+            "format": SNAPSHOT_FORMAT,
+            "version": SNAPSHOT_VERSION,
+            "nodes": [[n, d.get("kind")] for n, d in g.nodes(data=True)],
+            "edges": [[u, v, d.get("kind"), d.get("weight", 1.0)] for u, v, d in g.edges(data=True)],
+        }
+        if synced_to is not None:
+            data["synced_to"], data["latest"] = synced_to, latest or 0
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def graph_from_json(raw: bytes) -> nx.Graph:
@@ -69,7 +72,26 @@ def graph_from_json(raw: bytes) -> nx.Graph:
 
 def _parse_snapshot(raw: bytes) -> tuple[nx.Graph, int | None, int | None]:
     """The graph of a snapshot, its ``synced_to`` and ``latest`` (None when it has none)."""
-    data = json.loads(raw)
+    with _collector_paused():
+        return _build_snapshot(json.loads(raw))
+
+
+@contextmanager
+def _collector_paused():
+    """Millions of small lists and dicts made at once, none of them garbage: the cyclic garbage
+    collector, run every few hundred allocations, would re-scan all that exist each time (at 2.5M
+    edges it made ``json.loads`` of the snapshot 5× slower), so it waits until they are made."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _build_snapshot(data) -> tuple[nx.Graph, int | None, int | None]:
+    """Check a parsed snapshot entry by entry while building its graph."""
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
         raise ValueError("not an llm4tag graph snapshot")
     if data.get("version") != SNAPSHOT_VERSION:
@@ -79,14 +101,19 @@ def _parse_snapshot(raw: bytes) -> tuple[nx.Graph, int | None, int | None]:
         raise ValueError("'nodes' and 'edges' must be lists")
     g = nx.Graph()
     for item in nodes:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], (str, type(None)))):
+        if not (type(item) is list and len(item) == 2 and type(item[0]) is str and (item[1] is None or type(item[1]) is str)):
             raise ValueError(f"bad node entry {str(item)[:80]}")
-        g.add_node(item[0], **({} if item[1] is None else {"kind": item[1]}))
-    for item in edges:
-        if not (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str) and isinstance(item[1], str)
-                and isinstance(item[2], (str, type(None))) and isinstance(item[3], (int, float)) and not isinstance(item[3], bool)):
-            raise ValueError(f"bad edge entry {str(item)[:80]}")
-        g.add_edge(item[0], item[1], kind=item[2], weight=float(item[3]))
+    g.add_nodes_from((name, {} if kind is None else {"kind": kind}) for name, kind in nodes)
+
+    def checked_edges():
+        for item in edges:
+            if not (type(item) is list and len(item) == 4 and type(item[0]) is str and type(item[1]) is str
+                    and (item[2] is None or type(item[2]) is str) and type(item[3]) in (float, int)):
+                raise ValueError(f"bad edge entry {str(item)[:80]}")
+            u, v, kind, weight = item
+            yield u, v, {"kind": kind, "weight": float(weight)}
+
+    g.add_edges_from(checked_edges())
     marks = (data.get("synced_to"), data.get("latest"))
     for name, value in zip(("synced_to", "latest"), marks):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -224,7 +251,7 @@ class ContentTagGraph:
         ops = list(ops)
         if not ops:
             return 0
-        with self.lock:
+        with self.lock, _collector_paused():
             return self._write(ops)
 
     def _write(self, ops: list[dict]) -> int:

@@ -6,6 +6,7 @@ is refused with the command that rebuilds the graph from the Chroma stores, whic
 
 from __future__ import annotations
 
+import gc
 import pickle
 import shutil
 
@@ -88,6 +89,11 @@ def test_a_damaged_snapshot_names_the_rebuild_command(writable_kb):
     (directory / "graph.json").write_text('{"format": "llm4tag-graph", "version": 1, "nodes": [["t:a", 3]], "edges": []}')
     with pytest.raises(KnowledgeBaseError, match="bad node entry"):
         KnowledgeBase(directory)
+    (directory / "graph.json").write_text('{"format": "llm4tag-graph", "version": 1, "nodes": [["t:a", "tag"], ["c:1", "content"]], '
+                                          '"edges": [["c:1", "t:a", "det", 1.0], ["c:1", "t:a", "det", true]]}')
+    with pytest.raises(KnowledgeBaseError, match=r"bad edge entry \['c:1', 't:a', 'det', True\]"):
+        KnowledgeBase(directory)
+    assert gc.isenabled()  # the loader pauses the garbage collector while it builds, and resumes it after a failure too
 
 
 def test_rebuild_refuses_a_folder_that_is_not_a_knowledge_base(tmp_path):
