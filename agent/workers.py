@@ -26,6 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from knowledge_base.errors import Llm4tagError
+from knowledge_base.settings import settings
 
 from .context import Context
 
@@ -55,7 +56,7 @@ def _start_worker(context: Context) -> None:
         os.environ.setdefault(name, "1")
     import torch
 
-    torch.set_num_threads(int(os.environ["LLM4TAG_ENCODER_THREADS"]))
+    torch.set_num_threads(settings().encoder_threads)
     from .runtime import runtime_for
 
     runtime = runtime_for(context.kb_dir)

@@ -146,4 +146,6 @@ class KnowledgeBaseConfig:
 def llm4tag_home() -> Path:
     """Where llm4tag keeps what it builds once per machine (the demo knowledge base, converted
     models): ``$LLM4TAG_HOME``, default ``~/.cache/llm4tag``."""
-    return Path(os.environ.get("LLM4TAG_HOME") or Path.home() / ".cache" / "llm4tag").expanduser()
+    from .settings import settings
+
+    return settings().home_path

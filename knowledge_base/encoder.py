@@ -36,10 +36,9 @@ import numpy as np
 
 from .config import DEFAULT_ENCODER, llm4tag_home
 from .errors import KnowledgeBaseError
+from .settings import settings
 
 SPECIAL_TOKENS = 4  # at most this many added around a text ([CLS] … [SEP], <s> … </s>)
-RUNTIMES = ("onnx-int8", "onnx", "torch")
-DEFAULT_RUNTIME = "onnx-int8"
 ONNX_MAX_BATCH = 8  # calls with at most this many texts use ONNX Runtime; larger ones PyTorch
 ONNX_PROBE = "llm4tag checks its ONNX export of the encoder against PyTorch on this sentence."
 ONNX_MIN_COSINE = {"onnx": 0.9999, "onnx-int8": 0.98}  # an export that drifts further is not used
@@ -75,9 +74,7 @@ class Encoder:
         self.path = resolve_model_path(name)
         self._model = None
         self._lock = threading.Lock()
-        self.runtime = os.environ.get("LLM4TAG_ENCODER_RUNTIME", DEFAULT_RUNTIME).strip().lower() or DEFAULT_RUNTIME
-        if self.runtime not in RUNTIMES:
-            raise KnowledgeBaseError(f"LLM4TAG_ENCODER_RUNTIME={self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        self.runtime = settings().encoder_runtime
         self._onnx: OnnxEncoder | None | bool = None  # None: not tried yet; False: unavailable (PyTorch)
         self._counter = None  # a tokenizer without truncation, for ``truncated``
         described = describe_local_model(self.path)
@@ -329,7 +326,7 @@ class OnnxEncoder:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get("LLM4TAG_ENCODER_THREADS", "1"))
+        options.intra_op_num_threads = settings().encoder_threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

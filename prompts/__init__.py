@@ -19,10 +19,11 @@ state, no run configuration), so tagging and the training sets use the very same
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from pathlib import Path
+
+from knowledge_base.settings import settings
 
 PROMPTS_DIR = Path(__file__).parent
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -32,7 +33,7 @@ _lock = threading.Lock()
 
 def template_path(name: str) -> Path:
     """The file a template is read from: the override folder's copy when it has one."""
-    directory = os.environ.get("LLM4TAG_PROMPTS_DIR")
+    directory = settings().prompts_dir
     if directory:
         path = Path(directory) / f"{name}.txt"
         if path.is_file():

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 
-from knowledge_base import KnowledgeBaseError
+from knowledge_base.settings import SettingsError
 from knowledge_base.encoder import ONNX_MAX_BATCH, Encoder
 from knowledge_base.config import llm4tag_home
 
@@ -46,8 +46,8 @@ def test_the_runtime_setting(monkeypatch):
     monkeypatch.setenv("LLM4TAG_ENCODER_RUNTIME", "torch")
     assert Encoder().onnx() is None
     monkeypatch.setenv("LLM4TAG_ENCODER_RUNTIME", "tensorrt")
-    with pytest.raises(KnowledgeBaseError, match="onnx-int8, onnx, torch"):
-        Encoder()
+    with pytest.raises(SettingsError, match="LLM4TAG_ENCODER_RUNTIME='tensorrt': choose one of onnx-int8, onnx, torch"):
+        Encoder()  # refused before anything is loaded
     monkeypatch.delenv("LLM4TAG_ENCODER_RUNTIME", raising=False)
     quantized = Encoder()  # the default
     assert quantized.runtime == "onnx-int8" and quantized.onnx() is not None

@@ -809,8 +809,14 @@ def mcp_command(ctx, **options):
 
 @main.command("config")
 def show_config():
-    """Print the tagging configuration (defaults plus LLM4TAG_* environment variables)."""
-    click.echo(json.dumps(asdict(Context.from_env()), indent=2))
+    """Print the configuration in effect: the tagging run's (defaults plus LLM4TAG_* variables) and this process's settings."""
+    from knowledge_base.settings import settings
+
+    try:
+        run, process = asdict(Context.from_env()), settings()
+    except (ValueError, Llm4tagError) as exc:
+        _fail(exc)
+    click.echo(json.dumps({"run": run, "process": {s["variable"]: s["value"] for s in process.described()}}, indent=2))
 
 
 if __name__ == "__main__":

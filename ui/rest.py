@@ -47,7 +47,6 @@ import hashlib
 import hmac
 import logging
 import math
-import os
 import time
 from contextlib import asynccontextmanager
 from functools import partial
@@ -70,11 +69,10 @@ from agent.workers import TaggerPool, remote_backend
 from .guard import LocalOnly, is_loopback, require_token_beyond_loopback  # noqa: F401 (is_loopback: the old import place)
 from knowledge_base.errors import ConflictError, InputError, KnowledgeBaseError, Llm4tagError, UnknownTagsError
 from knowledge_base.loaders import clean_text, encodable, require_id, valid_unicode
+from knowledge_base.settings import settings
 
 log = logging.getLogger("llm4tag.api")
 
-DEFAULT_MAX_BODY_BYTES = 1_000_000
-DEFAULT_QUEUE = 32
 MAX_BATCH_DOCUMENTS = 100
 MAX_ID_CHARS = 200
 EMPTY_TEXT = "the text is empty (or only whitespace/control characters); give some text to tag"
@@ -112,28 +110,16 @@ class SafeJSONResponse(JSONResponse):
             return super().render(encodable(content))
 
 
-def _env_int(name: str, default: int, minimum: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, not {value}")
-    return value
-
-
 def default_workers(context: Context) -> int:
     """Tag requests served at once: LLM4TAG_API_WORKERS, else the context's model workers when
     more than one, else 2 (llama.cpp) or the Ollama parallelism."""
-    if os.environ.get("LLM4TAG_API_WORKERS"):
-        return _env_int("LLM4TAG_API_WORKERS", 2, 1)
+    env = settings()
+    if env.api_workers is not None:
+        return env.api_workers
     if context.workers > 1:
         return context.workers
     if context.backend.startswith("ollama"):
-        return _env_int("LLM4TAG_OLLAMA_PARALLEL", 4, 1)
+        return env.ollama_parallel
     return 2
 
 
@@ -433,8 +419,9 @@ def create_app(
     on loopback without a token, against DNS rebinding.
     """
     base = (context or Context.from_env()).with_overrides(kb_dir=kb_dir)
-    limit = max_body_bytes or _env_int("LLM4TAG_API_MAX_BODY", DEFAULT_MAX_BODY_BYTES, 1)
-    queue = TagQueue(workers or default_workers(base), max_waiting if max_waiting is not None else _env_int("LLM4TAG_API_QUEUE", DEFAULT_QUEUE, 0))
+    env = settings()
+    limit = max_body_bytes or env.api_max_body
+    queue = TagQueue(workers or default_workers(base), max_waiting if max_waiting is not None else env.api_queue)
     rt = runtime_for(base.kb_dir)  # fail at start, not on the first request
     kb = rt.kb
     pool = TaggerPool(base.workers, base) if base.workers > 1 and not remote_backend(base) else None

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from knowledge_base.settings import settings
+
 from .base import NO_VARIANTS, YES_VARIANTS, BackendError, Generation, Judgment, LLMBackend, parse_selection, yes_probability
 
 SHIPPED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -100,7 +102,7 @@ def _load_llama(path: str, **kwargs):
     """
     from llama_cpp import llama as llama_module
 
-    if os.environ.get("LLM4TAG_LLAMA_REPACK") == "1":
+    if settings().llama_repack:
         return llama_module.Llama(path, **kwargs)
     with _load_lock:
         original = llama_module.llama_cpp.llama_model_default_params
@@ -213,7 +215,7 @@ class LlamaCppBackend(LLMBackend):
             raise BackendError(f"GGUF model file not found: {path}; give an existing .gguf path (llamacpp:/path/model.gguf)")
         if lora_path and not Path(lora_path).is_file():
             raise BackendError(f"LoRA adapter file not found: {lora_path}; give an existing adapter .gguf (llamacpp:MODEL;lora=/path/adapter.gguf)")
-        threads = n_threads or int(os.environ.get("LLM4TAG_LLM_THREADS", "1"))
+        threads = n_threads or settings().llm_threads
         try:
             self.llm = _load_llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, lora_path=lora_path, verbose=False)
         except (ValueError, RuntimeError) as exc:

@@ -25,26 +25,15 @@ import os
 import re
 import threading
 
+from knowledge_base.settings import SettingsError, settings
+
 from .base import NO_VARIANTS, YES_VARIANTS, BackendError, Generation, TransientBackendError, Judgment, LLMBackend, parse_selection, tag_selection_schema, yes_probability
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
-DEFAULT_TIMEOUT_S = 60.0  # one answer (a 7B model on CPU answers a selection well within it)
-DEFAULT_CONNECT_TIMEOUT_S = 5.0  # the connection and the start-up checks
 MIN_SERVER_VERSION = (0, 12, 11)  # the first release whose /api/chat returns logprobs
 TOP_LOGPROBS = 20  # the most alternatives Ollama returns per position
 _YES = {v.strip().lower() for v in YES_VARIANTS}
 _NO = {v.strip().lower() for v in NO_VARIANTS}
-
-
-def _env_number(name: str, default: str, kind):
-    raw = os.environ.get(name, default)
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise BackendError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise BackendError(f"{name} must be greater than 0, not {raw!r}")
-    return value
 
 
 def parse_version(text: str) -> tuple[int, int, int] | None:
@@ -80,11 +69,14 @@ class OllamaBackend(LLMBackend):
 
         self.model = model
         self.spec = f"ollama:{model}"
-        self.timeout = float(timeout) if timeout is not None else _env_number("LLM4TAG_OLLAMA_TIMEOUT", str(DEFAULT_TIMEOUT_S), float)
-        connect = (float(connect_timeout) if connect_timeout is not None
-                   else _env_number("LLM4TAG_OLLAMA_CONNECT_TIMEOUT", str(DEFAULT_CONNECT_TIMEOUT_S), float))
+        try:
+            env = settings()  # LLM4TAG_OLLAMA_TIMEOUT, LLM4TAG_OLLAMA_CONNECT_TIMEOUT, LLM4TAG_OLLAMA_PARALLEL
+        except SettingsError as exc:
+            raise BackendError(str(exc)) from exc
+        self.timeout = float(timeout) if timeout is not None else env.ollama_timeout
+        connect = float(connect_timeout) if connect_timeout is not None else env.ollama_connect_timeout
         self.connect_timeout = min(self.timeout, connect)
-        limit = parallel if parallel is not None else _env_number("LLM4TAG_OLLAMA_PARALLEL", "4", int)
+        limit = parallel if parallel is not None else env.ollama_parallel
         self._slots = threading.BoundedSemaphore(limit)
         # A dead host, or one that accepts and never answers, should fail fast even when answers may take a minute.
         http_timeout = httpx.Timeout(self.timeout, connect=self.connect_timeout)

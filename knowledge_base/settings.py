@@ -1,0 +1,109 @@
+"""This process's settings from the environment: one typed place for every ``LLM4TAG_*`` variable
+that is about the machine and the process, not about a knowledge base or a tagging run.
+
+A knowledge base's settings live in its ``config.json`` (``knowledge_base.config``), a tagging
+run's in ``agent.context.Context`` (also settable as ``LLM4TAG_<FIELD>``). The settings here are
+read where they are used, each time (a worker pool sets some of them for its children), and are
+checked alike: a bad value is refused with the variable's name and what it may be. ``llm4tag
+config`` prints them with the run configuration.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal, get_args, get_type_hints
+
+from .errors import InputError
+
+EncoderRuntime = Literal["onnx-int8", "onnx", "torch"]
+ENV_PREFIX = "LLM4TAG_"
+
+
+class SettingsError(InputError):
+    """An ``LLM4TAG_*`` environment variable holds a value llm4tag cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: str = field(default="~/.cache/llm4tag", metadata={
+        "help": "where llm4tag keeps what it builds once per machine: the demo knowledge base, converted models"})
+    encoder_runtime: EncoderRuntime = field(default="onnx-int8", metadata={
+        "help": "how a few texts at a time are encoded: onnx-int8 (int8 weights, 0.28x PyTorch's time), onnx (float32), "
+                "torch (PyTorch); bulk loads always use PyTorch"})
+    encoder_threads: int = field(default=1, metadata={"min": 1, "help": "ONNX Runtime threads for encoding"})
+    llm_threads: int = field(default=1, metadata={"min": 1, "help": "llama.cpp threads of the embedded model"})
+    llama_repack: bool = field(default=False, metadata={
+        "help": "let llama.cpp use its repacked (AMX) weight buffers; off because they crash inside some VMs"})
+    ollama_timeout: float = field(default=60.0, metadata={"min": 0.0, "exclusive": True, "help": "seconds to wait for one answer from Ollama"})
+    ollama_connect_timeout: float = field(default=5.0, metadata={
+        "min": 0.0, "exclusive": True, "help": "seconds to wait for the Ollama connection and its start-up checks"})
+    ollama_parallel: int = field(default=4, metadata={
+        "min": 1, "help": "Ollama requests in flight at once from this process; match the server's OLLAMA_NUM_PARALLEL"})
+    api_workers: int | None = field(default=None, metadata={
+        "min": 1, "help": "tag requests the REST API serves at once; unset: the run's model workers when more than one, "
+                          "else 2 (llama.cpp) or ollama_parallel"})
+    api_max_body: int = field(default=1_000_000, metadata={"min": 1, "help": "the largest REST request body in bytes"})
+    api_queue: int = field(default=32, metadata={"min": 0, "help": "REST tag requests that may wait for a worker before 503"})
+    prompts_dir: str | None = field(default=None, metadata={
+        "help": "a folder with your own copies of prompts/*.txt; a template it lacks is read from prompts/"})
+
+    @staticmethod
+    def variable(name: str) -> str:
+        return ENV_PREFIX + name.upper()
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """The defaults, with each set (non-empty) ``LLM4TAG_<FIELD>`` variable parsed and checked."""
+        hints = get_type_hints(cls)
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(cls.variable(f.name), "").strip()
+            if raw:
+                values[f.name] = _parse(cls.variable(f.name), raw, hints[f.name], f.metadata)
+        return cls(**values)
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser()
+
+    def described(self) -> list[dict]:
+        """Each setting's variable, value and meaning, for ``llm4tag config``."""
+        return [{"variable": self.variable(f.name), "value": getattr(self, f.name), "help": f.metadata.get("help", "")} for f in fields(self)]
+
+
+def _parse(variable: str, raw: str, hint, meta) -> object:
+    text = str(hint)
+    choices = get_args(hint)
+    if choices and all(isinstance(c, str) for c in choices):
+        value = raw.lower()
+        if value not in choices:
+            raise SettingsError(f"{variable}={raw!r}: choose one of {', '.join(choices)}")
+        return value
+    if "bool" in text:
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{variable}={raw!r} is not a yes/no value: use 1 or 0")
+    if "int" in text or "float" in text:
+        kind, what = (int, "a whole number") if "int" in text else (float, "a number")
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise SettingsError(f"{variable}={raw!r} is not {what}") from None
+        if kind is float and not math.isfinite(value):
+            raise SettingsError(f"{variable}={raw!r} is not a finite number")
+        minimum = meta.get("min")
+        if minimum is not None and (value <= minimum if meta.get("exclusive") else value < minimum):
+            raise SettingsError(f"{variable} must be {'greater than' if meta.get('exclusive') else 'at least'} {minimum:g}, not {raw!r}")
+        return value
+    return raw
+
+
+def settings() -> Settings:
+    """The settings as the environment says now."""
+    return Settings.from_env()
