@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import KnowledgeBaseError
+from .settings import settings
 
 RecallStrategy = Literal["graph", "match"]
 
@@ -146,6 +147,4 @@ class KnowledgeBaseConfig:
 def llm4tag_home() -> Path:
     """Where llm4tag keeps what it builds once per machine (the demo knowledge base, converted
     models): ``$LLM4TAG_HOME``, default ``~/.cache/llm4tag``."""
-    from .settings import settings
-
     return settings().home_path
