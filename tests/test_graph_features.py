@@ -45,6 +45,15 @@ def test_a_second_identical_run_skips_recall_and_knowledge_until_the_knowledge_b
     # other settings are other entries
     ran, cached, fewer = run_nodes(kb_dir, budget=4)
     assert "recall" in ran and "recall" not in cached and len(fewer["candidates"]) == 4
+    # so is another encoder runtime (LLM4TAG_ENCODER_RUNTIME, read when the encoder is made): its vectors differ
+    encoder = tagging.runtime_for(kb_dir).kb.encoder
+    configured = encoder.runtime
+    try:
+        encoder.runtime = "torch" if configured != "torch" else "onnx"
+        ran, cached, _ = run_nodes(kb_dir)
+        assert {"recall", "knowledge"} <= set(ran) and not cached
+    finally:
+        encoder.runtime = configured
 
     # a correction changes the knowledge base: nothing cached before it is used after it
     tagging.learn("A terminal program that prints PDF files", [first["candidates"][0]["tag"]], kb_dir=kb_dir)

@@ -45,9 +45,10 @@ def prepare_content(state: State, runtime: Runtime[Context]) -> dict:
     if ctx.use_cache:
         rt = runtime_for(ctx.kb_dir)
         revision = rt.kb.revision()
-        keys["recall"] = _digest("recall", revision, text, cid, asdict(ctx.recall_config(rt.kb.config.recall)))
+        encoding = rt.kb.encoder.runtime  # another runtime's query vectors find other neighbours (LLM4TAG_ENCODER_RUNTIME)
+        keys["recall"] = _digest("recall", revision, encoding, text, cid, asdict(ctx.recall_config(rt.kb.config.recall)))
         if not ctx.use_web_search:  # with the web, the search itself is cached by query, and only when it answered
-            keys["knowledge"] = _digest("knowledge", revision, text, {name: getattr(ctx, name) for name in KNOWLEDGE_SETTINGS})
+            keys["knowledge"] = _digest("knowledge", revision, encoding, text, {name: getattr(ctx, name) for name in KNOWLEDGE_SETTINGS})
     return {"text": text, "content_id": cid, "cache_keys": keys, "timings": {"prepare": round(time.perf_counter() - started, 4)}}
 
 
