@@ -10,6 +10,7 @@ config`` prints them with the run configuration.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -57,7 +58,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> "Settings":
         """The defaults, with each set (non-empty) ``LLM4TAG_<FIELD>`` variable parsed and checked."""
-        hints = get_type_hints(cls)
+        hints = _hints(cls)
         values = {}
         for f in fields(cls):
             raw = os.environ.get(cls.variable(f.name), "").strip()
@@ -72,6 +73,11 @@ class Settings:
     def described(self) -> list[dict]:
         """Each setting's variable, value and meaning, for ``llm4tag config``."""
         return [{"variable": self.variable(f.name), "value": getattr(self, f.name), "help": f.metadata.get("help", "")} for f in fields(self)]
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return get_type_hints(cls)
 
 
 def _parse(variable: str, raw: str, hint, meta) -> object:
