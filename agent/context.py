@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Literal, get_args, get_type_hints
 
 from knowledge_base.config import RecallConfig, check_number, check_recall_settings
+from knowledge_base.settings import parse_variable
 
 Mode = Literal["multi", "single"]
 
@@ -92,10 +93,10 @@ class Context:
         hints = get_type_hints(cls)
         values = {}
         for f in fields(cls):
-            raw = os.environ.get(f"LLM4TAG_{f.name.upper()}")
-            if raw is None:
-                continue
-            values[f.name] = _parse(raw, hints[f.name], f.name)
+            variable = f"LLM4TAG_{f.name.upper()}"
+            raw = os.environ.get(variable, "").strip()
+            if raw:
+                values[f.name] = parse_variable(variable, raw, hints[f.name])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -132,21 +133,3 @@ def context_of(runtime) -> Context:
     variables (LangGraph's server runs the graph without a context when an MCP client calls it)."""
     ctx = getattr(runtime, "context", None)
     return ctx if isinstance(ctx, Context) else Context.from_env()
-
-
-def _parse(raw: str, hint, name: str):
-    text = str(hint)
-    try:
-        if "bool" in text:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if "float" in text:
-            return None if raw.lower() in ("", "none") else float(raw)
-        if "int" in text:
-            return None if raw.lower() in ("", "none") else int(raw)
-    except ValueError as exc:
-        raise ValueError(f"environment variable LLM4TAG_{name.upper()}={raw!r} is not a valid {text}") from exc
-    return raw

@@ -99,11 +99,11 @@ def _build_snapshot(data) -> tuple[nx.Graph, int | None, int | None]:
     nodes, edges = data.get("nodes"), data.get("edges")
     if not isinstance(nodes, list) or not isinstance(edges, list):
         raise ValueError("'nodes' and 'edges' must be lists")
-    g = nx.Graph()
-    for item in nodes:
-        if not (type(item) is list and len(item) == 2 and type(item[0]) is str and (item[1] is None or type(item[1]) is str)):
-            raise ValueError(f"bad node entry {str(item)[:80]}")
-    g.add_nodes_from((name, {} if kind is None else {"kind": kind}) for name, kind in nodes)
+    def checked_nodes():
+        for item in nodes:
+            if not (type(item) is list and len(item) == 2 and type(item[0]) is str and (item[1] is None or type(item[1]) is str)):
+                raise ValueError(f"bad node entry {str(item)[:80]}")
+            yield item[0], {} if item[1] is None else {"kind": item[1]}
 
     def checked_edges():
         for item in edges:
@@ -113,6 +113,8 @@ def _build_snapshot(data) -> tuple[nx.Graph, int | None, int | None]:
             u, v, kind, weight = item
             yield u, v, {"kind": kind, "weight": float(weight)}
 
+    g = nx.Graph()
+    g.add_nodes_from(checked_nodes())
     g.add_edges_from(checked_edges())
     marks = (data.get("synced_to"), data.get("latest"))
     for name, value in zip(("synced_to", "latest"), marks):

@@ -63,16 +63,17 @@ class Settings:
         for f in fields(cls):
             raw = os.environ.get(cls.variable(f.name), "").strip()
             if raw:
-                values[f.name] = _parse(cls.variable(f.name), raw, hints[f.name], f.metadata)
+                values[f.name] = parse_variable(cls.variable(f.name), raw, hints[f.name])
+                _check_minimum(cls.variable(f.name), raw, values[f.name], f.metadata)
         return cls(**values)
 
     @property
     def home_path(self) -> Path:
         return Path(self.home).expanduser()
 
-    def described(self) -> list[dict]:
-        """Each setting's variable, value and meaning, for ``llm4tag config``."""
-        return [{"variable": self.variable(f.name), "value": getattr(self, f.name), "help": f.metadata.get("help", "")} for f in fields(self)]
+    def variables(self) -> dict[str, object]:
+        """Each setting's value under its variable's name, for ``llm4tag config``."""
+        return {self.variable(f.name): getattr(self, f.name) for f in fields(self)}
 
 
 @functools.cache
@@ -80,9 +81,12 @@ def _hints(cls) -> dict:
     return get_type_hints(cls)
 
 
-def _parse(variable: str, raw: str, hint, meta) -> object:
+def parse_variable(variable: str, raw: str, hint) -> object:
+    """An environment variable's text as the type ``hint`` names: a yes/no value, a whole number, a
+    number, one of a ``Literal``'s choices, else the text; ``none`` for an optional number is None.
+    Shared by these settings and the run configuration (``agent.context.Context``)."""
     text = str(hint)
-    choices = get_args(hint)
+    choices = [c for c in get_args(hint) if c is not type(None)]
     if choices and all(isinstance(c, str) for c in choices):
         value = raw.lower()
         if value not in choices:
@@ -96,6 +100,8 @@ def _parse(variable: str, raw: str, hint, meta) -> object:
             return False
         raise SettingsError(f"{variable}={raw!r} is not a yes/no value: use 1 or 0")
     if "int" in text or "float" in text:
+        if "None" in text and raw.lower() == "none":
+            return None
         kind, what = (int, "a whole number") if "int" in text else (float, "a number")
         try:
             value = kind(raw)
@@ -103,11 +109,16 @@ def _parse(variable: str, raw: str, hint, meta) -> object:
             raise SettingsError(f"{variable}={raw!r} is not {what}") from None
         if kind is float and not math.isfinite(value):
             raise SettingsError(f"{variable}={raw!r} is not a finite number")
-        minimum = meta.get("min")
-        if minimum is not None and (value <= minimum if meta.get("exclusive") else value < minimum):
-            raise SettingsError(f"{variable} must be {'greater than' if meta.get('exclusive') else 'at least'} {minimum:g}, not {raw!r}")
         return value
     return raw
+
+
+def _check_minimum(variable: str, raw: str, value, meta) -> None:
+    minimum = meta.get("min")
+    if minimum is None or value is None:
+        return
+    if value <= minimum if meta.get("exclusive") else value < minimum:
+        raise SettingsError(f"{variable} must be {'greater than' if meta.get('exclusive') else 'at least'} {minimum:g}, not {raw!r}")
 
 
 def settings() -> Settings:

@@ -72,3 +72,18 @@ def test_llm4tag_config_refuses_a_bad_value_without_a_traceback(clean_env):
     result = CliRunner().invoke(main, ["config"])
     assert result.exit_code == 1
     assert "LLM4TAG_API_MAX_BODY='1MB' is not a whole number" in result.output and "Traceback" not in result.output
+
+
+def test_the_run_configuration_parses_its_variables_with_the_same_rules(clean_env):
+    clean_env.setenv("LLM4TAG_THRESHOLD", "none")
+    clean_env.setenv("LLM4TAG_USE_KNOWLEDGE", "off")
+    clean_env.setenv("LLM4TAG_MODE", " Single ")
+    ctx = Context.from_env()
+    assert (ctx.threshold, ctx.use_knowledge, ctx.mode) == (None, False, "single")
+    clean_env.setenv("LLM4TAG_MAX_TAGS", "three")
+    with pytest.raises(SettingsError, match="LLM4TAG_MAX_TAGS='three' is not a whole number"):
+        Context.from_env()
+    clean_env.setenv("LLM4TAG_MAX_TAGS", "3")
+    clean_env.setenv("LLM4TAG_MODE", "both")
+    with pytest.raises(SettingsError, match="LLM4TAG_MODE='both': choose one of multi, single"):
+        Context.from_env()

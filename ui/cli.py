@@ -816,7 +816,7 @@ def show_config():
         run, process = asdict(Context.from_env()), settings()
     except (ValueError, Llm4tagError) as exc:
         _fail(exc)
-    click.echo(json.dumps({"run": run, "process": {s["variable"]: s["value"] for s in process.described()}}, indent=2))
+    click.echo(json.dumps({"run": run, "process": process.variables()}, indent=2))
 
 
 if __name__ == "__main__":
