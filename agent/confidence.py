@@ -91,6 +91,29 @@ def fused_confidence(features: dict[str, float], p_yes: float | None, recall_pro
     return p_yes if p_yes is not None else recall_probability
 
 
+def remembered_verdict(candidate: dict | None) -> dict | None:
+    """A person's verdict on this text or a near-duplicate (recall's ``memory`` evidence):
+    ``{"verdict": "right"|"wrong", "similarity", "id"}``, or None."""
+    for ev in (candidate or {}).get("evidence", []):
+        if ev["path"] == "memory" and ev.get("via"):
+            return {**ev["via"][0], "similarity": float(ev["score"])}
+    return None
+
+
+def final_confidence(confidence: float | None, candidate: dict | None, in_domain: float = 1.0) -> float | None:
+    """The confidence after what no model may overrule: a person's verdict on the same or a
+    near-duplicate text (at least the texts' similarity when marked right, at most one minus it
+    when marked wrong) and the content's fit to the domain (``in_domain`` caps it)."""
+    if confidence is not None and in_domain < 1.0:
+        confidence = min(confidence, in_domain)
+    memory = remembered_verdict(candidate)
+    if memory is None:
+        return confidence
+    if memory["verdict"] == "right":
+        return min(max(confidence or 0.0, memory["similarity"]), 1 - 1e-4)
+    return max(min(1.0 if confidence is None else confidence, 1.0 - memory["similarity"]), 1e-4)
+
+
 def rank_tags(scored: list[dict], threshold: float | None, limit: int | None = None) -> list[dict]:
     """Final tags from scored tags: drop those under the threshold, rank by confidence (a stable
     sort: tags without a confidence keep their given order), keep at most ``limit``."""

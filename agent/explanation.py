@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .confidence import confidence_of
+from .confidence import confidence_of, remembered_verdict
+
+DEPARTURE = 0.3  # a confidence this far from the judge's P(Yes) says what moved it
 
 
 def evidence_parts(candidate: dict | None, detail: bool = False, via_limit: int = 3, quote: Callable[[str], str] = str) -> list[str]:
@@ -33,13 +35,41 @@ def evidence_parts(candidate: dict | None, detail: bool = False, via_limit: int 
                 parts.append(f"C2C2T via {len(via)} similar item{'s' if len(via) != 1 else ''} (vote {score:.2f})")
         elif path == "learned":
             parts.append(f"learned {'score ' if detail else ''}{score:.2f}")
+        elif path == "memory":
+            v = (ev.get("via") or [{}])[0]
+            text = "this same text" if score >= 0.999 else f"a near-duplicate text ({score:.2f}{', ' + quote(v['id']) if detail and v.get('id') else ''})"
+            parts.append(f"a person marked it {v.get('verdict', 'right')} on {text}")
         else:
             parts.append(f"{path} {'similarity' if detail else 'sim'} {score:.2f}")
     return parts
 
 
-def why(tag: dict, candidate: dict | None) -> str:
-    """One line on why a final tag was returned: its meta-paths, whether history kept it, its confidence."""
+def departure(judgment: dict | None, candidate: dict | None, fit: dict | None = None) -> str | None:
+    """When a tag's confidence is more than ``DEPARTURE`` away from the judge's P(Yes), the
+    sentence that says which evidence moved it; None otherwise (or when nothing was judged)."""
+    p_yes, confidence = (judgment or {}).get("p_yes"), confidence_of(judgment or {})
+    if p_yes is None or confidence is None or abs(confidence - p_yes) <= DEPARTURE:
+        return None
+    moved = "raised" if confidence > p_yes else "lowered"
+    memory = remembered_verdict(candidate)
+    in_domain = float((fit or {}).get("in_domain", 1.0))
+    if memory is not None:
+        reason = evidence_parts({"evidence": [e for e in candidate["evidence"] if e["path"] == "memory"]})[0]
+    elif confidence < p_yes and in_domain < 1.0:
+        reason = (f"the text's poor fit to this knowledge base (nearest history item {fit.get('top_content_similarity', 0):.2f}, "
+                  f"nearest tag {fit.get('top_tag_similarity', 0):.2f}: in domain with probability {in_domain:.2f})")
+    else:
+        parts = [e for e in evidence_parts(candidate) if not e.startswith("match")]
+        if confidence > p_yes:
+            reason = f"recall's evidence ({'; '.join(parts)})" if parts else "recall's ranker"
+        else:
+            reason = (f"recall's weak evidence ({'; '.join(parts)})" if parts else "recall, which found it only by similarity to its description")
+    return f"the judge's P(Yes) {p_yes:.2f} was {moved} to {confidence:.2f} by {reason}"
+
+
+def why(tag: dict, candidate: dict | None, judgment: dict | None = None, fit: dict | None = None) -> str:
+    """One line on why a final tag was returned: its meta-paths, whether history kept it, its
+    confidence, and what moved that confidence away from the judge's when it did."""
     origin = tag.get("origin")
     if origin == "review":
         return "added by a person in review"
@@ -50,13 +80,19 @@ def why(tag: dict, candidate: dict | None) -> str:
         parts.append("ranked high by recall (the LLM did not choose it)")
     confidence = tag.get("confidence")
     parts.append("no confidence (no judge, no ranker)" if confidence is None else f"confidence {confidence:.2f}")
+    moved = departure(judgment, candidate, fit)
+    if moved:
+        parts.append(moved)
     return "; ".join(parts)
 
 
 def tags_with_why(result: dict) -> list[dict]:
     """The final tags of a result as ``{"tag", "confidence", "why"}``, best first."""
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
-    return [{"tag": t["tag"], "confidence": t["confidence"], "why": why(t, by_tag.get(t["tag"]))} for t in result.get("tags") or []]
+    judged = {j["tag"]: j for j in result.get("judgments") or []}
+    fit = result.get("recall_fit")
+    return [{"tag": t["tag"], "confidence": t["confidence"], "why": why(t, by_tag.get(t["tag"]), judged.get(t["tag"]), fit)}
+            for t in result.get("tags") or []]
 
 
 def compact_result(result: dict) -> dict:
@@ -100,7 +136,8 @@ def explain(result: dict, tag: str) -> dict:
     if scored:
         confidence = confidence_of(scored)
         out["judgment"] = {"p_yes": scored.get("p_yes"), "logit_yes": scored.get("logit_yes"), "logit_no": scored.get("logit_no"),
-                           "confidence": confidence, "learned": confidence is not None and confidence != scored.get("p_yes")}
+                           "confidence": confidence, "learned": confidence is not None and confidence != scored.get("p_yes"),
+                           "moved_by": departure(scored, cand, result.get("recall_fit"))}
     for ex in result.get("examples") or []:
         if tag in ex["tags"] or tag in ex.get("incorrect_tags", []):
             out["examples"].append({"id": ex["id"], "similarity": ex["similarity"], "marked": "correct" if tag in ex["tags"] else "incorrect"})

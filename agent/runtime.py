@@ -130,11 +130,12 @@ class Runtime:
                 self._vectors.popitem(last=False)
         return value
 
-    def recall(self, text: str, config: RecallConfig, exclude_ids: Iterable[str] = ()) -> RecallResult:
+    def recall(self, text: str, config: RecallConfig, own_id: str | None = None) -> RecallResult:
         """Φ(c) for a cleaned text with its cached embedding — the recall node and the façade's
-        ``recall`` both come here; a text longer than the encoder's window is noted."""
+        ``recall`` both come here; a text longer than the encoder's window is noted. ``own_id``:
+        the content's id (its write-back is no evidence; a person's verdict under it is)."""
         vector, truncated = self.embed(text)
-        result = recall_candidates(self.kb, text, config, exclude_ids=exclude_ids, vector=vector)
+        result = recall_candidates(self.kb, text, config, vector=vector, own_id=own_id)
         if truncated:
             result.truncated = True
             result.notes.append(f"the text is longer than the encoder's {self.kb.encoder.max_tokens}-token window; recall used its start")
@@ -257,11 +258,17 @@ class Runtime:
         return self._calibration.get() if ctx.use_learned_calibration else None
 
     def threshold(self, ctx: Context) -> float:
-        """The run's confidence threshold: explicit, else the knowledge base's tuned one, else 0.5."""
+        """The run's confidence threshold: explicit, else the knowledge base's tuned one
+        (``optimize --apply``), else the recall ranker's (the cut with the best micro-F1 on its
+        held-out slice) when the confidence is a fused probability, else the paper's 0.5."""
         if ctx.threshold is not None:
             return ctx.threshold
-        tuned = self.kb.config.threshold
-        return DEFAULT_THRESHOLD if tuned is None else tuned
+        if self.kb.config.threshold is not None:
+            return self.kb.config.threshold
+        classifier = self.kb.classifier() if ctx.use_learned_calibration and ctx.use_learned_recall else None
+        if classifier is not None and classifier.ranker is not None and classifier.ranker.threshold is not None:
+            return classifier.ranker.threshold
+        return DEFAULT_THRESHOLD
 
 
 DEMO = "<demo>"

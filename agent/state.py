@@ -31,6 +31,7 @@ class OutputState(TypedDict):
     tags: list[dict]  # final tags: tag, confidence, rank, description, paths, origin
     candidates: list[dict]  # Φ(c) with provenance (path, score, via), best first
     recall_scores: str  # what a candidate's score is: "probability" (the recall ranker's P(right)) or "evidence" (summed path scores)
+    recall_fit: dict[str, float]  # how well the content fits the knowledge base: nearest history item and tag, in_domain (its probability)
     similar_contents: list[dict]  # history contents the C2C2T path walked through
     examples: list[dict]  # retrieved samples with correct and incorrect tags
     knowledge: list[dict]  # snippets with their sources
@@ -49,6 +50,7 @@ class State(InputState, total=False):
     tags: list[dict]
     candidates: list[dict]
     recall_scores: str
+    recall_fit: dict[str, float]
     similar_contents: list[dict]
     examples: list[dict]
     knowledge: list[dict]

@@ -262,7 +262,8 @@ def recall(text: str, *, context: Context | None = None, base: RecallConfig | No
     run's ``Context`` overrides are applied on top of it."""
     ctx = _context(context, overrides)
     rt = runtime_for(ctx.kb_dir)
-    return rt.recall(require_text(text), ctx.recall_config(base or rt.kb.config.recall))
+    cleaned = require_text(text)
+    return rt.recall(cleaned, ctx.recall_config(base or rt.kb.config.recall), own_id=_content_id(cleaned))
 
 
 def search_tags(query: str, limit: int = 10, *, kb_dir: str | None = None) -> list[dict]:

@@ -24,7 +24,7 @@ DEFAULT_ENCODER = "minilm"  # resolved to the all-MiniLM-L6-v2 copy in gt-all-mi
 # What each recall setting may be: thresholds are cosine similarities, caps are counts (0: that
 # path is off), the budget is the candidate set's size. One rule for the knowledge base's stored
 # settings and every run's overrides (``agent.context.Context``), so every surface refuses alike.
-_SIMILARITIES = ("delta_ct", "delta_cc")
+_SIMILARITIES = ("delta_ct", "delta_cc", "memory_similarity")
 _COUNTS = {"max_c2t": 0, "max_c2c2t": 0, "similar_contents": 0, "max_learned": 0, "budget": 1}
 
 
@@ -68,6 +68,10 @@ class RecallConfig:
     budget: int = field(default=20, metadata={"help": "candidate set size; match-based recall fills the graph's set up to it"})
     max_learned: int = field(
         default=10, metadata={"help": "at most this many candidates from the learned path (the trained classifier; 0: off)"}
+    )
+    memory_similarity: float | None = field(
+        default=0.9,
+        metadata={"help": "a person's verdict on a text at least this similar (the same text: 1) decides its tags (None: off)"},
     )
 
     def __post_init__(self):

@@ -9,8 +9,13 @@
    items (words help long, jargon-rich texts and can hurt very short ones), and recalls each
    held-out item with it, its own history entry hidden from C2C2T — so no path sees the item's
    annotations;
-3. fits the ranker on those candidates (right or wrong, with their evidence);
-4. trains the classifier on the whole history and stores it with the ranker (``classifier/``).
+3. fits the ranker on those candidates (right or wrong, with their evidence) — recalled as if a
+   seeded share of the tags (``cold_share``) had no history yet: their annotations are hidden
+   from that classifier, from the priors and from C2C2T, so that the ranker learns to rank a tag
+   that has only its description (``knowledge_base.ranker``);
+4. keeps, from the same items, how close an in-domain item lies to the history and to the tags
+   (the ranker's ``domain``) and the confidence cut with the best micro-F1 (its ``threshold``);
+5. trains the classifier on the whole history and stores it with the ranker (``classifier/``).
 
 Run it after loading samples and again after corrections (``llm4tag kb train-classifier``).
 """
@@ -20,18 +25,22 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 
 from .classifier import TagClassifier
-from .ranker import RecallRanker
+from .ranker import RecallRanker, best_threshold, domain_quantiles
 from .recall import ranker_features, recall_candidates
 from .store import KnowledgeBase, _json_list
 
 MIN_HELD_OUT = 20
+COLD_SHARE = 0.15  # tags recalled as if they had no history while the ranker is fitted
+DOMAIN_SHARE = 0.05  # in-domain items allowed below the domain cut of each closeness (nearest-neighbour OOD detection's 95%)
 
 
-def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13, n_threads: int = 1) -> dict:
+def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13, n_threads: int = 1,
+                         cold_share: float = COLD_SHARE) -> dict:
     """Train and store the classifier and its ranker; returns what they were trained on."""
     started = time.perf_counter()
     got = kb.collection("samples").get(include=["metadatas", "embeddings", "documents"])
@@ -44,12 +53,17 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
     ranker, held_out, use_texts, choice = None, 0, texts, {"features": "words+embedding"}
     n_held = int(len(rows) * holdout)
     if n_held >= MIN_HELD_OUT:
-        held = set(random.Random(seed).sample(range(len(rows)), n_held))
-        train = [i for i in range(len(rows)) if i not in held]
+        rng = random.Random(seed)
+        held = set(rng.sample(range(len(rows)), n_held))
+        known = sorted({t for i in range(len(rows)) if i not in held for t in tags[i]})
+        cold = frozenset(rng.sample(known, int(len(known) * cold_share))) if len(known) >= 10 else frozenset()
+        # the rest of the history as the ranker's slice sees it: the cold tags' annotations gone
+        warm_tags = [[t for t in tags[i] if t not in cold] for i in range(len(rows))]
+        train = [i for i in range(len(rows)) if i not in held and warm_tags[i]]
         # the features that suit this history: each variant trained on the rest, scored on the held-out slice
         variants = {}
         for name, variant_texts in (("words+embedding", texts), ("embedding", None)):
-            model = TagClassifier.train(vectors[train], [tags[i] for i in train], kb.config.encoder, n_threads=n_threads,
+            model = TagClassifier.train(vectors[train], [warm_tags[i] for i in train], kb.config.encoder, n_threads=n_threads,
                                         texts=[variant_texts[i] for i in train] if variant_texts is not None else None)
             if name == "words+embedding" and model.info.vocabulary == 0:
                 continue  # no words to learn from: the same model as the next one
@@ -59,13 +73,24 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         partial = variants[chosen][1]
         use_texts = texts if chosen == "words+embedding" else None
         choice = {"features": chosen, "held_out_accuracy": {n: round(a, 4) for n, (a, _) in variants.items()}}
-        priors = _priors([tags[i] for i in train])
-        features, labels = [], []
+        priors = _priors([warm_tags[i] for i in train])
+        features, labels, fits, per_item = [], [], [], []
+        config = replace(kb.config.recall, memory_similarity=None)  # memory would bring the cold tags' verdicts back
         for i in sorted(held):
-            result = recall_candidates(kb, texts[i], kb.config.recall, exclude_ids=[rows[i][0]], vector=vectors[i], learned=partial)
-            features += ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit)
-            labels += [cand.tag in tags[i] for cand in result.candidates]
-        ranker = RecallRanker.fit(features, labels, _priors(tags), items=n_held)
+            result = recall_candidates(kb, texts[i], config, exclude_ids=[rows[i][0]], vector=vectors[i], learned=partial,
+                                       hidden_tags=cold)
+            item_features = ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit, result.tag_similarity)
+            item_labels = [cand.tag in tags[i] for cand in result.candidates]
+            features += item_features
+            labels += item_labels
+            fits.append(result.fit)
+            per_item.append((item_features, item_labels, len(tags[i])))
+        cold_items = sum(1 for i in held if cold & set(tags[i]))
+        ranker = RecallRanker.fit(features, labels, _priors(tags), items=n_held, cold_tags=len(cold), cold_items=cold_items,
+                                  domain=domain_quantiles(fits, DOMAIN_SHARE))
+        if ranker is not None:
+            scored = [[(ranker.predict(f), right) for f, right in zip(item_features, item_labels)] for item_features, item_labels, _ in per_item]
+            ranker.threshold = best_threshold(scored, [n for _, _, n in per_item])
         held_out = n_held
     model = TagClassifier.train(vectors, tags, kb.config.encoder, n_threads=n_threads, texts=use_texts)
     model.ranker = ranker
@@ -73,7 +98,9 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         model.save(kb.directory)
     report = {k: v for k, v in model.info.__dict__.items() if k not in ("labels", "hyper_parameters")}
     return report | choice | {"tags": len(model.info.labels), "ranker": ranker is not None, "held_out": held_out,
-                     "ranker_pairs": ranker.pairs if ranker else 0, "seconds": round(time.perf_counter() - started, 1)}
+                     "ranker_pairs": ranker.pairs if ranker else 0, "cold_tags": ranker.cold_tags if ranker else 0,
+                     "cold_items": ranker.cold_items if ranker else 0, "threshold": ranker.threshold if ranker else None,
+                     "seconds": round(time.perf_counter() - started, 1)}
 
 
 def _priors(tag_lists: list[list[str]]) -> dict[str, float]:

@@ -7,6 +7,24 @@ the tag's prior in the history, and how close the content's nearest history item
 tag are), fitted without leakage: on a held-out slice of the history, recalled
 with a classifier trained without that slice and with each item's own history entry hidden
 from C2C2T. It is stored with the classifier as plain JSON and applied with numpy.
+
+Tags without history. A tag added to the repository with only its description has no prior, no
+classifier score and no C2C2T votes; a ranker fitted only on tags with history buries it. So
+the fitting slice is recalled as if a seeded share of the tags had no history yet (their
+annotations hidden from the classifier, the priors and C2C2T), and the ranker has an indicator
+of history with its own weights for the description evidence (``cold_*`` features): it learns
+how far to trust a description when nothing else speaks for a tag, and how much a confident
+classifier speaking for another tag (``top_learned``) counts against it.
+
+Content that fits nothing. The ranker's slice holds in-domain items only, so it cannot learn what
+a foreign text looks like. ``domain`` keeps, from that slice, how close an in-domain item's
+nearest history item and nearest tag are (a low quantile of each, the cut of nearest-neighbour
+out-of-distribution detection: most in-domain items lie above it); ``in_domain`` turns a new
+content's closeness into the probability that it belongs to the knowledge base's domain at
+all, which multiplies every candidate's P(right).
+
+``threshold`` is the confidence cut that maximised micro-F1 on the slice: the knowledge base's
+default threshold until one is tuned with ``llm4tag optimize --apply``.
 """
 
 from __future__ import annotations
@@ -23,10 +41,12 @@ from .errors import KnowledgeBaseError
 
 FILE_NAME = "ranker.json"
 FEATURES = ("c2t", "c2c2t", "learned", "match", "paths", "log_prior", "c2t_rank", "c2c2t_rank", "learned_rank",
-            "top_content_similarity", "top_tag_similarity")
+            "top_content_similarity", "top_tag_similarity", "history", "tag_similarity", "tag_similarity_gap", "top_learned",
+            "cold_tag_similarity", "cold_tag_similarity_gap", "cold_c2t_rank", "cold_top_learned")
 RANKED = {"C2T": "c2t_rank", "C2C2T": "c2c2t_rank", "learned": "learned_rank"}
 PATHS = {"C2T": "c2t", "C2C2T": "c2c2t", "learned": "learned", "match": "match"}
 MIN_PRIOR = 1e-4
+DOMAIN_KEYS = ("top_content_similarity", "top_tag_similarity")
 
 
 def path_ranks(candidates: Sequence) -> dict[tuple[str, str], int]:
@@ -39,22 +59,84 @@ def path_ranks(candidates: Sequence) -> dict[tuple[str, str], int]:
 
 
 def candidate_features(evidence: Sequence, prior: float, ranks: dict[str, int] | None = None,
-                       item: dict[str, float] | None = None) -> dict[str, float]:
+                       item: dict[str, float] | None = None, tag_similarity: float | None = None) -> dict[str, float]:
     """The ranker's inputs for one candidate: the best score on each path, how many paths found it,
-    its prior in the history, 1/rank within each ranked path (``ranks``: path → rank), and how
-    well the content fits the knowledge base at all (``item``: the similarity of its nearest
-    history content and of its nearest tag) — low for content that fits no tag, so that such
-    content gets low confidence instead of the most common tags."""
+    its prior in the history and whether it has any, 1/rank within each ranked path (``ranks``:
+    path → rank), the cosine of its name and description to the content (``tag_similarity``) and
+    its gap to the nearest tag's, and how well the content fits the knowledge base at all
+    (``item``: the similarity of its nearest history content and of its nearest tag, the
+    classifier's best score for any tag) — low for content that fits no tag, so that such content
+    gets low confidence instead of the most common tags. The ``cold_*`` features repeat the
+    description evidence for tags without history, so that it is weighed apart for them."""
     out = {name: 0.0 for name in FEATURES}
-    out.update(item or {})
+    out.update({k: v for k, v in (item or {}).items() if k in out})
     for path, rank in (ranks or {}).items():
         if path in RANKED:
             out[RANKED[path]] = 1.0 / rank
     for ev in evidence:
-        out[PATHS[ev.path]] = max(out[PATHS[ev.path]], float(ev.score))
+        if ev.path in PATHS:  # other evidence (a person's verdict: ``memory``) is not the ranker's to weigh
+            out[PATHS[ev.path]] = max(out[PATHS[ev.path]], float(ev.score))
     out["paths"] = float(sum(1 for p in PATHS.values() if out[p] > 0))
     out["log_prior"] = math.log(max(prior, MIN_PRIOR))
+    out["history"] = 1.0 if prior > 0 else 0.0
+    similarity = max(out["c2t"], out["match"]) if tag_similarity is None else tag_similarity
+    out["tag_similarity"] = similarity
+    out["tag_similarity_gap"] = similarity - out["top_tag_similarity"]
+    cold = 1.0 - out["history"]
+    out["cold_tag_similarity"] = cold * similarity
+    out["cold_tag_similarity_gap"] = cold * out["tag_similarity_gap"]
+    out["cold_c2t_rank"] = cold * out["c2t_rank"]
+    out["cold_top_learned"] = cold * out["top_learned"]
     return out
+
+
+def domain_quantiles(fits: list[dict[str, float]], share: float) -> dict[str, float]:
+    """From in-domain items' ``content_fit``: the ``share`` quantile of each closeness (the
+    cut below which only that share of in-domain items lies) and the spread above it."""
+    out: dict[str, float] = {"share": share}
+    for key in DOMAIN_KEYS:
+        values = np.array([f.get(key, 0.0) for f in fits], dtype=float)
+        if len(values) == 0:
+            continue
+        cut = float(np.quantile(values, share))
+        out[key] = round(cut, 4)
+        out[f"{key}_spread"] = round(max(float(np.quantile(values, 0.5)) - cut, 1e-3), 4)
+    return out
+
+
+def in_domain_probability(fit: dict[str, float], domain: dict[str, float]) -> float:
+    """How likely a content belongs to the knowledge base's domain, from how close its nearest
+    history item and nearest tag are (``content_fit``) against the in-domain cut of each
+    (``domain_quantiles``): 1 when either is at or above its cut; below both, it falls with the
+    distance under the nearer one, measured in the in-domain spread (halved a quarter-spread
+    below the cut, ~0.02 a spread below)."""
+    if not domain or not all(k in domain for k in DOMAIN_KEYS):
+        return 1.0
+    shortfall = min((domain[k] - fit.get(k, 0.0)) / domain[f"{k}_spread"] for k in DOMAIN_KEYS)
+    return 1.0 if shortfall <= 0 else 0.5 ** (shortfall / 0.25)
+
+
+def best_threshold(item_scores: list[list[tuple[float, bool]]], relevant: list[int], limit: int | None = None) -> float | None:
+    """The confidence cut that maximises micro-F1 over items, each given as its candidates'
+    (P(right), right?) and its number of right tags (``relevant``); at most ``limit`` kept per item."""
+    cuts = sorted({round(p, 3) for scores in item_scores for p, _ in scores if p >= 0.05})
+    total = sum(relevant)
+    if not cuts or not total:
+        return None
+    ordered = [sorted(scores, key=lambda x: -x[0])[:limit] if limit else sorted(scores, key=lambda x: -x[0]) for scores in item_scores]
+    best, best_f1 = None, -1.0
+    for cut in cuts:
+        tp = fp = 0
+        for scores in ordered:
+            for p, right in scores:
+                if p < cut:
+                    break
+                tp += right
+                fp += not right
+        f1 = 2 * tp / (2 * tp + fp + (total - tp)) if tp else 0.0
+        if f1 > best_f1:
+            best, best_f1 = cut, f1
+    return best
 
 
 @dataclass
@@ -68,6 +150,10 @@ class RecallRanker:
     items: int = 0  # held-out items it was fitted on
     pairs: int = 0
     share_right: float = 0.0
+    cold_tags: int = 0  # tags treated as having no history while it was fitted
+    cold_items: int = 0  # held-out items carrying one of them
+    domain: dict[str, float] = field(default_factory=dict)  # domain_quantiles of the held-out items (empty: no domain check)
+    threshold: float | None = None  # the cut with the best micro-F1 on the held-out items
 
     def prior(self, tag: str) -> float:
         return self.priors.get(tag, 0.0)
@@ -76,8 +162,12 @@ class RecallRanker:
         x = (np.array([features[f] for f in self.features]) - np.array(self.scale_mean)) / np.array(self.scale_std)
         return 1.0 / (1.0 + math.exp(-(float(np.dot(self.coefficients, x)) + self.intercept)))
 
+    def in_domain(self, fit: dict[str, float]) -> float:
+        """P(the content belongs to the knowledge base's domain) (``in_domain_probability``)."""
+        return in_domain_probability(fit, self.domain)
+
     @classmethod
-    def fit(cls, rows: list[dict[str, float]], labels: list[bool], priors: dict[str, float], items: int) -> "RecallRanker | None":
+    def fit(cls, rows: list[dict[str, float]], labels: list[bool], priors: dict[str, float], items: int, **info) -> "RecallRanker | None":
         """Fit on (features, is-right) pairs; None when the pairs cannot support a fit."""
         y = np.array([1 if v else 0 for v in labels])
         if len(y) < 20 or y.min() == y.max():
@@ -89,7 +179,7 @@ class RecallRanker:
         std[std == 0] = 1.0
         model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / std, y)
         return cls([float(c) for c in model.coef_[0]], float(model.intercept_[0]), [float(v) for v in mean], [float(v) for v in std],
-                   priors=priors, items=items, pairs=int(len(y)), share_right=float(y.mean()))
+                   priors=priors, items=items, pairs=int(len(y)), share_right=float(y.mean()), **info)
 
     def save(self, directory: Path) -> None:
         (Path(directory) / FILE_NAME).write_text(json.dumps(asdict(self)), encoding="utf-8")

@@ -10,6 +10,17 @@ Match: the top tags by cosine, the paper's baseline — also used to fill the gr
 ``budget`` so the next step never gets an empty set while the repository has tags. The set
 never exceeds ``budget``: when the paths find more, the lowest-scored candidates are cut.
 Every candidate keeps its evidence: which path, the similarity, and the contents it came through.
+
+Memory (beyond the paper): a person's verdict on this same text, or on a near-duplicate of it
+(cosine at least ``memory_similarity``: a loaded sample, a correction, a review), is not one
+vote among ten — it is the answer. Its right tags are candidates with at least that similarity
+as their P(right) (a certain one for the same text), its wrong tags get at most one minus it,
+and the evidence says whose verdict it was (path ``memory``). The system's own write-backs are
+never memory.
+
+With a ranker, every P(right) is also multiplied by the probability that the content belongs to
+the knowledge base's domain at all (``RecallRanker.in_domain``), so a text that fits nothing —
+a recipe in a software catalogue — gets no confident tag.
 """
 
 from __future__ import annotations
@@ -25,15 +36,15 @@ from .ranker import candidate_features, path_ranks
 from .loaders import require_text
 from .store import KnowledgeBase, Neighbour, _json_list
 
-PathName = Literal["C2T", "C2C2T", "learned", "match"]
+PathName = Literal["C2T", "C2C2T", "learned", "match", "memory"]
 SNIPPET_CHARS = 160
 
 
 @dataclass
 class Evidence:
     path: PathName
-    score: float  # C2T / match: cos(content, tag); C2C2T: share of the similar contents' votes; learned: the classifier's score
-    via: list[dict] = field(default_factory=list)  # C2C2T: [{"id", "similarity"}] of the contents walked through
+    score: float  # C2T / match: cos(content, tag); C2C2T: share of the similar contents' votes; learned: the classifier's score; memory: cos(content, the judged text)
+    via: list[dict] = field(default_factory=list)  # C2C2T: [{"id", "similarity"}] of the contents walked through; memory: [{"id", "similarity", "verdict": "right"|"wrong"}]
 
 
 @dataclass
@@ -68,6 +79,7 @@ class RecallResult:
     notes: list[str] = field(default_factory=list)
     scores: Literal["probability", "evidence"] = "evidence"  # probability: the recall ranker's P(right); evidence: summed path scores
     fit: dict[str, float] = field(default_factory=dict)  # content_fit: how close the nearest history item and the nearest tag are
+    tag_similarity: dict[str, float] = field(default_factory=dict)  # candidate → cos(content, its name and description) (beyond the nearest tags: the farthest of those)
 
     @property
     def tags(self) -> list[str]:
@@ -82,28 +94,71 @@ def _snippet(text: str) -> str:
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1] + "…"
 
 
-def content_fit(similar: list[Neighbour], tag_hits: list[Neighbour]) -> dict[str, float]:
-    """How well a content fits the knowledge base: the similarity of its nearest history item and of its nearest tag."""
+def content_fit(similar: list[Neighbour], tag_hits: list[Neighbour], learned: list[tuple[str, float]] = ()) -> dict[str, float]:
+    """How well a content fits the knowledge base: the similarity of its nearest history item and
+    of its nearest tag, and the classifier's best score for any tag."""
     return {"top_content_similarity": round(max((h.similarity for h in similar), default=0.0), 4),
-            "top_tag_similarity": round(max((h.similarity for h in tag_hits), default=0.0), 4)}
+            "top_tag_similarity": round(max((h.similarity for h in tag_hits), default=0.0), 4),
+            "top_learned": round(max((s for _, s in learned), default=0.0), 4)}
 
 
-def ranker_features(candidates: list[Candidate], prior, item: dict[str, float]) -> list[dict[str, float]]:
+def ranker_features(candidates: list[Candidate], prior, item: dict[str, float],
+                    tag_similarity: dict[str, float] | None = None) -> list[dict[str, float]]:
     """Each candidate's ranker inputs (``knowledge_base.ranker``); ``prior(tag)`` is its share of
-    the history; ``item`` the content's ``content_fit``."""
+    the history; ``item`` the content's ``content_fit``; ``tag_similarity`` the cosines of the
+    nearest tags (a candidate beyond them gets the farthest one's)."""
     ranks = path_ranks(candidates)
-    return [candidate_features(c.evidence, prior(c.tag), {ev.path: ranks[(c.tag, ev.path)] for ev in c.evidence}, item) for c in candidates]
+    sims = tag_similarity or {}
+    floor = min(sims.values(), default=0.0)
+    return [candidate_features(c.evidence, prior(c.tag), {ev.path: ranks[(c.tag, ev.path)] for ev in c.evidence}, item,
+                               sims.get(c.tag, floor) if sims else None) for c in candidates]
 
 
-def c2c2t_votes(kb: KnowledgeBase, similar: list[Neighbour]) -> dict[str, tuple[float, list[dict]]]:
-    """Walk c →s c' →d t over the graph: tag → (similarity-weighted vote share, contents walked)."""
+def c2c2t_votes(kb: KnowledgeBase, similar: list[Neighbour], hidden_tags: frozenset[str] = frozenset()) -> dict[str, tuple[float, list[dict]]]:
+    """Walk c →s c' →d t over the graph: tag → (similarity-weighted vote share, contents walked);
+    ``hidden_tags`` are walked as if no content carried them."""
     total = sum(h.similarity for h in similar) or 1.0
     votes: dict[str, tuple[float, list[dict]]] = {}
     for h in similar:
         for tag in kb.graph.tags_of(h.id):  # the deterministic edges c' →d t
+            if tag in hidden_tags:
+                continue
             share, via = votes.get(tag, (0.0, []))
             votes[tag] = (share + h.similarity / total, via + [{"id": h.id, "similarity": round(h.similarity, 4)}])
     return votes
+
+
+def _probability(p: float) -> float:
+    return round(min(max(p, 1e-4), 1 - 1e-4), 4)  # a probability, never shown as a certain 0 or 1
+
+
+def remembered(nearest: list[Neighbour], similarity: float | None, candidates: dict[str, Candidate]) -> list[Candidate]:
+    """Memory: the tags a person judged on this text or a near-duplicate of it (similarity at
+    least ``similarity``; None: no memory), each from the nearest such verdict, added as ``memory``
+    evidence (a right tag recall did not find becomes a candidate); returns the candidates concerned."""
+    seen: dict[str, Candidate] = {}
+    for h in sorted(nearest, key=lambda h: -h.similarity) if similarity is not None else []:
+        meta = h.metadata or {}
+        if h.similarity < similarity or meta.get("origin") == "writeback":
+            continue
+        for verdict, tags in (("right", _json_list(meta, "tags")), ("wrong", _json_list(meta, "incorrect_tags"))):
+            for tag in tags:
+                if tag in seen or (verdict == "wrong" and tag not in candidates):
+                    continue
+                cand = candidates.setdefault(tag, Candidate(tag, 0.0))
+                cand.evidence.append(Evidence("memory", round(h.similarity, 4), [{"id": h.id, "similarity": round(h.similarity, 4), "verdict": verdict}]))
+                seen[tag] = cand
+    return list(seen.values())
+
+
+def verdict_probability(p: float | None, memory: Evidence | None) -> float | None:
+    """A tag's P(right) after a person's verdict on the same or a near-duplicate text: at least
+    the texts' similarity when it was marked right, at most one minus it when marked wrong."""
+    if memory is None or not memory.via:
+        return p
+    if memory.via[0]["verdict"] == "right":
+        return _probability(max(p or 0.0, memory.score))
+    return _probability(min(p if p is not None else 1.0, 1.0 - memory.score))
 
 
 def recall_candidates(
@@ -113,12 +168,18 @@ def recall_candidates(
     exclude_ids: Iterable[str] = (),
     vector: np.ndarray | None = None,
     learned: TagClassifier | None = None,
+    own_id: str | None = None,
+    hidden_tags: frozenset[str] = frozenset(),
 ) -> RecallResult:
     """The candidate tag set Φ(c) for a content, with provenance.
 
-    ``exclude_ids`` hides history contents from the C2C2T path (evaluation without leakage); the
-    classifier was trained on every sample and cannot forget one, so leave it out
-    (``max_learned=0``) when recalling for items of the history itself.
+    ``exclude_ids`` hides history contents from the C2C2T path and from memory (evaluation
+    without leakage); the classifier was trained on every sample and cannot forget one, so leave
+    it out (``max_learned=0``) when recalling for items of the history itself. ``own_id`` is the
+    content's own id: the system's earlier answer stored under it (a write-back) is no evidence,
+    a person's verdict stored under it is memory. ``hidden_tags`` are recalled as if they had no
+    history (fitting the ranker for tags without history; their annotations must be hidden from
+    ``learned`` too).
     ``vector`` is the text's embedding when the caller has it (the text is then not encoded; the
     classifier still reads its words).
     Other processes' writes are picked up once, here, before the paths are walked.
@@ -143,17 +204,21 @@ def recall_candidates(
         cand.score = round(cand.score + ev.score, 4)
 
     classifier = None
-    similar = kb.similar_contents(vector, cfg.similar_contents, exclude=exclude, refresh=False) if cfg.strategy == "graph" else []
+    predicted: list[tuple[str, float]] = []
+    nearest = kb.similar_contents(vector, cfg.similar_contents + (own_id is not None), exclude=exclude, refresh=False)
+    nearest = [h for h in nearest if not (h.id == own_id and (h.metadata or {}).get("origin") == "writeback")]
+    similar = [h for h in nearest if h.id != own_id][: cfg.similar_contents] if cfg.strategy == "graph" else []
     tag_hits = kb.similar_tags(vector, max(cfg.budget, cfg.max_c2t) * 2, refresh=False, details=False)
     if cfg.strategy == "graph":
         close = [h for h in similar if h.similarity > cfg.delta_cc]
-        votes = c2c2t_votes(kb, close)
+        votes = c2c2t_votes(kb, close, hidden_tags)
         for tag, (share, via) in sorted(votes.items(), key=lambda kv: -kv[1][0])[: cfg.max_c2c2t]:
             add(tag, Evidence("C2C2T", round(share, 4), via))
         for h in [h for h in tag_hits if h.similarity > cfg.delta_ct][: cfg.max_c2t]:
             add(h.id, Evidence("C2T", round(h.similarity, 4)))
         classifier = (learned or kb.classifier()) if cfg.max_learned > 0 else None
-        for tag, score in classifier.predict(vector, cfg.max_learned, text) if classifier else []:
+        predicted = classifier.predict(vector, cfg.max_learned, text) if classifier else []
+        for tag, score in predicted:
             add(tag, Evidence("learned", round(score, 4)))
         graph_count = len(candidates)
         if graph_count < cfg.budget:
@@ -170,12 +235,26 @@ def recall_candidates(
     if not candidates and not kb.tag_names():
         notes.append("the tag repository is empty: load one with llm4tag kb load-vocab FILE")
 
-    fit = content_fit(similar, tag_hits)
+    fit = content_fit(similar, tag_hits, predicted)
     ranker = classifier.ranker if classifier is not None else None
     if ranker is not None:
-        for cand, features in zip(candidates.values(), ranker_features(list(candidates.values()), ranker.prior, fit)):
-            cand.score = round(min(max(ranker.predict(features), 1e-4), 1 - 1e-4), 4)  # a probability, never shown as a certain 0 or 1
+        in_domain = ranker.in_domain(fit)
+        fit["in_domain"] = round(in_domain, 4)
+        if in_domain < 1.0:
+            notes.append(f"the text fits this knowledge base poorly (nearest history item {fit['top_content_similarity']:.2f}, "
+                         f"nearest tag {fit['top_tag_similarity']:.2f}): every confidence is scaled by {in_domain:.2f}")
+        prior = (lambda t: 0.0 if t in hidden_tags else ranker.prior(t)) if hidden_tags else ranker.prior
+        for cand, features in zip(candidates.values(), ranker_features(list(candidates.values()), prior, fit, {h.id: h.similarity for h in tag_hits})):
+            cand.score = _probability(ranker.predict(features) * in_domain)
+    for cand in remembered(nearest, cfg.memory_similarity, candidates):
+        memory = cand.evidence_for("memory")
+        if ranker is not None:
+            cand.score = verdict_probability(cand.score, memory)
+        else:  # evidence sums: a right verdict adds its similarity, a wrong one leaves nothing
+            cand.score = round(cand.score + memory.score, 4) if memory.via[0]["verdict"] == "right" else 0.0
     ranked = sorted(candidates.values(), key=lambda c: -c.score)[: cfg.budget]
+    sims = {h.id: h.similarity for h in tag_hits}
+    floor = min(sims.values(), default=0.0)
     # descriptions of the kept candidates only (the nearest-tags query fetched names and similarities)
     descriptions = {name: tag.description for name, tag in kb.get_tags([c.tag for c in ranked]).items()}
     for cand in ranked:
@@ -185,4 +264,5 @@ def recall_candidates(
         SimilarContent(h.id, round(h.similarity, 4), _snippet(h.text), _json_list(h.metadata, "tags"))
         for h in similar
     ]
-    return RecallResult(ranked, similar_out, cfg.strategy, truncated, notes, "probability" if ranker is not None else "evidence", fit)
+    return RecallResult(ranked, similar_out, cfg.strategy, truncated, notes, "probability" if ranker is not None else "evidence", fit,
+                        {c.tag: round(sims.get(c.tag, floor), 4) for c in ranked})

@@ -834,6 +834,40 @@ class KnowledgeBase:
             if self._shared is not None:  # a tombstone: other processes drop the node too
                 self._shared.publish_contents([cid])
 
+    def forget_tags(self, tags: Iterable[str]) -> dict:
+        """Take ``tags`` out of every sample's annotations (right and wrong), as if no content had
+        ever been annotated with them; the tags stay in the repository with their descriptions.
+        Samples left with no annotation are removed. Returns ``{"updated", "removed"}``."""
+        gone = set(tags)
+        updated: list[Sample] = []
+        removed: list[str] = []
+        with self.write_lock():
+            got = self.collection("samples").get(include=["documents", "metadatas", "embeddings"])
+            vectors: list[np.ndarray] = []
+            for sid, text, meta, vec in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"] if len(got["ids"]) else []):
+                right, wrong = _json_list(meta or {}, "tags"), _json_list(meta or {}, "incorrect_tags")
+                if not gone & (set(right) | set(wrong)):
+                    continue
+                right, wrong = [t for t in right if t not in gone], [t for t in wrong if t not in gone]
+                if right or wrong:
+                    updated.append(Sample(sid, text or "", tuple(right), tuple(wrong)))
+                    vectors.append(np.asarray(vec, dtype=np.float32))
+                else:
+                    removed.append(sid)
+            for start in range(0, len(removed), BATCH):
+                chunk = removed[start : start + BATCH]
+                self.collection("samples").delete(ids=chunk)
+                self.collection("contents").delete(ids=chunk)
+                self.graph.write([{"op": "remove_node", "id": content_node(cid)} for cid in chunk if content_node(cid) in self.graph.g])
+                if self._shared is not None:
+                    self._shared.publish_contents(chunk)
+            origins = {sid: (meta or {}).get("origin", "history") for sid, meta in zip(got["ids"], got["metadatas"])}
+            for origin in sorted({origins[s.id] for s in updated}):
+                batch = [(s, v) for s, v in zip(updated, vectors) if origins[s.id] == origin]
+                self._write_samples([s for s, _ in batch], origin, LoadReport(), vectors=np.stack([v for _, v in batch]))
+            self.graph.compact()
+        return {"updated": len(updated), "removed": len(removed)}
+
 
 def sample_from_neighbour(h: Neighbour) -> Sample:
     return Sample(h.id, h.text, tuple(_json_list(h.metadata, "tags")), tuple(_json_list(h.metadata, "incorrect_tags")))

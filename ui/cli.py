@@ -18,6 +18,7 @@ import click
 from knowledge_base.errors import Llm4tagError
 
 from agent.context import Context
+from agent.explanation import departure
 
 
 def _fail(exc: Exception) -> None:
@@ -403,6 +404,9 @@ def tag_command(ctx, text, as_json, explain, **options):
             p_yes = "   -  " if j.get("p_yes") is None else f"{j['p_yes']:.3f}"
             conf = "   -  " if j.get("confidence") is None else f"{j['confidence']:.3f}"
             click.echo(f"  P(Yes)={p_yes}  confidence={conf}  {j['tag']} ({j.get('origin', 'llm')})")
+            moved = departure(j, next((c for c in result["candidates"] if c["tag"] == j["tag"]), None), result.get("recall_fit"))
+            if moved:
+                click.echo(f"    {moved}")
         click.echo("tags:")
     if not result["tags"]:
         click.echo("(no tag passed the confidence threshold)")
@@ -460,6 +464,40 @@ def review_command(ctx, content_id, accept, reject, add, as_json):
     for note in result.get("notes") or []:
         click.echo(f"note: {note}", err=True)
     _print_tags(result)
+
+
+@main.command("learn")
+@click.argument("text", required=False)
+@click.option("--correct", "-c", multiple=True, help="A tag that is right for the text (repeatable).")
+@click.option("--incorrect", "-i", multiple=True, help="A tag that is wrong for the text (repeatable).")
+@click.option("--id", "sample_id", default=None, help="The sample's id (default: derived from the text).")
+@click.option("--replace", is_flag=True, help="The id holds another text: replace it (its sample and graph edges).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def learn_command(ctx, text, correct, incorrect, sample_id, replace, as_json):
+    """Correct the tags of TEXT (or standard input): the right ones and the wrong ones.
+
+    The verdict is stored at once as an annotated sample and graph edges: tagging the same text
+    again returns its right tags and none of its wrong ones, and similar texts learn from it."""
+    from agent import tagging
+
+    _require_kb(ctx)
+    if not correct and not incorrect:
+        raise click.UsageError("name at least one tag: --correct TAG (right) or --incorrect TAG (wrong), each repeatable")
+    content = read_text_argument(text)
+    try:
+        result = tagging.learn(content, [argument_text(t, "--correct") for t in correct],
+                               [argument_text(t, "--incorrect") for t in incorrect],
+                               sample_id=sample_id, kb_dir=ctx.obj["kb_dir"], replace=replace)
+    except Llm4tagError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    marked = [f"right: {', '.join(result['correct'])}" if result["correct"] else "",
+              f"wrong: {', '.join(result['incorrect'])}" if result["incorrect"] else ""]
+    click.echo(f"learned {result['id']} ({'; '.join(m for m in marked if m)}); the knowledge base holds {result['samples']} samples"
+               + ("; the learned recall path is retraining in the background" if result.get("retraining") else ""))
 
 
 WORKERS_OPTION = click.option(
@@ -524,15 +562,19 @@ def index_command(ctx, in_path, out_path, workers, engine, ray_address, **option
 @click.option("--seed", type=int, default=None, help="Evaluate a seeded random sample of --items instead of the first ones.")
 @click.option("--offset", type=int, default=0, show_default=True, help="Skip this many (sampled) items first, e.g. to split a run across processes.")
 @click.option("--report-only", is_flag=True, help="Run nothing: summarise the items every chosen system has finished (e.g. while a run goes on).")
-@click.option("--out-of-domain", "ood_file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Texts that fit none of the tags (e.g. another data set's JSONL), mixed in to measure abstention.")
-@click.option("--ood-items", type=click.IntRange(min=1), default=50, show_default=True, help="How many out-of-domain texts (seeded sample).")
+@click.option("--out-of-domain", "ood_files", type=click.Path(dir_okay=False, exists=True), multiple=True,
+              help="Texts that fit none of the tags (e.g. bench/out_of_domain.jsonl, another data set's JSONL), mixed in to "
+                   "measure abstention. Repeatable: each file's share left untagged is reported too.")
+@click.option("--ood-items", type=click.IntRange(min=1), default=50, show_default=True, help="How many out-of-domain texts per file (seeded sample).")
+@click.option("--cold-start", "cold_start", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
+              help="Simulate new tags: a seeded share (e.g. 0.1) of the tags lose their history in a copy of the knowledge base "
+                   "made for the run (names and descriptions stay); their items are reported apart as 'cold'.")
 @click.option("--external", "external", multiple=True, metavar="NAME=FILE",
               help="Score another tool's answers for the same items side by side (JSONL with id and predicted), e.g. "
                    "annif-omikuji=bench/out/annif-debtags-validation/items-annif-omikuji.jsonl. Repeatable.")
 @context_options
 @click.pass_context
-def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_only, ood_file, ood_items, external, **options):
+def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_only, ood_files, ood_items, cold_start, external, **options):
     """Evaluate on LABELLED.jsonl (text + tags): paper metrics, baselines and ablations side by side."""
     from tqdm import tqdm
 
@@ -548,15 +590,27 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
 
     try:
         items = load_labelled(labelled, limit, seed, offset)
-        ood = load_out_of_domain(ood_file, ood_items) if ood_file else []
+        ood = [item for path in ood_files for item in load_out_of_domain(path, ood_items, source=Path(path).stem if len(ood_files) > 1 else None)]
         named = {}
         for spec in external:
             name, sep, path = spec.partition("=")
             if not sep or not name.strip() or not path.strip():
                 raise click.BadParameter(f"{spec!r} is not NAME=FILE", param_hint="--external")
             named[name.strip()] = path.strip()
+        groups = {}
+        if cold_start is not None:
+            from agent.evaluation.cold_start import cold_start_kb
+            from agent.runtime import get_knowledge_base
+
+            _require_kb(ctx)
+            click.echo(f"making a copy of the knowledge base in which {cold_start:.0%} of the tags have no history …", err=True)
+            copy, cold = cold_start_kb(get_knowledge_base(context.kb_dir), out_dir, cold_start, 13 if seed is None else seed)
+            context = context.with_overrides(kb_dir=str(copy))
+            groups["cold"] = {i.id for i in items if set(i.tags) & set(cold)}
+            groups["warm"] = {i.id for i in items if i.id not in groups["cold"]}
+            click.echo(f"{len(cold)} tags without history; {len(groups['cold'])} of the {len(items)} items carry one", err=True)
         metrics = evaluate(items, context, out_dir, [s.strip() for s in systems.split(",") if s.strip()], progress=progress,
-                           report_only=report_only, out_of_domain=ood, external=named)
+                           report_only=report_only, out_of_domain=ood, external=named, groups=groups)
     except Llm4tagError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -573,7 +627,15 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
             c = m["confidence"]
             click.echo(f"{system}: confidence ECE {c['ECE']:.3f}, Brier {c['Brier']:.3f}, AUROC {c['AUROC'] if c['AUROC'] is None else round(c['AUROC'], 3)}")
     for system, a in (metrics.get("abstention") or {}).items():
-        click.echo(f"{system}: {a['untagged']:.0%} of {a['items']} out-of-domain items left untagged ({a['in_domain_untagged']:.0%} of in-domain items)")
+        mixed = f", mixed-set ECE {a['mixed_confidence']['ECE']:.3f}" if a.get("mixed_confidence") else ""
+        sources = "".join(f"; {name} {b['untagged']:.0%}" for name, b in (a.get("by_source") or {}).items())
+        click.echo(f"{system}: {a['untagged']:.0%} of {a['items']} out-of-domain items left untagged ({a['in_domain_untagged']:.0%} of in-domain items){mixed}{sources}")
+    for system, m in metrics["systems"].items():
+        if "best_cut" in m:
+            b = m["best_cut"]
+            click.echo(f"{system}: micro-F1 {m['at_threshold']['f1_micro']:.3f} at the default threshold, {b['f1_micro']:.3f} at its best cut {b['threshold']:.3f}")
+    for group, g in (metrics.get("groups") or {}).items():
+        click.echo(f"{group} items ({g['items']}): " + ", ".join(f"{s} {m[metrics['headline']]:.3f}" for s, m in g["systems"].items()))
     for name, f in (metrics.get("fusion_out_of_fold") or {}).items():
         click.echo(f"fused out of fold, {name}: {metrics['headline']} {f[metrics['headline']]:.3f}, ECE {f['ECE']:.3f}")
     click.echo(f"→ {out_dir}/metrics.json, {out_dir}/report.md")

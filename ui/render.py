@@ -354,6 +354,8 @@ def explanation_markdown(explained: dict, threshold: float, verdict: dict | None
         else:
             learned = f", fused to {j['confidence']:.3f} with the recall evidence" if j["learned"] else ""
             lines.append(f"- **Confidence:** P(Yes) = {j['p_yes']:.3f} (logits Yes {j['logit_yes']:.2f} / No {j['logit_no']:.2f}){learned} → {kept} at threshold {threshold:.2f}")
+            if j.get("moved_by"):
+                lines.append(f"- **Why the confidence differs from the judge:** {_md(j['moved_by'])}")
     for e in explained["examples"]:
         lines.append(f"- **Example:** {_md(e['id'])} (similarity {e['similarity']:.2f}) has it marked {e['marked']}")
     verdict = verdict or {}

@@ -153,9 +153,9 @@ class TagOut(BaseModel):
     confidence: float | None = Field(description="P(tag is right), fused from recall, the generator and the judge; null when neither the judge nor a recall ranker gives one.")
     rank: int
     description: str = ""
-    paths: list[str] = Field(description="Meta-paths that recalled the tag: C2T, C2C2T, learned, match.")
-    origin: str = Field(description="llm: chosen by the generator; history: kept because similar items carry it; recall: ranked high by recall, not chosen by the generator; review: added by a person in review.")
-    why: str = Field(description="One line: the recall evidence, the tag's origin and its confidence.")
+    paths: list[str] = Field(description="Meta-paths that recalled the tag: C2T, C2C2T, learned, match, memory (a person's verdict on this text or a near-duplicate).")
+    origin: str = Field(description="llm: chosen by the generator; history: kept because similar items carry it; recall: ranked high by recall, not chosen by the generator; review: added by a person in review; memory: a person marked it right on this text or a near-duplicate.")
+    why: str = Field(description="One line: the recall evidence, the tag's origin and its confidence, and what moved the confidence more than 0.3 away from the judge's P(Yes) when it did.")
 
 
 class CandidateOut(BaseModel):
@@ -375,9 +375,11 @@ class BodySizeLimit:
 # ---- the app -------------------------------------------------------------------------------
 def _tag_out(result: dict) -> list[TagOut]:
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
+    judged = {j["tag"]: j for j in result.get("judgments") or []}
     return [
         TagOut(tag=t["tag"], confidence=t["confidence"], rank=t["rank"], description=t.get("description") or "",
-               paths=list(t.get("paths") or []), origin=t.get("origin") or "llm", why=why(t, by_tag.get(t["tag"])))
+               paths=list(t.get("paths") or []), origin=t.get("origin") or "llm",
+               why=why(t, by_tag.get(t["tag"]), judged.get(t["tag"]), result.get("recall_fit")))
         for t in result.get("tags") or []
     ]
 

@@ -36,10 +36,11 @@ def load_labelled(path: str | Path, limit: int | None = None, seed: int | None =
 OUT_OF_DOMAIN = "ood:"  # prefix of the ids of out-of-domain items: their truth is "no tag fits"
 
 
-def load_out_of_domain(path: str | Path, limit: int | None = None, seed: int | None = 13) -> list[Item]:
+def load_out_of_domain(path: str | Path, limit: int | None = None, seed: int | None = 13, source: str | None = None) -> list[Item]:
     """Texts that fit none of the knowledge base's tags (e.g. another data set's JSONL with a
     ``text`` field, or a text file with one text per line), as items whose truth is empty:
-    evaluation reports the share of them a system leaves untagged (abstention)."""
+    evaluation reports the share of them a system leaves untagged (abstention). ``source`` names
+    the file in the items' ids (``ood:SOURCE:ID``), so that texts of several files are told apart."""
     items = []
     for n, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         line = line.strip()
@@ -52,9 +53,15 @@ def load_out_of_domain(path: str | Path, limit: int | None = None, seed: int | N
         text = record.get("text") if isinstance(record, dict) else record if isinstance(record, str) else None
         if isinstance(text, str) and text.strip():
             rid = record.get("id") if isinstance(record, dict) and record.get("id") is not None else n
-            items.append(Item(f"{OUT_OF_DOMAIN}{rid}", text.strip(), []))
+            items.append(Item(f"{OUT_OF_DOMAIN}{source + ':' if source else ''}{rid}", text.strip(), []))
     if not items:
         raise LoadError("no texts found for out-of-domain items", str(path))
     if seed is not None:
         random.Random(seed).shuffle(items)
     return items[:limit] if limit else items
+
+
+def out_of_domain_source(item_id: str) -> str | None:
+    """The source named in an out-of-domain item's id (``load_out_of_domain``'s ``source``), or None."""
+    rest = item_id[len(OUT_OF_DOMAIN):] if item_id.startswith(OUT_OF_DOMAIN) else ""
+    return rest.split(":", 1)[0] if ":" in rest else None

@@ -15,6 +15,8 @@ import math
 from statistics import mean
 from typing import Iterable, Sequence
 
+from knowledge_base.ranker import best_threshold
+
 from ..confidence import confidence_of
 
 
@@ -160,3 +162,20 @@ def accuracy_vs_coverage(records: list[dict], steps: int = 20) -> list[dict]:
                 kept.append(tags[0][1] in set(r["truth"]))
         curve.append({"threshold": th, "coverage": len(kept) / len(records) if records else 0.0, "accuracy": mean(kept) if kept else None})
     return curve
+
+
+def best_cut(scored: Sequence[Sequence[tuple[str, float | None]]], truths: Sequence[Iterable[str]], limit: int | None = None) -> dict | None:
+    """A system's micro-F1 at the confidence cut that suits it best (each item's tags with their
+    confidences, best first): ``{"threshold", "f1_micro", "precision_micro", "recall_micro"}``;
+    None when the system gives no confidences. The cut is chosen on the items scored, so this is
+    each system at its best, the fairest comparison for a system whose threshold was never tuned."""
+    if not any(c is not None for tags in scored for _, c in tags):
+        return None
+    truth_sets = [set(t) for t in truths]
+    items = [[(c, tag in truth) for tag, c in tags if c is not None] for tags, truth in zip(scored, truth_sets)]
+    cut = best_threshold(items, [len(t) for t in truth_sets], limit)
+    if cut is None:
+        return None
+    kept = [[tag for tag, c in sorted(((t, c) for t, c in tags if c is not None), key=lambda x: -x[1]) if c >= cut][:limit] for tags in scored]
+    m = precision_recall_f1(kept, truth_sets)
+    return {"threshold": cut, "f1_micro": m["f1_micro"], "precision_micro": m["precision_micro"], "recall_micro": m["recall_micro"]}

@@ -9,12 +9,22 @@ from typing import Sequence
 from ..confidence import confidence_of
 from ..context import Context
 from .calibration import fusion_ablation, learned_confidence_metrics
-from .labelled import Item
-from .metrics import accuracy_vs_coverage, confidence_metrics, multi_tag_metrics, recall_hits, single_tag_metrics
+from .labelled import Item, out_of_domain_source
+from .metrics import accuracy_vs_coverage, best_cut, confidence_metrics, multi_tag_metrics, recall_hits, single_tag_metrics
+
+
+def scored_answer(record: dict) -> list[tuple[str, float | None]]:
+    """An item's answer as (tag, confidence), best first: every scored tag of a pipeline run, else
+    the returned tags with their confidences."""
+    if record.get("judged"):
+        return sorted(((j["tag"], confidence_of(j)) for j in record["judged"]), key=lambda x: -(x[1] if x[1] is not None else -1))
+    confidences = list(record.get("confidences") or [])
+    return [(t, confidences[i] if i < len(confidences) else None) for i, t in enumerate(record.get("ranked", record["predicted"]))]
 
 
 def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, systems: Sequence[str], out: Path,
-              derived: dict[str, str] | None = None, out_of_domain: dict[str, list[dict]] | None = None) -> dict:
+              derived: dict[str, str] | None = None, out_of_domain: dict[str, list[dict]] | None = None,
+              groups: dict[str, set[str]] | None = None) -> dict:
     truths = [i.tags for i in items]
     single = ctx.mode == "single"
     metrics: dict = {"items": len(items), "mode": ctx.mode, "systems": {}, "derived": derived or {}}
@@ -26,7 +36,11 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
         m = score([r.get("ranked", r["predicted"]) for r in recs], truths)
         thresholded = score([r["predicted"] for r in recs], truths)
         m["at_threshold"] = {headline: thresholded[headline], "coverage": sum(1 for r in recs if r["predicted"]) / len(recs) if recs else 0.0,
+                             "f1_micro": thresholded["f1_micro"],
                              **({} if single else {"Acc@2": thresholded["Acc@2"], "Acc@3": thresholded["Acc@3"]})}
+        cut = best_cut([scored_answer(r) for r in recs], truths, ctx.tag_limit)
+        if cut is not None:
+            m["best_cut"] = cut
         m["recall"] = recall_hits([r["candidates"] for r in recs], truths)
         pairs = [(confidence_of(j), j["tag"] in set(r["truth"])) for r in recs for j in r.get("judged", []) if confidence_of(j) is not None]
         if pairs:
@@ -38,6 +52,23 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
         metrics["systems"][system] = m
     if out_of_domain:
         metrics["abstention"] = {system: abstention(out_of_domain[system], metrics["systems"][system]) for system in systems}
+        mixed = {system: records[system] + out_of_domain[system] for system in systems}
+        for system in systems:
+            pairs = [(c, tag in set(r["truth"])) for r in mixed[system] for tag, c in scored_answer(r) if c is not None]
+            if pairs:  # the confidence over in-domain and foreign items together
+                metrics["abstention"][system]["mixed_confidence"] = confidence_metrics(pairs)
+    for group, ids in (groups or {}).items():
+        chosen = [n for n, item in enumerate(items) if item.id in ids]
+        if not chosen:
+            continue
+        metrics.setdefault("groups", {})[group] = {"items": len(chosen), "systems": {}}
+        for system in systems:
+            recs = [records[system][n] for n in chosen]
+            sub = score([r.get("ranked", r["predicted"]) for r in recs], [truths[n] for n in chosen])
+            at = score([r["predicted"] for r in recs], [truths[n] for n in chosen])
+            metrics["groups"][group]["systems"][system] = {
+                headline: sub[headline], **({"accuracy": sub["accuracy"]} if single else {"Acc@3": sub["Acc@3"]}),
+                "at_threshold": {headline: at[headline], "coverage": sum(1 for r in recs if r["predicted"]) / len(recs)}}
     if "full" in records and any(r.get("judged") for r in records["full"]):
         metrics["fusion_out_of_fold"] = fusion_ablation(records["full"], truths, single)
     if "full" in metrics["systems"]:
@@ -56,12 +87,18 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
 
 def abstention(ood: list[dict], in_domain: dict) -> dict:
     """Out-of-domain items (no tag fits them): the share a system leaves untagged at its
-    threshold, beside the share of in-domain items it leaves untagged; the mean top confidence."""
+    threshold, beside the share of in-domain items it leaves untagged; the mean top confidence;
+    with texts from several files, the share left untagged of each (``by_source``)."""
     tops = [max(c for j in r.get("judged", []) if (c := confidence_of(j)) is not None) for r in ood
             if any(confidence_of(j) is not None for j in r.get("judged", []))]
+    sources: dict[str, list[dict]] = {}
+    for r in ood:
+        sources.setdefault(out_of_domain_source(r["id"]) or "", []).append(r)
     return {"items": len(ood), "untagged": sum(1 for r in ood if not r["predicted"]) / len(ood) if ood else 0.0,
             "in_domain_untagged": 1.0 - in_domain["at_threshold"]["coverage"],
-            "mean_top_confidence": sum(tops) / len(tops) if tops else None}
+            "mean_top_confidence": sum(tops) / len(tops) if tops else None,
+            **({"by_source": {name: {"items": len(rows), "untagged": sum(1 for r in rows if not r["predicted"]) / len(rows)}
+                              for name, rows in sources.items()}} if len(sources) > 1 else {})}
 
 
 def plot_accuracy_vs_coverage(curve: list[dict], path: Path) -> None:
@@ -101,6 +138,7 @@ def comparison_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
 
 def markdown_report(metrics: dict) -> str:
     header, rows = comparison_rows(metrics)
+    headline = metrics["headline"]
     lines = [f"# Evaluation ({metrics['items']} items, {metrics['mode']}-tag)", "",
              "Columns at full coverage (every item answered with its best tags, whatever their confidence), then the headline "
              "at the confidence threshold with the share of items that keep a tag.", "",
@@ -112,10 +150,26 @@ def markdown_report(metrics: dict) -> str:
         lines += [f"| {s} | {r['#Right']:.2f} | {r['HR#1']:.3f} | {r['HR#2']:.3f} | {r['HR#3']:.3f} |" for s, r in rec]
     if metrics.get("abstention"):
         lines += ["", "## Abstention (out-of-domain items mixed in: no tag fits them)", "",
-                  "| system | out-of-domain items | left untagged | in-domain left untagged | mean top confidence (out of domain) |", "|---|---|---|---|---|"]
+                  "| system | out-of-domain items | left untagged | in-domain left untagged | mean top confidence (out of domain) | ECE (mixed set) |", "|---|---|---|---|---|---|"]
         for system, a in metrics["abstention"].items():
             top = "" if a["mean_top_confidence"] is None else f"{a['mean_top_confidence']:.3f}"
-            lines.append(f"| {system} | {a['items']} | {a['untagged']:.1%} | {a['in_domain_untagged']:.1%} | {top} |")
+            mixed = a.get("mixed_confidence")
+            by_source = "".join(f"<br>{name}: {b['untagged']:.1%} of {b['items']}" for name, b in (a.get("by_source") or {}).items())
+            lines.append(f"| {system} | {a['items']} | {a['untagged']:.1%}{by_source} | {a['in_domain_untagged']:.1%} | {top} | "
+                         + ("" if mixed is None else f"{mixed['ECE']:.3f}") + " |")
+    if any("best_cut" in m for m in metrics["systems"].values()):
+        lines += ["", "## Each system at its best cut (micro-F1 over the confidence thresholds, chosen on these items)", "",
+                  "| system | micro-F1 at the default threshold | best micro-F1 | at threshold | precision | recall |", "|---|---|---|---|---|---|"]
+        for system, m in metrics["systems"].items():
+            if "best_cut" in m:
+                b = m["best_cut"]
+                lines.append(f"| {system} | {m['at_threshold']['f1_micro']:.3f} | {b['f1_micro']:.3f} | {b['threshold']:.3f} | "
+                             f"{b['precision_micro']:.3f} | {b['recall_micro']:.3f} |")
+    for group, g in (metrics.get("groups") or {}).items():
+        lines += ["", f"## {group} items ({g['items']})" + (": they carry a tag whose history was hidden (--cold-start)" if group == "cold" else ""), "",
+                  f"| system | {headline} (full coverage) | {headline} at threshold @ coverage |", "|---|---|---|"]
+        for system, m in g["systems"].items():
+            lines.append(f"| {system} | {m[headline]:.3f} | {m['at_threshold'][headline]:.3f} @ {m['at_threshold']['coverage']:.0%} |")
     fusion = metrics.get("fusion_out_of_fold")
     if fusion:
         lines += ["", f"## What each kind of evidence adds (the full run's scored tags, fused out of fold, {metrics['headline']} at full coverage)", "",

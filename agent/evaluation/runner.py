@@ -27,6 +27,7 @@ Systems
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,7 +39,7 @@ from ..confidence import rank_tags, scored_tags
 from ..context import Context
 from ..runtime import runtime_for
 from ..tagging import tag
-from .labelled import Item
+from .labelled import OUT_OF_DOMAIN, Item
 from .report import summarise
 
 LLM_SYSTEMS: dict[str, dict] = {
@@ -92,8 +93,9 @@ def _run_retrieval_item(item: Item, system: str, ctx: Context) -> dict:
     kb = rt.kb
     vector, _ = rt.embed(item.text)
     k = ctx.tag_limit
-    if system == "embedding-match":
-        cfg = kb.config.recall.with_overrides(strategy="match", budget=max(k, ctx.budget or kb.config.recall.budget))
+    if system == "embedding-match":  # the plain baseline: no memory of verdicts either
+        cfg = replace(kb.config.recall.with_overrides(strategy="match", budget=max(k, ctx.budget or kb.config.recall.budget)),
+                      memory_similarity=None)
         result = recall_candidates(kb, item.text, cfg, exclude_ids=[item.id], vector=vector)
         ranked = [(c.tag, c.score) for c in result.candidates]
     elif system == "recall-order":
@@ -113,18 +115,20 @@ def _run_retrieval_item(item: Item, system: str, ctx: Context) -> dict:
 
 
 def external_records(name: str, path: str | Path, items: Sequence[Item]) -> list[dict]:
-    """Another tool's answers for ``items``, as evaluation records (see ``evaluate``'s ``external``)."""
+    """Another tool's answers for ``items``, as evaluation records (see ``evaluate``'s ``external``).
+    An out-of-domain item (``ood:`` id) the other tool was never given counts as left untagged by it."""
     answers = read_finished(Path(path))
-    missing = [i.id for i in items if i.id not in answers]
+    missing = [i.id for i in items if i.id not in answers and not i.id.startswith(OUT_OF_DOMAIN)]
     if missing:
         raise InputError(f"{path} has no answer for {len(missing)} of the {len(items)} items (first: {missing[0]!r}); "
                          f"score the same items (same file, --items, --seed) with the other tool first")
     out = []
     for item in items:
-        a = answers[item.id]
+        a = answers.get(item.id) or {}
         predicted = a.get("predicted") or [t["tag"] for t in a.get("tags") or []]
+        confidences = a.get("confidences") or [t.get("confidence") for t in a.get("tags") or []]
         out.append({"id": item.id, "truth": item.tags, "predicted": list(predicted), "candidates": list(predicted), "judged": [],
-                    "system": name})
+                    "confidences": list(confidences)[: len(predicted)], "system": name})
     return out
 
 
@@ -145,7 +149,8 @@ def _derived_systems(systems: Sequence[str], ctx: Context) -> dict[str, str]:
 
 def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: Sequence[str] = DEFAULT_SYSTEMS,
              progress: Callable[[str, int, int], None] | None = None, report_only: bool = False,
-             out_of_domain: Sequence[Item] = (), external: dict[str, str | Path] | None = None) -> dict:
+             out_of_domain: Sequence[Item] = (), external: dict[str, str | Path] | None = None,
+             groups: dict[str, set[str]] | None = None) -> dict:
     """Run ``systems`` over ``items``, item by item (every system sees item i before item i+1, so an
     interrupted run leaves comparable results), append per-item results, and summarise.
     ``out_of_domain`` items (``load_out_of_domain``: no tag fits them) run after the others; the
@@ -153,7 +158,9 @@ def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: 
     ``external`` scores another tool's answers side by side: name → a JSONL file of
     ``{"id", "predicted": [tags, best first]}`` (or ``"tags": [{"tag", "confidence"}]``) for
     the same items, e.g. ``bench/annif_baseline.py``'s ``items-annif-<backend>.jsonl``.
-    ``report_only`` runs nothing: it summarises the items every system has finished."""
+    ``report_only`` runs nothing: it summarises the items every system has finished.
+    ``groups`` names subsets of the items (e.g. ``cold``: items carrying a tag without history)
+    whose figures are reported apart as well."""
     ood = list(out_of_domain)
     items = list(items) + ood
     unknown = [s for s in systems if s not in ALL_SYSTEMS]
@@ -203,4 +210,4 @@ def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: 
     in_domain = [i for i in items if i.id not in ood_ids]
     by_system = {s: [r for r in rows if r["id"] not in ood_ids] for s, rows in records.items()}
     ood_records = {s: [r for r in rows if r["id"] in ood_ids] for s, rows in records.items()}
-    return summarise(by_system, in_domain, ctx, list(systems), out, derived, ood_records if ood_ids else None)
+    return summarise(by_system, in_domain, ctx, list(systems), out, derived, ood_records if ood_ids else None, groups)

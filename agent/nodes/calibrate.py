@@ -21,7 +21,7 @@ from langgraph.runtime import Runtime
 from prompts import load_prompt
 from prompts.fill import judgment_examples, judgment_head, judgment_prompts
 
-from ..confidence import evidence_features, fused_confidence, rank_tags, scored_tags
+from ..confidence import evidence_features, final_confidence, fused_confidence, rank_tags, remembered_verdict, scored_tags
 from ..context import Context, context_of
 from ..retries import attempt_key, failures_noted
 from ..runtime import runtime_for
@@ -29,14 +29,16 @@ from ..state import State
 
 
 def tags_to_score(candidates: list[dict], selection: dict, judge_top: int) -> list[tuple[str, str]]:
-    """(tag, origin) for every tag the confidence step scores: generated ("llm"), kept from
-    history ("history"), then recall's top ``judge_top`` ("recall"); each once."""
+    """(tag, origin) for every tag the confidence step scores: those a person marked right on
+    this text or a near-duplicate ("memory"), generated ("llm"), kept from history ("history"),
+    then recall's top ``judge_top`` ("recall"); each once."""
+    memory = [(c["tag"], "memory") for c in candidates if (remembered_verdict(c) or {}).get("verdict") == "right"]
     chosen = [(t, "llm") for t in selection.get("tags") or [] if t not in set(selection.get("from_history") or [])]
     kept = [(t, "history") for t in selection.get("from_history") or []]
     top = [(c["tag"], "recall") for c in candidates[:judge_top]]
     seen: set[str] = set()
     out = []
-    for tag, origin in chosen + kept + top:
+    for tag, origin in memory + chosen + kept + top:
         if tag not in seen:
             seen.add(tag)
             out.append((tag, origin))
@@ -53,6 +55,7 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
     recall_rank = {c["tag"]: i for i, c in enumerate(candidates, 1)}
     generated = list(selection.get("tags") or [])
     probability = state.get("recall_scores") == "probability"
+    in_domain = float((state.get("recall_fit") or {}).get("in_domain", 1.0))
     to_score = tags_to_score(candidates, selection, ctx.judge_top)
     notes: list[str] = []
     fitted = rt.calibration(ctx)
@@ -74,6 +77,10 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
             features = evidence_features(p_yes, by_tag.get(tag), generated.index(tag) + 1 if tag in generated else None,
                                          origin == "history", recall_rank.get(tag), recall_probability)
             confidence = fused_confidence(features, p_yes, recall_probability, fitted, ctx.use_learned_calibration)
+            if fitted is not None and ctx.use_learned_calibration:  # recall's own P(right) is already scaled by the fit
+                confidence = final_confidence(confidence, by_tag.get(tag), in_domain)
+            else:
+                confidence = final_confidence(confidence, by_tag.get(tag))
             judgment = {
                 "tag": tag, "origin": origin, "confidence": None if confidence is None else round(confidence, 4),
                 "recall_probability": recall_probability,

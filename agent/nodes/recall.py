@@ -22,10 +22,11 @@ def recall_tags(state: State, runtime: Runtime[Context]) -> dict:
     ctx = context_of(runtime)
     text, cid = state["text"], state["content_id"]
     rt = runtime_for(ctx.kb_dir)
-    result = rt.recall(text, ctx.recall_config(rt.kb.config.recall), exclude_ids=[cid])
+    result = rt.recall(text, ctx.recall_config(rt.kb.config.recall), own_id=cid)
     return {
         "candidates": [{**asdict(c), "paths": c.paths} for c in result.candidates],
         "recall_scores": result.scores,
+        "recall_fit": result.fit,
         "similar_contents": [asdict(s) for s in result.similar_contents],
         "notes": result.notes,
         "timings": {"recall": round(time.perf_counter() - started, 4)},
