@@ -91,6 +91,15 @@ def fused_confidence(features: dict[str, float], p_yes: float | None, recall_pro
     return p_yes if p_yes is not None else recall_probability
 
 
+SAME_TEXT = 0.999  # a verdict on a text this similar is a verdict on this very text
+
+
+def rejected_here(candidate: dict | None) -> bool:
+    """Whether a person marked this tag wrong on this very text: it is never returned, whatever the threshold."""
+    memory = remembered_verdict(candidate)
+    return memory is not None and memory["verdict"] == "wrong" and memory["similarity"] >= SAME_TEXT
+
+
 def remembered_verdict(candidate: dict | None) -> dict | None:
     """A person's verdict on this text or a near-duplicate (recall's ``memory`` evidence):
     ``{"verdict": "right"|"wrong", "similarity", "id"}``, or None."""
@@ -124,7 +133,8 @@ def rank_tags(scored: list[dict], threshold: float | None, limit: int | None = N
 
 
 def scored_tags(result: dict) -> list[dict]:
-    """Every scored tag of a tagging result with its confidence and origin, before any threshold."""
+    """Every scored tag of a tagging result with its confidence and origin, before any threshold —
+    but a tag a person marked wrong on this very text, which is never returned."""
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
     from_history = set((result.get("selection") or {}).get("from_history") or [])  # results made before origins were stored
     return [
@@ -136,6 +146,7 @@ def scored_tags(result: dict) -> list[dict]:
             "origin": j.get("origin") or ("history" if j["tag"] in from_history else "llm"),
         }
         for j in result.get("judgments") or []
+        if not rejected_here(by_tag.get(j["tag"]))
     ]
 
 

@@ -25,6 +25,7 @@ DEMO_MODEL = DEMO_DATA / "model"
 ADAPTER = "demo-lora.gguf"
 DESCRIPTION = "demo-model.json"
 CALIBRATION_ITEMS = DEMO_DATA / "calibration.jsonl"
+FOREIGN_ITEMS = DEMO_DATA / "foreign.jsonl"  # everyday texts no demo tag fits: the fusion learns what foreign evidence looks like
 INSTALLED = "demo-model.installed"
 
 

@@ -90,7 +90,8 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
                                   domain=domain_quantiles(fits, DOMAIN_SHARE))
         if ranker is not None:
             scored = [[(ranker.predict(f), right) for f, right in zip(item_features, item_labels)] for item_features, item_labels, _ in per_item]
-            ranker.threshold = best_threshold(scored, [n for _, _, n in per_item])
+            single = all(len(t) == 1 for t in tags)  # a single-tag history: one tag per item is what tagging returns
+            ranker.threshold = best_threshold(scored, [n for _, _, n in per_item], 1 if single else None)
         held_out = n_held
     model = TagClassifier.train(vectors, tags, kb.config.encoder, n_threads=n_threads, texts=use_texts)
     model.ranker = ranker

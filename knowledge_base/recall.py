@@ -132,21 +132,24 @@ def _probability(p: float) -> float:
     return round(min(max(p, 1e-4), 1 - 1e-4), 4)  # a probability, never shown as a certain 0 or 1
 
 
-def remembered(nearest: list[Neighbour], similarity: float | None, candidates: dict[str, Candidate]) -> list[Candidate]:
+def remembered(nearest: list[Neighbour], similarity: float | None, candidates: dict[str, Candidate], text: str = "") -> list[Candidate]:
     """Memory: the tags a person judged on this text or a near-duplicate of it (similarity at
     least ``similarity``; None: no memory), each from the nearest such verdict, added as ``memory``
-    evidence (a right tag recall did not find becomes a candidate); returns the candidates concerned."""
+    evidence (a right tag recall did not find becomes a candidate); returns the candidates concerned.
+    The same text counts as similarity 1 (stored vectors may come from another encoder runtime)."""
     seen: dict[str, Candidate] = {}
-    for h in sorted(nearest, key=lambda h: -h.similarity) if similarity is not None else []:
+    closeness = {h.id: 1.0 if text and h.text == text else h.similarity for h in nearest}
+    for h in sorted(nearest, key=lambda h: -closeness[h.id]) if similarity is not None else []:
         meta = h.metadata or {}
-        if h.similarity < similarity or meta.get("origin") == "writeback":
+        if closeness[h.id] < similarity or meta.get("origin") == "writeback":
             continue
         for verdict, tags in (("right", _json_list(meta, "tags")), ("wrong", _json_list(meta, "incorrect_tags"))):
             for tag in tags:
                 if tag in seen or (verdict == "wrong" and tag not in candidates):
                     continue
                 cand = candidates.setdefault(tag, Candidate(tag, 0.0))
-                cand.evidence.append(Evidence("memory", round(h.similarity, 4), [{"id": h.id, "similarity": round(h.similarity, 4), "verdict": verdict}]))
+                close = round(closeness[h.id], 4)
+                cand.evidence.append(Evidence("memory", close, [{"id": h.id, "similarity": close, "verdict": verdict}]))
                 seen[tag] = cand
     return list(seen.values())
 
@@ -246,7 +249,7 @@ def recall_candidates(
         prior = (lambda t: 0.0 if t in hidden_tags else ranker.prior(t)) if hidden_tags else ranker.prior
         for cand, features in zip(candidates.values(), ranker_features(list(candidates.values()), prior, fit, {h.id: h.similarity for h in tag_hits})):
             cand.score = _probability(ranker.predict(features) * in_domain)
-    for cand in remembered(nearest, cfg.memory_similarity, candidates):
+    for cand in remembered(nearest, cfg.memory_similarity, candidates, text):
         memory = cand.evidence_for("memory")
         if ranker is not None:
             cand.score = verdict_probability(cand.score, memory)

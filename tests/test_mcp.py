@@ -41,6 +41,8 @@ async def session_run(kb_dir: Path, known: list[str]) -> dict:
             seen["recall"] = payload(await session.call_tool("recall", {"text": demo_examples()[0]["text"], "budget": 6}))
             seen["learn"] = payload(await session.call_tool(
                 "learn", {"text": "An MCP-taught sample about a chess engine", "correct": [known[0]], "incorrect": [known[1]], "id": "mcp-1"}))
+            seen["tag_learned"] = payload(await session.call_tool("tag", {"text": "An MCP-taught sample about a chess engine", "llm": False}))
+            seen["recall_learned"] = payload(await session.call_tool("recall", {"text": "An MCP-taught sample about a chess engine", "budget": 6}))
             seen["learn_unknown"] = await session.call_tool("learn", {"text": "anything", "correct": ["no::such-tag"]})
             seen["tag_empty"] = await session.call_tool("tag", {"text": "   "})
             seen["tag"] = payload(await session.call_tool("tag", {"text": demo_examples()[0]["text"]}))
@@ -74,6 +76,12 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
     assert fresh.collection("samples").count() == before + 1
     sample = fresh.get_sample("mcp-1")
     assert sample.tags == (known[0],) and sample.incorrect_tags == (known[1],)
+
+    # the verdict decides the next answer for that text, in tag and recall alike
+    learned = [t["tag"] for t in seen["tag_learned"]["tags"]]
+    assert learned[0] == known[0] and known[1] not in learned
+    assert seen["recall_learned"]["candidates"][0]["tag"] == known[0]
+    assert any(e["path"] == "memory" for e in seen["recall_learned"]["candidates"][0]["evidence"])
 
     unknown = seen["learn_unknown"]
     assert unknown.isError and "no::such-tag" in unknown.content[0].text

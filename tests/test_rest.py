@@ -163,6 +163,19 @@ def test_learn_writes_a_sample(client, kb_dir):
     assert sample.tags == (tags[0],) and sample.incorrect_tags == (tags[1],)
 
 
+def test_a_correction_over_rest_decides_the_next_answer_for_that_text(client):
+    text = "A terminal program that shows the weather forecast and sends a notification before rain"
+    before = client.post("/v1/tag", json={"text": text, "llm": False, "threshold": 0.0}).json()
+    wrong = before["tags"][0]["tag"]
+    right = before["tags"][-1]["tag"]
+    r = client.post("/v1/learn", json={"text": text, "correct": [right], "incorrect": [wrong]})
+    assert r.status_code == 200, r.text
+    after = client.post("/v1/tag", json={"text": text, "llm": False}).json()
+    tags = [t["tag"] for t in after["tags"]]
+    assert right in tags and wrong not in tags, tags
+    assert "a person marked it right on this same text" in next(t["why"] for t in after["tags"] if t["tag"] == right)
+
+
 def test_learn_refuses_unknown_tags_and_names_them(client, kb_dir):
     before = KnowledgeBase(kb_dir).collection("samples").count()
     r = client.post("/v1/learn", json={"text": "some text", "correct": [known_tags(kb_dir)[0], "no::such-tag"], "incorrect": ["made-up"]})

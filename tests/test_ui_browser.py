@@ -185,6 +185,15 @@ def test_tag_review_learn_and_refilter(page, app_server):
     chat.get_by_text("'no-such::tag' is not in the tag repository").scroll_into_view_if_needed()
     page.screenshot(path=ARTIFACTS / "ui-04-feedback.png", full_page=True)
 
+    # tag the same text again: the verdict decides it — the accepted tags are kept, the rejected one is gone
+    set_threshold(page, 0.5)
+    send(page, text)
+    expect(chat.get_by_text(re.compile(r"^Confidence · "))).to_have_count(2, timeout=STEP_S * 1000)
+    again = panel_tags(page)
+    assert shown[0] not in again and shown[0] not in panel_tags(page, "dropped"), again
+    assert set(shown[1:]) <= set(again), (shown, again)
+    page.screenshot(path=ARTIFACTS / "ui-05-retag-after-correction.png", full_page=True)
+
     # undo twice: the knowledge base is back where it was
     send(page, "undo")
     expect(chat.get_by_text("↶ Undid “reject")).to_be_visible()

@@ -354,6 +354,18 @@ def test_api_functions_learn_and_search(writable_kb):
         app.search_tags("  ")
 
 
+def test_api_tag_after_api_learn_returns_the_corrected_tags(writable_kb, monkeypatch):
+    monkeypatch.setenv("LLM4TAG_USE_GENERATION", "false")  # fused recall only: the verdict must hold without the LLM too
+    monkeypatch.setenv("LLM4TAG_USE_CALIBRATION", "false")
+    app = TaggingApp(str(writable_kb.directory))
+    text = "a tool to translate gettext catalogues"
+    app.learn_tags(text, ["devel::i18n"], ["role::program"])
+    result = app.tag_text(text, threshold=0.5)
+    tags = [t["tag"] for t in result["tags"]]
+    assert tags[0] == "devel::i18n" and "role::program" not in tags
+    assert result["tags"][0]["origin"] == "memory"
+
+
 def test_learned_confidence_is_what_the_page_filters_and_shows():
     from ui.render import render_calibration
 

@@ -245,8 +245,9 @@ def train_classifier(ctx, threads):
         report = train_learned_recall(kbase, n_threads=threads)
     except Llm4tagError as exc:
         _fail(exc)
-    ranker = (f"ranker fitted on {report['held_out']} held-out samples ({report['ranker_pairs']} candidates)" if report["ranker"]
-              else "no ranker (too little history to hold some out)")
+    ranker = (f"ranker fitted on {report['held_out']} held-out samples ({report['ranker_pairs']} candidates; {report['cold_tags']} tags "
+              f"recalled as if they had no history, carried by {report['cold_items']} of those samples), default threshold "
+              f"{report['threshold']} (best micro-F1 there)" if report["ranker"] else "no ranker (too little history to hold some out)")
     held = report.get("held_out_accuracy") or {}
     features = report["features"] + (" (held-out Acc@1 " + ", ".join(f"{n} {a:.3f}" for n, a in held.items()) + ")" if held else "")
     click.echo(f"learned recall path: {report['samples']} samples, {report['tags']} tags, features {features}; {ranker}; "
@@ -766,9 +767,11 @@ def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, 
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Scratch folder (default $LLM4TAG_HOME/demo-model-build).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Where the shipped files go (default knowledge_base/demo_data/model).")
-def train_demo_command(samples, mistake_samples, epochs, lora_r, seed, calibration_items, work_dir, out_dir):
+@click.option("--refit-only", is_flag=True, help="Keep the shipped adapter; refit only the fusion and the threshold (no fine-tuning).")
+def train_demo_command(samples, mistake_samples, epochs, lora_r, seed, calibration_items, work_dir, out_dir, refit_only):
     """Rebuild the demo's shipped model from knowledge_base/demo_data/: fine-tune on CPU (two rounds),
-    write the LoRA adapter GGUF, fit the fusion and tune the threshold. Needs llm4tag[train]."""
+    write the LoRA adapter GGUF, fit the fusion (with foreign texts among its fitting data) and
+    choose the threshold with the best micro-F1. Needs llm4tag[train] (not with --refit-only)."""
     from agent.demo_model import DEMO_MODEL
     from agent.training.demo import build_demo_model
     from knowledge_base.config import llm4tag_home
@@ -781,7 +784,8 @@ def train_demo_command(samples, mistake_samples, epochs, lora_r, seed, calibrati
     try:
         described = build_demo_model(work_dir or llm4tag_home() / "demo-model-build", out_dir or DEMO_MODEL, samples=samples,
                                      mistake_samples=mistake_samples, epochs=epochs, lora_r=lora_r, seed=seed,
-                                     calibration_items=calibration_items, progress=progress, log=lambda m: click.echo(m, err=True))
+                                     calibration_items=calibration_items, refit_only=refit_only, progress=progress,
+                                     log=lambda m: click.echo(m, err=True))
     except Llm4tagError as exc:
         _fail(exc)
     finally:

@@ -13,7 +13,7 @@ import math
 
 import networkx as nx
 
-from agent.confidence import confidence_of
+from agent.confidence import confidence_of, scored_tags
 from agent.explanation import evidence_parts
 from prompts.fill import snippet_source
 
@@ -234,7 +234,7 @@ def tag_rows(result: dict, shown: list[dict], verdict: dict | None = None) -> li
     correct, incorrect = set(verdict.get("correct", [])), set(verdict.get("incorrect", []))
     shown_names = {t["tag"] for t in shown}
     from_history = set((result.get("selection") or {}).get("from_history") or [])
-    scored = {j["tag"]: confidence_of(j) for j in result.get("judgments") or []}
+    scored = {s["tag"]: s["confidence"] for s in scored_tags(result)}  # a tag a person rejected for this text is not listed
     rows = [{"tag": t["tag"], "confidence": t.get("confidence"), "kept": True, "history": t["tag"] in from_history} for t in shown]
     dropped = [
         {"tag": t, "confidence": c, "kept": False, "history": t in from_history}

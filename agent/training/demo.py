@@ -5,10 +5,13 @@
 afresh in a work folder, fine-tunes the embedded model on its samples on CPU (two rounds: the
 second trains the judge on the first round's wrong proposals), writes the LoRA adapter GGUF,
 runs the fine-tuned pipeline on ``calibration.jsonl`` (debtags train items outside the demo's
-history), fits the fusion of all the evidence there (kept only when it beats recall's own
-P(right) out of fold) and tunes the threshold that still tags ``coverage`` of those items.
-It writes three files: ``demo-lora.gguf``, ``calibration.json`` (when a fusion was kept) and
-``demo-model.json`` (threshold, seed, command, the figures of the run).
+history) and on ``foreign.jsonl`` (everyday texts no tag fits), fits the fusion of all the
+evidence there (kept only when it beats recall's own P(right) out of fold) and chooses the
+threshold with the best micro-F1 on the calibration items (at most ``Context.max_tags`` tags
+each). It writes three files: ``demo-lora.gguf``, ``calibration.json`` (when a fusion was
+kept) and ``demo-model.json`` (threshold, seed, command, the figures of the run).
+``refit_only`` keeps the shipped adapter and refits the fusion and the threshold (minutes, not
+the fine-tune's hour).
 
 """
 
@@ -26,16 +29,18 @@ from knowledge_base.demo import build_demo_kb
 
 from ..confidence import FILE_NAME as CALIBRATION_FILE
 from ..context import Context
-from ..demo_model import ADAPTER, CALIBRATION_ITEMS, DEMO_MODEL, DESCRIPTION
+from ..demo_model import ADAPTER, CALIBRATION_ITEMS, DEMO_MODEL, DESCRIPTION, FOREIGN_ITEMS, install_demo_model, shipped_demo_model
 
 def build_demo_model(work_dir: str | Path, out_dir: str | Path = DEMO_MODEL, *, samples: int = 200, mistake_samples: int = 80,
-                     epochs: int = 1, lora_r: int = 8, seed: int = 7, calibration_items: int | None = None, coverage: float = 0.9,
+                     epochs: int = 1, lora_r: int = 8, seed: int = 7, calibration_items: int | None = None, refit_only: bool = False,
                      progress: Callable[[str, int, int], None] | None = None, log: Callable[[str], None] = print) -> dict:
     """Train, export, fit and tune the demo's model from ``knowledge_base/demo_data/`` (see the
     module's docstring); writes the shipped files into ``out_dir`` and returns what it measured."""
-    from ..evaluation.calibrate import choose_and_fit
-    from ..evaluation.optimize import threshold_for_coverage
     from ..batch import read_finished
+    from ..evaluation.calibrate import choose_and_fit
+    from ..evaluation.labelled import load_out_of_domain
+    from ..evaluation.metrics import best_cut, multi_tag_metrics
+    from ..evaluation.report import scored_answer
     from . import train_model
 
     started = time.perf_counter()
@@ -48,25 +53,45 @@ def build_demo_model(work_dir: str | Path, out_dir: str | Path = DEMO_MODEL, *, 
     log(f"building the demo knowledge base in {work / 'kb'} ...")
     kb = build_demo_kb(work / "kb", log)
     context = Context(kb_dir=str(kb.directory))
-    log(f"fine-tuning on {samples} samples ({epochs} epoch), then the judge on the generator's mistakes for {mistake_samples} ...")
-    summary = train_model(kb, work / "training", max_samples=samples, epochs=epochs, lora_r=lora_r, rounds=2, mistake_samples=mistake_samples,
-                          serve="adapter", seed=seed, context=context, name="llm4tag-demo", progress=progress)
-    adapter = Path(summary["export"]["adapter_gguf"])
-    log(f"running the fine-tuned pipeline on {CALIBRATION_ITEMS.name} and fitting the fusion ...")
+    shipped = shipped_demo_model() if refit_only else None
+    if refit_only:
+        if shipped is None:
+            raise FileNotFoundError(f"no shipped demo model in {DEMO_MODEL} to refit; build one without --refit-only")
+        log("keeping the shipped adapter (--refit-only) ...")
+        install_demo_model(kb)
+        adapter = DEMO_MODEL / ADAPTER
+        summary = {"training": shipped.get("training")}
+    else:
+        log(f"fine-tuning on {samples} samples ({epochs} epoch), then the judge on the generator's mistakes for {mistake_samples} ...")
+        summary = train_model(kb, work / "training", max_samples=samples, epochs=epochs, lora_r=lora_r, rounds=2, mistake_samples=mistake_samples,
+                              serve="adapter", seed=seed, context=context, name="llm4tag-demo", progress=progress)
+        adapter = Path(summary["export"]["adapter_gguf"])
+    foreign = load_out_of_domain(FOREIGN_ITEMS, seed=None)
+    log(f"running the fine-tuned pipeline on {CALIBRATION_ITEMS.name} and {len(foreign)} foreign texts, and fitting the fusion ...")
     run_dir = work / "calibration-run"
     fit = choose_and_fit(kb, CALIBRATION_ITEMS, context.with_overrides(use_learned_calibration=False), run_dir,
-                         limit=calibration_items, seed=None)
+                         limit=calibration_items, seed=None, out_of_domain=foreign)
     from ..confidence import LearnedCalibration
 
     fusion = LearnedCalibration.load(kb.directory)
-    records = list(read_finished(run_dir / "items-full.jsonl").values())
+    finished = read_finished(run_dir / "items-full.jsonl")
+    records = [r for r in finished.values() if not r["id"].startswith("ood:")]
     if fusion is not None:  # the threshold belongs to the confidence the demo will show
-        for r in records:
+        for r in finished.values():
             for j in r.get("judged", []):
                 if "features" in j:
                     j["confidence"] = fusion.predict(j["features"])
-    tuned = threshold_for_coverage(records, coverage)
-    shutil.copyfile(adapter, out / ADAPTER)
+    cut = best_cut([scored_answer(r) for r in records], [r["truth"] for r in records], context.max_tags)
+    threshold = round(cut["threshold"], 2)
+    kept = [[t for t, c in scored_answer(r) if c is not None and c >= threshold][: context.max_tags] for r in records]
+    at = multi_tag_metrics(kept, [r["truth"] for r in records])
+    foreign_tagged = sum(1 for r in finished.values() if r["id"].startswith("ood:")
+                         and any(c is not None and c >= threshold for _, c in scored_answer(r)))
+    tuned = {"threshold": threshold, **{k: at[k] for k in ("Acc@1", "Acc@2", "Acc@3", "Coverage@1", "Coverage@3", "precision_micro",
+                                                           "recall_micro", "f1_micro")},
+             "foreign_tagged": foreign_tagged, "foreign_texts": len(foreign)}
+    if adapter.resolve() != (out / ADAPTER).resolve():
+        shutil.copyfile(adapter, out / ADAPTER)
     if fusion is not None:
         shutil.copyfile(kb.directory / CALIBRATION_FILE, out / CALIBRATION_FILE)
     else:
@@ -74,11 +99,13 @@ def build_demo_model(work_dir: str | Path, out_dir: str | Path = DEMO_MODEL, *, 
     described = {
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": ("llm4tag train-demo " + " ".join(sys.argv[2:])).strip() if sys.argv[1:2] == ["train-demo"] else "agent.training.demo.build_demo_model",
-        "seed": seed, "samples": samples, "mistake_samples": mistake_samples, "epochs": epochs, "lora_r": lora_r,
-        "data": "knowledge_base/demo_data/samples.jsonl (history), calibration.jsonl (fusion and threshold)",
-        "threshold": tuned["threshold"], "threshold_coverage": coverage, "at_threshold_on_calibration_items": tuned,
+        **({"seed": seed, "samples": samples, "mistake_samples": mistake_samples, "epochs": epochs, "lora_r": lora_r} if not refit_only else
+           {k: shipped.get(k) for k in ("seed", "samples", "mistake_samples", "epochs", "lora_r")} | {"adapter_built_at": shipped.get("adapter_built_at", shipped.get("built_at"))}),
+        "data": "knowledge_base/demo_data/samples.jsonl (history), calibration.jsonl and foreign.jsonl (fusion and threshold)",
+        "threshold": tuned["threshold"], "threshold_rule": "best micro-F1 on the calibration items, at most max_tags tags each",
+        "at_threshold_on_calibration_items": tuned,
         "fusion": fit.get("chosen"), "fusion_report": fit, "adapter_bytes": (out / ADAPTER).stat().st_size,
-        "training": {k: summary.get(k) for k in ("sets", "training", "sets_round2", "training_round2")},
+        "training": summary["training"] if refit_only else {k: summary.get(k) for k in ("sets", "training", "sets_round2", "training_round2")},
         "seconds": round(time.perf_counter() - started, 1),
     }
     (out / DESCRIPTION).write_text(json.dumps(described, indent=2, default=str) + "\n", encoding="utf-8")
