@@ -11,10 +11,13 @@
    annotations;
 3. fits the ranker on those candidates (right or wrong, with their evidence) — recalled as if a
    seeded share of the tags (``cold_share``) had no history yet: their annotations are hidden
-   from that classifier, from the priors and from C2C2T, so that the ranker learns to rank a tag
-   that has only its description (``knowledge_base.ranker``);
+   from that classifier, from the priors and from C2C2T, and the items annotated with those tags
+   alone from the neighbours C2C2T walks, so that the ranker learns to rank a tag that has only
+   its description against neighbours of other tags that vote for theirs (``knowledge_base.ranker``);
 4. keeps, from the same items, how close an in-domain item lies to the history and to the tags
-   (the ranker's ``domain``) and the confidence cut with the best micro-F1 (its ``threshold``);
+   (the ranker's ``domain``) and the confidence cut with the best micro-F1 (its ``threshold``;
+   for a single-tag history, where every item expects its one tag, at most the cut that still
+   tags ``SINGLE_TAG_COVERAGE`` of the items);
 5. trains the classifier on the whole history and stores it with the ranker (``classifier/``).
 
 Run it after loading samples and again after corrections (``llm4tag kb train-classifier``).
@@ -30,12 +33,13 @@ from dataclasses import replace
 import numpy as np
 
 from .classifier import TagClassifier
-from .ranker import RecallRanker, best_threshold, domain_quantiles
+from .ranker import RecallRanker, best_threshold, choose_cold_bias, domain_quantiles
 from .recall import ranker_features, recall_candidates
 from .store import KnowledgeBase, _json_list
 
 MIN_HELD_OUT = 20
 COLD_SHARE = 0.15  # tags recalled as if they had no history while the ranker is fitted
+SINGLE_TAG_COVERAGE = 0.95  # a single-tag history's default threshold tags at least this share of its held-out items
 DOMAIN_SHARE = 0.05  # in-domain items allowed below the domain cut of each closeness (nearest-neighbour OOD detection's 95%)
 
 
@@ -74,24 +78,19 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         use_texts = texts if chosen == "words+embedding" else None
         choice = {"features": chosen, "held_out_accuracy": {n: round(a, 4) for n, (a, _) in variants.items()}}
         priors = _priors([warm_tags[i] for i in train])
-        features, labels, fits, per_item = [], [], [], []
+        fits, per_item = [], []
         config = replace(kb.config.recall, memory_similarity=None)  # memory would bring the cold tags' verdicts back
+        # a history item annotated with cold tags only would not exist yet: nobody could have annotated it
+        unborn = [rows[i][0] for i in range(len(rows)) if not warm_tags[i]]
         for i in sorted(held):
-            result = recall_candidates(kb, texts[i], config, exclude_ids=[rows[i][0]], vector=vectors[i], learned=partial,
+            result = recall_candidates(kb, texts[i], config, exclude_ids=[rows[i][0], *unborn], vector=vectors[i], learned=partial,
                                        hidden_tags=cold)
-            item_features = ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit, result.tag_similarity)
-            item_labels = [cand.tag in tags[i] for cand in result.candidates]
-            features += item_features
-            labels += item_labels
             fits.append(result.fit)
-            per_item.append((item_features, item_labels, len(tags[i])))
-        cold_items = sum(1 for i in held if cold & set(tags[i]))
-        ranker = RecallRanker.fit(features, labels, _priors(tags), items=n_held, cold_tags=len(cold), cold_items=cold_items,
-                                  domain=domain_quantiles(fits, DOMAIN_SHARE))
-        if ranker is not None:
-            scored = [[(ranker.predict(f), right) for f, right in zip(item_features, item_labels)] for item_features, item_labels, _ in per_item]
-            single = all(len(t) == 1 for t in tags)  # a single-tag history: one tag per item is what tagging returns
-            ranker.threshold = best_threshold(scored, [n for _, _, n in per_item], 1 if single else None)
+            per_item.append({"features": ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit, result.tag_similarity),
+                             "labels": [cand.tag in tags[i] for cand in result.candidates], "truths": len(tags[i]),
+                             "cold": bool(cold & set(tags[i]))})
+        ranker = _fit_ranker(per_item, _priors(tags), cold=len(cold), domain=domain_quantiles(fits, DOMAIN_SHARE),
+                             single=all(len(t) == 1 for t in tags))
         held_out = n_held
     model = TagClassifier.train(vectors, tags, kb.config.encoder, n_threads=n_threads, texts=use_texts)
     model.ranker = ranker
@@ -100,8 +99,39 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
     report = {k: v for k, v in model.info.__dict__.items() if k not in ("labels", "hyper_parameters")}
     return report | choice | {"tags": len(model.info.labels), "ranker": ranker is not None, "held_out": held_out,
                      "ranker_pairs": ranker.pairs if ranker else 0, "cold_tags": ranker.cold_tags if ranker else 0,
-                     "cold_items": ranker.cold_items if ranker else 0, "threshold": ranker.threshold if ranker else None,
+                     "cold_items": ranker.cold_items if ranker else 0, "cold_bias": ranker.cold_bias if ranker else 0.0,
+                     "threshold": ranker.threshold if ranker else None,
                      "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _fit_ranker(per_item: list[dict], priors: dict[str, float], cold: int, domain: dict, single: bool) -> RecallRanker | None:
+    """The ranker over the held-out items' candidates, its bias for tags without history chosen on
+    logits out of fold (two folds: each half scored by a ranker fitted on the other), and the
+    micro-F1 threshold of its final probabilities (one tag per item for a single-tag history)."""
+
+    def fit(group: list[dict]) -> RecallRanker | None:
+        return RecallRanker.fit([f for it in group for f in it["features"]], [y for it in group for y in it["labels"]], priors,
+                                items=len(per_item), cold_tags=cold, cold_items=sum(it["cold"] for it in per_item), domain=domain)
+
+    ranker = fit(per_item)
+    if ranker is None:
+        return None
+    folds = [per_item[0::2], per_item[1::2]]
+    scored = []
+    for k, held in enumerate(folds):
+        other = fit(folds[1 - k])
+        if other is None:
+            return ranker
+        scored += [([other.logit(f) for f in it["features"]], it["labels"], [f["history"] > 0 for f in it["features"]], it["cold"])
+                   for it in held]
+    ranker.cold_bias = choose_cold_bias(scored)
+    final = [[(ranker.predict(f), right) for f, right in zip(it["features"], it["labels"])] for it in per_item]
+    ranker.threshold = best_threshold(final, [it["truths"] for it in per_item], 1 if single else None)
+    if single and ranker.threshold is not None:  # one tag per item is expected: abstain on few in-domain items
+        tops = sorted(max((p for p, _ in scores), default=0.0) for scores in final)
+        floor = tops[int(len(tops) * (1 - SINGLE_TAG_COVERAGE))] if tops else 0.0
+        ranker.threshold = round(min(ranker.threshold, floor), 3)
+    return ranker
 
 
 def _priors(tag_lists: list[list[str]]) -> dict[str, float]:

@@ -369,11 +369,17 @@ class KnowledgeBase:
         return self._query("tags", vector[None, :], k, details=details)[0]
 
     def similar_contents(self, vector: np.ndarray, k: int, exclude: Iterable[str] = (), refresh: bool = True) -> list[Neighbour]:
+        """The ``k`` contents nearest ``vector`` but those in ``exclude`` (which may be many: the
+        query asks for a few more first, and for all it may need only when they were excluded)."""
         if refresh:
             self.refresh()
         exclude = set(exclude)
-        hits = self._query("contents", vector[None, :], k + len(exclude))[0]
-        return [h for h in hits if h.id not in exclude][:k]
+        wanted = k + min(len(exclude), max(2 * k, 8))
+        hits = self._query("contents", vector[None, :], wanted)[0]
+        kept = [h for h in hits if h.id not in exclude]
+        if len(kept) < k and len(hits) == wanted and wanted < k + len(exclude):
+            kept = [h for h in self._query("contents", vector[None, :], k + len(exclude))[0] if h.id not in exclude]
+        return kept[:k]
 
     def similar_samples(self, vector: np.ndarray, k: int, exclude: Iterable[str] = (), refresh: bool = True) -> list[Neighbour]:
         if refresh:

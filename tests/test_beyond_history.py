@@ -20,7 +20,7 @@ from agent.explanation import departure, tags_with_why
 from agent.runtime import runtime_for
 from knowledge_base import KnowledgeBase
 from knowledge_base.learned_recall import train_learned_recall
-from knowledge_base.ranker import best_threshold, domain_quantiles, in_domain_probability
+from knowledge_base.ranker import best_threshold, choose_cold_bias, domain_quantiles, in_domain_probability
 from knowledge_base.recall import recall_candidates
 from ui.cli import main
 
@@ -170,6 +170,16 @@ def test_in_domain_probability_and_micro_f1_threshold():
     # two right tags at 0.9 and 0.6, a wrong one at 0.7, another right one never recalled: the cut keeps all three
     assert best_threshold([[(0.9, True), (0.7, False), (0.6, True)]], [3]) == 0.6
     assert best_threshold([[(0.9, True), (0.7, False), (0.2, False)]], [1]) == 0.9
+
+
+def test_the_cold_bias_trades_seen_tags_for_unseen_ones_by_the_harmonic_mean():
+    # (logits, right?, has history?, cold item?): on warm items the right warm tag leads a cold one by 3;
+    # on cold items a wrong warm tag leads the right cold tag by 1 (or by 5, beyond any fair bias)
+    warm = [([2.0, -1.0], [True, False], [True, False], False)] * 20
+    cold = [([1.0, 0.0], [False, True], [True, False], True)] * 10 + [([5.0, 0.0], [False, True], [True, False], True)] * 2
+    bias = choose_cold_bias(warm + cold)
+    assert 1.0 < bias < 3.0  # flips the close cold items, never a warm one
+    assert choose_cold_bias(warm + cold[:5]) == 0.0  # too few cold items to choose on
 
 
 def test_departure_from_the_judge_is_explained():

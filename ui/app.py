@@ -172,6 +172,8 @@ class TaggingApp:
                     yield history, session, gr.skip(), gr.skip()
                     continue
                 duration = (changes.get("timings") or {}).get(node)
+                if node == "calibrate":  # what moved a confidence away from the judge's is in recall's evidence
+                    changes = {**changes, "candidates": result.get("candidates") or [], "recall_fit": result.get("recall_fit") or {}}
                 history[-1] = render.step_message(node, changes, ctx.threshold, duration)
                 following = self._next_node(node, ctx, result)
                 if following:

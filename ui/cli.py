@@ -246,7 +246,8 @@ def train_classifier(ctx, threads):
     except Llm4tagError as exc:
         _fail(exc)
     ranker = (f"ranker fitted on {report['held_out']} held-out samples ({report['ranker_pairs']} candidates; {report['cold_tags']} tags "
-              f"recalled as if they had no history, carried by {report['cold_items']} of those samples), default threshold "
+              f"recalled as if they had no history, carried by {report['cold_items']} of those samples; bias for tags without history "
+              f"{report['cold_bias']}), default threshold "
               f"{report['threshold']} (best micro-F1 there)" if report["ranker"] else "no ranker (too little history to hold some out)")
     held = report.get("held_out_accuracy") or {}
     features = report["features"] + (" (held-out Acc@1 " + ", ".join(f"{n} {a:.3f}" for n, a in held.items()) + ")" if held else "")
@@ -591,7 +592,10 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
 
     try:
         items = load_labelled(labelled, limit, seed, offset)
-        ood = [item for path in ood_files for item in load_out_of_domain(path, ood_items, source=Path(path).stem if len(ood_files) > 1 else None)]
+        stems = [Path(path).stem for path in ood_files]
+        names = [f"{Path(path).parent.name}-{stem}" if stems.count(stem) > 1 else stem for path, stem in zip(ood_files, stems)]
+        ood = [item for path, name in zip(ood_files, names)
+               for item in load_out_of_domain(path, ood_items, source=name if len(ood_files) > 1 else None)]
         named = {}
         for spec in external:
             name, sep, path = spec.partition("=")

@@ -14,7 +14,7 @@ import math
 import networkx as nx
 
 from agent.confidence import confidence_of, scored_tags
-from agent.explanation import evidence_parts
+from agent.explanation import departure, evidence_parts
 from prompts.fill import snippet_source
 
 LOW_MARGIN = 0.1  # a kept tag whose confidence is within this of the threshold is marked "low confidence"
@@ -198,6 +198,11 @@ def render_calibration(changes: dict, threshold: float) -> tuple[str, str]:
               for j in judgments]
     if not judged:
         table.append("\nThe judge was off: each confidence is recall's own P(right).")
+    by_tag = {c["tag"]: c for c in changes.get("candidates") or []}
+    moved = [(j["tag"], m) for j in judgments if (m := departure(j, by_tag.get(j["tag"]), changes.get("recall_fit")))]
+    if moved:
+        table += ["", "Where the confidence departs from the judge's P(Yes) by more than 0.3:"]
+        table += [f"- `{_md(tag)}`: {_md(m)}" for tag, m in moved]
     notes = [f"> {_md(n)}" for n in changes.get("notes") or []]
     return title, "\n".join([confidence_bars(rows, threshold), *table, *notes])
 
