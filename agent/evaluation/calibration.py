@@ -102,11 +102,15 @@ EVIDENCE_SETS = {
 }
 
 
-def fusion_ablation(records: Sequence[dict], truths: Sequence[Sequence[str]], single: bool, folds: int = 5) -> dict[str, dict]:
+def fusion_ablation(records: Sequence[dict], truths: Sequence[Sequence[str]], single: bool, folds: int = 5,
+                    kinds: dict[str, set[str]] | None = None) -> dict[str, dict]:
     """What each kind of evidence adds, measured without leakage and without another model call:
     the full run's scored tags re-ranked by a logistic fusion of each evidence set, fitted out of
     fold (each item scored by a fusion fitted on the other items). Per set: the headline metric at
-    full coverage and the fused confidence's ECE, Brier and AUROC."""
+    full coverage and the fused confidence's ECE, Brier and AUROC; with ``kinds`` (name → item
+    ids, e.g. in-domain, cold, foreign), the same for each kind of item apart (``by_kind``; for
+    foreign items, whose truth is empty, the confidence figures and the share whose best fused
+    confidence stays under 0.5)."""
     from .metrics import multi_tag_metrics, single_tag_metrics
 
     features, labels, groups, _ = judged_pairs(records)
@@ -124,6 +128,19 @@ def fusion_ablation(records: Sequence[dict], truths: Sequence[Sequence[str]], si
         for g, p, t in zip(groups, predicted, tags):
             by_item.setdefault(g, []).append((p, t))
         ranked = [[t for _, t in sorted(by_item.get(r["id"], []), key=lambda x: -x[0])][: (1 if single else 5)] for r in records]
-        score = (single_tag_metrics if single else multi_tag_metrics)(ranked, truths)
+        metric = single_tag_metrics if single else multi_tag_metrics
+        scoring = [n for n, t in enumerate(truths) if t]  # foreign items have no right tag to rank
+        score = metric([ranked[n] for n in scoring], [truths[n] for n in scoring])
         out[name] = {headline: score[headline], **confidence_metrics(list(zip(predicted, labels)))}
+        for kind, ids in (kinds or {}).items():
+            chosen = [n for n, r in enumerate(records) if r["id"] in ids]
+            pairs = [(p, y) for g, p, y in zip(groups, predicted, labels) if g in ids]
+            if not chosen or not pairs:
+                continue
+            figures = confidence_metrics(pairs)
+            if any(truths[n] for n in chosen):
+                figures[headline] = metric([ranked[n] for n in chosen], [truths[n] for n in chosen])[headline]
+            else:
+                figures["left_untagged_at_0.5"] = sum(1 for n in chosen if max((p for p, _ in by_item.get(records[n]["id"], [])), default=0.0) < 0.5) / len(chosen)
+            out[name].setdefault("by_kind", {})[kind] = figures
     return out

@@ -70,7 +70,12 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
                 headline: sub[headline], **({"accuracy": sub["accuracy"]} if single else {"Acc@3": sub["Acc@3"]}),
                 "at_threshold": {headline: at[headline], "coverage": sum(1 for r in recs if r["predicted"]) / len(recs)}}
     if "full" in records and any(r.get("judged") for r in records["full"]):
-        metrics["fusion_out_of_fold"] = fusion_ablation(records["full"], truths, single)
+        kinds = {"in-domain": {i.id for i in items}, **{g: ids for g, ids in (groups or {}).items()}}
+        foreign = (out_of_domain or {}).get("full") or []
+        if foreign:
+            kinds["foreign"] = {r["id"] for r in foreign}
+        metrics["fusion_out_of_fold"] = fusion_ablation(records["full"] + foreign, truths + [[] for _ in foreign], single,
+                                                        kinds=kinds if len(kinds) > 1 else None)
     if "full" in metrics["systems"]:
         full = metrics["systems"]["full"][headline]
         for system, m in metrics["systems"].items():
@@ -177,6 +182,17 @@ def markdown_report(metrics: dict) -> str:
         for name, f in fusion.items():
             auroc = "" if f.get("AUROC") is None else f"{f['AUROC']:.3f}"
             lines.append(f"| {name} | {f[metrics['headline']]:.3f} | {f['ECE']:.3f} | {auroc} |")
+        kinds = sorted({k for f in fusion.values() for k in f.get("by_kind", {})})
+        if kinds:
+            lines += ["", "The same by kind of item (foreign items: the share whose best fused confidence stays under 0.5):", "",
+                      "| evidence fused | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+            for name, f in fusion.items():
+                cells = []
+                for k in kinds:
+                    b = f.get("by_kind", {}).get(k)
+                    cells.append("" if b is None else (f"{b[metrics['headline']]:.3f} (ECE {b['ECE']:.3f})" if metrics["headline"] in b
+                                                        else f"{b['left_untagged_at_0.5']:.0%} untagged (ECE {b['ECE']:.3f})"))
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
     conf = [(s, m["confidence"]) for s, m in metrics["systems"].items() if "confidence" in m]
     if conf:
         lines += ["", "## Confidence", "", "| system | ECE | Brier | AUROC | judged tags | share right |", "|---|---|---|---|---|---|"]
