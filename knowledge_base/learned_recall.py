@@ -71,8 +71,10 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
                                         texts=[variant_texts[i] for i in train] if variant_texts is not None else None)
             if name == "words+embedding" and model.info.vocabulary == 0:
                 continue  # no words to learn from: the same model as the next one
-            right = sum(bool(p) and p[0][0] in tags[i] for i in held for p in [model.predict(vectors[i], 1, texts[i])])
-            variants[name] = (right / n_held, model)
+            # scored on the held-out items that carry a tag with history: no variant can know a cold one
+            scorable = [i for i in held if warm_tags[i]]
+            right = sum(bool(p) and p[0][0] in tags[i] for i in scorable for p in [model.predict(vectors[i], 1, texts[i])])
+            variants[name] = (right / max(len(scorable), 1), model)
         chosen = max(variants, key=lambda n: variants[n][0])  # ties: words+embedding, the first tried
         partial = variants[chosen][1]
         use_texts = texts if chosen == "words+embedding" else None

@@ -17,11 +17,11 @@ how far to trust a description when nothing else speaks for a tag, and how much 
 classifier speaking for another tag (``top_learned``) counts against it.
 
 Content that fits nothing. The ranker's slice holds in-domain items only, so it cannot learn what
-a foreign text looks like. ``domain`` keeps, from that slice, how close an in-domain item's
-nearest history item and nearest tag are (a low quantile of each, the cut of nearest-neighbour
-out-of-distribution detection: most in-domain items lie above it); ``in_domain`` turns a new
-content's closeness into the probability that it belongs to the knowledge base's domain at
-all, which multiplies every candidate's P(right).
+a foreign text looks like. ``domain`` keeps, from that slice, how close in-domain items lie to
+their nearest history item and nearest tag (nearest-neighbour out-of-distribution detection):
+the distribution of each, and a cut on their combined tail shares below which only 5% of the
+in-domain items lie; ``in_domain`` turns a new content's closeness into the probability that it
+belongs to the knowledge base's domain at all, which multiplies every candidate's P(right).
 
 ``threshold`` is the confidence cut that maximised micro-F1 on the slice: the knowledge base's
 default threshold until one is tuned with ``llm4tag optimize --apply``.
@@ -115,29 +115,45 @@ def choose_cold_bias(items: list[tuple[list[float], list[bool], list[bool], bool
     return max(grid, key=lambda b: (round(harmonic(b), 6), -b))
 
 
-def domain_quantiles(fits: list[dict[str, float]], share: float) -> dict[str, float]:
-    """From in-domain items' ``content_fit``: the ``share`` quantile of each closeness (the
-    cut below which only that share of in-domain items lies) and the spread above it."""
-    out: dict[str, float] = {"share": share}
-    for key in DOMAIN_KEYS:
-        values = np.array([f.get(key, 0.0) for f in fits], dtype=float)
-        if len(values) == 0:
-            continue
-        cut = float(np.quantile(values, share))
-        out[key] = round(cut, 4)
-        out[f"{key}_spread"] = round(max(float(np.quantile(values, 0.5)) - cut, 1e-3), 4)
-    return out
+def _tail(value: float, grid: Sequence[float]) -> float:
+    """The share of in-domain items at or below ``value`` (``grid``: the in-domain quantiles at
+    0, 5, …, 100%), at least 0.5% within their range; below the lowest in-domain value it keeps
+    shrinking geometrically, one power of 0.5% per (median − lowest) further down."""
+    if value < grid[0]:
+        return 0.005 ** (1.0 + (grid[0] - value) / max(grid[len(grid) // 2] - grid[0], 1e-3))
+    levels = np.linspace(0.0, 1.0, len(grid))
+    return max(float(np.interp(value, grid, levels)), 0.005)
 
 
-def in_domain_probability(fit: dict[str, float], domain: dict[str, float]) -> float:
+def _domain_score(fit: dict[str, float], grids: dict[str, list[float]]) -> float:
+    """How typical a content's closeness is for the domain: the sum of the log tail shares of each
+    closeness (Fisher's combination), so a content must be unusual on every signal that varies to
+    score low — a signal on which in-domain and foreign texts look alike (tag names that match
+    nothing well) cannot hide a foreign text."""
+    return sum(math.log(_tail(fit.get(key, 0.0), grid)) for key, grid in grids.items())
+
+
+def domain_quantiles(fits: list[dict[str, float]], share: float) -> dict:
+    """From in-domain items' ``content_fit``: the quantiles of each closeness (``grids``), the
+    ``share`` quantile of their combined score (the cut below which only that share of in-domain
+    items lies) and the spread above it."""
+    if not fits:
+        return {}
+    grids = {key: [round(float(v), 4) for v in np.quantile([f.get(key, 0.0) for f in fits], np.linspace(0.0, 1.0, 21))]
+             for key in DOMAIN_KEYS}
+    scores = np.array([_domain_score(f, grids) for f in fits])
+    cut = float(np.quantile(scores, share))
+    return {"share": share, "grids": grids, "cut": round(cut, 4), "spread": round(max(float(np.median(scores)) - cut, 1e-3), 4)}
+
+
+def in_domain_probability(fit: dict[str, float], domain: dict) -> float:
     """How likely a content belongs to the knowledge base's domain, from how close its nearest
-    history item and nearest tag are (``content_fit``) against the in-domain cut of each
-    (``domain_quantiles``): 1 when either is at or above its cut; below both, it falls with the
-    distance under the nearer one, measured in the in-domain spread (halved a quarter-spread
-    below the cut, ~0.02 a spread below)."""
-    if not domain or not all(k in domain for k in DOMAIN_KEYS):
+    history item and nearest tag are (``content_fit``) against the in-domain items'
+    (``domain_quantiles``): 1 at or above the cut; below it, halved every quarter of the
+    in-domain spread."""
+    if not domain or "grids" not in domain:
         return 1.0
-    shortfall = min((domain[k] - fit.get(k, 0.0)) / domain[f"{k}_spread"] for k in DOMAIN_KEYS)
+    shortfall = (domain["cut"] - _domain_score(fit, domain["grids"])) / domain["spread"]
     return 1.0 if shortfall <= 0 else 0.5 ** (shortfall / 0.25)
 
 

@@ -160,12 +160,15 @@ def test_a_text_that_fits_nothing_gets_no_tag(trained_copy):
 
 
 def test_in_domain_probability_and_micro_f1_threshold():
-    domain = domain_quantiles([{"top_content_similarity": 0.5 + i / 100, "top_tag_similarity": 0.3 + i / 200} for i in range(50)], 0.05)
-    assert in_domain_probability({"top_content_similarity": 0.9, "top_tag_similarity": 0.0}, domain) == 1.0
-    assert in_domain_probability({"top_content_similarity": 0.0, "top_tag_similarity": 0.6}, domain) == 1.0
-    low = in_domain_probability({"top_content_similarity": 0.3, "top_tag_similarity": 0.1}, domain)
+    fits = [{"top_content_similarity": 0.5 + i / 100, "top_tag_similarity": 0.3 + ((i * 7) % 50) / 200} for i in range(50)]
+    domain = domain_quantiles(fits, 0.05)
+    assert sum(in_domain_probability(f, domain) == 1.0 for f in fits) >= 45  # most in-domain items pass untouched
+    assert in_domain_probability({"top_content_similarity": 0.9, "top_tag_similarity": 0.5}, domain) == 1.0
+    low = in_domain_probability({"top_content_similarity": 0.45, "top_tag_similarity": 0.25}, domain)
     lower = in_domain_probability({"top_content_similarity": 0.1, "top_tag_similarity": 0.0}, domain)
     assert 0.0 < lower < low < 0.5
+    # a signal on which foreign texts look like in-domain ones (here: tag similarity) cannot hide them
+    assert in_domain_probability({"top_content_similarity": 0.2, "top_tag_similarity": 0.45}, domain) < 0.1
     assert in_domain_probability({"top_content_similarity": 0.0}, {}) == 1.0  # a ranker without a domain check
     # two right tags at 0.9 and 0.6, a wrong one at 0.7, another right one never recalled: the cut keeps all three
     assert best_threshold([[(0.9, True), (0.7, False), (0.6, True)]], [3]) == 0.6
