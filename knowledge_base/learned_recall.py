@@ -88,7 +88,8 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
             result = recall_candidates(kb, texts[i], config, exclude_ids=[rows[i][0], *unborn], vector=vectors[i], learned=partial,
                                        hidden_tags=cold)
             fits.append(result.fit)
-            per_item.append({"features": ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit, result.tag_similarity),
+            per_item.append({"fit": result.fit,
+                             "features": ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit, result.tag_similarity),
                              "labels": [cand.tag in tags[i] for cand in result.candidates], "truths": len(tags[i]),
                              "cold": bool(cold & set(tags[i]))})
         ranker = _fit_ranker(per_item, _priors(tags), cold=len(cold), domain=domain_quantiles(fits, DOMAIN_SHARE),
@@ -127,7 +128,8 @@ def _fit_ranker(per_item: list[dict], priors: dict[str, float], cold: int, domai
         scored += [([other.logit(f) for f in it["features"]], it["labels"], [f["history"] > 0 for f in it["features"]], it["cold"])
                    for it in held]
     ranker.cold_bias = choose_cold_bias(scored)
-    final = [[(ranker.predict(f), right) for f, right in zip(it["features"], it["labels"])] for it in per_item]
+    # the probabilities tagging will show: the domain check included
+    final = [[(ranker.predict(f) * ranker.in_domain(it["fit"]), right) for f, right in zip(it["features"], it["labels"])] for it in per_item]
     ranker.threshold = best_threshold(final, [it["truths"] for it in per_item], 1 if single else None)
     if single and ranker.threshold is not None:  # one tag per item is expected: abstain on few in-domain items
         tops = sorted(max((p for p, _ in scores), default=0.0) for scores in final)

@@ -39,6 +39,7 @@ import gradio as gr  # noqa: E402
 from agent import tagging  # noqa: E402
 from agent.confidence import DEFAULT_THRESHOLD, confidence_of, rethreshold  # noqa: E402
 from agent.context import Context  # noqa: E402
+from agent.explanation import tags_with_why  # noqa: E402
 from agent.graph import NODE_ORDER  # noqa: E402
 from agent.runtime import runtime_for  # noqa: E402
 from knowledge_base.errors import InputError, Llm4tagError  # noqa: E402
@@ -324,7 +325,7 @@ class TaggingApp:
             backend: the LLM: "llamacpp" (the embedded model), "llamacpp:/path/model.gguf" or "ollama:MODEL".
 
         Returns:
-            A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin"), "below_threshold" (scored tags that were left out, with confidence), "candidates" (the recalled tag names) and "notes".
+            A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin", "why"), "below_threshold" (scored tags that were left out, with confidence), "candidates" (the recalled tag names) and "notes".
         """
         try:
             ctx = replace(Context.from_env(mode=mode, threshold=float(threshold), max_tags=int(max_tags), backend=(backend or "").strip() or None), kb_dir=self.kb_dir)
@@ -334,7 +335,8 @@ class TaggingApp:
         kept = {t["tag"] for t in result["tags"]}
         return {
             "content_id": result["content_id"],
-            "tags": [{k: t[k] for k in ("tag", "confidence", "description", "origin")} for t in result["tags"]],
+            "tags": [{**{k: t[k] for k in ("tag", "confidence", "description", "origin")}, "why": w["why"]}
+                     for t, w in zip(result["tags"], tags_with_why(result))],
             "below_threshold": [{"tag": j["tag"], "confidence": confidence_of(j)} for j in result["judgments"] if j["tag"] not in kept],
             "candidates": [c["tag"] for c in result["candidates"]],
             "notes": result["notes"],

@@ -771,8 +771,9 @@ def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, 
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Scratch folder (default $LLM4TAG_HOME/demo-model-build).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Where the shipped files go (default knowledge_base/demo_data/model).")
+@click.option("--foreign-items", type=int, default=None, help="Use only this many of foreign.jsonl's texts (a seeded sample; default all).")
 @click.option("--refit-only", is_flag=True, help="Keep the shipped adapter; refit only the fusion and the threshold (no fine-tuning).")
-def train_demo_command(samples, mistake_samples, epochs, lora_r, seed, calibration_items, work_dir, out_dir, refit_only):
+def train_demo_command(samples, mistake_samples, epochs, lora_r, seed, calibration_items, foreign_items, work_dir, out_dir, refit_only):
     """Rebuild the demo's shipped model from knowledge_base/demo_data/: fine-tune on CPU (two rounds),
     write the LoRA adapter GGUF, fit the fusion (with foreign texts among its fitting data) and
     choose the threshold with the best micro-F1. Needs llm4tag[train] (not with --refit-only)."""
@@ -788,7 +789,8 @@ def train_demo_command(samples, mistake_samples, epochs, lora_r, seed, calibrati
     try:
         described = build_demo_model(work_dir or llm4tag_home() / "demo-model-build", out_dir or DEMO_MODEL, samples=samples,
                                      mistake_samples=mistake_samples, epochs=epochs, lora_r=lora_r, seed=seed,
-                                     calibration_items=calibration_items, refit_only=refit_only, progress=progress,
+                                     calibration_items=calibration_items, foreign_items=foreign_items, refit_only=refit_only,
+                                     progress=progress,
                                      log=lambda m: click.echo(m, err=True))
     except Llm4tagError as exc:
         _fail(exc)

@@ -32,7 +32,8 @@ from ..context import Context
 from ..demo_model import ADAPTER, CALIBRATION_ITEMS, DEMO_MODEL, DESCRIPTION, FOREIGN_ITEMS, install_demo_model, shipped_demo_model
 
 def build_demo_model(work_dir: str | Path, out_dir: str | Path = DEMO_MODEL, *, samples: int = 200, mistake_samples: int = 80,
-                     epochs: int = 1, lora_r: int = 8, seed: int = 7, calibration_items: int | None = None, refit_only: bool = False,
+                     epochs: int = 1, lora_r: int = 8, seed: int = 7, calibration_items: int | None = None,
+                     foreign_items: int | None = None, refit_only: bool = False,
                      progress: Callable[[str, int, int], None] | None = None, log: Callable[[str], None] = print) -> dict:
     """Train, export, fit and tune the demo's model from ``knowledge_base/demo_data/`` (see the
     module's docstring); writes the shipped files into ``out_dir`` and returns what it measured."""
@@ -66,7 +67,7 @@ def build_demo_model(work_dir: str | Path, out_dir: str | Path = DEMO_MODEL, *, 
         summary = train_model(kb, work / "training", max_samples=samples, epochs=epochs, lora_r=lora_r, rounds=2, mistake_samples=mistake_samples,
                               serve="adapter", seed=seed, context=context, name="llm4tag-demo", progress=progress)
         adapter = Path(summary["export"]["adapter_gguf"])
-    foreign = load_out_of_domain(FOREIGN_ITEMS, seed=None)
+    foreign = load_out_of_domain(FOREIGN_ITEMS, foreign_items, seed=seed if foreign_items else None)
     log(f"running the fine-tuned pipeline on {CALIBRATION_ITEMS.name} and {len(foreign)} foreign texts, and fitting the fusion ...")
     run_dir = work / "calibration-run"
     fit = choose_and_fit(kb, CALIBRATION_ITEMS, context.with_overrides(use_learned_calibration=False), run_dir,
