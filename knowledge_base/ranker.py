@@ -42,7 +42,8 @@ from .errors import KnowledgeBaseError
 FILE_NAME = "ranker.json"
 FEATURES = ("c2t", "c2c2t", "learned", "match", "paths", "log_prior", "c2t_rank", "c2c2t_rank", "learned_rank",
             "top_content_similarity", "top_tag_similarity", "history", "tag_similarity", "tag_similarity_gap", "top_learned",
-            "cold_tag_similarity", "cold_tag_similarity_gap", "cold_c2t_rank", "cold_top_learned")
+            "cold_tag_similarity", "cold_tag_similarity_gap", "cold_c2t_rank", "cold_top_learned",
+            "neighbour_tags", "neighbour_tags_learned", "neighbour_tags_c2c2t")
 RANKED = {"C2T": "c2t_rank", "C2C2T": "c2c2t_rank", "learned": "learned_rank"}
 PATHS = {"C2T": "c2t", "C2C2T": "c2c2t", "learned": "learned", "match": "match"}
 MIN_PRIOR = 1e-4
@@ -66,7 +67,9 @@ def candidate_features(evidence: Sequence, prior: float, ranks: dict[str, int] |
     its gap to the nearest tag's, and how well the content fits the knowledge base at all
     (``item``: the similarity of its nearest history content and of its nearest tag, the
     classifier's best score for any tag) — low for content that fits no tag, so that such content
-    gets low confidence instead of the most common tags. The ``cold_*`` features repeat the
+    gets low confidence instead of the most common tags — and how many tags its neighbours carry,
+    alone and with the classifier's and the votes' scores (a vote share of 0.3 is strong among
+    items of eight tags, weak among items of one). The ``cold_*`` features repeat the
     description evidence for tags without history, so that it is weighed apart for them."""
     out = {name: 0.0 for name in FEATURES}
     out.update({k: v for k, v in (item or {}).items() if k in out})
@@ -87,6 +90,9 @@ def candidate_features(evidence: Sequence, prior: float, ranks: dict[str, int] |
     out["cold_tag_similarity_gap"] = cold * out["tag_similarity_gap"]
     out["cold_c2t_rank"] = cold * out["c2t_rank"]
     out["cold_top_learned"] = cold * out["top_learned"]
+    # a content whose neighbours carry many tags has many right ones: a path's score means more there
+    out["neighbour_tags_learned"] = out["neighbour_tags"] * out["learned"]
+    out["neighbour_tags_c2c2t"] = out["neighbour_tags"] * out["c2c2t"]
     return out
 
 

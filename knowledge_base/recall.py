@@ -94,12 +94,22 @@ def _snippet(text: str) -> str:
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1] + "…"
 
 
-def content_fit(similar: list[Neighbour], tag_hits: list[Neighbour], learned: list[tuple[str, float]] = ()) -> dict[str, float]:
+def content_fit(similar: list[Neighbour], tag_hits: list[Neighbour], learned: list[tuple[str, float]] = (),
+                neighbour_tags: float = 0.0) -> dict[str, float]:
     """How well a content fits the knowledge base: the similarity of its nearest history item and
-    of its nearest tag, and the classifier's best score for any tag."""
+    of its nearest tag, the classifier's best score for any tag, and how many tags its similar
+    history items carry (similarity-weighted: how many tags an item like it has)."""
     return {"top_content_similarity": round(max((h.similarity for h in similar), default=0.0), 4),
             "top_tag_similarity": round(max((h.similarity for h in tag_hits), default=0.0), 4),
-            "top_learned": round(max((s for _, s in learned), default=0.0), 4)}
+            "top_learned": round(max((s for _, s in learned), default=0.0), 4),
+            "neighbour_tags": round(neighbour_tags, 4)}
+
+
+def neighbour_tag_count(kb: KnowledgeBase, similar: list[Neighbour], hidden_tags: frozenset[str] = frozenset()) -> float:
+    """The similarity-weighted mean number of tags the similar history items carry (0 without any)."""
+    weights = [(max(h.similarity, 0.0), sum(1 for t in kb.graph.tags_of(h.id) if t not in hidden_tags)) for h in similar]
+    total = sum(w for w, _ in weights)
+    return sum(w * n for w, n in weights) / total if total else 0.0
 
 
 def ranker_features(candidates: list[Candidate], prior, item: dict[str, float],
@@ -238,7 +248,7 @@ def recall_candidates(
     if not candidates and not kb.tag_names():
         notes.append("the tag repository is empty: load one with llm4tag kb load-vocab FILE")
 
-    fit = content_fit(similar, tag_hits, predicted)
+    fit = content_fit(similar, tag_hits, predicted, neighbour_tag_count(kb, similar, hidden_tags))
     ranker = classifier.ranker if classifier is not None else None
     if ranker is not None:
         in_domain = ranker.in_domain(fit)

@@ -156,7 +156,8 @@ def test_a_text_that_fits_nothing_gets_no_tag(trained_copy):
     assert result["recall_fit"]["in_domain"] < 0.5
     assert any("fits this knowledge base poorly" in n for n in result["notes"])
     inside = tagging.tag(TEXT, context=_fast(trained_copy))
-    assert inside["recall_fit"]["in_domain"] == 1.0 and inside["tags"]
+    # a software text is in domain (the cut leaves 5% of in-domain items below it, so not always untouched)
+    assert inside["recall_fit"]["in_domain"] >= 0.5 and inside["recall_fit"]["in_domain"] > 100 * result["recall_fit"]["in_domain"]
 
 
 def test_in_domain_probability_and_micro_f1_threshold():

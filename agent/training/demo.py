@@ -31,17 +31,41 @@ from ..confidence import FILE_NAME as CALIBRATION_FILE
 from ..context import Context
 from ..demo_model import ADAPTER, CALIBRATION_ITEMS, DEMO_MODEL, DESCRIPTION, FOREIGN_ITEMS, install_demo_model, shipped_demo_model
 
+def demo_threshold(run_dir: Path, fusion, max_tags: int) -> dict:
+    """The threshold with the best micro-F1 on the calibration run's labelled items, for the
+    confidence the demo will show (the fitted fusion when one was kept, else recall's P(right)),
+    with the figures at it and how many of the run's foreign texts it still tags."""
+    from ..batch import read_finished
+    from ..evaluation.metrics import best_cut, multi_tag_metrics
+    from ..evaluation.report import scored_answer
+
+    finished = read_finished(Path(run_dir) / "items-full.jsonl")
+    for r in finished.values():
+        for j in r.get("judged", []):
+            if fusion is not None and "features" in j:
+                j["confidence"] = fusion.predict(j["features"])
+            elif j.get("recall_probability") is not None:
+                j["confidence"] = j["recall_probability"]
+    records = [r for r in finished.values() if not r["id"].startswith("ood:")]
+    foreign = [r for r in finished.values() if r["id"].startswith("ood:")]
+    cut = best_cut([scored_answer(r) for r in records], [r["truth"] for r in records], max_tags)
+    threshold = round(cut["threshold"], 2)
+    kept = [[t for t, c in scored_answer(r) if c is not None and c >= threshold][:max_tags] for r in records]
+    at = multi_tag_metrics(kept, [r["truth"] for r in records])
+    return {"threshold": threshold, **{k: at[k] for k in ("Acc@1", "Acc@2", "Acc@3", "Coverage@1", "Coverage@3", "precision_micro",
+                                                         "recall_micro", "f1_micro")},
+            "foreign_tagged": sum(1 for r in foreign if any(c is not None and c >= threshold for _, c in scored_answer(r))),
+            "foreign_texts": len(foreign)}
+
+
 def build_demo_model(work_dir: str | Path, out_dir: str | Path = DEMO_MODEL, *, samples: int = 200, mistake_samples: int = 80,
                      epochs: int = 1, lora_r: int = 8, seed: int = 7, calibration_items: int | None = None,
                      foreign_items: int | None = None, refit_only: bool = False,
                      progress: Callable[[str, int, int], None] | None = None, log: Callable[[str], None] = print) -> dict:
     """Train, export, fit and tune the demo's model from ``knowledge_base/demo_data/`` (see the
     module's docstring); writes the shipped files into ``out_dir`` and returns what it measured."""
-    from ..batch import read_finished
     from ..evaluation.calibrate import choose_and_fit
     from ..evaluation.labelled import load_out_of_domain
-    from ..evaluation.metrics import best_cut, multi_tag_metrics
-    from ..evaluation.report import scored_answer
     from . import train_model
 
     started = time.perf_counter()
@@ -75,22 +99,7 @@ def build_demo_model(work_dir: str | Path, out_dir: str | Path = DEMO_MODEL, *, 
     from ..confidence import LearnedCalibration
 
     fusion = LearnedCalibration.load(kb.directory)
-    finished = read_finished(run_dir / "items-full.jsonl")
-    records = [r for r in finished.values() if not r["id"].startswith("ood:")]
-    if fusion is not None:  # the threshold belongs to the confidence the demo will show
-        for r in finished.values():
-            for j in r.get("judged", []):
-                if "features" in j:
-                    j["confidence"] = fusion.predict(j["features"])
-    cut = best_cut([scored_answer(r) for r in records], [r["truth"] for r in records], context.max_tags)
-    threshold = round(cut["threshold"], 2)
-    kept = [[t for t, c in scored_answer(r) if c is not None and c >= threshold][: context.max_tags] for r in records]
-    at = multi_tag_metrics(kept, [r["truth"] for r in records])
-    foreign_tagged = sum(1 for r in finished.values() if r["id"].startswith("ood:")
-                         and any(c is not None and c >= threshold for _, c in scored_answer(r)))
-    tuned = {"threshold": threshold, **{k: at[k] for k in ("Acc@1", "Acc@2", "Acc@3", "Coverage@1", "Coverage@3", "precision_micro",
-                                                           "recall_micro", "f1_micro")},
-             "foreign_tagged": foreign_tagged, "foreign_texts": len(foreign)}
+    tuned = demo_threshold(run_dir, fusion, context.max_tags)
     if adapter.resolve() != (out / ADAPTER).resolve():
         shutil.copyfile(adapter, out / ADAPTER)
     if fusion is not None:
