@@ -75,7 +75,8 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
             scorable = [i for i in held if warm_tags[i]]
             right = sum(bool(p) and p[0][0] in tags[i] for i in scorable for p in [model.predict(vectors[i], 1, texts[i])])
             variants[name] = (right / max(len(scorable), 1), model)
-        chosen = max(variants, key=lambda n: variants[n][0])  # ties: words+embedding, the first tried
+        # words must earn their place: on a tie the embedding alone, the smaller model, is kept
+        chosen = max(variants, key=lambda n: (variants[n][0], n == "embedding"))
         partial = variants[chosen][1]
         use_texts = texts if chosen == "words+embedding" else None
         choice = {"features": chosen, "held_out_accuracy": {n: round(a, 4) for n, (a, _) in variants.items()}}
