@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 
 from knowledge_base.errors import KnowledgeBaseError
+from knowledge_base.ranker import verdict_probability
 
 Kind = Literal["logistic", "isotonic"]
 FEATURES = ("logit_p_yes", "c2t", "c2c2t", "match", "inverse_rank", "from_history", "learned",
@@ -116,11 +117,7 @@ def final_confidence(confidence: float | None, candidate: dict | None, in_domain
     if confidence is not None and in_domain < 1.0:
         confidence = min(confidence, in_domain)
     memory = remembered_verdict(candidate)
-    if memory is None:
-        return confidence
-    if memory["verdict"] == "right":
-        return min(max(confidence or 0.0, memory["similarity"]), 1 - 1e-4)
-    return max(min(1.0 if confidence is None else confidence, 1.0 - memory["similarity"]), 1e-4)
+    return confidence if memory is None else verdict_probability(confidence, memory["verdict"], memory["similarity"])
 
 
 def rank_tags(scored: list[dict], threshold: float | None, limit: int | None = None) -> list[dict]:

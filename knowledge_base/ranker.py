@@ -50,6 +50,20 @@ MIN_PRIOR = 1e-4
 DOMAIN_KEYS = ("top_content_similarity", "top_tag_similarity")
 
 
+def probability(p: float) -> float:
+    """A probability as shown: 4 places, never a certain 0 or 1."""
+    return round(min(max(p, 1e-4), 1 - 1e-4), 4)
+
+
+def verdict_probability(p: float | None, verdict: str, similarity: float) -> float:
+    """A tag's P(right) after a person's verdict on a text this similar (1: the same text): at
+    least the similarity when it was marked right, at most one minus it when marked wrong. The
+    one rule recall and the confidence step (``agent.confidence.final_confidence``) apply."""
+    if verdict == "right":
+        return probability(max(p or 0.0, similarity))
+    return probability(min(p if p is not None else 1.0, 1.0 - similarity))
+
+
 def path_ranks(candidates: Sequence) -> dict[tuple[str, str], int]:
     """(tag, path) → the candidate's rank within that path (1 = the path's best)."""
     by_path: dict[str, list[tuple[float, str]]] = {}

@@ -32,7 +32,7 @@ import numpy as np
 
 from .classifier import TagClassifier
 from .config import RecallConfig
-from .ranker import candidate_features, path_ranks
+from .ranker import candidate_features, path_ranks, probability, verdict_probability
 from .loaders import require_text
 from .store import KnowledgeBase, Neighbour, _json_list
 
@@ -112,16 +112,22 @@ def neighbour_tag_count(kb: KnowledgeBase, similar: list[Neighbour], hidden_tags
     return sum(w * n for w, n in weights) / total if total else 0.0
 
 
+def tag_similarities(tags: Iterable[str], tag_hits: list[Neighbour]) -> dict[str, float]:
+    """Each tag's cosine to the content from the nearest-tags query; a tag beyond those gets the
+    farthest one's (its own is at most that)."""
+    sims = {h.id: h.similarity for h in tag_hits}
+    floor = min(sims.values(), default=0.0)
+    return {t: round(sims.get(t, floor), 4) for t in tags}
+
+
 def ranker_features(candidates: list[Candidate], prior, item: dict[str, float],
                     tag_similarity: dict[str, float] | None = None) -> list[dict[str, float]]:
     """Each candidate's ranker inputs (``knowledge_base.ranker``); ``prior(tag)`` is its share of
-    the history; ``item`` the content's ``content_fit``; ``tag_similarity`` the cosines of the
-    nearest tags (a candidate beyond them gets the farthest one's)."""
+    the history; ``item`` the content's ``content_fit``; ``tag_similarity`` each candidate's
+    cosine (``tag_similarities``)."""
     ranks = path_ranks(candidates)
-    sims = tag_similarity or {}
-    floor = min(sims.values(), default=0.0)
     return [candidate_features(c.evidence, prior(c.tag), {ev.path: ranks[(c.tag, ev.path)] for ev in c.evidence}, item,
-                               sims.get(c.tag, floor) if sims else None) for c in candidates]
+                               (tag_similarity or {}).get(c.tag)) for c in candidates]
 
 
 def c2c2t_votes(kb: KnowledgeBase, similar: list[Neighbour], hidden_tags: frozenset[str] = frozenset()) -> dict[str, tuple[float, list[dict]]]:
@@ -136,10 +142,6 @@ def c2c2t_votes(kb: KnowledgeBase, similar: list[Neighbour], hidden_tags: frozen
             share, via = votes.get(tag, (0.0, []))
             votes[tag] = (share + h.similarity / total, via + [{"id": h.id, "similarity": round(h.similarity, 4)}])
     return votes
-
-
-def _probability(p: float) -> float:
-    return round(min(max(p, 1e-4), 1 - 1e-4), 4)  # a probability, never shown as a certain 0 or 1
 
 
 def remembered(nearest: list[Neighbour], similarity: float | None, candidates: dict[str, Candidate], text: str = "") -> list[Candidate]:
@@ -162,16 +164,6 @@ def remembered(nearest: list[Neighbour], similarity: float | None, candidates: d
                 cand.evidence.append(Evidence("memory", close, [{"id": h.id, "similarity": close, "verdict": verdict}]))
                 seen[tag] = cand
     return list(seen.values())
-
-
-def verdict_probability(p: float | None, memory: Evidence | None) -> float | None:
-    """A tag's P(right) after a person's verdict on the same or a near-duplicate text: at least
-    the texts' similarity when it was marked right, at most one minus it when marked wrong."""
-    if memory is None or not memory.via:
-        return p
-    if memory.via[0]["verdict"] == "right":
-        return _probability(max(p or 0.0, memory.score))
-    return _probability(min(p if p is not None else 1.0, 1.0 - memory.score))
 
 
 def recall_candidates(
@@ -218,7 +210,9 @@ def recall_candidates(
 
     classifier = None
     predicted: list[tuple[str, float]] = []
-    nearest = kb.similar_contents(vector, cfg.similar_contents + (own_id is not None), exclude=exclude, refresh=False)
+    # the nearest contents: C2C2T's neighbours and memory's verdicts (match recall without memory needs none)
+    nearest = (kb.similar_contents(vector, cfg.similar_contents + (own_id is not None), exclude=exclude, refresh=False)
+               if cfg.strategy == "graph" or cfg.memory_similarity is not None else [])
     nearest = [h for h in nearest if not (h.id == own_id and (h.metadata or {}).get("origin") == "writeback")]
     similar = [h for h in nearest if h.id != own_id][: cfg.similar_contents] if cfg.strategy == "graph" else []
     tag_hits = kb.similar_tags(vector, max(cfg.budget, cfg.max_c2t) * 2, refresh=False, details=False)
@@ -257,17 +251,16 @@ def recall_candidates(
             notes.append(f"the text fits this knowledge base poorly (nearest history item {fit['top_content_similarity']:.2f}, "
                          f"nearest tag {fit['top_tag_similarity']:.2f}): every confidence is scaled by {in_domain:.2f}")
         prior = (lambda t: 0.0 if t in hidden_tags else ranker.prior(t)) if hidden_tags else ranker.prior
-        for cand, features in zip(candidates.values(), ranker_features(list(candidates.values()), prior, fit, {h.id: h.similarity for h in tag_hits})):
-            cand.score = _probability(ranker.predict(features) * in_domain)
+        features = ranker_features(list(candidates.values()), prior, fit, tag_similarities(candidates, tag_hits))
+        for cand, features in zip(candidates.values(), features):
+            cand.score = probability(ranker.predict(features) * in_domain)
     for cand in remembered(nearest, cfg.memory_similarity, candidates, text):
         memory = cand.evidence_for("memory")
         if ranker is not None:
-            cand.score = verdict_probability(cand.score, memory)
+            cand.score = verdict_probability(cand.score, memory.via[0]["verdict"], memory.score)
         else:  # evidence sums: a right verdict adds its similarity, a wrong one leaves nothing
             cand.score = round(cand.score + memory.score, 4) if memory.via[0]["verdict"] == "right" else 0.0
     ranked = sorted(candidates.values(), key=lambda c: -c.score)[: cfg.budget]
-    sims = {h.id: h.similarity for h in tag_hits}
-    floor = min(sims.values(), default=0.0)
     # descriptions of the kept candidates only (the nearest-tags query fetched names and similarities)
     descriptions = {name: tag.description for name, tag in kb.get_tags([c.tag for c in ranked]).items()}
     for cand in ranked:
@@ -278,4 +271,4 @@ def recall_candidates(
         for h in similar
     ]
     return RecallResult(ranked, similar_out, cfg.strategy, truncated, notes, "probability" if ranker is not None else "evidence", fit,
-                        {c.tag: round(sims.get(c.tag, floor), 4) for c in ranked})
+                        tag_similarities([c.tag for c in ranked], tag_hits))

@@ -77,10 +77,9 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
             features = evidence_features(p_yes, by_tag.get(tag), generated.index(tag) + 1 if tag in generated else None,
                                          origin == "history", recall_rank.get(tag), recall_probability)
             confidence = fused_confidence(features, p_yes, recall_probability, fitted, ctx.use_learned_calibration)
-            if fitted is not None and ctx.use_learned_calibration:  # recall's own P(right) is already scaled by the fit
-                confidence = final_confidence(confidence, by_tag.get(tag), in_domain)
-            else:
-                confidence = final_confidence(confidence, by_tag.get(tag))
+            # a fitted fusion is not scaled by the content's fit to the domain (recall's own P(right) is): cap it
+            fused = fitted is not None and ctx.use_learned_calibration
+            confidence = final_confidence(confidence, by_tag.get(tag), in_domain if fused else 1.0)
             judgment = {
                 "tag": tag, "origin": origin, "confidence": None if confidence is None else round(confidence, 4),
                 "recall_probability": recall_probability,
