@@ -66,10 +66,11 @@ def route_after_calibrate(state: State, runtime: Runtime[Context]) -> Literal["r
     return "write_back" if ctx.write_back and state.get("tags") else END
 
 
-def build_graph(cache=None, checkpointer=None):
+def build_graph(cache=None, checkpointer=None, context_schema: type[Context] = Context):
     """The tagging graph, compiled with an optional node cache (a LangGraph ``BaseCache``) and
-    checkpointer (needed by review)."""
-    builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
+    checkpointer (needed by review). ``context_schema``: what a run's context dict becomes (LangGraph's
+    server uses ``agent.served.ServedContext``, which checks it against the operator's settings)."""
+    builder = StateGraph(State, context_schema=context_schema, input_schema=InputState, output_schema=OutputState)
     builder.add_node("prepare", prepare_content)
     builder.add_node("recall", recall_tags, cache_policy=CachePolicy(key_func=cache_key("recall")))
     builder.add_node("examples", retrieve_examples)

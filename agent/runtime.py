@@ -276,10 +276,17 @@ _runtimes: dict[str, Runtime] = {}
 _runtimes_lock = threading.Lock()
 
 
-def runtime_for(kb_dir: str | Path | None) -> Runtime:
-    """The ``Runtime`` of the knowledge base at ``kb_dir`` (the demo one when None)."""
+def runtime_for(kb_dir: str | Path | None, create: bool = False) -> Runtime:
+    """The ``Runtime`` of the knowledge base at ``kb_dir`` (the demo one when None).
+
+    Only loaders create a knowledge base (``create``); any other caller naming a folder that is
+    not one — a typo, or a remote caller's guess — gets a ``KnowledgeBaseError`` and nothing is
+    made on disk. The message repeats ``kb_dir`` as given, never the resolved server path."""
     key = str(Path(kb_dir).expanduser().resolve()) if kb_dir else DEMO
     with _runtimes_lock:
+        if key not in _runtimes and kb_dir is not None and not create and not (Path(key) / "config.json").is_file():
+            raise KnowledgeBaseError(f"there is no knowledge base at {str(kb_dir)[:200]!r}: check the folder, or create one "
+                                     "with: llm4tag --kb DIR kb load-vocab TAGS")
         if key not in _runtimes:
             if kb_dir is None:
                 kb = open_demo_kb(prepare_encoder=True)  # every runtime encodes: its encoder loads while Chroma opens
@@ -292,6 +299,6 @@ def runtime_for(kb_dir: str | Path | None) -> Runtime:
         return _runtimes[key]
 
 
-def get_knowledge_base(kb_dir: str | Path | None) -> KnowledgeBase:
-    return runtime_for(kb_dir).kb
+def get_knowledge_base(kb_dir: str | Path | None, create: bool = False) -> KnowledgeBase:
+    return runtime_for(kb_dir, create=create).kb
 

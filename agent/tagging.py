@@ -27,7 +27,7 @@ import threading
 from typing import Any, Iterable, Iterator
 
 from knowledge_base.config import RecallConfig
-from knowledge_base.errors import InputError
+from knowledge_base.errors import InputError, NoReviewWaitingError
 from knowledge_base.loaders import content_id as _content_id
 from knowledge_base.loaders import require_text, verdict
 from knowledge_base.recall import RecallResult
@@ -171,7 +171,20 @@ def _waiting(snapshot) -> dict | None:
     return None
 
 
-_review_locks: dict[tuple[str, str], threading.Lock] = {}
+_review_locks: dict[str, "FileLock"] = {}  # one per knowledge base
+
+
+def _reviews_locked(rt: Runtime):
+    """The lock a review decision and a learn take to check what waits and write: shared by the
+    threads and processes of one knowledge base, re-entrant in a thread (a learn that resumes a
+    review takes it twice), so an acknowledged learn and a decision of the same text never interleave."""
+    from filelock import FileLock
+
+    key = str(rt.kb.directory)
+    with _graphs_lock:
+        if key not in _review_locks:
+            _review_locks[key] = FileLock(str(rt.kb.directory / ".review.lock"), timeout=120)
+        return _review_locks[key]
 
 
 def review(content_id: str, *, accept: Iterable[str] = (), reject: Iterable[str] = (), add: Iterable[str] = (),
@@ -181,7 +194,6 @@ def review(content_id: str, *, accept: Iterable[str] = (), reject: Iterable[str]
     The decision is validated before the run resumes; no review waiting is an ``InputError``
     (also for the second of two decisions sent at once: one review takes one decision, under a
     lock shared by threads and processes)."""
-    from filelock import FileLock
     from langgraph.types import Command
 
     from .nodes.review import check_decision
@@ -192,14 +204,13 @@ def review(content_id: str, *, accept: Iterable[str] = (), reject: Iterable[str]
     except InputError as exc:
         exc.args = (f"{exc}; the review still waits",)
         raise
-    with _graphs_lock:
-        local = _review_locks.setdefault((str(rt.kb.directory), content_id), threading.Lock())
-    with local, FileLock(str(rt.kb.directory / ".review.lock"), timeout=120):
+    with _reviews_locked(rt):
         compiled = graph_for(rt, review=True)
         config = review_thread(content_id)
         snapshot = compiled.get_state(config) if rt.has_reviews() else None
         if snapshot is None or _waiting(snapshot) is None:
-            raise InputError(f"no review is waiting for content {content_id!r}; tag it with review on first")
+            raise NoReviewWaitingError(f"no review is waiting for content {content_id!r} (none was started, or it was decided "
+                                       "already); tag it with review on first")
         ctx = Context.from_env(kb_dir=kb_dir)  # the review nodes need only the knowledge base
         if "record_review" in snapshot.next:
             # the last decision could not be written: this one replaces it, and the write runs again
@@ -238,6 +249,14 @@ def learn(text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, s
     rt = runtime_for(kb_dir)
     cleaned = require_text(text)
     correct, incorrect = verdict(correct, incorrect)
+    if not rt.has_reviews():
+        return rt.learn(cleaned, correct, incorrect, cid=sample_id or None, replace=replace)
+    with _reviews_locked(rt):  # no review decision of this text in between: either resumes it or comes after it
+        return _learn_or_resume(rt, cleaned, correct, incorrect, sample_id, kb_dir, replace)
+
+
+def _learn_or_resume(rt: Runtime, cleaned: str, correct: tuple[str, ...], incorrect: tuple[str, ...], sample_id: str | None,
+                     kb_dir: str | None, replace: bool) -> dict:
     for cid in dict.fromkeys(i for i in (sample_id, _content_id(cleaned)) if i):
         waiting = pending_review(content_id=cid, kb_dir=kb_dir)
         if waiting is None or waiting.get("text") != cleaned:

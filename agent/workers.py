@@ -103,8 +103,7 @@ class TaggerPool:
                                    initializer=_start_worker, initargs=(self.context,))
 
     def _submit(self, fn, *args, **kwargs) -> Future:
-        """Submit to the executor; one whose worker died is replaced (its calls in flight fail
-        with ``WorkerError``, later ones run on fresh workers)."""
+        """Submit to the executor; one whose worker died is replaced (later calls run on fresh workers)."""
         with self._lock:
             try:
                 return self._executor.submit(fn, *args, **kwargs)
@@ -120,6 +119,13 @@ class TaggerPool:
         if ctx.kb_dir != self.context.kb_dir or ctx.backend != self.context.backend:
             raise ValueError("a pool tags with the knowledge base and backend it was started for")
         outer: Future = Future()
+        self._run(outer, text, title, ctx, retries=1)
+        return outer
+
+    def _run(self, outer: Future, text: str, title: str | None, ctx: Context, retries: int) -> None:
+        """Tag in a worker and settle ``outer`` with the result. When the worker process dies, every
+        call queued on the pool fails with it (``BrokenProcessPool``): each is run again once on
+        fresh workers, so only a call that kills a worker twice fails (``WorkerError``)."""
         if self.kind == "threads":
             from .tagging import tag
 
@@ -131,7 +137,13 @@ class TaggerPool:
             try:
                 value = f.result()
             except BrokenProcessPool as exc:
-                outer.set_exception(WorkerError(f"a tagging worker process died ({exc}); it may have run out of memory — "
+                if retries > 0:
+                    try:
+                        self._run(outer, text, title, ctx, retries - 1)
+                        return
+                    except BaseException as again:  # noqa: BLE001 - the pool is closing, or cannot start workers
+                        exc = again
+                outer.set_exception(WorkerError(f"a tagging worker process died twice on this item ({exc}); it may run out of memory — "
                                                 "the pool starts fresh workers for what comes next; use fewer workers if it recurs"))
             except BaseException as exc:  # the tagger's own errors reach the caller as they are
                 outer.set_exception(exc)
@@ -145,7 +157,6 @@ class TaggerPool:
                     outer.set_result(result)
 
         inner.add_done_callback(done)
-        return outer
 
     def start(self) -> None:
         """Start every worker and wait until each has loaded the knowledge base and the model

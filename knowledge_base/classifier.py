@@ -217,6 +217,34 @@ def _write_training_file(path: Path, rows: list[list[tuple[int, float]]], label_
             fh.write(",".join(map(str, ids)) + " " + " ".join(f"{j}:{v:.6f}" for j, v in row if v) + "\n")
 
 
+def exchange_directories(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the system cannot. A process killed at any moment leaves one complete classifier in place."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd, exchange = -100, 2
+    return renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0
+
+
+LEFTOVER_AGE_S = 3600  # a save takes minutes at most: an older .classifier-* folder is a killed save's leftover
+
+
+def _remove_leftovers(kb_dir: Path) -> None:
+    for path in kb_dir.glob(".classifier-*"):
+        try:
+            if time.time() - path.stat().st_mtime > LEFTOVER_AGE_S:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+
+
 class TagClassifier:
     """A trained omikuji model and its labels; ``predict`` is thread-safe."""
 
@@ -277,16 +305,20 @@ class TagClassifier:
                 self.ranker.save(tmp)
             self.features.save(tmp)
             (tmp / META).write_text(json.dumps(asdict(self.info), indent=1), encoding="utf-8")
-            old = None
-            if target.exists():
-                old = target.with_name(f".classifier-old-{os.getpid()}-{time.time_ns()}")
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            if target.exists() and exchange_directories(tmp, target):
+                shutil.rmtree(tmp, ignore_errors=True)  # it holds the old classifier now
+            else:  # no atomic exchange here: two renames, with a moment without a classifier
+                old = None
+                if target.exists():
+                    old = target.with_name(f".classifier-old-{os.getpid()}-{time.time_ns()}")
+                    os.replace(target, old)
+                os.replace(tmp, target)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        _remove_leftovers(Path(kb_dir))
         return target
 
     @staticmethod

@@ -40,6 +40,17 @@ class Chunk:
     row: int | None = None  # CSV data row, from 1 (the header line is not a row)
 
 
+CSV_FIELD_BYTES = 64 * 2**20  # the largest CSV cell read (the csv module's own limit, 128 KiB, refuses a long description)
+
+
+def allow_large_csv_fields() -> None:
+    """Raise the csv module's per-field limit (process-wide) to ``CSV_FIELD_BYTES`` before a CSV is read."""
+    import csv
+
+    if csv.field_size_limit() < CSV_FIELD_BYTES:
+        csv.field_size_limit(CSV_FIELD_BYTES)
+
+
 def unsupported(path: Path) -> str:
     """Why ``path`` cannot be loaded as a document, in words."""
     suffix = path.suffix.lower()
@@ -54,6 +65,49 @@ def _tidy(text: str) -> str:
     between its elements, a PDF page's layout), so the splitter sees paragraphs."""
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def check_limits(path: Path) -> None:
+    """Refuse, before reading it, a file beyond ``load-docs``' limits (``LLM4TAG_DOC_MAX_BYTES``,
+    ``LLM4TAG_DOC_MAX_PAGES``): its size, what a .docx unpacks to (a zip bomb), a PDF's pages."""
+    from .settings import settings
+
+    limits = settings()
+    size = path.stat().st_size
+    if size > limits.doc_max_bytes:
+        raise LoadError(f"the file is {size:,} bytes, over load-docs' limit of {limits.doc_max_bytes:,}; split it, or raise "
+                        "LLM4TAG_DOC_MAX_BYTES", str(path))
+    suffix = path.suffix.lower()
+    if suffix == ".docx":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                unpacked = sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError):
+            return  # the loader names what is wrong with it
+        if unpacked > limits.doc_max_bytes:
+            raise LoadError(f"the .docx unpacks to {unpacked:,} bytes, over load-docs' limit of {limits.doc_max_bytes:,} "
+                            "(a file this large is not a normal document); raise LLM4TAG_DOC_MAX_BYTES if it is", str(path))
+    elif suffix == ".pdf":
+        try:
+            from pypdf import PdfReader
+
+            pages = len(PdfReader(path, strict=False).pages)
+        except Exception:  # noqa: BLE001 - encrypted or damaged: the loader names what is wrong with it
+            return
+        if pages > limits.doc_max_pages:
+            raise LoadError(f"the PDF has {pages:,} pages, over load-docs' limit of {limits.doc_max_pages:,}; split it, or raise "
+                            "LLM4TAG_DOC_MAX_PAGES", str(path))
+
+
+def check_passages(path: Path, count: int) -> None:
+    from .settings import settings
+
+    limit = settings().doc_max_passages
+    if count > limit:
+        raise LoadError(f"the file gives {count:,} passages, over load-docs' limit of {limit:,}; split it, or raise "
+                        "LLM4TAG_DOC_MAX_PASSAGES", str(path))
 
 
 def read_file(path: str | Path, max_chars: int = 800) -> list[Chunk]:
@@ -72,6 +126,7 @@ def read_file(path: str | Path, max_chars: int = 800) -> list[Chunk]:
             from langchain_text_splitters import RecursiveCharacterTextSplitter
         if path.stat().st_size == 0:
             raise LoadError("the file is empty (0 bytes): no document text found", str(path))
+        check_limits(path)
         if kind == "PDF":
             loader = PyPDFLoader(str(path), mode="page")
         elif kind == "HTML":
@@ -79,6 +134,7 @@ def read_file(path: str | Path, max_chars: int = 800) -> list[Chunk]:
         elif kind == "Word":
             loader = Docx2txtLoader(str(path))
         else:
+            allow_large_csv_fields()
             loader = CSVLoader(str(path), encoding="utf-8-sig")
     except ImportError as exc:  # the extra, or the one package a loader needs (pypdf, bs4, docx2txt), is missing
         raise LoadError(_missing(kind, exc), str(path)) from None
@@ -104,6 +160,7 @@ def read_file(path: str | Path, max_chars: int = 800) -> list[Chunk]:
         for piece in splitter.split_text(text):
             if piece.strip():
                 chunks.append(Chunk(piece.strip(), None if page is None else int(page) + 1, None if row is None else int(row) + 1))
+    check_passages(path, len(chunks))
     if not chunks:
         pages = f"{len(documents)} page{'s' if len(documents) != 1 else ''}"
         hint = {"PDF": f" ({pages} without a text layer: a scanned PDF needs OCR first)" if documents else "",

@@ -19,6 +19,10 @@ class UnknownTagsError(InputError):
         self.tags = list(tags)
 
 
+class NoReviewWaitingError(InputError):
+    """A review decision for a content whose review is not (or no longer) waiting."""
+
+
 class ConflictError(InputError):
     """A write would silently replace something else already stored under the same id; ``id`` names it."""
 
@@ -46,3 +50,24 @@ class KnowledgeBaseError(Llm4tagError):
 
 class KnowledgeBaseReadOnlyError(KnowledgeBaseError):
     """The knowledge base's folder (or its parent, when creating one) cannot be written."""
+
+
+class DiskFullError(KnowledgeBaseError):
+    """A write stopped because the disk (or the user's quota) is full."""
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or an exception it came from) says the disk is full: ``OSError`` ENOSPC or
+    EDQUOT, or SQLite's "database or disk is full" as Chroma passes it on."""
+    import errno
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc).lower()
+        if "disk is full" in text or "no space left on device" in text or "disk quota exceeded" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False

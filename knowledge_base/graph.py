@@ -289,11 +289,15 @@ class ContentTagGraph:
 
     def _compact(self) -> None:
         tmp = self.snapshot_path.with_suffix(".json.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(graph_to_json(self.g, self.synced_to, self.latest))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.snapshot_path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(graph_to_json(self.g, self.synced_to, self.latest))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.snapshot_path)
+        except BaseException:  # a full disk, an interrupt: the old snapshot and the journal stay; no partial copy is left
+            tmp.unlink(missing_ok=True)
+            raise
         with open(self.journal_path, "wb") as fh:
             fh.flush()
             os.fsync(fh.fileno())

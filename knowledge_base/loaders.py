@@ -232,6 +232,9 @@ def read_tags(path: str | Path, on_error: OnError = "stop") -> Parsed:
             rows.append((number, obj))
     elif suffix in (".tsv", ".csv", ".txt"):
         delimiter = "," if suffix == ".csv" else "\t"
+        from .documents import allow_large_csv_fields
+
+        allow_large_csv_fields()
         header: list[str] | None = None
         for number, text in _decoded_lines(path, parsed):
             try:  # one line, one row: a line the csv module refuses (a field over its size limit) is that line's problem
@@ -342,7 +345,7 @@ def read_documents(paths: list[str | Path], on_error: OnError = "stop") -> Parse
     the load with the file named (``on_error="stop"``) or is listed and left out (``"skip"``).
     A passage's id is ``source#index``; the same file read again gives the same passages.
     """
-    from .documents import SUPPORTED, TEXT_SUFFIXES, read_file, unsupported
+    from .documents import SUPPORTED, TEXT_SUFFIXES, check_limits, check_passages, read_file, unsupported
 
     parsed = Parsed()
     files: list[tuple[Path, str]] = []  # (file, source): a file found in a directory is named by its path there
@@ -364,17 +367,33 @@ def read_documents(paths: list[str | Path], on_error: OnError = "stop") -> Parse
         raise LoadError(f"no document files found in the folder (load-docs reads {', '.join(SUPPORTED)}); nothing was loaded",
                         str(paths[0]) if paths else None)
     for f, source in dict((source, (f, source)) for f, source in files).values():  # a file named twice is read once
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = str(f).encode("utf-8", "backslashreplace").decode("utf-8")
+            parsed.problems.append(Problem(shown, None, "the file name is not valid UTF-8 (it would be the passages' source); "
+                                                        "rename the file"))
+            continue
         if f.suffix.lower() not in SUPPORTED:
             parsed.problems.append(Problem(str(f), None, unsupported(f)))
             continue
         if f.suffix.lower() in TEXT_SUFFIXES:
             try:
+                check_limits(f)
                 text = f.read_bytes().decode("utf-8-sig")
             except UnicodeDecodeError as exc:
                 line = f.read_bytes()[: exc.start].count(b"\n") + 1
                 parsed.problems.append(Problem(str(f), line, f"not valid UTF-8 ({exc.reason}); re-save the file as UTF-8"))
                 continue
+            except LoadError as exc:
+                parsed.problems.append(Problem(str(f), exc.line, exc.reason))
+                continue
             chunks = [(passage, None, None) for passage in split_passages(clean_text(text))]
+            try:
+                check_passages(f, len(chunks))
+            except LoadError as exc:
+                parsed.problems.append(Problem(str(f), exc.line, exc.reason))
+                continue
         else:
             try:
                 chunks = [(clean_text(c.text), c.page, c.row) for c in read_file(f)]

@@ -48,6 +48,19 @@ class Settings:
                           "else 2 (llama.cpp) or ollama_parallel"})
     api_max_body: int = field(default=1_000_000, metadata={"min": 1, "help": "the largest REST request body in bytes"})
     api_queue: int = field(default=32, metadata={"min": 0, "help": "REST tag requests that may wait for a worker before 503"})
+    allowed_backends: str | None = field(default=None, metadata={
+        "help": "backends a caller of the app or LangGraph's server may pick besides the configured one (LLM4TAG_BACKEND), "
+                "comma-separated specs such as 'llamacpp:/models/x.gguf,ollama:qwen2.5:7b'; unset: only the configured one"})
+    served_writes: bool = field(default=False, metadata={
+        "help": "let a run's context on LangGraph's server turn on write_back or review (both change the knowledge base); "
+                "off: only LLM4TAG_WRITE_BACK / LLM4TAG_REVIEW, set by the operator, do"})
+    disk_reserve: int = field(default=16 * 2**20, metadata={
+        "min": 0, "help": "bytes that must be free on the knowledge base's disk before a write starts; with less it is "
+                          "refused whole, and a write that fails there is put down to a full disk"})
+    doc_max_bytes: int = field(default=64 * 2**20, metadata={
+        "min": 1, "help": "load-docs: the largest document file in bytes, and the most a .docx may unpack to"})
+    doc_max_pages: int = field(default=2000, metadata={"min": 1, "help": "load-docs: the most pages a PDF may have"})
+    doc_max_passages: int = field(default=20000, metadata={"min": 1, "help": "load-docs: the most passages one file may give"})
     prompts_dir: str | None = field(default=None, metadata={
         "help": "a folder with your own copies of prompts/*.txt; a template it lacks is read from prompts/"})
 

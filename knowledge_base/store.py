@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -33,15 +34,18 @@ from filelock import FileLock, Timeout
 from .classifier import TagClassifier, classifier_stamp
 from .config import KnowledgeBaseConfig
 from .encoder import Encoder
-from .errors import ConflictError, InputError, KnowledgeBaseError, KnowledgeBaseReadOnlyError, UnknownTagsError
+from .errors import (ConflictError, DiskFullError, InputError, KnowledgeBaseError, KnowledgeBaseReadOnlyError, Llm4tagError,
+                     UnknownTagsError, is_disk_full)
 from .graph import TAG, ContentTagGraph, content_node, tag_node
 from .loaders import Passage, Sample, Tag, content_id, humanize_tag, require_id, require_text, valid_unicode, verdict
+from .settings import settings
 from .shared_graph import COLLECTION as SHARED_COLLECTION
 from .shared_graph import SharedGraph
 
 UnknownTagPolicy = Literal["skip", "add", "error"]
 Progress = Callable[[int, int], None]  # (done, total)
 BATCH = 256
+FAILED_WRITE_FREE = 16 * 2**20  # a write that fails with less free than this is put down to a full disk
 LOCK_TIMEOUT_S = 120
 MAX_QUERY_RESULTS = 2**31 - 1  # the most hits one Chroma query is asked for
 REVISION_FILE = "revision"  # replaced at the end of every write: see KnowledgeBase.revision
@@ -169,6 +173,7 @@ class KnowledgeBase:
             self._collections = self._open_collections(self._client)
         self.graph = ContentTagGraph(self.directory, load=load_graph)
         self._classifier: tuple[object, TagClassifier | None] = (object(), None)
+        self._classifier_lock = threading.Lock()
         self._tag_cache: tuple[str | None, dict[str, Tag]] = (None, {})  # (local revision, tags read since)
         self._shared: SharedGraph | None = None
         if self.config.chroma_host:  # the graph is a cache of the server's edge store
@@ -278,16 +283,35 @@ class KnowledgeBase:
                 self._file_lock.acquire()
             except Timeout as exc:
                 raise KnowledgeBaseError(
-                    f"another process has held {self.directory}'s write lock for {LOCK_TIMEOUT_S}s; "
-                    "wait for it to finish (or remove .write.lock if no llm4tag process is running)"
+                    f"another writer has held the knowledge base's write lock for {LOCK_TIMEOUT_S}s (a large load, or a "
+                    "process that stopped without releasing it); retry when it has finished"
                 ) from exc
+            refused = self._disk_nearly_full()
             try:
+                if refused:
+                    raise DiskFullError(f"the disk holding the knowledge base has less than {settings().disk_reserve:,} bytes free "
+                                        "(LLM4TAG_DISK_RESERVE), so this write was refused and nothing was written: free some "
+                                        "space and send it again")
                 if refresh:
                     self.refresh()
                 yield
+            except DiskFullError:
+                raise
+            except Exception as exc:
+                if is_disk_full(exc) or (not isinstance(exc, Llm4tagError) and self._disk_nearly_full(after_failure=True)):
+                    raise DiskFullError("the disk holding the knowledge base is full, so this write stopped: free some space and "
+                                        "send it again (llm4tag kb stats lists anything it left half-written; kb rebuild-graph "
+                                        "repairs it)") from exc
+                raise
             finally:
                 try:
-                    self._bump_revision()
+                    if not refused:
+                        self._bump_revision()
+                except Exception as exc:
+                    if is_disk_full(exc):
+                        raise DiskFullError("the disk holding the knowledge base is full: the write may be stored, but other "
+                                            "processes and caches were not told; free some space and send it again") from exc
+                    raise
                 finally:
                     self._file_lock.release()
 
@@ -300,7 +324,7 @@ class KnowledgeBase:
     def classifier(self) -> TagClassifier | None:
         """The trained classifier (``knowledge_base.learned_recall``), re-loaded only when a new one was saved."""
         stamp = classifier_stamp(self.directory)
-        with self._thread_lock:
+        with self._classifier_lock:  # not the write lock: a reader never waits behind a writer
             if stamp != self._classifier[0]:
                 self._classifier = (stamp, TagClassifier.load(self.directory) if stamp else None)
             return self._classifier[1]
@@ -426,11 +450,28 @@ class KnowledgeBase:
             token += ":" + self._shared.token()
         return token
 
+    def _disk_nearly_full(self, after_failure: bool = False) -> bool:
+        """Whether the knowledge base's disk has less than ``LLM4TAG_DISK_RESERVE`` free (a write
+        started with too little room may stop halfway). ``after_failure``: whether a write that
+        just failed did so for want of space — Chroma reports that as an internal error ("Failed to
+        apply logs…") that does not say so, and frees what it had taken, so the bar is 16 MiB at least."""
+        if self.config.chroma_host:
+            return False  # the vectors live on the server's disk
+        bar = max(settings().disk_reserve, FAILED_WRITE_FREE) if after_failure else settings().disk_reserve
+        try:
+            return shutil.disk_usage(self.directory).free < bar
+        except OSError:
+            return False
+
     def _bump_revision(self) -> None:
         target = self.directory / REVISION_FILE
         temporary = target.with_name(f".{REVISION_FILE}.{os.getpid()}.tmp")
-        temporary.write_text(uuid.uuid4().hex, encoding="ascii")
-        os.replace(temporary, target)
+        try:
+            temporary.write_text(uuid.uuid4().hex, encoding="ascii")
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def stats(self) -> dict:
         problems = list(self.graph.problems)
@@ -442,6 +483,12 @@ class KnowledgeBase:
             if not shared["records"] and self.collection("contents").count():
                 problems.append("the Chroma server holds contents but no graph edges (written by an older llm4tag): "
                                 f"publish them once with: llm4tag --kb {self.directory} kb rebuild-graph")
+        missing_content, missing_node = self._half_written()
+        repair = "repair with: llm4tag --kb DIR kb rebuild-graph"
+        if missing_content:
+            problems.append(f"{len(missing_content)} samples have no content entry (a write stopped halfway, e.g. a full disk); {repair}")
+        if missing_node:
+            problems.append(f"{len(missing_node)} contents have no graph node (a write stopped halfway); {repair}")
         tags = self.collection("tags")
         described = 0
         total_tags = tags.count()
@@ -463,6 +510,33 @@ class KnowledgeBase:
             "classifier": self._classifier_summary(),
             **({"problems": problems} if problems else {}),
         }
+
+    def _ids(self, name: str) -> set[str]:
+        collection, ids, offset = self.collection(name), set(), 0
+        while True:
+            got = collection.get(include=[], limit=10 * BATCH, offset=offset)["ids"]
+            ids.update(got)
+            offset += len(got)
+            if len(got) < 10 * BATCH:
+                return ids
+
+    def _half_written(self) -> tuple[set[str], set[str]]:
+        """(sample ids with no content entry, content ids with no graph node): what a write that
+        stopped halfway (a kill, a full disk) leaves; ``rebuild_graph`` repairs both."""
+        contents = self._ids("contents")
+        self.graph.refresh()
+        with self.graph.lock:
+            missing_node = {c for c in contents if content_node(c) not in self.graph.g}
+        return self._ids("samples") - contents, missing_node
+
+    def _restore_contents(self) -> int:
+        """Give every sample without a content entry one (copied from the sample); inside the write lock."""
+        missing = sorted(self._ids("samples") - self._ids("contents"))
+        for start in range(0, len(missing), BATCH):
+            got = self.collection("samples").get(ids=missing[start : start + BATCH], include=["embeddings", "documents", "metadatas"])
+            self.collection("contents").upsert(ids=list(got["ids"]), embeddings=np.asarray(got["embeddings"], dtype=np.float32),
+                                               documents=got["documents"], metadatas=got["metadatas"])
+        return len(missing)
 
     def _classifier_summary(self) -> dict | str:
         info = TagClassifier.read_info(self.directory)  # not the model itself: stats answer without loading it
@@ -502,11 +576,11 @@ class KnowledgeBase:
         started = time.perf_counter()
         report = LoadReport()
         _check_records(tags, ("name", "description", "synonyms", "parent"), "tag")
-        with self.write_lock():
-            existing = self.tag_names()
-            for start in range(0, len(tags), BATCH):
-                chunk = tags[start : start + BATCH]
-                enc = self.encoder.encode([t.embedding_text() for t in chunk])
+        for start in range(0, len(tags), BATCH):
+            chunk = tags[start : start + BATCH]
+            enc = self.encoder.encode([t.embedding_text() for t in chunk])  # outside the lock, as for samples
+            with self.write_lock():
+                existing = self.tag_names()
                 self.collection("tags").upsert(
                     ids=[t.name for t in chunk],
                     embeddings=enc.vectors,
@@ -544,6 +618,7 @@ class KnowledgeBase:
                         report.added += 1
                 if progress:
                     progress(min(start + BATCH, len(tags)), len(tags))
+        with self.write_lock():
             self.graph.compact()
         report.seconds = time.perf_counter() - started
         return report
@@ -589,8 +664,15 @@ class KnowledgeBase:
         report = LoadReport()
         _check_records(samples, ("id", "text", "tags", "incorrect_tags"), "sample")
         samples = self._check_tags(samples, unknown_tags, report)
+        for start in range(0, len(samples), BATCH):
+            chunk = samples[start : start + BATCH]
+            enc = self.encoder.encode([s.text for s in chunk])  # outside the lock: readers and short writes go on meanwhile
+            report.truncated += sum(enc.truncated)
+            with self.write_lock():
+                self._write_samples(chunk, origin, report, vectors=enc.vectors)
+            if progress:
+                progress(min(start + BATCH, len(samples)), len(samples))
         with self.write_lock():
-            self._write_samples(samples, origin, report, progress=progress)
             self.graph.compact()
         report.seconds = time.perf_counter() - started
         return report
@@ -636,55 +718,66 @@ class KnowledgeBase:
 
         The passages given for a source replace all its earlier ones: a passage whose text and
         place are already stored is left as it is (``unchanged``: re-loading a file writes
-        nothing), a changed one is re-encoded, one the file no longer has is removed."""
+        nothing), a changed one is re-encoded, one the file no longer has is removed. Encoding —
+        the slow part — happens before the write lock is taken, so a large file never holds up
+        other writers (and, through them, readers); the plan is checked again under the lock."""
         started = time.perf_counter()
         report = LoadReport()
         _check_records(passages, ("id", "source", "text"), "passage")
-        col = self.collection("documents")
         wanted = {p.id: (p, passage_metadata(p)) for p in passages}  # a repeated id: the later passage wins
+        encoded = self._encode_passages(self._document_plan(wanted)[1], report, progress)
         with self.write_lock():
-            stale: list[str] = []
-            changed: list[Passage] = []
-            known: set[str] = set()
-            for source in dict.fromkeys(p.source for p in passages):
-                old = col.get(where={"source": source}, include=["documents", "metadatas"])
-                for pid, text, meta in zip(old["ids"], old["documents"], old["metadatas"]):
-                    if pid not in wanted:
-                        stale.append(pid)
-                    elif wanted[pid][0].text == text and wanted[pid][1] == (meta or {}):
-                        report.unchanged += 1
-                        known.add(pid)
-            ids = list(wanted)
-            present: set[str] = set()
-            for start in range(0, len(ids), BATCH):
-                present.update(col.get(ids=ids[start : start + BATCH], include=[])["ids"])
-            for pid in ids:
-                if pid not in known:
-                    changed.append(wanted[pid][0])
-                    if pid in present:
-                        report.updated += 1
-                    else:
-                        report.added += 1
-            vectors = []  # every changed passage is encoded before anything is written
-            for start in range(0, len(changed), BATCH):
-                enc = self.encoder.encode([p.text for p in changed[start : start + BATCH]])
-                vectors.append(enc.vectors)
-                report.truncated += sum(enc.truncated)
-                if progress:
-                    progress(min(start + BATCH, len(changed)), len(changed))
+            stale, changed, counts = self._document_plan(wanted)  # another writer may have changed a source meanwhile
+            encoded.update(self._encode_passages([p for p in changed if p.text not in encoded], report))
+            report.unchanged, report.updated, report.added = counts
+            col = self.collection("documents")
             for start in range(0, len(stale), BATCH):
                 col.delete(ids=stale[start : start + BATCH])
             report.removed = len(stale)
-            for start, chunk_vectors in zip(range(0, len(changed), BATCH), vectors):
+            for start in range(0, len(changed), BATCH):
                 chunk = changed[start : start + BATCH]
-                col.upsert(ids=[p.id for p in chunk], embeddings=chunk_vectors, documents=[p.text for p in chunk],
-                           metadatas=[wanted[p.id][1] for p in chunk])
+                col.upsert(ids=[p.id for p in chunk], embeddings=np.stack([encoded[p.text] for p in chunk]),
+                           documents=[p.text for p in chunk], metadatas=[wanted[p.id][1] for p in chunk])
             if changed or stale:
                 self.graph.write([{"op": "touch", "what": "documents"}])  # tells other processes to re-read
                 if self._shared is not None:
                     self._shared.touch("documents")
         report.seconds = time.perf_counter() - started
         return report
+
+    def _document_plan(self, wanted: dict[str, tuple[Passage, dict]]) -> tuple[list[str], list[Passage], tuple[int, int, int]]:
+        """What loading ``wanted`` changes: (stored passage ids to remove, passages to write,
+        (unchanged, updated, added) counts). Reads only."""
+        col = self.collection("documents")
+        stale: list[str] = []
+        known: set[str] = set()
+        for source in dict.fromkeys(p.source for p, _ in wanted.values()):
+            old = col.get(where={"source": source}, include=["documents", "metadatas"])
+            for pid, text, meta in zip(old["ids"], old["documents"], old["metadatas"]):
+                if pid not in wanted:
+                    stale.append(pid)
+                elif wanted[pid][0].text == text and wanted[pid][1] == (meta or {}):
+                    known.add(pid)
+        ids = list(wanted)
+        present: set[str] = set()
+        for start in range(0, len(ids), BATCH):
+            present.update(col.get(ids=ids[start : start + BATCH], include=[])["ids"])
+        changed = [wanted[pid][0] for pid in ids if pid not in known]
+        updated = sum(1 for p in changed if p.id in present)
+        return stale, changed, (len(known), updated, len(changed) - updated)
+
+    def _encode_passages(self, passages: list[Passage], report: LoadReport, progress: Progress | None = None) -> dict[str, np.ndarray]:
+        """Each distinct passage text's vector."""
+        texts = list(dict.fromkeys(p.text for p in passages))
+        vectors: dict[str, np.ndarray] = {}
+        for start in range(0, len(texts), BATCH):
+            chunk = texts[start : start + BATCH]
+            enc = self.encoder.encode(chunk)
+            vectors.update(zip(chunk, enc.vectors))
+            report.truncated += sum(enc.truncated)
+            if progress:
+                progress(min(start + BATCH, len(texts)), len(texts))
+        return vectors
 
     def insert_content(self, text: str, tags: Iterable[str] = (), cid: str | None = None, origin: str = "writeback",
                        vector: np.ndarray | None = None, replace: bool = False) -> str:
@@ -793,6 +886,7 @@ class KnowledgeBase:
         started = time.perf_counter()
         with self.write_lock(refresh=False):
             asked = self._shared.now() if self._shared is not None else None  # what other machines write from now on is caught up later
+            restored = self._restore_contents()
             scratch = ContentTagGraph(self.directory, load=False)
             tag_ids = set(self.collection("tags").get(include=[])["ids"])
             for tid in sorted(tag_ids):
@@ -820,7 +914,7 @@ class KnowledgeBase:
             legacy = self.graph.legacy_path
             if legacy.exists():
                 legacy.rename(legacy.with_name(legacy.name + ".unread"))
-        return {**self.graph.counts(), "seconds": round(time.perf_counter() - started, 1)}
+        return {**self.graph.counts(), "restored_contents": restored, "seconds": round(time.perf_counter() - started, 1)}
 
     def get_sample(self, cid: str) -> Sample | None:
         got = self.collection("samples").get(ids=[cid], include=["documents", "metadatas"])

@@ -4,6 +4,7 @@ the small knowledge base (real Chroma, real MiniLM) and retrieved for contents t
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -380,3 +381,54 @@ def test_read_file_is_the_one_place_that_reads_other_formats(library):
     assert [(c.page, c.row) for c in chunks] == [(1, None), (2, None), (3, None)]
     with pytest.raises(LoadError, match="unsupported file type"):
         read_file(library / "vcs.md")  # text and Markdown are read by loaders.read_documents itself
+
+
+def test_load_docs_has_limits_on_bytes_unpacked_size_pages_and_passages(tmp_path, monkeypatch):
+    """Issue 31 (9): a 40,000-page PDF ran past 120 s, a 585 KB DOCX of 200 MB XML reached 2.2 GB."""
+    import zipfile
+
+    from pypdf import PdfWriter
+
+    monkeypatch.setenv("LLM4TAG_DOC_MAX_BYTES", str(2**20))
+    monkeypatch.setenv("LLM4TAG_DOC_MAX_PAGES", "3")
+    monkeypatch.setenv("LLM4TAG_DOC_MAX_PASSAGES", "5")
+    big = tmp_path / "big.md"
+    big.write_text("word " * 300_000, encoding="utf-8")
+    bomb = tmp_path / "bomb.docx"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("word/document.xml", "<w:document>" + " " * (3 * 2**20) + "</w:document>")
+    assert bomb.stat().st_size < 100_000
+    pdf = tmp_path / "many.pdf"
+    writer = PdfWriter()
+    for _ in range(4):
+        writer.add_blank_page(width=200, height=200)
+    with open(pdf, "wb") as f:
+        writer.write(f)
+    many = tmp_path / "many.md"
+    many.write_text("\n\n".join(f"Paragraph {i}. " + "text " * 150 for i in range(10)), encoding="utf-8")
+    for path, said in ((big, "over load-docs' limit of 1,048,576; split it, or raise LLM4TAG_DOC_MAX_BYTES"),
+                       (bomb, "unpacks to"), (pdf, "4 pages, over load-docs' limit of 3"),
+                       (many, "passages, over load-docs' limit of 5")):
+        with pytest.raises(LoadError) as refused:
+            read_documents([path])
+        assert said in str(refused.value) and path.name in str(refused.value), str(refused.value)
+    ok = tmp_path / "ok.md"
+    ok.write_text("A short guide to packaging.", encoding="utf-8")
+    loaded = read_documents([tmp_path], on_error="skip")
+    assert [p.source for p in loaded.records] == ["ok.md"] and len(loaded.problems) == 4
+
+
+def test_a_file_name_that_is_not_utf8_is_named_and_skipped_not_fatal(tmp_path):
+    """Issue 31 (9): one file with a non-UTF-8 name broke the whole folder, no file named, even with skip."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "good.md").write_text("A guide to package tags.", encoding="utf-8")
+    bad = os.path.join(os.fsencode(folder), b"bad\xff.md")
+    with open(bad, "wb") as f:
+        f.write(b"Some text in a badly named file.")
+    loaded = read_documents([folder], on_error="skip")
+    assert [p.source for p in loaded.records] == ["good.md"]
+    assert len(loaded.problems) == 1 and "not valid UTF-8" in loaded.problems[0].message and "bad" in loaded.problems[0].path
+    with pytest.raises(LoadError, match="rename the file"):
+        read_documents([folder])

@@ -255,6 +255,42 @@ def test_a_correction_under_an_id_or_of_a_tagged_id_resumes_the_review(writable_
     assert tagging.pending_review(content_id="doc-7", kb_dir=kb_dir) is None
 
 
+def test_a_review_decision_never_overwrites_an_acknowledged_learn_of_the_same_text(writable_kb):
+    """Issue 31 (10): in 1 of 12 races both got 200 and the stored tags were the review's."""
+    import threading
+
+    from knowledge_base.errors import NoReviewWaitingError
+
+    kb_dir = str(writable_kb.directory)
+    for race in range(12):
+        text = f"{TEXT} Race {race}."
+        tagged = tagging.tag(text, context=Context(kb_dir=kb_dir, review=True, **NO_LLM))
+        proposed = [t["tag"] for t in tagged["tags"]]
+        assert len(proposed) >= 2, proposed
+        learned, decided, errors = [], [], []
+        start = threading.Barrier(2)
+
+        def learn():
+            start.wait()
+            learned.append(tagging.learn(text, [proposed[0]], [proposed[1]], kb_dir=kb_dir))
+
+        def decide():
+            start.wait()
+            try:
+                decided.append(tagging.review(tagged["content_id"], accept=[proposed[1]], reject=[proposed[0]], kb_dir=kb_dir))
+            except NoReviewWaitingError as exc:  # the learn resumed it first: one review takes one decision
+                errors.append(exc)
+
+        threads = [threading.Thread(target=learn), threading.Thread(target=decide)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert learned and len(decided) + len(errors) == 1
+        sample = KnowledgeBase(kb_dir).get_sample(tagged["content_id"])
+        assert (list(sample.tags), list(sample.incorrect_tags)) == ([proposed[0]], [proposed[1]]), (race, decided, errors)
+
+
 def test_the_node_cache_serves_another_process(writable_kb):
     kb_dir = str(writable_kb.directory)
     run_nodes(kb_dir)

@@ -26,10 +26,10 @@ def test_app_refuses_to_serve_others_without_a_token(small_kb_dir, args):
 
 
 def test_gated_app_needs_the_token_for_page_api_and_mcp(small_kb_dir):
-    from ui.app import build_app, gated_app
+    from ui.app import build_app, guarded_app
 
     demo = build_app(str(small_kb_dir))
-    with TestClient(gated_app(demo, "s3cret", mcp=True)) as c:
+    with TestClient(guarded_app(demo, "s3cret", mcp=True)) as c:
         for method, path in [("get", "/"), ("get", "/config"), ("post", "/gradio_api/call/learn"), ("get", "/gradio_api/mcp/sse"),
                              ("post", "/gradio_api/mcp/messages/"), ("get", "/gradio_api/info")]:
             response = getattr(c, method)(path)
@@ -68,3 +68,93 @@ def test_serve_on_loopback_without_token_guards_host_and_origin(small_kb_dir, mo
     with TestClient(served["app"], base_url="http://127.0.0.1:8123") as c:
         assert c.get("/health").status_code == 200
         assert c.get("/health", headers={"Host": "rebound.example"}).status_code == 403
+
+
+def test_app_without_a_token_refuses_rebound_requests_to_page_api_and_mcp(small_kb_dir):
+    """Issue 31 (1): a page elsewhere that rebinds its name to 127.0.0.1 reached the app's learn and MCP."""
+    from ui.app import build_app, guarded_app
+
+    demo = build_app(str(small_kb_dir))
+    with TestClient(guarded_app(demo, None, mcp=True), base_url="http://127.0.0.1:7860") as c:
+        assert c.get("/config").status_code == 200
+        assert c.get("/config", headers={"Origin": "http://localhost:7860"}).status_code == 200
+        rebound = {"Host": "evil.example:7860", "Origin": "http://evil.example:7860"}
+        for method, path in [("post", "/gradio_api/call/learn"), ("post", "/gradio_api/mcp/"), ("get", "/"), ("get", "/config")]:
+            response = getattr(c, method)(path, headers=rebound)
+            assert response.status_code == 403, (path, response.status_code)
+            assert "access-control-allow-origin" not in response.headers
+        cross = c.post("/gradio_api/call/learn", json={"data": ["x", ["y"], []]}, headers={"Origin": "http://evil.example"})
+        assert cross.status_code == 403 and "--token" in cross.json()["detail"]
+
+
+def test_callers_cannot_choose_a_model_file_only_a_backend_the_operator_allowed(small_kb_dir, monkeypatch, tmp_path):
+    """Issue 31 (2): ``backend=llamacpp:/etc/shadow`` was an existence oracle and each spelling of a
+    model path loaded another copy."""
+    import gradio as gr
+
+    from agent.served import allowed_backends, check_backend
+    from knowledge_base.errors import InputError
+    from ui.app import TaggingApp
+
+    monkeypatch.delenv("LLM4TAG_BACKEND", raising=False)
+    monkeypatch.delenv("LLM4TAG_ALLOWED_BACKENDS", raising=False)
+    app = TaggingApp(str(small_kb_dir))
+    answers = []
+    for path in ("/etc/shadow", "/no/such/file.gguf"):
+        with pytest.raises(gr.Error) as refused:
+            app.tag_text("A text", backend=f"llamacpp:{path}")
+        answers.append(str(refused.value).replace(path, "PATH"))
+        assert "not one this server allows" in str(refused.value) and "LLM4TAG_ALLOWED_BACKENDS" in str(refused.value)
+    assert answers[0] == answers[1]  # the same answer whether the file exists or not: no oracle
+    with pytest.raises(InputError):
+        app.context(0.5, "multi", 1, 0, False, "ollama:other")
+    # the operator allows a model at start; a caller may then pick it, in any spelling, and gets one spec
+    model = tmp_path / "models" / "m.gguf"
+    monkeypatch.setenv("LLM4TAG_ALLOWED_BACKENDS", f"llamacpp:{model}, ollama:qwen2.5:7b")
+    assert allowed_backends() == ["llamacpp", f"llamacpp:{model}", "ollama:qwen2.5:7b"]
+    assert check_backend(f"llamacpp:{tmp_path}/models/./m.gguf") == f"llamacpp:{model}"
+    assert check_backend("ollama:qwen2.5:7b") == "ollama:qwen2.5:7b" and check_backend("") is None
+    assert app.context(0.5, "multi", 1, 0, False, f"llamacpp:{tmp_path}/models/../models/m.gguf").backend == f"llamacpp:{model}"
+
+
+def test_the_app_api_uses_the_knowledge_bases_tuned_threshold_by_default(trained_kb_dir, monkeypatch):
+    """Issue 27: the app's API/MCP tag tool passed threshold=0.5 and so ignored the tuned one."""
+    from agent.runtime import runtime_for
+    from ui.app import TaggingApp
+
+    monkeypatch.setenv("LLM4TAG_USE_GENERATION", "false")
+    monkeypatch.setenv("LLM4TAG_USE_CALIBRATION", "false")
+    tuned = runtime_for(str(trained_kb_dir)).threshold(Context.from_env(kb_dir=str(trained_kb_dir)))
+    assert tuned != 0.5
+    result = TaggingApp(str(trained_kb_dir)).tag_text("A graphical editor for vector drawings in SVG format, with layers and export to PNG.")
+    assert result["tags"] and all(t["confidence"] >= tuned for t in result["tags"])
+    assert all(t["confidence"] < tuned for t in result["below_threshold"])
+
+
+def test_a_langgraph_server_run_cannot_pick_a_folder_a_model_or_turn_on_writes(small_kb_dir, tmp_path, monkeypatch):
+    """Issue 31 (2): on ``langgraph dev`` a run's context created any folder and wrote tags."""
+    from agent.served import ServedContext, graph
+    from knowledge_base.errors import InputError, KnowledgeBaseError
+
+    monkeypatch.setenv("LLM4TAG_KB_DIR", str(small_kb_dir))
+    monkeypatch.delenv("LLM4TAG_SERVED_WRITES", raising=False)
+    elsewhere = tmp_path / "deep" / "dir"
+    with pytest.raises(InputError, match="not the knowledge base this server serves"):
+        graph.invoke({"content": "A text"}, context={"kb_dir": str(elsewhere)})
+    assert not elsewhere.exists() and not (tmp_path / "deep").exists()
+    with pytest.raises(InputError, match="not one this server allows"):
+        graph.invoke({"content": "A text"}, context={"backend": "llamacpp:/etc/shadow"})
+    for name in ("write_back", "review"):
+        with pytest.raises(InputError, match="LLM4TAG_SERVED_WRITES"):
+            ServedContext(**{name: True})
+    monkeypatch.setenv("LLM4TAG_SERVED_WRITES", "true")
+    assert ServedContext(write_back=True, kb_dir=f"{small_kb_dir}/.").kb_dir == str(small_kb_dir)
+    out = graph.invoke({"content": "A graphical editor for vector drawings"},
+                       context={"use_generation": False, "use_calibration": False, "threshold": 0.0})
+    assert out["tags"]  # the operator's knowledge base, without naming it
+    # in-process callers name a folder, but only loaders create a knowledge base
+    from agent import tagging
+
+    with pytest.raises(KnowledgeBaseError, match="there is no knowledge base"):
+        tagging.tag("A text", context=Context(kb_dir=str(elsewhere), use_generation=False, use_calibration=False))
+    assert not elsewhere.exists()

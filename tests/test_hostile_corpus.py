@@ -522,6 +522,15 @@ def test_mcp_answers_every_hostile_call_without_changing_anything_on_refusal(mcp
             store.refused((name, arguments))
 
 
+@pytest.mark.parametrize("depth", [100, 990, 5000])
+def test_mcp_survives_json_nested_deeper_than_any_request(mcp, depth):
+    """Issue 31 (5): a 2 KB line nested 990 deep killed the server (RecursionError)."""
+    mcp.send('{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": ' + "[" * depth + "]" * depth + "}")
+    reply = mcp.request("tools/call", {"name": "search_tags", "arguments": {"query": "editor", "limit": 1}})
+    assert "result" in reply and not reply["result"].get("isError"), reply
+    mcp.replies.pop(7, None)  # a reply to the nested line is welcome, not required: it may hold no readable id
+
+
 @settings(max_examples=15, **SETTINGS)
 @given(line=st.one_of(
     st.builds(lambda params: {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}, any_value).map(dumps),

@@ -54,7 +54,7 @@ class Server:
         return path
 
     def start(self) -> "Server":
-        env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LLM4TAG_KB_DIR": str(self.kb_dir),
+        env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LLM4TAG_KB_DIR": str(self.kb_dir), "LLM4TAG_SERVED_WRITES": "true",
                **{f"LLM4TAG_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in FAST.items()}}
         self.log = open(self.workdir / f"server-{self.port}.log", "w")
         self.process = subprocess.Popen(
@@ -109,13 +109,27 @@ def test_the_server_tags_through_runs_wait_with_a_context(server_setup):
     assert "cache_keys" not in out, "the output schema keeps working state out of the answer"
 
 
+def test_a_run_cannot_name_another_folder_or_model_file(server_setup, tmp_path):
+    """Issue 31 (2): a run's context.kb_dir created any folder on the server."""
+    elsewhere = tmp_path / "deep" / "dir"
+    for context, said in (({"kb_dir": str(elsewhere)}, "not the knowledge base this server serves"),
+                          ({"backend": "llamacpp:/etc/shadow"}, "not one this server allows")):
+        r = httpx.post(f"{server_setup.url}/runs/wait", json={"assistant_id": "llm4tag", "input": {"content": TEXT}, "context": context},
+                       timeout=300)
+        assert said in r.text, (r.status_code, r.text[:2000])
+        assert "cannot load" not in r.text and "not found" not in r.text
+    assert not (tmp_path / "deep").exists()
+
+
 def test_the_graph_is_listed_and_called_as_an_mcp_tool(server_setup):
     import anyio
     from mcp import ClientSession
-    from mcp.client.streamable_http import streamablehttp_client
+    from mcp.client.streamable_http import streamable_http_client
 
     async def session_calls():
-        async with streamablehttp_client(f"{server_setup.url}/mcp") as (read, write, _):
+        # generous timeouts: on a loaded machine the first call loads the encoder (the default 30 s failed in CI)
+        client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=60.0))
+        async with client, streamable_http_client(f"{server_setup.url}/mcp", http_client=client) as (read, write, _):
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 tools = (await session.list_tools()).tools

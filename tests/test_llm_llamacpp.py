@@ -119,3 +119,16 @@ def test_generation_reuses_its_saved_head(backend):
     second = backend.select_tags("You tag texts.", user, candidates, 3, head=head)
     assert second.tags == first.tags and second.raw == first.raw
     assert second.reused_tokens >= backend.head_length("You tag texts.", head, backend.render("You tag texts.", user)) > 10
+
+
+def test_a_process_that_loaded_the_model_exits_without_a_traceback():
+    """Issue 31 (13): every run ended with llama.cpp's ``free_model`` TypeError printed at exit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "from agent.llm import load_backend; b = load_backend('llamacpp'); print(b.judge('You judge.', ['Is this right? Answer Yes or No.'])[0].p_yes)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 0.0 <= float(done.stdout.strip().splitlines()[-1]) <= 1.0
+    assert "Traceback" not in done.stderr and "TypeError" not in done.stderr, done.stderr[-3000:]

@@ -377,3 +377,16 @@ def test_read_documents_missing_unreadable_and_empty(tmp_path):
     parsed = read_documents([binary, good], on_error="skip")
     assert [p.id for p in parsed.records] == ["good.md#0"]
     assert [(p.path, p.line) for p in parsed.problems] == [(str(binary), 3)]
+
+
+def test_a_csv_cell_beyond_the_csv_modules_default_limit_loads(tmp_path):
+    """Issue 31 (11): a 10 MB cell was refused by the csv module's 128 KiB field limit."""
+    long = "word " * 400_000  # 2 MB
+    path = tmp_path / "tags.csv"
+    path.write_text(f'name,description\nbig,"{long}"\nsmall,A short one\n', encoding="utf-8")
+    parsed = read_tags(path)
+    assert [t.name for t in parsed.records] == ["big", "small"] and len(parsed.records[0].description) >= 2_000_000 - 5
+    docs = tmp_path / "table.csv"
+    docs.write_text(f'topic,notes\nlong,"{long}"\n', encoding="utf-8")
+    passages = read_documents([docs]).records
+    assert passages and sum(len(p.text) for p in passages) > 1_000_000

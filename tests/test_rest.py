@@ -225,6 +225,19 @@ def test_write_endpoints_need_the_token_when_one_is_set(kb_dir):
         assert spec["paths"]["/v1/learn"]["post"]["security"] and "security" not in spec["paths"]["/v1/tags"]["get"]
 
 
+def test_a_review_stores_the_text_so_it_needs_the_token_and_so_does_reading_it(kb_dir):
+    with TestClient(create_app(str(kb_dir), Context(**CHEAP), token="s3cret")) as c:
+        held = {"text": "A review held without the token", "review": True, "llm": False}
+        refused = c.post("/v1/tag", json=held)
+        assert refused.status_code == 401 and "Bearer" in refused.json()["detail"]
+        assert c.post("/v1/tag", json={**held, "review": False}).status_code == 200  # tagging alone stays open
+        auth = {"Authorization": "Bearer s3cret"}
+        waiting = c.post("/v1/tag", json=held, headers=auth).json()
+        assert waiting["review"]["status"] == "pending"
+        assert c.get(f"/v1/review/{waiting['content_id']}").status_code == 401  # the text under review is not shown to anyone
+        assert c.get(f"/v1/review/{waiting['content_id']}", headers=auth).json()["text"] == held["text"]
+
+
 def test_serve_refuses_a_public_host_without_a_token(kb_dir, monkeypatch):
     monkeypatch.delenv("LLM4TAG_API_TOKEN", raising=False)
     with pytest.raises(InputError, match="--token"):
@@ -282,6 +295,39 @@ def test_full_queue_answers_503_with_retry_after(kb_dir, monkeypatch):
     assert int(refused.headers["Retry-After"]) >= 1 and "queue is full" in refused.json()["detail"]
     assert (first.status_code, first.json()["id"]) == (200, "1")
     assert (second.status_code, second.json()["id"]) == (200, "2")
+
+
+def test_the_queue_counts_documents_so_a_batch_takes_its_size_in_places(kb_dir, monkeypatch):
+    """Issue 31 (8): 8 batches of 100 were in flight and a single /v1/tag waited 37.6 s with no 503."""
+    import agent.tagging
+
+    release = threading.Event()
+
+    def slow(text, **kwargs):
+        assert release.wait(30)
+        return {"content_id": content_id(text), "tags": [], "candidates": [], "notes": []}
+
+    monkeypatch.setattr(agent.tagging, "tag", slow)
+    app = create_app(str(kb_dir), Context(**CHEAP), workers=1, max_waiting=3)
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            batch = asyncio.create_task(c.post("/v1/tag-batch", json={"documents": [{"text": f"doc {i}"} for i in range(4)]}))
+            for _ in range(200):
+                if app.state.queue.admitted == 4:
+                    break
+                await asyncio.sleep(0.01)
+            health = (await c.get("/health")).json()["queue"]
+            refused = await c.post("/v1/tag", json={"text": "one more"})
+            second_batch = await c.post("/v1/tag-batch", json={"documents": [{"text": "x"}]})
+            release.set()
+            return health, refused, second_batch, await batch
+
+    health, refused, second_batch, batch = asyncio.run(scenario())
+    assert health["running"] == 1 and health["waiting"] == 0
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+    assert second_batch.status_code == 503
+    assert batch.status_code == 200 and batch.json()["tagged"] == 4
 
 
 def free_port() -> int:

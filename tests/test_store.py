@@ -29,6 +29,8 @@ from knowledge_base import (
 from knowledge_base.graph import content_node, tag_node
 from knowledge_base.loaders import content_id
 
+from conftest import copy_kb
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -584,3 +586,55 @@ def test_two_threads_write_the_same_kb(tmp_path):
     assert stats["graph"]["deterministic_edges"] == sum(len(t) for t in want.values())
     for cid, tags in want.items():
         assert set(kb.graph.tags_of(cid)) == tags, cid
+
+
+def test_loads_encode_outside_the_write_lock_and_a_writer_never_holds_up_readers(writable_kb, small_samples, trained_kb_dir, tmp_path):
+    """Issue 31 (4): a large load-docs encoded 77,713 passages inside the write lock; a learn waiting
+    for it held the lock every /v1/tag needs (``classifier()``), so one writer froze all readers."""
+    from knowledge_base import Passage
+
+    encoder = writable_kb.encoder
+    real = encoder.encode
+    held: list[bool] = []
+
+    def encode_watching_the_lock(texts, *args, **kwargs):
+        held.append(writable_kb._file_lock.is_locked)
+        return real(texts, *args, **kwargs)
+
+    encoder.encode = encode_watching_the_lock  # the real encoder, watched
+    try:
+        writable_kb.add_documents([Passage(id=f"p{i}", source="guide.md", text=f"Passage {i} about packaging tools.") for i in range(300)])
+        writable_kb.add_samples(small_samples[:10])
+        writable_kb.add_tags([Tag("new::tag", "A tag added by the test")])
+    finally:
+        encoder.encode = real
+    assert held and not any(held), held
+    assert writable_kb.collection("documents").get(ids=["p0", "p299"], include=[])["ids"] == ["p0", "p299"]
+
+    # another process holds the lock (a long load) and a learn here waits for it: readers still answer
+    from agent import Context, tagging
+
+    fast = Context(kb_dir=str(copy_kb(trained_kb_dir, tmp_path / "trained")), use_generation=False, use_calibration=False)
+    tagging.tag("warm up the encoder and the runtime", context=fast)
+    kb = tagging.runtime_for(fast.kb_dir).kb  # the instance tagging reads through
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; FileLock(sys.argv[1]).acquire(); "
+                               "print('held', flush=True); time.sleep(600)", str(kb.directory / ".write.lock")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        def learn_waiting():
+            with kb.write_lock():  # while it waits for the other process, it holds this process's writer lock
+                pass
+
+        waiting = threading.Thread(target=learn_waiting, daemon=True)
+        waiting.start()
+        time.sleep(1.0)
+        answered: list[dict] = []
+        reader = threading.Thread(target=lambda: answered.append(tagging.tag("An editor for vector drawings", context=fast)), daemon=True)
+        reader.start()
+        reader.join(100)  # under the lock's 120 s timeout: before the fix the reader waited for the learn
+        assert answered and answered[0]["candidates"], "a reader waited behind a writer"
+    finally:
+        holder.kill()
+        holder.wait()
+    waiting.join(60)

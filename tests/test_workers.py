@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -62,12 +63,37 @@ def test_batch_with_workers_writes_in_input_order_and_resumes(pool, ctx, tmp_pat
     assert len(again.errors) == 1
 
 
-def test_a_worker_that_dies_is_reported_not_hung(ctx):
+def _workers_of(pool: TaggerPool, other_than: object = None, timeout: float = 120) -> tuple[object, list[int]]:
+    """The pool's executor and its worker pids, once it has started some (a fresh one when ``other_than``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        executor = pool._executor
+        pids = list(getattr(executor, "_processes", None) or {})
+        if executor is not other_than and pids:
+            return executor, pids
+        time.sleep(0.05)
+    raise AssertionError("no worker process started")
+
+
+def test_a_dead_worker_costs_no_queued_item_and_an_item_that_kills_twice_fails(ctx):
+    """Issue 31 (7): kill -9 of 1 of 2 workers failed 69 of 100 queued documents."""
     with TaggerPool(1, ctx.with_overrides(use_generation=False, use_calibration=False)) as pool:
         pool.submit(TEXTS[0]).result()
         (pid,) = pool.memory()
-        os.kill(pid, signal.SIGKILL)
-        with pytest.raises(WorkerError, match="worker process died"):
-            pool.submit(TEXTS[1]).result(timeout=60)
-        # the next call runs on a fresh worker
-        assert pool.submit(TEXTS[2]).result(timeout=120)["candidates"]
+        os.kill(pid, signal.SIGKILL)  # idle: the next call runs on a fresh worker
+        assert pool.submit(TEXTS[1]).result(timeout=180)["candidates"]
+        queued = [pool.submit(TEXTS[i % len(TEXTS)]) for i in range(8)]
+        _, pids = _workers_of(pool)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)  # in flight and queued items alike are run again
+        assert all(f.result(timeout=300)["candidates"] for f in queued)
+        doomed = pool.submit(TEXTS[2])
+        first, pids = _workers_of(pool)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        _, pids = _workers_of(pool, other_than=first)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(WorkerError, match="died twice"):
+            doomed.result(timeout=120)
+        assert pool.submit(TEXTS[3]).result(timeout=180)["candidates"]  # and the pool goes on

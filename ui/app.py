@@ -42,6 +42,7 @@ from agent.context import Context  # noqa: E402
 from agent.explanation import tags_with_why  # noqa: E402
 from agent.graph import NODE_ORDER  # noqa: E402
 from agent.runtime import runtime_for  # noqa: E402
+from agent.served import allowed_backends, check_backend  # noqa: E402
 from knowledge_base.errors import InputError, Llm4tagError  # noqa: E402
 from knowledge_base.graph import content_node, tag_node  # noqa: E402
 from knowledge_base.loaders import Sample, require_text  # noqa: E402
@@ -105,7 +106,7 @@ class TaggingApp:
     def context(self, threshold, mode, n_examples, n_snippets, web, backend) -> Context:
         n_examples, n_snippets = int(n_examples or 0), int(n_snippets or 0)
         ctx = Context.from_env(
-            backend=(backend or "").strip() or None,
+            backend=check_backend(backend),
             mode=mode or None,
             threshold=float(threshold),
             max_examples=n_examples,
@@ -314,21 +315,22 @@ class TaggingApp:
         history.append(render.assistant_message(f"↶ Undid “{entry['summary']}” on `{entry['cid']}`: {what}."))
 
     # ---- API / MCP -------------------------------------------------------------------------
-    def tag_text(self, text: str, mode: str = "multi", threshold: float = 0.5, max_tags: int = 5, backend: str = "llamacpp") -> dict:
+    def tag_text(self, text: str, mode: str = "multi", threshold: float | None = None, max_tags: int = 5, backend: str | None = None) -> dict:
         """Tag a text with llm4tag: graph-based candidate recall, knowledge-enhanced LLM selection and calibrated confidence.
 
         Args:
             text: the content to tag (an article, a product description, a query).
             mode: "multi" for several tags, "single" for exactly one.
-            threshold: tags whose confidence (P(tag is right), 0 to 1, fused from recall, the generator and the judge) is below this are left out.
+            threshold: tags whose confidence (P(tag is right), 0 to 1, fused from recall, the generator and the judge) is below this are left out; leave it out for the knowledge base's tuned threshold.
             max_tags: at most this many tags in multi mode.
-            backend: the LLM: "llamacpp" (the embedded model), "llamacpp:/path/model.gguf" or "ollama:MODEL".
+            backend: leave it out for the server's model; otherwise one of the backends its operator allowed at start.
 
         Returns:
             A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin", "why"), "below_threshold" (scored tags that were left out, with confidence), "candidates" (the recalled tag names) and "notes".
         """
         try:
-            ctx = replace(Context.from_env(mode=mode, threshold=float(threshold), max_tags=int(max_tags), backend=(backend or "").strip() or None), kb_dir=self.kb_dir)
+            ctx = replace(Context.from_env(mode=mode, threshold=None if threshold is None else float(threshold), max_tags=int(max_tags),
+                                           backend=check_backend(backend)), kb_dir=self.kb_dir)
             result = tagging.tag(text, context=ctx)
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
@@ -534,7 +536,9 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                             n_examples = gr.Slider(0, 5, value=defaults.max_examples if defaults.use_examples else 0, step=1, label="Similar examples (0: off)")
                             n_snippets = gr.Slider(0, 5, value=defaults.max_snippets if defaults.use_knowledge else 0, step=1, label="Knowledge snippets (0: off)")
                             web = gr.Checkbox(value=defaults.use_web_search, label="Web search snippets (needs network)")
-                            backend = gr.Textbox(value=defaults.backend, label="Backend", info="llamacpp · llamacpp:/path/model.gguf · ollama:MODEL", elem_id="backend")
+                            choices = allowed_backends(defaults)
+                            backend = gr.Dropdown(choices, value=choices[0], label="Backend", interactive=len(choices) > 1, elem_id="backend",
+                                                  info="the models this server's operator allowed (LLM4TAG_ALLOWED_BACKENDS)")
                 controls = [threshold, mode, n_examples, n_snippets, web, backend]
                 outputs = [chatbot, session, panel, chat_input]
                 chat_input.submit(app.respond, [chat_input, chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
@@ -658,16 +662,18 @@ def _model_name(spec: str) -> str:
     return name + (f" + fine-tuned adapter {Path(adapter).name}" if adapter else "")
 
 
-def gated_app(demo: gr.Blocks, token: str, mcp: bool):
-    """The Gradio app mounted in a FastAPI app behind ``guard.TokenGate``: the page, the Gradio
-    API and the MCP server all need the token."""
+def guarded_app(demo: gr.Blocks, token: str | None, mcp: bool):
+    """The Gradio app mounted in a FastAPI app behind a guard that covers the page, the Gradio API
+    and the MCP server alike: with a ``token`` every request needs it (``guard.TokenGate``);
+    without one (loopback only) requests to a name other than localhost, or from a page elsewhere,
+    are refused (``guard.LocalOnly``, against DNS rebinding)."""
     from fastapi import FastAPI
 
-    from .guard import TokenGate
+    from .guard import LocalOnly, TokenGate
 
     outer = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     outer = gr.mount_gradio_app(outer, demo, path="", mcp_server=mcp, ssr_mode=False, theme=gr.themes.Soft(), css=CSS)
-    return TokenGate(outer, token)
+    return TokenGate(outer, token) if token else LocalOnly(outer)
 
 
 def launch(kb_dir: str | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False, token: str | None = None,
@@ -675,7 +681,8 @@ def launch(kb_dir: str | None = None, host: str = "127.0.0.1", port: int = 7860,
     """Build the app and serve it (blocking), with Gradio's API and, when available, its MCP server.
 
     Like ``llm4tag serve``, it refuses to listen beyond loopback (or share a public link) without
-    a ``token``; with one, every request needs it (``gated_app``; a browser opens ``/?token=…`` once).
+    a ``token``; with one, every request needs it (a browser opens ``/?token=…`` once), without one only
+    loopback requests from no page or a loopback page are answered (``guarded_app``).
     """
     from .guard import require_token_beyond_loopback
 
@@ -693,15 +700,14 @@ def launch(kb_dir: str | None = None, host: str = "127.0.0.1", port: int = 7860,
         print("note: over a share link the page and API need the login llm4tag / TOKEN; the MCP server is off")
         return demo.launch(server_name=host, server_port=port, share=True, mcp_server=False, ssr_mode=False, auth=("llm4tag", token),
                            theme=gr.themes.Soft(), css=CSS, **launch_options)
-    if token:
-        import uvicorn
+    import uvicorn
 
+    if token:
         print(f"open http://{host}:{port}/?token=<your token> once in a browser; API and MCP clients send 'Authorization: Bearer <token>'")
-        return uvicorn.run(gated_app(demo, token, mcp), host=host, port=port, log_level="warning")
-    return demo.launch(
-        server_name=host, server_port=port, share=share, mcp_server=mcp, ssr_mode=False,
-        theme=gr.themes.Soft(), css=CSS, **launch_options,
-    )
+    else:
+        print(f"llm4tag app: open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ "
+              "(loopback only: requests to other names or from other sites' pages are refused)")
+    return uvicorn.run(guarded_app(demo, token, mcp), host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":

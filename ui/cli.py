@@ -73,7 +73,7 @@ def _open_kb(ctx: click.Context, create: bool = False):
     if not create:
         _require_kb(ctx)
     elif kb_dir is not None and not (Path(kb_dir).expanduser() / "config.json").is_file():
-        kbase = get_knowledge_base(kb_dir)
+        kbase = get_knowledge_base(kb_dir, create=True)
         click.echo(f"created a new knowledge base at {kbase.directory}", err=True)
         return kbase
     return get_knowledge_base(kb_dir)
@@ -229,6 +229,8 @@ def rebuild_graph(ctx):
         bar.close()
     click.echo(f"rebuilt the graph of {directory} from its stores: {counts['tag_nodes']} tags, {counts['content_nodes']} contents, "
                f"{counts['deterministic_edges']} deterministic and {counts['similarity_edges']} similarity edges in {counts['seconds']}s")
+    if counts.get("restored_contents"):
+        click.echo(f"restored the content entry of {counts['restored_contents']} samples that a halfway write had left without one")
 
 
 @kb.command("train-classifier")

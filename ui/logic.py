@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from knowledge_base.documents import allow_large_csv_fields
 from knowledge_base.errors import InputError
 from knowledge_base.loaders import clean_text
 
@@ -159,6 +160,7 @@ def csv_to_jsonl(src: str | Path, dst: str | Path) -> int:
     """
     src, dst = Path(src), Path(dst)
     data = _decode(src)
+    allow_large_csv_fields()
     reader = csv.DictReader(io.StringIO(data, newline=""))
     columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
     if "text" not in columns:

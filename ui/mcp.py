@@ -153,7 +153,7 @@ def _refusal(line: str, exc: Exception):
 
     try:
         data = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than any request (no id to answer)
         return None
     rid = data.get("id") if isinstance(data, dict) else None
     if not isinstance(rid, (str, int)) or isinstance(rid, bool) or "method" not in data:

@@ -67,7 +67,7 @@ from agent.llm.base import BackendError
 from agent.runtime import runtime_for
 from agent.workers import TaggerPool, remote_backend
 from .guard import LocalOnly, is_loopback, require_token_beyond_loopback  # noqa: F401 (is_loopback: the old import place)
-from knowledge_base.errors import ConflictError, InputError, KnowledgeBaseError, Llm4tagError, UnknownTagsError
+from knowledge_base.errors import ConflictError, DiskFullError, InputError, KnowledgeBaseError, Llm4tagError, NoReviewWaitingError, UnknownTagsError
 from knowledge_base.loaders import clean_text, encodable, require_id, valid_unicode
 from knowledge_base.settings import settings
 
@@ -278,17 +278,21 @@ class QueueFull(Exception):
 
 
 class TagQueue:
-    """At most ``workers`` tag jobs run at once and ``max_waiting`` wait; the rest are refused.
+    """At most ``workers`` tag jobs run at once and ``max_waiting`` documents wait; the rest are refused.
 
-    Admission is decided on the event loop (no lock needed); waiting requests hold no thread.
+    The queue counts documents, not requests: a batch of 100 takes 100 places, so a single
+    ``/v1/tag`` behind it is refused at once (503 with ``Retry-After``) instead of waiting for all
+    of them. A batch larger than the whole queue is admitted only into an empty one. Admission is
+    decided on the event loop (no lock needed); waiting requests hold no thread.
     """
 
     def __init__(self, workers: int, max_waiting: int):
         self.workers = workers
         self.max_waiting = max_waiting
-        self.admitted = 0
+        self.admitted = 0  # documents admitted and not finished
+        self.started = 0  # of those, documents whose request holds a worker
         self._limiter: anyio.CapacityLimiter | None = None
-        self._mean_seconds = 5.0
+        self._mean_seconds = 5.0  # per document
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -302,22 +306,28 @@ class TagQueue:
 
     @property
     def waiting(self) -> int:
-        return max(0, self.admitted - self.running)
+        """Documents admitted whose request waits for a worker."""
+        return max(0, self.admitted - self.started)
 
     def retry_after(self) -> int:
-        return max(1, math.ceil(self._mean_seconds * (self.waiting + 1) / self.workers))
+        return max(1, math.ceil(self._mean_seconds * (self.admitted + 1) / self.workers))
 
-    async def run(self, fn, *args, **kwargs):
-        if self.admitted >= self.workers + self.max_waiting:
+    async def run(self, fn, *args, documents: int = 1, **kwargs):
+        if self.admitted and self.admitted + documents > self.workers + self.max_waiting:
             raise QueueFull(self.retry_after())
-        self.admitted += 1
+        self.admitted += documents
         try:
-            started = time.perf_counter()
-            result = await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self.limiter)
-            self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.perf_counter() - started)
-            return result
+            async with self.limiter:
+                self.started += documents
+                try:
+                    started = time.perf_counter()
+                    result = await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+                    self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.perf_counter() - started) / documents
+                    return result
+                finally:
+                    self.started -= documents
         finally:
-            self.admitted -= 1
+            self.admitted -= documents
 
 
 # ---- request body limit --------------------------------------------------------------------
@@ -455,7 +465,7 @@ def create_app(
     bearer = HTTPBearer(auto_error=False, description="The token given to `llm4tag serve --token` (or LLM4TAG_API_TOKEN).")
 
     def require_token(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
-        if credentials is None or not hmac.compare_digest(credentials.credentials.encode("utf-8"), (token or "").encode("utf-8")):
+        if token and (credentials is None or not hmac.compare_digest(credentials.credentials.encode("utf-8"), token.encode("utf-8"))):
             raise HTTPException(
                 status_code=401,
                 detail="this endpoint changes the knowledge base and needs 'Authorization: Bearer <token>' with the server's token",
@@ -491,6 +501,8 @@ def create_app(
     async def _llm4tag_error(request: Request, exc: Llm4tagError):
         if isinstance(exc, ConflictError):
             status = 409
+        elif isinstance(exc, DiskFullError):
+            status = 507  # Insufficient Storage
         else:
             status = 503 if isinstance(exc, (BackendError, KnowledgeBaseError)) and not isinstance(exc, InputError) else 400
         return SafeJSONResponse({"detail": str(exc)}, status_code=status)
@@ -501,10 +513,13 @@ def create_app(
         return SafeJSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"}, status_code=500)
 
     # ---- endpoints ---------------------------------------------------------------------------
-    @app.post("/v1/tag", response_model=TagResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 503, *tag_errors), tags=["tagging"])
-    async def tag_one(request: TagRequest) -> TagResponse:
-        """Tag one content with the full pipeline: recall, examples, knowledge, generate, calibrate."""
+    @app.post("/v1/tag", response_model=TagResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 503, *write_errors), tags=["tagging"])
+    async def tag_one(request: TagRequest, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> TagResponse:
+        """Tag one content with the full pipeline: recall, examples, knowledge, generate, calibrate.
+        With ``review`` (it stores the text until a decision) the server's token is needed."""
         ctx = _options(base, request)
+        if ctx.review:
+            require_token(credentials)
         started = time.perf_counter()
         result = await queue.run(tag_text, request.text, request.title, ctx)
         return _tag_response(result, request.id, text_digest(request.text), started, request.explain)
@@ -525,7 +540,8 @@ def create_app(
             review=result.get("review"),
         )
 
-    @app.get("/v1/review/{content_id}", response_model=ReviewWaiting, responses=_error_responses(404), tags=["learning"])
+    @app.get("/v1/review/{content_id}", response_model=ReviewWaiting, dependencies=write_guard, responses=_error_responses(404, *write_errors),
+             tags=["learning"])
     def pending_review(content_id: str) -> ReviewWaiting:
         """The review waiting for a content (tagged with review: true): its text, the proposed tags and the other likely candidates."""
         waiting = tagging.pending_review(content_id=content_id, kb_dir=base.kb_dir)
@@ -545,6 +561,8 @@ def create_app(
             result = tagging.review(content_id, accept=decision.accept, reject=decision.reject, add=decision.add, kb_dir=base.kb_dir)
         except UnknownTagsError as exc:
             raise HTTPException(status_code=400, detail=f"{exc}. Find tags with GET /v1/tags?q=...") from exc
+        except NoReviewWaitingError as exc:  # decided meanwhile (another decision, or a learn of the same text)
+            raise HTTPException(status_code=404, detail=str(exc)) from exc
         return _tag_response(result, None, text_digest(waiting["text"]), started)
 
     @app.post("/v1/tag-batch", response_model=TagBatchResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 503, *tag_errors), tags=["tagging"])
@@ -576,7 +594,7 @@ def create_app(
                 results.append(item)
             return results
 
-        results = await queue.run(run_all)
+        results = await queue.run(run_all, documents=len(request.documents))
         tagged = sum(1 for r in results if r.ok)
         return TagBatchResponse(results=results, tagged=tagged, errors=len(results) - tagged)
 

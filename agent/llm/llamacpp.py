@@ -14,11 +14,13 @@ The model is not thread-safe: one lock serialises every call (callers queue behi
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import importlib.util
 import json
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 
@@ -90,9 +92,27 @@ def requantize(source: str | Path, target: str | Path, ftype: str = "Q8_0") -> N
 
 
 _load_lock = threading.Lock()
+_loaded: "weakref.WeakSet" = weakref.WeakSet()  # every model this process loaded, closed at exit
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free each loaded model while the interpreter still runs: left to ``Llama.__del__`` at
+    shutdown, llama-cpp-python calls into a module already torn down and prints a TypeError."""
+    for llm in list(_loaded):
+        try:
+            llm.close()
+        except Exception:  # noqa: BLE001 - exiting anyway; nothing to report to
+            pass
 
 
 def _load_llama(path: str, **kwargs):
+    llm = _load_llama_unregistered(path, **kwargs)
+    _loaded.add(llm)
+    return llm
+
+
+def _load_llama_unregistered(path: str, **kwargs):
     """Load a GGUF with llama.cpp's weight-repacking buffers off unless LLM4TAG_LLAMA_REPACK=1.
 
     A llama.cpp built natively on a CPU with AMX crashes (SIGSEGV) on the first multi-token
