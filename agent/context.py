@@ -14,6 +14,7 @@ from knowledge_base.config import RecallConfig, check_number, check_recall_setti
 from knowledge_base.settings import parse_variable
 
 Mode = Literal["multi", "single"]
+LlmMode = Literal["auto", "full", "fast"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,14 @@ class Context:
     )
     use_calibration: bool = field(
         default=True, metadata={"help": "the Yes/No judge scores every likely candidate (recall's top judge_top and every generated tag)"}
+    )
+    llm: LlmMode = field(
+        default="auto",
+        metadata={"help": "auto: the LLM steps (generation, judge) only for a content where their output can change the answer "
+                          "(agent.routing); full: always; fast: never (fused recall alone, milliseconds)"},
+    )
+    route_margin: float = field(
+        default=0.15, metadata={"help": "auto: a candidate whose recall P(right) is this close to the threshold sends the content to the LLM"}
     )
     judge_top: int = field(default=5, metadata={"help": "recall's top this many candidates are scored (and judged) besides the generated tags"})
     threshold: float | None = field(
@@ -73,6 +82,8 @@ class Context:
     def __post_init__(self):
         if self.mode not in get_args(Mode):
             raise ValueError(f"mode must be 'multi' or 'single', not {self.mode!r}")
+        if self.llm not in get_args(LlmMode):
+            raise ValueError(f"llm must be 'auto', 'full' or 'fast', not {self.llm!r}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, not {self.threshold}")
         if self.max_tags < 1:
@@ -84,6 +95,7 @@ class Context:
             check_number(name, getattr(self, name), minimum=1 if name in ("max_tags", "content_chars", "workers") else 0, integer=True)
         check_number("threshold", self.threshold, minimum=0.0, maximum=1.0)
         check_number("history_keep", self.history_keep, minimum=0.0, maximum=1.0)
+        check_number("route_margin", self.route_margin, minimum=0.0, maximum=1.0)
         check_number("min_snippet_similarity", self.min_snippet_similarity, minimum=-1.0, maximum=1.0)
         check_number("web_timeout_s", self.web_timeout_s, minimum=0.0)
 
@@ -105,8 +117,9 @@ class Context:
 
     @property
     def uses_llm(self) -> bool:
-        """Whether the run calls the language model at all (off: fused recall only, milliseconds)."""
-        return self.use_generation or self.use_calibration
+        """Whether the run may call the language model at all (off: fused recall only, milliseconds);
+        with ``llm="auto"`` whether it does is decided per content (``agent.routing``)."""
+        return self.llm != "fast" and (self.use_generation or self.use_calibration)
 
     @property
     def tag_limit(self) -> int:
@@ -126,6 +139,14 @@ class Context:
             budget=self.budget,
             max_learned=None if self.use_learned_recall else 0,
         )
+
+
+def llm_mode(value: "LlmMode | bool | None") -> "LlmMode | None":
+    """A surface's ``llm`` argument as a mode: true is ``full``, false ``fast`` (what ``llm: false``
+    always meant), a mode name itself, None the run's default."""
+    if isinstance(value, bool):
+        return "full" if value else "fast"
+    return value
 
 
 def context_of(runtime) -> Context:

@@ -101,6 +101,8 @@ def compact_result(result: dict) -> dict:
         "tags": tags_with_why(result),
         "candidates_considered": len(result.get("candidates") or []),
         "content_id": result.get("content_id"),
+        **({"threshold": result["threshold"]} if result.get("threshold") is not None else {}),
+        **({"llm": bool(result["route"].get("llm"))} if result.get("route") else {}),
         "notes": list(result.get("notes") or []),
         **({"review": result["review"]} if result.get("review") else {}),
     }

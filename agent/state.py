@@ -36,6 +36,8 @@ class OutputState(TypedDict):
     examples: list[dict]  # retrieved samples with correct and incorrect tags
     knowledge: list[dict]  # snippets with their sources
     selection: dict  # the generator's raw output and what was kept
+    route: dict  # whether the LLM steps ran for this content and why: {"mode": auto|full|fast, "llm": bool, "reason"} (agent.routing)
+    threshold: float  # the confidence threshold the final tags were cut at
     judgments: list[dict]  # one per scored tag: origin, the fused confidence and its evidence features; p_yes and the Yes/No logits when judged
     review: dict  # with Context.review: "pending" and the proposed tags until a person decides, then what was decided
     notes: list[str]  # what a person should know (truncation, fallbacks, unreachable services)
@@ -55,6 +57,8 @@ class State(InputState, total=False):
     examples: list[dict]
     knowledge: list[dict]
     selection: dict
+    route: dict
+    threshold: float
     judgments: list[dict]
     review: dict
     review_decision: dict  # the validated decision between the review and record_review nodes

@@ -57,7 +57,10 @@ class TagContentArgs(BaseModel):
     )
     max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags (multi mode).")
     threshold: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="Drop tags whose confidence is below this (default 0.5)."
+        default=None, ge=0.0, le=1.0, description="Drop tags whose confidence is below this (default: the knowledge base's tuned threshold, else 0.5)."
+    )
+    llm: Literal["auto", "full", "fast"] | None = Field(
+        default=None, description="auto (default): the language model only where it can change the answer; full: always; fast: never (milliseconds)."
     )
 
 
@@ -66,14 +69,15 @@ def make_tagging_tool(context: Context | None = None) -> StructuredTool:
 
     ``context`` is the run configuration (knowledge base, backend, budgets); by default it comes
     from ``LLM4TAG_*`` environment variables. The tool's own arguments (mode, max_tags,
-    threshold) override it per call. An unusable input (e.g. only whitespace) is answered with
+    threshold, llm) override it per call. An unusable input (e.g. only whitespace) is answered with
     the error message as the tool's result, so a calling model can correct itself.
     """
     base = context or Context.from_env()
 
-    def tag_content(text: str, mode: str | None = None, max_tags: int | None = None, threshold: float | None = None) -> dict:
+    def tag_content(text: str, mode: str | None = None, max_tags: int | None = None, threshold: float | None = None,
+                    llm: str | None = None) -> dict:
         try:
-            result = tag(text, context=base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold))
+            result = tag(text, context=base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, llm=llm))
         except Llm4tagError as exc:
             raise ToolException(str(exc)) from exc
         return compact_result(result)

@@ -75,7 +75,7 @@ def test_a_correction_decides_the_next_answer_for_the_same_text_and_a_near_dupli
 def test_a_correction_sticks_with_the_llm_on(trained_copy):
     right, wrong = _verdict(trained_copy)
     tagging.learn(TEXT, [right], [wrong], kb_dir=str(trained_copy))
-    result = tagging.tag(TEXT, context=Context(kb_dir=str(trained_copy), budget=8, max_tags=3, use_knowledge=False, max_examples=1))
+    result = tagging.tag(TEXT, context=Context(kb_dir=str(trained_copy), llm="full", budget=8, max_tags=3, use_knowledge=False, max_examples=1))
     _assert_sticks(result, right, wrong)
     judged = {j["tag"]: j for j in result["judgments"]}
     assert judged[right]["origin"] == "memory" and judged[right]["p_yes"] is not None  # judged, and not overruled by the judge

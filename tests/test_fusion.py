@@ -40,7 +40,7 @@ def test_no_llm_mode_ranks_by_recalls_own_probability(fused_kb_dir):
 def test_the_llm_adds_evidence_but_cannot_throw_recall_away_without_a_fit(fused_kb_dir):
     """Without a fitted fusion the confidence is recall's P(right): the judge's P(Yes) is
     recorded as evidence, and the final tags are those of the no-LLM run."""
-    ctx = Context(kb_dir=str(fused_kb_dir), threshold=0.0, **SMALL)
+    ctx = Context(kb_dir=str(fused_kb_dir), llm="full", threshold=0.0, **SMALL)
     full = tag(TEXT, context=ctx)
     no_llm = tag(TEXT, context=ctx.with_overrides(use_generation=False, use_calibration=False))
     assert all(j["p_yes"] is not None for j in full["judgments"])
@@ -59,7 +59,7 @@ def test_a_fitted_fusion_decides_and_can_promote_a_skipped_candidate(fused_kb_di
     LearnedCalibration("logistic", coefficients=coefficients, intercept=0.0, scale_mean=[0.0] * len(names),
                        scale_std=[1.0] * len(names), pairs=100, share_right=0.3, fitted_at="2026-12-01", features=names).save(fused_kb_dir)
     try:
-        result = tag(TEXT, context=Context(kb_dir=str(fused_kb_dir), threshold=0.0, **SMALL))
+        result = tag(TEXT, context=Context(kb_dir=str(fused_kb_dir), llm="full", threshold=0.0, **SMALL))
     finally:
         (fused_kb_dir / "calibration.json").unlink()
     generated = set(result["selection"]["tags"])

@@ -117,10 +117,14 @@ def test_callers_cannot_choose_a_model_file_only_a_backend_the_operator_allowed(
     assert app.context(0.5, "multi", 1, 0, False, f"llamacpp:{tmp_path}/models/../models/m.gguf").backend == f"llamacpp:{model}"
 
 
-def test_the_app_api_uses_the_knowledge_bases_tuned_threshold_by_default(trained_kb_dir, monkeypatch):
+def test_the_app_api_uses_the_knowledge_bases_tuned_threshold_by_default(trained_kb_dir, monkeypatch, tmp_path):
     """Issue 27: the app's API/MCP tag tool passed threshold=0.5 and so ignored the tuned one."""
+    import shutil
+
     from agent.runtime import runtime_for
     from ui.app import TaggingApp
+
+    trained_kb_dir = shutil.copytree(trained_kb_dir, tmp_path / "kb", ignore=shutil.ignore_patterns(".write.lock"))  # tagging caches in it
 
     monkeypatch.setenv("LLM4TAG_USE_GENERATION", "false")
     monkeypatch.setenv("LLM4TAG_USE_CALIBRATION", "false")
@@ -131,12 +135,12 @@ def test_the_app_api_uses_the_knowledge_bases_tuned_threshold_by_default(trained
     assert all(t["confidence"] < tuned for t in result["below_threshold"])
 
 
-def test_a_langgraph_server_run_cannot_pick_a_folder_a_model_or_turn_on_writes(small_kb_dir, tmp_path, monkeypatch):
+def test_a_langgraph_server_run_cannot_pick_a_folder_a_model_or_turn_on_writes(kb_dir, tmp_path, monkeypatch):
     """Issue 31 (2): on ``langgraph dev`` a run's context created any folder and wrote tags."""
     from agent.served import ServedContext, graph
     from knowledge_base.errors import InputError, KnowledgeBaseError
 
-    monkeypatch.setenv("LLM4TAG_KB_DIR", str(small_kb_dir))
+    monkeypatch.setenv("LLM4TAG_KB_DIR", str(kb_dir))
     monkeypatch.delenv("LLM4TAG_SERVED_WRITES", raising=False)
     elsewhere = tmp_path / "deep" / "dir"
     with pytest.raises(InputError, match="not the knowledge base this server serves"):
@@ -148,7 +152,7 @@ def test_a_langgraph_server_run_cannot_pick_a_folder_a_model_or_turn_on_writes(s
         with pytest.raises(InputError, match="LLM4TAG_SERVED_WRITES"):
             ServedContext(**{name: True})
     monkeypatch.setenv("LLM4TAG_SERVED_WRITES", "true")
-    assert ServedContext(write_back=True, kb_dir=f"{small_kb_dir}/.").kb_dir == str(small_kb_dir)
+    assert ServedContext(write_back=True, kb_dir=f"{kb_dir}/.").kb_dir == str(kb_dir)
     out = graph.invoke({"content": "A graphical editor for vector drawings"},
                        context={"use_generation": False, "use_calibration": False, "threshold": 0.0})
     assert out["tags"]  # the operator's knowledge base, without naming it

@@ -26,7 +26,7 @@ def test_tool_has_a_typed_argument_schema():
     assert tool.name == TOOL_NAME == "tag_content"
     assert tool.args_schema is TagContentArgs
     schema = tool.tool_call_schema.model_json_schema()
-    assert set(schema["properties"]) == {"text", "mode", "max_tags", "threshold"}
+    assert set(schema["properties"]) == {"text", "mode", "max_tags", "threshold", "llm"}
     assert schema["required"] == ["text"]
     assert "confidence" in tool.description
 
@@ -43,7 +43,7 @@ def test_tool_runs_inside_a_langgraph_tool_node(small_kb_dir):
     message = out["messages"][-1]
     assert isinstance(message, ToolMessage) and message.tool_call_id == "call-1" and message.status == "success"
     payload = json.loads(message.content)
-    assert set(payload) == {"tags", "candidates_considered", "content_id", "notes"}
+    assert set(payload) == {"tags", "candidates_considered", "content_id", "threshold", "llm", "notes"}
     assert 1 <= len(payload["tags"]) <= 2 and payload["candidates_considered"] <= 5
     for t in payload["tags"]:
         assert set(t) == {"tag", "confidence", "why"}

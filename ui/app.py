@@ -103,9 +103,10 @@ class TaggingApp:
     def kb(self):
         return runtime_for(self.kb_dir).kb
 
-    def context(self, threshold, mode, n_examples, n_snippets, web, backend) -> Context:
+    def context(self, threshold, mode, n_examples, n_snippets, web, backend, llm=None) -> Context:
         n_examples, n_snippets = int(n_examples or 0), int(n_snippets or 0)
         ctx = Context.from_env(
+            llm=llm or None,
             backend=check_backend(backend),
             mode=mode or None,
             threshold=float(threshold),
@@ -118,7 +119,7 @@ class TaggingApp:
         return replace(ctx, kb_dir=self.kb_dir)
 
     # ---- the Tag page --------------------------------------------------------------------
-    def respond(self, message, history, session, threshold, mode, n_examples, n_snippets, web, backend, clear_input=True):
+    def respond(self, message, history, session, threshold, mode, n_examples, n_snippets, web, backend, llm=None, clear_input=True):
         """Tag a new text (streaming each step) or act on the last result (a command)."""
         history = list(history or [])
         session = session or new_session()
@@ -144,7 +145,7 @@ class TaggingApp:
                 content, title = text, None
                 shown = render.clip(text, 600)
             require_text(content)
-            ctx = self.context(threshold, mode, n_examples, n_snippets, web, backend)
+            ctx = self.context(threshold, mode, n_examples, n_snippets, web, backend, llm)
         except (Llm4tagError, ValueError) as exc:
             gr.Warning(str(exc))
             if text.strip() or files:
@@ -180,7 +181,8 @@ class TaggingApp:
                 following = self._next_node(node, ctx, result)
                 if following:
                     history.append(render.pending_message(following))
-                yield history, session, gr.skip(), gr.skip()
+                first = self._first_answer(result, ctx) if node == "recall" else None
+                yield history, session, first if first is not None else gr.skip(), gr.skip()
         except Exception as exc:  # shown in the page, never as a traceback or a frozen spinner
             error = _readable(exc)
             gr.Warning(error)
@@ -200,6 +202,18 @@ class TaggingApp:
         history.append(render.final_message(result, shown_tags, ctx.threshold))
         yield history, session, render.result_panel(result, shown_tags, ctx.threshold, session["verdict"]), done_input
 
+    def _first_answer(self, state: dict, ctx: Context) -> str | None:
+        """The panel with fused recall's tags, shown as soon as recall is done (the LLM steps, where
+        they run, refine it): recall's top candidates with its own P(right) — None when recall's
+        scores are not probabilities (no trained ranker)."""
+        if state.get("recall_scores") != "probability":
+            return None
+        candidates = state.get("candidates") or []
+        first = {"text": state.get("text", ""), "candidates": candidates,
+                 "judgments": [{"tag": c["tag"], "origin": "recall", "confidence": c["score"]} for c in candidates[: max(ctx.judge_top, ctx.tag_limit)]]}
+        threshold = runtime_for(self.kb_dir).threshold(ctx)
+        return render.result_panel(first, rethreshold(first, threshold, ctx.tag_limit), threshold)
+
     @staticmethod
     def _next_node(node: str, ctx: Context, state: dict) -> str | None:
         order = [n for n in NODE_ORDER if n != "prepare" and (n not in ("review", "record_review") or ctx.review)]
@@ -213,8 +227,9 @@ class TaggingApp:
     def press(self, command_text: str):
         """A button that types a command into the conversation."""
 
-        def handler(history, session, threshold, mode, n_examples, n_snippets, web, backend):
-            yield from self.respond({"text": command_text, "files": []}, history, session, threshold, mode, n_examples, n_snippets, web, backend, clear_input=False)
+        def handler(history, session, threshold, mode, n_examples, n_snippets, web, backend, llm=None):
+            yield from self.respond({"text": command_text, "files": []}, history, session, threshold, mode, n_examples, n_snippets, web, backend,
+                                    llm, clear_input=False)
 
         return handler
 
@@ -376,7 +391,7 @@ class TaggingApp:
             raise gr.Error(_readable(exc)) from exc
 
     # ---- Batch -----------------------------------------------------------------------------
-    def run_batch(self, file, threshold, mode, n_examples, n_snippets, web, backend, progress=gr.Progress()):
+    def run_batch(self, file, threshold, mode, n_examples, n_snippets, web, backend, llm=None, progress=gr.Progress()):
         from agent.batch import run_batch
 
         if not file:
@@ -384,7 +399,7 @@ class TaggingApp:
             return gr.File(visible=False), "⚠️ **Upload a .jsonl or .csv file first.**", None
         src = Path(file if isinstance(file, str) else file.name)
         try:
-            ctx = self.context(threshold, mode, n_examples, n_snippets, web, backend)
+            ctx = self.context(threshold, mode, n_examples, n_snippets, web, backend, llm)
             workdir = Path(tempfile.mkdtemp(prefix="llm4tag-batch-"))
             source = prepare_batch_input(src, workdir)
             out = workdir / f"{src.stem}.tags.jsonl"
@@ -536,10 +551,12 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                             n_examples = gr.Slider(0, 5, value=defaults.max_examples if defaults.use_examples else 0, step=1, label="Similar examples (0: off)")
                             n_snippets = gr.Slider(0, 5, value=defaults.max_snippets if defaults.use_knowledge else 0, step=1, label="Knowledge snippets (0: off)")
                             web = gr.Checkbox(value=defaults.use_web_search, label="Web search snippets (needs network)")
+                            llm = gr.Radio(["auto", "full", "fast"], value=defaults.llm, label="Language model", elem_id="llm-mode",
+                                           info="auto: only where it can change the answer · full: always · fast: never (fused recall, milliseconds)")
                             choices = allowed_backends(defaults)
                             backend = gr.Dropdown(choices, value=choices[0], label="Backend", interactive=len(choices) > 1, elem_id="backend",
                                                   info="the models this server's operator allowed (LLM4TAG_ALLOWED_BACKENDS)")
-                controls = [threshold, mode, n_examples, n_snippets, web, backend]
+                controls = [threshold, mode, n_examples, n_snippets, web, backend, llm]
                 outputs = [chatbot, session, panel, chat_input]
                 chat_input.submit(app.respond, [chat_input, chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
                 accept_btn.click(app.press("accept"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")

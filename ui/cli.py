@@ -320,7 +320,8 @@ def context_options(f):
                      help="The knowledge base's fine-tuned model or LoRA adapter when it has one; off: the base model."),
         click.option("--mode", type=click.Choice(["multi", "single"]), default=None, help="Several tags or exactly one."),
         click.option("--limit", "max_tags", type=int, default=None, help="At most this many tags (multi mode)."),
-        click.option("--threshold", type=float, default=None, help="Drop tags whose confidence is below this (default 0.5)."),
+        click.option("--threshold", type=float, default=None,
+                     help="Drop tags whose confidence is below this (default: the knowledge base's tuned threshold, else 0.5)."),
         click.option("--examples/--no-examples", "use_examples", default=None, help="Retrieved in-context examples."),
         click.option("--knowledge/--no-knowledge", "use_knowledge", default=None, help="Retrieved domain knowledge."),
         click.option("--web/--no-web", "use_web_search", default=None, help="Web search snippets (needs network)."),
@@ -328,8 +329,10 @@ def context_options(f):
         click.option("--calibrate/--no-calibrate", "use_calibration", default=None, help="The Yes/No judge scores every likely candidate."),
         click.option("--judge-top", "judge_top", type=click.IntRange(min=0), default=None,
                      help="Score (and judge) recall's top N candidates besides the generated tags (default 5)."),
+        click.option("--llm", "llm", type=click.Choice(["auto", "full", "fast"]), default=None,
+                     help="auto (default): the language model only where it can change the answer; full: always; fast: never (env LLM4TAG_LLM)."),
         click.option("--no-llm", "no_llm", is_flag=True, default=False,
-                     help="Fused recall only, no language model (milliseconds): --no-generate --no-calibrate."),
+                     help="Fused recall only, no language model (milliseconds): the same as --llm fast."),
         click.option("--learned-calibration/--no-learned-calibration", "use_learned_calibration", default=None,
                      help="Confidence from the knowledge base's fitted fusion (llm4tag calibrate), else recall's P(right); off: the paper's P(Yes)."),
         click.option("--graph-recall/--match-recall", "use_graph_recall", default=None, help="Graph meta-paths or top-k by cosine."),
@@ -344,7 +347,7 @@ def context_options(f):
 
 def build_context(ctx: click.Context, no_llm: bool = False, **options) -> Context:
     if no_llm:
-        options.update(use_generation=False, use_calibration=False)
+        options.update(llm="fast")
     try:
         context = Context.from_env(kb_dir=ctx.obj["kb_dir"], **options)
     except ValueError as exc:

@@ -36,7 +36,7 @@ from mcp.server.fastmcp.exceptions import ToolError
 from pydantic import Field
 
 from agent import tagging
-from agent.context import Context
+from agent.context import Context, llm_mode
 from agent.explanation import compact_result, evidence_parts
 from agent.runtime import runtime_for
 from knowledge_base.errors import UnknownTagsError
@@ -71,13 +71,14 @@ def build_server(context: Context | None = None) -> FastMCP:
         text: str = Field(description="The content to tag."),
         mode: Literal["multi", "single"] | None = Field(default=None, description="multi: several tags; single: exactly one."),
         max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags."),
-        threshold: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop tags whose confidence is below this (default 0.5)."),
-        llm: bool | None = Field(default=None, description="false: fused recall only, no language model (milliseconds)."),
+        threshold: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop tags whose confidence is below this (default: the knowledge base's tuned threshold, else 0.5)."),
+        llm: Literal["auto", "full", "fast"] | bool | None = Field(
+            default=None, description="auto (default): the language model only where it can change the answer; full (or true): always; "
+                                      "fast (or false): fused recall only, no language model (milliseconds)."),
         review: bool | None = Field(default=None, description="true: hold the tags for a person's review; a later learn of the same text resumes it."),
     ) -> dict:
         """Tag a text: tags from the repository, each with a confidence (P(tag is right), fused from recall and the LLM) and why it was chosen."""
-        no_llm = {"use_generation": False, "use_calibration": False} if llm is False else {}
-        ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, review=review, **no_llm)
+        ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, review=review, llm=llm_mode(llm))
         return await _run(lambda: compact_result(tagging.tag(text, context=ctx)))
 
     @server.tool()

@@ -162,6 +162,11 @@ def render_knowledge(changes: dict) -> tuple[str, str]:
 def render_selection(changes: dict) -> tuple[str, str]:
     sel = changes.get("selection") or {}
     if sel.get("skipped"):
+        route = changes.get("route") or {}
+        if route.get("mode") == "auto" and not route.get("llm"):
+            return ("Generator · not needed",
+                    f"The LLM steps did not run for this text (language model: auto): {_md(route.get('reason') or '')}. Recall's "
+                    "candidates go straight to the confidence step; choose **full** under Settings to run them anyway.")
         return "Generator · off", "Generation is off: recall's top candidates go straight to the confidence step."
     tags = sel.get("tags") or []
     history = sel.get("from_history") or []

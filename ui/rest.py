@@ -61,7 +61,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent import tagging
-from agent.context import Context
+from agent.context import Context, llm_mode
 from agent.explanation import why
 from agent.llm.base import BackendError
 from agent.runtime import runtime_for
@@ -136,7 +136,9 @@ class TagOptions(BaseModel):
     mode: Literal["multi", "single"] | None = Field(default=None, description="multi: several tags; single: exactly one.")
     max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags (multi mode).")
     threshold: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop tags whose confidence is below this.")
-    llm: bool | None = Field(default=None, description="false: fused recall only, no language model (milliseconds per text); default: the server's setting.")
+    llm: Literal["auto", "full", "fast"] | bool | None = Field(
+        default=None, description="auto: the language model only where it can change the answer (the default); full (or true): always; "
+                                  "fast (or false): fused recall only, milliseconds per text. Default: the server's setting.")
     review: bool | None = Field(default=None, description="true: hold the proposed tags for a review (the answer's review is pending); "
                                                           "POST /v1/review/{content_id} or any /v1/learn of the same text resumes it.")
 
@@ -174,6 +176,8 @@ class TagResponse(BaseModel):
     seconds: float
     details: dict[str, Any] | None = Field(default=None, description="With explain: examples, knowledge, selection, judgments, timings.")
     review: dict[str, Any] | None = Field(default=None, description="With review: status pending (with the proposed tags) until a decision, then reviewed (what was decided).")
+    route: dict[str, Any] | None = Field(default=None, description="Whether the language model ran for this text and why: {mode, llm, reason}.")
+    threshold: float | None = Field(default=None, description="The confidence threshold the tags were cut at.")
 
 
 class BatchDocument(BaseModel):
@@ -395,8 +399,8 @@ def _tag_out(result: dict) -> list[TagOut]:
 
 
 def _options(base: Context, options: TagOptions) -> Context:
-    no_llm = {"use_generation": False, "use_calibration": False} if options.llm is False else {}
-    return base.with_overrides(mode=options.mode, max_tags=options.max_tags, threshold=options.threshold, review=getattr(options, "review", None), **no_llm)
+    return base.with_overrides(mode=options.mode, max_tags=options.max_tags, threshold=options.threshold, review=getattr(options, "review", None),
+                               llm=llm_mode(options.llm))
 
 
 def _error_responses(*codes: int) -> dict:
@@ -538,6 +542,8 @@ def create_app(
             seconds=round(time.perf_counter() - started, 3),
             details=details,
             review=result.get("review"),
+            route=result.get("route"),
+            threshold=result.get("threshold"),
         )
 
     @app.get("/v1/review/{content_id}", response_model=ReviewWaiting, dependencies=write_guard, responses=_error_responses(404, *write_errors),

@@ -49,6 +49,9 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
         seconds = [sum((r.get("timings") or {}).values()) for r in recs if r.get("timings")]
         if seconds:
             m["seconds_per_item"] = sum(seconds) / len(seconds)
+        routed = [bool(r["llm"]) for r in recs if "llm" in r]
+        if routed:
+            m["llm_share"] = sum(routed) / len(routed)  # items the LLM steps ran for (all of them under full, some under auto)
         metrics["systems"][system] = m
     if out_of_domain:
         metrics["abstention"] = {system: abstention(out_of_domain[system], metrics["systems"][system]) for system in systems}
@@ -135,10 +138,12 @@ def comparison_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
         ri = m.get("RI_of_full")
         at = m.get("at_threshold") or {}
         sec = m.get("seconds_per_item")
+        share = m.get("llm_share")
         rows.append([system] + [f"{m[c]:.3f}" for c in cols]
                     + [f"{at[headline]:.3f} @ {at['coverage']:.0%}" if at else "", "" if sec is None else f"{sec:.2f}"]
+                    + ["" if share is None else f"{share:.0%}"]
                     + ["" if ri is None or system == "full" else f"{ri:+.1%}"])
-    return ["system", *cols, f"{headline} at threshold @ coverage", "s/item", f"RI of full ({headline})"], rows
+    return ["system", *cols, f"{headline} at threshold @ coverage", "s/item", "LLM ran", f"RI of full ({headline})"], rows
 
 
 def markdown_report(metrics: dict) -> str:

@@ -6,7 +6,10 @@ interrupted run resumes where it stopped), ``metrics.json`` (every figure), ``re
 and plots) and ``accuracy_vs_coverage.png`` (the paper's Figure 8).
 
 Systems
-- ``full``: the whole pipeline as configured (every likely candidate scored, all evidence fused).
+- ``full``: the whole pipeline as configured, the LLM steps on every item (``llm="full"``; every
+  likely candidate scored, all evidence fused).
+- ``auto``: the default: the LLM steps only for the items where they can change the answer
+  (``agent.routing``); the share routed is in the report.
 - ``paper``: the paper's pipeline: graph recall without the learned path, the generator's tags
   judged alone, P(Yes) as confidence.
 - ``no-llm``: fused recall only — recall's top candidates with recall's own P(right), no model call.
@@ -42,10 +45,11 @@ from ..tagging import tag
 from .labelled import OUT_OF_DOMAIN, Item
 from .report import summarise
 
-LLM_SYSTEMS: dict[str, dict] = {
+LLM_SYSTEMS: dict[str, dict] = {  # every one but auto and no-llm is full's pipeline with one change (llm="full")
     "full": {},
+    "auto": {"llm": "auto"},
     "paper": {"judge_top": 0, "use_learned_recall": False, "use_learned_calibration": False, "history_keep": None},
-    "no-llm": {"use_generation": False, "use_calibration": False},
+    "no-llm": {"llm": "fast"},
     "no-generation": {"use_generation": False},
     "no-judge": {"use_calibration": False},
     "match-recall": {"use_graph_recall": False},
@@ -77,6 +81,7 @@ def _run_llm_item(item: Item, ctx: Context) -> dict:
                    for j in result["judgments"]],
         "candidates": [c["tag"] for c in result["candidates"]],
         "from_history": result["selection"].get("from_history", []),
+        "llm": bool((result.get("route") or {}).get("llm")),
         "timings": result["timings"],
         "tokens": {
             "generate_prompt": result["selection"].get("prompt_tokens", 0),
@@ -134,8 +139,7 @@ def external_records(name: str, path: str | Path, items: Sequence[Item]) -> list
 
 def system_context(ctx: Context, system: str) -> Context:
     """The run configuration of one LLM system."""
-    overrides = dict(LLM_SYSTEMS[system])
-    return ctx.with_overrides(**overrides) if overrides else ctx
+    return ctx.with_overrides(**{"llm": "full", **LLM_SYSTEMS[system]})
 
 
 def _derived_systems(systems: Sequence[str], ctx: Context) -> dict[str, str]:

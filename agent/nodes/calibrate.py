@@ -24,6 +24,7 @@ from prompts.fill import judgment_examples, judgment_head, judgment_prompts
 from ..confidence import evidence_features, final_confidence, fused_confidence, rank_tags, remembered_verdict, scored_tags
 from ..context import Context, context_of
 from ..retries import attempt_key, failures_noted
+from ..routing import llm_route
 from ..runtime import runtime_for
 from ..state import State
 
@@ -59,15 +60,17 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
     to_score = tags_to_score(candidates, selection, ctx.judge_top)
     notes: list[str] = []
     fitted = rt.calibration(ctx)
+    route = state.get("route") or llm_route(state, ctx, rt)
+    judge = ctx.use_calibration and route["llm"]
     prompts: list[str | None] = [None] * len(to_score)
-    if ctx.use_calibration and to_score:
+    if judge and to_score:
         shots = judgment_examples(state.get("examples") or [], list(by_tag))
         descriptions = {t: by_tag[t].get("description", "") for t, _ in to_score if t in by_tag}
         prompts = judgment_prompts(state["text"], [t for t, _ in to_score], descriptions, ctx.content_chars, shots)
         system, head = load_prompt("system"), judgment_head()
     judgments: list[dict] = []
     with failures_noted("calibrate", attempt_key(runtime, state["content_id"]), notes):  # a failure that may pass is retried (agent.retries)
-        backend = rt.backend(ctx) if ctx.use_calibration and to_score else None
+        backend = rt.backend(ctx) if judge and to_score else None
         for (tag, origin), prompt in zip(to_score, prompts):
             # one prompt at a time, so each judgment streams as soon as it is known; the content's
             # KV cache is still shared, since every prompt starts with it
@@ -89,6 +92,8 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
             }
             judgments.append(judgment)
             runtime.stream_writer({"judgment": judgment})
+    if route["mode"] == "auto" and not route["llm"]:
+        notes.append(f"llm=auto: the LLM steps did not run for this content — {route['reason']}")
     if fitted is not None and ctx.use_learned_calibration:
         notes.append(f"confidence: the knowledge base's {fitted.describe()} of the judge, the generator and recall")
     elif ctx.use_learned_calibration and probability:
@@ -97,8 +102,9 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
     scored = scored_tags({"candidates": candidates, "judgments": judgments})
     if any(j["confidence"] is None for j in judgments):
         # no confidence at all (no judge, no ranker): the generator's tags, else recall's top ones
-        scored = [s for s in scored if s["origin"] != "recall"] if ctx.use_generation else scored
+        scored = [s for s in scored if s["origin"] != "recall"] if ctx.use_generation and route["llm"] else scored
     final = rank_tags(scored, threshold, ctx.tag_limit)
     if judgments and not final:
         notes.append(f"every scored tag is below the confidence threshold {threshold}: no tag fits well enough; lower it to see them")
-    return {"tags": final, "judgments": judgments, "notes": notes, "timings": {"calibrate": round(time.perf_counter() - started, 4)}}
+    return {"tags": final, "judgments": judgments, "threshold": threshold, "route": route, "notes": notes,
+            "timings": {"calibrate": round(time.perf_counter() - started, 4)}}

@@ -6,7 +6,8 @@ Candidates that the history strongly supports (a C2C2T vote share of at least ``
 are kept even when the LLM skips them, and marked as such: a small model must not throw away
 what the history shows. The generator's choice and rank are evidence for the calibrate node,
 which scores recall's top candidates whether or not the generator chose them. Switched off
-(``use_generation=False``), no prompt is built and the selection is empty.
+(``use_generation=False``), or not needed for this content (``agent.routing``), no prompt is
+built and the selection is empty; the route taken is the state's ``route``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prompts.fill import generation_prompt
 
 from ..context import Context, context_of
 from ..retries import attempt_key, failures_noted
+from ..routing import llm_route
 from ..runtime import runtime_for
 from ..state import State
 
@@ -33,11 +35,12 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
     started = time.perf_counter()
     ctx = context_of(runtime)
     candidates = state.get("candidates") or []
+    route = llm_route(state, ctx, runtime_for(ctx.kb_dir))
     notes: list[str] = []
-    if not candidates or not ctx.use_generation:
+    if not candidates or not ctx.use_generation or not route["llm"]:
         return {"selection": {"tags": [], "raw": "", "prompt_tokens": 0, "reused_tokens": 0, "completion_tokens": 0, "rejected": [], "from_history": [],
                               "limit": ctx.tag_limit, "skipped": bool(candidates)},
-                "timings": {"generate": round(time.perf_counter() - started, 4)}}
+                "route": route, "timings": {"generate": round(time.perf_counter() - started, 4)}}
     prompt = generation_prompt(state["text"], candidates, ctx.mode, ctx.tag_limit, ctx.content_chars,
                                state.get("examples"), state.get("knowledge"))
     if prompt.content_cut:
@@ -69,6 +72,7 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
             "template": prompt.template,
             "backend": backend.describe(),
         },
+        "route": route,
         "notes": notes,
         "timings": {"generate": round(time.perf_counter() - started, 4)},
     }

@@ -1,0 +1,82 @@
+"""``llm="auto"`` (the default): the LLM steps run only for a content where their output can change
+the answer (``agent.routing``) — on the real small knowledge bases, the real encoder, Chroma,
+omikuji and the embedded SmolLM2."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from agent import Context, tag
+from agent.confidence import FEATURES, LearnedCalibration
+from agent.routing import llm_route
+from agent.runtime import runtime_for
+from knowledge_base.demo import demo_examples
+
+TEXT = demo_examples()[0]["text"]
+SMALL = dict(budget=10, max_tags=3, use_knowledge=False, max_examples=1)
+
+
+@pytest.fixture(scope="module")
+def fused_copy(trained_kb_dir, tmp_path_factory):
+    target = tmp_path_factory.mktemp("routing") / "kb"
+    shutil.copytree(trained_kb_dir, target, ignore=shutil.ignore_patterns(".write.lock"))
+    return target
+
+
+def test_auto_skips_the_llm_where_the_confidence_is_recalls_own_probability(fused_copy):
+    """A ranker and no fitted fusion: nothing the generator or the judge says changes a
+    confidence, so auto answers like fast, without a model call, and says why."""
+    trained_kb_dir = fused_copy  # a private copy of the trained knowledge base, without a fusion yet
+    ctx = Context(kb_dir=str(trained_kb_dir), **SMALL)
+    auto = tag(TEXT, context=ctx)
+    assert auto["route"] == {"mode": "auto", "llm": False, "reason": auto["route"]["reason"]}
+    assert "ranker's P(right)" in auto["route"]["reason"] and any("llm=auto" in n for n in auto["notes"])
+    assert auto["selection"]["prompt_tokens"] == 0 and all(j["p_yes"] is None for j in auto["judgments"])
+    fast = tag(TEXT, context=ctx.with_overrides(llm="fast"))
+    full = tag(TEXT, context=ctx.with_overrides(llm="full"))
+    assert full["route"]["llm"] and all(j["p_yes"] is not None for j in full["judgments"])
+    answer = lambda r: [(t["tag"], t["confidence"]) for t in r["tags"]]  # noqa: E731
+    assert answer(auto) == answer(fast) == answer(full)  # the LLM's output did not change the answer here
+    assert auto["threshold"] == full["threshold"] == runtime_for(str(trained_kb_dir)).threshold(ctx)
+
+
+def test_auto_runs_the_llm_where_recall_has_no_probability(kb_dir):
+    """No trained ranker: the judge's P(Yes) is the confidence, so the LLM runs (on this module's
+    copy: tagging caches recall in the knowledge base's folder)."""
+    result = tag(TEXT, context=Context(kb_dir=str(kb_dir), judge_top=2, **SMALL))
+    assert result["recall_scores"] == "evidence"
+    assert result["route"]["llm"] and "no trained ranker" in result["route"]["reason"]
+    assert any(j["p_yes"] is not None for j in result["judgments"])
+
+
+def test_with_a_fitted_fusion_auto_routes_close_calls_and_tags_without_history(fused_copy):
+    names = list(FEATURES)
+    coefficients = [0.0] * len(names)
+    coefficients[names.index("logit_p_yes")] = 1.0
+    LearnedCalibration("logistic", coefficients=coefficients, intercept=-1.0, scale_mean=[0.0] * len(names),
+                       scale_std=[1.0] * len(names), pairs=100, share_right=0.3, fitted_at="2026-12-06", features=names).save(fused_copy)
+    rt = runtime_for(str(fused_copy))
+    ctx = Context(kb_dir=str(fused_copy), threshold=0.5, judge_top=3)
+    history = [{"path": "C2C2T", "score": 0.6}]
+    description = [{"path": "C2T", "score": 0.6}]
+
+    def route(*scored, evidence=history):
+        state = {"recall_scores": "probability",
+                 "candidates": [{"tag": f"t{i}", "score": s, "evidence": evidence} for i, s in enumerate(scored)]}
+        return llm_route(state, ctx, rt)
+
+    assert not route(0.95, 0.1, 0.02)["llm"]  # clear calls: above and below the threshold by more than the margin
+    close = route(0.95, 0.55, 0.02)
+    assert close["llm"] and "close to the threshold 0.50: t1" in close["reason"]
+    thin = route(0.9, 0.1, evidence=description)
+    assert thin["llm"] and "description alone: t0" in thin["reason"]
+    remembered = [{"path": "memory", "score": 1.0, "via": [{"id": "x", "verdict": "right"}]}]
+    assert not route(0.55, 0.5, evidence=remembered)["llm"]  # a person's verdict decides
+    assert not llm_route({"recall_scores": "probability", "candidates": [{"tag": "t", "score": 0.5, "evidence": history}]},
+                         ctx.with_overrides(llm="fast"), rt)["llm"]
+    assert llm_route({"recall_scores": "probability", "candidates": []}, ctx.with_overrides(llm="full"), rt)["llm"]
+    # end to end: a routed content runs the judge and its result says so
+    result = tag(TEXT, context=Context(kb_dir=str(fused_copy), route_margin=1.0, **SMALL))
+    assert result["route"]["llm"] and any(j["p_yes"] is not None for j in result["judgments"])
