@@ -67,6 +67,19 @@ def test_llm4tag_config_shows_the_run_and_the_process_settings(clean_env):
     assert set(shown["process"]) == {Settings.variable(f.name) for f in fields(Settings)}
 
 
+def test_llm4tag_config_shows_the_values_in_effect_for_a_knowledge_base(clean_env, trained_kb_dir):
+    """Issue 27: config printed "threshold": null and "kb_dir": null instead of what a run uses."""
+    from agent import Context
+    from agent.runtime import runtime_for
+
+    result = CliRunner().invoke(main, ["--kb", str(trained_kb_dir), "config"])
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.output)["run"]
+    rt = runtime_for(str(trained_kb_dir))
+    assert run["kb_dir"] == str(rt.kb.directory) and run["threshold"] == rt.threshold(Context(kb_dir=str(trained_kb_dir)))
+    assert run["threshold"] is not None and run["backend"].startswith("llamacpp") and run["llm"] == "auto"
+
+
 def test_llm4tag_config_refuses_a_bad_value_without_a_traceback(clean_env):
     clean_env.setenv("LLM4TAG_API_MAX_BODY", "1MB")
     result = CliRunner().invoke(main, ["config"])

@@ -885,12 +885,25 @@ def mcp_command(ctx, **options):
 
 
 @main.command("config")
-def show_config():
-    """Print the configuration in effect: the tagging run's (defaults plus LLM4TAG_* variables) and this process's settings."""
+@click.pass_context
+def show_config(ctx):
+    """Print the configuration in effect: the tagging run's (defaults plus LLM4TAG_* variables), with
+    the knowledge base, threshold and model it resolves to when the knowledge base exists, and this
+    process's settings."""
+    from knowledge_base.demo import demo_kb_dir
     from knowledge_base.settings import settings
 
     try:
-        run, process = asdict(Context.from_env()), settings()
+        context, process = Context.from_env(kb_dir=ctx.obj["kb_dir"]), settings()
+        run = asdict(context)
+        folder = Path(context.kb_dir).expanduser() if context.kb_dir else demo_kb_dir()
+        if (folder / "config.json").is_file():  # never builds the demo knowledge base just to show it
+            from agent.runtime import runtime_for
+
+            rt = runtime_for(context.kb_dir)
+            run.update(kb_dir=str(rt.kb.directory), threshold=rt.threshold(context), backend=rt.backend_spec(context))
+        else:
+            run["kb_dir"] = f"{folder} (not built yet)"
     except (ValueError, Llm4tagError) as exc:
         _fail(exc)
     click.echo(json.dumps({"run": run, "process": process.variables()}, indent=2))
