@@ -638,3 +638,22 @@ def test_loads_encode_outside_the_write_lock_and_a_writer_never_holds_up_readers
         holder.kill()
         holder.wait()
     waiting.join(60)
+
+
+def test_stats_names_what_a_halfway_write_left_and_rebuild_graph_repairs_it(writable_kb, small_samples):
+    """Issue 31 (3, 11): a write stopped by a full disk or a kill left samples with no content and
+    no graph node, which kb stats did not report and kb rebuild-graph did not repair."""
+    sid = small_samples[0].id
+    writable_kb.collection("contents").delete(ids=[sid])  # what a write that stopped after the samples store leaves
+    vector = writable_kb.collection("samples").get(ids=[small_samples[1].id], include=["embeddings"])["embeddings"][0]
+    writable_kb.collection("contents").upsert(ids=["orphan"], embeddings=[vector], documents=["An orphan content"], metadatas=[{"tags": "[]"}])
+    problems = writable_kb.stats(check=True)["problems"]
+    assert any(p.startswith("1 samples have no content entry") and "rebuild-graph" in p for p in problems), problems
+    assert any(p.startswith("1 contents have no graph node") for p in problems), problems
+    assert "problems" not in writable_kb.stats() or not any("halfway" in p for p in writable_kb.stats()["problems"])  # not checked
+    counts = KnowledgeBase(writable_kb.directory, load_graph=False).rebuild_graph()
+    assert counts["restored_contents"] == 1
+    fresh = KnowledgeBase(writable_kb.directory)
+    assert not any("halfway" in p for p in fresh.stats(check=True).get("problems", []))
+    assert content_node(sid) in fresh.graph.g and content_node("orphan") in fresh.graph.g
+    assert {tag_node(t) for t in small_samples[0].tags} <= set(fresh.graph.g[content_node(sid)])

@@ -194,7 +194,7 @@ def load_docs(ctx, paths, on_error):
 def stats(ctx, as_json):
     """Show what the knowledge base holds."""
     try:
-        data = _open_kb(ctx).stats()
+        data = _open_kb(ctx).stats(check=True)
     except Llm4tagError as exc:
         _fail(exc)
     if as_json:
