@@ -102,7 +102,7 @@ def test_callers_cannot_choose_a_model_file_only_a_backend_the_operator_allowed(
     answers = []
     for path in ("/etc/shadow", "/no/such/file.gguf"):
         with pytest.raises(gr.Error) as refused:
-            app.tag_text("A text", backend=f"llamacpp:{path}")
+            app.tag("A text", backend=f"llamacpp:{path}")
         answers.append(str(refused.value).replace(path, "PATH"))
         assert "not one this server allows" in str(refused.value) and "LLM4TAG_ALLOWED_BACKENDS" in str(refused.value)
     assert answers[0] == answers[1]  # the same answer whether the file exists or not: no oracle
@@ -130,7 +130,7 @@ def test_the_app_api_uses_the_knowledge_bases_tuned_threshold_by_default(trained
     monkeypatch.setenv("LLM4TAG_USE_CALIBRATION", "false")
     tuned = runtime_for(str(trained_kb_dir)).threshold(Context.from_env(kb_dir=str(trained_kb_dir)))
     assert tuned != 0.5
-    result = TaggingApp(str(trained_kb_dir)).tag_text("A graphical editor for vector drawings in SVG format, with layers and export to PNG.")
+    result = TaggingApp(str(trained_kb_dir)).tag("A graphical editor for vector drawings in SVG format, with layers and export to PNG.")
     assert result["tags"] and all(t["confidence"] >= tuned for t in result["tags"])
     assert all(t["confidence"] < tuned for t in result["below_threshold"])
 

@@ -243,8 +243,8 @@ def test_api_and_mcp_server_are_on(app_server):
     url, _ = app_server
     with urllib.request.urlopen(url + "gradio_api/mcp/schema", timeout=30) as response:
         tools = {t["name"]: t for t in json.loads(response.read())}
-    assert {"tag_text", "learn_tags", "search_tags"} <= set(tools)
-    assert "calibrated confidence" in tools["tag_text"]["description"]
-    assert tools["tag_text"]["inputSchema"]["required"] == ["text"]
+    assert {"tag", "learn", "search_tags"} <= set(tools)
+    assert "calibrated confidence" in tools["tag"]["description"]
+    assert tools["tag"]["inputSchema"]["required"] == ["text"]
     hits = Client(url, verbose=False).predict(query="i18n", limit=2, api_name="/search_tags")
     assert hits[0]["tag"] == "devel::i18n"

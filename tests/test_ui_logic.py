@@ -346,10 +346,12 @@ def test_api_functions_learn_and_search(writable_kb):
     app = TaggingApp(str(writable_kb.directory))
     hits = app.search_tags("i18n", 3)
     assert hits[0] == {"tag": "devel::i18n", "similarity": 1.0, "description": "Internationalization"}
-    cid = app.learn_tags("a tool to translate gettext catalogues", ["devel::i18n"], ["role::program"])
+    learned = app.learn("a tool to translate gettext catalogues", ["devel::i18n"], ["role::program"])
+    cid = learned["id"]
+    assert learned["correct"] == ["devel::i18n"] and learned["incorrect"] == ["role::program"]
     assert KnowledgeBase(writable_kb.directory).get_sample(cid).incorrect_tags == ("role::program",)
     with pytest.raises(gr.Error, match="unknown tags"):
-        app.learn_tags("some text", ["no-such::tag"])
+        app.learn("some text", ["no-such::tag"])
     with pytest.raises(gr.Error, match="the content is empty"):
         app.search_tags("  ")
 
@@ -359,8 +361,8 @@ def test_api_tag_after_api_learn_returns_the_corrected_tags(writable_kb, monkeyp
     monkeypatch.setenv("LLM4TAG_USE_CALIBRATION", "false")
     app = TaggingApp(str(writable_kb.directory))
     text = "a tool to translate gettext catalogues"
-    app.learn_tags(text, ["devel::i18n"], ["role::program"])
-    result = app.tag_text(text, threshold=0.5)
+    app.learn(text, ["devel::i18n"], ["role::program"])
+    result = app.tag(text, threshold=0.5)
     tags = [t["tag"] for t in result["tags"]]
     assert tags[0] == "devel::i18n" and "role::program" not in tags
     assert result["tags"][0]["origin"] == "memory"

@@ -330,7 +330,8 @@ class TaggingApp:
         history.append(render.assistant_message(f"↶ Undid “{entry['summary']}” on `{entry['cid']}`: {what}."))
 
     # ---- API / MCP -------------------------------------------------------------------------
-    def tag_text(self, text: str, mode: str = "multi", threshold: float | None = None, max_tags: int = 5, backend: str | None = None) -> dict:
+    def tag(self, text: str, mode: str = "multi", threshold: float | None = None, max_tags: int = 5, llm: str | None = None,
+            backend: str | None = None) -> dict:
         """Tag a text with llm4tag: graph-based candidate recall, knowledge-enhanced LLM selection and calibrated confidence.
 
         Args:
@@ -338,14 +339,15 @@ class TaggingApp:
             mode: "multi" for several tags, "single" for exactly one.
             threshold: tags whose confidence (P(tag is right), 0 to 1, fused from recall, the generator and the judge) is below this are left out; leave it out for the knowledge base's tuned threshold.
             max_tags: at most this many tags in multi mode.
+            llm: "auto" (default): the language model only where it can change the answer; "full": always; "fast": never (milliseconds).
             backend: leave it out for the server's model; otherwise one of the backends its operator allowed at start.
 
         Returns:
-            A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin", "why"), "below_threshold" (scored tags that were left out, with confidence), "candidates" (the recalled tag names) and "notes".
+            A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin", "why"), "below_threshold" (scored tags that were left out, with confidence), "candidates" (the recalled tag names), "threshold" (the cut used), "llm" (whether the language model ran) and "notes".
         """
         try:
             ctx = replace(Context.from_env(mode=mode, threshold=None if threshold is None else float(threshold), max_tags=int(max_tags),
-                                           backend=check_backend(backend)), kb_dir=self.kb_dir)
+                                           llm=llm or None, backend=check_backend(backend)), kb_dir=self.kb_dir)
             result = tagging.tag(text, context=ctx)
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
@@ -356,22 +358,24 @@ class TaggingApp:
                      for t, w in zip(result["tags"], tags_with_why(result))],
             "below_threshold": [{"tag": j["tag"], "confidence": confidence_of(j)} for j in result["judgments"] if j["tag"] not in kept],
             "candidates": [c["tag"] for c in result["candidates"]],
+            "threshold": result.get("threshold"),
+            "llm": bool((result.get("route") or {}).get("llm")),
             "notes": result["notes"],
         }
 
-    def learn_tags(self, text: str, correct_tags: list[str], incorrect_tags: list[str] = []) -> str:  # noqa: B006
-        """Teach llm4tag the right tags for a text: stores it as an annotated sample (correct and incorrect tags) in the knowledge base.
+    def learn(self, text: str, correct: list[str], incorrect: list[str] = []) -> dict:  # noqa: B006
+        """Teach llm4tag the right tags for a text: stores it as an annotated sample (correct and incorrect tags) in the knowledge base; the next answer for this text follows it.
 
         Args:
             text: the content the verdict is about.
-            correct_tags: tags that belong to the text (they must be in the tag repository).
-            incorrect_tags: tags that do not belong to the text.
+            correct: tags that belong to the text (they must be in the tag repository).
+            incorrect: tags that do not belong to the text.
 
         Returns:
-            The sample id under which the feedback was stored.
+            A dict with "id" (the sample id under which the verdict was stored), "correct", "incorrect", "samples" (how many the knowledge base holds) and "retraining" (whether the learned recall path started retraining), as the stdio MCP server's learn returns.
         """
         try:
-            return tagging.learn(text, correct_tags or [], incorrect_tags or [], kb_dir=self.kb_dir)["id"]
+            return tagging.learn(text, correct or [], incorrect or [], kb_dir=self.kb_dir)
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
 
@@ -607,8 +611,8 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
 
         demo.load(app.stats, None, stats, api_visibility="private")
         threading.Thread(target=_warm_up, args=(kb_dir, defaults.backend, warm), daemon=True, name="llm4tag-warm-up").start()
-        gr.api(app.tag_text, api_name="tag")
-        gr.api(app.learn_tags, api_name="learn")
+        gr.api(app.tag, api_name="tag")
+        gr.api(app.learn, api_name="learn")
         gr.api(app.search_tags, api_name="search_tags")
     return demo
 
