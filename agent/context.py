@@ -47,7 +47,8 @@ class Context:
                           "(agent.routing); full: always; fast: never (fused recall alone, milliseconds)"},
     )
     route_margin: float = field(
-        default=0.15, metadata={"help": "auto: a candidate whose recall P(right) is this close to the threshold sends the content to the LLM"}
+        default=1.0, metadata={"help": "auto, with a fitted fusion: a close call within this many log-odds (of the threshold, or "
+                                       "between the last tag kept and the next) sends the content to the LLM"}
     )
     judge_top: int = field(default=5, metadata={"help": "recall's top this many candidates are scored (and judged) besides the generated tags"})
     threshold: float | None = field(
@@ -95,7 +96,7 @@ class Context:
             check_number(name, getattr(self, name), minimum=1 if name in ("max_tags", "content_chars", "workers") else 0, integer=True)
         check_number("threshold", self.threshold, minimum=0.0, maximum=1.0)
         check_number("history_keep", self.history_keep, minimum=0.0, maximum=1.0)
-        check_number("route_margin", self.route_margin, minimum=0.0, maximum=1.0)
+        check_number("route_margin", self.route_margin, minimum=0.0)
         check_number("min_snippet_similarity", self.min_snippet_similarity, minimum=-1.0, maximum=1.0)
         check_number("web_timeout_s", self.web_timeout_s, minimum=0.0)
 

@@ -11,7 +11,9 @@ system on item i before item i+1, so a busy machine slows them alike and the tim
 
 Printed per set: the headline metric (single-tag: the evaluation's headline at full coverage;
 multi-tag: micro-F1 at the default threshold) per system, the share of foreign texts left untagged, seconds per item, the share of
-items the LLM ran for, and auto's time as a share of full's. Results: ``bench/out/routing/<set>/``.
+items the LLM ran for, and auto's time as a share of full's. Results:
+``bench/out/routing/<set>-fusion/`` or ``-no-fusion/``, by whether the knowledge base has a fitted
+fusion (``llm4tag calibrate``): only with one can the LLM's output change a confidence.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def main() -> None:
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
         split, mode = SETS[name]
         kb = ensure_kb(name)
-        out = OUT / "routing" / name
+        out = OUT / "routing" / f"{name}-{'fusion' if (kb / 'calibration.json').is_file() else 'no-fusion'}"
         llm4tag("--kb", str(kb), "eval", str(DATA / name / split), "--items", str(args.items), "--seed", str(args.seed),
                 "--systems", ",".join(SYSTEMS), "--mode", mode, "--out", str(out),
                 "--out-of-domain", str(FOREIGN), "--ood-items", str(args.ood_items))

@@ -58,18 +58,24 @@ def test_with_a_fitted_fusion_auto_routes_close_calls_and_tags_without_history(f
     LearnedCalibration("logistic", coefficients=coefficients, intercept=-1.0, scale_mean=[0.0] * len(names),
                        scale_std=[1.0] * len(names), pairs=100, share_right=0.3, fitted_at="2026-12-06", features=names).save(fused_copy)
     rt = runtime_for(str(fused_copy))
-    ctx = Context(kb_dir=str(fused_copy), threshold=0.5, judge_top=3)
+    ctx = Context(kb_dir=str(fused_copy), threshold=0.5, judge_top=3, max_tags=2)  # multi-tag, at most 2
     history = [{"path": "C2C2T", "score": 0.6}]
     description = [{"path": "C2T", "score": 0.6}]
 
-    def route(*scored, evidence=history):
+    def route(*scored, evidence=history, context=ctx):
         state = {"recall_scores": "probability",
                  "candidates": [{"tag": f"t{i}", "score": s, "evidence": evidence} for i, s in enumerate(scored)]}
-        return llm_route(state, ctx, rt)
+        return llm_route(state, context, rt)
 
-    assert not route(0.95, 0.1, 0.02)["llm"]  # clear calls: above and below the threshold by more than the margin
-    close = route(0.95, 0.55, 0.02)
-    assert close["llm"] and "close to the threshold 0.50: t1" in close["reason"]
+    assert not route(0.95, 0.1, 0.02)["llm"]  # clear calls: far above and below the threshold (> 1 log-odds)
+    close = route(0.95, 0.6, 0.02)  # 0.6 is 0.41 log-odds above 0.5
+    assert close["llm"] and "t1" in close["reason"] and "t0" not in close["reason"]
+    assert not route(0.95, 0.9, 0.1)["llm"]  # both places taken, the third far behind the second
+    ranked = route(0.95, 0.9, 0.88)  # both places taken; the second and the third within 0.2 log-odds: which one is kept may change
+    assert ranked["llm"] and "t1" in ranked["reason"] and "t2" in ranked["reason"]
+    single = ctx.with_overrides(mode="single")
+    assert not route(0.97, 0.02, evidence=history, context=single)["llm"]  # the first far ahead: nothing to change
+    assert route(0.9, 0.85, evidence=history, context=single)["llm"]  # the first two within 0.46 log-odds
     thin = route(0.9, 0.1, evidence=description)
     assert thin["llm"] and "description alone: t0" in thin["reason"]
     remembered = [{"path": "memory", "score": 1.0, "via": [{"id": "x", "verdict": "right"}]}]
@@ -78,5 +84,5 @@ def test_with_a_fitted_fusion_auto_routes_close_calls_and_tags_without_history(f
                          ctx.with_overrides(llm="fast"), rt)["llm"]
     assert llm_route({"recall_scores": "probability", "candidates": []}, ctx.with_overrides(llm="full"), rt)["llm"]
     # end to end: a routed content runs the judge and its result says so
-    result = tag(TEXT, context=Context(kb_dir=str(fused_copy), route_margin=1.0, **SMALL))
+    result = tag(TEXT, context=Context(kb_dir=str(fused_copy), route_margin=20.0, **SMALL))
     assert result["route"]["llm"] and any(j["p_yes"] is not None for j in result["judgments"])
