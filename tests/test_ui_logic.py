@@ -382,3 +382,28 @@ def test_learned_confidence_is_what_the_page_filters_and_shows():
     no_judge = [{"tag": "a", "origin": "recall", "p_yes": None, "confidence": 0.8}]
     title, body = render_calibration({"judgments": no_judge, "tags": [{"tag": "a"}]}, 0.5)
     assert title.startswith("Confidence · fused for 1 tags") and "recall's own P(right)" in body and "| recall |  | 0.800 |" in body
+
+
+def test_the_page_answers_with_fused_recall_before_the_language_model_is_loaded(trained_kb_dir, tmp_path):
+    """Issue 26: the page waited for the language model's warm-up even where auto never calls it."""
+    import shutil
+    import threading
+
+    from ui.app import WarmUp
+
+    kb_dir = shutil.copytree(trained_kb_dir, tmp_path / "kb", ignore=shutil.ignore_patterns(".write.lock"))
+    warm = WarmUp()
+    warm.recall_ready.set()  # the encoder is loaded; the language model is still loading (ready is not set)
+    assert "Fused recall ready" in warm.status()
+    app = TaggingApp(str(kb_dir), warm)
+    outputs: list = []
+    runner = threading.Thread(target=lambda: outputs.extend(app.respond(demo_examples()[0]["text"], [], None, 0.0, "multi", 0, 0, False,
+                                                                          "llamacpp", "auto")), daemon=True)
+    runner.start()
+    runner.join(120)
+    assert not runner.is_alive(), "the page waited for the language model"
+    history, session = outputs[-1][0], outputs[-1][1]
+    assert session["last"]["result"]["route"]["llm"] is False and session["last"]["result"]["tags"]
+    panels = [o[2] for o in outputs if isinstance(o[2], str)]
+    assert len(panels) >= 2 and all('id="l4t-panel"' in p for p in panels)  # recall's tags were shown before the final answer
+    assert not warm.ready.is_set()

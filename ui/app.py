@@ -155,10 +155,10 @@ class TaggingApp:
             return
 
         history.append(render.user_message(shown))
-        if self.warm is not None and not self.warm.ready.is_set():  # say what the first result waits for
+        if self.warm is not None and not self.warm.recall_ready.is_set():  # say what the first result waits for
             history.append(render.waiting_message(self.warm.status()))
             yield history, session, gr.skip(), gr.MultimodalTextbox(value=None, interactive=False) if clear_input else gr.skip()
-            while not self.warm.ready.wait(1.0):
+            while not self.warm.recall_ready.wait(1.0):  # not the language model: auto may not need it, and a step that does loads it
                 history[-1] = render.waiting_message(self.warm.status())
                 yield history, session, gr.skip(), gr.skip()
             history.pop()
@@ -636,7 +636,8 @@ class WarmUp:
 
     def __init__(self):
         self.stage = "starting"
-        self.ready = threading.Event()
+        self.ready = threading.Event()  # everything, the language model included
+        self.recall_ready = threading.Event()  # the knowledge base and the encoder: enough for fused recall
         self.error: str | None = None
         self.started = time.monotonic()
         self.model = ""
@@ -649,6 +650,8 @@ class WarmUp:
             return f"⚠ Warm-up failed: {self.error} — the page reports the same error when it tags."
         if self.ready.is_set():
             return f"✓ Ready · {self.model}"
+        if self.recall_ready.is_set():
+            return f"✓ Fused recall ready · ⏳ {self.stage} for the steps that need it ({time.monotonic() - self.started:.0f} s)"
         return f"⏳ Getting ready ({time.monotonic() - self.started:.0f} s): {self.stage}"
 
 
@@ -665,6 +668,7 @@ def _warm_up(kb_dir: str | None, backend: str, warm: WarmUp) -> None:
         rt = runtime_for(kb_dir)
         warm.set("loading the embedding model")
         rt.kb.encoder.encode_one("warm up")
+        warm.recall_ready.set()
         ctx = Context.from_env(kb_dir=kb_dir, backend=backend)
         spec = rt.backend_spec(ctx)
         warm.set(f"loading the language model ({_model_name(spec)})")
@@ -674,6 +678,7 @@ def _warm_up(kb_dir: str | None, backend: str, warm: WarmUp) -> None:
         warm.error = f"{type(exc).__name__}: {exc}"
         print(f"note: warm-up failed ({warm.error}); the app will report it when tagging")
     finally:
+        warm.recall_ready.set()
         warm.ready.set()
 
 
