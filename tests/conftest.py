@@ -88,3 +88,10 @@ def trained_kb_dir(small_kb_dir, tmp_path_factory) -> Path:
     shutil.copytree(small_kb_dir, target, ignore=shutil.ignore_patterns(".write.lock"))
     train_learned_recall(KnowledgeBase(target))
     return target
+
+
+@pytest.fixture(scope="module")
+def trained_kb_copy(trained_kb_dir, tmp_path_factory, request) -> Path:
+    """A copy of the trained knowledge base shared by one test module, which may change it (add a
+    fitted fusion, tag and cache in it)."""
+    return copy_kb(trained_kb_dir, tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1] + "-trained") / "kb")

@@ -4,7 +4,6 @@ P(right) as the default confidence, a fitted fusion that can promote what the ge
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
@@ -17,11 +16,9 @@ SMALL = dict(budget=10, max_tags=3)
 
 
 @pytest.fixture(scope="module")
-def fused_kb_dir(trained_kb_dir, tmp_path_factory):
-    """A private copy of the trained knowledge base: tests here add a calibration.json to it."""
-    target = tmp_path_factory.mktemp("fused") / "kb"
-    shutil.copytree(trained_kb_dir, target, ignore=shutil.ignore_patterns(".write.lock"))
-    return target
+def fused_kb_dir(trained_kb_copy):
+    """This module's copy of the trained knowledge base: tests here add a calibration.json to it."""
+    return trained_kb_copy
 
 
 def test_no_llm_mode_ranks_by_recalls_own_probability(fused_kb_dir):

@@ -264,7 +264,10 @@ def test_errors_are_json_never_a_traceback(kb_dir, monkeypatch):
 
 
 # ---- concurrency ---------------------------------------------------------------------------
-def test_full_queue_answers_503_with_retry_after(kb_dir, monkeypatch):
+@pytest.fixture
+def held_tagging(monkeypatch) -> threading.Event:
+    """Tagging that waits until the returned event is set: requests pile up in the queue (the
+    queue's admission is what these tests measure, not tagging)."""
     import agent.tagging
 
     release = threading.Event()
@@ -274,6 +277,11 @@ def test_full_queue_answers_503_with_retry_after(kb_dir, monkeypatch):
         return {"content_id": content_id(text), "tags": [], "candidates": [], "notes": []}
 
     monkeypatch.setattr(agent.tagging, "tag", slow)
+    return release
+
+
+def test_full_queue_answers_503_with_retry_after(kb_dir, held_tagging):
+    release = held_tagging
     app = create_app(str(kb_dir), Context(**CHEAP), workers=1, max_waiting=1)
 
     async def scenario():
@@ -297,17 +305,9 @@ def test_full_queue_answers_503_with_retry_after(kb_dir, monkeypatch):
     assert (second.status_code, second.json()["id"]) == (200, "2")
 
 
-def test_the_queue_counts_documents_so_a_batch_takes_its_size_in_places(kb_dir, monkeypatch):
+def test_the_queue_counts_documents_so_a_batch_takes_its_size_in_places(kb_dir, held_tagging):
     """Issue 31 (8): 8 batches of 100 were in flight and a single /v1/tag waited 37.6 s with no 503."""
-    import agent.tagging
-
-    release = threading.Event()
-
-    def slow(text, **kwargs):
-        assert release.wait(30)
-        return {"content_id": content_id(text), "tags": [], "candidates": [], "notes": []}
-
-    monkeypatch.setattr(agent.tagging, "tag", slow)
+    release = held_tagging
     app = create_app(str(kb_dir), Context(**CHEAP), workers=1, max_waiting=3)
 
     async def scenario():

@@ -4,8 +4,6 @@ omikuji and the embedded SmolLM2."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from agent import Context, tag
@@ -19,10 +17,9 @@ SMALL = dict(budget=10, max_tags=3, use_knowledge=False, max_examples=1)
 
 
 @pytest.fixture(scope="module")
-def fused_copy(trained_kb_dir, tmp_path_factory):
-    target = tmp_path_factory.mktemp("routing") / "kb"
-    shutil.copytree(trained_kb_dir, target, ignore=shutil.ignore_patterns(".write.lock"))
-    return target
+def fused_copy(trained_kb_copy):
+    """This module's copy of the trained knowledge base: a test here adds a calibration.json to it."""
+    return trained_kb_copy
 
 
 def test_auto_skips_the_llm_where_the_confidence_is_recalls_own_probability(fused_copy):
