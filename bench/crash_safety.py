@@ -12,6 +12,16 @@
    the loads; then every sample a loader loaded and every correction the API acknowledged is
    checked the same way.
 
+3. A full disk (as root; skipped otherwise). A copy of the knowledge base on a tmpfs a little
+   larger than it, filled up to 400 KB: with the default reserve (``LLM4TAG_DISK_RESERVE``, 16 MiB)
+   every learn is refused whole; with a 100 KB reserve learns run until the disk is full under
+   them, each failure a ``DiskFullError``; then space comes back and learns succeed again; what a
+   stopped write left is reported by ``kb stats`` and repaired by ``kb rebuild-graph``; every
+   acknowledged learn is checked.
+4. A killed worker. Two model worker processes (``agent.workers.TaggerPool``) tag ``--worker-items``
+   texts with the full pipeline; one worker is killed with SIGKILL after the first answer; every
+   item must still be answered (those it took down run again on fresh workers).
+
 Prints the figures (loads killed, concurrent writers, items verified, items lost) and writes
 ``bench/out/crash_safety.json``; exits 1 if any item was lost or wrong, or any writer failed::
 
@@ -355,6 +365,92 @@ def concurrency_phase(kb: Path, work: Path, writers: int, per_writer: int, learn
 
 
 # ---- main --------------------------------------------------------------------------------------
+FILL_THE_DISK = """
+import json, sys
+from agent import tagging
+from knowledge_base.errors import Llm4tagError
+kb, tag, first, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+for i in range(first, first + n):
+    text = f"A text learned while the disk fills up, number {i}. " + ("filler words " * 300).strip()
+    try:
+        tagging.learn(text, [tag], kb_dir=kb)
+        print(json.dumps({"i": i, "text": text, "ok": True}), flush=True)
+    except Llm4tagError as exc:
+        print(json.dumps({"i": i, "text": text, "ok": False, "error": str(exc), "kind": type(exc).__name__}), flush=True)
+"""
+
+
+def learns_in_a_process(kb: Path, tag: str, first: int, n: int, reserve: int | None = None) -> dict:
+    """``n`` learns in one new process (``tagging.learn``): each one's outcome, and the process's end."""
+    env = {**ENV, **({"LLM4TAG_DISK_RESERVE": str(reserve)} if reserve is not None else {})}
+    done = subprocess.run([sys.executable, "-c", FILL_THE_DISK, str(kb), tag, str(first), str(n)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900, env=env)
+    return {"status": done.returncode, "traceback": "Traceback" in done.stderr, "stderr": done.stderr[-3000:],
+            "results": [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]}
+
+
+def full_disk_phase(source: Path, work: Path, learns: int = 12) -> dict:
+    """Round 3 (see the module's text); ``{"skipped": why}`` where a tmpfs cannot be mounted."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return {"skipped": "mounting a small tmpfs needs root"}
+    disk = work / "disk"
+    disk.mkdir()
+    size = sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size + 24 * 2**20}", "tmpfs", str(disk)], capture_output=True).returncode:
+        return {"skipped": "this machine does not let a tmpfs be mounted"}
+    from knowledge_base import KnowledgeBase
+    from knowledge_base.loaders import content_id
+
+    try:
+        kb = disk / "kb"
+        shutil.copytree(source, kb, ignore=shutil.ignore_patterns(".write.lock"))
+        tag = sorted(KnowledgeBase(kb).tag_names())[0]
+        filler = disk / "filler"
+        with open(filler, "wb") as f:
+            f.write(b"\0" * max(0, shutil.disk_usage(disk).free - 400_000))
+        before = KnowledgeBase(kb).collection("samples").count()
+        refused = learns_in_a_process(kb, tag, 0, 2)  # the default reserve: refused whole
+        samples_after_refusal = KnowledgeBase(kb).collection("samples").count()
+        filling = learns_in_a_process(kb, tag, 10, learns, reserve=100_000)  # writes start, and the disk fills under them
+        filler.unlink()
+        after = learns_in_a_process(kb, tag, 100, 3)  # space is back
+        reported = [p for p in KnowledgeBase(kb).stats(check=True).get("problems", []) if "halfway" in p]
+        repaired = None
+        if reported:
+            repaired = KnowledgeBase(kb, load_graph=False).rebuild_graph()["restored_contents"]
+        fresh = KnowledgeBase(kb)
+        left = [p for p in fresh.stats(check=True).get("problems", []) if "halfway" in p]
+        acknowledged = [r for run in (filling, after) for r in run["results"] if r["ok"]]
+        lost = [r["i"] for r in acknowledged if (s := fresh.get_sample(content_id(r["text"]))) is None or list(s.tags) != [tag]]
+        return {"refused": refused, "samples_before": before, "samples_after_refusal": samples_after_refusal, "filling": filling,
+                "after": after, "reported_halfway": reported, "restored_contents": repaired, "left_halfway": left,
+                "acknowledged": len(acknowledged), "lost": lost}
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def worker_phase(kb: Path, items: int = 12) -> dict:
+    """Round 4 (see the module's text)."""
+    from agent import Context
+    from agent.workers import TaggerPool, WorkerError
+
+    texts = [f"A command-line tool number {i} that converts images between formats and prints a report." for i in range(items)]
+    answered, failed = 0, []
+    started = time.monotonic()
+    with TaggerPool(2, Context(kb_dir=str(kb), llm="full", budget=10, max_tags=3)) as pool:
+        pool.start()
+        futures = [pool.submit(t) for t in texts]
+        futures[0].result(timeout=900)
+        victim = next(iter(pool.memory()))
+        os.kill(victim, signal.SIGKILL)
+        for i, f in enumerate(futures):
+            try:
+                answered += bool(f.result(timeout=900)["candidates"])
+            except WorkerError as exc:
+                failed.append((i, str(exc)))
+    return {"items": items, "answered": answered, "failed": failed, "killed_pid": victim, "seconds": round(time.monotonic() - started, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=2000, help="lines of the samples file that is loaded and killed")
@@ -365,6 +461,7 @@ def main() -> int:
     parser.add_argument("--kb", type=Path, default=None, help="a knowledge base to copy (default: a fresh one with the demo vocabulary)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the kill moments and data (default: random, printed)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (knowledge base, files, logs)")
+    parser.add_argument("--worker-items", type=int, default=12, help="texts tagged by two worker processes, one of which is killed")
     parser.add_argument("--out", type=Path, default=OUT / "crash_safety.json")
     args = parser.parse_args()
 
@@ -397,6 +494,11 @@ def main() -> int:
         log(f"2. concurrent writers: {args.writers} loaders at once + {args.learns} REST learns")
         spread = max(2.0, args.writers * args.writer_samples / 60)
         conc = concurrency_phase(kb, work, args.writers, args.writer_samples, args.learns, vocabulary, rng, log_file, spread)
+
+        log("3. a full disk: learns on a tmpfs that fills up, then space comes back")
+        disk = full_disk_phase(kb, work)
+        log(f"4. a killed worker: two model workers tag {args.worker_items} texts, one is killed after the first answer")
+        workers = worker_phase(kb, args.worker_items)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -414,17 +516,40 @@ def main() -> int:
           f"their kill, re-run to completion (status {kills['rerun_status']}, {kills['rerun_s']} s)")
     print(f"  items verified {crash_check['verified']}/{crash_check['expected']}: lost {crash_check['lost']}, wrong {crash_check['wrong']}, "
           f"extra {crash_check['duplicated_or_extra']}, graph disagreements {crash_check['graph_disagrees']}")
+    disk_failed = disk_lost = 0
+    if "skipped" in disk:
+        print(f"full disk: skipped ({disk['skipped']})")
+    else:
+        runs = (disk["refused"], disk["filling"], disk["after"])
+        refused_ok = all(not r["ok"] and r["kind"] == "DiskFullError" for r in disk["refused"]["results"])
+        failures = [r for r in disk["filling"]["results"] if not r["ok"]]
+        disk_failed = (sum(1 for run in runs if run["status"] or run["traceback"]) + (not refused_ok)
+                       + sum(1 for r in failures if r["kind"] != "DiskFullError") + sum(1 for r in disk["after"]["results"] if not r["ok"])
+                       + (disk["samples_after_refusal"] != disk["samples_before"]) + len(disk["left_halfway"]))
+        disk_lost = len(disk["lost"])
+        print(f"full disk: {len(disk['refused']['results'])} learns under the reserve refused whole ({'' if refused_ok else 'NOT '}all "
+              f"DiskFullError, samples {disk['samples_before']} -> {disk['samples_after_refusal']}); {len(disk['filling']['results'])} "
+              f"learns as the disk filled: {len(disk['filling']['results']) - len(failures)} acknowledged, {len(failures)} DiskFullError"
+              f"{'' if all(r['kind'] == 'DiskFullError' for r in failures) else ' (and other errors)'}; after space came back "
+              f"{sum(1 for r in disk['after']['results'] if r['ok'])}/{len(disk['after']['results'])} acknowledged; half-written "
+              f"reported {len(disk['reported_halfway'])}, restored {disk['restored_contents'] or 0}, left {len(disk['left_halfway'])}; "
+              f"acknowledged learns verified {disk['acknowledged'] - disk_lost}/{disk['acknowledged']}")
+    print(f"killed worker: {workers['items']} texts on 2 workers, one killed after the first answer: {workers['answered']} answered, "
+          f"{len(workers['failed'])} failed, {workers['seconds']} s")
     print(f"concurrent writers: {conc['loaders']} loaders at once ({conc['loaders']} x {conc['loader_samples']} samples, status "
           f"{conc['loader_status']}) + {conc['learns']} concurrent REST learns ({conc['learns_during_a_load']} sent while a load ran, "
           f"{conc['learns_acknowledged']} acknowledged) in {conc['seconds']} s")
     print(f"  items verified {cc['verified']}/{cc['expected']}: lost {cc['lost']}, wrong {cc['wrong']}, extra {cc['duplicated_or_extra']}, "
           f"graph disagreements {cc['graph_disagrees']}")
+    lost += disk_lost + len(workers["failed"])
+    failed_writers += disk_failed
     print(f"total: loads killed {kills['killed']}, concurrent writers {conc['loaders'] + conc['learns']}, items verified {verified}, "
           f"items lost {lost}, wrong or extra {wrong}, failed writes {failed_writers}")
     for problem in crash_check["examples"] + cc["examples"] + conc["failed_learns"]:
         print(f"  problem: {problem}")
     OUT.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"seed": seed, "samples": args.samples, "kill": kills, "kill_check": crash_check, "concurrency": conc,
+                                    "full_disk": disk, "killed_worker": workers,
                                     "totals": {"loads_killed": kills["killed"], "concurrent_writers": conc["loaders"] + conc["learns"],
                                                "items_verified": verified, "items_lost": lost, "wrong_or_extra": wrong,
                                                "failed_writes": failed_writers}}, indent=2), encoding="utf-8")
