@@ -389,7 +389,7 @@ def learns_in_a_process(kb: Path, tag: str, first: int, n: int, reserve: int | N
             "results": [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]}
 
 
-def full_disk_phase(source: Path, work: Path, learns: int = 12) -> dict:
+def full_disk_phase(source: Path, work: Path, learns: int = 40) -> dict:
     """Round 3 (see the module's text); ``{"skipped": why}`` where a tmpfs cannot be mounted."""
     if os.geteuid() != 0 or not shutil.which("mount"):
         return {"skipped": "mounting a small tmpfs needs root"}
@@ -527,6 +527,8 @@ def main() -> int:
                        + sum(1 for r in failures if r["kind"] != "DiskFullError") + sum(1 for r in disk["after"]["results"] if not r["ok"])
                        + (disk["samples_after_refusal"] != disk["samples_before"]) + len(disk["left_halfway"]))
         disk_lost = len(disk["lost"])
+        if not failures:
+            print("full disk: WARNING the disk did not fill up during the learns, so the failure path was not exercised")
         print(f"full disk: {len(disk['refused']['results'])} learns under the reserve refused whole ({'' if refused_ok else 'NOT '}all "
               f"DiskFullError, samples {disk['samples_before']} -> {disk['samples_after_refusal']}); {len(disk['filling']['results'])} "
               f"learns as the disk filled: {len(disk['filling']['results']) - len(failures)} acknowledged, {len(failures)} DiskFullError"

@@ -55,7 +55,7 @@ def test_a_full_disk_gives_a_clear_error_loses_no_acknowledged_write_and_heals_o
     failed were left in samples with no content and no graph node (``bench/crash_safety.py``'s round 3)."""
     import pytest
 
-    disk = bench().full_disk_phase(small_kb_dir, tmp_path)
+    disk = bench().full_disk_phase(small_kb_dir, tmp_path, learns=12)
     if "skipped" in disk:
         pytest.skip(disk["skipped"])
     for run in (disk["refused"], disk["filling"], disk["after"]):  # each process answered every call and ended cleanly
