@@ -588,26 +588,25 @@ def test_two_threads_write_the_same_kb(tmp_path):
         assert set(kb.graph.tags_of(cid)) == tags, cid
 
 
-def test_loads_encode_outside_the_write_lock_and_a_writer_never_holds_up_readers(writable_kb, small_samples, trained_kb_dir, tmp_path):
+def test_loads_encode_outside_the_write_lock_and_a_writer_never_holds_up_readers(writable_kb, small_samples, trained_kb_dir, tmp_path,
+                                                                                   monkeypatch):
     """Issue 31 (4): a large load-docs encoded 77,713 passages inside the write lock; a learn waiting
     for it held the lock every /v1/tag needs (``classifier()``), so one writer froze all readers."""
     from knowledge_base import Passage
+    from knowledge_base.encoder import Encoder
 
-    encoder = writable_kb.encoder
-    real = encoder.encode
+    real = Encoder.encode
     held: list[bool] = []
 
-    def encode_watching_the_lock(texts, *args, **kwargs):
+    def encode_watching_the_lock(self, texts, *args, **kwargs):
         held.append(writable_kb._file_lock.is_locked)
-        return real(texts, *args, **kwargs)
+        return real(self, texts, *args, **kwargs)
 
-    encoder.encode = encode_watching_the_lock  # the real encoder, watched
-    try:
+    with monkeypatch.context() as patched:  # the real encoder, watched (on the class: the shared instance is left as it was)
+        patched.setattr(Encoder, "encode", encode_watching_the_lock)
         writable_kb.add_documents([Passage(id=f"p{i}", source="guide.md", text=f"Passage {i} about packaging tools.") for i in range(300)])
         writable_kb.add_samples(small_samples[:10])
         writable_kb.add_tags([Tag("new::tag", "A tag added by the test")])
-    finally:
-        encoder.encode = real
     assert held and not any(held), held
     assert writable_kb.collection("documents").get(ids=["p0", "p299"], include=[])["ids"] == ["p0", "p299"]
 
