@@ -5,7 +5,8 @@ A tag's confidence is the knowledge base's fitted fusion of all the evidence whe
 (``llm4tag calibrate``), else the recall ranker's own P(right), else the judge's P(Yes)
 (``agent.confidence.fused_confidence``). So under ``auto``:
 
-- recall gives no probability (no trained ranker): the judge is the confidence — the LLM runs;
+- recall gives no probability (no trained ranker), or the learned confidence is switched off: the
+  judge's P(Yes) is the confidence — the LLM runs;
 - recall's P(right) is the confidence (a ranker, no fitted fusion): nothing the generator or the
   judge says changes a tag's confidence, so the LLM does not run (it would cost ~99% of the time
   and change nothing; measured in ``bench/llm_routing.py``);
@@ -45,7 +46,9 @@ def llm_route(state: dict, ctx: Context, rt: Runtime) -> dict:
         return {"mode": mode, "llm": False, "reason": "a person's verdict on this text decides its likely tags"}
     if state.get("recall_scores") != "probability":
         return {"mode": mode, "llm": True, "reason": "recall has no trained ranker, so the judge's P(Yes) is the confidence"}
-    if rt.calibration(ctx) is None or not ctx.use_learned_calibration:
+    if not ctx.use_learned_calibration:
+        return {"mode": mode, "llm": True, "reason": "the judge's P(Yes) is the confidence (use_learned_calibration is off)"}
+    if rt.calibration(ctx) is None:
         return {"mode": mode, "llm": False,
                 "reason": "the confidence is the recall ranker's P(right), which the LLM's output does not change here "
                           "(no fitted fusion of the LLM's evidence: llm4tag calibrate fits one)"}

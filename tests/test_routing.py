@@ -37,6 +37,9 @@ def test_auto_skips_the_llm_where_the_confidence_is_recalls_own_probability(fuse
     answer = lambda r: [(t["tag"], t["confidence"]) for t in r["tags"]]  # noqa: E731
     assert answer(auto) == answer(fast) == answer(full)  # the LLM's output did not change the answer here
     assert auto["threshold"] == full["threshold"] == runtime_for(str(trained_kb_dir)).threshold(ctx)
+    paper_confidence = llm_route({"recall_scores": "probability", "candidates": auto["candidates"]},
+                                 ctx.with_overrides(use_learned_calibration=False), runtime_for(str(trained_kb_dir)))
+    assert paper_confidence["llm"] and "P(Yes) is the confidence" in paper_confidence["reason"]  # the judge is then the confidence
 
 
 def test_auto_runs_the_llm_where_recall_has_no_probability(kb_dir):
