@@ -627,7 +627,11 @@ def test_loads_encode_outside_the_write_lock_and_a_writer_never_holds_up_readers
 
         waiting = threading.Thread(target=learn_waiting, daemon=True)
         waiting.start()
-        time.sleep(1.0)
+        deadline = time.monotonic() + 120
+        while kb._thread_lock.acquire(blocking=False):  # until the learn holds this process's writer lock (it waits for the file lock)
+            kb._thread_lock.release()
+            assert time.monotonic() < deadline, "the learn never took the writer lock"
+            time.sleep(0.05)
         answered: list[dict] = []
         reader = threading.Thread(target=lambda: answered.append(tagging.tag("An editor for vector drawings", context=fast)), daemon=True)
         reader.start()
