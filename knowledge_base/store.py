@@ -679,8 +679,7 @@ class KnowledgeBase:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _write_samples(self, samples: list[Sample], origin: str, report: LoadReport, vectors: np.ndarray | None = None,
-                       progress: Progress | None = None) -> None:
+    def _write_samples(self, samples: list[Sample], origin: str, report: LoadReport, vectors: np.ndarray | None = None) -> None:
         """Write checked samples (inside the write lock); ``vectors`` when the caller has them."""
         for start in range(0, len(samples), BATCH):
             chunk = samples[start : start + BATCH]
@@ -712,8 +711,6 @@ class KnowledgeBase:
                 self._shared.publish_contents(ids)
             report.updated += len(already)
             report.added += len(chunk) - len(already)
-            if progress:
-                progress(min(start + BATCH, len(samples)), len(samples))
 
     def add_documents(self, passages: list[Passage], progress: Progress | None = None) -> LoadReport:
         """Add domain-document passages with their source, page, row and index as metadata.
