@@ -238,3 +238,24 @@ def test_the_default_threshold_is_the_rankers_unless_one_was_tuned(trained_copy)
     assert rt.threshold(Context(kb_dir=str(trained_copy), use_learned_calibration=False)) == 0.5
     rt.kb.update_config(replace(rt.kb.config, threshold=0.42))
     assert rt.threshold(Context(kb_dir=str(trained_copy))) == 0.42
+
+
+def test_a_rerun_after_the_knowledge_base_changed_runs_every_item_again(trained_copy, small_data_dir, tmp_path):
+    """An evaluation resumes the per-item results in its folder only while the knowledge base is
+    as it was: after a change (here a correction; a retrained classifier the same) the old results
+    are set aside, not reported as today's, and the cold-start copy is made again from the new state."""
+    items = load_labelled(small_data_dir / "samples.jsonl", limit=4)
+    ctx = Context(kb_dir=str(trained_copy))
+    out = tmp_path / "eval"
+    assert "stale_results_set_aside" not in evaluate(items, ctx, out, ["knn"])
+    assert "stale_results_set_aside" not in evaluate(items, ctx, out, ["knn"])  # the same state: resumed, nothing set aside
+    kb = KnowledgeBase(trained_copy)
+    copy, cold = cold_start_kb(kb, tmp_path / "cold", 0.2, 13)
+    made = (copy / "cold-start.json").stat().st_mtime_ns
+    tagging.learn("A terminal program that renames photos by the date they were taken", [items[0].tags[0]], kb_dir=str(trained_copy))
+    again = evaluate(items, ctx, out, ["knn"])
+    aside = again["stale_results_set_aside"]
+    assert (tmp_path / "eval" / aside.split("/")[-1] / "items-knn.jsonl").is_file()
+    assert [json.loads(line)["id"] for line in (out / "items-knn.jsonl").read_text().splitlines()] == [i.id for i in items]
+    assert cold_start_kb(KnowledgeBase(trained_copy), tmp_path / "cold", 0.2, 13) == (copy, cold)
+    assert (copy / "cold-start.json").stat().st_mtime_ns != made  # made again from the corrected knowledge base

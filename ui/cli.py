@@ -252,7 +252,11 @@ def train_classifier(ctx, threads):
               f"{report['cold_bias']}), default threshold "
               f"{report['threshold']} (best micro-F1 there)" if report["ranker"] else "no ranker (too little history to hold some out)")
     held = report.get("held_out_accuracy") or {}
-    features = report["features"] + (" (held-out Acc@1 " + ", ".join(f"{n} {a:.3f}" for n, a in held.items()) + ")" if held else "")
+    paired = report.get("held_out_paired")
+    features = report["features"] + (" (held-out Acc@1 " + ", ".join(f"{n} {a:.3f}" for n, a in held.items())
+                                      + (f"; right with words only {paired['words_only_right']}, with the embedding only "
+                                         f"{paired['embedding_only_right']}: words kept only for a significant gain" if paired else "")
+                                      + ")" if held else "")
     click.echo(f"learned recall path: {report['samples']} samples, {report['tags']} tags, features {features}; {ranker}; "
                f"{report['seconds']:.1f}s → {kbase.directory / 'classifier'}")
 
@@ -561,7 +565,8 @@ def index_command(ctx, in_path, out_path, workers, engine, ray_address, **option
 @main.command("eval")
 @click.argument("labelled", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", default="eval-out", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for metrics.json, report.md, the plot and per-item results (re-run to resume).")
+              help="Folder for metrics.json, report.md, the plot and per-item results (re-run to resume; results computed "
+                   "from an earlier state of the knowledge base or other settings are set aside).")
 @click.option("--systems", default=",".join(("full", "no-calibration", "embedding-match", "knn")), show_default=True,
               help="Comma-separated: full, paper, no-llm, no-generation, no-judge, no-calibration, match-recall, no-examples, no-knowledge, "
                    "no-fine-tuning, no-learned-calibration, no-learned-recall, taggpt, embedding-match, knn, learned-recall, recall-order.")
@@ -628,6 +633,9 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
     finally:
         for bar in bars.values():
             bar.close()
+    if metrics.get("stale_results_set_aside"):
+        click.echo(f"the knowledge base or the settings changed since the results in {out_dir} were computed: they were moved to "
+                   f"{metrics['stale_results_set_aside']} and every item ran again", err=True)
     header, rows = comparison_rows(metrics)
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:

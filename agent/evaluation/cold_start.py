@@ -6,7 +6,8 @@ A team adds a tag with its name and description long before any content is annot
 descriptions and everything else stay: ``KnowledgeBase.forget_tags``), and retrains the learned
 recall path on what is left, so no path has seen those tags used. The evaluation then runs on
 the copy and reports the items that carry one of those tags apart (``cold`` items). The copy is
-made once per folder, share and seed; a resumed evaluation reuses it.
+made once per folder, share, seed and state of the knowledge base; a resumed evaluation reuses it,
+and a change to the knowledge base (samples, a retrained classifier) makes it again.
 """
 
 from __future__ import annotations
@@ -38,11 +39,14 @@ def cold_start_kb(kb: KnowledgeBase, out_dir: str | Path, share: float, seed: in
     record_path = target / RECORD
     if record_path.is_file():
         record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record.get("share") == share and record.get("seed") == seed and record.get("source") == str(kb.directory):
+        if record.get("share") != share or record.get("seed") != seed or record.get("source") != str(kb.directory):
+            raise InputError(f"{target} was made for another --cold-start share, seed or knowledge base; use another --out folder")
+        if record.get("source_revision") == kb.revision():
             return target, list(record["tags"])
-        raise InputError(f"{target} was made for another --cold-start share, seed or knowledge base; use another --out folder")
+        # the knowledge base changed since (samples, a retrained classifier): the copy is made again from it
+    source_revision = kb.revision()
     if target.exists():
-        shutil.rmtree(target)  # an earlier copy that never finished
+        shutil.rmtree(target)  # an earlier copy that never finished, or one of an earlier state
     with kb.write_lock():  # nobody writes while the folder is copied
         shutil.copytree(kb.directory, target, ignore=shutil.ignore_patterns(*SKIPPED))
     copy = KnowledgeBase(target)
@@ -51,6 +55,7 @@ def cold_start_kb(kb: KnowledgeBase, out_dir: str | Path, share: float, seed: in
     cold = sorted(random.Random(seed).sample(used, max(1, round(len(used) * share)))) if used else []
     changed = copy.forget_tags(cold)
     trained = train_learned_recall(copy) if kb.classifier() is not None else None
-    record_path.write_text(json.dumps({"share": share, "seed": seed, "source": str(kb.directory), "tags": cold,
+    record_path.write_text(json.dumps({"share": share, "seed": seed, "source": str(kb.directory),
+                                       "source_revision": source_revision, "tags": cold,
                                        "samples": changed, "classifier": trained}, indent=2), encoding="utf-8")
     return target, cold

@@ -29,8 +29,10 @@ Systems
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import replace
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -151,6 +153,42 @@ def _derived_systems(systems: Sequence[str], ctx: Context) -> dict[str, str]:
     return derived
 
 
+RUN_FILE = "run.json"
+
+
+def _run_fingerprint(ctx: Context) -> dict:
+    """What the per-item results in an output folder were computed from: the knowledge base (its
+    folder and revision, which every write and every retraining changes) and the settings."""
+    kb = runtime_for(ctx.kb_dir).kb
+    settings = json.dumps(asdict(ctx), sort_keys=True, default=str)
+    return {"kb": str(kb.directory), "revision": kb.revision(), "settings": hashlib.sha1(settings.encode()).hexdigest()[:16]}
+
+
+def _set_aside_stale_results(out: Path, ctx: Context) -> Path | None:
+    """A run resumes the per-item results already in ``out`` — but only those computed from the
+    same knowledge base state and settings: results of an earlier state (the classifier retrained,
+    samples added, a setting changed) are moved into ``out/stale-<revision>/`` and every item runs
+    again, so a re-run never reports what the knowledge base answered before."""
+    now = _run_fingerprint(ctx)
+    path = out / RUN_FILE
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        before = None
+    finished = [out / f"items-{system}.jsonl" for system in ALL_SYSTEMS if (out / f"items-{system}.jsonl").is_file()]
+    if finished and before != now:
+        aside = out / f"stale-{(before or {}).get('revision', 'unknown')}-{int(time.time())}"
+        aside.mkdir(parents=True, exist_ok=True)
+        for f in finished:
+            f.rename(aside / f.name)
+        if before is not None:
+            (out / RUN_FILE).rename(aside / RUN_FILE)
+    else:
+        aside = None
+    path.write_text(json.dumps(now, indent=1), encoding="utf-8")
+    return aside
+
+
 def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: Sequence[str] = DEFAULT_SYSTEMS,
              progress: Callable[[str, int, int], None] | None = None, report_only: bool = False,
              out_of_domain: Sequence[Item] = (), external: dict[str, str | Path] | None = None,
@@ -175,6 +213,7 @@ def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: 
     ctx = context.with_overrides(write_back=False)  # evaluation never changes the knowledge base
     derived = _derived_systems(systems, ctx)
     runs = list(dict.fromkeys([s for s in systems if s not in derived] + list(derived.values())))
+    set_aside = None if report_only else _set_aside_stale_results(out, ctx)
     done = {system: read_finished(out / f"items-{system}.jsonl") for system in runs}
     if report_only:
         items = [i for i in items if all(i.id in done[s] for s in runs)]
@@ -214,4 +253,7 @@ def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: 
     in_domain = [i for i in items if i.id not in ood_ids]
     by_system = {s: [r for r in rows if r["id"] not in ood_ids] for s, rows in records.items()}
     ood_records = {s: [r for r in rows if r["id"] in ood_ids] for s, rows in records.items()}
-    return summarise(by_system, in_domain, ctx, list(systems), out, derived, ood_records if ood_ids else None, groups)
+    metrics = summarise(by_system, in_domain, ctx, list(systems), out, derived, ood_records if ood_ids else None, groups)
+    if set_aside is not None:
+        metrics["stale_results_set_aside"] = str(set_aside)
+    return metrics
