@@ -1,6 +1,7 @@
 """Readers for the three kinds of input a knowledge base is built from.
 
-- Tag repository: TSV, CSV or JSONL with a name and optional description, synonyms and parent.
+- Tag repository: TSV, CSV or JSONL with a name and optional description, synonyms and parent,
+  its columns recognised by their usual names and its hierarchy checked (``read_tags``).
 - Annotated samples: JSONL with ``text``, ``tags`` and optional ``id`` and ``incorrect_tags``.
 - Domain documents: text, Markdown, PDF, HTML, Word (.docx) or CSV files (definitions, tagging rules),
   split into passages (``documents.py`` reads all but text and Markdown, with the ``docs`` extra).
@@ -212,12 +213,40 @@ def _finish(parsed: Parsed, on_error: OnError, path: Path, what: str) -> Parsed:
     return parsed
 
 
-def read_tags(path: str | Path, on_error: OnError = "stop") -> Parsed:
-    """Read a tag repository from .tsv, .csv or .jsonl. Duplicate names keep the first entry."""
+# what each column may be called (compared lower-case, letters and digits only: "Scope note" → "scopenote")
+COLUMN_NAMES = {
+    "name": ("tag", "name", "label", "tagname", "preflabel", "term", "concept", "keyword"),
+    "description": ("description", "desc", "definition", "scopenote", "meaning", "gloss", "explanation"),
+    "synonyms": ("synonyms", "synonym", "aliases", "alias", "altlabel", "altlabels", "alsoknownas", "variants"),
+    "parent": ("parent", "broader", "parenttag", "parentname"),
+}
+_COLUMN = {alias: field for field, aliases in COLUMN_NAMES.items() for alias in aliases}
+
+
+def _column(heading: str) -> str | None:
+    """The field a column heading names (``COLUMN_NAMES``), or None."""
+    return _COLUMN.get(re.sub(r"[^0-9a-z]", "", heading.lower()))
+
+
+def _known_columns() -> str:
+    return "; ".join(f"{field}: {', '.join(aliases)}" for field, aliases in COLUMN_NAMES.items())
+
+
+def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str] = ()) -> Parsed:
+    """Read a tag repository from .tsv, .csv or .jsonl, checking its shape before anything is written.
+
+    Columns (or JSON keys) are recognised by their usual names (``COLUMN_NAMES``); a file without
+    a header row is read by position: name, description, synonyms, parent. The whole file is
+    refused (``LoadError``, whatever ``on_error``) when its header names no tag column or its
+    hierarchy has a cycle. A line is a problem (refused, or skipped with ``on_error="skip"``)
+    when it has no name, repeats a tag named earlier, or names a parent that is neither in the
+    file nor among ``known`` (the tags already in the repository). A column that is not
+    recognised is a warning that names it: its values are not read."""
     path = Path(path)
     parsed = Parsed()
     suffix = path.suffix.lower()
     rows: list[tuple[int, dict]] = []
+    unknown: dict[str, int] = {}  # column or key llm4tag does not read → the line it was first seen on
     if suffix in (".jsonl", ".json"):
         for number, line in _decoded_lines(path, parsed):
             if not line.strip():
@@ -229,13 +258,20 @@ def read_tags(path: str | Path, on_error: OnError = "stop") -> Parsed:
             except ValueError as exc:
                 parsed.problems.append(Problem(str(path), number, f"malformed JSON ({exc})"))
                 continue
-            rows.append((number, obj))
+            row: dict = {}
+            for key, value in obj.items():
+                field = _column(str(key))
+                if field is None:
+                    unknown.setdefault(str(key), number)
+                elif field not in row or not row[field]:
+                    row[field] = value
+            rows.append((number, row))
     elif suffix in (".tsv", ".csv", ".txt"):
         delimiter = "," if suffix == ".csv" else "\t"
         from .documents import allow_large_csv_fields
 
         allow_large_csv_fields()
-        header: list[str] | None = None
+        header: list[str | None] | None = None
         for number, text in _decoded_lines(path, parsed):
             try:  # one line, one row: a line the csv module refuses (a field over its size limit) is that line's problem
                 cells = next(csv.reader([text], delimiter=delimiter), [])
@@ -245,34 +281,83 @@ def read_tags(path: str | Path, on_error: OnError = "stop") -> Parsed:
             if not any(c.strip() for c in cells):
                 continue
             if header is None:
-                lowered = [c.strip().lower() for c in cells]
-                if any(name in lowered for name in _NAME_COLUMNS):
-                    header = lowered
+                fields = [_column(c.strip()) for c in cells]
+                if any(fields):  # a header row: every column is read by its name
+                    if "name" not in fields:
+                        raise LoadError(f"the header row ({', '.join(c.strip() for c in cells)}) names no tag column; nothing was "
+                                        f"loaded. Call the column that holds the tag names 'tag' (recognised columns — "
+                                        f"{_known_columns()})", str(path), number)
+                    header = []
+                    for cell, field in zip(cells, fields):
+                        if field is None or field in header:
+                            unknown.setdefault(cell.strip() or f"column {len(header) + 1} (no heading)", number)
+                            header.append(None)
+                        else:
+                            header.append(field)
                     continue
-                header = ["name", "description", "synonyms", "parent"][: max(len(cells), 1)]
-            rows.append((number, dict(zip(header, cells))))
+                header = ["name", "description", "synonyms", "parent"]
+                if len(cells) > len(header):
+                    parsed.warnings.append(f"{path}: no header row, so columns are read by position (name, description, synonyms, "
+                                           f"parent); the {len(cells) - len(header)} columns after those were not read")
+            rows.append((number, {f: c for f, c in zip(header, cells) if f is not None}))
     else:
         raise LoadError(f"unsupported tag repository format {suffix!r}; use .tsv, .csv or .jsonl", str(path))
+    if unknown:
+        names = ", ".join(f"'{c}'" for c in unknown)
+        hint = (" — no description column was recognised, so no tag has a description; rename the column that holds them "
+                "'description'" if not any("description" in row for _, row in rows) else "")
+        parsed.warnings.append(f"{path}:{min(unknown.values())}: {'column' if suffix != '.jsonl' else 'key'}s not read: {names}"
+                               f"{hint} (recognised — {_known_columns()})")
 
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # tag → its line
     for number, row in rows:
         try:
-            name = next((row[c] for c in _NAME_COLUMNS if row.get(c)), None)
+            name = row.get("name")
             if not isinstance(name, str) or not clean_text(name):
                 raise ValueError("missing tag name (column 'tag' or 'name')")
             name = clean_text(valid_unicode(name, "the tag name"))
             description = clean_text(valid_unicode(str(row.get("description") or ""), "the description"))
             synonyms = _as_list(row.get("synonyms"), "synonyms")
             parent = clean_text(valid_unicode(str(row.get("parent") or ""), "the parent")) or None
+            if name in seen:
+                raise ValueError(f"tag {name!r} is already on line {seen[name]}; keep one line per tag (merge the two)")
         except ValueError as exc:
             parsed.problems.append(Problem(str(path), number, str(exc)))
             continue
-        if name in seen:
-            parsed.warnings.append(f"{path}:{number}: duplicate tag {name!r} ignored (the first entry is kept)")
-            continue
-        seen.add(name)
+        seen[name] = number
         parsed.records.append(Tag(name, description, synonyms, parent))
+    _check_hierarchy(parsed, path, set(known), seen)
+    parsed.problems.sort(key=lambda problem: problem.line or 0)
     return _finish(parsed, on_error, path, "tags")
+
+
+def _check_hierarchy(parsed: Parsed, path: Path, known: set[str], lines: dict[str, int]) -> None:
+    """Parents must exist (in the file or among ``known``): a line naming another is a problem and
+    is left out; a cycle refuses the file. ``lines``: each tag's line."""
+    names = {t.name for t in parsed.records}
+    kept = []
+    for tag in parsed.records:
+        if tag.parent is not None and tag.parent not in names and tag.parent not in known:
+            parsed.problems.append(Problem(str(path), lines[tag.name],
+                                           f"tag {tag.name!r} names the parent {tag.parent!r}, which is neither in this file nor in "
+                                           "the repository; add that tag or correct the parent"))
+            continue
+        kept.append(tag)
+    parsed.records = kept
+    parent = {t.name: t.parent for t in kept if t.parent is not None}
+    done: set[str] = set()
+    for start in parent:
+        trail: list[str] = []
+        node: str | None = start
+        while node is not None and node not in done and node not in trail:
+            trail.append(node)
+            node = parent.get(node)
+        if node is not None and node in trail:
+            cycle = trail[trail.index(node):] + [node]
+            where = ", ".join(str(lines[n]) for n in cycle[:-1])
+            raise LoadError(f"the hierarchy has a cycle: {' → '.join(cycle)} (lines {where}); a tag cannot be its own ancestor. "
+                            "Correct the parent column; nothing was loaded", str(path))
+        done.update(trail)
 
 
 def read_samples(path: str | Path, on_error: OnError = "stop") -> Parsed:

@@ -39,15 +39,17 @@ def test_tsv_with_header_and_extra_columns(tmp_path):
             "sports\tAll sports\t\t\tbob",
             "",
             "music::jazz\tJazz music\tswing; bebop\tmusic\tcarol",
+            "music\tAll music",
         ],
     )
     parsed = read_tags(path)
     assert parsed.problems == []
-    assert parsed.warnings == []
+    assert len(parsed.warnings) == 1 and f"{path}:1: columns not read: 'Owner'" in parsed.warnings[0]  # named, not read
     assert parsed.records == [
         Tag("sports::football", "Association football", ("soccer", "footy"), "sports"),
         Tag("sports", "All sports", (), None),
         Tag("music::jazz", "Jazz music", ("swing", "bebop"), "music"),
+        Tag("music", "All music"),
     ]
 
 
@@ -63,6 +65,7 @@ def test_headerless_tsv_uses_positional_columns(tmp_path):
             "card_arrival\tWhen will my card arrive\tcard delivery|new card\tcards",
             "top_up\tAdding money",
             "refund",
+            "cards\tAnything about cards",
         ],
     )
     parsed = read_tags(path)
@@ -70,6 +73,7 @@ def test_headerless_tsv_uses_positional_columns(tmp_path):
         Tag("card_arrival", "When will my card arrive", ("card delivery", "new card"), "cards"),
         Tag("top_up", "Adding money"),
         Tag("refund"),
+        Tag("cards", "Anything about cards"),
     ]
 
 
@@ -96,6 +100,7 @@ def test_jsonl_synonyms_as_list_or_string(tmp_path):
             {"name": "fruit", "description": "Apples", "synonyms": ["produce", " produce ", "", "fruits"], "parent": "food"},
             {"tag": "vehicle", "synonyms": "car | truck"},
             {"label": "music"},
+            {"name": "food"},
         ],
     )
     parsed = read_tags(path)
@@ -103,16 +108,77 @@ def test_jsonl_synonyms_as_list_or_string(tmp_path):
         Tag("fruit", "Apples", ("produce", "fruits"), "food"),  # trimmed, empties dropped, de-duplicated
         Tag("vehicle", "", ("car", "truck")),
         Tag("music"),
+        Tag("food"),
     ]
 
 
-def test_duplicate_tags_warn_and_keep_first(tmp_path):
+def test_a_duplicate_tag_is_refused_naming_both_lines(tmp_path):
     path = write_lines(tmp_path / "tags.tsv", ["tag\tdescription", "a\tfirst", "b\tother", "a\tsecond"])
+    with pytest.raises(LoadError) as info:
+        read_tags(path)
+    assert info.value.line == 4 and "'a' is already on line 2" in str(info.value) and "nothing was loaded" in str(info.value)
+    parsed = read_tags(path, on_error="skip")  # the page's loader: the first line kept, the repeat reported
+    assert [(t.name, t.description) for t in parsed.records] == [("a", "first"), ("b", "other")]
+    assert [p.line for p in parsed.problems] == [4]
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("tagname\tdesc", [Tag("card_arrival", "When will my card arrive")]),
+    ("Label\tDefinition\tAlt labels\tBroader", [Tag("card_arrival", "When will my card arrive", ("delivery",), "cards"), Tag("cards")]),
+    ("prefLabel\tScope note", [Tag("card_arrival", "When will my card arrive")]),
+])
+def test_header_columns_by_their_usual_names(tmp_path, header, expected):
+    """A header row is read by its names, never loaded as a tag (a 'tagname' header once became a tag)."""
+    rows = ["card_arrival\tWhen will my card arrive\tdelivery\tcards", "cards"] if "Broader" in header else ["card_arrival\tWhen will my card arrive"]
+    parsed = read_tags(write_lines(tmp_path / "tags.tsv", [header, *rows]))
+    assert parsed.records == expected and parsed.warnings == [] and parsed.problems == []
+
+
+def test_a_header_without_a_tag_column_refuses_the_file(tmp_path):
+    path = write_lines(tmp_path / "tags.csv", ["code,description", "x1,First", "x2,Second"])
+    for on_error in ("stop", "skip"):
+        with pytest.raises(LoadError) as info:
+            read_tags(path, on_error=on_error)
+        assert info.value.line == 1 and "names no tag column" in str(info.value) and "'tag'" in str(info.value)
+
+
+def test_an_unrecognised_description_column_is_named(tmp_path):
+    """'label,notes' once loaded with every description silently dropped: the column is named and
+    the warning says no tag got a description."""
+    path = write_lines(tmp_path / "tags.csv", ["label,notes", "apple,A round fruit", "pear,A sweet fruit"])
     parsed = read_tags(path)
-    assert [t.name for t in parsed.records] == ["a", "b"]
-    assert parsed.records[0].description == "first"
+    assert [t.name for t in parsed.records] == ["apple", "pear"]
     assert len(parsed.warnings) == 1
-    assert f"{path}:4" in parsed.warnings[0] and "'a'" in parsed.warnings[0]
+    assert "'notes'" in parsed.warnings[0] and "no description column was recognised" in parsed.warnings[0]
+    meaning = read_tags(write_lines(tmp_path / "meaning.csv", ["label,meaning", "apple,A round fruit"]))
+    assert meaning.records == [Tag("apple", "A round fruit")] and meaning.warnings == []
+
+
+def test_jsonl_keys_by_their_usual_names_and_unknown_keys_named(tmp_path):
+    path = jsonl(tmp_path / "tags.jsonl", [{"prefLabel": "fruit", "definition": "Apples", "altLabel": ["produce"], "owner": "x"},
+                                          {"tag": "apple", "broader": "fruit"}])
+    parsed = read_tags(path)
+    assert parsed.records == [Tag("fruit", "Apples", ("produce",)), Tag("apple", "", (), "fruit")]
+    assert len(parsed.warnings) == 1 and "keys not read: 'owner'" in parsed.warnings[0]
+
+
+def test_a_parent_must_exist_in_the_file_or_the_repository(tmp_path):
+    path = write_lines(tmp_path / "tags.tsv", ["tag\tdescription\tsynonyms\tparent", "jazz\tJazz\t\tmusic", "rock\tRock\t\tmusci"])
+    with pytest.raises(LoadError) as info:
+        read_tags(path, known={"music"})
+    assert info.value.line == 3 and "'musci'" in str(info.value) and "neither in this file nor in the repository" in str(info.value)
+    parsed = read_tags(path, on_error="skip", known={"music"})
+    assert [t.name for t in parsed.records] == ["jazz"] and [p.line for p in parsed.problems] == [3]
+
+
+def test_a_cycle_in_the_hierarchy_refuses_the_file(tmp_path):
+    path = write_lines(tmp_path / "tags.tsv", ["tag\tparent", "a\tb", "b\tc", "c\ta", "d\ta"])
+    for on_error in ("stop", "skip"):
+        with pytest.raises(LoadError) as info:
+            read_tags(path, on_error=on_error)
+        assert "cycle" in str(info.value) and "lines 2, 3, 4" in str(info.value).replace("lines 3, 4, 2", "lines 2, 3, 4")
+    with pytest.raises(LoadError, match="cycle: a → a"):
+        read_tags(write_lines(tmp_path / "self.tsv", ["tag\tparent", "a\ta"]))
 
 
 def test_missing_tag_name_is_a_problem(tmp_path):

@@ -407,3 +407,21 @@ def test_the_page_answers_with_fused_recall_before_the_language_model_is_loaded(
     panels = [o[2] for o in outputs if isinstance(o[2], str)]
     assert len(panels) >= 2 and all('id="l4t-panel"' in p for p in panels)  # recall's tags were shown before the final answer
     assert not warm.ready.is_set()
+
+
+def test_the_pages_vocabulary_loader_checks_the_file_like_the_cli(writable_kb, tmp_path):
+    """The knowledge-base tab reads a vocabulary with the same checks: a header without a tag
+    column refuses the file and writes nothing; a parent already in the repository is accepted;
+    an unread column is named."""
+    app = TaggingApp(str(writable_kb.directory))
+    before = writable_kb.stats()["tags"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("code,description\nx1,First\n", encoding="utf-8")
+    message, _ = app.load_file(str(bad), "tags", "skip")
+    assert "names no tag column" in message and KnowledgeBase(writable_kb.directory).stats()["tags"] == before
+    parent = sorted(writable_kb.tag_names())[0]
+    good = tmp_path / "more.tsv"
+    good.write_text(f"tag\tdescription\tparent\towner\nbrand-new-child\tA child of an existing tag\t{parent}\tme\n", encoding="utf-8")
+    message, _ = app.load_file(str(good), "tags", "skip")
+    assert "1 added" in message and "'owner'" in message
+    assert KnowledgeBase(writable_kb.directory).has_tag("brand-new-child")

@@ -486,7 +486,7 @@ class TaggingApp:
                 parsed = read_samples(path, on_error="skip")
                 report = kb.add_samples(parsed.records, unknown_tags=unknown_tags, progress=bar)
             else:
-                parsed = read_tags(path, on_error="skip")
+                parsed = read_tags(path, on_error="skip", known=kb.tag_names())
                 report = kb.add_tags(parsed.records, progress=bar)
         except Exception as exc:
             error = _readable(exc)

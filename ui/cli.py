@@ -137,7 +137,10 @@ def load_vocab(ctx, path, on_error):
     from knowledge_base import read_tags
 
     try:
-        parsed = read_tags(path, on_error)
+        kb_dir = ctx.obj["kb_dir"]
+        exists = kb_dir is None or (Path(kb_dir).expanduser() / "config.json").is_file()
+        # the file is checked before a new knowledge base is made for it (parents may be tags already there)
+        parsed = read_tags(path, on_error, known=_open_kb(ctx).tag_names() if exists else ())
         bar = _Bar("tags")
         report = _open_kb(ctx, create=True).add_tags(parsed.records, progress=bar)
         bar.close()
