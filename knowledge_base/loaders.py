@@ -232,8 +232,9 @@ def _known_columns() -> str:
     return "; ".join(f"{field}: {', '.join(aliases)}" for field, aliases in COLUMN_NAMES.items())
 
 
-def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str] = ()) -> Parsed:
-    """Read a tag repository from .tsv, .csv or .jsonl, checking its shape before anything is written.
+def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str] = (), language: str | None = "en") -> Parsed:
+    """Read a tag repository from .tsv, .csv or .jsonl — or SKOS (.ttl, .rdf, .xml, .owl, .jsonld,
+    .nt: ``skos.read_skos``, labels in ``language``) — checking its shape before anything is written.
 
     Columns (or JSON keys) are recognised by their usual names (``COLUMN_NAMES``); a file without
     a header row is read by position: name, description, synonyms, parent. The whole file is
@@ -243,6 +244,10 @@ def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
     file nor among ``known`` (the tags already in the repository). A column that is not
     recognised is a warning that names it: its values are not read."""
     path = Path(path)
+    from .skos import is_skos, read_skos
+
+    if is_skos(path):
+        return read_skos(path, on_error, known, language)
     parsed = Parsed()
     suffix = path.suffix.lower()
     rows: list[tuple[int, dict]] = []
@@ -301,7 +306,7 @@ def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
                                            f"parent); the {len(cells) - len(header)} columns after those were not read")
             rows.append((number, {f: c for f, c in zip(header, cells) if f is not None}))
     else:
-        raise LoadError(f"unsupported tag repository format {suffix!r}; use .tsv, .csv or .jsonl", str(path))
+        raise LoadError(f"unsupported tag repository format {suffix!r}; use .tsv, .csv, .jsonl or SKOS (.ttl, .rdf, .jsonld)", str(path))
     if unknown:
         names = ", ".join(f"'{c}'" for c in unknown)
         hint = (" — no description column was recognised, so no tag has a description; rename the column that holds them "
@@ -331,7 +336,7 @@ def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
     return _finish(parsed, on_error, path, "tags")
 
 
-def _check_hierarchy(parsed: Parsed, path: Path, known: set[str], lines: dict[str, int]) -> None:
+def _check_hierarchy(parsed: Parsed, path: Path, known: set[str], lines: dict[str, int | None]) -> None:
     """Parents must exist (in the file or among ``known``): a line naming another is a problem and
     is left out; a cycle refuses the file. ``lines``: each tag's line."""
     names = {t.name for t in parsed.records}
@@ -354,9 +359,10 @@ def _check_hierarchy(parsed: Parsed, path: Path, known: set[str], lines: dict[st
             node = parent.get(node)
         if node is not None and node in trail:
             cycle = trail[trail.index(node):] + [node]
-            where = ", ".join(str(lines[n]) for n in cycle[:-1])
-            raise LoadError(f"the hierarchy has a cycle: {' → '.join(cycle)} (lines {where}); a tag cannot be its own ancestor. "
-                            "Correct the parent column; nothing was loaded", str(path))
+            numbers = [str(lines[n]) for n in cycle[:-1] if lines.get(n) is not None]
+            where = f" (lines {', '.join(numbers)})" if numbers else ""
+            raise LoadError(f"the hierarchy has a cycle: {' → '.join(cycle)}{where}; a tag cannot be its own ancestor. "
+                            "Correct the parents; nothing was loaded", str(path))
         done.update(trail)
 
 

@@ -587,7 +587,8 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                         stats = gr.Markdown("Loading…", elem_id="kb-stats")
                         refresh = gr.Button("Refresh", size="sm")
                         gr.Markdown("### Load a file")
-                        load_file = gr.File(label="Vocabulary (.tsv/.csv/.jsonl) or samples (.jsonl)", file_types=[".tsv", ".csv", ".jsonl", ".txt"])
+                        load_file = gr.File(label="Vocabulary (.tsv/.csv/.jsonl, SKOS .ttl/.rdf/.jsonld) or samples (.jsonl)",
+                                            file_types=[".tsv", ".csv", ".jsonl", ".txt", ".ttl", ".rdf", ".xml", ".owl", ".jsonld", ".nt"])
                         load_kind = gr.Radio(["vocabulary", "samples"], value="vocabulary", label="The file holds")
                         unknown = gr.Radio(["skip", "add", "error"], value="skip", label="Sample tags not in the repository")
                         load_btn = gr.Button("Load into the knowledge base")

@@ -131,22 +131,41 @@ def _print_report(report, parsed) -> None:
 @kb.command("load-vocab")
 @click.argument("path", type=click.Path(dir_okay=False))
 @ON_ERROR
+@click.option("--language", default="en", show_default=True,
+              help="SKOS only: the language of the labels to load (else labels without one, else the first).")
 @click.pass_context
-def load_vocab(ctx, path, on_error):
-    """Load a tag repository (.tsv/.csv/.jsonl: name, description, synonyms, parent)."""
+def load_vocab(ctx, path, on_error, language):
+    """Load a tag repository: .tsv/.csv/.jsonl (name, description, synonyms, parent) or SKOS (.ttl, .rdf, .jsonld)."""
     from knowledge_base import read_tags
 
     try:
         kb_dir = ctx.obj["kb_dir"]
         exists = kb_dir is None or (Path(kb_dir).expanduser() / "config.json").is_file()
         # the file is checked before a new knowledge base is made for it (parents may be tags already there)
-        parsed = read_tags(path, on_error, known=_open_kb(ctx).tag_names() if exists else ())
+        parsed = read_tags(path, on_error, known=_open_kb(ctx).tag_names() if exists else (), language=language)
         bar = _Bar("tags")
         report = _open_kb(ctx, create=True).add_tags(parsed.records, progress=bar)
         bar.close()
     except Llm4tagError as exc:
         _fail(exc)
     _print_report(report, parsed)
+
+
+@kb.command("export-vocab")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--namespace", default="urn:llm4tag:tag:", show_default=True, help="The concepts' URIs: this prefix + the tag name.")
+@click.pass_context
+def export_vocab(ctx, path, namespace):
+    """Write the tag repository as a SKOS concept scheme (.ttl, .rdf, .jsonld or .nt, from PATH's suffix)."""
+    from knowledge_base.skos import write_skos
+
+    try:
+        kbase = _open_kb(ctx)
+        tags = kbase.get_tags(sorted(kbase.tag_names()))
+        written = write_skos(tags.values(), path, namespace=namespace)
+    except Llm4tagError as exc:
+        _fail(exc)
+    click.echo(f"{written} concepts → {path}")
 
 
 @kb.command("load-samples")
