@@ -232,9 +232,9 @@ def _known_columns() -> str:
     return "; ".join(f"{field}: {', '.join(aliases)}" for field, aliases in COLUMN_NAMES.items())
 
 
-def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str] = (), language: str | None = "en") -> Parsed:
-    """Read a tag repository from .tsv, .csv or .jsonl — or SKOS (.ttl, .rdf, .xml, .owl, .jsonld,
-    .nt: ``skos.read_skos``, labels in ``language``) — checking its shape before anything is written.
+def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str] = ()) -> Parsed:
+    """Read a tag repository from .tsv, .csv or .jsonl, checking its shape before anything is
+    written (SKOS files: ``skos.read_vocabulary``, which reads either).
 
     Columns (or JSON keys) are recognised by their usual names (``COLUMN_NAMES``); a file without
     a header row is read by position: name, description, synonyms, parent. The whole file is
@@ -244,10 +244,6 @@ def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
     file nor among ``known`` (the tags already in the repository). A column that is not
     recognised is a warning that names it: its values are not read."""
     path = Path(path)
-    from .skos import is_skos, read_skos
-
-    if is_skos(path):
-        return read_skos(path, on_error, known, language)
     parsed = Parsed()
     suffix = path.suffix.lower()
     rows: list[tuple[int, dict]] = []

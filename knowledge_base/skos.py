@@ -1,6 +1,7 @@
 """SKOS vocabularies in and out: the format libraries and archives keep their tag repositories in.
 
-``read_skos(path)`` reads a SKOS file — Turtle (``.ttl``), RDF/XML (``.rdf``, ``.xml``, ``.owl``),
+``read_vocabulary(path)`` reads a tag repository of any format (what ``kb load-vocab`` and the page
+call); ``read_skos(path)`` reads a SKOS file — Turtle (``.ttl``), RDF/XML (``.rdf``, ``.xml``, ``.owl``),
 JSON-LD (``.jsonld``) or N-Triples (``.nt``) — with rdflib into the same ``Tag`` records as a
 TSV: each ``skos:Concept`` (or anything with a ``skos:prefLabel``) becomes a tag named by its
 ``prefLabel`` in the language asked for (else the label without a language, else the first in
@@ -22,7 +23,7 @@ from typing import Iterable
 from urllib.parse import quote
 
 from .errors import LoadError
-from .loaders import OnError, Parsed, Problem, Tag, _check_hierarchy, _finish, clean_text, valid_unicode
+from .loaders import OnError, Parsed, Problem, Tag, _check_hierarchy, _finish, clean_text, read_tags, valid_unicode
 
 FORMATS = {".ttl": "turtle", ".rdf": "xml", ".xml": "xml", ".owl": "xml", ".jsonld": "json-ld", ".nt": "nt"}
 DEFAULT_NAMESPACE = "urn:llm4tag:tag:"
@@ -31,6 +32,14 @@ DEFAULT_NAMESPACE = "urn:llm4tag:tag:"
 def is_skos(path: str | Path) -> bool:
     """Whether a vocabulary file is read as SKOS (by its suffix)."""
     return Path(path).suffix.lower() in FORMATS
+
+
+def read_vocabulary(path: str | Path, on_error: OnError = "stop", known: Iterable[str] = (), language: str | None = "en") -> Parsed:
+    """A tag repository in any format llm4tag reads: SKOS by its suffix (``read_skos``, labels in
+    ``language``), else a flat file (``loaders.read_tags``)."""
+    if is_skos(path):
+        return read_skos(path, on_error, known, language)
+    return read_tags(path, on_error, known)
 
 
 def _label(values, language: str | None) -> str | None:

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from knowledge_base import KnowledgeBase, LoadError, Tag, read_tags
 from knowledge_base.demo import DEMO_DATA
-from knowledge_base.skos import read_skos, write_skos
+from knowledge_base.skos import read_skos, read_vocabulary, write_skos
 from ui.cli import main
 
 HAND_MADE = """\
@@ -43,7 +43,7 @@ def test_a_hand_made_skos_file_with_every_case(tmp_path):
     german = {t.name: t for t in read_skos(path, language="de").records}
     assert german["Obst"] == Tag("Obst", "Süßer Teil einer Pflanze", ("Früchte",), "Essen")  # only labels in that language or none
     assert german["Essen"].description == "Anything eaten"  # no German definition: the English one is better than none
-    assert read_tags(path).records == parsed.records  # load-vocab reads SKOS by its suffix
+    assert read_vocabulary(path).records == parsed.records  # load-vocab reads SKOS by its suffix
 
 
 def test_debtags_vocabulary_to_skos_and_back_in_three_formats(tmp_path):

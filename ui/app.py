@@ -473,7 +473,8 @@ class TaggingApp:
         raise InputError(f"'{name}' is neither a tag nor a content in the graph; search the tags above for the exact name")
 
     def load_file(self, file, kind, unknown_tags, progress=gr.Progress()):
-        from knowledge_base import read_samples, read_tags
+        from knowledge_base import read_samples
+        from knowledge_base.skos import read_vocabulary
 
         if not file:
             gr.Warning("Choose a file first.")
@@ -486,7 +487,7 @@ class TaggingApp:
                 parsed = read_samples(path, on_error="skip")
                 report = kb.add_samples(parsed.records, unknown_tags=unknown_tags, progress=bar)
             else:
-                parsed = read_tags(path, on_error="skip", known=kb.tag_names())
+                parsed = read_vocabulary(path, on_error="skip", known=kb.tag_names())
                 report = kb.add_tags(parsed.records, progress=bar)
         except Exception as exc:
             error = _readable(exc)

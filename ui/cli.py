@@ -136,13 +136,13 @@ def _print_report(report, parsed) -> None:
 @click.pass_context
 def load_vocab(ctx, path, on_error, language):
     """Load a tag repository: .tsv/.csv/.jsonl (name, description, synonyms, parent) or SKOS (.ttl, .rdf, .jsonld)."""
-    from knowledge_base import read_tags
+    from knowledge_base.skos import read_vocabulary
 
     try:
         kb_dir = ctx.obj["kb_dir"]
         exists = kb_dir is None or (Path(kb_dir).expanduser() / "config.json").is_file()
         # the file is checked before a new knowledge base is made for it (parents may be tags already there)
-        parsed = read_tags(path, on_error, known=_open_kb(ctx).tag_names() if exists else (), language=language)
+        parsed = read_vocabulary(path, on_error, known=_open_kb(ctx).tag_names() if exists else (), language=language)
         bar = _Bar("tags")
         report = _open_kb(ctx, create=True).add_tags(parsed.records, progress=bar)
         bar.close()
