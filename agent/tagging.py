@@ -24,7 +24,7 @@ raises ``knowledge_base.InputError``, an unknown tag in ``learn`` ``knowledge_ba
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal
 
 from knowledge_base.config import RecallConfig
 from knowledge_base.errors import InputError, NoReviewWaitingError
@@ -290,3 +290,33 @@ def search_tags(query: str, limit: int = 10, *, kb_dir: str | None = None) -> li
     ``[{"tag", "similarity", "description"}]``."""
     hits = runtime_for(kb_dir).kb.search_tags(query, limit)
     return [{"tag": h.id, "similarity": round(h.similarity, 4), "description": h.metadata.get("description", "") or ""} for h in hits]
+
+
+TagChangeAction = Literal["rename", "merge", "retire"]
+
+
+def change_tag(tag: str, action: TagChangeAction, into: str | None = None, *, kb_dir: str | None = None) -> dict:
+    """Rename a tag (``into``: a name not in the repository), merge it into another (``into``: a
+    tag there) or retire it (``into`` left out) — ``KnowledgeBase.change_tag``: its history moves
+    to the replacement, a retired tag is never suggested again, and what was there is kept in the
+    knowledge base's ``tag-changes.jsonl``. The one path every surface's change takes; a wrong
+    action for the names given is an ``InputError`` that says which action fits.
+    Returns ``{"change", "tag", "into", "samples", "removed_samples", "conflicts", "children", "summary"}``."""
+    kb = runtime_for(kb_dir).kb
+    if action not in ("rename", "merge", "retire"):
+        raise InputError(f"unknown action {action!r}; use rename, merge or retire")
+    if not kb.has_tag(tag):
+        gone = kb.replacement(tag)
+        raise InputError(f"'{tag}' is not in the tag repository" + (f" (it became '{gone}')" if gone else "")
+                         + "; search for its exact name with llm4tag kb search or GET /v1/tags?q=…")
+    if action == "retire":
+        if into:
+            raise InputError(f"retiring {tag} takes no replacement; to move its history into {into!r} merge it instead")
+        return kb.change_tag(tag, None)
+    if not into:
+        raise InputError(f"{action} needs the name of the tag {tag} becomes ('into')")
+    if action == "rename" and kb.has_tag(into):
+        raise InputError(f"'{into}' is already a tag; to move {tag}'s history into it, merge instead of rename")
+    if action == "merge" and not kb.has_tag(into):
+        raise InputError(f"'{into}' is not in the tag repository; to give {tag} a new name, rename instead of merge")
+    return kb.change_tag(tag, into)

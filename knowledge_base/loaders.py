@@ -84,6 +84,8 @@ class Parsed:
     records: list = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # tag repositories: tags that are gone — (name, its replacement or None when retired), for KnowledgeBase.apply_tag_changes
+    changes: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 def humanize_tag(name: str) -> str:
@@ -208,7 +210,7 @@ def _finish(parsed: Parsed, on_error: OnError, path: Path, what: str) -> Parsed:
         first = parsed.problems[0]
         more = f" (and {len(parsed.problems) - 1} more bad lines)" if len(parsed.problems) > 1 else ""
         raise LoadError(f"{first.message}{more}; nothing was loaded. Fix the line or load with --on-error skip", first.path, first.line)
-    if not parsed.records:
+    if not parsed.records and not parsed.changes:
         raise LoadError(f"no {what} found in the file; nothing was loaded", str(path))
     return parsed
 
@@ -219,6 +221,8 @@ COLUMN_NAMES = {
     "description": ("description", "desc", "definition", "scopenote", "meaning", "gloss", "explanation"),
     "synonyms": ("synonyms", "synonym", "aliases", "alias", "altlabel", "altlabels", "alsoknownas", "variants"),
     "parent": ("parent", "broader", "parenttag", "parentname"),
+    "replaced_by": ("replacedby", "isreplacedby", "replacement", "mergedinto"),
+    "deprecated": ("deprecated", "retired", "obsolete"),
 }
 _COLUMN = {alias: field for field, aliases in COLUMN_NAMES.items() for alias in aliases}
 
@@ -242,7 +246,9 @@ def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
     hierarchy has a cycle. A line is a problem (refused, or skipped with ``on_error="skip"``)
     when it has no name, repeats a tag named earlier, or names a parent that is neither in the
     file nor among ``known`` (the tags already in the repository). A column that is not
-    recognised is a warning that names it: its values are not read."""
+    recognised is a warning that names it: its values are not read. A row with a ``replaced_by``
+    tag, or marked ``deprecated``, is not a tag to load but a change (``Parsed.changes``): the tag
+    is renamed or merged into its replacement, or retired (``KnowledgeBase.apply_tag_changes``)."""
     path = Path(path)
     parsed = Parsed()
     suffix = path.suffix.lower()
@@ -320,13 +326,26 @@ def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
             description = clean_text(valid_unicode(str(row.get("description") or ""), "the description"))
             synonyms = _as_list(row.get("synonyms"), "synonyms")
             parent = clean_text(valid_unicode(str(row.get("parent") or ""), "the parent")) or None
+            replaced_by = clean_text(valid_unicode(str(row.get("replaced_by") or ""), "the replacement")) or None
+            retired = str(row.get("deprecated") or "").strip().lower() in ("true", "yes", "1", "y", "x")
             if name in seen:
                 raise ValueError(f"tag {name!r} is already on line {seen[name]}; keep one line per tag (merge the two)")
+            if replaced_by == name:
+                raise ValueError(f"tag {name!r} is replaced by itself; name another tag or leave the replacement empty")
         except ValueError as exc:
             parsed.problems.append(Problem(str(path), number, str(exc)))
             continue
         seen[name] = number
+        if replaced_by or retired:  # gone: not loaded as a tag; its history moves (or is retired) when the file loads
+            parsed.changes.append((name, replaced_by))
+            continue
         parsed.records.append(Tag(name, description, synonyms, parent))
+    names = {t.name for t in parsed.records} | set(known)
+    for name, replaced_by in list(parsed.changes):
+        if replaced_by is not None and replaced_by not in names:
+            parsed.problems.append(Problem(str(path), seen[name], f"tag {name!r} is replaced by {replaced_by!r}, which is neither in "
+                                                                 "this file nor in the repository; add that tag or correct the name"))
+            parsed.changes.remove((name, replaced_by))
     _check_hierarchy(parsed, path, set(known), seen)
     parsed.problems.sort(key=lambda problem: problem.line or 0)
     return _finish(parsed, on_error, path, "tags")

@@ -130,6 +130,18 @@ def ranker_features(candidates: list[Candidate], prior, item: dict[str, float],
                                (tag_similarity or {}).get(c.tag)) for c in candidates]
 
 
+def current_names(kb: KnowledgeBase, predicted: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """The classifier's predictions with the names of tags renamed or merged since it was trained
+    replaced by their replacement (the higher score kept) and retired tags left out."""
+    present = kb.get_tags([t for t, _ in predicted])
+    out: dict[str, float] = {}
+    for tag, score in predicted:
+        name = tag if tag in present else kb.replacement(tag)
+        if name is not None:
+            out[name] = max(score, out.get(name, 0.0))
+    return sorted(out.items(), key=lambda kv: -kv[1])
+
+
 def c2c2t_votes(kb: KnowledgeBase, similar: list[Neighbour], hidden_tags: frozenset[str] = frozenset()) -> dict[str, tuple[float, list[dict]]]:
     """Walk c →s c' →d t over the graph: tag → (similarity-weighted vote share, contents walked);
     ``hidden_tags`` are walked as if no content carried them."""
@@ -225,6 +237,8 @@ def recall_candidates(
             add(h.id, Evidence("C2T", round(h.similarity, 4)))
         classifier = (learned or kb.classifier()) if cfg.max_learned > 0 else None
         predicted = classifier.predict(vector, cfg.max_learned, text) if classifier else []
+        if predicted and kb.tag_changes():  # a classifier trained before a rename, merge or retirement
+            predicted = current_names(kb, predicted)
         for tag, score in predicted:
             add(tag, Evidence("learned", round(score, 4)))
         graph_count = len(candidates)
@@ -251,6 +265,10 @@ def recall_candidates(
             notes.append(f"the text fits this knowledge base poorly (nearest history item {fit['top_content_similarity']:.2f}, "
                          f"nearest tag {fit['top_tag_similarity']:.2f}): every confidence is scaled by {in_domain:.2f}")
         prior = (lambda t: 0.0 if t in hidden_tags else ranker.prior(t)) if hidden_tags else ranker.prior
+        former = kb.former_names() if kb.tag_changes() else {}
+        if former:  # a renamed or merged tag keeps the history its former names had when the ranker was fitted
+            own_prior = prior
+            prior = lambda t: own_prior(t) + sum(own_prior(f) for f in former.get(t, ()))  # noqa: E731
         features = ranker_features(list(candidates.values()), prior, fit, tag_similarities(candidates, tag_hits))
         for cand, features in zip(candidates.values(), features):
             cand.score = probability(ranker.predict(features) * in_domain)

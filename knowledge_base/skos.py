@@ -10,7 +10,8 @@ become its synonyms, which recall matches on; ``definition`` (else ``scopeNote``
 description; its ``broader`` concept (or a concept that lists it as ``narrower``) its parent.
 The checks of ``loaders.read_tags`` hold: two concepts with the same label, a broader concept
 that exists nowhere, a cycle. A concept marked ``owl:deprecated true`` or with
-``dct:isReplacedBy`` is not loaded (a warning names how many, and the replacements).
+``dct:isReplacedBy`` is not loaded as a tag but as a change (``Parsed.changes``): a tag of that
+name already in the repository is merged into the replacement or retired when the file loads.
 
 ``write_skos(tags, path)`` writes tags as a SKOS concept scheme (the format from the suffix), so a
 flat or two-level repository such as debtags' can be exchanged with SKOS tools and read back.
@@ -90,7 +91,9 @@ def read_skos(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
         replaced = list(graph.objects(concept, DCTERMS.isReplacedBy))
         if deprecated or replaced:
             retired.append(name)
-            replacements += [f"{name} → {_label(list(graph.objects(r, SKOS.prefLabel)), language) or r}" for r in replaced]
+            into = _label(list(graph.objects(sorted(replaced, key=str)[0], SKOS.prefLabel)), language) if replaced else None
+            replacements += [f"{name} → {into}"] if into else []
+            parsed.changes.append((name, into))
             continue
         names[concept] = name
     parent_of: dict = {}
@@ -122,7 +125,7 @@ def read_skos(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
             parent = names.get(first) or _label(list(graph.objects(first, SKOS.prefLabel)), language) or str(first)
         parsed.records.append(Tag(name, clean_text(description), tuple(s for s in synonyms if s), parent))
     if retired:
-        parsed.warnings.append(f"{path}: {len(retired)} deprecated concepts not loaded ({', '.join(retired[:10])}"
+        parsed.warnings.append(f"{path}: {len(retired)} deprecated concepts not loaded as tags ({', '.join(retired[:10])}"
                                f"{' …' if len(retired) > 10 else ''})" + (f"; replacements: {', '.join(replacements[:10])}" if replacements else ""))
     if several:
         parsed.warnings.append(f"{path}: {several} concepts have several broader concepts; the first (by URI) is kept as the "

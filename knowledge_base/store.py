@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal
 
@@ -49,6 +49,7 @@ FAILED_WRITE_FREE = 16 * 2**20  # a write that fails with less free than this is
 LOCK_TIMEOUT_S = 120
 MAX_QUERY_RESULTS = 2**31 - 1  # the most hits one Chroma query is asked for
 REVISION_FILE = "revision"  # replaced at the end of every write: see KnowledgeBase.revision
+TAG_CHANGES_FILE = "tag-changes.jsonl"  # renamed, merged and retired tags: see KnowledgeBase.change_tag
 TAG_CACHE = 200_000  # tags kept in memory by get_tags between writes, at most
 _CONNECT_LOCK = threading.RLock()
 
@@ -629,6 +630,19 @@ class KnowledgeBase:
         known = self.tag_names()
         if not known and policy != "add":
             raise InputError("the tag repository is empty: load it first (llm4tag kb load-vocab FILE), or use --unknown-tags add")
+        if self.tag_changes():  # names that were renamed or merged since: their replacement
+            moved: dict[str, str] = {}
+            for s in samples:
+                for t in (*s.tags, *s.incorrect_tags):
+                    if t not in known and t not in moved and (r := self.replacement(t)) is not None:
+                        moved[t] = r
+            if moved:
+                def swap(names):
+                    return tuple(dict.fromkeys(moved.get(n, n) for n in names))
+                samples = [Sample(s.id, s.text, swap(s.tags), tuple(n for n in swap(s.incorrect_tags) if n not in swap(s.tags)))
+                           for s in samples]
+                report.warnings.append("renamed or merged tags read as their replacement: "
+                                       + ", ".join(f"{a} → {b}" for a, b in sorted(moved.items())[:10]))
         unknown: dict[str, int] = {}
         for s in samples:
             for t in (*s.tags, *s.incorrect_tags):
@@ -966,6 +980,159 @@ class KnowledgeBase:
                 self._write_samples([s for s, _ in batch], origin, LoadReport(), vectors=np.stack([v for _, v in batch]))
             self.graph.compact()
         return {"updated": len(updated), "removed": len(removed)}
+
+
+    def change_tag(self, tag: str, into: str | None) -> dict:
+        """Rename, merge or retire a tag. With ``into`` a name not in the repository: a rename (the
+        new tag takes the old one's description, synonyms and parent); with ``into`` a tag there:
+        a merge. Either way every annotation with ``tag`` (right or wrong) moves to ``into`` in the
+        samples and the graph — so the next training of the classifier learns it there — the old
+        name becomes one of ``into``'s synonyms (recall still finds it by that name), children of
+        ``tag`` get ``into`` as their parent, and ``tag`` leaves the repository. With ``into``
+        None: retired — it leaves the repository and every sample's annotations, and is never
+        suggested again. Nothing is lost: the old entry and each sample's verdict on it are kept
+        in ``tag-changes.jsonl``, which also maps the old name to its replacement (``replacement``)
+        for the classifier until it is retrained and for samples loaded later.
+        Returns ``{"change", "tag", "into", "samples", "conflicts"}``."""
+        if self._shared is not None:
+            raise InputError("renaming, merging and retiring tags is not built for a knowledge base on a Chroma server yet; "
+                             "change the vocabulary in a local knowledge base")
+        tag = require_id(tag, "the tag")
+        into = require_id(into, "the new tag") if into is not None else None
+        if into == tag:
+            raise InputError(f"'{tag}' would be replaced by itself; give another name")
+        entry = self.get_tags([tag]).get(tag)
+        if entry is None:
+            raise InputError(f"'{tag}' is not in the tag repository; search for its exact name with llm4tag kb search")
+        target = self.get_tags([into]).get(into) if into is not None else None
+        change = "retire" if into is None else ("merge" if target is not None else "rename")
+        children = [t for t in self.get_tags(sorted(self.tag_names())).values() if t.parent == tag and t.name != into]
+        if change == "rename":
+            replacement = Tag(into, entry.description, tuple(dict.fromkeys([*entry.synonyms, tag])), entry.parent)
+        elif change == "merge":
+            synonyms = [s for s in dict.fromkeys([*target.synonyms, tag, *entry.synonyms]) if s != into]
+            replacement = Tag(into, target.description or entry.description, tuple(synonyms), target.parent)
+        rewrites = [Tag(t.name, t.description, t.synonyms, into) for t in children]
+        to_encode = ([replacement] if into is not None else []) + rewrites
+        enc = self.encoder.encode([t.embedding_text() for t in to_encode]) if to_encode else None
+        verdicts: dict[str, str] = {}
+        conflicts = 0
+        with self.write_lock():
+            got = self.collection("samples").get(include=["documents", "metadatas", "embeddings"])
+            updated: list[Sample] = []
+            vectors: list[np.ndarray] = []
+            removed: list[str] = []
+            texts: dict[str, str] = {}
+            origins: dict[str, str] = {}
+            for sid, text, meta, vec in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"] if len(got["ids"]) else []):
+                right, wrong = _json_list(meta or {}, "tags"), _json_list(meta or {}, "incorrect_tags")
+                if tag not in right and tag not in wrong:
+                    continue
+                verdicts[sid] = "right" if tag in right else "wrong"
+                swap = (lambda names: list(dict.fromkeys(into if n == tag else n for n in names))) if into else \
+                    (lambda names: [n for n in names if n != tag])
+                right, wrong = swap(right), swap(wrong)
+                if into is not None and into in right and into in wrong:  # right and wrong at once: the right verdict stands
+                    wrong = [n for n in wrong if n != into]
+                    conflicts += 1
+                origins[sid] = (meta or {}).get("origin", "history")
+                if right or wrong:
+                    updated.append(Sample(sid, text or "", tuple(right), tuple(wrong)))
+                    vectors.append(np.asarray(vec, dtype=np.float32))
+                else:
+                    removed.append(sid)
+                    texts[sid] = text or ""
+            # the samples whose only verdict was on the retired tag leave the store: their texts are kept here
+            record = {"change": change, "tag": tag, "into": into, "entry": asdict(entry), "verdicts": verdicts,
+                      "removed_samples": [{"id": sid, "text": texts[sid]} for sid in removed], "at": time.time()}
+            with open(self.directory / TAG_CHANGES_FILE, "a", encoding="utf-8") as fh:  # first: the record of what is moved
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            if to_encode:
+                self.collection("tags").upsert(
+                    ids=[t.name for t in to_encode], embeddings=enc.vectors, documents=[t.embedding_text() for t in to_encode],
+                    metadatas=[{"description": t.description, "synonyms": json.dumps(list(t.synonyms)), "parent": t.parent or ""}
+                               for t in to_encode])
+                if into is not None:
+                    self.graph.write([{"op": "node", "id": tag_node(into), "kind": "tag"}])
+            for origin in sorted({origins[s.id] for s in updated}):
+                batch = [(s, v) for s, v in zip(updated, vectors) if origins[s.id] == origin]
+                self._write_samples([s for s, _ in batch], origin, LoadReport(), vectors=np.stack([v for _, v in batch]))
+            for start in range(0, len(removed), BATCH):  # samples whose only verdict was on a retired tag
+                chunk = removed[start : start + BATCH]
+                self.collection("samples").delete(ids=chunk)
+                self.collection("contents").delete(ids=chunk)
+                self.graph.write([{"op": "remove_node", "id": content_node(cid)} for cid in chunk if content_node(cid) in self.graph.g])
+            self.collection("tags").delete(ids=[tag])
+            if tag_node(tag) in self.graph.g:
+                self.graph.write([{"op": "remove_node", "id": tag_node(tag)}])
+            self.graph.compact()
+        self._tag_changes = None
+        done = {"change": change, "tag": tag, "into": into, "samples": len(verdicts), "removed_samples": len(removed),
+                "conflicts": conflicts, "children": len(children)}
+        return done | {"summary": _tag_change_summary(done)}
+
+    def apply_tag_changes(self, changes: Iterable[tuple[str, str | None]]) -> list[dict]:
+        """A vocabulary file's gone tags (``Parsed.changes``): each one still in the repository is
+        renamed or merged into its replacement, or retired (``change_tag``); the others are
+        already gone and left alone. Returns what ``change_tag`` returned for each change made."""
+        done = []
+        for tag, into in changes:
+            if self.has_tag(tag):
+                done.append(self.change_tag(tag, into))
+        return done
+
+    def tag_changes(self) -> list[dict]:
+        """The renames, merges and retirements made so far, oldest first (``change_tag``)."""
+        path = self.directory / TAG_CHANGES_FILE
+        token = self.revision()
+        cached = getattr(self, "_tag_changes", None)
+        if cached is not None and cached[0] == token:
+            return cached[1]
+        changes = []
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    changes.append(json.loads(line))
+                except ValueError:
+                    continue  # a line cut short by a crash: its change never finished
+        self._tag_changes = (token, changes)
+        return changes
+
+    def replacement(self, tag: str) -> str | None:
+        """What a tag that is gone from the repository became: its replacement's current name
+        (following later renames), or None when it was retired or never existed."""
+        latest = {c["tag"]: c["into"] for c in self.tag_changes()}
+        seen = set()
+        while tag in latest and tag not in seen:
+            seen.add(tag)
+            tag = latest[tag]
+            if tag is None:
+                return None
+        return tag if seen else None
+
+    def former_names(self) -> dict[str, list[str]]:
+        """Each current tag → the names renamed or merged into it (following chains)."""
+        out: dict[str, list[str]] = {}
+        for change in self.tag_changes():
+            if change["into"] is not None:
+                current = self.replacement(change["tag"])
+                if current is not None:
+                    out.setdefault(current, []).append(change["tag"])
+        return out
+
+
+def _tag_change_summary(change: dict) -> str:
+    moved = f"{change['samples']} samples' verdicts"
+    if change["change"] == "retire":
+        return (f"retired {change['tag']}: {moved} kept in {TAG_CHANGES_FILE}"
+                + (f"; {change['removed_samples']} samples with no other verdict left the history (their texts are kept there too)"
+                   if change["removed_samples"] else ""))
+    verb = "renamed" if change["change"] == "rename" else "merged"
+    return (f"{verb} {change['tag']} → {change['into']}: {moved} moved"
+            + (f", {change['children']} child tags re-parented" if change["children"] else "")
+            + (f", {change['conflicts']} samples had both as right and wrong (kept as right)" if change["conflicts"] else ""))
 
 
 def sample_from_neighbour(h: Neighbour) -> Sample:

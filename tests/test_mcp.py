@@ -46,6 +46,8 @@ async def session_run(kb_dir: Path, known: list[str]) -> dict:
             seen["learn_unknown"] = await session.call_tool("learn", {"text": "anything", "correct": ["no::such-tag"]})
             seen["tag_empty"] = await session.call_tool("tag", {"text": "   "})
             seen["tag"] = payload(await session.call_tool("tag", {"text": demo_examples()[0]["text"]}))
+            seen["change_wrong"] = await session.call_tool("change_tag", {"tag": known[1], "action": "merge", "into": "no::such-tag"})
+            seen["change"] = payload(await session.call_tool("change_tag", {"tag": known[1], "action": "rename", "into": "renamed::by-mcp"}))
     return seen
 
 
@@ -59,7 +61,7 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
     seen = asyncio.run(asyncio.wait_for(session_run(kb_dir, known), timeout=900))  # a busy machine: generous
 
     assert seen["server"] == "llm4tag"
-    assert set(seen["tools"]) == {"tag", "recall", "learn", "search_tags"}
+    assert set(seen["tools"]) == {"tag", "recall", "learn", "search_tags", "change_tag"}
     assert seen["tools"]["learn"].inputSchema["required"] == ["text", "correct"]
     assert all(tool.description for tool in seen["tools"].values())
 
@@ -75,7 +77,7 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
     fresh = KnowledgeBase(kb_dir)
     assert fresh.collection("samples").count() == before + 1
     sample = fresh.get_sample("mcp-1")
-    assert sample.tags == (known[0],) and sample.incorrect_tags == (known[1],)
+    assert sample.tags == (known[0],)  # its incorrect tag was renamed at the end of the session (below)
 
     # the verdict decides the next answer for that text, in tag and recall alike
     learned = [t["tag"] for t in seen["tag_learned"]["tags"]]
@@ -92,3 +94,10 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
     tagged = seen["tag"]
     assert 1 <= len(tagged["tags"]) <= 2 and tagged["candidates_considered"] <= 5
     assert all("confidence" in t["why"] for t in tagged["tags"])
+
+    # a tag renamed over MCP: the history moves (the sample's wrong verdict included); a wrong action says which fits
+    assert seen["change_wrong"].isError and "rename instead of merge" in seen["change_wrong"].content[0].text
+    assert seen["change"]["change"] == "rename" and seen["change"]["samples"] >= 1
+    renamed = KnowledgeBase(kb_dir)
+    assert renamed.has_tag("renamed::by-mcp") and not renamed.has_tag(known[1])
+    assert renamed.get_sample("mcp-1").incorrect_tags == ("renamed::by-mcp",)

@@ -52,7 +52,7 @@ def known_tags(kb_dir: Path, n: int = 2) -> list[str]:
 # ---- spec ----------------------------------------------------------------------------------
 def test_openapi_spec_has_a_model_for_every_request_and_response(client):
     spec = client.get("/openapi.json").json()
-    assert set(spec["paths"]) == {"/v1/tag", "/v1/tag-batch", "/v1/learn", "/v1/review/{content_id}", "/v1/tags", "/health"}
+    assert set(spec["paths"]) == {"/v1/tag", "/v1/tag-batch", "/v1/learn", "/v1/review/{content_id}", "/v1/tags", "/v1/tags/{tag}/change", "/health"}
     schemas = spec["components"]["schemas"]
     for path, item in spec["paths"].items():
         for method, op in item.items():
@@ -66,10 +66,11 @@ def test_openapi_spec_has_a_model_for_every_request_and_response(client):
     assert {"TagRequest", "TagResponse", "TagBatchRequest", "TagBatchResponse", "LearnRequest", "LearnResponse",
             "TagListResponse", "HealthResponse", "ErrorResponse"} <= set(schemas)
     # nothing takes a file path: every request field and query parameter is listed here
-    fields = {name for model in ("TagRequest", "TagBatchRequest", "BatchDocument", "LearnRequest", "ReviewRequest") for name in schemas[model]["properties"]}
+    fields = {name for model in ("TagRequest", "TagBatchRequest", "BatchDocument", "LearnRequest", "ReviewRequest", "TagChangeRequest")
+              for name in schemas[model]["properties"]}
     fields |= {p["name"] for item in spec["paths"].values() for op in item.values() for p in op.get("parameters", [])}
     assert fields == {"text", "title", "id", "mode", "max_tags", "threshold", "llm", "review", "explain", "documents", "correct", "incorrect", "replace",
-                      "accept", "reject", "add", "content_id", "q", "limit", "offset"}
+                      "accept", "reject", "add", "content_id", "q", "limit", "offset", "tag", "action", "into"}
 
 
 # ---- tagging -------------------------------------------------------------------------------
@@ -396,7 +397,7 @@ def test_concurrent_learn_writes_all_land(live_server, kb_dir):
 
 
 # ---- fuzzing against the app's own spec ----------------------------------------------------
-FUZZED = [("POST", "/v1/learn"), ("GET", "/v1/review/{content_id}"), ("POST", "/v1/review/{content_id}"), ("GET", "/v1/tags"), ("GET", "/health")]
+FUZZED = [("POST", "/v1/learn"), ("POST", "/v1/tags/{tag}/change"), ("GET", "/v1/review/{content_id}"), ("POST", "/v1/review/{content_id}"), ("GET", "/v1/tags"), ("GET", "/health")]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -417,10 +418,10 @@ def test_fuzzing_covers_every_cheap_operation(api_schema):
     assert sorted((op.ok().method.upper(), op.ok().path) for op in api_schema.get_all_operations()) == sorted(FUZZED)
 
 
-# health has no input to make invalid; for the review operations schemathesis finds no negative case
-# it can send (their path holds any string), so they are fuzzed with valid-shaped input only
+# health has no input to make invalid; for the review and tag-change operations schemathesis finds no
+# negative case it can send (their path holds any string), so they are fuzzed with valid-shaped input only
 RUNS = [(m, p, mode) for m, p in FUZZED for mode in GenerationMode
-        if not (p == "/health" or p.startswith("/v1/review/")) or mode == GenerationMode.POSITIVE]
+        if not (p == "/health" or p.startswith("/v1/review/") or p.endswith("/change")) or mode == GenerationMode.POSITIVE]
 
 
 @pytest.mark.parametrize("method,path,mode", RUNS, ids=[f"{m} {p} {mode.value}" for m, p, mode in RUNS])

@@ -425,3 +425,15 @@ def test_the_pages_vocabulary_loader_checks_the_file_like_the_cli(writable_kb, t
     message, _ = app.load_file(str(good), "tags", "skip")
     assert "1 added" in message and "'owner'" in message
     assert KnowledgeBase(writable_kb.directory).has_tag("brand-new-child")
+
+
+def test_the_pages_tag_change_renames_and_says_what_moved(writable_kb):
+    app = TaggingApp(str(writable_kb.directory))
+    got = writable_kb.collection("samples").get(include=["metadatas"], limit=1)
+    tag = json.loads(got["metadatas"][0]["tags"])[0]
+    message, _ = app.change_tag(tag, "merge", "no-such-tag-here")
+    assert "rename instead of merge" in message and KnowledgeBase(writable_kb.directory).has_tag(tag)
+    message, _ = app.change_tag(tag, "rename", "page-renamed")
+    assert message.startswith("✓ renamed") and "page-renamed" in message
+    fresh = KnowledgeBase(writable_kb.directory)
+    assert fresh.has_tag("page-renamed") and not fresh.has_tag(tag)

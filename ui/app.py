@@ -472,6 +472,17 @@ class TaggingApp:
             return tag_node(resolved[0])
         raise InputError(f"'{name}' is neither a tag nor a content in the graph; search the tags above for the exact name")
 
+    def change_tag(self, tag: str, action: str, into: str):
+        """The knowledge-base tab's tag change: rename, merge or retire (``tagging.change_tag``)."""
+        try:
+            change = tagging.change_tag((tag or "").strip(), action, (into or "").strip() or None, kb_dir=self.kb_dir)
+        except Exception as exc:
+            error = _readable(exc)
+            gr.Warning(error)
+            return f"⚠️ **{error}**", gr.skip()
+        retrain = " Retrain the classifier (`llm4tag kb train-classifier`) so it learns the change." if self.kb().classifier() else ""
+        return f"✓ {change['summary']}.{retrain}", render.stats_markdown(self.kb().stats())
+
     def load_file(self, file, kind, unknown_tags, progress=gr.Progress()):
         from knowledge_base import read_samples
         from knowledge_base.skos import read_vocabulary
@@ -483,17 +494,20 @@ class TaggingApp:
         try:
             kb = self.kb()
             bar = lambda done, total: progress((done, total), desc=f"{done} of {total}")  # noqa: E731
+            changed: list[dict] = []
             if kind == "samples":
                 parsed = read_samples(path, on_error="skip")
                 report = kb.add_samples(parsed.records, unknown_tags=unknown_tags, progress=bar)
             else:
                 parsed = read_vocabulary(path, on_error="skip", known=kb.tag_names())
                 report = kb.add_tags(parsed.records, progress=bar)
+                changed = kb.apply_tag_changes(parsed.changes)
         except Exception as exc:
             error = _readable(exc)
             gr.Warning(error)
             return f"⚠️ **{error}**", gr.skip()
         lines = [f"**{path.name}**: {report.summary()}"]
+        lines += [f"- {c['summary']}" for c in changed]
         lines += [f"- skipped {str(p).replace(str(path), path.name)}" for p in parsed.problems[:20]]
         lines += [f"- {w.replace(str(path), path.name)}" for w in [*parsed.warnings, *report.warnings][:20]]
         return "\n".join(lines), render.stats_markdown(kb.stats())
@@ -605,11 +619,19 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                         show = gr.Button("Show")
                         picture = gr.HTML()
                         listing = gr.Markdown()
+                        gr.Markdown("### Change a tag")
+                        with gr.Row():
+                            change_name = gr.Textbox(label="Tag", placeholder="its exact name", scale=2, elem_id="change-tag")
+                            change_action = gr.Radio(["rename", "merge", "retire"], value="rename", label="Change", scale=2)
+                            change_into = gr.Textbox(label="Into", placeholder="new name, or the tag to merge into", scale=2, elem_id="change-into")
+                        change_btn = gr.Button("Apply the change", elem_id="change-apply")
+                        change_report = gr.Markdown(elem_id="change-report")
                 refresh.click(app.stats, None, stats, api_visibility="private")
                 query.submit(app.kb_search_table, query, hits, api_name="kb_search", api_visibility="private")
                 show.click(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
                 node.submit(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
                 load_btn.click(app.load_file, [load_file, load_kind, unknown], [load_report, stats], api_visibility="private")
+                change_btn.click(app.change_tag, [change_name, change_action, change_into], [change_report, stats], api_visibility="private")
 
         demo.load(app.stats, None, stats, api_visibility="private")
         threading.Thread(target=_warm_up, args=(kb_dir, defaults.backend, warm), daemon=True, name="llm4tag-warm-up").start()

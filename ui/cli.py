@@ -144,11 +144,53 @@ def load_vocab(ctx, path, on_error, language):
         # the file is checked before a new knowledge base is made for it (parents may be tags already there)
         parsed = read_vocabulary(path, on_error, known=_open_kb(ctx).tag_names() if exists else (), language=language)
         bar = _Bar("tags")
-        report = _open_kb(ctx, create=True).add_tags(parsed.records, progress=bar)
+        kbase = _open_kb(ctx, create=True)
+        report = kbase.add_tags(parsed.records, progress=bar)
         bar.close()
+        changed = kbase.apply_tag_changes(parsed.changes)
     except Llm4tagError as exc:
         _fail(exc)
     _print_report(report, parsed)
+    for change in changed:
+        click.echo(change["summary"])
+
+
+def _change_tag(ctx, tag: str, into: str | None, action: str) -> None:
+    from agent import tagging
+
+    _require_kb(ctx)
+    try:
+        change = tagging.change_tag(tag, action, into, kb_dir=ctx.obj["kb_dir"])
+        trained = _open_kb(ctx).classifier() is not None
+    except Llm4tagError as exc:
+        _fail(exc)
+    click.echo(change["summary"] + ("; retrain the classifier (llm4tag kb train-classifier) so it learns the change" if trained else ""))
+
+
+@kb.command("rename-tag")
+@click.argument("tag")
+@click.argument("new_name")
+@click.pass_context
+def rename_tag(ctx, tag, new_name):
+    """Rename TAG to NEW_NAME: its description, history and children move; the old name stays a synonym."""
+    _change_tag(ctx, tag, new_name, "rename")
+
+
+@kb.command("merge-tags")
+@click.argument("tag")
+@click.argument("into")
+@click.pass_context
+def merge_tags(ctx, tag, into):
+    """Merge TAG into the existing tag INTO: TAG's history moves to INTO and TAG leaves the repository."""
+    _change_tag(ctx, tag, into, "merge")
+
+
+@kb.command("retire-tag")
+@click.argument("tag")
+@click.pass_context
+def retire_tag(ctx, tag):
+    """Retire TAG: never suggested again; its verdicts are kept in the knowledge base's tag-changes.jsonl."""
+    _change_tag(ctx, tag, None, "retire")
 
 
 @kb.command("export-vocab")

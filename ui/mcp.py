@@ -122,6 +122,16 @@ def build_server(context: Context | None = None) -> FastMCP:
         return await _run(run)
 
     @server.tool()
+    async def change_tag(
+        tag: str = Field(max_length=200, description="The tag to change (its exact name; use search_tags)."),
+        action: Literal["rename", "merge", "retire"] = Field(description="rename: give it a new name; merge: into an existing tag; retire: never suggest it again."),
+        into: str | None = Field(default=None, max_length=200, description="The new name (rename) or the existing tag to merge into (merge)."),
+    ) -> dict:
+        """Rename, merge or retire a tag. Its history (every annotation with it) moves to the replacement, or is set aside when retired; nothing is deleted."""
+
+        return await _run(lambda: tagging.change_tag(tag, action, into, kb_dir=base.kb_dir))
+
+    @server.tool()
     async def search_tags(
         query: str = Field(description="A word, a tag name or a phrase."),
         limit: int = Field(default=10, ge=1, le=100, description="At most this many tags."),

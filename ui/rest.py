@@ -53,7 +53,7 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
@@ -243,6 +243,22 @@ class TagInfo(BaseModel):
     name: str
     description: str = ""
     similarity: float | None = Field(default=None, description="With q: 1.0 for a name match, else the cosine to the query.")
+
+
+class TagChangeRequest(BaseModel):
+    action: Literal["rename", "merge", "retire"] = Field(description="rename: into a new name; merge: into an existing tag; retire: never suggested again.")
+    into: str | None = Field(default=None, max_length=MAX_ID_CHARS, description="The new name (rename) or the tag to merge into (merge); none to retire.")
+
+
+class TagChangeResponse(BaseModel):
+    change: Literal["rename", "merge", "retire"]
+    tag: str
+    into: str | None
+    samples: int = Field(description="Samples whose verdicts on the tag moved (or, retired, were set aside in tag-changes.jsonl).")
+    removed_samples: int = Field(description="Samples that had a verdict on the retired tag only; their texts are kept in tag-changes.jsonl.")
+    conflicts: int = Field(description="Samples that had the tag and its replacement as right and wrong at once (kept as right).")
+    children: int = Field(description="Tags whose parent was the old tag and is now its replacement.")
+    summary: str
 
 
 class TagListResponse(BaseModel):
@@ -631,6 +647,13 @@ def create_app(
             known = kb.get_tags(names)
             tags = [TagInfo(name=n, description=known[n].description if n in known else "") for n in names]
         return TagListResponse(query=query or None, total=total, tags=tags)
+
+    @app.post("/v1/tags/{tag}/change", response_model=TagChangeResponse, dependencies=write_guard,
+              responses=_error_responses(400, 503, *write_errors), tags=["vocabulary"])
+    def change_tag(request: TagChangeRequest, tag: str = Path(max_length=MAX_ID_CHARS, description="The tag to rename, merge or retire.")) -> TagChangeResponse:
+        """Rename, merge or retire a tag: its history moves to the replacement (or is set aside), a
+        retired tag is never suggested again, and what was there is kept in the knowledge base."""
+        return TagChangeResponse(**tagging.change_tag(tag, request.action, request.into, kb_dir=base.kb_dir))
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     def health() -> HealthResponse:
