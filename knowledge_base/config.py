@@ -102,6 +102,11 @@ class KnowledgeBaseConfig:
     threshold: float | None = field(
         default=None, metadata={"help": "confidence threshold tuned for this knowledge base (llm4tag optimize --apply); None: 0.5"}
     )
+    languages: tuple[str, ...] = field(
+        default=("en",),
+        metadata={"help": "ISO 639-1 codes of the languages the encoder reads: a text whose words are mostly in none of them is "
+                          "noted and gets no confident tag (knowledge_base/language.py); empty: no check (a multilingual encoder)"},
+    )
     retrain_after: int | None = field(
         default=200,
         metadata={"help": "retrain the learned recall path in the background once this many samples arrived since it was trained "
@@ -133,6 +138,8 @@ class KnowledgeBaseConfig:
         bad = set(recall_data) - recall_known
         if bad:
             raise KnowledgeBaseError(f"config.json has unknown recall settings {sorted(bad)}")
+        if "languages" in data:
+            data = {**data, "languages": tuple(data["languages"] or ())}
         return cls(**{**data, "recall": RecallConfig(**recall_data)})
 
     @classmethod

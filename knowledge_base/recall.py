@@ -32,6 +32,7 @@ import numpy as np
 
 from .classifier import TagClassifier
 from .config import RecallConfig
+from .language import FOREIGN_FACTOR, language_fit, language_names
 from .ranker import candidate_features, path_ranks, probability, verdict_probability
 from .loaders import require_text
 from .store import KnowledgeBase, Neighbour, _json_list
@@ -272,6 +273,14 @@ def recall_candidates(
         features = ranker_features(list(candidates.values()), prior, fit, tag_similarities(candidates, tag_hits))
         for cand, features in zip(candidates.values(), features):
             cand.score = probability(ranker.predict(features) * in_domain)
+    if text and kb.config.languages:
+        spoken = language_fit(text, kb.config.languages)
+        fit["language_share"] = spoken.share
+        if spoken.foreign:
+            notes.append(f"most of the text's words are not {language_names(kb.config.languages)}, the language this knowledge base's "
+                         f"encoder reads ({spoken.share:.0%} of {spoken.words} words are): every confidence is scaled by {FOREIGN_FACTOR}")
+            for cand in candidates.values():
+                cand.score = probability(cand.score * FOREIGN_FACTOR) if ranker is not None else round(cand.score * FOREIGN_FACTOR, 4)
     for cand in remembered(nearest, cfg.memory_similarity, candidates, text):
         memory = cand.evidence_for("memory")
         if ranker is not None:

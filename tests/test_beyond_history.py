@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -259,3 +260,22 @@ def test_a_rerun_after_the_knowledge_base_changed_runs_every_item_again(trained_
     assert [json.loads(line)["id"] for line in (out / "items-knn.jsonl").read_text().splitlines()] == [i.id for i in items]
     assert cold_start_kb(KnowledgeBase(trained_copy), tmp_path / "cold", 0.2, 13) == (copy, cold)
     assert (copy / "cold-start.json").stat().st_mtime_ns != made  # made again from the corrected knowledge base
+
+
+def test_a_text_in_another_language_gets_a_note_and_no_confident_tag(trained_copy):
+    """The encoder reads English: a German, French or Finnish text (tests/data/other_languages.jsonl)
+    is noted and left untagged at the knowledge base's default threshold, by recall and by the
+    graph, while the same content in English keeps its tags; a knowledge base that declares no
+    language (a multilingual encoder) does not judge."""
+    texts = [json.loads(line) for line in (Path(__file__).parent / "data" / "other_languages.jsonl").read_text().splitlines()]
+    kb = KnowledgeBase(trained_copy)
+    for row in texts:
+        result = recall_candidates(kb, row["text"])
+        assert any("not English" in n for n in result.notes), row
+        assert all(c.score <= 0.05 for c in result.candidates), row
+    english = "A command-line tool that converts images to other formats."
+    assert not any("not English" in n for n in recall_candidates(kb, english).notes)
+    tagged = tagging.tag(texts[2]["text"], context=_fast(trained_copy))
+    assert tagged["tags"] == [] and any("not English" in n for n in tagged["notes"])
+    kb.update_config(replace(kb.config, languages=()))
+    assert not any("not English" in n for n in recall_candidates(KnowledgeBase(trained_copy), texts[2]["text"]).notes)
