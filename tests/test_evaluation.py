@@ -191,3 +191,29 @@ def test_another_tools_answers_are_scored_side_by_side(small_kb_dir, tmp_path):
     with pytest.raises(InputError, match="no answer for 1 of the 5 items"):
         evaluate(items + [Item("extra", "a text editor", ["role::program"])], Context(kb_dir=str(small_kb_dir)), tmp_path / "out2", ["knn"],
                  external={"other": answers})
+
+
+def test_eval_writes_a_reliability_diagram_and_a_per_tag_table_the_page_shows(trained_kb_copy, tmp_path):
+    """Annif's --results-file and a reliability diagram: per tag support, returned, P, R, F1 and
+    ECE, the worst first, checked against the per-item records; the page's knowledge-base tab
+    shows the latest evaluation of its knowledge base."""
+    import csv
+
+    from ui.app import TaggingApp
+
+    items = [Item(e["id"], e["text"], e["tags"]) for e in demo_examples()[:8]]
+    out = tmp_path / "eval"
+    metrics = evaluate(items, Context(kb_dir=str(trained_kb_copy)), out, ["no-llm", "knn"])
+    assert (out / "reliability.png").stat().st_size > 0 and "reliability.png" in (out / "report.md").read_text()
+    bins = metrics["systems"]["no-llm"]["reliability"]
+    assert sum(b["count"] for b in bins) == metrics["systems"]["no-llm"]["confidence"]["pairs"]
+    rows = list(csv.DictReader(open(out / "per-tag-no-llm.csv", encoding="utf-8")))
+    records = [json.loads(line) for line in (out / "items-no-llm.jsonl").read_text().splitlines()]
+    for row in rows:
+        support = sum(row["tag"] in r["truth"] for r in records)
+        returned = sum(row["tag"] in r["predicted"] for r in records)
+        hits = sum(row["tag"] in r["predicted"] and row["tag"] in r["truth"] for r in records)
+        assert (int(row["support"]), int(row["returned"]), int(row["true_positives"])) == (support, returned, hits), row
+    assert [float(r["f1"]) for r in rows] == sorted(float(r["f1"]) for r in rows)  # the worst first
+    summary, picture = TaggingApp(str(trained_kb_copy)).last_evaluation()
+    assert "8 items" in summary and "worst tags for **no-llm**" in summary and picture.endswith("reliability.png")

@@ -472,6 +472,32 @@ class TaggingApp:
             return tag_node(resolved[0])
         raise InputError(f"'{name}' is neither a tag nor a content in the graph; search the tags above for the exact name")
 
+    def last_evaluation(self):
+        """The knowledge base's latest ``llm4tag eval``: a summary, its reliability diagram and its
+        worst tags (``per-tag-<system>.csv``)."""
+        from agent.evaluation.report import read_per_tag_table
+        from agent.evaluation.runner import last_evaluation
+
+        record = last_evaluation(self.kb_dir)
+        if record is None:
+            return ("No evaluation of this knowledge base yet: `llm4tag eval labelled.jsonl --out DIR` writes one "
+                    "(a reliability diagram and a per-tag table) and the page shows it here."), None
+        out = Path(record["out"])
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["at"]))
+        lines = [f"**{record['items']} items**, {when}, in `{out}` — {record['headline']}: "
+                 + ", ".join(f"{s} {v:.3f}" for s, v in record["figures"].items())]
+        system = next((s for s in record["systems"] if (out / f"per-tag-{s}.csv").is_file()), None)
+        if system:
+            rows = [r for r in read_per_tag_table(out / f"per-tag-{system}.csv") if int(r["support"])][:12]
+            lines += ["", f"The worst tags for **{system}** (at its threshold; all in `per-tag-{system}.csv`):", "",
+                      "| tag | support | returned | precision | recall | F1 | ECE |", "|---|---:|---:|---:|---:|---:|---:|"]
+            for r in rows:
+                ece = f"{float(r['ECE']):.3f}" if r["ECE"] else ""
+                lines.append(f"| {r['tag'].replace('|', '∣')} | {r['support']} | {r['returned']} | {float(r['precision']):.2f} | "
+                             f"{float(r['recall']):.2f} | {float(r['f1']):.2f} | {ece} |")
+        picture = out / "reliability.png"
+        return "\n".join(lines), (str(picture) if picture.is_file() else None)
+
     def change_tag(self, tag: str, action: str, into: str):
         """The knowledge-base tab's tag change: rename, merge or retire (``tagging.change_tag``)."""
         try:
@@ -608,6 +634,10 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                         unknown = gr.Radio(["skip", "add", "error"], value="skip", label="Sample tags not in the repository")
                         load_btn = gr.Button("Load into the knowledge base")
                         load_report = gr.Markdown()
+                        gr.Markdown("### Last evaluation")
+                        eval_summary = gr.Markdown(elem_id="kb-eval")
+                        eval_picture = gr.Image(label="Reliability diagram", type="filepath", interactive=False, height=360,
+                                                elem_id="kb-eval-reliability")
                     with gr.Column():
                         gr.Markdown("### Search tags")
                         query = gr.Textbox(label="Name or meaning", placeholder="e.g. translation, python, devel::i18n")
@@ -627,6 +657,7 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                         change_btn = gr.Button("Apply the change", elem_id="change-apply")
                         change_report = gr.Markdown(elem_id="change-report")
                 refresh.click(app.stats, None, stats, api_visibility="private")
+                refresh.click(app.last_evaluation, None, [eval_summary, eval_picture], api_visibility="private")
                 query.submit(app.kb_search_table, query, hits, api_name="kb_search", api_visibility="private")
                 show.click(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
                 node.submit(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
@@ -634,6 +665,7 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                 change_btn.click(app.change_tag, [change_name, change_action, change_into], [change_report, stats], api_visibility="private")
 
         demo.load(app.stats, None, stats, api_visibility="private")
+        demo.load(app.last_evaluation, None, [eval_summary, eval_picture], api_visibility="private")
         threading.Thread(target=_warm_up, args=(kb_dir, defaults.backend, warm), daemon=True, name="llm4tag-warm-up").start()
         gr.api(app.tag, api_name="tag")
         gr.api(app.learn, api_name="learn")

@@ -6,7 +6,8 @@
 - #Right: mean number of correct tags in the candidate set; HR#k: share of items whose candidate
   set holds at least k correct tags.
 - Beyond the paper: micro and per-document P/R/F1, P@k, NDCG@k, F1@5; single-tag accuracy and
-  micro/macro P/R/F1; confidence ECE, Brier and AUROC; accuracy vs coverage over thresholds.
+  micro/macro P/R/F1; confidence ECE, Brier and AUROC and the reliability diagram's bins; accuracy
+  vs coverage over thresholds; a per-tag table (support, P, R, F1, ECE).
 """
 
 from __future__ import annotations
@@ -148,6 +149,51 @@ def confidence_metrics(pairs: Sequence[tuple[float, bool]], bins: int = 10) -> d
         wins = sum(sum(1.0 if p > n else 0.5 if p == n else 0.0 for n in neg) for p in pos)
         auroc = wins / (len(pos) * len(neg))
     return {"ECE": ece, "Brier": brier, "AUROC": auroc, "pairs": len(pairs), "share_correct": mean(y for _, y in pairs)}
+
+
+def reliability_bins(pairs: Sequence[tuple[float, bool]], bins: int = 10) -> list[dict]:
+    """The reliability diagram's points: per confidence bin, how many tags fell in it, their mean
+    confidence and the share of them that were right (a calibrated system lies on the diagonal)."""
+    out = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        members = [(c, y) for c, y in pairs if lo <= c < hi or (b == bins - 1 and c == 1.0)]
+        if members:
+            out.append({"lo": lo, "hi": hi, "count": len(members), "mean_confidence": mean(c for c, _ in members),
+                        "share_right": mean(y for _, y in members)})
+    return out
+
+
+def per_tag_table(predictions: Sequence[Sequence[str]], truths: Sequence[Iterable[str]],
+                  scored: Sequence[Sequence[tuple[str, float | None]]] = ()) -> list[dict]:
+    """Per tag (Annif's ``--results-file``): support (items carrying it), how often it was
+    returned, true positives, precision, recall, F1 and — from ``scored`` (each item's tags with
+    their confidences) — the ECE of its confidences; the worst first (lowest F1, then most
+    support), every tag that was either true or returned."""
+    truth_sets = [set(t) for t in truths]
+    support: dict[str, int] = {}
+    returned: dict[str, int] = {}
+    hits: dict[str, int] = {}
+    for predicted, truth in zip(predictions, truth_sets):
+        for tag in truth:
+            support[tag] = support.get(tag, 0) + 1
+        for tag in dict.fromkeys(predicted):
+            returned[tag] = returned.get(tag, 0) + 1
+            hits[tag] = hits.get(tag, 0) + (tag in truth)
+    pairs: dict[str, list[tuple[float, bool]]] = {}
+    for answer, truth in zip(scored, truth_sets):
+        for tag, confidence in answer:
+            if confidence is not None:
+                pairs.setdefault(tag, []).append((confidence, tag in truth))
+    rows = []
+    for tag in sorted(set(support) | set(returned)):
+        tp = hits.get(tag, 0)
+        precision = tp / returned[tag] if returned.get(tag) else 0.0
+        recall = tp / support[tag] if support.get(tag) else 0.0
+        ece = confidence_metrics(pairs[tag])["ECE"] if pairs.get(tag) else None
+        rows.append({"tag": tag, "support": support.get(tag, 0), "returned": returned.get(tag, 0), "true_positives": tp,
+                     "precision": precision, "recall": recall, "f1": _f1(precision, recall), "ECE": ece})
+    return sorted(rows, key=lambda r: (r["f1"], -r["support"], r["tag"]))
 
 
 def accuracy_vs_coverage(records: list[dict], steps: int = 20) -> list[dict]:

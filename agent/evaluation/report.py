@@ -10,7 +10,8 @@ from ..confidence import confidence_of
 from ..context import Context
 from .calibration import fusion_ablation, learned_confidence_metrics
 from .labelled import Item, out_of_domain_source
-from .metrics import accuracy_vs_coverage, best_cut, confidence_metrics, multi_tag_metrics, recall_hits, single_tag_metrics
+from .metrics import (accuracy_vs_coverage, best_cut, confidence_metrics, multi_tag_metrics, per_tag_table, recall_hits, reliability_bins,
+                      single_tag_metrics)
 
 
 def scored_answer(record: dict) -> list[tuple[str, float | None]]:
@@ -46,6 +47,10 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
         if pairs:
             m["confidence"] = confidence_metrics(pairs)
             m["confidence_learned"] = learned_confidence_metrics(recs)
+            m["reliability"] = reliability_bins(pairs)
+        table = per_tag_table([r["predicted"] for r in recs], truths, [scored_answer(r) for r in recs])
+        write_per_tag_table(table, out / f"per-tag-{system}.csv")
+        m["worst_tags"] = [row["tag"] for row in table[:10] if row["support"]]
         seconds = [sum((r.get("timings") or {}).values()) for r in recs if r.get("timings")]
         if seconds:
             m["seconds_per_item"] = sum(seconds) / len(seconds)
@@ -88,6 +93,9 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
     if "full" in records:
         metrics["accuracy_vs_coverage"] = accuracy_vs_coverage(records["full"])
         plot_accuracy_vs_coverage(metrics["accuracy_vs_coverage"], out / "accuracy_vs_coverage.png")
+    reliable = {system: m["reliability"] for system, m in metrics["systems"].items() if m.get("reliability")}
+    if reliable:
+        plot_reliability(reliable, out / "reliability.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "report.md").write_text(markdown_report(metrics))
     return metrics
@@ -107,6 +115,56 @@ def abstention(ood: list[dict], in_domain: dict) -> dict:
             "mean_top_confidence": sum(tops) / len(tops) if tops else None,
             **({"by_source": {name: {"items": len(rows), "untagged": sum(1 for r in rows if not r["predicted"]) / len(rows)}
                               for name, rows in sources.items()}} if len(sources) > 1 else {})}
+
+
+PER_TAG_COLUMNS = ("tag", "support", "returned", "true_positives", "precision", "recall", "f1", "ECE")
+
+
+def write_per_tag_table(rows: list[dict], path: Path) -> None:
+    """The per-tag table as CSV, the worst tags first (at the threshold the run used)."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(PER_TAG_COLUMNS)
+        for row in rows:
+            writer.writerow([row["tag"], row["support"], row["returned"], row["true_positives"],
+                             *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")), "" if row["ECE"] is None else f"{row['ECE']:.4f}"])
+
+
+def read_per_tag_table(path: Path, limit: int | None = None) -> list[dict]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return rows[:limit] if limit else rows
+
+
+def plot_reliability(bins_by_system: dict[str, list[dict]], path: Path) -> None:
+    """The reliability diagram: per system, the share of tags that were right against their mean
+    confidence in each bin (marker size: how many tags), beside the diagonal of a calibrated system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.4), dpi=110)
+    ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1, label="calibrated")
+    largest = max(b["count"] for bins in bins_by_system.values() for b in bins)
+    for system, bins in bins_by_system.items():
+        ax.plot([b["mean_confidence"] for b in bins], [b["share_right"] for b in bins], marker=None, linewidth=1.2, label=system)
+        ax.scatter([b["mean_confidence"] for b in bins], [b["share_right"] for b in bins],
+                   s=[12 + 120 * b["count"] / largest for b in bins], alpha=0.7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (mean in each bin of 0.1)")
+    ax.set_ylabel("share of those tags that were right")
+    ax.set_title("Reliability: is a confidence of 0.8 right 80% of the time?", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def plot_accuracy_vs_coverage(curve: list[dict], path: Path) -> None:
@@ -211,6 +269,13 @@ def markdown_report(metrics: dict) -> str:
         lines += ["", "Derived without a run of their own: " + "; ".join(
             f"{d} = {src}'s results" + (" before the judge" if d == "no-calibration" else " (the knowledge base has no documents, so the prompts are identical)")
             for d, src in metrics["derived"].items())]
+    if any(m.get("reliability") for m in metrics["systems"].values()):
+        lines += ["", "![reliability diagram](reliability.png)"]
     if "accuracy_vs_coverage" in metrics:
         lines += ["", "![accuracy vs coverage](accuracy_vs_coverage.png)"]
+    worst = [(s, m["worst_tags"]) for s, m in metrics["systems"].items() if m.get("worst_tags")]
+    if worst:
+        lines += ["", "## Per tag", "", "Each system's table (support, returned, precision, recall, F1, ECE; the worst tags first) is in "
+                  "`per-tag-<system>.csv`. The ten worst tags with support:", "", "| system | worst tags |", "|---|---|"]
+        lines += [f"| {s} | {', '.join(tags)} |" for s, tags in worst]
     return "\n".join(lines) + "\n"

@@ -256,4 +256,29 @@ def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: 
     metrics = summarise(by_system, in_domain, ctx, list(systems), out, derived, ood_records if ood_ids else None, groups)
     if set_aside is not None:
         metrics["stale_results_set_aside"] = str(set_aside)
+    _remember_evaluation(ctx, out, metrics)
     return metrics
+
+
+LAST_EVAL_FILE = "last-eval.json"
+
+
+def _remember_evaluation(ctx: Context, out: Path, metrics: dict) -> None:
+    """Where the knowledge base's latest evaluation is (the page's knowledge-base tab shows it);
+    a read-only knowledge base simply keeps no pointer."""
+    try:
+        directory = runtime_for(ctx.kb_dir).kb.directory
+        record = {"out": str(out.resolve()), "at": time.time(), "items": metrics["items"], "systems": list(metrics["systems"]),
+                  "headline": metrics["headline"], "figures": {s: m[metrics["headline"]] for s, m in metrics["systems"].items()}}
+        (directory / LAST_EVAL_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+    except OSError:
+        pass
+
+
+def last_evaluation(kb_dir: str | None) -> dict | None:
+    """The pointer ``evaluate`` left in the knowledge base, when its folder still exists."""
+    try:
+        record = json.loads((runtime_for(kb_dir).kb.directory / LAST_EVAL_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if Path(record.get("out", "")).is_dir() else None
