@@ -51,6 +51,12 @@ def app_server(small_kb_dir, tmp_path_factory):
     kb_dir = tmp_path_factory.mktemp("ui") / "kb"
     shutil.copytree(small_kb_dir, kb_dir, ignore=shutil.ignore_patterns(".write.lock"))
     ARTIFACTS.mkdir(exist_ok=True)
+    # an evaluation of the knowledge base, for the knowledge-base tab to show (fused recall and kNN: no model call)
+    from agent import Context
+    from agent.evaluation import Item, evaluate
+
+    evaluate([Item(e["id"], e["text"], e["tags"]) for e in demo_examples()[:6]], Context(kb_dir=str(kb_dir)),
+             tmp_path_factory.mktemp("ui-eval"), ["no-llm", "knn"])
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
     log = open(ARTIFACTS / "ui-app.log", "w")
@@ -234,7 +240,22 @@ def test_batch_and_knowledge_base_tabs(page, app_server, tmp_path):
     page.get_by_role("button", name="Show").click()
     expect(page.locator("svg circle title").first).to_be_attached()
     expect(page.get_by_text("t:devel::i18n — ")).to_be_visible()
+    # the latest evaluation: its figures, the worst tags and the reliability diagram
+    expect(page.locator("#kb-eval")).to_contain_text("6 items")
+    expect(page.locator("#kb-eval")).to_contain_text("worst tags for")
+    # this knowledge base has no learned recall path, so its systems give no confidences: the tab says so
+    expect(page.locator("#kb-eval")).to_contain_text("No reliability diagram")
     page.screenshot(path=ARTIFACTS / "ui-06-knowledge-base.png", full_page=True)
+    # a tag renamed from the tab, then back: each change says what moved
+    page.locator("#change-tag textarea, #change-tag input").first.fill("devel::i18n")
+    page.locator("#change-into textarea, #change-into input").first.fill("devel::internationalisation")
+    page.locator("#change-apply").click()
+    expect(page.locator("#change-report")).to_contain_text("renamed devel::i18n → devel::internationalisation")
+    page.screenshot(path=ARTIFACTS / "ui-07-tag-renamed.png", full_page=True)
+    page.locator("#change-tag textarea, #change-tag input").first.fill("devel::internationalisation")
+    page.locator("#change-into textarea, #change-into input").first.fill("devel::i18n")
+    page.locator("#change-apply").click()
+    expect(page.locator("#change-report")).to_contain_text("renamed devel::internationalisation → devel::i18n")
 
 
 def test_api_and_mcp_server_are_on(app_server):

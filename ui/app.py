@@ -481,7 +481,7 @@ class TaggingApp:
         record = last_evaluation(self.kb_dir)
         if record is None:
             return ("No evaluation of this knowledge base yet: `llm4tag eval labelled.jsonl --out DIR` writes one "
-                    "(a reliability diagram and a per-tag table) and the page shows it here."), None
+                    "(a reliability diagram and a per-tag table) and the page shows it here."), gr.Image(value=None, visible=False)
         out = Path(record["out"])
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["at"]))
         lines = [f"**{record['items']} items**, {when}, in `{out}` — {record['headline']}: "
@@ -489,14 +489,22 @@ class TaggingApp:
         system = next((s for s in record["systems"] if (out / f"per-tag-{s}.csv").is_file()), None)
         if system:
             rows = [r for r in read_per_tag_table(out / f"per-tag-{system}.csv") if int(r["support"])][:12]
-            lines += ["", f"The worst tags for **{system}** (at its threshold; all in `per-tag-{system}.csv`):", "",
-                      "| tag | support | returned | precision | recall | F1 | ECE |", "|---|---:|---:|---:|---:|---:|---:|"]
+            lines += ["", f"The worst tags for **{system}** at its threshold (n: items carrying the tag; P, R, F1: precision, recall, "
+                          f"F1; ECE of its confidences; every tag in `per-tag-{system}.csv`):", "",
+                      "| tag | n | P | R | F1 | ECE |", "|---|---:|---:|---:|---:|---:|"]
             for r in rows:
-                ece = f"{float(r['ECE']):.3f}" if r["ECE"] else ""
-                lines.append(f"| {r['tag'].replace('|', '∣')} | {r['support']} | {r['returned']} | {float(r['precision']):.2f} | "
+                ece = f"{float(r['ECE']):.2f}" if r["ECE"] else "–"
+                lines.append(f"| {r['tag'].replace('|', '∣')} | {r['support']} | {float(r['precision']):.2f} | "
                              f"{float(r['recall']):.2f} | {float(r['f1']):.2f} | {ece} |")
         picture = out / "reliability.png"
-        return "\n".join(lines), (str(picture) if picture.is_file() else None)
+        if not picture.is_file():
+            lines += ["", "No reliability diagram: the evaluated systems gave no confidences (train the learned recall path: "
+                          "`llm4tag kb train-classifier`)."]
+            return "\n".join(lines), gr.Image(value=None, visible=False)
+        from PIL import Image
+
+        with Image.open(picture) as image:  # the pixels, not the path: the evaluation's folder need not be one the app serves
+            return "\n".join(lines), gr.Image(value=image.convert("RGB"), visible=True)
 
     def change_tag(self, tag: str, action: str, into: str):
         """The knowledge-base tab's tag change: rename, merge or retire (``tagging.change_tag``)."""
@@ -636,7 +644,7 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                         load_report = gr.Markdown()
                         gr.Markdown("### Last evaluation")
                         eval_summary = gr.Markdown(elem_id="kb-eval")
-                        eval_picture = gr.Image(label="Reliability diagram", type="filepath", interactive=False, height=360,
+                        eval_picture = gr.Image(label="Reliability diagram", show_label=False, type="pil", interactive=False, visible=False,
                                                 elem_id="kb-eval-reliability")
                     with gr.Column():
                         gr.Markdown("### Search tags")

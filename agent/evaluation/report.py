@@ -155,8 +155,8 @@ def plot_reliability(bins_by_system: dict[str, list[dict]], path: Path) -> None:
         ax.plot([b["mean_confidence"] for b in bins], [b["share_right"] for b in bins], marker=None, linewidth=1.2, label=system)
         ax.scatter([b["mean_confidence"] for b in bins], [b["share_right"] for b in bins],
                    s=[12 + 120 * b["count"] / largest for b in bins], alpha=0.7)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.04)
     ax.set_xlabel("confidence (mean in each bin of 0.1)")
     ax.set_ylabel("share of those tags that were right")
     ax.set_title("Reliability: is a confidence of 0.8 right 80% of the time?", fontsize=9)
