@@ -163,6 +163,7 @@ def test_tag_review_learn_and_refilter(page, app_server):
     set_threshold(page, 1)
     expect(page.locator("#l4t-panel")).to_have_attribute("data-count", "0")
     expect(page.locator("#l4t-panel")).to_contain_text("No tag")
+    expect(chat.get_by_text("No tag reaches the threshold 1.00")).to_be_visible()  # the answer in the chat follows the slider too
     set_threshold(page, 0)
     expect(page.locator("#l4t-panel")).not_to_have_attribute("data-count", "0")
     shown = panel_tags(page)
@@ -216,10 +217,14 @@ def test_batch_and_knowledge_base_tabs(page, app_server, tmp_path):
         encoding="utf-8",
     )
     page.get_by_role("tab", name="Batch").click()
+    summary = page.locator("#batch-summary")
+    page.locator("#batch-run").click()  # no file yet: a warning, which must not stand once a run starts
+    expect(summary).to_contain_text("Upload a .jsonl or .csv file first")
     page.locator("#batch-input input[type=file]").set_input_files(str(batch))
     expect(page.locator("#batch-input")).to_contain_text("batch.jsonl")
     page.locator("#batch-run").click()
-    summary = page.locator("#batch-summary")
+    expect(summary).to_contain_text("Tagging batch.jsonl", timeout=15_000)  # at once, before the model loads
+    expect(summary).not_to_contain_text("Upload a .jsonl")
     expect(summary).to_contain_text("2 tagged", timeout=2 * STEP_S * 1000)
     expect(summary).to_contain_text("1 bad rows")
     expect(summary).to_contain_text("malformed JSON")

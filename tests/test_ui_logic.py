@@ -202,9 +202,19 @@ def test_final_message_and_panel_mark_low_and_dropped_tags(result):
     assert "below threshold" in msg["content"] and "from history" in msg["content"]
     rejected = next(j["tag"] for j in result["judgments"] if j["tag"] != shown[0]["tag"])
     panel = render.result_panel(result, shown, 0.45, {"correct": [shown[0]["tag"]], "incorrect": [rejected]})
-    assert f'data-count="{len(shown)}"' in panel and "✓ accepted" in panel and "✗ rejected" in panel
+    kept = [t for t in shown if t["tag"] != rejected]  # a rejected tag no longer counts among the tags kept
+    assert f'data-count="{len(kept)}"' in panel and "✓ accepted" in panel and "✗ rejected" in panel
     assert f'data-tag="{rejected}"' in panel  # a rejected tag stays visible, struck through
     assert "No tag</b> reaches" in render.result_panel(result, [], 1.0)
+    # a tag accepted from under the threshold loses its "below threshold" badge; one tag is "1 tag"
+    under = next(j["tag"] for j in result["judgments"] if j["tag"] not in {t["tag"] for t in shown})
+    accepted = render.result_panel(result, shown[:1], 0.45, {"correct": [shown[0]["tag"], under], "incorrect": []})
+    row = accepted.split(f'data-tag="{under}"')[1].split('class="l4t-tag"')[0]
+    assert "below threshold" not in row and "✓ accepted" in row
+    assert "<b>1 tag</b>" in accepted and "+ 1 accepted by you" in accepted
+    assert "(1 tag at confidence" in render.final_message(result, shown[:1], 0.45)["content"]
+    # the bars line up: every row is the same grid, whatever the length of the tag's name
+    assert panel.count("grid-template-columns:minmax(6em,15em) 140px 3.2em minmax(0,1fr)") == panel.count('class="l4t-tag"')
 
 
 def test_explain_tag(result):

@@ -155,15 +155,16 @@ class TaggingApp:
             return
 
         history.append(render.user_message(shown))
+        working = render.working_panel(content)
         if self.warm is not None and not self.warm.recall_ready.is_set():  # say what the first result waits for
             history.append(render.waiting_message(self.warm.status()))
-            yield history, session, gr.skip(), gr.MultimodalTextbox(value=None, interactive=False) if clear_input else gr.skip()
+            yield history, session, working, gr.MultimodalTextbox(value=None, interactive=False) if clear_input else gr.skip()
             while not self.warm.recall_ready.wait(1.0):  # not the language model: auto may not need it, and a step that does loads it
                 history[-1] = render.waiting_message(self.warm.status())
                 yield history, session, gr.skip(), gr.skip()
             history.pop()
         history.append(render.pending_message("recall"))
-        yield history, session, gr.skip(), gr.MultimodalTextbox(value=None, interactive=False) if clear_input else gr.skip()
+        yield history, session, working, gr.MultimodalTextbox(value=None, interactive=False) if clear_input else gr.skip()
 
         result: dict = {}
         judged: dict[str, dict] = {}  # by tag: a retried calibrate step sends its judgments again
@@ -200,6 +201,7 @@ class TaggingApp:
         session["verdict"] = empty_verdict()
         shown_tags = result.get("tags") or []
         history.append(render.final_message(result, shown_tags, ctx.threshold))
+        session["last"]["answer_at"] = len(history) - 1  # the slider re-renders this message
         yield history, session, render.result_panel(result, shown_tags, ctx.threshold, session["verdict"]), done_input
 
     def _first_answer(self, state: dict, ctx: Context) -> str | None:
@@ -240,8 +242,16 @@ class TaggingApp:
         result = last["result"]
         return render.result_panel(result, rethreshold(result, float(threshold)), float(threshold), session.get("verdict"))
 
-    def refilter_panel(self, threshold, session) -> str:
-        return self.panel(session, threshold)
+    def refilter(self, threshold, session, history):
+        """The slider: the side panel and the last answer in the conversation, at the new threshold."""
+        history = list(history or [])
+        last = (session or {}).get("last")
+        at = (last or {}).get("answer_at")
+        if last is not None and at is not None and at < len(history) and (history[at] or {}).get("role") == "assistant":
+            result = last["result"]
+            history[at] = render.final_message(result, rethreshold(result, float(threshold)), float(threshold))
+            return self.panel(session, threshold), history
+        return self.panel(session, threshold), gr.skip()
 
     def run_command(self, command: Command, history: list, session: dict, threshold: float) -> None:
         """Carry out a follow-up command; every outcome, error included, is a chat message."""
@@ -400,14 +410,17 @@ class TaggingApp:
 
         if not file:
             gr.Warning("Upload a .jsonl or .csv file first.")
-            return gr.File(visible=False), "⚠️ **Upload a .jsonl or .csv file first.**", None
+            yield gr.File(visible=False), "⚠️ **Upload a .jsonl or .csv file first.**", None
+            return
         src = Path(file if isinstance(file, str) else file.name)
+        # at once, before anything loads: an earlier run's message or warning must not stand while this one starts
+        yield gr.File(visible=False), f"⏳ **Tagging `{src.name}`** — loading the knowledge base and the model…", None
         try:
             ctx = self.context(threshold, mode, n_examples, n_snippets, web, backend, llm)
             workdir = Path(tempfile.mkdtemp(prefix="llm4tag-batch-"))
             source = prepare_batch_input(src, workdir)
             out = workdir / f"{src.stem}.tags.jsonl"
-            progress(0, desc="loading the knowledge base and the model")
+            progress(None, desc="loading the knowledge base and the model")  # no share yet: not a 0.0% bar
 
             def on_item(report, item):
                 done = report.tagged + report.skipped_done + len(report.errors)
@@ -417,7 +430,8 @@ class TaggingApp:
         except Exception as exc:
             error = _readable(exc)
             gr.Warning(error)
-            return gr.File(visible=False), f"⚠️ **{error}**", None
+            yield gr.File(visible=False), f"⚠️ **{error}**", None
+            return
         lines = [f"**{report.tagged} tagged**, {len(report.errors)} bad rows, {report.total} in all → `{out.name}`"]
         lines += [f"- {e.replace(str(source), src.name)}" for e in report.errors[:20]]
         if len(report.errors) > 20:
@@ -429,7 +443,7 @@ class TaggingApp:
                 preview.append([rec["id"], "", f"error: {rec['error']}"])
             else:
                 preview.append([rec["id"], ", ".join(f"{t} ({c:.2f})" if c is not None else t for t, c in zip(rec["tags"], rec["confidence"])), " ".join(rec["notes"])])
-        return gr.File(value=str(out), visible=True), "\n".join(lines), preview
+        yield gr.File(value=str(out), visible=True), "\n".join(lines), preview
 
     # ---- Knowledge base --------------------------------------------------------------------
     def stats(self) -> str:
@@ -614,7 +628,7 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                 chat_input.submit(app.respond, [chat_input, chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
                 accept_btn.click(app.press("accept"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
                 undo_btn.click(app.press("undo"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
-                threshold.change(app.refilter_panel, [threshold, session], [panel], show_progress="hidden", api_visibility="private")
+                threshold.change(app.refilter, [threshold, session, chatbot], [panel, chatbot], show_progress="hidden", api_visibility="private")
 
             with gr.Tab("Batch", id="batch"):
                 gr.Markdown(

@@ -46,6 +46,11 @@ def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def plural(n: int, word: str) -> str:
+    """``1 tag``, ``2 tags``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def clip(text: str, limit: int = SNIPPET) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + " …"
@@ -102,10 +107,6 @@ def failed_step(message: dict, error: str) -> dict:
     return {"role": "assistant", "content": f"This step stopped: {_md(error)}", "metadata": {"title": f"✗ {title}", "status": "done"}}
 
 
-def evidence_text(candidate: dict, limit: int = 3) -> str:
-    return "; ".join(evidence_parts(candidate, detail=True, via_limit=limit, quote=_md))
-
-
 def render_recall(changes: dict) -> tuple[str, str]:
     candidates = changes.get("candidates") or []
     similar = changes.get("similar_contents") or []
@@ -117,9 +118,11 @@ def render_recall(changes: dict) -> tuple[str, str]:
     title = f"Candidates · {len(candidates)} tags" + (f" ({paths})" if paths else "")
     if not candidates:
         return title, "No candidate tag was found. " + " ".join(changes.get("notes") or [])
-    lines = ["| candidate tag | score | found by |", "|---|---|---|"]
-    for c in candidates:
-        lines.append(f"| `{_md(c['tag'])}` | {c['score']:.2f} | {evidence_text(c)} |")
+    rows = "".join(f'<tr><td style="font-family:monospace;word-break:break-word">{_esc(c["tag"])}</td>'
+                   f'<td style="white-space:nowrap;text-align:right">{c["score"]:.2f}</td>'
+                   f'<td>{_esc("; ".join(evidence_parts(c, detail=True, via_limit=3)))}</td></tr>' for c in candidates)
+    lines = ['<table class="l4t-candidates"><thead><tr><th>candidate tag</th><th style="white-space:nowrap">score</th><th>found by</th>'
+             f"</tr></thead><tbody>{rows}</tbody></table>"]
     if similar:
         lines += ["", "**Similar items the C2C2T path walks through:**"]
         for s in similar[:5]:
@@ -265,6 +268,7 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
     the threshold grey, with the threshold drawn as a line; badges for history, low confidence
     and the person's verdict."""
     out = ['<div class="l4t-bars" style="margin:4px 0">']
+    mark = round(threshold * 100)
     for r in rows:
         conf = r.get("confidence")
         low = r["kept"] and is_low(conf, threshold)
@@ -273,7 +277,7 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
         badges = []
         if r.get("added"):
             badges.append(("added by you", "#2563eb"))
-        elif not r["kept"] and not r.get("extra"):
+        elif not r["kept"] and not r.get("extra") and r.get("verdict") != "correct":
             over_limit = conf is not None and conf >= threshold  # scored above the threshold, but past the tag limit
             badges.append(("over the tag limit" if over_limit else "below threshold", "#6b7280"))
         elif low:
@@ -288,16 +292,20 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
             f'<span style="font-size:0.75em;padding:1px 6px;margin-left:4px;border-radius:8px;border:1px solid {c};color:{c};white-space:nowrap">{_esc(b)}</span>'
             for b, c in badges
         )
-        name_style = "min-width:12em;font-family:monospace" + (";text-decoration:line-through" if r.get("verdict") == "incorrect" else "")
+        name_style = ("font-family:monospace;overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
+                      + (";text-decoration:line-through" if r.get("verdict") == "incorrect" else ""))
         state = "kept" if r["kept"] else "dropped"
-        out.append(
-            f'<div class="l4t-tag" data-tag="{_esc(r["tag"])}" data-state="{state}" style="display:flex;flex-wrap:wrap;align-items:center;gap:2px 8px;margin:3px 0">'
-            f'<span style="{name_style}">{_esc(r["tag"])}</span>'
-            f'<span style="position:relative;display:inline-block;flex:none;width:140px;height:10px;background:#e5e7eb;border-radius:5px">'
+        out.append(  # one grid row per tag: every bar starts at the same place, so the threshold marks line up
+            f'<div class="l4t-tag" data-tag="{_esc(r["tag"])}" data-state="{state}" '
+            f'style="display:grid;grid-template-columns:minmax(6em,15em) 140px 3.2em minmax(0,1fr);align-items:center;column-gap:8px;margin:3px 0">'
+            f'<span style="{name_style}" title="{_esc(r["tag"])}">{_esc(r["tag"])}</span>'
+            f'<span style="position:relative;display:inline-block;width:140px;height:10px;background:#e5e7eb;border-radius:5px">'
             f'<span style="position:absolute;left:0;top:0;height:10px;width:{width}%;background:{color};border-radius:5px"></span>'
-            f'<span title="threshold" style="position:absolute;top:-3px;height:16px;left:{round(threshold * 100)}%;border-left:2px solid #111"></span>'
-            f'</span><span style="font-family:monospace;flex:none">{fmt(conf)}</span>{badge_html}</div>'
+            f'<span title="threshold {threshold:.2f}" style="position:absolute;top:-3px;height:16px;left:{mark}%;border-left:2px solid #111"></span>'
+            f'</span><span style="font-family:monospace">{fmt(conf)}</span><span>{badge_html}</span></div>'
         )
+    out.append(f'<div class="l4t-legend" style="font-size:0.75em;color:#6b7280;margin-top:2px">the black mark on each bar is the '
+               f'threshold {threshold:.2f}: tags whose bar reaches it are kept</div>')
     out.append("</div>")
     return "".join(out)
 
@@ -305,7 +313,7 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
 def final_message(result: dict, shown: list[dict], threshold: float) -> dict:
     rows = tag_rows(result, shown)
     if shown:
-        head = f"**Tags** ({len(shown)} at confidence ≥ {threshold:.2f})"
+        head = f"**Tags** ({plural(len(shown), 'tag')} at confidence ≥ {threshold:.2f})"
     elif result.get("selection", {}).get("tags"):
         head = f"**No tag reaches the threshold {threshold:.2f}** — lower it with the slider to see the generated tags."
     else:
@@ -325,17 +333,27 @@ def result_panel(result: dict | None, shown: list[dict] | None, threshold: float
         return '<div id="l4t-panel" data-count="0"><p style="color:#6b7280">Tag a text to see its tags here.</p></div>'
     shown = shown or []
     rows = tag_rows(result, shown, verdict)
-    head = (
-        f"<b>{len(shown)} tags</b> at confidence ≥ {threshold:.2f}"
-        if shown
-        else f"<b>No tag</b> reaches the threshold {threshold:.2f}"
-    )
+    rejected = set((verdict or {}).get("incorrect", []))
+    added = [t for t in (verdict or {}).get("correct", []) if t not in {s["tag"] for s in shown}]
+    kept = [t for t in shown if t["tag"] not in rejected]
+    if kept or added:  # what the person would store now: the kept tags they did not reject, and the ones they accepted or added
+        head = f"<b>{plural(len(kept), 'tag')}</b> at confidence ≥ {threshold:.2f}" + (f" + {len(added)} accepted by you" if added else "")
+        if rejected & {t["tag"] for t in shown}:
+            head += f" ({len(rejected & {t['tag'] for t in shown})} rejected)"
+    else:
+        head = f"<b>No tag</b> reaches the threshold {threshold:.2f}"
     snippet = _esc(clip(result.get("text", ""), 160))
     return (
-        f'<div id="l4t-panel" data-count="{len(shown)}">'
+        f'<div id="l4t-panel" data-count="{len(kept) + len(added)}">'
         f'<div style="color:#6b7280;font-size:0.85em;margin-bottom:6px">{snippet}</div>'
         f"<div>{head}</div>{confidence_bars(rows, threshold) if rows else ''}</div>"
     )
+
+
+def working_panel(text: str) -> str:
+    """The side panel while a text is being tagged, until its first tags are known."""
+    return (f'<div id="l4t-panel" data-count="0"><div style="color:#6b7280;font-size:0.85em;margin-bottom:6px">{_esc(clip(text, 160))}</div>'
+            '<p style="color:#6b7280">Finding its tags… the first ones appear here when recall is done.</p></div>')
 
 
 def explanation_markdown(explained: dict, threshold: float, verdict: dict | None = None) -> str:
