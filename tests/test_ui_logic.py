@@ -214,7 +214,7 @@ def test_final_message_and_panel_mark_low_and_dropped_tags(result):
     assert "<b>1 tag</b>" in accepted and "+ 1 accepted by you" in accepted
     assert "(1 tag at confidence" in render.final_message(result, shown[:1], 0.45)["content"]
     # the bars line up: every row is the same grid, whatever the length of the tag's name
-    assert panel.count("grid-template-columns:minmax(6em,15em) 140px 3.2em minmax(0,1fr)") == panel.count('class="l4t-tag"')
+    assert panel.count("grid-template-columns:minmax(6em,13em) 140px 3.2em minmax(0,1fr)") == panel.count('class="l4t-tag"')
 
 
 def test_explain_tag(result):

@@ -271,8 +271,8 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
     mark = round(threshold * 100)
     for r in rows:
         conf = r.get("confidence")
-        low = r["kept"] and is_low(conf, threshold)
-        color = "#9ca3af" if not r["kept"] else "#d97706" if low else "#16a34a"
+        low = r["kept"] and is_low(conf, threshold) and r.get("verdict") is None  # a person's verdict settles it
+        color = "#9ca3af" if not r["kept"] or r.get("verdict") == "incorrect" else "#d97706" if low else "#16a34a"
         width = 0 if conf is None else max(0, min(100, round(conf * 100)))
         badges = []
         if r.get("added"):
@@ -289,7 +289,7 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
         elif r.get("verdict") == "incorrect":
             badges.append(("✗ rejected", "#b91c1c"))
         badge_html = "".join(
-            f'<span style="font-size:0.75em;padding:1px 6px;margin-left:4px;border-radius:8px;border:1px solid {c};color:{c};white-space:nowrap">{_esc(b)}</span>'
+            f'<span style="font-size:0.75em;padding:1px 6px;border-radius:8px;border:1px solid {c};color:{c};white-space:nowrap">{_esc(b)}</span>'
             for b, c in badges
         )
         name_style = ("font-family:monospace;overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
@@ -297,12 +297,13 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
         state = "kept" if r["kept"] else "dropped"
         out.append(  # one grid row per tag: every bar starts at the same place, so the threshold marks line up
             f'<div class="l4t-tag" data-tag="{_esc(r["tag"])}" data-state="{state}" '
-            f'style="display:grid;grid-template-columns:minmax(6em,15em) 140px 3.2em minmax(0,1fr);align-items:center;column-gap:8px;margin:3px 0">'
+            f'style="display:grid;grid-template-columns:minmax(6em,13em) 140px 3.2em minmax(0,1fr);align-items:center;column-gap:8px;margin:3px 0">'
             f'<span style="{name_style}" title="{_esc(r["tag"])}">{_esc(r["tag"])}</span>'
             f'<span style="position:relative;display:inline-block;width:140px;height:10px;background:#e5e7eb;border-radius:5px">'
             f'<span style="position:absolute;left:0;top:0;height:10px;width:{width}%;background:{color};border-radius:5px"></span>'
             f'<span title="threshold {threshold:.2f}" style="position:absolute;top:-3px;height:16px;left:{mark}%;border-left:2px solid #111"></span>'
-            f'</span><span style="font-family:monospace">{fmt(conf)}</span><span>{badge_html}</span></div>'
+            f'</span><span style="font-family:monospace">{fmt(conf)}</span>'
+            f'<span style="display:flex;flex-wrap:wrap;gap:2px;min-width:0">{badge_html}</span></div>'
         )
     out.append(f'<div class="l4t-legend" style="font-size:0.75em;color:#6b7280;margin-top:2px">the black mark on each bar is the '
                f'threshold {threshold:.2f}: tags whose bar reaches it are kept</div>')
