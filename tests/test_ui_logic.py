@@ -135,7 +135,7 @@ def test_stream_updates_become_collapsible_steps(early_updates, small_kb):
     assert msg["metadata"]["duration"] == round(recall["timings"]["recall"], 2)
     assert msg["metadata"]["title"].startswith(f"Candidates · {len(recall['candidates'])} tags")
     for cand in recall["candidates"]:
-        assert f"`{cand['tag']}`" in msg["content"]
+        assert f">{cand['tag']}<" in msg["content"]  # a cell of the candidates table
     c2c2t = [c for c in recall["candidates"] if "C2C2T" in c["paths"]]
     assert c2c2t, "the small knowledge base has history close to the demo text"
     via = c2c2t[0]["evidence"][0]["via"][0]["id"]
@@ -391,7 +391,7 @@ def test_learned_confidence_is_what_the_page_filters_and_shows():
     # the judge off: the table says where each confidence came from
     no_judge = [{"tag": "a", "origin": "recall", "p_yes": None, "confidence": 0.8}]
     title, body = render_calibration({"judgments": no_judge, "tags": [{"tag": "a"}]}, 0.5)
-    assert title.startswith("Confidence · fused for 1 tags") and "recall's own P(right)" in body and "| recall |  | 0.800 |" in body
+    assert title.startswith("Confidence · fused for 1 tag,") and "recall's own P(right)" in body and "| recall |  | 0.800 |" in body
 
 
 def test_the_page_answers_with_fused_recall_before_the_language_model_is_loaded(trained_kb_dir, tmp_path):

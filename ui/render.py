@@ -115,7 +115,7 @@ def render_recall(changes: dict) -> tuple[str, str]:
         for p in c.get("paths") or []:
             counts[p] = counts.get(p, 0) + 1
     paths = " · ".join(f"{p} {counts[p]}" for p in ("C2C2T", "C2T", "learned", "match") if p in counts)
-    title = f"Candidates · {len(candidates)} tags" + (f" ({paths})" if paths else "")
+    title = f"Candidates · {plural(len(candidates), 'tag')}" + (f" ({paths})" if paths else "")
     if not candidates:
         return title, "No candidate tag was found. " + " ".join(changes.get("notes") or [])
     rows = "".join(f'<tr><td style="font-family:monospace;word-break:break-word">{_esc(c["tag"])}</td>'
@@ -149,7 +149,7 @@ def render_examples(changes: dict) -> tuple[str, str]:
 
 def render_knowledge(changes: dict) -> tuple[str, str]:
     snippets = changes.get("knowledge") or []
-    title = f"Knowledge · {len(snippets)} snippets"
+    title = f"Knowledge · {plural(len(snippets), 'snippet')}"
     notes = [f"> {_md(n)}" for n in changes.get("notes") or []]
     if not snippets:
         return title, "\n".join(["No knowledge snippet was similar enough (or retrieval is turned off).", *notes])
@@ -173,7 +173,7 @@ def render_selection(changes: dict) -> tuple[str, str]:
         return "Generator · off", "Generation is off: recall's top candidates go straight to the confidence step."
     tags = sel.get("tags") or []
     history = sel.get("from_history") or []
-    title = f"Generator · selected {len(tags)} tags" + (f" ({len(history)} from history)" if history else "")
+    title = f"Generator · selected {plural(len(tags), 'tag')}" + (f" ({len(history)} from history)" if history else "")
     lines = [f"Raw output: `{_md(sel.get('raw') or '(nothing)')}`", ""]
     llm = [t for t in tags if t not in history]
     lines.append("Chosen by the LLM: " + (", ".join(f"`{_md(t)}`" for t in llm) or "(none)"))
@@ -196,7 +196,7 @@ def render_calibration(changes: dict, threshold: float) -> tuple[str, str]:
         return "Confidence · none", "No judge and no recall ranker: the generator's order is kept, with no confidence."
     judged = [j for j in judgments if j.get("p_yes") is not None]
     fused = any(confidence_of(j) != j.get("p_yes") for j in judgments)
-    title = f"Confidence · {'fused ' if fused else 'P(Yes) '}for {len(judgments)} tags, {len(kept)} kept at ≥ {threshold:.2f}"
+    title = f"Confidence · {'fused ' if fused else 'P(Yes) '}for {plural(len(judgments), 'tag')}, {len(kept)} kept at ≥ {threshold:.2f}"
     rows = [
         {"tag": j["tag"], "confidence": confidence_of(j), "kept": j["tag"] in kept}
         for j in sorted(judgments, key=lambda j: -confidence_of(j))
