@@ -319,7 +319,7 @@ def train_classifier(ctx, threads):
     paired = report.get("held_out_paired")
     features = report["features"] + (" (held-out Acc@1 " + ", ".join(f"{n} {a:.3f}" for n, a in held.items())
                                       + (f"; right with words only {paired['words_only_right']}, with the embedding only "
-                                         f"{paired['embedding_only_right']}: words kept only for a significant gain" if paired else "")
+                                         f"{paired['embedding_only_right']}: words kept only for a clear lead" if paired else "")
                                       + ")" if held else "")
     click.echo(f"learned recall path: {report['samples']} samples, {report['tags']} tags, features {features}; {ranker}; "
                f"{report['seconds']:.1f}s → {kbase.directory / 'classifier'}")
