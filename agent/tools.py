@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Literal
 
 from langchain_core.tools import StructuredTool, ToolException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from knowledge_base.errors import Llm4tagError
 
@@ -64,6 +64,21 @@ class TagContentArgs(BaseModel):
     )
 
 
+def invalid_arguments(exc: ValidationError, tool: str) -> str:
+    """A tool call's arguments that failed validation, said plainly for the calling model: which
+    argument, what was wrong and what it got — without pydantic's type codes and documentation
+    links (one rule for the LangChain tool and the MCP servers)."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error.get("loc", ())) or "the arguments"
+        message = str(error.get("msg", "is not valid"))
+        message = message[0].lower() + message[1:] if message else message
+        got = error.get("input")
+        shown = "" if error.get("type") == "missing" or isinstance(got, dict) else f" (got {repr(got)[:60]})"
+        parts.append(f"{where}: {message}{shown}")
+    return f"{tool} was called with invalid arguments — " + "; ".join(parts) + ". Correct them and call it again."
+
+
 def make_tagging_tool(context: Context | None = None) -> StructuredTool:
     """The tagging graph as a LangChain ``StructuredTool`` named ``tag_content``.
 
@@ -88,4 +103,5 @@ def make_tagging_tool(context: Context | None = None) -> StructuredTool:
         description=TOOL_DESCRIPTION,
         args_schema=TagContentArgs,
         handle_tool_error=True,  # an unusable input comes back as the tool's answer, not a crash
+        handle_validation_error=lambda exc: invalid_arguments(exc, TOOL_NAME),  # and so do out-of-range arguments
     )

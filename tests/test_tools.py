@@ -11,6 +11,7 @@ from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
+import pytest
 
 from agent import Context
 from agent.explanation import compact_result, why as explain_tag
@@ -101,3 +102,23 @@ def test_langgraph_json_points_at_the_compiled_graph():
         graph = getattr(module, variable)
         assert isinstance(graph, CompiledStateGraph), name
         assert graph.get_graph().nodes.keys() >= {"prepare", "recall", "examples", "knowledge", "generate", "calibrate", "review", "record_review", "write_back"}
+
+
+def test_out_of_range_arguments_come_back_plainly_on_the_tool_and_mcp(small_kb_dir):
+    """A calling model that passes threshold 7 or max_tags 0 is told which argument and what was
+    wrong — the tool's answer, not an exception, and no pydantic documentation link; the MCP
+    server refuses the same way."""
+    import asyncio
+
+    from ui.mcp import build_server
+
+    tool = make_tagging_tool(Context(kb_dir=str(small_kb_dir), llm="fast"))
+    answer = tool.invoke({"text": "a text", "threshold": 7})
+    assert answer.startswith("tag_content was called with invalid arguments — threshold: input should be less than or equal to 1 (got 7)")
+    assert "pydantic" not in answer
+    assert "max_tags: input should be greater than or equal to 1 (got 0)" in tool.invoke({"text": "a text", "max_tags": 0})
+    server = build_server(Context(kb_dir=str(small_kb_dir)))
+    with pytest.raises(Exception) as refused:
+        asyncio.run(server.call_tool("search_tags", {"query": "x", "limit": 0}))
+    assert "search_tags was called with invalid arguments — limit: input should be greater than or equal to 1 (got 0)" in str(refused.value)
+    assert "pydantic" not in str(refused.value)

@@ -33,11 +33,12 @@ from typing import Literal
 import anyio
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from agent import tagging
 from agent.context import Context, llm_mode
 from agent.explanation import compact_result, evidence_parts
+from agent.tools import invalid_arguments
 from agent.runtime import runtime_for
 from knowledge_base.errors import UnknownTagsError
 from knowledge_base.loaders import encodable
@@ -61,10 +62,23 @@ async def _run(fn):
         raise ToolError(encodable(str(exc))) from exc
 
 
+class _Server(FastMCP):
+    """FastMCP whose refusal of a tool call's arguments says plainly what was wrong
+    (``agent.tools.invalid_arguments``) instead of pydantic's report with its links."""
+
+    async def call_tool(self, name: str, arguments: dict):
+        try:
+            return await super().call_tool(name, arguments)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(invalid_arguments(exc.__cause__, name)) from None
+            raise
+
+
 def build_server(context: Context | None = None) -> FastMCP:
     """A FastMCP server whose tools work on ``context.kb_dir`` (the demo knowledge base when None)."""
     base = context or Context.from_env()
-    server = FastMCP("llm4tag", instructions=INSTRUCTIONS)
+    server = _Server("llm4tag", instructions=INSTRUCTIONS)
 
     @server.tool()
     async def tag(
