@@ -155,7 +155,7 @@ def words_earn_their_place(with_words: list[bool], embedding: list[bool]) -> tup
     √(wins + losses), a sign test over the items where the two disagree). A lead of an item or two
     in a tie is noise — omikuji's training moves a handful of held-out items between runs — and a
     held-out slice drawn from the history shares its wording more than new texts do, so the larger
-    model that leans on words is kept only for a lead the slice can show (on hwu64 a 21-to-20 lead
+    model that leans on words is kept only for a lead the slice can show (on hwu64 a one-item lead
     had kept the words and cost 0.03 accuracy on the test items; on debtags they win 241 to 85)."""
     wins = sum(w and not e for w, e in zip(with_words, embedding))
     losses = sum(e and not w for w, e in zip(with_words, embedding))
