@@ -1011,7 +1011,9 @@ class KnowledgeBase:
             replacement = Tag(into, entry.description, tuple(dict.fromkeys([*entry.synonyms, tag])), entry.parent)
         elif change == "merge":
             synonyms = [s for s in dict.fromkeys([*target.synonyms, tag, *entry.synonyms]) if s != into]
-            replacement = Tag(into, target.description or entry.description, tuple(synonyms), target.parent)
+            # merged into one of its own descendants: that one takes its place in the tree (no cycle, no parent that left)
+            parent = entry.parent if tag in self._ancestors(into) else target.parent
+            replacement = Tag(into, target.description or entry.description, tuple(synonyms), parent)
         rewrites = [Tag(t.name, t.description, t.synonyms, into) for t in children]
         to_encode = ([replacement] if into is not None else []) + rewrites
         enc = self.encoder.encode([t.embedding_text() for t in to_encode]) if to_encode else None
@@ -1082,6 +1084,15 @@ class KnowledgeBase:
             if self.has_tag(tag):
                 done.append(self.change_tag(tag, into))
         return done
+
+    def _ancestors(self, tag: str) -> list[str]:
+        """A tag's parent, its parent's parent, … (as stored; a loop, which the loaders refuse, ends the walk)."""
+        out: list[str] = []
+        node = self.get_tags([tag]).get(tag)
+        while node is not None and node.parent and node.parent not in out and node.parent != tag:
+            out.append(node.parent)
+            node = self.get_tags([node.parent]).get(node.parent)
+        return out
 
     def tag_changes(self) -> list[dict]:
         """The renames, merges and retirements made so far, oldest first (``change_tag``)."""

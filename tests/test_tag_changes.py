@@ -145,3 +145,18 @@ def test_cli_and_rest_change_tags_with_clear_refusals(fresh_copy):
         assert b not in {t["name"] for t in listed} and c in {t["name"] for t in listed}
     with pytest.raises(InputError, match="unknown action"):
         tagging.change_tag(d, "delete", kb_dir=str(fresh_copy))
+
+
+def test_merging_a_tag_into_its_own_child_keeps_the_tree_a_tree(tmp_path):
+    from knowledge_base import Sample, Tag
+
+    kb = KnowledgeBase(tmp_path / "kb")
+    kb.add_tags([Tag("media", "All media"), Tag("media::image", "Images", (), "media"), Tag("media::image:raster", "Raster", (), "media::image"),
+                 Tag("top", "Top level")])
+    kb.change_tag("top", None)  # nothing under it, no history: retired cleanly
+    kb.add_samples([Sample("s1", "A photo viewer", ("media", "media::image"))])
+    done = kb.change_tag("media", "media::image")
+    assert done["change"] == "merge" and done["children"] == 0
+    tags = KnowledgeBase(tmp_path / "kb").get_tags(["media::image", "media::image:raster"])
+    assert tags["media::image"].parent is None and tags["media::image:raster"].parent == "media::image"
+    assert KnowledgeBase(tmp_path / "kb").get_sample("s1").tags == ("media::image",)
