@@ -79,9 +79,13 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(600_000)
+            page.set_default_timeout(int(os.environ.get("PAGE_TIMEOUT_MS", "600000")))
             page.goto(url)
-            page.get_by_text("✓ Ready").wait_for()
+            try:
+                page.get_by_text("✓ Ready").first.wait_for()
+            except Exception:
+                page.screenshot(path=OUT / "page_latency-stuck.png", full_page=True)
+                raise
             box = page.locator("#chat-input textarea")
 
             def send(text: str) -> tuple[float, float]:
@@ -92,19 +96,29 @@ def main() -> None:
                 box.press("Enter")
                 page.wait_for_function(
                     "(snippet) => { const p = document.querySelector('#l4t-panel'); return p && p.textContent.includes(snippet)"
-                    " && p.querySelectorAll('.l4t-tag').length > 0 }", arg=text[:40])
+                    " && p.querySelectorAll('.l4t-tag').length > 0 }", arg=" ".join(text.split())[:30])  # the panel shows it on one line
                 first = time.perf_counter() - started
                 page.wait_for_function("() => !document.querySelector('#chat-input textarea').disabled")
                 final = time.perf_counter() - started
+                page.wait_for_timeout(500)  # not timed: the page settles (the input is cleared) before the next text
                 return first, final
+
+            def checked_send(text: str) -> tuple[float, float]:
+                try:
+                    return send(text)
+                except Exception:
+                    page.screenshot(path=OUT / "page_latency-stuck.png", full_page=True)
+                    state = page.evaluate("() => [...document.querySelectorAll('#chat-input textarea')].map(t => [t.disabled, t.value.slice(0, 60)])")
+                    print("stuck sending", text[:60].replace("\n", " "), "; the input:", state, file=sys.stderr)
+                    raise
 
             for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
                 page.get_by_label(mode, exact=True).check()
-                send(f"({mode} warm-up) A music player with playlists and an equaliser")  # not measured
+                checked_send(f"({mode} warm-up) A music player with playlists and an equaliser")  # not measured
                 firsts, finals = [], []
                 for r in range(args.rounds):
                     for n, text in enumerate(texts):
-                        first, final = send(f"({mode} {r}.{n}) {text}")  # the marker first: the panel's snippet shows it
+                        first, final = checked_send(f"({mode} {r}.{n}) {text}")  # the marker first: the panel's snippet shows it
                         firsts.append(first)
                         finals.append(final)
                 results["modes"][mode] = {"first_tags_p50_s": round(statistics.median(firsts), 3),
