@@ -447,3 +447,18 @@ def test_the_pages_tag_change_renames_and_says_what_moved(writable_kb):
     assert message.startswith("✓ renamed") and "page-renamed" in message
     fresh = KnowledgeBase(writable_kb.directory)
     assert fresh.has_tag("page-renamed") and not fresh.has_tag(tag)
+
+
+def test_a_long_conversation_keeps_its_newest_messages_and_says_how_many_went():
+    """Every streamed step re-sends the whole conversation: past MAX_MESSAGES the oldest go, with a
+    note that counts them across trims, so the hundredth text is answered as fast as the first."""
+    from ui.app import MAX_MESSAGES, _trimmed
+
+    history = [render.user_message(f"m{i}") for i in range(MAX_MESSAGES + 20)]
+    assert _trimmed(history[:MAX_MESSAGES]) == history[:MAX_MESSAGES]
+    once = _trimmed(history)
+    assert len(once) == MAX_MESSAGES // 2 + 1 and once[-1]["content"] == history[-1]["content"]
+    assert once[0]["content"].startswith(f"…{len(history) - MAX_MESSAGES // 2} earlier messages")
+    twice = _trimmed(once + [render.user_message(f"n{i}") for i in range(MAX_MESSAGES)])
+    # the first trim dropped len(history) - MAX/2; the second keeps MAX/2 of the MAX/2 kept + MAX new: MAX more dropped
+    assert twice[0]["content"].startswith(f"…{len(history) - MAX_MESSAGES // 2 + MAX_MESSAGES} earlier messages")

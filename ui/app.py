@@ -86,6 +86,23 @@ def _default_context() -> Context:
         return Context()
 
 
+MAX_MESSAGES = 80  # the conversation kept on the page: every streamed step sends the whole of it to the browser
+
+
+def _trimmed(history: list) -> list:
+    """The conversation without its oldest messages once it is longer than ``MAX_MESSAGES``, so a
+    long session answers as fast as a new one (each update re-sends and re-renders what is kept);
+    a note says how many were dropped. Decisions made on them are in the knowledge base already."""
+    if len(history) <= MAX_MESSAGES:
+        return history
+    note = history[0] if history and "earlier messages" in str(history[0].get("content", "")) else None
+    before = int(str(note["content"]).split()[0].lstrip("…")) if note else 0
+    keep = history[-(MAX_MESSAGES // 2):]
+    dropped = before + len(history) - len(keep) - (1 if note else 0)
+    return [render.assistant_message(f"…{dropped} earlier messages are no longer shown (what you accepted or corrected is in "
+                                     "the knowledge base).")] + keep
+
+
 def _readable(exc: Exception) -> str:
     if isinstance(exc, (Llm4tagError, ValueError)):
         return str(exc)
@@ -154,6 +171,7 @@ class TaggingApp:
             yield history, session, gr.skip(), done_input
             return
 
+        history = _trimmed(history)
         history.append(render.user_message(shown))
         working = render.working_panel(content)
         if self.warm is not None and not self.warm.recall_ready.is_set():  # say what the first result waits for
