@@ -462,3 +462,6 @@ def test_a_long_conversation_keeps_its_newest_messages_and_says_how_many_went():
     twice = _trimmed(once + [render.user_message(f"n{i}") for i in range(MAX_MESSAGES)])
     # the first trim dropped len(history) - MAX/2; the second keeps MAX/2 of the MAX/2 kept + MAX new: MAX more dropped
     assert twice[0]["content"].startswith(f"…{len(history) - MAX_MESSAGES // 2 + MAX_MESSAGES} earlier messages")
+    # the page sends messages back with their content as a list of parts
+    as_sent = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in once + [render.user_message(f"p{i}") for i in range(MAX_MESSAGES)]]
+    assert _trimmed(as_sent)[0]["content"].startswith(f"…{len(history) - MAX_MESSAGES // 2 + MAX_MESSAGES} earlier messages")

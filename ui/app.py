@@ -28,6 +28,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import re  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -95,12 +96,20 @@ def _trimmed(history: list) -> list:
     a note says how many were dropped. Decisions made on them are in the knowledge base already."""
     if len(history) <= MAX_MESSAGES:
         return history
-    note = history[0] if history and "earlier messages" in str(history[0].get("content", "")) else None
-    before = int(str(note["content"]).split()[0].lstrip("…")) if note else 0
+    first = re.match(r"…(\d+) earlier messages", _message_text(history[0])) if history else None
+    before = int(first.group(1)) if first else 0
     keep = history[-(MAX_MESSAGES // 2):]
-    dropped = before + len(history) - len(keep) - (1 if note else 0)
+    dropped = before + len(history) - len(keep) - (1 if first else 0)
     return [render.assistant_message(f"…{dropped} earlier messages are no longer shown (what you accepted or corrected is in "
                                      "the knowledge base).")] + keep
+
+
+def _message_text(message) -> str:
+    """A chat message's text, whether its content is a string or, as the page sends it back, a list of parts."""
+    content = message.get("content", "") if isinstance(message, dict) else getattr(message, "content", "")
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) if isinstance(part, dict) else str(part) for part in content)
+    return str(content or "")
 
 
 def _readable(exc: Exception) -> str:
