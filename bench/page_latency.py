@@ -136,6 +136,7 @@ def main() -> None:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
     try:
         results["load_average"] = os.getloadavg()
     except OSError:
