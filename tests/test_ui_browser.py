@@ -163,7 +163,7 @@ def test_tag_review_learn_and_refilter(page, app_server):
     set_threshold(page, 1)
     expect(page.locator("#l4t-panel")).to_have_attribute("data-count", "0")
     expect(page.locator("#l4t-panel")).to_contain_text("No tag")
-    expect(chat.get_by_text("No tag reaches the threshold 1.00")).to_be_visible()  # the answer in the chat follows the slider too
+    expect(chat.get_by_text("No tag reaches the threshold 1.00")).to_be_visible(timeout=60_000)  # the answer in the chat follows the slider too
     set_threshold(page, 0)
     expect(page.locator("#l4t-panel")).not_to_have_attribute("data-count", "0")
     shown = panel_tags(page)
@@ -219,11 +219,11 @@ def test_batch_and_knowledge_base_tabs(page, app_server, tmp_path):
     page.get_by_role("tab", name="Batch").click()
     summary = page.locator("#batch-summary")
     page.locator("#batch-run").click()  # no file yet: a warning, which must not stand once a run starts
-    expect(summary).to_contain_text("Upload a .jsonl or .csv file first")
+    expect(summary).to_contain_text("Upload a .jsonl or .csv file first", timeout=60_000)
     page.locator("#batch-input input[type=file]").set_input_files(str(batch))
     expect(page.locator("#batch-input")).to_contain_text("batch.jsonl")
     page.locator("#batch-run").click()
-    expect(summary).to_contain_text("Tagging batch.jsonl", timeout=15_000)  # at once, before the model loads
+    expect(summary).to_contain_text("Tagging batch.jsonl", timeout=60_000)  # before the model loads (generous: CI may be busy)
     expect(summary).not_to_contain_text("Upload a .jsonl")
     expect(summary).to_contain_text("2 tagged", timeout=2 * STEP_S * 1000)
     expect(summary).to_contain_text("1 bad rows")
@@ -246,7 +246,7 @@ def test_batch_and_knowledge_base_tabs(page, app_server, tmp_path):
     expect(page.locator("svg circle title").first).to_be_attached()
     expect(page.get_by_text("t:devel::i18n — ")).to_be_visible()
     # the latest evaluation: its figures, the worst tags and the reliability diagram
-    expect(page.locator("#kb-eval")).to_contain_text("6 items")
+    expect(page.locator("#kb-eval")).to_contain_text("6 items", timeout=60_000)
     expect(page.locator("#kb-eval")).to_contain_text("worst tags for")
     # this knowledge base has no learned recall path, so its systems give no confidences: the tab says so
     expect(page.locator("#kb-eval")).to_contain_text("No reliability diagram")
@@ -255,12 +255,12 @@ def test_batch_and_knowledge_base_tabs(page, app_server, tmp_path):
     page.locator("#change-tag textarea, #change-tag input").first.fill("devel::i18n")
     page.locator("#change-into textarea, #change-into input").first.fill("devel::internationalisation")
     page.locator("#change-apply").click()
-    expect(page.locator("#change-report")).to_contain_text("renamed devel::i18n → devel::internationalisation")
+    expect(page.locator("#change-report")).to_contain_text("renamed devel::i18n → devel::internationalisation", timeout=60_000)
     page.screenshot(path=ARTIFACTS / "ui-07-tag-renamed.png", full_page=True)
     page.locator("#change-tag textarea, #change-tag input").first.fill("devel::internationalisation")
     page.locator("#change-into textarea, #change-into input").first.fill("devel::i18n")
     page.locator("#change-apply").click()
-    expect(page.locator("#change-report")).to_contain_text("renamed devel::internationalisation → devel::i18n")
+    expect(page.locator("#change-report")).to_contain_text("renamed devel::internationalisation → devel::i18n", timeout=60_000)
 
 
 def test_api_and_mcp_server_are_on(app_server):
