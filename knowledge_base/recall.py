@@ -213,6 +213,7 @@ def recall_candidates(
         if truncated:
             notes.append(f"the text is longer than the encoder's {kb.encoder.max_tokens}-token window; only its start was used for recall")
     kb.refresh()
+    changed = bool(kb.tag_changes())  # renames, merges, retirements since the classifier was trained (read once)
     exclude = set(exclude_ids)
     candidates: dict[str, Candidate] = {}
 
@@ -238,7 +239,7 @@ def recall_candidates(
             add(h.id, Evidence("C2T", round(h.similarity, 4)))
         classifier = (learned or kb.classifier()) if cfg.max_learned > 0 else None
         predicted = classifier.predict(vector, cfg.max_learned, text) if classifier else []
-        if predicted and kb.tag_changes():  # a classifier trained before a rename, merge or retirement
+        if predicted and changed:  # a classifier trained before a rename, merge or retirement
             predicted = current_names(kb, predicted)
         for tag, score in predicted:
             add(tag, Evidence("learned", round(score, 4)))
@@ -266,7 +267,7 @@ def recall_candidates(
             notes.append(f"the text fits this knowledge base poorly (nearest history item {fit['top_content_similarity']:.2f}, "
                          f"nearest tag {fit['top_tag_similarity']:.2f}): every confidence is scaled by {in_domain:.2f}")
         prior = (lambda t: 0.0 if t in hidden_tags else ranker.prior(t)) if hidden_tags else ranker.prior
-        former = kb.former_names() if kb.tag_changes() else {}
+        former = kb.former_names() if changed else {}
         if former:  # a renamed or merged tag keeps the history its former names had when the ranker was fitted
             own_prior = prior
             prior = lambda t: own_prior(t) + sum(own_prior(f) for f in former.get(t, ()))  # noqa: E731
