@@ -15,10 +15,12 @@
    from that classifier, from the priors and from C2C2T, and the items annotated with those tags
    alone from the neighbours C2C2T walks, so that the ranker learns to rank a tag that has only
    its description against neighbours of other tags that vote for theirs (``knowledge_base.ranker``);
+   the items of those tags count as the share of items tagging will meet from tags without
+   history (``item_weights``), so that the simulation does not make every other tag look less sure;
 4. keeps, from the same items, how close an in-domain item lies to the history and to the tags
-   (the ranker's ``domain``) and the confidence cut with the best micro-F1 (its ``threshold``;
-   for a single-tag history, where every item expects its one tag, at most the cut that still
-   tags ``SINGLE_TAG_COVERAGE`` of the items);
+   (the ranker's ``domain``) and its default threshold (``threshold``): the cut with the best
+   micro-F1, or for a single-tag history, where every item expects its one tag, the highest cut
+   that still tags ``SINGLE_TAG_COVERAGE`` of the items;
 5. trains the classifier on the whole history and stores it with the ranker (``classifier/``).
 
 Run it after loading samples and again after corrections (``llm4tag kb train-classifier``).
@@ -41,7 +43,8 @@ from .store import KnowledgeBase, _json_list
 
 MIN_HELD_OUT = 20
 COLD_SHARE = 0.15  # tags recalled as if they had no history while the ranker is fitted
-SINGLE_TAG_COVERAGE = 0.95  # a single-tag history's default threshold tags at least this share of its held-out items
+SINGLE_TAG_COVERAGE = 0.95  # a single-tag history's default threshold tags this share of its held-out items
+EXPECTED_COLD_ITEMS = 0.02  # the least share of items the ranker expects from tags without history (tags added after training)
 DOMAIN_SHARE = 0.05  # in-domain items allowed below the domain cut of each closeness (nearest-neighbour OOD detection's 95%)
 
 
@@ -98,9 +101,11 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
             per_item.append({"fit": result.fit,
                              "features": ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit, result.tag_similarity),
                              "labels": [cand.tag in tags[i] for cand in result.candidates], "truths": len(tags[i]),
-                             "cold": bool(cold & set(tags[i]))})
+                             "cold": bool(cold & set(tags[i])), "cold_truths": len(cold & set(tags[i]))})
+        repository = kb.tag_names()
+        without_history = len(repository - {t for ts in tags for t in ts}) / max(len(repository), 1)
         ranker = _fit_ranker(per_item, _priors(tags), cold=len(cold), domain=domain_quantiles(fits, DOMAIN_SHARE),
-                             single=all(len(t) == 1 for t in tags))
+                             single=all(len(t) == 1 for t in tags), cold_share=max(without_history, EXPECTED_COLD_ITEMS))
         held_out = n_held
     model = TagClassifier.train(vectors, tags, kb.config.encoder, n_threads=n_threads, texts=use_texts)
     model.ranker = ranker
@@ -114,14 +119,50 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
                      "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _fit_ranker(per_item: list[dict], priors: dict[str, float], cold: int, domain: dict, single: bool) -> RecallRanker | None:
-    """The ranker over the held-out items' candidates, its bias for tags without history chosen on
-    logits out of fold (two folds: each half scored by a ranker fitted on the other), and the
-    micro-F1 threshold of its final probabilities (one tag per item for a single-tag history)."""
+def item_weights(per_item: list[dict], cold_share: float) -> list[float]:
+    """How much each held-out item counts in the ranker's fit and threshold: the items of the
+    simulated tags without history count together as ``cold_share`` of the slice — the share of
+    such items tagging will meet — and the others fully; an item that carries such a tag among
+    others counts in proportion (its ``cold_truths`` of its ``truths``). The simulation hides 15%
+    of the tags so that the ranker can learn what a description alone is worth; counted at that
+    share those items would also teach it that a confident classifier is wrong for one item in
+    seven, which is true only while that many tags lack history (unweighted, hwu64's test items
+    got confidences 0.12 below their accuracy)."""
+    cold = [it.get("cold_truths", int(it["cold"])) / max(it.get("truths", 1), 1) for it in per_item]
+    mass = sum(cold)
+    if not mass or mass == len(per_item):
+        return [1.0] * len(per_item)
+    cold_weight = cold_share / (1.0 - cold_share) * (len(per_item) - mass) / mass
+    return [(1.0 - c) + c * cold_weight for c in cold]
+
+
+def coverage_cut(tops: list[float], weights: list[float], coverage: float) -> float:
+    """The highest cut that still keeps a tag on ``coverage`` of the items (weighted), given each
+    item's best confidence."""
+    order = sorted(zip(tops, weights))
+    total, below = sum(weights), 0.0
+    for top, w in order:
+        if below + w > (1.0 - coverage) * total:
+            return top
+        below += w
+    return order[-1][0] if order else 0.0
+
+
+def _fit_ranker(per_item: list[dict], priors: dict[str, float], cold: int, domain: dict, single: bool,
+                cold_share: float = 0.0) -> RecallRanker | None:
+    """The ranker over the held-out items' candidates, each item counted as ``item_weights`` says,
+    its bias for tags without history chosen on logits out of fold (two folds: each half scored by
+    a ranker fitted on the other), and its default threshold: for a single-tag history, where
+    every item expects its one tag, the highest cut that still tags ``SINGLE_TAG_COVERAGE`` of the
+    items; otherwise the cut with the best micro-F1."""
+    weights = item_weights(per_item, cold_share)
+    weight_of = {id(it): w for it, w in zip(per_item, weights)}
 
     def fit(group: list[dict]) -> RecallRanker | None:
         return RecallRanker.fit([f for it in group for f in it["features"]], [y for it in group for y in it["labels"]], priors,
-                                items=len(per_item), cold_tags=cold, cold_items=sum(it["cold"] for it in per_item), domain=domain)
+                                items=len(per_item), weights=[weight_of[id(it)] for it in group for _ in it["labels"]],
+                                cold_tags=cold, cold_items=sum(it["cold"] for it in per_item), cold_share=round(cold_share, 4),
+                                domain=domain)
 
     ranker = fit(per_item)
     if ranker is None:
@@ -134,14 +175,16 @@ def _fit_ranker(per_item: list[dict], priors: dict[str, float], cold: int, domai
             return ranker
         scored += [([other.logit(f) for f in it["features"]], it["labels"], [f["history"] > 0 for f in it["features"]], it["cold"])
                    for it in held]
-    ranker.cold_bias = choose_cold_bias(scored)
-    # the probabilities tagging will show: the domain check included
+    # the threshold from the probabilities tagging will show (the domain check included) on a
+    # repository where nearly every tag has history: without the bias, which on this slice lifts
+    # the simulated tags above the right one on some items, confidently
     final = [[(ranker.predict(f) * ranker.in_domain(it["fit"]), right) for f, right in zip(it["features"], it["labels"])] for it in per_item]
-    ranker.threshold = best_threshold(final, [it["truths"] for it in per_item], 1 if single else None)
-    if single and ranker.threshold is not None:  # one tag per item is expected: abstain on few in-domain items
-        tops = sorted(max((p for p, _ in scores), default=0.0) for scores in final)
-        floor = tops[int(len(tops) * (1 - SINGLE_TAG_COVERAGE))] if tops else 0.0
-        ranker.threshold = round(min(ranker.threshold, floor), 3)
+    ranker.cold_bias = choose_cold_bias(scored)
+    if single:
+        tops = [max((p for p, _ in scores), default=0.0) for scores in final]
+        ranker.threshold = round(coverage_cut(tops, weights, SINGLE_TAG_COVERAGE), 3)
+    else:
+        ranker.threshold = best_threshold(final, [it["truths"] for it in per_item], None, weights)
     return ranker
 
 

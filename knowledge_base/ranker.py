@@ -18,10 +18,14 @@ classifier speaking for another tag (``top_learned``) counts against it.
 
 Content that fits nothing. The ranker's slice holds in-domain items only, so it cannot learn what
 a foreign text looks like. ``domain`` keeps, from that slice, how close in-domain items lie to
-their nearest history item and nearest tag (nearest-neighbour out-of-distribution detection):
-the distribution of each, and a cut on their combined tail shares below which only 5% of the
-in-domain items lie; ``in_domain`` turns a new content's closeness into the probability that it
-belongs to the knowledge base's domain at all, which multiplies every candidate's P(right).
+their nearest history item (nearest-neighbour out-of-distribution detection, Sun et al. 2022):
+its distribution, and a cut below which only 5% of the in-domain items lie; ``in_domain`` turns
+a new content's closeness into the probability that it belongs to the knowledge base's domain at
+all, which multiplies every candidate's P(right). The nearest tag's closeness was combined with
+it until measured apart: at the cut that keeps 95% of in-domain test items, the history alone
+left as many foreign texts untagged or more on every dev set and the demo (hwu64's everyday
+texts 76% against 70%, se_cooking's 91% against 89%; ``bench/beyond_history.py``). A ranker
+saved with both keeps using both.
 
 ``threshold`` is the confidence cut that maximised micro-F1 on the slice: the knowledge base's
 default threshold until one is tuned with ``llm4tag optimize --apply``.
@@ -47,7 +51,7 @@ FEATURES = ("c2t", "c2c2t", "learned", "match", "paths", "log_prior", "c2t_rank"
 RANKED = {"C2T": "c2t_rank", "C2C2T": "c2c2t_rank", "learned": "learned_rank"}
 PATHS = {"C2T": "c2t", "C2C2T": "c2c2t", "learned": "learned", "match": "match"}
 MIN_PRIOR = 1e-4
-DOMAIN_KEYS = ("top_content_similarity", "top_tag_similarity")
+DOMAIN_KEYS = ("top_content_similarity",)
 
 
 def probability(p: float) -> float:
@@ -177,23 +181,26 @@ def in_domain_probability(fit: dict[str, float], domain: dict) -> float:
     return 1.0 if shortfall <= 0 else 0.5 ** (shortfall / 0.25)
 
 
-def best_threshold(item_scores: list[list[tuple[float, bool]]], relevant: list[int], limit: int | None = None) -> float | None:
+def best_threshold(item_scores: list[list[tuple[float, bool]]], relevant: list[int], limit: int | None = None,
+                   weights: Sequence[float] | None = None) -> float | None:
     """The confidence cut that maximises micro-F1 over items, each given as its candidates'
-    (P(right), right?) and its number of right tags (``relevant``); at most ``limit`` kept per item."""
+    (P(right), right?) and its number of right tags (``relevant``); at most ``limit`` kept per item;
+    ``weights``: how much each item counts (1 each by default)."""
     cuts = sorted({round(p, 3) for scores in item_scores for p, _ in scores if p >= 0.05})
-    total = sum(relevant)
+    weights = list(weights) if weights is not None else [1.0] * len(item_scores)
+    total = sum(w * n for w, n in zip(weights, relevant))
     if not cuts or not total:
         return None
     ordered = [sorted(scores, key=lambda x: -x[0])[:limit] if limit else sorted(scores, key=lambda x: -x[0]) for scores in item_scores]
     best, best_f1 = None, -1.0
     for cut in cuts:
-        tp = fp = 0
-        for scores in ordered:
+        tp = fp = 0.0
+        for scores, w in zip(ordered, weights):
             for p, right in scores:
                 if p < cut:
                     break
-                tp += right
-                fp += not right
+                tp += w * right
+                fp += w * (not right)
         f1 = 2 * tp / (2 * tp + fp + (total - tp)) if tp else 0.0
         if f1 > best_f1:
             best, best_f1 = cut, f1
@@ -213,6 +220,7 @@ class RecallRanker:
     share_right: float = 0.0
     cold_tags: int = 0  # tags treated as having no history while it was fitted
     cold_items: int = 0  # held-out items carrying one of them
+    cold_share: float = 0.0  # the share of the fit those items counted as (``learned_recall.item_weights``)
     cold_bias: float = 0.0  # added to the logit of a tag without history (``choose_cold_bias``)
     domain: dict[str, float] = field(default_factory=dict)  # domain_quantiles of the held-out items (empty: no domain check)
     threshold: float | None = None  # the cut with the best micro-F1 on the held-out items
@@ -233,8 +241,10 @@ class RecallRanker:
         return in_domain_probability(fit, self.domain)
 
     @classmethod
-    def fit(cls, rows: list[dict[str, float]], labels: list[bool], priors: dict[str, float], items: int, **info) -> "RecallRanker | None":
-        """Fit on (features, is-right) pairs; None when the pairs cannot support a fit."""
+    def fit(cls, rows: list[dict[str, float]], labels: list[bool], priors: dict[str, float], items: int,
+            weights: Sequence[float] | None = None, **info) -> "RecallRanker | None":
+        """Fit on (features, is-right) pairs, each pair counting ``weights`` (1 each by default);
+        None when the pairs cannot support a fit."""
         y = np.array([1 if v else 0 for v in labels])
         if len(y) < 20 or y.min() == y.max():
             return None
@@ -243,7 +253,8 @@ class RecallRanker:
         x = np.array([[r[f] for f in FEATURES] for r in rows], dtype=float)
         mean, std = x.mean(axis=0), x.std(axis=0)
         std[std == 0] = 1.0
-        model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / std, y)
+        w = None if weights is None else np.asarray(weights, dtype=float) * len(y) / max(float(np.sum(weights)), 1e-9)
+        model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / std, y, sample_weight=w)
         return cls([float(c) for c in model.coef_[0]], float(model.intercept_[0]), [float(v) for v in mean], [float(v) for v in std],
                    priors=priors, items=items, pairs=int(len(y)), share_right=float(y.mean()), **info)
 
