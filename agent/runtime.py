@@ -16,6 +16,7 @@ import logging
 import sqlite3
 import threading
 from collections import OrderedDict
+from contextlib import closing
 from pathlib import Path
 from typing import Iterable
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from knowledge_base import KnowledgeBase, RecallConfig, RecallResult, recall_candidates
 from knowledge_base.demo import open_demo_kb
-from knowledge_base.errors import KnowledgeBaseError, KnowledgeBaseReadOnlyError
+from knowledge_base.errors import KnowledgeBaseError, KnowledgeBaseReadOnlyError, TooManyReviewsError
 from knowledge_base.loaders import verdict
 
 from .confidence import DEFAULT_THRESHOLD, FILE_NAME as CALIBRATION_FILE, LearnedCalibration
@@ -205,6 +206,57 @@ class Runtime:
                         f"reviews cannot be kept in {path} ({exc}): the knowledge base's folder must be writable for review "
                         "(tag without review, or give this user write access)") from exc
             return self._checkpointer
+
+    # the reviews waiting, with when each started: a table of our own beside LangGraph's in REVIEWS
+    def _review_ledger(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(str(self.kb.directory / REVIEWS), timeout=30)
+        connection.execute("CREATE TABLE IF NOT EXISTS llm4tag_reviews (thread_id TEXT PRIMARY KEY, started REAL NOT NULL)")
+        return connection
+
+    def admit_review(self, thread_id: str) -> None:
+        """Before a review of ``thread_id`` starts: drop the reviews left waiting longer than the
+        knowledge base's ``review_days`` (nothing was written for them; the file shrinks), refuse
+        when ``max_reviews`` others still wait, and note when this one started. A review of the
+        same content replaces the one that waited."""
+        import time
+
+        config = self.kb.config
+        checkpointer = self.checkpointer()
+        now = time.time()
+        # short transactions of the ledger's own, never open while the checkpointer writes (one file, two connections)
+        with closing(self._review_ledger()) as ledger:
+            with ledger:
+                expired = [r[0] for r in ledger.execute("SELECT thread_id FROM llm4tag_reviews WHERE started < ? AND thread_id != ?",
+                                                        (now - config.review_days * 86400, thread_id))]
+            for tid in expired:
+                checkpointer.delete_thread(tid)
+                with ledger:
+                    ledger.execute("DELETE FROM llm4tag_reviews WHERE thread_id = ?", (tid,))
+            with ledger:
+                waiting = ledger.execute("SELECT COUNT(*) FROM llm4tag_reviews WHERE thread_id != ?", (thread_id,)).fetchone()[0]
+            if waiting >= config.max_reviews:
+                raise TooManyReviewsError(f"{waiting} reviews are waiting for a decision, the most this knowledge base keeps (max_reviews in "
+                                          f"{self.kb.directory.name}/config.json); decide some first (a learn of the same text decides one), "
+                                          "or tag without review")
+            checkpointer.delete_thread(thread_id)
+            with ledger:
+                ledger.execute("INSERT OR REPLACE INTO llm4tag_reviews VALUES (?, ?)", (thread_id, now))
+        if expired:
+            logging.getLogger("llm4tag").info("dropped %d reviews left waiting over %s days in %s", len(expired), config.review_days,
+                                              self.kb.directory)
+            try:
+                with closing(sqlite3.connect(str(self.kb.directory / REVIEWS), timeout=30)) as connection:
+                    connection.execute("VACUUM")  # give the space of the dropped reviews back
+                    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # LangGraph's saver writes ahead: empty that log too
+            except sqlite3.OperationalError as exc:  # another process is reading it: the space is reused, the file shrinks next time
+                logging.getLogger("llm4tag").info("reviews.sqlite not compacted now: %s", exc)
+
+    def drop_review(self, thread_id: str) -> None:
+        """A review decided, or replaced by a direct write: nothing waits for it any more."""
+        self.checkpointer().delete_thread(thread_id)
+        with closing(self._review_ledger()) as ledger:
+            with ledger:
+                ledger.execute("DELETE FROM llm4tag_reviews WHERE thread_id = ?", (thread_id,))
 
     def has_reviews(self) -> bool:
         """Whether any run of this knowledge base ever waited for a review (cheap: one stat)."""

@@ -57,6 +57,10 @@ def _payload(text: str, title: str | None, content_id: str | None, metadata: dic
     return payload
 
 
+# A run that waits for a review is checkpointed when it stops to wait or ends, not after every
+# step: one copy of its state instead of one per node (a 900 KB text had grown the file 13 MB)
+REVIEW_DURABILITY = "exit"
+
 _graphs: dict[str, Any] = {}
 _graphs_lock = threading.Lock()
 
@@ -89,7 +93,7 @@ def _run(payload: dict, ctx: Context) -> tuple[Any, dict]:
     if not ctx.review:
         return compiled, {}
     config = review_thread(prepared_input(payload)[1])
-    compiled.checkpointer.delete_thread(config["configurable"]["thread_id"])  # a new review of this content replaces one that still waited
+    runtime_for(ctx.kb_dir).admit_review(config["configurable"]["thread_id"])  # replaces one of this content that still waited
     return compiled, config
 
 
@@ -115,7 +119,7 @@ def tag(text: str, *, title: str | None = None, content_id: str | None = None, m
     ctx = _context(context, overrides)
     payload = _payload(text, title, content_id, metadata)
     compiled, config = _run(payload, ctx)
-    return _with_review(compiled.invoke(payload, config=config, context=ctx), config)
+    return _with_review(compiled.invoke(payload, config=config, context=ctx, durability=REVIEW_DURABILITY if config else None), config)
 
 
 def tag_stream(text: str, *, title: str | None = None, content_id: str | None = None, metadata: dict[str, Any] | None = None,
@@ -133,7 +137,8 @@ def tag_stream(text: str, *, title: str | None = None, content_id: str | None = 
     compiled, config = _run(payload, ctx)
     pending: list[tuple[str, dict]] = []
     state: dict = {}
-    for mode, data in compiled.stream(payload, config=config, context=ctx, stream_mode=["updates", "values", "custom"]):
+    for mode, data in compiled.stream(payload, config=config, context=ctx, stream_mode=["updates", "values", "custom"],
+                                      durability=REVIEW_DURABILITY if config else None):
         if mode == "custom" and isinstance(data, dict) and "judgment" in data:
             yield "judgment", data["judgment"], state
         elif mode == "updates":
@@ -215,14 +220,14 @@ def review(content_id: str, *, accept: Iterable[str] = (), reject: Iterable[str]
         if "record_review" in snapshot.next:
             # the last decision could not be written: this one replaces it, and the write runs again
             compiled.update_state(config, {"review_decision": decision.model_dump()}, as_node="review")
-            resumed = compiled.invoke(None, config=config, context=ctx)
+            resumed = compiled.invoke(None, config=config, context=ctx, durability=REVIEW_DURABILITY)
         else:
-            resumed = compiled.invoke(Command(resume=decision.model_dump()), config=config, context=ctx)
+            resumed = compiled.invoke(Command(resume=decision.model_dump()), config=config, context=ctx, durability=REVIEW_DURABILITY)
         result = _with_review(resumed, config)
         if result.get("review", {}).get("status") == "pending":
             waiting = _waiting(compiled.get_state(config)) or {}
             raise InputError(f"{waiting.get('error') or 'the decision could not be recorded'}; the review still waits")
-        compiled.checkpointer.delete_thread(config["configurable"]["thread_id"])  # decided: nothing waits any more
+        rt.drop_review(config["configurable"]["thread_id"])  # decided: nothing waits any more
     return result
 
 
@@ -262,7 +267,7 @@ def _learn_or_resume(rt: Runtime, cleaned: str, correct: tuple[str, ...], incorr
         if waiting is None or waiting.get("text") != cleaned:
             continue
         if replace:
-            graph_for(rt, review=True).checkpointer.delete_thread(review_thread(cid)["configurable"]["thread_id"])
+            rt.drop_review(review_thread(cid)["configurable"]["thread_id"])
             continue
         proposed = {t["tag"] for t in waiting.get("proposed") or []}
         reviewed = review(cid, accept=[t for t in correct if t in proposed], add=[t for t in correct if t not in proposed],

@@ -107,6 +107,14 @@ class KnowledgeBaseConfig:
         metadata={"help": "ISO 639-1 codes of the languages the encoder reads: a text whose words are mostly in none of them is "
                           "noted and gets no confident tag (knowledge_base/language.py); empty: no check (a multilingual encoder)"},
     )
+    review_days: float = field(
+        default=30.0,
+        metadata={"help": "a review left waiting this many days is dropped (nothing was written for it) when the next review starts"},
+    )
+    max_reviews: int = field(
+        default=1000,
+        metadata={"help": "at most this many reviews wait at once; a further review is refused until some are decided"},
+    )
     retrain_after: int | None = field(
         default=200,
         metadata={"help": "retrain the learned recall path in the background once this many samples arrived since it was trained "

@@ -23,6 +23,10 @@ class NoReviewWaitingError(InputError):
     """A review decision for a content whose review is not (or no longer) waiting."""
 
 
+class TooManyReviewsError(InputError):
+    """A review was asked for while the knowledge base's ``max_reviews`` reviews already wait."""
+
+
 class ConflictError(InputError):
     """A write would silently replace something else already stored under the same id; ``id`` names it."""
 

@@ -135,6 +135,61 @@ def test_without_review_a_correction_is_recorded_directly(writable_kb):
     assert "review" not in learned and KnowledgeBase(kb_dir).get_sample(learned["id"]).tags == (result["tags"][0]["tag"],)
 
 
+def test_waiting_reviews_are_bounded_kept_once_and_dropped_when_stale(writable_kb):
+    """reviews.sqlite never pruned (issue 31): five reviews of 900 KB texts had grown it 64 MB. A
+    review run is checkpointed once, when it stops to wait; at most ``max_reviews`` wait (a
+    further one is refused with what to do, over REST 429); one left waiting longer than
+    ``review_days`` is dropped when the next review starts, and the file gives the space back."""
+    import sqlite3
+    import time
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from knowledge_base.errors import TooManyReviewsError
+    from ui.rest import create_app
+
+    kb_dir = str(writable_kb.directory)
+    rt = tagging.runtime_for(kb_dir)
+    rt.kb.update_config(replace(rt.kb.config, max_reviews=2))
+    other = "A web browser for the terminal that renders HTML pages as text and follows links with the keyboard."
+    long_text = TEXT + " " + " ".join(f"Detail {i} of the image conversion pipeline." for i in range(4000))  # ~180 KB
+    first = tagging.tag(long_text, review=True, context=Context(kb_dir=kb_dir, **NO_LLM))
+    second = tagging.tag(other, review=True, context=Context(kb_dir=kb_dir, **NO_LLM))
+    assert first["review"]["status"] == second["review"]["status"] == "pending"
+    path = writable_kb.directory / REVIEWS
+    with sqlite3.connect(str(path)) as db:
+        per_thread = dict(db.execute("SELECT thread_id, COUNT(*) FROM checkpoints GROUP BY thread_id"))
+    assert per_thread == {first["review"]["thread_id"]: 1, second["review"]["thread_id"]: 1}  # one checkpoint each, not one per node
+
+    # the third review is refused, and says what to do; the same content again replaces its own
+    with pytest.raises(TooManyReviewsError, match="2 reviews are waiting.*max_reviews.*decide some first"):
+        tagging.tag("A tool that synchronises files between two folders over SSH.", review=True, context=Context(kb_dir=kb_dir, **NO_LLM))
+    again = tagging.tag(other, review=True, context=Context(kb_dir=kb_dir, **NO_LLM))
+    assert again["review"]["status"] == "pending"
+    client = TestClient(create_app(kb_dir, Context(**NO_LLM)), raise_server_exceptions=False)
+    refused = client.post("/v1/tag", json={"text": "A tool that synchronises files between two folders over SSH.", "review": True})
+    assert refused.status_code == 429 and "max_reviews" in refused.json()["detail"]
+    assert tagging.pending_review(long_text, kb_dir=kb_dir) is not None  # nothing waiting was lost to the refusals
+
+    # a decision frees its place
+    tagging.review(second["content_id"], accept=[t["tag"] for t in second["tags"][:1]], kb_dir=kb_dir)
+    third = tagging.tag("A tool that synchronises files between two folders over SSH.", review=True, context=Context(kb_dir=kb_dir, **NO_LLM))
+    assert third["review"]["status"] == "pending"
+
+    # the long text's review is left waiting past review_days: the next review drops it and the file shrinks
+    def size():  # the file and LangGraph's write-ahead log
+        return sum(p.stat().st_size for p in path.parent.glob(REVIEWS + "*") if p.suffix != ".lock")
+
+    before = size()
+    with sqlite3.connect(str(path)) as db:
+        db.execute("UPDATE llm4tag_reviews SET started = ? WHERE thread_id = ?", (time.time() - 31 * 86400, first["review"]["thread_id"]))
+    tagging.tag(other, review=True, context=Context(kb_dir=kb_dir, **NO_LLM))
+    assert tagging.pending_review(long_text, kb_dir=kb_dir) is None
+    assert tagging.pending_review("A tool that synchronises files between two folders over SSH.", kb_dir=kb_dir) is not None
+    assert size() < before - 100_000
+
+
 def test_judgments_stream_one_by_one_with_the_embedded_model(small_kb_dir):
     ctx = Context(kb_dir=str(small_kb_dir), budget=8, max_tags=2, judge_top=3, threshold=0.0, use_generation=False, use_knowledge=False)
     steps = list(tagging.tag_stream(TEXT, context=ctx))

@@ -67,7 +67,8 @@ from agent.llm.base import BackendError
 from agent.runtime import runtime_for
 from agent.workers import TaggerPool, remote_backend
 from .guard import LocalOnly, is_loopback, require_token_beyond_loopback  # noqa: F401 (is_loopback: the old import place)
-from knowledge_base.errors import ConflictError, DiskFullError, InputError, KnowledgeBaseError, Llm4tagError, NoReviewWaitingError, UnknownTagsError
+from knowledge_base.errors import (ConflictError, DiskFullError, InputError, KnowledgeBaseError, Llm4tagError, NoReviewWaitingError,
+                                   TooManyReviewsError, UnknownTagsError)
 from knowledge_base.loaders import clean_text, encodable, require_id, valid_unicode
 from knowledge_base.settings import settings
 
@@ -521,6 +522,8 @@ def create_app(
     async def _llm4tag_error(request: Request, exc: Llm4tagError):
         if isinstance(exc, ConflictError):
             status = 409
+        elif isinstance(exc, TooManyReviewsError):
+            status = 429
         elif isinstance(exc, DiskFullError):
             status = 507  # Insufficient Storage
         else:
