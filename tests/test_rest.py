@@ -52,13 +52,17 @@ def known_tags(kb_dir: Path, n: int = 2) -> list[str]:
 # ---- spec ----------------------------------------------------------------------------------
 def test_openapi_spec_has_a_model_for_every_request_and_response(client):
     spec = client.get("/openapi.json").json()
-    assert set(spec["paths"]) == {"/v1/tag", "/v1/tag-batch", "/v1/learn", "/v1/review/{content_id}", "/v1/tags", "/v1/tags/{tag}/change", "/health"}
+    assert set(spec["paths"]) == {"/v1/tag", "/v1/tag/stream", "/v1/tag-batch", "/v1/learn", "/v1/review/{content_id}", "/v1/tags",
+                                  "/v1/tags/{tag}/change", "/health"}
+    assert "text/event-stream" in spec["paths"]["/v1/tag/stream"]["post"]["responses"]["200"]["content"]
     schemas = spec["components"]["schemas"]
     for path, item in spec["paths"].items():
         for method, op in item.items():
             if method == "post":
                 ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
                 assert ref.split("/")[-1] in schemas, (path, ref)
+            if path == "/v1/tag/stream":  # events, each a TagResponse
+                continue
             ok = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
             assert ok.split("/")[-1] in schemas, path
             for code, response in op["responses"].items():
@@ -98,6 +102,34 @@ def test_tag_without_the_llm_answers_from_recall_alone(client):
     assert all(j["p_yes"] is None for j in body["details"]["judgments"])
     assert [t["tag"] for t in body["tags"]] == [c["tag"] for c in body["candidates"]][: len(body["tags"])]
     assert all(t["origin"] == "recall" for t in body["tags"])
+
+
+def _events(response) -> list[tuple[str, dict]]:
+    out = []
+    for block in response.text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+def test_the_stream_answers_with_fused_recall_first_then_with_the_pipeline(client):
+    """Issue 26: a streaming surface sends the fast answer first. On the test knowledge base the
+    LLM runs under full; the fast event is llm: fast's answer, the final one the pipeline's."""
+    fast_alone = client.post("/v1/tag", json={"text": TEXT, "llm": "fast"}).json()
+    r = client.post("/v1/tag/stream", json={"text": TEXT, "id": "s-1", "llm": "full"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+    (first, fast), (second, final) = _events(r)
+    assert (first, second) == ("fast", "final")
+    assert fast["id"] == final["id"] == "s-1" and fast["content_id"] == final["content_id"] == content_id(TEXT)
+    assert [t["tag"] for t in fast["tags"]] == [t["tag"] for t in fast_alone["tags"]]
+    assert fast["route"]["llm"] is False and final["route"]["llm"] is True
+    assert final["details"] is None and {t["tag"] for t in final["tags"]} <= {c["tag"] for c in final["candidates"]}
+    # fast asked for: one answer, sent as both events; a review is not streamed; an empty text is the usual 422
+    (_, a), (_, b) = _events(client.post("/v1/tag/stream", json={"text": TEXT, "llm": "fast"}))
+    assert [t["tag"] for t in a["tags"]] == [t["tag"] for t in b["tags"]] == [t["tag"] for t in fast_alone["tags"]]
+    refused = client.post("/v1/tag/stream", json={"text": TEXT, "review": True})
+    assert refused.status_code == 400 and "/v1/tag" in refused.json()["detail"]
+    assert client.post("/v1/tag/stream", json={"text": "   "}).status_code == 422
 
 
 def test_content_is_data_not_instructions(client):
@@ -411,7 +443,7 @@ def api_schema(small_kb_dir, tmp_path_factory):
     strategy directly.
     """
     app = create_app(str(copy_kb(small_kb_dir, tmp_path_factory.mktemp("fuzz") / "kb")), Context(**CHEAP))
-    return schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path=["/v1/tag", "/v1/tag-batch"])
+    return schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path=["/v1/tag", "/v1/tag/stream", "/v1/tag-batch"])
 
 
 def test_fuzzing_covers_every_cheap_operation(api_schema):

@@ -9,6 +9,8 @@ runs it with uvicorn. The OpenAPI spec is at ``/openapi.json`` (interactive docs
 - ``POST /v1/tag`` — ``{"text", "title"?, "id"?, "mode"?, "max_tags"?, "threshold"?, "explain"?}``
   → the tags with confidence and why, the candidate set, notes; ``id`` and the SHA-256 of the
   text are echoed back, so a client can match answers to requests.
+- ``POST /v1/tag/stream`` — the same request, answered as server-sent events: ``fast`` (fused
+  recall's answer, milliseconds) first, then ``final`` (the answer in the mode asked for).
 - ``POST /v1/tag-batch`` — ``{"documents": [{"id", "text", "title"?}, ...], options}`` → one result
   per document in order, ids echoed; a bad document (empty text) gets an ``error`` and the rest
   go on.
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import math
 import time
@@ -56,7 +59,7 @@ import anyio
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -415,6 +418,11 @@ def _tag_out(result: dict) -> list[TagOut]:
     ]
 
 
+def _event(name: str, data: str) -> str:
+    """One server-sent event (``data`` is one line of JSON)."""
+    return f"event: {name}\ndata: {data}\n\n"
+
+
 def _options(base: Context, options: TagOptions) -> Context:
     return base.with_overrides(mode=options.mode, max_tags=options.max_tags, threshold=options.threshold, review=getattr(options, "review", None),
                                llm=llm_mode(options.llm))
@@ -564,6 +572,46 @@ def create_app(
             route=result.get("route"),
             threshold=result.get("threshold"),
         )
+
+    @app.post("/v1/tag/stream", dependencies=tag_guard, response_class=StreamingResponse, tags=["tagging"],
+              responses={200: {"description": "Server-sent events: `fast`, then `final`, each a TagResponse (or `error` with {detail}).",
+                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                         **_error_responses(400, 413, 503, *tag_errors)})
+    async def tag_one_streamed(request: TagRequest):
+        """Tag one content, answering at once with fused recall and then with the pipeline, as
+        server-sent events: ``event: fast`` — the ``llm: fast`` answer (a TagResponse, milliseconds
+        after the request) — then ``event: final``, the answer in the mode asked for (``auto`` by
+        default: the same tags as ``fast`` when the language model did not run for this text, its
+        ``route`` says why). A failure after the first event comes as ``event: error`` with
+        ``{"detail"}``; one before it (an empty text, a full queue) as the usual HTTP error.
+        Reviews are not streamed: use ``/v1/tag`` with ``review``."""
+        ctx = _options(base, request)
+        if ctx.review:
+            raise HTTPException(status_code=400, detail="a review is not streamed; send it to /v1/tag with \"review\": true")
+        digest, started = text_digest(request.text), time.perf_counter()
+        fast = await queue.run(tag_text, request.text, request.title, ctx.with_overrides(llm="fast"))
+
+        async def events():
+            answer = _tag_response(fast, request.id, digest, started, request.explain)
+            yield _event("fast", answer.model_dump_json())
+            if ctx.llm == "fast":
+                yield _event("final", answer.model_dump_json())
+                return
+            try:
+                final = await queue.run(tag_text, request.text, request.title, ctx)
+            except QueueFull as exc:
+                yield _event("error", json.dumps({"detail": f"the tag queue is full; the fast answer stands, retry in {exc.retry_after} s"}))
+                return
+            except Llm4tagError as exc:
+                yield _event("error", json.dumps({"detail": str(exc)}))
+                return
+            except Exception as exc:  # the response has begun: the client reads the failure as an event, the log has the details
+                log.exception("unexpected error while streaming /v1/tag/stream")
+                yield _event("error", json.dumps({"detail": f"internal error ({type(exc).__name__}); the server log has the details"}))
+                return
+            yield _event("final", _tag_response(final, request.id, digest, started, request.explain).model_dump_json())
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.get("/v1/review/{content_id}", response_model=ReviewWaiting, dependencies=write_guard, responses=_error_responses(404, *write_errors),
              tags=["learning"])
