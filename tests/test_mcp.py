@@ -45,7 +45,14 @@ async def session_run(kb_dir: Path, known: list[str]) -> dict:
             seen["recall_learned"] = payload(await session.call_tool("recall", {"text": "An MCP-taught sample about a chess engine", "budget": 6}))
             seen["learn_unknown"] = await session.call_tool("learn", {"text": "anything", "correct": ["no::such-tag"]})
             seen["tag_empty"] = await session.call_tool("tag", {"text": "   "})
-            seen["tag"] = payload(await session.call_tool("tag", {"text": demo_examples()[0]["text"]}))
+            progress: list[tuple[float, str]] = []
+
+            async def on_progress(done, total, message):
+                progress.append((done, message))
+
+            seen["tag"] = payload(await session.call_tool("tag", {"text": demo_examples()[0]["text"], "llm": "full"},
+                                                          progress_callback=on_progress))
+            seen["progress"] = progress
             seen["change_wrong"] = await session.call_tool("change_tag", {"tag": known[1], "action": "merge", "into": "no::such-tag"})
             seen["change"] = payload(await session.call_tool("change_tag", {"tag": known[1], "action": "rename", "into": "renamed::by-mcp"}))
     return seen
@@ -63,6 +70,7 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
     assert seen["server"] == "llm4tag"
     assert set(seen["tools"]) == {"tag", "recall", "learn", "search_tags", "change_tag"}
     assert seen["tools"]["learn"].inputSchema["required"] == ["text", "correct"]
+    assert set(seen["tools"]["tag"].inputSchema["properties"]) == {"text", "mode", "max_tags", "threshold", "llm", "review"}
     assert all(tool.description for tool in seen["tools"].values())
 
     hits = seen["search"]
@@ -93,6 +101,9 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
 
     tagged = seen["tag"]
     assert 1 <= len(tagged["tags"]) <= 2 and tagged["candidates_considered"] <= 5
+    # the fast answer came first, as a progress message naming fused recall's tags
+    assert len(seen["progress"]) == 1 and seen["progress"][0][1].startswith("first answer (fused recall, no language model): ")
+    assert tagged["llm"] is True
     assert all("confidence" in t["why"] for t in tagged["tags"])
 
     # a tag renamed over MCP: the history moves (the sample's wrong verdict included); a wrong action says which fits

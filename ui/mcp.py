@@ -5,7 +5,8 @@ A thin surface over the façade (``agent.tagging``), like the REST API and the G
 Tools:
 
 - ``tag(text, mode?, max_tags?, threshold?, llm?, review?)`` — the full pipeline; tags with confidence and why
-  (with ``review``: held until a ``learn`` of the same text decides).
+  (with ``review``: held until a ``learn`` of the same text decides). A call with a progress token
+  gets fused recall's answer first, as a progress notification, then the result.
 - ``recall(text, budget?)`` — the candidate set Φ(c) with the meta-path evidence of each candidate
   (no LLM call: fast).
 - ``learn(text, correct, incorrect?, id?, replace?)`` — record a verdict; it becomes a sample and graph
@@ -31,6 +32,7 @@ from contextlib import asynccontextmanager
 from typing import Literal
 
 import anyio
+from mcp.server.fastmcp import Context as McpContext
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from pydantic import Field, ValidationError
@@ -90,9 +92,14 @@ def build_server(context: Context | None = None) -> FastMCP:
             default=None, description="auto (default): the language model only where it can change the answer; full (or true): always; "
                                       "fast (or false): fused recall only, no language model (milliseconds)."),
         review: bool | None = Field(default=None, description="true: hold the tags for a person's review; a later learn of the same text resumes it."),
+        call: McpContext = None,
     ) -> dict:
-        """Tag a text: tags from the repository, each with a confidence (P(tag is right), fused from recall and the LLM) and why it was chosen."""
+        """Tag a text: tags from the repository, each with a confidence (P(tag is right), fused from recall and the LLM) and why it was chosen. A client that asks for progress gets fused recall's answer first, as a progress message, while the language model refines it."""
         ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, review=review, llm=llm_mode(llm))
+        if call is not None and ctx.llm != "fast" and not ctx.review and call.request_context.meta and call.request_context.meta.progressToken is not None:
+            fast = await _run(lambda: compact_result(tagging.tag(text, context=ctx.with_overrides(llm="fast"))))
+            shown = ", ".join(f"{t['tag']} {t['confidence']:.2f}" for t in fast["tags"] if t.get("confidence") is not None) or "no tag"
+            await call.report_progress(1, 2, message=f"first answer (fused recall, no language model): {shown}")
         return await _run(lambda: compact_result(tagging.tag(text, context=ctx)))
 
     @server.tool()
