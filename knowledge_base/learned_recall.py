@@ -17,8 +17,10 @@
    its description against neighbours of other tags that vote for theirs (``knowledge_base.ranker``);
    the items of those tags count as the share of items tagging will meet from tags without
    history (``item_weights``), so that the simulation does not make every other tag look less sure;
-4. keeps, from the same items, how close an in-domain item lies to the history and to the tags
-   (the ranker's ``domain``) and its default threshold (``threshold``): the cut with the best
+4. keeps, from the same items, how close an in-domain item lies to the history and how much it
+   looks like the history rather than like everyday text (a contrast fitted on the rest of the
+   history against ``FOREIGN_TEXTS``: the ranker's ``domain`` and ``contrast``) and its default
+   threshold (``threshold``): the cut with the best
    micro-F1, or for a single-tag history, where every item expects its one tag, the highest cut
    that still tags ``SINGLE_TAG_COVERAGE`` of the items;
 5. trains the classifier on the whole history and stores it with the ranker (``classifier/``).
@@ -28,16 +30,18 @@ Run it after loading samples and again after corrections (``llm4tag kb train-cla
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from .classifier import TagClassifier
-from .ranker import RecallRanker, best_threshold, choose_cold_bias, domain_quantiles
+from .ranker import DOMAIN_KEYS, RecallRanker, best_threshold, choose_cold_bias, domain_signals
 from .recall import ranker_features, recall_candidates
 from .store import KnowledgeBase, _json_list
 
@@ -48,7 +52,10 @@ COLD_SHARE = 0.15  # tags recalled as if they had no history while the ranker is
 # and hwu64's test items kept a tag; at 98%, 96-97%), and every in-domain text expects its tag
 SINGLE_TAG_COVERAGE = 0.98
 EXPECTED_COLD_ITEMS = 0.02  # the least share of items the ranker expects from tags without history (tags added after training)
-DOMAIN_SHARE = 0.05  # in-domain items allowed below the domain cut of each closeness (nearest-neighbour OOD detection's 95%)
+DOMAIN_SHARE = 0.05  # in-domain items allowed below the domain cuts, all signals together (nearest-neighbour OOD detection's 95%)
+FOREIGN_TEXTS = Path(__file__).parent / "demo_data" / "foreign.jsonl"  # everyday texts (recipes, sports, weather, …) no history's tags fit
+CONTRAST_SAMPLES = 5000  # history embeddings the contrast learns from, at most
+MIN_FOREIGN = 20  # everyday texts the contrast needs
 
 
 def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13, n_threads: int = 1,
@@ -93,6 +100,8 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         if "words+embedding" in variants:
             choice["held_out_paired"] = paired
         priors = _priors([warm_tags[i] for i in train])
+        contrast = fit_contrast(kb, vectors[train], vectors[sorted(held)], seed)
+        likeness = RecallRanker([], 0.0, [], [], contrast=contrast).history_likeness
         fits, per_item = [], []
         config = replace(kb.config.recall, memory_similarity=None)  # memory would bring the cold tags' verdicts back
         # a history item annotated with cold tags only would not exist yet: nobody could have annotated it
@@ -100,6 +109,8 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         for i in sorted(held):
             result = recall_candidates(kb, texts[i], config, exclude_ids=[rows[i][0], *unborn], vector=vectors[i], learned=partial,
                                        hidden_tags=cold)
+            if contrast:
+                result.fit["history_likeness"] = likeness(vectors[i])
             fits.append(result.fit)
             per_item.append({"fit": result.fit,
                              "features": ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit, result.tag_similarity),
@@ -107,8 +118,10 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
                              "cold": bool(cold & set(tags[i])), "cold_truths": len(cold & set(tags[i]))})
         repository = kb.tag_names()
         without_history = len(repository - {t for ts in tags for t in ts}) / max(len(repository), 1)
-        ranker = _fit_ranker(per_item, _priors(tags), cold=len(cold), domain=domain_quantiles(fits, DOMAIN_SHARE),
+        ranker = _fit_ranker(per_item, _priors(tags), cold=len(cold), domain=domain_signals(fits, DOMAIN_SHARE, DOMAIN_KEYS),
                              single=all(len(t) == 1 for t in tags), cold_share=max(without_history, EXPECTED_COLD_ITEMS))
+        if ranker is not None:
+            ranker.contrast = contrast
         held_out = n_held
     model = TagClassifier.train(vectors, tags, kb.config.encoder, n_threads=n_threads, texts=use_texts)
     model.ranker = ranker
@@ -120,6 +133,35 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
                      "cold_items": ranker.cold_items if ranker else 0, "cold_bias": ranker.cold_bias if ranker else 0.0,
                      "threshold": ranker.threshold if ranker else None,
                      "seconds": round(time.perf_counter() - started, 1)}
+
+
+def fit_contrast(kb: KnowledgeBase, history: np.ndarray, held: np.ndarray, seed: int) -> dict:
+    """The history against everyday texts (``FOREIGN_TEXTS``, shipped with llm4tag): a logistic
+    regression on the embeddings whose logit says how much a content looks like the history
+    rather than like everyday text (outlier exposure). ``history``: the embeddings of the samples
+    it may learn from (at most ``CONTRAST_SAMPLES`` of them, seeded); an everyday text as close to
+    the history as the median held-out item (``held``) is left out, for this history it is no
+    outlier. Empty when fewer than ``MIN_FOREIGN`` everyday texts are left or the encoder cannot
+    read them."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(history) < MIN_HELD_OUT or not len(held):
+        return {}
+    texts = [json.loads(line)["text"] for line in FOREIGN_TEXTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    foreign = kb.encoder.encode(texts).vectors
+    if foreign.shape[1:] != history.shape[1:]:
+        return {}
+    rng = np.random.default_rng(seed)
+    sample = history[rng.choice(len(history), CONTRAST_SAMPLES, replace=False)] if len(history) > CONTRAST_SAMPLES else history
+    closeness = np.median((held @ sample.T).max(axis=1))
+    foreign = foreign[(foreign @ sample.T).max(axis=1) < closeness]
+    if len(foreign) < MIN_FOREIGN:
+        return {}
+    x = np.vstack([sample, foreign])
+    y = np.r_[np.ones(len(sample)), np.zeros(len(foreign))]
+    model = LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced").fit(x, y)
+    return {"weights": [round(float(w), 6) for w in model.coef_[0]], "bias": round(float(model.intercept_[0]), 6),
+            "foreign_texts": int(len(foreign)), "samples": int(len(sample))}
 
 
 def item_weights(per_item: list[dict], cold_share: float) -> list[float]:

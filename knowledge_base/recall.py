@@ -79,7 +79,7 @@ class RecallResult:
     truncated: bool = False
     notes: list[str] = field(default_factory=list)
     scores: Literal["probability", "evidence"] = "evidence"  # probability: the recall ranker's P(right); evidence: summed path scores
-    fit: dict[str, float] = field(default_factory=dict)  # content_fit: how close the nearest history item and the nearest tag are
+    fit: dict[str, float] = field(default_factory=dict)  # content_fit (how close the nearest history item and tag are), history_likeness, in_domain
     tag_similarity: dict[str, float] = field(default_factory=dict)  # candidate → cos(content, its name and description) (beyond the nearest tags: the farthest of those)
 
     @property
@@ -261,11 +261,15 @@ def recall_candidates(
     fit = content_fit(similar, tag_hits, predicted, neighbour_tag_count(kb, similar, hidden_tags))
     ranker = classifier.ranker if classifier is not None else None
     if ranker is not None:
+        likeness = ranker.history_likeness(vector)
+        if likeness is not None:
+            fit["history_likeness"] = likeness
         in_domain = ranker.in_domain(fit)
         fit["in_domain"] = round(in_domain, 4)
         if in_domain < 1.0:
-            notes.append(f"the text fits this knowledge base poorly (nearest history item {fit['top_content_similarity']:.2f}, "
-                         f"nearest tag {fit['top_tag_similarity']:.2f}): every confidence is scaled by {in_domain:.2f}")
+            notes.append(f"the text fits this knowledge base poorly (nearest history item {fit['top_content_similarity']:.2f}"
+                         + (f", likeness to the history rather than to everyday text {likeness:+.1f}" if likeness is not None else "")
+                         + f"): every confidence is scaled by {in_domain:.2f}")
         prior = (lambda t: 0.0 if t in hidden_tags else ranker.prior(t)) if hidden_tags else ranker.prior
         former = kb.former_names() if changed else {}
         if former:  # a renamed or merged tag keeps the history its former names had when the ranker was fitted

@@ -21,7 +21,7 @@ from agent.explanation import departure, tags_with_why
 from agent.runtime import runtime_for
 from knowledge_base import KnowledgeBase
 from knowledge_base.learned_recall import _fit_ranker, coverage_cut, item_weights, train_learned_recall
-from knowledge_base.ranker import FEATURES, best_threshold, choose_cold_bias, domain_quantiles, in_domain_probability
+from knowledge_base.ranker import DOMAIN_KEYS, FEATURES, best_threshold, choose_cold_bias, domain_signals, in_domain_probability
 from knowledge_base.recall import recall_candidates
 from ui.cli import main
 
@@ -164,21 +164,26 @@ def test_a_text_that_fits_nothing_gets_no_tag(trained_copy):
 
 
 def test_in_domain_probability_and_micro_f1_threshold():
-    fits = [{"top_content_similarity": 0.5 + i / 100, "top_tag_similarity": 0.3 + ((i * 7) % 50) / 200} for i in range(50)]
-    domain = domain_quantiles(fits, 0.05)
-    assert sum(in_domain_probability(f, domain) == 1.0 for f in fits) >= 45  # most in-domain items pass untouched
-    assert in_domain_probability({"top_content_similarity": 0.9, "top_tag_similarity": 0.5}, domain) == 1.0
-    low = in_domain_probability({"top_content_similarity": 0.45, "top_tag_similarity": 0.25}, domain)
-    lower = in_domain_probability({"top_content_similarity": 0.1, "top_tag_similarity": 0.0}, domain)
+    fits = [{"top_content_similarity": 0.5 + i / 100, "history_likeness": 1.0 + ((i * 7) % 50) / 10} for i in range(50)]
+    domain = domain_signals(fits, 0.05, DOMAIN_KEYS)
+    assert set(domain["signals"]) == {"top_content_similarity", "history_likeness"}
+    assert sum(in_domain_probability(f, domain) == 1.0 for f in fits) >= 47  # at most 5% of in-domain items touched, both signals together
+    assert in_domain_probability({"top_content_similarity": 0.9, "history_likeness": 4.0}, domain) == 1.0
+    low = in_domain_probability({"top_content_similarity": 0.45, "history_likeness": 4.0}, domain)
+    lower = in_domain_probability({"top_content_similarity": 0.1, "history_likeness": 4.0}, domain)
     assert 0.0 < lower < low < 0.5
-    # a signal on which foreign texts look like in-domain ones (here: tag similarity) cannot hide them
-    assert in_domain_probability({"top_content_similarity": 0.2, "top_tag_similarity": 0.45}, domain) < 0.1
-    assert in_domain_probability({"top_content_similarity": 0.0}, {}) == 1.0  # a ranker without a domain check
-    # the nearest history item decides; a ranker saved with the nearest tag's closeness as well keeps using it
-    assert list(domain["grids"]) == ["top_content_similarity"]
-    both = {**domain, "grids": {**domain["grids"], "top_tag_similarity": [0.3 + i / 100 for i in range(21)]}}
-    odd = {"top_content_similarity": 0.52, "top_tag_similarity": 0.0}
-    assert in_domain_probability(odd, both) < in_domain_probability(odd, domain)
+    # either signal can say a text is foreign: everyday text close to the history (a weather report among weather requests)
+    # is caught by the contrast, text of another domain of the same kind by the nearest history item
+    assert in_domain_probability({"top_content_similarity": 0.9, "history_likeness": -3.0}, domain) < 0.1
+    assert in_domain_probability({"top_content_similarity": 0.2, "history_likeness": 5.0}, domain) < 0.1
+    # a ranker without a contrast checks the nearest history item alone; one without a domain check, nothing
+    alone = domain_signals([{"top_content_similarity": f["top_content_similarity"]} for f in fits], 0.05, DOMAIN_KEYS)
+    assert list(alone["signals"]) == ["top_content_similarity"]
+    assert in_domain_probability({"top_content_similarity": 0.0}, {}) == 1.0
+    # a ranker saved with the older combination (Fisher's, over ``grids``) keeps using it
+    legacy = {"share": 0.05, "grids": {"top_content_similarity": [0.5 + i / 40 for i in range(21)]}, "cut": -3.0, "spread": 1.0}
+    assert in_domain_probability({"top_content_similarity": 0.9}, legacy) == 1.0
+    assert in_domain_probability({"top_content_similarity": 0.3}, legacy) < 0.01
     # two right tags at 0.9 and 0.6, a wrong one at 0.7, another right one never recalled: the cut keeps all three
     assert best_threshold([[(0.9, True), (0.7, False), (0.6, True)]], [3]) == 0.6
     assert best_threshold([[(0.9, True), (0.7, False), (0.2, False)]], [1]) == 0.9
