@@ -2,7 +2,7 @@
 
 For each data set it builds (once) a knowledge base from the train split in ``bench/out/<set>-kb``
 (``kb load-vocab``, ``kb load-samples``, ``kb train-classifier``; the classifier is retrained when
-its ranker predates the current features or item weighting), then runs two ``llm4tag eval`` runs of the chosen
+its ranker predates the current features, item weighting or contrast), then runs two ``llm4tag eval`` runs of the chosen
 systems on the same seeded test items:
 
 1. ``mixed``: the test items with foreign texts mixed in — ``bench/out_of_domain.jsonl`` (everyday
@@ -55,7 +55,7 @@ def ensure_kb(name: str) -> Path:
         llm4tag("--kb", str(kb), "kb", "load-samples", str(DATA / name / "train.jsonl"))
     ranker = kb / "classifier" / "ranker.json"
     saved = json.loads(ranker.read_text()) if ranker.is_file() else {}
-    if "history" not in saved.get("features", []) or "cold_share" not in saved:  # predates the current features or weighting
+    if "history" not in saved.get("features", []) or "contrast" not in saved:  # predates the current features, weighting or contrast
         llm4tag("--kb", str(kb), "kb", "train-classifier")
     return kb
 
