@@ -56,8 +56,11 @@ def departure(judgment: dict | None, candidate: dict | None, fit: dict | None = 
     if memory is not None:
         reason = evidence_parts({"evidence": [e for e in candidate["evidence"] if e["path"] == "memory"]})[0]
     elif confidence < p_yes and in_domain < 1.0:
+        likeness = fit.get("history_likeness")
         reason = (f"the text's poor fit to this knowledge base (nearest history item {fit.get('top_content_similarity', 0):.2f}, "
-                  f"nearest tag {fit.get('top_tag_similarity', 0):.2f}: in domain with probability {in_domain:.2f})")
+                  + (f"likeness to the history rather than to everyday text {likeness:+.1f}" if likeness is not None
+                     else f"nearest tag {fit.get('top_tag_similarity', 0):.2f}")
+                  + f": in domain with probability {in_domain:.2f})")
     else:
         parts = [e for e in evidence_parts(candidate) if not e.startswith("match")]
         if confidence > p_yes:

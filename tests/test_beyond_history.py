@@ -255,7 +255,10 @@ def test_departure_from_the_judge_is_explained():
     assert departure({"p_yes": None, "confidence": 0.9}, candidate) is None
     foreign = departure({"p_yes": 0.6, "confidence": 0.05}, {"tag": "t", "evidence": []},
                         {"top_content_similarity": 0.1, "top_tag_similarity": 0.05, "in_domain": 0.05})
-    assert "poor fit to this knowledge base" in foreign
+    assert "poor fit to this knowledge base" in foreign and "nearest tag 0.05" in foreign
+    everyday = departure({"p_yes": 0.6, "confidence": 0.05}, {"tag": "t", "evidence": []},
+                         {"top_content_similarity": 0.7, "history_likeness": -1.23, "in_domain": 0.05})
+    assert "likeness to the history rather than to everyday text -1.2" in everyday
     remembered = {"tag": "t", "evidence": [{"path": "memory", "score": 1.0, "via": [{"id": "x", "similarity": 1.0, "verdict": "wrong"}]}]}
     assert "a person marked it wrong on this same text" in departure({"p_yes": 0.8, "confidence": 0.0001}, remembered)
 
