@@ -17,7 +17,7 @@ from filelock import FileLock
 from .config import KnowledgeBaseConfig, llm4tag_home
 from .graph import SNAPSHOT_FORMAT, SNAPSHOT_VERSION
 from .loaders import read_documents, read_samples, read_tags
-from .learned_recall import train_learned_recall
+from .learned_recall import RANKER_VERSION, train_learned_recall
 from .store import KnowledgeBase
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
@@ -31,6 +31,7 @@ def demo_kb_dir() -> Path:
 def _fingerprint() -> str:
     h = hashlib.sha1(repr(KnowledgeBaseConfig()).encode())  # new defaults rebuild the demo too
     h.update(f"graph {SNAPSHOT_FORMAT} {SNAPSHOT_VERSION}".encode())  # so does a new graph format (an old demo kept a pickle)
+    h.update(f"ranker {RANKER_VERSION}".encode())  # and a new way of fitting the recall ranker
     for name in DEMO_FILES:
         h.update((DEMO_DATA / name).read_bytes())
     return h.hexdigest()[:12]
