@@ -22,7 +22,8 @@ runs it with uvicorn. The OpenAPI spec is at ``/openapi.json`` (interactive docs
 - ``GET /health`` — status, knowledge-base counts, backend, queue.
 
 Errors are JSON ``{"detail": ...}``, never a stack trace: 400 unusable input, 401 missing token,
-409 an id that holds another text, 413 body over the limit, 422 request not matching the schema (e.g. empty text), 503 queue full
+409 an id that holds another text, 413 body over the limit, 422 request not matching the schema (e.g. empty text), 429 a review
+asked for while ``max_reviews`` wait, 503 queue full
 (with ``Retry-After``) or model/knowledge base unavailable.
 
 Security. No endpoint takes a file path: everything read or written is inside the knowledge
@@ -435,6 +436,7 @@ def _error_responses(*codes: int) -> dict:
         404: "No review is waiting for this content.",
         409: "The id already holds a different text; send replace=true to overwrite it.",
         413: "The request body is over the size limit.",
+        429: "A review was asked for while the knowledge base's max_reviews reviews wait; decide some first.",
         503: "The tag queue is full (retry after Retry-After seconds), or the model or knowledge base is unavailable.",
     }
     return {code: {"model": ErrorResponse, "description": described[code]} for code in codes}
@@ -544,7 +546,7 @@ def create_app(
         return SafeJSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"}, status_code=500)
 
     # ---- endpoints ---------------------------------------------------------------------------
-    @app.post("/v1/tag", response_model=TagResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 503, *write_errors), tags=["tagging"])
+    @app.post("/v1/tag", response_model=TagResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 429, 503, *write_errors), tags=["tagging"])
     async def tag_one(request: TagRequest, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> TagResponse:
         """Tag one content with the full pipeline: recall, examples, knowledge, generate, calibrate.
         With ``review`` (it stores the text until a decision) the server's token is needed."""
