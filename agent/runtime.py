@@ -15,6 +15,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from contextlib import closing
 from pathlib import Path
@@ -218,8 +219,6 @@ class Runtime:
         knowledge base's ``review_days`` (nothing was written for them; the file shrinks), refuse
         when ``max_reviews`` others still wait, and note when this one started. A review of the
         same content replaces the one that waited."""
-        import time
-
         config = self.kb.config
         checkpointer = self.checkpointer()
         now = time.time()

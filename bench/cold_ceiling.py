@@ -32,11 +32,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from beyond_history import DATA, SETS  # noqa: E402  (this folder)
 from knowledge_base.store import KnowledgeBase, _json_list  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
-SPLITS = {"banking77": "test.jsonl", "hwu64": "test.jsonl", "se_cooking": "test.jsonl", "debtags": "validation.jsonl"}
+SPLITS = {name: split for name, (split, _) in SETS.items()}  # each dev set's test split, as beyond_history.py reads it
 
 
 def main() -> None:

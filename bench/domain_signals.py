@@ -24,11 +24,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from beyond_history import DATA, SETS  # noqa: E402  (this folder)
+from knowledge_base.ranker import history_likeness  # noqa: E402
 from knowledge_base.store import KnowledgeBase  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
-SPLITS = {"banking77": "test.jsonl", "hwu64": "test.jsonl", "se_cooking": "test.jsonl", "debtags": "validation.jsonl"}
+SPLITS = {name: split for name, (split, _) in SETS.items()}  # each dev set's test split, as beyond_history.py reads it
 
 
 def texts_of(path: Path, n: int) -> list[str]:
@@ -50,7 +52,7 @@ def main() -> None:
         def signals(texts: list[str]) -> np.ndarray:
             vectors = kb.encoder.encode(texts).vectors
             nearest = [max((h.similarity for h in kb.similar_contents(v, 1)), default=0.0) for v in vectors]
-            return np.c_[nearest, [ranker.history_likeness(v) for v in vectors]]
+            return np.c_[nearest, history_likeness(ranker.contrast, vectors)]
 
         own = signals(texts_of(DATA / name / SPLITS[name], 400))
         sources = {"everyday": signals(texts_of(ROOT / "bench" / "out_of_domain.jsonl", 1000))}

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .classifier import TagClassifier
-from .ranker import DOMAIN_KEYS, RecallRanker, best_threshold, choose_cold_bias, domain_signals
+from .ranker import DOMAIN_KEYS, RecallRanker, best_threshold, choose_cold_bias, domain_signals, history_likeness
 from .recall import ranker_features, recall_candidates
 from .store import KnowledgeBase, _json_list
 
@@ -102,7 +102,7 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
             choice["held_out_paired"] = paired
         priors = _priors([warm_tags[i] for i in train])
         contrast = fit_contrast(kb, vectors[train], vectors[sorted(held)], seed)
-        likeness = RecallRanker([], 0.0, [], [], contrast=contrast).history_likeness
+        likeness = dict(zip(sorted(held), history_likeness(contrast, vectors[sorted(held)]))) if contrast else {}
         fits, per_item = [], []
         config = replace(kb.config.recall, memory_similarity=None)  # memory would bring the cold tags' verdicts back
         # a history item annotated with cold tags only would not exist yet: nobody could have annotated it
@@ -110,8 +110,8 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         for i in sorted(held):
             result = recall_candidates(kb, texts[i], config, exclude_ids=[rows[i][0], *unborn], vector=vectors[i], learned=partial,
                                        hidden_tags=cold)
-            if contrast:
-                result.fit["history_likeness"] = likeness(vectors[i])
+            if likeness:
+                result.fit["history_likeness"] = float(likeness[i])
             fits.append(result.fit)
             per_item.append({"fit": result.fit,
                              "features": ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit, result.tag_similarity),

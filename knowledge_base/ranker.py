@@ -17,8 +17,8 @@ how far to trust a description when nothing else speaks for a tag, and how much 
 classifier speaking for another tag (``top_learned``) counts against it.
 
 Content that fits nothing. The ranker's slice holds in-domain items only, so on its own it cannot
-learn what a foreign text looks like. Two signals say it, each with the distribution of its
-values on the slice's items and a cut below which only 2.5% of them lie (``domain_signals``):
+learn what a foreign text looks like. Two signals say it, each with a cut below which only 2.5%
+of the slice's items lie and their spread above it (``domain_signals``):
 
 - ``top_content_similarity``, how close the nearest history item is (nearest-neighbour
   out-of-distribution detection, Sun et al. 2022): it catches texts of another domain of the
@@ -37,8 +37,9 @@ tag's closeness, once combined with the nearest item by Fisher's method, did wor
 item alone on every dev set and the demo; a ranker saved with that combination (``grids``)
 keeps using it.
 
-``threshold`` is the confidence cut that maximised micro-F1 on the slice: the knowledge base's
-default threshold until one is tuned with ``llm4tag optimize --apply``.
+``threshold`` is the knowledge base's default threshold until one is tuned with ``llm4tag optimize
+--apply``: the cut that maximised micro-F1 on the slice, or for a single-tag history the highest
+cut that still tags 98% of it (``learned_recall``).
 """
 
 from __future__ import annotations
@@ -154,9 +155,10 @@ def choose_cold_bias(items: list[tuple[list[float], list[bool], list[bool], bool
 
 
 def _tail(value: float, grid: Sequence[float]) -> float:
-    """(Rankers saved with ``grids``, before ``domain_signals``.) The share of in-domain items at or below ``value`` (``grid``: the in-domain quantiles at
-    0, 5, …, 100%), at least 0.5% within their range; below the lowest in-domain value it keeps
-    shrinking geometrically, one power of 0.5% per (median − lowest) further down."""
+    """(Rankers saved with ``grids``, before ``domain_signals``.) The share of in-domain items at
+    or below ``value`` (``grid``: the in-domain quantiles at 0, 5, …, 100%), at least 0.5% within
+    their range; below the lowest in-domain value it keeps shrinking geometrically, one power of
+    0.5% per (median − lowest) further down."""
     if value < grid[0]:
         return 0.005 ** (1.0 + (grid[0] - value) / max(grid[len(grid) // 2] - grid[0], 1e-3))
     levels = np.linspace(0.0, 1.0, len(grid))
@@ -187,10 +189,19 @@ def domain_signals(fits: list[dict[str, float]], share: float, keys: Sequence[st
     return {"share": share, "signals": signals}
 
 
+def history_likeness(contrast: dict, vectors):
+    """The contrast's logit for one embedding (a float) or a matrix of them (an array, one per row):
+    how much a content looks like the history rather than everyday text."""
+    if "_weights" not in contrast:  # read once per ranker: recall asks for every content
+        contrast["_weights"] = np.asarray(contrast["weights"], dtype=np.float32)
+    logits = np.asarray(vectors, dtype=np.float32) @ contrast["_weights"] + contrast["bias"]
+    return round(float(logits), 4) if np.ndim(logits) == 0 else np.round(logits.astype(float), 4)
+
+
 def in_domain_probability(fit: dict[str, float], domain: dict) -> float:
     """How likely a content belongs to the knowledge base's domain, from its ``content_fit``
-    against the in-domain items' (``domain_signals``): 1 at or above the cut; below it, halved every quarter of the
-    in-domain spread."""
+    against the in-domain items' (``domain_signals``): 1 at or above each signal's cut; below it,
+    halved every ``SIGNAL_HALVING`` of the in-domain spread; the least of the signals'."""
     if domain and "signals" in domain:  # the least of the signals' probabilities: either can say the text is foreign
         probabilities = [1.0]
         for key, signal in domain["signals"].items():
@@ -247,7 +258,7 @@ class RecallRanker:
     cold_bias: float = 0.0  # added to the logit of a tag without history (``choose_cold_bias``)
     domain: dict = field(default_factory=dict)  # domain_signals of the held-out items (empty: no domain check)
     contrast: dict = field(default_factory=dict)  # {"weights", "bias"}: history against everyday texts (``history_likeness``)
-    threshold: float | None = None  # the cut with the best micro-F1 on the held-out items
+    threshold: float | None = None  # the default cut, read on the held-out items (``learned_recall``)
 
     def prior(self, tag: str) -> float:
         return self.priors.get(tag, 0.0)
@@ -262,10 +273,8 @@ class RecallRanker:
 
     def history_likeness(self, vector) -> float | None:
         """How much a content's embedding looks like the history rather than everyday text (the
-        contrast's logit); None without a contrast."""
-        if not self.contrast:
-            return None
-        return round(float(np.dot(self.contrast["weights"], np.asarray(vector, dtype=float)) + self.contrast["bias"]), 4)
+        contrast's logit, ``history_likeness``); None without a contrast."""
+        return history_likeness(self.contrast, vector) if self.contrast else None
 
     def in_domain(self, fit: dict[str, float]) -> float:
         """P(the content belongs to the knowledge base's domain) (``in_domain_probability``)."""
@@ -290,7 +299,9 @@ class RecallRanker:
                    priors=priors, items=items, pairs=int(len(y)), share_right=float(y.mean()), **info)
 
     def save(self, directory: Path) -> None:
-        (Path(directory) / FILE_NAME).write_text(json.dumps(asdict(self)), encoding="utf-8")
+        saved = asdict(self)
+        saved["contrast"] = {k: v for k, v in saved["contrast"].items() if not k.startswith("_")}  # not the cached array
+        (Path(directory) / FILE_NAME).write_text(json.dumps(saved), encoding="utf-8")
 
     @classmethod
     def load(cls, directory: Path) -> "RecallRanker | None":

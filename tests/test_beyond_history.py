@@ -21,7 +21,7 @@ from agent.explanation import departure, tags_with_why
 from agent.runtime import runtime_for
 from knowledge_base import KnowledgeBase
 from knowledge_base.learned_recall import _fit_ranker, coverage_cut, item_weights, train_learned_recall
-from knowledge_base.ranker import DOMAIN_KEYS, FEATURES, best_threshold, choose_cold_bias, domain_signals, in_domain_probability
+from knowledge_base.ranker import DOMAIN_KEYS, FEATURES, RecallRanker, best_threshold, choose_cold_bias, domain_signals, in_domain_probability
 from knowledge_base.recall import recall_candidates
 from ui.cli import main
 
@@ -208,7 +208,7 @@ def test_simulated_tags_without_history_count_as_the_share_tagging_will_meet():
     assert coverage_cut([0.0, *tops], [100 / 19, *[1.0] * 100], 0.95) == 0.0
 
 
-def test_in_domain_items_are_not_made_less_sure_by_the_simulated_tags(trained_copy):
+def test_in_domain_items_are_not_made_less_sure_by_the_simulated_tags(trained_copy, tmp_path):
     """The ranker learns on a slice where 15% of the tags lose their history; counted at that
     share, the items of those tags — where a confident classifier speaks for the wrong tag — made
     every tag with history look less sure than it is where all tags have history (on hwu64 the
@@ -234,6 +234,12 @@ def test_in_domain_items_are_not_made_less_sure_by_the_simulated_tags(trained_co
     # a knowledge base's ranker records the share it counted them as
     ranker = KnowledgeBase(trained_copy).classifier().ranker
     assert ranker.cold_items > 0 and ranker.cold_share == pytest.approx(0.02, abs=0.01)
+    # its contrast, used once (which keeps its weights as an array), saves and reloads as plain JSON
+    vector = KnowledgeBase(trained_copy).encoder.encode_one(RECIPE)[0]
+    likeness = ranker.history_likeness(vector)
+    ranker.save(tmp_path)
+    again = RecallRanker.load(tmp_path)
+    assert set(again.contrast) == {"weights", "bias", "foreign_texts", "samples"} and again.history_likeness(vector) == likeness
 
 
 def test_the_cold_bias_trades_seen_tags_for_unseen_ones_by_the_harmonic_mean():

@@ -509,13 +509,32 @@ def create_app(
     tag_errors = write_errors if base.write_back else ()
 
     # ---- errors as {"detail": ...}, never a traceback --------------------------------------
+    def failure(exc: Exception, where: str) -> tuple[int, str, dict[str, str] | None]:
+        """The status, message and headers a failed request is answered with: by the exception
+        handlers below, and as the ``error`` event of a stream that has already begun."""
+        if isinstance(exc, QueueFull):
+            return (503, f"the tagging queue is full ({queue.workers} running, {queue.max_waiting} waiting); retry in {exc.retry_after} s",
+                    {"Retry-After": str(exc.retry_after)})
+        if isinstance(exc, Llm4tagError):
+            if isinstance(exc, ConflictError):
+                status = 409
+            elif isinstance(exc, TooManyReviewsError):
+                status = 429
+            elif isinstance(exc, DiskFullError):
+                status = 507  # Insufficient Storage
+            else:
+                status = 503 if isinstance(exc, (BackendError, KnowledgeBaseError)) and not isinstance(exc, InputError) else 400
+            return status, str(exc), None
+        log.exception("unexpected error on %s", where, exc_info=exc)
+        return 500, f"internal error ({type(exc).__name__}); the server log has the details", None
+
+    def failed(request: Request, exc: Exception) -> SafeJSONResponse:
+        status, detail, headers = failure(exc, f"{request.method} {request.url.path}")
+        return SafeJSONResponse({"detail": detail}, status_code=status, headers=headers)
+
     @app.exception_handler(QueueFull)
     async def _queue_full(request: Request, exc: QueueFull):
-        return JSONResponse(
-            {"detail": f"the tagging queue is full ({queue.workers} running, {queue.max_waiting} waiting); retry in {exc.retry_after} s"},
-            status_code=503,
-            headers={"Retry-After": str(exc.retry_after)},
-        )
+        return failed(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -530,20 +549,11 @@ def create_app(
 
     @app.exception_handler(Llm4tagError)
     async def _llm4tag_error(request: Request, exc: Llm4tagError):
-        if isinstance(exc, ConflictError):
-            status = 409
-        elif isinstance(exc, TooManyReviewsError):
-            status = 429
-        elif isinstance(exc, DiskFullError):
-            status = 507  # Insufficient Storage
-        else:
-            status = 503 if isinstance(exc, (BackendError, KnowledgeBaseError)) and not isinstance(exc, InputError) else 400
-        return SafeJSONResponse({"detail": str(exc)}, status_code=status)
+        return failed(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return SafeJSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"}, status_code=500)
+        return failed(request, exc)
 
     # ---- endpoints ---------------------------------------------------------------------------
     @app.post("/v1/tag", response_model=TagResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 429, 503, *write_errors), tags=["tagging"])
@@ -601,15 +611,8 @@ def create_app(
                 return
             try:
                 final = await queue.run(tag_text, request.text, request.title, ctx)
-            except QueueFull as exc:
-                yield _event("error", json.dumps({"detail": f"the tag queue is full; the fast answer stands, retry in {exc.retry_after} s"}))
-                return
-            except Llm4tagError as exc:
-                yield _event("error", json.dumps({"detail": str(exc)}))
-                return
-            except Exception as exc:  # the response has begun: the client reads the failure as an event, the log has the details
-                log.exception("unexpected error while streaming /v1/tag/stream")
-                yield _event("error", json.dumps({"detail": f"internal error ({type(exc).__name__}); the server log has the details"}))
+            except Exception as exc:  # the response has begun: the failure is an event, with the message a status code would carry
+                yield _event("error", json.dumps({"detail": failure(exc, "POST /v1/tag/stream")[1]}))
                 return
             yield _event("final", _tag_response(final, request.id, digest, started, request.explain).model_dump_json())
 
