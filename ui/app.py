@@ -8,6 +8,8 @@ and shows the knowledge base. ``llm4tag app`` starts it; so does ``python -m ui.
   ``undo`` — feedback is written to the knowledge base at once (a sample with correct and
   incorrect tags, and deterministic graph edges). The threshold slider re-filters the last
   result from the judgments already made, without running the model again.
+- **Queue**: a file of texts reviewed one record at a time with the keyboard, each decision learned
+  at once and what is left re-ordered (``ui.queue_tab``, ``agent.annotation``).
 - **Batch**: a JSONL or CSV file in, a JSONL file of tags out, with a progress bar; a bad row is
   reported in the output and the summary, and the batch goes on.
 - **Knowledge base**: statistics, tag search, a picture of a node's neighbourhood in the
@@ -59,6 +61,8 @@ from .logic import (  # noqa: E402
     read_dropped_file,
     resolve_tags,
 )
+from .queue_tab import CSS as QUEUE_CSS  # noqa: E402
+from .queue_tab import KEYS_SCRIPT, build_queue_tab  # noqa: E402
 
 log = logging.getLogger("llm4tag.ui")
 
@@ -657,6 +661,9 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                 undo_btn.click(app.press("undo"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
                 threshold.change(app.refilter, [threshold, session, chatbot], [panel, chatbot], show_progress="hidden", api_visibility="private")
 
+            with gr.Tab("Queue", id="queue"):
+                build_queue_tab(kb_dir, demo)
+
             with gr.Tab("Batch", id="batch"):
                 gr.Markdown(
                     "Tag a whole file with the settings of the Tag page. **JSONL**: one `{\"id\": …, \"text\": …}` per line "
@@ -803,7 +810,8 @@ def guarded_app(demo: gr.Blocks, token: str | None, mcp: bool):
     from .guard import LocalOnly, TokenGate
 
     outer = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    outer = gr.mount_gradio_app(outer, demo, path="", mcp_server=mcp, ssr_mode=False, theme=gr.themes.Soft(), css=CSS)
+    outer = gr.mount_gradio_app(outer, demo, path="", mcp_server=mcp, ssr_mode=False, theme=gr.themes.Soft(), css=CSS + QUEUE_CSS,
+                                 head=KEYS_SCRIPT)
     return TokenGate(outer, token) if token else LocalOnly(outer)
 
 
@@ -830,7 +838,7 @@ def launch(kb_dir: str | None = None, host: str = "127.0.0.1", port: int = 7860,
     if token and share:  # Gradio's tunnel needs its own launch: its login guards the page and API; MCP stays off
         print("note: over a share link the page and API need the login llm4tag / TOKEN; the MCP server is off")
         return demo.launch(server_name=host, server_port=port, share=True, mcp_server=False, ssr_mode=False, auth=("llm4tag", token),
-                           theme=gr.themes.Soft(), css=CSS, **launch_options)
+                           theme=gr.themes.Soft(), css=CSS + QUEUE_CSS, head=KEYS_SCRIPT, **launch_options)
     import uvicorn
 
     if token:
