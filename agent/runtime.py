@@ -284,6 +284,11 @@ class Runtime:
             self._retraining.start()
             return self._retraining
 
+    def retraining(self) -> threading.Thread | None:
+        """The background retraining started by ``retrain_if_due`` while it runs, else None."""
+        with self._lock:
+            return self._retraining if self._retraining is not None and self._retraining.is_alive() else None
+
     # ---- model and confidence --------------------------------------------------------------
     def training_record(self) -> dict:
         """What ``training.json`` says (empty when the knowledge base was never trained)."""

@@ -55,7 +55,7 @@ def ensure_kb(name: str) -> Path:
         llm4tag("--kb", str(kb), "kb", "load-samples", str(DATA / name / "train.jsonl"))
     ranker = kb / "classifier" / "ranker.json"
     saved = json.loads(ranker.read_text()) if ranker.is_file() else {}
-    if "history" not in saved.get("features", []) or "contrast" not in saved:  # predates the current features, weighting or contrast
+    if "learned_logit" not in saved.get("features", []) or "contrast" not in saved:  # predates the current features, weighting or contrast
         llm4tag("--kb", str(kb), "kb", "train-classifier")
     return kb
 
