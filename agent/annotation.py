@@ -9,10 +9,10 @@ it — are re-scored in the background, so what was learned reorders what is lef
 learned recall path is retrained (after ``retrain_after`` new samples), every undecided record is
 re-scored. A record is re-scored again before it is shown if anything was learned since.
 
-Order: most uncertain first (the suggestion closest to the threshold: uncertainty sampling, the
-active-learning convention), by score (surest first, for bulk acceptance) or file order. The
-records and decisions live in the knowledge base (``knowledge_base.annotation_queue``), so they
-survive a page reload and a restart.
+Order: most uncertain first (the record a person is expected to correct most: the expected number
+of wrong pre-selections, ``knowledge_base.annotation_queue.uncertainty``), by score (surest first,
+for bulk acceptance) or file order. The records and decisions live in the knowledge base
+(``knowledge_base.annotation_queue``), so they survive a page reload and a restart.
 
 ::
 

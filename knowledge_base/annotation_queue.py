@@ -32,7 +32,7 @@ Status = Literal["open", "skipped", "accepted", "changed", "rejected"]
 DECIDED = ("accepted", "changed", "rejected")
 Order = Literal["uncertain", "score", "file"]
 ORDERS: dict[str, str] = {  # how the next record is chosen among the undecided ones (skipped ones come after the open ones)
-    "uncertain": "uncertainty DESC, position",  # the record whose suggestions lie closest to the threshold first
+    "uncertain": "uncertainty DESC, position",  # the record a person is expected to correct most first
     "score": "top DESC, position",  # the surest suggestion first (for bulk acceptance)
     "file": "position",
 }
@@ -96,15 +96,16 @@ class QueueCounts:
 
 
 def uncertainty(suggestions: Iterable[tuple[str, float | None]], threshold: float) -> float:
-    """How undecided a record's suggestions are, 0 to 1: one minus the distance of the suggestion
-    closest to the threshold, in units of the room on its side of it (1: a suggestion at the
-    threshold; 0: every suggestion certain either way). The usual uncertainty sampling for
-    multi-label suggestions cut at a threshold; with no confidence, 1 (nothing is known)."""
+    """How much a person is expected to correct on a record: the expected number of suggestions
+    whose pre-selection is wrong — a pre-selected tag (confidence ≥ threshold) is wrong with
+    probability 1 − p, a tag left out is missed with probability p (expected-error reduction's
+    quantity, Roy & McCallum 2001, for calibrated multi-label suggestions). 0: every suggestion
+    certain either way; a record whose first tag is a coin toss scores about 0.5, one with several
+    doubtful tags more. With no confidence (no trained ranker) every record scores the same."""
     scores = [p for _, p in suggestions if p is not None]
     if not scores:
         return 1.0
-    room = lambda p: threshold if p < threshold else 1.0 - threshold  # noqa: E731
-    return round(max(1.0 - abs(p - threshold) / max(room(p), 1e-6) for p in scores), 4)
+    return round(sum(1.0 - p if p >= threshold else p for p in scores), 4)
 
 
 class QueueStore:

@@ -41,11 +41,12 @@ def queue_file(records, tmp_path_factory):
     return path
 
 
-def test_uncertainty_is_highest_at_the_threshold_and_zero_for_certain_suggestions():
-    assert uncertainty([("a", 0.4)], 0.4) == 1.0
-    assert uncertainty([("a", 1.0), ("b", 0.0)], 0.4) == 0.0
-    assert uncertainty([("a", 0.7), ("b", 0.1)], 0.4) == pytest.approx(0.5)  # 0.7 is half-way from 0.4 to 1
-    assert uncertainty([], 0.4) == 1.0
+def test_uncertainty_is_the_expected_number_of_wrong_pre_selections():
+    assert uncertainty([("a", 1.0), ("b", 0.0)], 0.4) == 0.0  # certain either way
+    assert uncertainty([("a", 0.5)], 0.4) == 0.5  # pre-selected, wrong half the time
+    assert uncertainty([("a", 0.7), ("b", 0.3)], 0.4) == pytest.approx(0.6)  # 0.3 wrong + 0.3 missed
+    assert uncertainty([("a", 0.95), ("b", 0.02)], 0.4) < uncertainty([("a", 0.45), ("b", 0.35)], 0.4)
+    assert uncertainty([("a", None)], 0.4) == uncertainty([], 0.4) == 1.0
 
 
 def test_a_loaded_file_is_queued_with_suggestions_and_shown_in_the_order_asked(trained_kb_copy, queue_file, records):

@@ -274,3 +274,53 @@ def test_api_and_mcp_server_are_on(app_server):
     assert tools["tag"]["inputSchema"]["required"] == ["text"]
     hits = Client(url, verbose=False).predict(query="i18n", limit=2, api_name="/search_tags")
     assert hits[0]["tag"] == "devel::i18n"
+
+
+def test_queue_tab_keys_counts_and_a_reload(page, app_server, tmp_path):
+    """An annotator's queue: a file loaded, decisions by keys only (1 toggles the first tag, Enter
+    accepts, S skips, X rejects), counts that follow, and all of it still there after a reload."""
+    _, kb_dir = app_server
+    records = [{"id": f"queue-{i}", "text": ex["text"]} for i, ex in enumerate(demo_examples()[3:7])]
+    source = tmp_path / "to-review.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    page.get_by_role("tab", name="Queue").click()
+    record, progress, report = page.locator("#queue-record"), page.locator("#queue-progress"), page.locator("#queue-report")
+    expect(record).to_contain_text("No record to review", timeout=60_000)
+    page.locator("#queue-input input[type=file]").set_input_files(str(source))
+    page.locator("#queue-load").click()
+    expect(report).to_contain_text("4 records queued", timeout=STEP_S * 1000)
+    expect(progress).to_contain_text("0 of 4 decided")
+    boxes = page.locator("#queue-tags input[type=checkbox]")
+    expect(boxes.first).to_be_attached()
+    first = record.locator("code").first.inner_text()
+    shown = next(r["text"] for r in records if r["id"] == first)
+    kept = [page.locator("#queue-tags label").nth(i).inner_text().split(" · ")[1] for i in range(boxes.count()) if boxes.nth(i).is_checked()]
+    assert kept, "the tags the Tag page keeps are pre-selected"
+    page.screenshot(path=ARTIFACTS / "ui-08-queue.png", full_page=True)
+
+    page.locator("#queue-progress").click()  # the focus on the page, not in a text box
+    was_checked = boxes.first.is_checked()
+    page.keyboard.press("1")
+    expect(boxes.first).to_be_checked(checked=not was_checked)
+    page.keyboard.press("Enter")
+    expect(progress).to_contain_text("1 of 4 decided", timeout=STEP_S * 1000)
+    expect(report).to_contain_text(f"{first}: changed")
+    expect(record.locator("code").first).not_to_have_text(first)
+    second = record.locator("code").first.inner_text()
+    page.keyboard.press("s")
+    expect(report).to_contain_text(f"Skipped {second}", timeout=60_000)
+    third = record.locator("code").first.inner_text()
+    assert third != second
+    page.keyboard.press("x")
+    expect(progress).to_contain_text("2 of 4 decided", timeout=STEP_S * 1000)
+    expect(progress).to_contain_text("1 with no suggestion right")
+    expect(progress).to_contain_text("1 skipped")
+    page.screenshot(path=ARTIFACTS / "ui-09-queue-decided.png", full_page=True)
+
+    # the decisions are in the knowledge base (the one learn path) and the queue survives a reload
+    sample = KnowledgeBase(kb_dir).get_sample(content_id(require_text(shown)))
+    assert sample is not None and list(sample.tags) == (kept[1:] if was_checked else kept)
+    page.reload()
+    page.get_by_role("tab", name="Queue").click()
+    expect(page.locator("#queue-progress")).to_contain_text("2 of 4 decided", timeout=60_000)
+    expect(page.locator("#queue-progress")).to_contain_text("1 skipped")

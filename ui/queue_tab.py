@@ -83,9 +83,11 @@ def record_html(record: QueueRecord | None, counts: QueueCounts, threshold: floa
         return "<p>No record to review. Load a <code>.jsonl</code> (one <code>{\"text\": …}</code> per line), <code>.csv</code> (a <code>text</code> column) or <code>.txt</code> file (one text per line).</p>"
     title = f"<h4>{_esc(record.title)}</h4>" if record.title else ""
     skipped = " · skipped before" if record.status == "skipped" else ""
+    scored = any(p is not None for _, p in record.suggestions)
+    kept = (f"the tags the Tag page keeps (confidence ≥ {threshold:.2f})" if scored else
+            "the tags the Tag page keeps; no confidences: this knowledge base has no trained ranker (llm4tag kb train-classifier)")
     return (f"{title}<div class='queue-text'>{_esc(record.text)}</div>"
-            f"<p style='font-size:0.85em;opacity:0.75'>record <code>{_esc(record.id)}</code>{skipped} · "
-            f"pre-selected: the tags the Tag page keeps (confidence ≥ {threshold:.2f})</p>")
+            f"<p style='font-size:0.85em;opacity:0.75'>record <code>{_esc(record.id)}</code>{skipped} · pre-selected: {kept}</p>")
 
 
 def tag_choices(record: QueueRecord | None, threshold: float) -> tuple[list[tuple[str, str]], list[str]]:
@@ -233,7 +235,7 @@ def build_queue_tab(kb_dir: str | None, demo: gr.Blocks) -> None:
             source = gr.File(label="Texts to review (.jsonl, .csv or .txt)", file_types=[".jsonl", ".csv", ".txt"], elem_id="queue-input")
             load = gr.Button("Load into the queue", elem_id="queue-load")
             order = gr.Radio(ORDERS, value="uncertain", label="Order", elem_id="queue-order",
-                             info="most uncertain: the suggestion closest to the threshold first — what a decision teaches most")
+                             info="most uncertain: the record you are expected to correct most first · surest: for bulk acceptance")
             cut = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Bulk: accept every record's suggestions at or above", elem_id="queue-cut")
             bulk = gr.Button("Accept all above", elem_id="queue-bulk")
     shown = [current, record, tags, progress, added, report]
