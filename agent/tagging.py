@@ -12,6 +12,7 @@
     tagging.recall("...", kb_dir="my-kb")     # Φ(c) with its evidence, no LLM call
     tagging.learn(result["text"], ["works-with::image"], ["use::editing"], kb_dir="my-kb")
     tagging.explain(result, "works-with::image")   # what each step knew about one tag
+    tagging.supporting_spans(result["text"], ["works-with::image"], kb_dir="my-kb")  # the words behind it
     tagging.search_tags("image", kb_dir="my-kb")
 
 A result is the tagging graph's output (``agent.state.OutputState``): ``text`` (the cleaned
@@ -39,7 +40,7 @@ from .runtime import Runtime, runtime_for
 # The tagging graph (LangGraph, LangChain: about a second to import) is imported by the calls that
 # run it, so ``recall``, ``learn`` and ``search_tags`` answer without it.
 
-__all__ = ["explain", "learn", "pending_review", "recall", "review", "search_tags", "tag", "tag_stream"]
+__all__ = ["explain", "learn", "pending_review", "recall", "review", "search_tags", "supporting_spans", "tag", "tag_stream"]
 
 
 def _context(context: Context | None, overrides: dict) -> Context:
@@ -288,6 +289,19 @@ def recall(text: str, *, context: Context | None = None, base: RecallConfig | No
     rt = runtime_for(ctx.kb_dir)
     cleaned = require_text(text)
     return rt.recall(cleaned, ctx.recall_config(base or rt.kb.config.recall), own_id=_content_id(cleaned))
+
+
+def supporting_spans(text: str, tags: Iterable[str], *, context: Context | None = None, **overrides) -> dict[str, list[dict]]:
+    """The words behind each tag: the runs of the (cleaned) text whose removal lowers recall's score
+    for it the most (occlusion, ``knowledge_base.attribution``), as ``{tag: [{"start", "end",
+    "text", "drop"}]}`` with character offsets in the cleaned text (a result's ``text``)."""
+    from knowledge_base.attribution import supporting_spans as spans_of
+
+    ctx = _context(context, overrides)
+    rt = runtime_for(ctx.kb_dir)
+    cleaned = require_text(text)
+    spans = spans_of(rt.kb, cleaned, tags, ctx.recall_config(rt.kb.config.recall), own_id=_content_id(cleaned))
+    return {tag: [s.to_dict() for s in found] for tag, found in spans.items()}
 
 
 def search_tags(query: str, limit: int = 10, *, kb_dir: str | None = None) -> list[dict]:

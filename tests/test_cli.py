@@ -78,7 +78,7 @@ def test_tag_command_json_and_explain(runner, small_kb_dir):
     assert 1 <= len(data["tags"]) <= 2 + len(data["selection"]["from_history"])
     r = runner.invoke(main, ["--kb", str(small_kb_dir), "tag", text, "--explain", "--no-calibrate", "--limit", "2"])
     assert r.exit_code == 0, r.output
-    for heading in ("candidates (", "examples (", "knowledge (", "generator:", "tags:"):
+    for heading in ("candidates (", "examples (", "knowledge (", "generator:", "words behind each tag", "tags:"):
         assert heading in r.output
 
 

@@ -102,6 +102,10 @@ def test_tag_without_the_llm_answers_from_recall_alone(client):
     assert all(j["p_yes"] is None for j in body["details"]["judgments"])
     assert [t["tag"] for t in body["tags"]] == [c["tag"] for c in body["candidates"]][: len(body["tags"])]
     assert all(t["origin"] == "recall" for t in body["tags"])
+    # the words behind each kept tag, as offsets into the cleaned text
+    spans, text = body["details"]["spans"], body["details"]["text"]
+    assert set(spans) == {t["tag"] for t in body["tags"]} and any(spans.values())
+    assert all(text[s["start"]:s["end"]] == s["text"] and s["drop"] > 0 for found in spans.values() for s in found)
 
 
 def _events(response) -> list[tuple[str, dict]]:

@@ -172,6 +172,15 @@ def test_tag_review_learn_and_refilter(page, app_server):
     assert shown and len(shown) <= len(page.locator("#l4t-panel .l4t-tag").all())
     page.screenshot(path=ARTIFACTS / "ui-03-threshold-zero.png")
 
+    # explain a tag: the words behind it are highlighted in the text
+    send(page, f"explain {shown[0]}")
+    expect(chat.get_by_text("Words behind it")).to_be_visible(timeout=60_000)
+    marks = chat.locator("mark")
+    expect(marks.first).to_be_visible()
+    assert all(" ".join(m.inner_text().split()) in " ".join(text.split()) for m in marks.all())
+    chat.get_by_text("Words behind it").scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "ui-03b-explain-words.png")
+
     # accept: the knowledge base gets the sample with the shown tags at once
     cid = content_id(require_text(text))
     before = KnowledgeBase(kb_dir).stats()["samples"]

@@ -299,7 +299,13 @@ class TaggingApp:
         if command.action == "explain":
             if not command.tags:
                 return fail("Name the tag: explain TAG")
-            return say("\n\n".join(render.explanation_markdown(tagging.explain(result, t), threshold, session.get("verdict")) for t in command.tags))
+            try:  # the words behind each tag (occlusion over recall): a failure there leaves the rest of the explanation
+                spans = tagging.supporting_spans(result["text"], command.tags, kb_dir=self.kb_dir)
+            except Exception as exc:
+                log.warning("no evidence spans: %s", exc)
+                spans = {}
+            return say("\n\n".join(render.explanation_markdown(tagging.explain(result, t), threshold, session.get("verdict"),
+                                                               spans.get(t), result["text"]) for t in command.tags))
         try:
             kb = self.kb()
             if command.tags:

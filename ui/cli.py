@@ -482,6 +482,11 @@ def tag_command(ctx, text, as_json, explain, **options):
             moved = departure(j, next((c for c in result["candidates"] if c["tag"] == j["tag"]), None), result.get("recall_fit"))
             if moved:
                 click.echo(f"    {moved}")
+        kept = [t["tag"] for t in result["tags"]]
+        if kept:
+            click.echo("words behind each tag (removing them lowers recall's score for it the most):")
+            for tag, spans in tagging.supporting_spans(result["text"], kept, context=context).items():
+                click.echo(f"  {tag}: " + (" · ".join(f"«{s['text']}» (−{s['drop']:.2f})" for s in spans) or "no part of the text alone moves it"))
         click.echo("tags:")
     if not result["tags"]:
         click.echo("(no tag passed the confidence threshold)")

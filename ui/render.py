@@ -357,8 +357,27 @@ def working_panel(text: str) -> str:
             '<p style="color:#6b7280">Finding its tags… the first ones appear here when recall is done.</p></div>')
 
 
-def explanation_markdown(explained: dict, threshold: float, verdict: dict | None = None) -> str:
-    """Why a tag was, or was not, proposed: ``agent.tagging.explain``'s facts, in Markdown."""
+def highlighted(text: str, spans: list[dict], limit: int = 600) -> str:
+    """The text (HTML-escaped, cut to about ``limit`` characters around the spans) with its spans in ``<mark>``."""
+    if not spans:
+        return _esc(clip(text, limit))
+    first, last = spans[0]["start"], spans[-1]["end"]
+    lo = max(0, min(first - 80, last - limit))
+    hi = min(len(text), max(last + 80, lo + limit))
+    out, at = [], lo
+    for s in spans:
+        if s["end"] <= lo or s["start"] >= hi:
+            continue
+        out += [_esc(text[at:s["start"]]), f"<mark>{_esc(text[s['start']:s['end']])}</mark>"]
+        at = s["end"]
+    out.append(_esc(text[at:hi]))
+    return ("…" if lo > 0 else "") + "".join(out).replace("\n", " ") + ("…" if hi < len(text) else "")
+
+
+def explanation_markdown(explained: dict, threshold: float, verdict: dict | None = None, spans: list[dict] | None = None,
+                         text: str | None = None) -> str:
+    """Why a tag was, or was not, proposed: ``agent.tagging.explain``'s facts, in Markdown; with
+    ``spans`` (``tagging.supporting_spans``) of ``text``, the words behind it highlighted."""
     tag = explained["tag"]
     lines = [f"**Why `{_md(tag)}`?**", ""]
     cand = explained["candidate"]
@@ -387,6 +406,10 @@ def explanation_markdown(explained: dict, threshold: float, verdict: dict | None
                 lines.append(f"- **Why the confidence differs from the judge:** {_md(j['moved_by'])}")
     for e in explained["examples"]:
         lines.append(f"- **Example:** {_md(e['id'])} (similarity {e['similarity']:.2f}) has it marked {e['marked']}")
+    if spans and text:
+        lines.append("- **Words behind it** (removing them lowers recall's score for it the most): " + highlighted(text, spans))
+    elif spans is not None and cand is not None:
+        lines.append("- **Words behind it:** no part of the text alone moves recall's score for it")
     verdict = verdict or {}
     if tag in verdict.get("correct", []):
         lines.append("- **Your feedback:** accepted")

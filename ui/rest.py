@@ -152,7 +152,8 @@ class TagRequest(TagOptions):
     text: NonBlankText = Field(min_length=1, description="The content to tag.")
     title: ValidText | None = Field(default=None, max_length=1000, description="Optional title, prepended to the text.")
     id: ValidText | None = Field(default=None, max_length=MAX_ID_CHARS, description="Your id for the content; echoed back.")
-    explain: bool = Field(default=False, description="Also return examples, knowledge snippets, the generator's raw selection and the judgments.")
+    explain: bool = Field(default=False, description="Also return examples, knowledge snippets, the generator's raw selection, the judgments "
+                                                     "and the words behind each tag (spans of the cleaned text, whose removal lowers recall's score for it most).")
 
 
 class TagOut(BaseModel):
@@ -179,7 +180,8 @@ class TagResponse(BaseModel):
     candidates: list[CandidateOut] = Field(description="The recalled candidate set Φ(c); tags are always chosen from it.")
     notes: list[str]
     seconds: float
-    details: dict[str, Any] | None = Field(default=None, description="With explain: examples, knowledge, selection, judgments, timings.")
+    details: dict[str, Any] | None = Field(default=None, description="With explain: examples, knowledge, selection, judgments, timings, "
+                                                                       "and (on /v1/tag) text and spans: {tag: [{start, end, text, drop}]}.")
     review: dict[str, Any] | None = Field(default=None, description="With review: status pending (with the proposed tags) until a decision, then reviewed (what was decided).")
     route: dict[str, Any] | None = Field(default=None, description="Whether the language model ran for this text and why: {mode, llm, reason}.")
     threshold: float | None = Field(default=None, description="The confidence threshold the tags were cut at.")
@@ -565,12 +567,19 @@ def create_app(
             require_token(credentials)
         started = time.perf_counter()
         result = await queue.run(tag_text, request.text, request.title, ctx)
-        return _tag_response(result, request.id, text_digest(request.text), started, request.explain)
+        spans = None
+        if request.explain:  # the words behind each kept tag, in this process (recall only: no model call)
+            spans = await anyio.to_thread.run_sync(partial(tagging.supporting_spans, result["text"], [t["tag"] for t in result["tags"]],
+                                                           context=ctx))
+        return _tag_response(result, request.id, text_digest(request.text), started, request.explain, spans)
 
-    def _tag_response(result: dict, given_id: str | None, digest: str, started: float, explain: bool = False) -> TagResponse:
+    def _tag_response(result: dict, given_id: str | None, digest: str, started: float, explain: bool = False,
+                      spans: dict | None = None) -> TagResponse:
         details = None
         if explain:
             details = {k: result.get(k) for k in ("similar_contents", "examples", "knowledge", "selection", "judgments", "timings")}
+            if spans is not None:
+                details |= {"text": result["text"], "spans": spans}
         return TagResponse(
             id=given_id,
             content_id=result["content_id"],
