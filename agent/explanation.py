@@ -98,10 +98,15 @@ def tags_with_why(result: dict) -> list[dict]:
             for t in result.get("tags") or []]
 
 
-def compact_result(result: dict) -> dict:
-    """A model-friendly summary of a result (what the LangChain and MCP tools return)."""
+def compact_result(result: dict, spans: dict[str, list[dict]] | None = None) -> dict:
+    """A model-friendly summary of a result (what the LangChain and MCP tools return); with
+    ``spans`` (``tagging.supporting_spans``) each tag also lists the ``words`` behind it."""
+    tags = tags_with_why(result)
+    if spans is not None:
+        for t in tags:
+            t["words"] = [s["text"] for s in spans.get(t["tag"], [])]
     return {
-        "tags": tags_with_why(result),
+        "tags": tags,
         "candidates_considered": len(result.get("candidates") or []),
         "content_id": result.get("content_id"),
         **({"threshold": result["threshold"]} if result.get("threshold") is not None else {}),

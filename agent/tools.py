@@ -36,7 +36,7 @@ from knowledge_base.errors import Llm4tagError
 
 from .context import Context
 from .explanation import compact_result
-from .tagging import tag
+from .tagging import supporting_spans, tag
 
 TOOL_NAME = "tag_content"
 TOOL_DESCRIPTION = (
@@ -62,6 +62,7 @@ class TagContentArgs(BaseModel):
     llm: Literal["auto", "full", "fast"] | None = Field(
         default=None, description="auto (default): the language model only where it can change the answer; full: always; fast: never (milliseconds)."
     )
+    explain: bool = Field(default=False, description="Also list, for each tag, the words of the text behind it (those whose removal lowers its score most).")
 
 
 def invalid_arguments(exc: ValidationError, tool: str) -> str:
@@ -90,12 +91,14 @@ def make_tagging_tool(context: Context | None = None) -> StructuredTool:
     base = context or Context.from_env()
 
     def tag_content(text: str, mode: str | None = None, max_tags: int | None = None, threshold: float | None = None,
-                    llm: str | None = None) -> dict:
+                    llm: str | None = None, explain: bool = False) -> dict:
+        ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, llm=llm)
         try:
-            result = tag(text, context=base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, llm=llm))
+            result = tag(text, context=ctx)
+            spans = supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
         except Llm4tagError as exc:
             raise ToolException(str(exc)) from exc
-        return compact_result(result)
+        return compact_result(result, spans)
 
     return StructuredTool.from_function(
         func=tag_content,

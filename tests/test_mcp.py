@@ -41,7 +41,8 @@ async def session_run(kb_dir: Path, known: list[str]) -> dict:
             seen["recall"] = payload(await session.call_tool("recall", {"text": demo_examples()[0]["text"], "budget": 6}))
             seen["learn"] = payload(await session.call_tool(
                 "learn", {"text": "An MCP-taught sample about a chess engine", "correct": [known[0]], "incorrect": [known[1]], "id": "mcp-1"}))
-            seen["tag_learned"] = payload(await session.call_tool("tag", {"text": "An MCP-taught sample about a chess engine", "llm": False}))
+            seen["tag_learned"] = payload(await session.call_tool("tag", {"text": "An MCP-taught sample about a chess engine", "llm": False,
+                                                                          "explain": True}))
             seen["recall_learned"] = payload(await session.call_tool("recall", {"text": "An MCP-taught sample about a chess engine", "budget": 6}))
             seen["learn_unknown"] = await session.call_tool("learn", {"text": "anything", "correct": ["no::such-tag"]})
             seen["tag_empty"] = await session.call_tool("tag", {"text": "   "})
@@ -70,7 +71,7 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
     assert seen["server"] == "llm4tag"
     assert set(seen["tools"]) == {"tag", "recall", "learn", "search_tags", "change_tag"}
     assert seen["tools"]["learn"].inputSchema["required"] == ["text", "correct"]
-    assert set(seen["tools"]["tag"].inputSchema["properties"]) == {"text", "mode", "max_tags", "threshold", "llm", "review"}
+    assert set(seen["tools"]["tag"].inputSchema["properties"]) == {"text", "mode", "max_tags", "threshold", "llm", "review", "explain"}
     assert all(tool.description for tool in seen["tools"].values())
 
     hits = seen["search"]
@@ -90,6 +91,8 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
     # the verdict decides the next answer for that text, in tag and recall alike
     learned = [t["tag"] for t in seen["tag_learned"]["tags"]]
     assert learned[0] == known[0] and known[1] not in learned
+    # with explain, each tag lists the words of the text behind it
+    assert all("words" in t and all(w in "An MCP-taught sample about a chess engine" for w in t["words"]) for t in seen["tag_learned"]["tags"])
     assert seen["recall_learned"]["candidates"][0]["tag"] == known[0]
     assert any(e["path"] == "memory" for e in seen["recall_learned"]["candidates"][0]["evidence"])
 

@@ -27,7 +27,7 @@ def test_tool_has_a_typed_argument_schema():
     assert tool.name == TOOL_NAME == "tag_content"
     assert tool.args_schema is TagContentArgs
     schema = tool.tool_call_schema.model_json_schema()
-    assert set(schema["properties"]) == {"text", "mode", "max_tags", "threshold", "llm"}
+    assert set(schema["properties"]) == {"text", "mode", "max_tags", "threshold", "llm", "explain"}
     assert schema["required"] == ["text"]
     assert "confidence" in tool.description
 
@@ -51,6 +51,10 @@ def test_tool_runs_inside_a_langgraph_tool_node(small_kb_dir):
         assert 0.0 <= t["confidence"] <= 1.0
         assert t["why"].endswith(f"confidence {t['confidence']:.2f}")
         assert "C2T" in t["why"] or "C2C2T" in t["why"] or "match" in t["why"]
+    # with explain, each tag lists the words of the text behind it
+    explained = tool.invoke({"text": TEXT, "max_tags": 2, "threshold": 0.0, "llm": "fast", "explain": True})
+    assert explained["tags"] and all(set(t) == {"tag", "confidence", "why", "words"} for t in explained["tags"])
+    assert any(t["words"] for t in explained["tags"]) and all(w in TEXT for t in explained["tags"] for w in t["words"])
 
 
 def test_unusable_input_comes_back_as_the_tools_answer(small_kb_dir):

@@ -281,8 +281,12 @@ def test_api_and_mcp_server_are_on(app_server):
     assert {"tag", "learn", "search_tags"} <= set(tools)
     assert "calibrated confidence" in tools["tag"]["description"]
     assert tools["tag"]["inputSchema"]["required"] == ["text"]
-    hits = Client(url, verbose=False).predict(query="i18n", limit=2, api_name="/search_tags")
+    client = Client(url, verbose=False)
+    hits = client.predict(query="i18n", limit=2, api_name="/search_tags")
     assert hits[0]["tag"] == "devel::i18n"
+    assert "explain" in tools["tag"]["inputSchema"]["properties"]
+    tagged = client.predict(text=TEXTS[1], llm="fast", explain=True, api_name="/tag")
+    assert tagged["tags"] and all(w in TEXTS[1] for t in tagged["tags"] for w in t["words"]) and any(t["words"] for t in tagged["tags"])
 
 
 def test_queue_tab_keys_counts_and_a_reload(page, app_server, tmp_path):

@@ -378,7 +378,7 @@ class TaggingApp:
 
     # ---- API / MCP -------------------------------------------------------------------------
     def tag(self, text: str, mode: str = "multi", threshold: float | None = None, max_tags: int = 5, llm: str | None = None,
-            backend: str | None = None) -> dict:
+            backend: str | None = None, explain: bool = False) -> dict:
         """Tag a text with llm4tag: graph-based candidate recall, knowledge-enhanced LLM selection and calibrated confidence.
 
         Args:
@@ -388,20 +388,23 @@ class TaggingApp:
             max_tags: at most this many tags in multi mode.
             llm: "auto" (default): the language model only where it can change the answer; "full": always; "fast": never (milliseconds).
             backend: leave it out for the server's model; otherwise one of the backends its operator allowed at start.
+            explain: also list, for each tag, the words of the text behind it ("words": those whose removal lowers its score most).
 
         Returns:
-            A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin", "why"), "below_threshold" (scored tags that were left out, with confidence), "candidates" (the recalled tag names), "threshold" (the cut used), "llm" (whether the language model ran) and "notes".
+            A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin", "why", and with explain "words"), "below_threshold" (scored tags that were left out, with confidence), "candidates" (the recalled tag names), "threshold" (the cut used), "llm" (whether the language model ran) and "notes".
         """
         try:
             ctx = replace(Context.from_env(mode=mode, threshold=None if threshold is None else float(threshold), max_tags=int(max_tags),
                                            llm=llm or None, backend=check_backend(backend)), kb_dir=self.kb_dir)
             result = tagging.tag(text, context=ctx)
+            spans = tagging.supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
         kept = {t["tag"] for t in result["tags"]}
         return {
             "content_id": result["content_id"],
-            "tags": [{**{k: t[k] for k in ("tag", "confidence", "description", "origin")}, "why": w["why"]}
+            "tags": [{**{k: t[k] for k in ("tag", "confidence", "description", "origin")}, "why": w["why"],
+                      **({"words": [s["text"] for s in spans.get(t["tag"], [])]} if spans is not None else {})}
                      for t, w in zip(result["tags"], tags_with_why(result))],
             "below_threshold": [{"tag": j["tag"], "confidence": confidence_of(j)} for j in result["judgments"] if j["tag"] not in kept],
             "candidates": [c["tag"] for c in result["candidates"]],

@@ -92,6 +92,7 @@ def build_server(context: Context | None = None) -> FastMCP:
             default=None, description="auto (default): the language model only where it can change the answer; full (or true): always; "
                                       "fast (or false): fused recall only, no language model (milliseconds)."),
         review: bool | None = Field(default=None, description="true: hold the tags for a person's review; a later learn of the same text resumes it."),
+        explain: bool = Field(default=False, description="Also list, for each tag, the words of the text behind it (those whose removal lowers its score most)."),
         call: McpContext = None,
     ) -> dict:
         """Tag a text: tags from the repository, each with a confidence (P(tag is right), fused from recall and the LLM) and why it was chosen. A client that asks for progress gets fused recall's answer first, as a progress message, while the language model refines it."""
@@ -100,7 +101,12 @@ def build_server(context: Context | None = None) -> FastMCP:
             fast = await _run(lambda: compact_result(tagging.tag(text, context=ctx.with_overrides(llm="fast"))))
             shown = ", ".join(f"{t['tag']} {t['confidence']:.2f}" for t in fast["tags"] if t.get("confidence") is not None) or "no tag"
             await call.report_progress(1, 2, message=f"first answer (fused recall, no language model): {shown}")
-        return await _run(lambda: compact_result(tagging.tag(text, context=ctx)))
+        def run() -> dict:
+            result = tagging.tag(text, context=ctx)
+            spans = tagging.supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
+            return compact_result(result, spans)
+
+        return await _run(run)
 
     @server.tool()
     async def recall(
