@@ -181,6 +181,16 @@ def test_tag_review_learn_and_refilter(page, app_server):
     chat.get_by_text("Words behind it").scroll_into_view_if_needed()
     page.screenshot(path=ARTIFACTS / "ui-03b-explain-words.png")
 
+    # one click: the part of the graph the tags came through — the text, the similar items, the tags
+    page.locator("#graph-btn").click()
+    picture = page.locator("#result-graph svg.l4t-result-graph")
+    expect(picture).to_be_visible(timeout=60_000)
+    labels = [t.text_content() for t in picture.locator("text").all()]
+    assert "this text" in labels and all(tag in labels for tag in shown if len(tag) <= 26), labels
+    expect(page.locator("#result-graph")).to_contain_text("similar history item")
+    picture.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "ui-03c-graph-around-the-text.png")
+
     # accept: the knowledge base gets the sample with the shown tags at once
     cid = content_id(require_text(text))
     before = KnowledgeBase(kb_dir).stats()["samples"]

@@ -273,6 +273,22 @@ class TaggingApp:
         result = last["result"]
         return render.result_panel(result, rethreshold(result, float(threshold)), float(threshold), session.get("verdict"))
 
+    @staticmethod
+    def graph_picture(session: dict, threshold: float) -> str:
+        """The part of the content–tag graph the last result's tags (at the slider's threshold) came
+        through (``render.result_graph``)."""
+        last = (session or {}).get("last")
+        if not last:
+            return "<p>Tag a text first: the picture shows the graph its tags came through.</p>"
+        result = last["result"]
+        g = render.result_graph({**result, "tags": rethreshold(result, float(threshold))})
+        items = sum(1 for _, d in g.nodes(data=True) if d.get("layer") == 1)
+        cid = render._esc(last["result"].get("content_id") or "")
+        caption = (f"<p style='font-size:0.85em;opacity:0.8'>For <code>{cid}</code>: how recall reached each tag — through "
+                   f"{render.plural(items, 'similar history item')} "
+                   "(C2C2T), the tag's description (C2T) or the classifier. Hover a line for its score.</p>")
+        return render.result_graph_svg(g) + caption
+
     def refilter(self, threshold, session, history):
         """The slider: the side panel and the last answer in the conversation, at the new threshold."""
         history = list(history or [])
@@ -651,6 +667,8 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                         with gr.Row():
                             accept_btn = gr.Button("✓ Accept shown tags", elem_id="accept-btn", size="sm")
                             undo_btn = gr.Button("↶ Undo last feedback", elem_id="undo-btn", size="sm")
+                            graph_btn = gr.Button("⊶ Graph around the text", elem_id="graph-btn", size="sm")
+                        result_graph = gr.HTML(elem_id="result-graph")
                         with gr.Accordion("Settings", open=True):
                             threshold = gr.Slider(0.0, 1.0, value=defaults.threshold, step=0.01, label="Confidence threshold",
                                                   info="Re-filters the last result at once, without running the model again.", elem_id="threshold")
@@ -669,6 +687,7 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                 accept_btn.click(app.press("accept"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
                 undo_btn.click(app.press("undo"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
                 threshold.change(app.refilter, [threshold, session, chatbot], [panel, chatbot], show_progress="hidden", api_visibility="private")
+                graph_btn.click(app.graph_picture, [session, threshold], result_graph, api_visibility="private")
 
             with gr.Tab("Queue", id="queue"):
                 build_queue_tab(kb_dir, demo)

@@ -485,6 +485,97 @@ def neighbourhood_svg(g: nx.Graph, center: str, width: int = 760, height: int = 
     return "".join(parts)
 
 
+def result_graph(result: dict, more_tags: int = 3, items: int = 8) -> nx.Graph:
+    """The part of the content–tag graph a result's tags came through: the content, the similar
+    history items its C2C2T path walked (with the similarity), the kept tags and the next
+    ``more_tags`` candidates, the annotation edges from those items to those tags, the content's
+    C2T edge to a tag whose description resembles it, and (``learned``) to a tag the classifier gave. Node attribute ``layer``: 0 content,
+    1 history item, 2 tag; a tag's ``kept`` says whether the result keeps it."""
+    g = nx.Graph()
+    center = "c:" + str(result.get("content_id") or "this text")
+    g.add_node(center, layer=0, label="this text")
+    kept = [t["tag"] for t in result.get("tags") or []]
+    candidates = {c["tag"]: c for c in result.get("candidates") or []}
+    shown = kept + [t for t in candidates if t not in kept][:more_tags]
+    similar = {c["id"]: c for c in result.get("similar_contents") or []}
+    walked: dict[str, float] = {}
+    for tag in shown:
+        g.add_node("t:" + tag, layer=2, label=tag, kept=tag in kept)
+        for ev in (candidates.get(tag) or {}).get("evidence", []):
+            if ev["path"] in ("C2T", "learned") and not g.has_edge(center, "t:" + tag):  # C2T drawn over learned
+                g.add_edge(center, "t:" + tag, kind=ev["path"], weight=float(ev["score"]))
+            elif ev["path"] == "C2T":
+                g.add_edge(center, "t:" + tag, kind="C2T", weight=float(ev["score"]))
+            elif ev["path"] == "C2C2T":
+                for v in ev.get("via") or []:
+                    walked[v["id"]] = max(walked.get(v["id"], 0.0), float(v["similarity"]))
+    for item, similarity in sorted(walked.items(), key=lambda kv: -kv[1])[:items]:
+        node = "c:" + item
+        g.add_node(node, layer=1, label=item)
+        g.add_edge(center, node, kind="sim", weight=similarity)
+        for tag in shown:
+            if tag in (similar.get(item) or {}).get("tags", []) or any(
+                    v["id"] == item for ev in (candidates.get(tag) or {}).get("evidence", []) if ev["path"] == "C2C2T" for v in ev.get("via") or []):
+                g.add_edge(node, "t:" + tag, kind="det", weight=1.0)
+    return g
+
+
+def result_graph_svg(g: nx.Graph, width: int = 520, row: int = 30) -> str:
+    """A layered picture of ``result_graph``: the content on the left, the similar history items in
+    the middle, the tags on the right (kept ones amber, the others grey), one row per node so no
+    label overlaps another; C2C2T's walk drawn as similarity (dashed, thicker = more similar) then
+    annotation (solid), C2T as a dotted line straight to the tag."""
+    layers = {k: [n for n, d in g.nodes(data=True) if d.get("layer") == k] for k in (0, 1, 2)}
+    rows = max(len(layers[1]), len(layers[2]), 1)
+    height = 40 + rows * row + 50
+    columns = {0: 70, 1: width * 0.40, 2: width * 0.66}
+
+    def xy(node):
+        layer = g.nodes[node]["layer"]
+        members = layers[layer]
+        top = 30 + (rows - len(members)) * row / 2
+        return columns[layer], top + members.index(node) * row + row / 2
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+             f'style="max-width:{width}px;background:#fff;border:1px solid #e5e7eb;border-radius:8px" class="l4t-result-graph">']
+    for u, v, d in g.edges(data=True):
+        (x1, y1), (x2, y2) = xy(u), xy(v)
+        w = float(d.get("weight", 1.0))
+        style = {"det": 'stroke="#374151" stroke-width="1.6"',
+                 "C2T": 'stroke="#d97706" stroke-width="1.4" stroke-dasharray="2,3"',
+                 "learned": 'stroke="#a78bfa" stroke-width="1.2" stroke-dasharray="1,4"'}.get(
+            d["kind"], f'stroke="#60a5fa" stroke-width="{0.8 + 3 * max(0.0, w - 0.3):.1f}" stroke-dasharray="6,4"')
+        parts.append(f'<line x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" {style}><title>{_esc(d["kind"])} {w:.2f}</title></line>')
+    for node, d in g.nodes(data=True):
+        x, y = xy(node)
+        layer = d["layer"]
+        fill = "#3b82f6" if layer < 2 else ("#f59e0b" if d.get("kept") else "#d1d5db")
+        r = 10 if layer == 0 else 6
+        parts.append(f'<circle cx="{x:.0f}" cy="{y:.0f}" r="{r}" fill="{fill}" stroke="#fff" stroke-width="1.5"><title>{_esc(node)}</title></circle>')
+        label = _node_label(d.get("label", node), 26 if layer else 14)
+        # the content's label to its left, a history item's above it, a tag's to its right; a white halo over the lines
+        anchor, dx, dy = {0: ("end", -r - 6, 4), 1: ("middle", 0, -r - 4), 2: ("start", r + 6, 4)}[layer]
+        weight = "bold" if layer == 0 or d.get("kept") else "normal"
+        parts.append(f'<text x="{x + dx:.0f}" y="{y + dy:.0f}" font-size="{11 if layer == 1 else 12}" text-anchor="{anchor}" '
+                     f'font-family="sans-serif" font-weight="{weight}" fill="#111827" stroke="#fff" stroke-width="3" '
+                     f'paint-order="stroke">{_esc(label)}</text>')
+    y = height - 34
+    legend = [('<line x1="0" y1="0" x2="26" y2="0" stroke="#60a5fa" stroke-width="2" stroke-dasharray="6,4"/>', "similar item (C2C2T)"),
+              ('<line x1="0" y1="0" x2="26" y2="0" stroke="#374151" stroke-width="1.6"/>', "annotated with"),
+              ('<line x1="0" y1="0" x2="26" y2="0" stroke="#d97706" stroke-width="1.4" stroke-dasharray="2,3"/>', "C2T: like its description"),
+              ('<line x1="0" y1="0" x2="26" y2="0" stroke="#a78bfa" stroke-width="1.2" stroke-dasharray="1,4"/>', "the classifier"),
+              ('<circle cx="13" cy="0" r="5" fill="#f59e0b"/>', "kept tag"), ('<circle cx="13" cy="0" r="5" fill="#d1d5db"/>', "other candidate")]
+    x = 10
+    for mark, text in legend:
+        needed = 36 + len(text) * 6
+        if x + needed > width:  # the legend wraps rather than run off the picture
+            x, y = 10, y + 18
+        parts.append(f'<g transform="translate({x},{y - 4})">{mark}</g><text x="{x + 30}" y="{y}" font-size="11" font-family="sans-serif" fill="#374151">{text}</text>')
+        x += needed
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def neighbourhood_list(g: nx.Graph, center: str, limit: int = 40) -> str:
     if center not in g:
         return ""
