@@ -170,15 +170,12 @@ class AnnotationQueue:
     def accept_above(self, cut: float, limit: int | None = None) -> int:
         """Accept, on every undecided record, its suggested tags at or above ``cut`` (records with
         none are left); surest first, at most ``limit`` records. Returns how many were decided."""
-        decided = 0
-        while limit is None or decided < limit:
-            record = self.store.next("score", after=[])
-            sure = [t for t, p in (record.suggestions if record else []) if p is not None and p >= cut]
-            if not sure:
-                break
-            self.decide(record.id, sure)
-            decided += 1
-        return decided
+        records = [r for r in (self.store.get(rid) for rid, _, _ in self.store.undecided()) if r is not None]  # skipped ones too
+        sure = [(r, [t for t, p in r.suggestions if p is not None and p >= cut]) for r in records]
+        sure = sorted([(r, tags) for r, tags in sure if tags], key=lambda rt: -max(p for _, p in rt[0].suggestions if p is not None))
+        for record, tags in sure[:limit]:
+            self.decide(record.id, tags)
+        return len(sure[:limit])
 
     def counts(self) -> QueueCounts:
         return self.store.counts()
