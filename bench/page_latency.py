@@ -48,6 +48,27 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def start_app(kb: str | None, log_name: str) -> tuple[subprocess.Popen, str, object]:
+    """``llm4tag app`` on a free local port (on ``kb``, else the demo knowledge base), once it answers:
+    (the process, its URL, its open log file, ``bench/out/<log_name>``)."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    command = [sys.executable, "-m", "ui.cli", *(["--kb", kb] if kb else []), "app", "--port", str(port)]
+    log = open(OUT / log_name, "w") if OUT.is_dir() else open(os.devnull, "w")
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return proc, url, log
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"the app did not start; see {OUT / log_name}")
+            time.sleep(1)
+
+
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
@@ -59,23 +80,9 @@ def main() -> None:
     ap.add_argument("--modes", default="auto,fast", help="the page's language-model choices to measure")
     args = ap.parse_args()
     texts = [ex["text"] for ex in demo_examples()]
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    command = [sys.executable, "-m", "ui.cli", *(["--kb", args.kb] if args.kb else []), "app", "--port", str(port)]
-    log = open(OUT / "page_latency-app.log", "w") if OUT.is_dir() else open(os.devnull, "w")
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"})
+    proc, url, log = start_app(args.kb, "page_latency-app.log")
     results: dict = {"texts": len(texts), "rounds": args.rounds, "modes": {}}
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the app did not start; see {OUT / 'page_latency-app.log'}")
-                time.sleep(1)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1100})

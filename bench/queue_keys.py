@@ -18,10 +18,8 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +27,7 @@ OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from page_latency import CHROMIUM, CHROMIUM_ARGS, _free_port, _quantile  # noqa: E402
+from page_latency import CHROMIUM, CHROMIUM_ARGS, _quantile, start_app  # noqa: E402
 
 
 def main() -> None:
@@ -48,21 +46,8 @@ def main() -> None:
     texts = [json.loads(line) for line in (DEMO_DATA / "calibration.jsonl").read_text(encoding="utf-8").splitlines()][: args.records]
     queue_file = OUT / "queue-keys.jsonl"
     queue_file.write_text("".join(json.dumps({"id": t["id"], "text": t["text"]}) + "\n" for t in texts), encoding="utf-8")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    log = open(OUT / "queue_keys-app.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "--kb", str(kb_dir), "app", "--port", str(port)], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"})
+    proc, url, log = start_app(str(kb_dir), "queue_keys-app.log")
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the app did not start; see {OUT / 'queue_keys-app.log'}")
-                time.sleep(1)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})

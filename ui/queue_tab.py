@@ -148,16 +148,22 @@ class QueuePage:
             lines.append(f"- … and {len(report['problems']) - 10} more bad lines")
         return self.show(order, report="\n".join(lines))
 
+    @staticmethod
+    def _added_tags(queue: AnnotationQueue, added: str | None) -> list[str]:
+        """The tags typed in the "add tags" box, resolved against the repository (an unknown name is refused)."""
+        names = [n.strip() for n in (added or "").replace(",", " ").split() if n.strip()]
+        extra, unknown = resolve_tags(names, queue.runtime.kb.tag_names())
+        if unknown:
+            raise ValueError(f"not in the tag repository: {', '.join(unknown)}; search the Knowledge base tab for the exact names")
+        return extra
+
     def accept(self, current, selected, added, order):
         """Enter: the selected suggestions and the added tags are the record's tags."""
         if not current:
             return self.show(order, report="Nothing to accept: load a file first.")
         try:
             queue = self.queue()
-            names = [n.strip() for n in (added or "").replace(",", " ").split() if n.strip()]
-            extra, unknown = resolve_tags(names, queue.runtime.kb.tag_names())
-            if unknown:
-                raise ValueError(f"not in the tag repository: {', '.join(unknown)}; search the Knowledge base tab for the exact names")
+            extra = self._added_tags(queue, added)
             chosen = list(dict.fromkeys([*(selected or []), *extra]))
             if not chosen:
                 return self.reject(current, added, order)
@@ -172,10 +178,7 @@ class QueuePage:
             return self.show(order, report="Nothing to reject: load a file first.")
         try:
             queue = self.queue()
-            names = [n.strip() for n in (added or "").replace(",", " ").split() if n.strip()]
-            extra, unknown = resolve_tags(names, queue.runtime.kb.tag_names())
-            if unknown:
-                raise ValueError(f"not in the tag repository: {', '.join(unknown)}; search the Knowledge base tab for the exact names")
+            extra = self._added_tags(queue, added)
             record = queue.store.get(current)
             wrong = [t for t in (record.preselected if record else []) if t not in extra] or \
                 [t for t, _ in (record.suggestions[:1] if record else []) if t not in extra]
