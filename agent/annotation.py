@@ -6,7 +6,7 @@ same numbers the Tag page shows first — those at or above the threshold pre-se
 (accept, change, reject) goes through the one ``tagging.learn`` path at once, and the undecided
 records it can change — the nearest to the decided text, whose neighbours and memory now hold
 it — are re-scored in the background, so what was learned reorders what is left. When the
-learned recall path is retrained (``learned_recall.retrain_due``), every undecided record is
+learned recall path is retrained (after ``retrain_after`` new samples), every undecided record is
 re-scored. A record is re-scored again before it is shown if anything was learned since.
 
 Order: most uncertain first (the record a person is expected to correct most: the expected number

@@ -11,9 +11,9 @@ prints the top tag's accuracy (fused recall, ``llm=fast``) on
 - ``--held-out`` other test texts that are never queued (the same for both orders: the fair
   comparison, since each order leaves different records in the queue).
 
-The knowledge base's own settings apply (retraining after ``retrain_after`` = 200 new samples,
-or a quarter of the samples it was trained on when fewer; the bench waits for a retraining to
-finish before it measures), so the figures include what retraining adds.
+The knowledge base's own settings apply (retraining after ``retrain_after`` = 200 new samples;
+the bench waits for a retraining to finish before it measures), so the figures include what
+retraining adds.
 
     .venv/bin/python bench/annotation_queue.py                     # banking77, 500 queued, 300 held out
     .venv/bin/python bench/annotation_queue.py --set hwu64 --checkpoints 0,25,50

@@ -118,8 +118,7 @@ class KnowledgeBaseConfig:
     retrain_after: int | None = field(
         default=200,
         metadata={"help": "retrain the learned recall path in the background once this many samples arrived since it was trained "
-                          "(corrections, loads), or a quarter of those it was trained on when that is fewer (at least 20); "
-                          "None: only on request (kb train-classifier)"},
+                          "(corrections, loads); None: only on request (kb train-classifier)"},
     )
 
     @classmethod

@@ -57,8 +57,6 @@ DOMAIN_SHARE = 0.05  # in-domain items allowed below the domain cuts, all signal
 FOREIGN_TEXTS = Path(__file__).parent / "demo_data" / "foreign.jsonl"  # everyday texts (recipes, sports, weather, …) no history's tags fit
 CONTRAST_SAMPLES = 5000  # history embeddings the contrast learns from, at most
 MIN_FOREIGN = 20  # everyday texts the contrast needs
-RETRAIN_SHARE = 0.25  # a history retrains once new samples reach this share of those it was trained on (if fewer than retrain_after)
-MIN_RETRAIN = 20  # … but never for fewer new samples than this
 
 
 def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13, n_threads: int = 1,
@@ -260,16 +258,11 @@ def _priors(tag_lists: list[list[str]]) -> dict[str, float]:
 
 
 def retrain_due(kb: KnowledgeBase, samples: int | None = None) -> bool:
-    """Whether the knowledge base has a classifier and enough samples arrived since it was trained:
-    ``config.retrain_after``, or ``RETRAIN_SHARE`` of the samples it was trained on when that is
-    fewer (at least ``MIN_RETRAIN``) — a thin history learns most from its first corrections, and
-    until a retraining they reach tagging only as neighbours and memory (``bench/annotation_queue.py``:
-    on banking77 with 3 texts per tag, 100 decisions left held-out accuracy where it was, the
-    retraining after 200 lifted it). A knowledge base without a classifier never trains on its own;
+    """Whether the knowledge base has a classifier and at least ``config.retrain_after`` samples
+    arrived since it was trained (a knowledge base without one never trains on its own);
     ``samples`` is the current sample count when the caller has it."""
     after = kb.config.retrain_after
     classifier = kb.classifier() if after else None
     if classifier is None:
         return False
-    due = min(after, max(MIN_RETRAIN, int(classifier.info.samples * RETRAIN_SHARE)))
-    return (kb.collection("samples").count() if samples is None else samples) - classifier.info.samples >= due
+    return (kb.collection("samples").count() if samples is None else samples) - classifier.info.samples >= after

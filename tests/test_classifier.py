@@ -185,14 +185,3 @@ def test_words_are_kept_only_for_a_gain_the_held_out_slice_can_show():
     chosen, paired = words_earn_their_place(same + [True] * 76 + [False] * 65, same + [False] * 76 + [True] * 65)
     assert chosen == "words+embedding" and paired == {"words_only_right": 76, "embedding_only_right": 65}
     assert words_earn_their_place(same + [False] * 12, same + [True] * 12)[0] == "embedding"
-
-
-def test_a_thin_history_retrains_after_a_quarter_of_its_samples(trained_kb_dir):
-    from knowledge_base.learned_recall import MIN_RETRAIN, retrain_due
-
-    kb = KnowledgeBase(trained_kb_dir)  # read only: the due check reads the counts it is given
-    trained_on = kb.classifier().info.samples
-    quarter = max(MIN_RETRAIN, int(trained_on * 0.25))
-    assert kb.config.retrain_after > quarter  # the default 200 against 240 samples: the quarter decides
-    assert not retrain_due(kb, trained_on + quarter - 1)
-    assert retrain_due(kb, trained_on + quarter)
