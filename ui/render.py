@@ -475,7 +475,8 @@ def neighbourhood_svg(g: nx.Graph, center: str, width: int = 760, height: int = 
         ring = ' stroke="#111827" stroke-width="3"' if node == center else ' stroke="#fff" stroke-width="1.5"'
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{fill}"{ring}><title>{_esc(node)}</title></circle>')
         weight = "bold" if node == center else "normal"
-        parts.append(f'<text x="{x:.1f}" y="{y - r - 4:.1f}" font-size="11" text-anchor="middle" font-family="sans-serif" font-weight="{weight}" fill="#111827">{_esc(_node_label(node))}</text>')
+        parts.append(f'<text x="{x:.1f}" y="{y - r - 4:.1f}" font-size="11" text-anchor="middle" font-family="sans-serif" font-weight="{weight}" '
+                     f'fill="#111827" stroke="#fff" stroke-width="3" paint-order="stroke">{_esc(_node_label(node))}</text>')
     legend = [("#f59e0b", "tag"), ("#3b82f6", "content")]
     for i, (c, label) in enumerate(legend):
         parts.append(f'<circle cx="{16 + i * 80}" cy="{height - 16}" r="6" fill="{c}"/><text x="{26 + i * 80}" y="{height - 12}" font-size="11" font-family="sans-serif">{label}</text>')
