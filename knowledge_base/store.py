@@ -565,8 +565,10 @@ class KnowledgeBase:
                 for h in th:
                     if h.similarity > rc.delta_ct and h.id not in det.get(cid, ()):
                         ops.append({"op": "edge", "u": content_node(cid), "v": tag_node(h.id), "kind": "sim", "w": round(h.similarity, 4)})
-                for h in ch:
-                    if h.id != cid and h.similarity > rc.delta_cc:
+                # at most similar_contents others: the content itself is usually among the hits, but not always
+                # (an approximate index, or a content being re-written), and then one more neighbour came in
+                for h in [h for h in ch if h.id != cid][: rc.similar_contents]:
+                    if h.similarity > rc.delta_cc:
                         ops.append({"op": "edge", "u": content_node(cid), "v": content_node(h.id), "kind": "sim", "w": round(h.similarity, 4)})
         return ops
 

@@ -280,8 +280,11 @@ def test_neighbourhood_picture_of_a_real_tag(small_kb):
     svg = render.neighbourhood_svg(sub, "t:devel::i18n")
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert len(re.findall(r"<circle [^>]*><title>", svg)) == sub.number_of_nodes()
-    assert len(re.findall(r"<line [^>]*><title>", svg)) == sub.number_of_edges()
+    assert len(re.findall(r"<(?:line|path) [^>]*><title>", svg)) == sub.number_of_edges()
     assert 'stroke="#111827" stroke-width="3"' in svg  # the chosen node is ringed
+    # one row per node in its column: no two labels at the same place
+    labels = re.findall(r'<text x="(-?\d+)" y="(-?\d+)" font-size="12"', svg)
+    assert len(labels) == sub.number_of_nodes() == len(set(labels))
     listing = render.neighbourhood_list(sub, "t:devel::i18n")
     assert "| content | det |" in listing
     assert render.neighbourhood_svg(small_kb.graph.neighbourhood("t:nope"), "t:nope") == "<p>The node is not in the graph.</p>"

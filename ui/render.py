@@ -9,7 +9,6 @@ fields) — so they are built and tested without Gradio.
 from __future__ import annotations
 
 import html
-import math
 
 import networkx as nx
 
@@ -441,47 +440,65 @@ def _node_label(node: str, limit: int = 28) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-def neighbourhood_svg(g: nx.Graph, center: str, width: int = 760, height: int = 520) -> str:
-    """An SVG picture of a small graph: tags amber, contents blue, deterministic edges solid,
-    similarity edges dashed (thicker = more similar), the chosen node ringed."""
-    if g.number_of_nodes() == 0:
+def neighbourhood_svg(g: nx.Graph, center: str, width: int = 600, row: int = 24) -> str:
+    """An SVG picture of a node's neighbourhood, in columns by hops from the chosen node (ringed,
+    on the left), one row per node so no label overlaps another: tags amber, contents blue,
+    deterministic edges solid, similarity edges dashed (thicker = more similar); an edge between
+    two nodes of one column is drawn as an arc to the left of it."""
+    if g.number_of_nodes() == 0 or center not in g:
         return "<p>The node is not in the graph.</p>"
-    pos = nx.spring_layout(g, seed=7, k=1.6 / math.sqrt(max(g.number_of_nodes(), 1)))
-    xs = [p[0] for p in pos.values()]
-    ys = [p[1] for p in pos.values()]
-    pad = 70
-    span_x = (max(xs) - min(xs)) or 1.0
-    span_y = (max(ys) - min(ys)) or 1.0
+    hops = nx.single_source_shortest_path_length(g, center)
+    columns: dict[int, list[str]] = {}
+    for node, hop in hops.items():
+        columns.setdefault(hop, []).append(node)
+
+    def strength(node: str) -> float:  # the strongest edge towards the previous column
+        return max((float(d.get("weight", 1.0)) + (1.0 if d.get("kind") == "det" else 0.0)
+                    for m, d in g[node].items() if hops.get(m, 99) == hops[node] - 1), default=0.0)
+
+    for hop, members in columns.items():
+        members.sort(key=lambda n: (not n.startswith("t:"), -strength(n), n))
+    rows = max(len(m) for m in columns.values())
+    height = 30 + rows * row + 40
+    x_of = {hop: 80 + hop * (width - 300) / max(max(columns), 1) for hop in columns}  # room on the right for the last labels
 
     def xy(node):
-        x, y = pos[node]
-        return pad + (x - min(xs)) / span_x * (width - 2 * pad), 30 + (y - min(ys)) / span_y * (height - 70)
+        members = columns[hops[node]]
+        top = 20 + (rows - len(members)) * row / 2
+        return x_of[hops[node]], top + members.index(node) * row + row / 2
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" style="max-width:{width}px;background:#fff;border:1px solid #e5e7eb;border-radius:8px">']
     for u, v, d in g.edges(data=True):
         (x1, y1), (x2, y2) = xy(u), xy(v)
         if d.get("kind") == "det":
-            style = 'stroke="#374151" stroke-width="2"'
+            style = 'stroke="#374151" stroke-width="1.6"'
         else:
             w = float(d.get("weight", 0.5))
             style = f'stroke="#9ca3af" stroke-width="{0.8 + 2.5 * max(0.0, w):.1f}" stroke-dasharray="5,4"'
-        title = f"{d.get('kind', '')} {float(d.get('weight', 1.0)):.2f}"
-        parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" {style}><title>{_esc(title)}</title></line>')
+        title = f"<title>{_esc(d.get('kind', ''))} {float(d.get('weight', 1.0)):.2f}</title>"
+        if hops[u] == hops[v]:  # within a column: an arc to its left
+            bend = x1 - 20 - abs(y2 - y1) * 0.3
+            parts.append(f'<path d="M{x1:.0f},{y1:.0f} Q{bend:.0f},{(y1 + y2) / 2:.0f} {x2:.0f},{y2:.0f}" fill="none" {style}>{title}</path>')
+        else:
+            parts.append(f'<line x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" {style}>{title}</line>')
     for node in g.nodes:
         x, y = xy(node)
-        is_tag = node.startswith("t:")
-        fill = "#f59e0b" if is_tag else "#3b82f6"
-        r = 11 if node == center else 7
+        fill = "#f59e0b" if node.startswith("t:") else "#3b82f6"
+        r = 10 if node == center else 6
         ring = ' stroke="#111827" stroke-width="3"' if node == center else ' stroke="#fff" stroke-width="1.5"'
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{fill}"{ring}><title>{_esc(node)}</title></circle>')
+        parts.append(f'<circle cx="{x:.0f}" cy="{y:.0f}" r="{r}" fill="{fill}"{ring}><title>{_esc(node)}</title></circle>')
+        anchor, dx = ("end", -r - 6) if node == center else ("start", r + 6)
         weight = "bold" if node == center else "normal"
-        parts.append(f'<text x="{x:.1f}" y="{y - r - 4:.1f}" font-size="11" text-anchor="middle" font-family="sans-serif" font-weight="{weight}" '
-                     f'fill="#111827" stroke="#fff" stroke-width="3" paint-order="stroke">{_esc(_node_label(node))}</text>')
-    legend = [("#f59e0b", "tag"), ("#3b82f6", "content")]
-    for i, (c, label) in enumerate(legend):
-        parts.append(f'<circle cx="{16 + i * 80}" cy="{height - 16}" r="6" fill="{c}"/><text x="{26 + i * 80}" y="{height - 12}" font-size="11" font-family="sans-serif">{label}</text>')
-    parts.append(f'<line x1="180" y1="{height - 16}" x2="210" y2="{height - 16}" stroke="#374151" stroke-width="2"/><text x="216" y="{height - 12}" font-size="11" font-family="sans-serif">annotated (det)</text>')
-    parts.append(f'<line x1="320" y1="{height - 16}" x2="350" y2="{height - 16}" stroke="#9ca3af" stroke-width="2" stroke-dasharray="5,4"/><text x="356" y="{height - 12}" font-size="11" font-family="sans-serif">similar (sim)</text>')
+        parts.append(f'<text x="{x + dx:.0f}" y="{y + 4:.0f}" font-size="12" text-anchor="{anchor}" font-family="sans-serif" font-weight="{weight}" '
+                     f'fill="#111827" stroke="#fff" stroke-width="3" paint-order="stroke">{_esc(_node_label(node, 30))}</text>')
+    y = height - 14
+    legend = [('<circle cx="6" cy="0" r="6" fill="#f59e0b"/>', "tag"), ('<circle cx="6" cy="0" r="6" fill="#3b82f6"/>', "content"),
+              ('<line x1="0" y1="0" x2="28" y2="0" stroke="#374151" stroke-width="2"/>', "annotated (det)"),
+              ('<line x1="0" y1="0" x2="28" y2="0" stroke="#9ca3af" stroke-width="2" stroke-dasharray="5,4"/>', "similar (sim)")]
+    x = 12
+    for mark, text in legend:
+        parts.append(f'<g transform="translate({x},{y - 4})">{mark}</g><text x="{x + 34}" y="{y}" font-size="11" font-family="sans-serif">{text}</text>')
+        x += 44 + len(text) * 6.5
     parts.append("</svg>")
     return "".join(parts)
 
