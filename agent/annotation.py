@@ -63,6 +63,7 @@ class AnnotationQueue:
         self._learned_at = 0.0  # when this process last learned something the suggestions do not know yet
         self._classifier = self.runtime.kb.classifier()
         self._due: dict[str, None] = {}  # records waiting to be re-scored, in order
+        self._vectors: dict[str, np.ndarray] | None = None  # the records' embeddings, read once (a decision finds its neighbours here)
         self._wake = threading.Condition()
         self._worker: threading.Thread | None = None
 
@@ -122,7 +123,8 @@ class AnnotationQueue:
             raise InputError(f"{path.name} holds {len(items)} texts; one load takes at most {MAX_RECORDS} (split the file)")
         vectors = self.runtime.kb.encoder.encode([text for _, text, _ in items]).vectors
         added, already = self.store.add(items, vectors)
-        queued = {rid for rid, _, _ in self.store.undecided()}
+        self._vectors = None  # read again with the new records
+        queued = set(self.store.undecided_ids())
         self.score([(rid, text) for rid, text, _ in items if rid in queued], progress)
         return {"added": added, "already_queued": already, "problems": problems}
 
@@ -170,8 +172,7 @@ class AnnotationQueue:
     def accept_above(self, cut: float, limit: int | None = None) -> int:
         """Accept, on every undecided record, its suggested tags at or above ``cut`` (records with
         none are left); surest first, at most ``limit`` records. Returns how many were decided."""
-        records = [r for r in (self.store.get(rid) for rid, _, _ in self.store.undecided()) if r is not None]  # skipped ones too
-        sure = [(r, [t for t, p in r.suggestions if p is not None and p >= cut]) for r in records]
+        sure = [(r, [t for t, p in r.suggestions if p is not None and p >= cut]) for r in self.store.undecided()]  # skipped ones too
         sure = sorted([(r, tags) for r, tags in sure if tags], key=lambda rt: -max(p for _, p in rt[0].suggestions if p is not None))
         for record, tags in sure[:limit]:
             self.decide(record.id, tags)
@@ -184,13 +185,15 @@ class AnnotationQueue:
     def _rescore_near(self, record: QueueRecord) -> None:
         """Queue the undecided records nearest to a decided one for re-scoring (its verdict is now
         one of their neighbours and their memory)."""
-        undecided = [(rid, vector) for rid, _, vector in self.store.undecided(with_vectors=True) if vector is not None]
+        if self._vectors is None:
+            self._vectors = self.store.vectors()
+        undecided = [rid for rid in self.store.undecided_ids() if rid in self._vectors]
         if not undecided:
             return
         vector, _ = self.runtime.embed(record.text)
-        matrix = np.stack([v for _, v in undecided])
+        matrix = np.stack([self._vectors[rid] for rid in undecided])
         nearest = np.argsort(-(matrix @ np.asarray(vector, dtype=np.float32)))[:NEIGHBOURS]
-        self._schedule(undecided[i][0] for i in nearest)
+        self._schedule(undecided[i] for i in nearest)
 
     def _notice_retraining(self) -> None:
         """After the learned recall path was retrained, every undecided record is re-scored."""
@@ -198,7 +201,7 @@ class AnnotationQueue:
         if classifier is not self._classifier:
             self._classifier = classifier
             self._learned_at = time.time()
-            self._schedule(rid for rid, _, _ in self.store.undecided())
+            self._schedule(self.store.undecided_ids())
 
     def _schedule(self, ids: Iterable[str]) -> None:
         with self._wake:

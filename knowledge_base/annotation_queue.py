@@ -113,6 +113,7 @@ class QueueStore:
 
     def __init__(self, directory: str | Path):
         self.path = Path(directory) / FILE_NAME
+        self._ready = False  # the file's schema and journal mode are set once per store
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -122,8 +123,10 @@ class QueueStore:
             raise InputError(f"the annotation queue ({self.path.name} in the knowledge base) cannot be opened ({exc})") from exc
         connection.row_factory = sqlite3.Row
         with closing(connection) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+            if not self._ready:
+                db.execute("PRAGMA journal_mode=WAL")  # kept by the file
+                db.executescript(_SCHEMA)
+                self._ready = True
             with db:  # one transaction: committed on success, rolled back on an error
                 yield db
 
@@ -179,11 +182,19 @@ class QueueStore:
         with self._db() as db:
             db.execute("UPDATE records SET status = 'skipped' WHERE id = ? AND status = 'open'", (rid,))
 
-    def undecided(self, with_vectors: bool = False) -> list[tuple[str, str, np.ndarray | None]]:
-        """Every undecided record's (id, text, embedding or None)."""
+    def undecided(self) -> list[QueueRecord]:
+        """Every undecided record, in file order (one query)."""
         with self._db() as db:
-            rows = db.execute("SELECT id, text, vector FROM records WHERE status IN ('open', 'skipped') ORDER BY position").fetchall()
-        return [(rid, text, np.frombuffer(blob, dtype=np.float32) if with_vectors and blob else None) for rid, text, blob in rows]
+            return [_record(row) for row in db.execute("SELECT * FROM records WHERE status IN ('open', 'skipped') ORDER BY position")]
+
+    def undecided_ids(self) -> list[str]:
+        with self._db() as db:
+            return [row[0] for row in db.execute("SELECT id FROM records WHERE status IN ('open', 'skipped') ORDER BY position")]
+
+    def vectors(self) -> dict[str, np.ndarray]:
+        """Every record's embedding, by id."""
+        with self._db() as db:
+            return {row[0]: np.frombuffer(row[1], dtype=np.float32) for row in db.execute("SELECT id, vector FROM records") if row[1]}
 
     def counts(self) -> QueueCounts:
         with self._db() as db:
@@ -191,11 +202,6 @@ class QueueStore:
         counts = QueueCounts(**{status: n for status, n in rows if status in QueueCounts.__dataclass_fields__})
         counts.total = sum(n for _, n in rows)
         return counts
-
-    def clear(self, decided_only: bool = False) -> int:
-        """Remove records (only the decided ones with ``decided_only``); what was learned stays in the knowledge base."""
-        with self._db() as db:
-            return db.execute("DELETE FROM records" + (" WHERE status IN ('accepted', 'changed', 'rejected')" if decided_only else "")).rowcount
 
 
 def _record(values: sqlite3.Row) -> QueueRecord:

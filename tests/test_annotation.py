@@ -122,7 +122,7 @@ def test_rejection_skip_bulk_acceptance_and_a_restart(trained_kb_copy, records):
     assert queue.next("file").id != records[6]["id"], "a skipped record comes after the open ones"
 
     # bulk: the surest records first, skipped ones included
-    undecided = [queue.store.get(rid) for rid, _, _ in queue.store.undecided()]
+    undecided = queue.store.undecided()
     surest = sorted(undecided, key=lambda r: -max(p for _, p in r.suggestions))[:2]
     assert queue.accept_above(0.0, limit=2) == 2
     assert all(queue.store.get(r.id).status in ("accepted", "changed") for r in surest)

@@ -506,34 +506,34 @@ def neighbourhood_svg(g: nx.Graph, center: str, width: int = 600, row: int = 24)
 def result_graph(result: dict, more_tags: int = 3, items: int = 8) -> nx.Graph:
     """The part of the content–tag graph a result's tags came through: the content, the similar
     history items its C2C2T path walked (with the similarity), the kept tags and the next
-    ``more_tags`` candidates, the annotation edges from those items to those tags, the content's
-    C2T edge to a tag whose description resembles it, and (``learned``) to a tag the classifier gave. Node attribute ``layer``: 0 content,
-    1 history item, 2 tag; a tag's ``kept`` says whether the result keeps it."""
+    ``more_tags`` candidates, the annotation edges from those items to those tags, and an edge from
+    the content to a tag its description resembles (C2T) or, else, the classifier gave (``learned``).
+    Node attribute ``layer``: 0 content, 1 history item, 2 tag; a tag's ``kept`` says whether the
+    result keeps it."""
     g = nx.Graph()
     center = "c:" + str(result.get("content_id") or "this text")
     g.add_node(center, layer=0, label="this text")
     kept = [t["tag"] for t in result.get("tags") or []]
     candidates = {c["tag"]: c for c in result.get("candidates") or []}
     shown = kept + [t for t in candidates if t not in kept][:more_tags]
-    similar = {c["id"]: c for c in result.get("similar_contents") or []}
-    walked: dict[str, float] = {}
+    similar = {c["id"]: set(c.get("tags") or []) for c in result.get("similar_contents") or []}
+    walked: dict[str, float] = {}  # history item → its similarity to the text
+    carriers: dict[str, set[str]] = {}  # tag → the history items whose vote reached it
     for tag in shown:
         g.add_node("t:" + tag, layer=2, label=tag, kept=tag in kept)
-        for ev in (candidates.get(tag) or {}).get("evidence", []):
-            if ev["path"] in ("C2T", "learned") and not g.has_edge(center, "t:" + tag):  # C2T drawn over learned
-                g.add_edge(center, "t:" + tag, kind=ev["path"], weight=float(ev["score"]))
-            elif ev["path"] == "C2T":
-                g.add_edge(center, "t:" + tag, kind="C2T", weight=float(ev["score"]))
-            elif ev["path"] == "C2C2T":
-                for v in ev.get("via") or []:
-                    walked[v["id"]] = max(walked.get(v["id"], 0.0), float(v["similarity"]))
+        paths = {ev["path"]: ev for ev in (candidates.get(tag) or {}).get("evidence", [])}
+        direct = paths.get("C2T") or paths.get("learned")  # from the text itself: its description, else the classifier
+        if direct is not None:
+            g.add_edge(center, "t:" + tag, kind=direct["path"], weight=float(direct["score"]))
+        for v in (paths.get("C2C2T") or {}).get("via") or []:
+            walked[v["id"]] = max(walked.get(v["id"], 0.0), float(v["similarity"]))
+            carriers.setdefault(tag, set()).add(v["id"])
     for item, similarity in sorted(walked.items(), key=lambda kv: -kv[1])[:items]:
         node = "c:" + item
         g.add_node(node, layer=1, label=item)
         g.add_edge(center, node, kind="sim", weight=similarity)
         for tag in shown:
-            if tag in (similar.get(item) or {}).get("tags", []) or any(
-                    v["id"] == item for ev in (candidates.get(tag) or {}).get("evidence", []) if ev["path"] == "C2C2T" for v in ev.get("via") or []):
+            if tag in similar.get(item, ()) or item in carriers.get(tag, ()):
                 g.add_edge(node, "t:" + tag, kind="det", weight=1.0)
     return g
 
