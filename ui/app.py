@@ -38,6 +38,7 @@ from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 
 from agent import tagging  # noqa: E402
 from agent.confidence import DEFAULT_THRESHOLD, confidence_of, rethreshold  # noqa: E402
@@ -46,6 +47,7 @@ from agent.explanation import tags_with_why  # noqa: E402
 from agent.graph import NODE_ORDER  # noqa: E402
 from agent.runtime import runtime_for  # noqa: E402
 from agent.served import allowed_backends, check_backend  # noqa: E402
+from agent.tools import TagContentArgs, invalid_arguments  # noqa: E402
 from knowledge_base.errors import InputError, Llm4tagError  # noqa: E402
 from knowledge_base.graph import content_node, tag_node  # noqa: E402
 from knowledge_base.loaders import Sample, require_text  # noqa: E402
@@ -409,9 +411,13 @@ class TaggingApp:
         Returns:
             A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin", "why", and with explain "words"), "below_threshold" (scored tags that were left out, with confidence), "candidates" (the recalled tag names), "threshold" (the cut used), "llm" (whether the language model ran) and "notes".
         """
+        try:  # the LangChain tool's argument model: the same ranges and the same plain refusal on every surface
+            args = TagContentArgs(text=text, mode=mode, threshold=threshold, max_tags=max_tags, llm=llm or None, explain=explain)
+        except ValidationError as exc:
+            raise gr.Error(invalid_arguments(exc, "tag")) from None
         try:
-            ctx = replace(Context.from_env(mode=mode, threshold=None if threshold is None else float(threshold), max_tags=int(max_tags),
-                                           llm=llm or None, backend=check_backend(backend)), kb_dir=self.kb_dir)
+            ctx = replace(Context.from_env(mode=args.mode, threshold=args.threshold, max_tags=args.max_tags, llm=args.llm,
+                                           backend=check_backend(backend)), kb_dir=self.kb_dir)
             result = tagging.tag(text, context=ctx)
             spans = tagging.supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
         except Exception as exc:
