@@ -16,7 +16,9 @@
    larger than it, filled up to 400 KB: with the default reserve (``LLM4TAG_DISK_RESERVE``, 16 MiB)
    every learn is refused whole; with a 100 KB reserve learns run until the disk is full under
    them, each failure a ``DiskFullError``; then space comes back and learns succeed again; what a
-   stopped write left is reported by ``kb stats`` and repaired by ``kb rebuild-graph``; every
+   stopped write left is reported by ``kb stats`` and repaired by ``kb rebuild-graph``; then the
+   same over REST (``llm4tag serve``): learns until the disk is full (507 each), ``/health`` and
+   ``/v1/tag`` still answer, learns succeed once space is back, SIGTERM stops the server; every
    acknowledged learn is checked.
 4. A killed worker. Two model worker processes (``agent.workers.TaggerPool``) tag ``--worker-items``
    texts with the full pipeline; one worker is killed with SIGKILL after the first answer; every
@@ -389,6 +391,57 @@ def learns_in_a_process(kb: Path, tag: str, first: int, n: int, reserve: int | N
             "results": [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]}
 
 
+def rest_on_a_full_disk(kb: Path, tag: str, disk: Path, learns: int) -> dict:
+    """``llm4tag serve`` on the full disk (a 100 KB reserve): learns until the disk is full under
+    them, then ``/health`` and ``/v1/tag`` (a server once hung here for good), learns again once
+    space is back, and a SIGTERM (once ignored)."""
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(disk.parent / "serve-on-a-full-disk.log", "w") as log:  # the log on the machine's disk, not the full one
+        proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "--kb", str(kb), "serve", "--port", str(port)], cwd=ROOT,
+                                env={**ENV, "LLM4TAG_DISK_RESERVE": "100000"}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=10).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"llm4tag serve did not start; see {disk.parent / 'serve-on-a-full-disk.log'}")
+            time.sleep(1)
+        filler = disk / "filler-rest"
+        with open(filler, "wb") as f:
+            f.write(b"\0" * max(0, shutil.disk_usage(disk).free - 400_000))
+
+        def learn(i: int) -> dict:
+            text = f"A text learned over REST while the disk fills up, number {i}. " + ("filler words " * 300).strip()
+            response = httpx.post(url + "/v1/learn", json={"text": text, "correct": [tag]}, timeout=600)
+            return {"i": i, "text": text, "ok": response.status_code == 200, "status": response.status_code,
+                    "error": "" if response.status_code == 200 else str(response.json().get("detail"))}
+
+        filling = [learn(1000 + i) for i in range(learns)]
+        health = httpx.get(url + "/health", timeout=600).status_code
+        tagged = httpx.post(url + "/v1/tag", json={"text": "A command-line tool that converts images to PDF", "llm": "fast"},
+                            timeout=600).status_code
+        filler.unlink()
+        after = [learn(2000 + i) for i in range(2)]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+            stopped = True
+        except subprocess.TimeoutExpired:
+            stopped = False
+        return {"filling": filling, "health": health, "tag": tagged, "after": after, "stopped_on_sigterm": stopped}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def full_disk_phase(source: Path, work: Path, learns: int = 40) -> dict:
     """Round 3 (see the module's text); ``{"skipped": why}`` where a tmpfs cannot be mounted."""
     if os.geteuid() != 0 or not shutil.which("mount"):
@@ -414,16 +467,17 @@ def full_disk_phase(source: Path, work: Path, learns: int = 40) -> dict:
         filling = learns_in_a_process(kb, tag, 10, learns, reserve=100_000)  # writes start, and the disk fills under them
         filler.unlink()
         after = learns_in_a_process(kb, tag, 100, 3)  # space is back
+        rest = rest_on_a_full_disk(kb, tag, disk, learns=max(12, learns // 2))
         reported = [p for p in KnowledgeBase(kb).stats(check=True).get("problems", []) if "halfway" in p]
         repaired = None
         if reported:
             repaired = KnowledgeBase(kb, load_graph=False).rebuild_graph()["restored_contents"]
         fresh = KnowledgeBase(kb)
         left = [p for p in fresh.stats(check=True).get("problems", []) if "halfway" in p]
-        acknowledged = [r for run in (filling, after) for r in run["results"] if r["ok"]]
+        acknowledged = [r for r in [*filling["results"], *after["results"], *rest["filling"], *rest["after"]] if r["ok"]]
         lost = [r["i"] for r in acknowledged if (s := fresh.get_sample(content_id(r["text"]))) is None or list(s.tags) != [tag]]
         return {"refused": refused, "samples_before": before, "samples_after_refusal": samples_after_refusal, "filling": filling,
-                "after": after, "reported_halfway": reported, "restored_contents": repaired, "left_halfway": left,
+                "after": after, "rest": rest, "reported_halfway": reported, "restored_contents": repaired, "left_halfway": left,
                 "acknowledged": len(acknowledged), "lost": lost}
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
@@ -526,6 +580,10 @@ def main() -> int:
         disk_failed = (sum(1 for run in runs if run["status"] or run["traceback"]) + (not refused_ok)
                        + sum(1 for r in failures if r["kind"] != "DiskFullError") + sum(1 for r in disk["after"]["results"] if not r["ok"])
                        + (disk["samples_after_refusal"] != disk["samples_before"]) + len(disk["left_halfway"]))
+        rest = disk["rest"]
+        rest_failed = [r for r in rest["filling"] if not r["ok"]]
+        disk_failed += (sum(1 for r in rest_failed if r["status"] != 507) + (rest["health"] != 200) + (rest["tag"] != 200)
+                        + sum(1 for r in rest["after"] if not r["ok"]) + (not rest["stopped_on_sigterm"]))
         disk_lost = len(disk["lost"])
         if not failures:
             print("full disk: WARNING the disk did not fill up during the learns, so the failure path was not exercised")
@@ -536,6 +594,10 @@ def main() -> int:
               f"{sum(1 for r in disk['after']['results'] if r['ok'])}/{len(disk['after']['results'])} acknowledged; half-written "
               f"reported {len(disk['reported_halfway'])}, restored {disk['restored_contents'] or 0}, left {len(disk['left_halfway'])}; "
               f"acknowledged learns verified {disk['acknowledged'] - disk_lost}/{disk['acknowledged']}")
+        print(f"  over REST: {len(rest['filling'])} learns as the disk filled: {len(rest['filling']) - len(rest_failed)} acknowledged, "
+              f"statuses of the others {sorted({r['status'] for r in rest_failed})}; then /health {rest['health']}, /v1/tag {rest['tag']}; "
+              f"after space came back {sum(1 for r in rest['after'] if r['ok'])}/{len(rest['after'])} acknowledged; "
+              f"{'stopped' if rest['stopped_on_sigterm'] else 'did NOT stop'} on SIGTERM")
     print(f"killed worker: {workers['items']} texts on 2 workers, one killed after the first answer: {workers['answered']} answered, "
           f"{len(workers['failed'])} failed, {workers['seconds']} s")
     print(f"concurrent writers: {conc['loaders']} loaders at once ({conc['loaders']} x {conc['loader_samples']} samples, status "

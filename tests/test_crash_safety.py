@@ -51,8 +51,9 @@ def test_a_load_killed_mid_write_and_re_run_loses_nothing(small_kb_dir, tmp_path
 
 
 def test_a_full_disk_gives_a_clear_error_loses_no_acknowledged_write_and_heals_once_space_is_back(small_kb_dir, tmp_path):
-    """Issue 31 (3): learns on a full disk got 500 "internal error (OSError)", then hung; those that
-    failed were left in samples with no content and no graph node (``bench/crash_safety.py``'s round 3)."""
+    """Issue 31 (3): learns on a full disk got 500 "internal error (OSError)", then hung — REST too,
+    ignoring SIGTERM; those that failed were left in samples with no content and no graph node
+    (``bench/crash_safety.py``'s round 3)."""
     import pytest
 
     disk = bench().full_disk_phase(small_kb_dir, tmp_path, learns=12)
@@ -68,6 +69,11 @@ def test_a_full_disk_gives_a_clear_error_loses_no_acknowledged_write_and_heals_o
     assert len(disk["filling"]["results"]) == 12 and failed, disk["filling"]
     assert all(r["kind"] == "DiskFullError" and "disk holding the knowledge base" in r["error"] for r in failed), failed
     assert all(r["ok"] for r in disk["after"]["results"]), disk["after"]  # space is back
+    # over REST the same: 507s with a message, then the server keeps answering and stops on SIGTERM (it once hung for good)
+    rest = disk["rest"]
+    refused = [r for r in rest["filling"] if not r["ok"]]
+    assert refused and all(r["status"] == 507 and "disk" in r["error"] for r in refused), rest["filling"]
+    assert rest["health"] == 200 and rest["tag"] == 200 and all(r["ok"] for r in rest["after"]) and rest["stopped_on_sigterm"], rest
     assert disk["left_halfway"] == [] and disk["lost"] == [] and disk["acknowledged"] >= 3  # repaired; every acknowledged learn stored
 
 
