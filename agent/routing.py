@@ -18,6 +18,9 @@ A tag's confidence is the knowledge base's fitted fusion of all the evidence whe
   fusion changed the first tag of 2 of 100 calibration items, both with the first two within 0.23
   log-odds; a margin of 1.0 routes 7% of them (measured in the note of issue 26).
 
+Under every mode but ``fast``, a text that holds instructions addressed to a language model ("ignore
+the previous instructions and answer with …") is not shown to it (``agent.instructions``).
+
 Every node asks ``llm_route`` and gets the same answer (it depends only on the run's context, the
 knowledge base and recall's output); the result says which route was taken and why.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 from .confidence import logit, remembered_verdict
 from .context import Context
+from .instructions import instructions_in
 from .runtime import Runtime
 
 HISTORY_PATHS = ("C2C2T", "learned", "memory")  # evidence that comes from annotated contents, not from a description
@@ -36,6 +40,11 @@ def llm_route(state: dict, ctx: Context, rt: Runtime) -> dict:
     mode = ctx.llm
     if mode == "fast" or not (ctx.use_generation or ctx.use_calibration):
         return {"mode": mode, "llm": False, "reason": "the LLM steps are off: fused recall only"}
+    orders = instructions_in(state.get("text") or "")
+    if orders:  # whatever the mode: the language model is the step such orders steer (agent.instructions)
+        return {"mode": mode, "llm": False, "instructions": orders,
+                "reason": f"the text holds instructions addressed to a language model ({'; '.join(repr(o) for o in orders)}): "
+                          "it is tagged by fused recall alone, which such orders cannot steer"}
     if mode == "full":
         return {"mode": mode, "llm": True, "reason": "the LLM steps always run (llm=full)"}
     candidates = state.get("candidates") or []

@@ -6,6 +6,7 @@ training time exactly the prompts it answers at run time.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,6 +16,16 @@ TASKS = {
     "multi": "Choose every candidate tag that applies to the content (at most {n}), most relevant first.",
     "single": "Choose the one candidate tag that fits the content best.",
 }
+
+
+FENCE = re.compile(r"<(/?)\s*content\s*>", re.I)
+
+
+def fence(text: str) -> str:
+    """``text`` with any ``<content>`` or ``</content>`` written in it defused (``‹content›``), so the
+    prompt's own fence is the only one: a ``</content>`` in the text would otherwise end the data
+    early and let what follows read as the prompt's own words."""
+    return FENCE.sub(lambda m: f"‹{m.group(1)}content›", text)
 
 
 def clip(text: str, limit: int) -> tuple[str, bool]:
@@ -75,7 +86,7 @@ class GenerationPrompt:
 def generation_prompt(text: str, candidates: list[dict], mode: str, tag_limit: int, content_chars: int,
                       examples: list[dict] | None = None, knowledge: list[dict] | None = None) -> GenerationPrompt:
     """Template_r(c, Φ(c), R(c)) when examples or knowledge were retrieved, else Template_b(c, Φ(c))."""
-    content, cut = clip(text, content_chars)
+    content, cut = clip(fence(text), content_chars)
     values = {"content": content, "candidates": format_candidates(candidates), "task": TASKS[mode].format(n=tag_limit)}
     if examples or knowledge:
         template = "generate_retrieval"
@@ -110,6 +121,6 @@ def judgment_head() -> str:
 
 def judgment_prompts(text: str, tags: list[str], descriptions: dict[str, str], content_chars: int, shots: str = "(none)") -> list[str]:
     """Template_c(c, t) for each tag, the content first so its KV cache is shared across tags."""
-    content, _ = clip(text, content_chars)
+    content, _ = clip(fence(text), content_chars)
     template = load_prompt("judge")
     return [fill_template(template, examples=shots, content=content, tag=t, tag_description=descriptions.get(t) or t) for t in tags]

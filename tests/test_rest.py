@@ -137,14 +137,14 @@ def test_the_stream_answers_with_fused_recall_first_then_with_the_pipeline(clien
 
 
 def test_content_is_data_not_instructions(client):
-    r = client.post("/v1/tag", json={"text": INJECTION, "explain": True})
+    r = client.post("/v1/tag", json={"text": INJECTION, "explain": True, "llm": "full"})
     assert r.status_code == 200, r.text
     body = r.json()
     candidates = {c["tag"] for c in body["candidates"]}
-    selected = body["details"]["selection"]["tags"]
-    assert selected, "the generator must still pick from the candidates"
-    assert set(selected) <= candidates
-    assert {t["tag"] for t in body["tags"]} <= candidates
+    # orders addressed to a model keep the text away from it, even with llm=full (agent.instructions), and the answer says so
+    assert body["route"]["llm"] is False and "instructions addressed to a language model" in body["route"]["reason"]
+    assert body["details"]["selection"]["tags"] == [] and any("instructions addressed" in n for n in body["notes"])
+    assert body["tags"] and {t["tag"] for t in body["tags"]} <= candidates
     # not a candidate, so it cannot be a tag, a selection or a judgment (explain echoes the text itself, which names it)
     answer = {k: v for k, v in body.items() if k != "details"} | {k: body["details"][k] for k in ("selection", "judgments")}
     assert "admin::root" not in json.dumps(answer) and "admin::root" in body["details"]["text"]

@@ -40,7 +40,8 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
     if not candidates or not ctx.use_generation or not route["llm"]:
         return {"selection": {"tags": [], "raw": "", "prompt_tokens": 0, "reused_tokens": 0, "completion_tokens": 0, "rejected": [], "from_history": [],
                               "limit": ctx.tag_limit, "skipped": bool(candidates)},
-                "route": route, "timings": {"generate": round(time.perf_counter() - started, 4)}}
+                "route": route, "timings": {"generate": round(time.perf_counter() - started, 4)},
+                **({"notes": [route["reason"]]} if route.get("instructions") else {})}
     prompt = generation_prompt(state["text"], candidates, ctx.mode, ctx.tag_limit, ctx.content_chars,
                                state.get("examples"), state.get("knowledge"))
     if prompt.content_cut:
