@@ -31,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 
+from knowledge_base.hierarchy import consistent, path
 from knowledge_base.errors import KnowledgeBaseError
 from knowledge_base.ranker import verdict_probability
 
@@ -120,13 +121,20 @@ def final_confidence(confidence: float | None, candidate: dict | None, in_domain
     return confidence if memory is None else verdict_probability(confidence, memory["verdict"], memory["similarity"])
 
 
-def rank_tags(scored: list[dict], threshold: float | None, limit: int | None = None) -> list[dict]:
+def rank_tags(scored: list[dict], threshold: float | None, limit: int | None = None, tree: dict | None = None) -> list[dict]:
     """Final tags from scored tags: drop those under the threshold, rank by confidence (a stable
-    sort: tags without a confidence keep their given order), keep at most ``limit``."""
+    sort: tags without a confidence keep their given order), keep at most ``limit``; with a tag
+    ``tree`` ({"parents": child → parent, "output": knowledge_base.hierarchy's rule}), made to agree
+    with it, and each tag in it given its ``path``, root first."""
     kept = [j for j in scored if threshold is None or j["confidence"] is None or j["confidence"] >= threshold]
     if all(j["confidence"] is not None for j in kept):
         kept = sorted(kept, key=lambda j: -j["confidence"])
-    return [{**j, "rank": i} for i, j in enumerate(kept[:limit] if limit else kept, 1)]
+    kept = kept[:limit] if limit else kept
+    parents = (tree or {}).get("parents") or {}
+    if parents:
+        kept = [{**j, **({"path": path(j["tag"], parents)} if j["tag"] in parents else {})}
+                for j in consistent(kept, parents, tree.get("output", "as-is"))]
+    return [{**j, "rank": i} for i, j in enumerate(kept, 1)]
 
 
 def scored_tags(result: dict) -> list[dict]:
@@ -151,7 +159,7 @@ def rethreshold(result: dict, threshold: float, limit: int | None = None) -> lis
     """A result's final tags at another threshold, from the scores already made (no model call)."""
     if not result.get("judgments"):
         return list(result.get("tags") or [])
-    return rank_tags(scored_tags(result), threshold, limit or (result.get("selection") or {}).get("limit"))
+    return rank_tags(scored_tags(result), threshold, limit or (result.get("selection") or {}).get("limit"), result.get("tree"))
 
 
 @dataclass

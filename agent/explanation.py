@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from knowledge_base.hierarchy import path as tree_path
 from .confidence import confidence_of, remembered_verdict
 
 DEPARTURE = 0.3  # a confidence this far from the judge's P(Yes) says what moved it
@@ -76,6 +77,9 @@ def why(tag: dict, candidate: dict | None, judgment: dict | None = None, fit: di
     origin = tag.get("origin")
     if origin == "review":
         return "added by a person in review"
+    in_tree = f"in the tree: {' › '.join(tag['path'])}" if len(tag.get("path") or []) > 1 else ""
+    if origin == "hierarchy":
+        return f"an ancestor of a kept tag (hierarchy_output add-ancestors); {in_tree}; confidence {tag.get('confidence') or 0:.2f}"
     parts = evidence_parts(candidate) or ["chosen by the LLM"]
     if origin == "history":
         parts.append("kept because similar items carry it")
@@ -86,6 +90,8 @@ def why(tag: dict, candidate: dict | None, judgment: dict | None = None, fit: di
     moved = departure(judgment, candidate, fit)
     if moved:
         parts.append(moved)
+    if in_tree:
+        parts.append(in_tree)
     return "; ".join(parts)
 
 
@@ -94,7 +100,8 @@ def tags_with_why(result: dict) -> list[dict]:
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
     judged = {j["tag"]: j for j in result.get("judgments") or []}
     fit = result.get("recall_fit")
-    return [{"tag": t["tag"], "confidence": t["confidence"], "why": why(t, by_tag.get(t["tag"]), judged.get(t["tag"]), fit)}
+    return [{"tag": t["tag"], "confidence": t["confidence"], **({"path": t["path"]} if t.get("path") else {}),
+             "why": why(t, by_tag.get(t["tag"]), judged.get(t["tag"]), fit)}
             for t in result.get("tags") or []]
 
 
@@ -124,13 +131,16 @@ def explain(result: dict, tag: str) -> dict:
     ``position``), ``history`` (kept because similar items carry it), ``skipped`` or None;
     ``judgment`` (P(Yes) and logits — None when the judge did not run —, the final fused
     confidence, ``learned``: whether it differs from P(Yes)) or None when the tag was not scored; ``examples`` that mark
-    it correct or incorrect; ``final`` (whether it is among the result's tags).
+    it correct or incorrect; ``final`` (whether it is among the result's tags); ``path``: its place
+    in the tag tree, root first (None outside a tree).
     """
     candidates = [c["tag"] for c in result.get("candidates") or []]
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
     selection = result.get("selection") or {}
+    parents = (result.get("tree") or {}).get("parents") or {}
     out: dict = {"tag": tag, "candidate": None, "generation": None, "judgment": None, "examples": [],
-                 "final": any(t["tag"] == tag for t in result.get("tags") or []), "candidates": len(candidates)}
+                 "final": any(t["tag"] == tag for t in result.get("tags") or []), "candidates": len(candidates),
+                 "path": tree_path(tag, parents) if tag in parents else None}
     cand = by_tag.get(tag)
     if cand is not None:
         out["candidate"] = {"rank": candidates.index(tag) + 1, "score": cand["score"], "description": cand.get("description") or "",

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
+from .hierarchy import OUTPUTS
 from .errors import KnowledgeBaseError
 from .settings import settings
 
@@ -115,11 +116,26 @@ class KnowledgeBaseConfig:
         default=1000,
         metadata={"help": "at most this many reviews wait at once; a further review is refused until some are decided"},
     )
+    hierarchy_features: bool = field(
+        default=True,
+        metadata={"help": "the recall ranker weighs the evidence of a candidate's parent, children and siblings in the tag tree "
+                          "(a vocabulary's parent column, SKOS broader; knowledge_base/hierarchy.py); takes effect at the next "
+                          "kb train-classifier"},
+    )
+    hierarchy_output: str = field(
+        default="as-is",
+        metadata={"help": "the answer against the tag tree: as-is; add-ancestors (each kept tag brings its ancestors); "
+                          "drop-covered-parents (a parent goes when one of its children is kept)"},
+    )
     retrain_after: int | None = field(
         default=200,
         metadata={"help": "retrain the learned recall path in the background once this many samples arrived since it was trained "
                           "(corrections, loads); None: only on request (kb train-classifier)"},
     )
+
+    def __post_init__(self):
+        if self.hierarchy_output not in OUTPUTS:
+            raise ValueError(f"hierarchy_output must be one of {', '.join(OUTPUTS)}, not {self.hierarchy_output!r}")
 
     @classmethod
     def from_env(cls, base: "KnowledgeBaseConfig | None" = None) -> "KnowledgeBaseConfig":

@@ -107,6 +107,7 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         config = replace(kb.config.recall, memory_similarity=None)  # memory would bring the cold tags' verdicts back
         # a history item annotated with cold tags only would not exist yet: nobody could have annotated it
         unborn = [rows[i][0] for i in range(len(rows)) if not warm_tags[i]]
+        parents = kb.hierarchy() if kb.config.hierarchy_features else None
         for i in sorted(held):
             result = recall_candidates(kb, texts[i], config, exclude_ids=[rows[i][0], *unborn], vector=vectors[i], learned=partial,
                                        hidden_tags=cold)
@@ -114,7 +115,8 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
                 result.fit["history_likeness"] = float(likeness[i])
             fits.append(result.fit)
             per_item.append({"fit": result.fit,
-                             "features": ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit, result.tag_similarity),
+                             "features": ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit, result.tag_similarity,
+                                                         parents),
                              "labels": [cand.tag in tags[i] for cand in result.candidates], "truths": len(tags[i]),
                              "cold": bool(cold & set(tags[i])), "cold_truths": len(cold & set(tags[i]))})
         repository = kb.tag_names()

@@ -59,7 +59,8 @@ FEATURES = ("c2t", "c2c2t", "learned", "match", "paths", "log_prior", "c2t_rank"
             "top_content_similarity", "top_tag_similarity", "history", "tag_similarity", "tag_similarity_gap", "top_learned",
             "cold_tag_similarity", "cold_tag_similarity_gap", "cold_c2t_rank", "cold_top_learned",
             "neighbour_tags", "neighbour_tags_learned", "neighbour_tags_c2c2t",
-            "learned_logit", "learned_found", "c2c2t_logit", "c2c2t_found")
+            "learned_logit", "learned_found", "c2c2t_logit", "c2c2t_found",
+            "family_learned", "family_c2c2t", "family_best")  # the last three: knowledge_base.hierarchy (0 outside a tag tree)
 RANKED = {"C2T": "c2t_rank", "C2C2T": "c2c2t_rank", "learned": "learned_rank"}
 PATHS = {"C2T": "c2t", "C2C2T": "c2c2t", "learned": "learned", "match": "match"}
 MIN_PRIOR = 1e-4

@@ -32,6 +32,7 @@ import numpy as np
 
 from .classifier import TagClassifier
 from .config import RecallConfig
+from .hierarchy import family_features
 from .language import FOREIGN_FACTOR, language_fit, language_names
 from .ranker import candidate_features, path_ranks, probability, verdict_probability
 from .loaders import require_text
@@ -122,13 +123,21 @@ def tag_similarities(tags: Iterable[str], tag_hits: list[Neighbour]) -> dict[str
 
 
 def ranker_features(candidates: list[Candidate], prior, item: dict[str, float],
-                    tag_similarity: dict[str, float] | None = None) -> list[dict[str, float]]:
+                    tag_similarity: dict[str, float] | None = None, parents: dict[str, str] | None = None) -> list[dict[str, float]]:
     """Each candidate's ranker inputs (``knowledge_base.ranker``); ``prior(tag)`` is its share of
     the history; ``item`` the content's ``content_fit``; ``tag_similarity`` each candidate's
-    cosine (``tag_similarities``)."""
+    cosine (``tag_similarities``); ``parents`` the tag tree (``KnowledgeBase.hierarchy``), whose
+    relatives' evidence each candidate gets (``knowledge_base.hierarchy.family_features``)."""
     ranks = path_ranks(candidates)
-    return [candidate_features(c.evidence, prior(c.tag), {ev.path: ranks[(c.tag, ev.path)] for ev in c.evidence}, item,
-                               (tag_similarity or {}).get(c.tag)) for c in candidates]
+    family = family_features({c.tag: {ev.path: max(ev.score, 0.0) for ev in c.evidence if ev.path in ("learned", "C2C2T")}
+                              for c in candidates}, parents) if parents else {}
+    out = []
+    for c in candidates:
+        features = candidate_features(c.evidence, prior(c.tag), {ev.path: ranks[(c.tag, ev.path)] for ev in c.evidence}, item,
+                                      (tag_similarity or {}).get(c.tag))
+        features.update(family.get(c.tag, {}))
+        out.append(features)
+    return out
 
 
 def current_names(kb: KnowledgeBase, predicted: list[tuple[str, float]]) -> list[tuple[str, float]]:
@@ -275,7 +284,8 @@ def recall_candidates(
         if former:  # a renamed or merged tag keeps the history its former names had when the ranker was fitted
             own_prior = prior
             prior = lambda t: own_prior(t) + sum(own_prior(f) for f in former.get(t, ()))  # noqa: E731
-        features = ranker_features(list(candidates.values()), prior, fit, tag_similarities(candidates, tag_hits))
+        features = ranker_features(list(candidates.values()), prior, fit, tag_similarities(candidates, tag_hits),
+                                   kb.hierarchy() if kb.config.hierarchy_features else None)
         for cand, features in zip(candidates.values(), features):
             cand.score = probability(ranker.predict(features) * in_domain)
     if text and kb.config.languages:

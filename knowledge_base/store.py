@@ -176,6 +176,7 @@ class KnowledgeBase:
         self._classifier: tuple[object, TagClassifier | None] = (object(), None)
         self._classifier_lock = threading.Lock()
         self._tag_cache: tuple[str | None, dict[str, Tag]] = (None, {})  # (local revision, tags read since)
+        self._hierarchy_cache: tuple[str | None, dict[str, str]] = (None, {})  # (revision, child → parent)
         self._shared: SharedGraph | None = None
         if self.config.chroma_host:  # the graph is a cache of the server's edge store
             self._shared = SharedGraph(self._client, self._collections[SHARED_COLLECTION], self.graph, self._thread_lock,
@@ -364,6 +365,16 @@ class KnowledgeBase:
                 if cache is not None:
                     cache[tid] = out[tid]
         return {n: out[n] for n in names if n in out}
+
+    def hierarchy(self) -> dict[str, str]:
+        """Each tag that has a parent → its parent (empty for a flat repository), read once per revision."""
+        token = self.revision()
+        seen, parents = self._hierarchy_cache
+        if seen != token:
+            got = self.collection("tags").get(where={"parent": {"$ne": ""}}, include=["metadatas"])
+            parents = {tid: meta["parent"] for tid, meta in zip(got["ids"], got["metadatas"]) if (meta or {}).get("parent")}
+            self._hierarchy_cache = (token, parents)
+        return parents
 
     def _query(self, name: str, vectors: np.ndarray, k: int, where: dict | None = None, details: bool = True) -> list[list[Neighbour]]:
         """Nearest neighbours in a collection, as the store is now in this process (no refresh);

@@ -409,7 +409,7 @@ class TaggingApp:
             explain: also list, for each tag, the words of the text behind it ("words": those whose removal lowers its score most).
 
         Returns:
-            A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin", "why", and with explain "words"), "below_threshold" (scored tags that were left out, with confidence), "candidates" (the recalled tag names), "threshold" (the cut used), "llm" (whether the language model ran) and "notes".
+            A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin", "why", with a tag tree "path" (root first), and with explain "words"), "below_threshold" (scored tags that were left out, with confidence), "candidates" (the recalled tag names), "threshold" (the cut used), "llm" (whether the language model ran) and "notes".
         """
         try:  # the LangChain tool's argument model: the same ranges and the same plain refusal on every surface
             args = TagContentArgs(text=text, mode=mode, threshold=threshold, max_tags=max_tags, llm=llm or None, explain=explain)
@@ -425,7 +425,8 @@ class TaggingApp:
         kept = {t["tag"] for t in result["tags"]}
         return {
             "content_id": result["content_id"],
-            "tags": [{**{k: t[k] for k in ("tag", "confidence", "description", "origin")}, "why": w["why"],
+            "tags": [{**{k: t[k] for k in ("tag", "confidence", "description", "origin")}, **({"path": t["path"]} if t.get("path") else {}),
+                      "why": w["why"],
                       **({"words": [s["text"] for s in spans.get(t["tag"], [])]} if spans is not None else {})}
                      for t, w in zip(result["tags"], tags_with_why(result))],
             "below_threshold": [{"tag": j["tag"], "confidence": confidence_of(j)} for j in result["judgments"] if j["tag"] not in kept],

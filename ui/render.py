@@ -247,7 +247,8 @@ def tag_rows(result: dict, shown: list[dict], verdict: dict | None = None) -> li
     shown_names = {t["tag"] for t in shown}
     from_history = set((result.get("selection") or {}).get("from_history") or [])
     scored = {s["tag"]: s["confidence"] for s in scored_tags(result)}  # a tag a person rejected for this text is not listed
-    rows = [{"tag": t["tag"], "confidence": t.get("confidence"), "kept": True, "history": t["tag"] in from_history} for t in shown]
+    rows = [{"tag": t["tag"], "confidence": t.get("confidence"), "kept": True, "history": t["tag"] in from_history,
+             "path": t.get("path") or [], "ancestor": t.get("origin") == "hierarchy"} for t in shown]
     dropped = [
         {"tag": t, "confidence": c, "kept": False, "history": t in from_history}
         for t, c in scored.items()
@@ -283,6 +284,10 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
             badges.append(("low confidence", "#b45309"))
         if r.get("history"):
             badges.append(("from history", "#7c3aed"))
+        if r.get("ancestor"):
+            badges.append(("ancestor of a kept tag", "#0f766e"))
+        if len(r.get("path") or []) > 1:  # its place in the tag tree
+            badges.append(("in " + " › ".join(r["path"][:-1]), "#0f766e"))
         if r.get("verdict") == "correct":
             badges.append(("✓ accepted", "#15803d"))
         elif r.get("verdict") == "incorrect":
@@ -379,6 +384,8 @@ def explanation_markdown(explained: dict, threshold: float, verdict: dict | None
     ``spans`` (``tagging.supporting_spans``) of ``text``, the words behind it highlighted."""
     tag = explained["tag"]
     lines = [f"**Why `{_md(tag)}`?**", ""]
+    if explained.get("path"):
+        lines.append(f"- **In the tag tree:** {' › '.join(_md(p) for p in explained['path'])}")
     cand = explained["candidate"]
     if cand is None:
         lines.append("- **Recall:** not among the candidates, so the LLM could not choose it. "

@@ -162,8 +162,9 @@ class TagOut(BaseModel):
     rank: int
     description: str = ""
     paths: list[str] = Field(description="Meta-paths that recalled the tag: C2T, C2C2T, learned, match, memory (a person's verdict on this text or a near-duplicate).")
-    origin: str = Field(description="llm: chosen by the generator; history: kept because similar items carry it; recall: ranked high by recall, not chosen by the generator; review: added by a person in review; memory: a person marked it right on this text or a near-duplicate.")
+    origin: str = Field(description="llm: chosen by the generator; history: kept because similar items carry it; recall: ranked high by recall, not chosen by the generator; review: added by a person in review; memory: a person marked it right on this text or a near-duplicate; hierarchy: an ancestor of a kept tag (the knowledge base's hierarchy_output add-ancestors).")
     why: str = Field(description="One line: the recall evidence, the tag's origin and its confidence, and what moved the confidence more than 0.3 away from the judge's P(Yes) when it did.")
+    path: list[str] | None = Field(default=None, description="With a tag tree: the tag's place in it, root first (the tag last); null for a tag outside any tree.")
 
 
 class CandidateOut(BaseModel):
@@ -414,7 +415,7 @@ def _tag_out(result: dict) -> list[TagOut]:
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
     judged = {j["tag"]: j for j in result.get("judgments") or []}
     return [
-        TagOut(tag=t["tag"], confidence=t["confidence"], rank=t["rank"], description=t.get("description") or "",
+        TagOut(tag=t["tag"], confidence=t["confidence"], rank=t["rank"], description=t.get("description") or "", path=t.get("path"),
                paths=list(t.get("paths") or []), origin=t.get("origin") or "llm",
                why=why(t, by_tag.get(t["tag"]), judged.get(t["tag"]), result.get("recall_fit")))
         for t in result.get("tags") or []

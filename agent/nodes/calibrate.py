@@ -103,8 +103,21 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
     if any(j["confidence"] is None for j in judgments):
         # no confidence at all (no judge, no ranker): the generator's tags, else recall's top ones
         scored = [s for s in scored if s["origin"] != "recall"] if ctx.use_generation and route["llm"] else scored
-    final = rank_tags(scored, threshold, ctx.tag_limit)
+    tree = tag_tree(rt.kb, [s["tag"] for s in scored])
+    final = rank_tags(scored, threshold, ctx.tag_limit, tree)
     if judgments and not final:
         notes.append(f"every scored tag is below the confidence threshold {threshold}: no tag fits well enough; lower it to see them")
     return {"tags": final, "judgments": judgments, "threshold": threshold, "route": route, "notes": notes,
-            "timings": {"calibrate": round(time.perf_counter() - started, 4)}}
+            **({"tree": tree} if tree else {}), "timings": {"calibrate": round(time.perf_counter() - started, 4)}}
+
+
+def tag_tree(kb, tags: list[str]) -> dict | None:
+    """The part of the knowledge base's tag tree these tags need (their ancestors) and its output
+    rule, kept in the result so that another threshold cuts it the same way; None for a flat repository."""
+    parents = kb.hierarchy()
+    needed = {}
+    for tag in tags:
+        while tag in parents and tag not in needed:
+            needed[tag] = parents[tag]
+            tag = parents[tag]
+    return {"parents": needed, "output": kb.config.hierarchy_output} if needed else None
