@@ -7,6 +7,7 @@ environment (``LLM4TAG_<FIELD>``, e.g. ``LLM4TAG_BACKEND=ollama:qwen2.5:7b``), o
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal, get_args, get_type_hints
 
@@ -74,6 +75,11 @@ class Context:
     max_c2t: int | None = field(default=None, metadata={"help": "override the knowledge base's C2T cap"})
     max_c2c2t: int | None = field(default=None, metadata={"help": "override the knowledge base's C2C2T cap"})
     budget: int | None = field(default=None, metadata={"help": "override the candidate budget"})
+    label_language: str | None = field(
+        default=None,
+        metadata={"help": "each tag also gets its label in this language (ISO 639-1, e.g. de), from the vocabulary's SKOS prefLabels; "
+                          "a tag without one keeps its name"},
+    )
     workers: int = field(
         default=1,
         metadata={"help": "batch tagging (index) and the REST API tag this many contents at once: model worker processes, each with "
@@ -99,6 +105,8 @@ class Context:
         check_number("route_margin", self.route_margin, minimum=0.0)
         check_number("min_snippet_similarity", self.min_snippet_similarity, minimum=-1.0, maximum=1.0)
         check_number("web_timeout_s", self.web_timeout_s, minimum=0.0)
+        if self.label_language is not None and not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*", self.label_language):
+            raise ValueError(f"label_language must be a language code such as de or pt-BR, not {self.label_language[:40]!r}")
 
     @classmethod
     def from_env(cls, **overrides) -> "Context":

@@ -101,6 +101,7 @@ def tags_with_why(result: dict) -> list[dict]:
     judged = {j["tag"]: j for j in result.get("judgments") or []}
     fit = result.get("recall_fit")
     return [{"tag": t["tag"], "confidence": t["confidence"], **({"path": t["path"]} if t.get("path") else {}),
+             **({"label": t["label"]} if t.get("label") else {}),
              "why": why(t, by_tag.get(t["tag"]), judged.get(t["tag"]), fit)}
             for t in result.get("tags") or []]
 

@@ -63,6 +63,8 @@ class TagContentArgs(BaseModel):
         default=None, description="auto (default): the language model only where it can change the answer; full: always; fast: never (milliseconds)."
     )
     explain: bool = Field(default=False, description="Also list, for each tag, the words of the text behind it (those whose removal lowers its score most).")
+    label_language: str | None = Field(default=None, max_length=20, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+                                       description="Also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels.")
 
 
 def invalid_arguments(exc: ValidationError, tool: str) -> str:
@@ -91,8 +93,8 @@ def make_tagging_tool(context: Context | None = None) -> StructuredTool:
     base = context or Context.from_env()
 
     def tag_content(text: str, mode: str | None = None, max_tags: int | None = None, threshold: float | None = None,
-                    llm: str | None = None, explain: bool = False) -> dict:
-        ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, llm=llm)
+                    llm: str | None = None, explain: bool = False, label_language: str | None = None) -> dict:
+        ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, llm=llm, label_language=label_language)
         try:
             result = tag(text, context=ctx)
             spans = supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None

@@ -35,6 +35,29 @@ class Tag:
     description: str = ""
     synonyms: tuple[str, ...] = ()
     parent: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # (language, label): the name in other languages (SKOS prefLabel@xx)
+
+    def label(self, language: str | None) -> str:
+        """The tag's label in ``language`` (an ISO 639-1 code), else its name (the vocabulary's default)."""
+        return dict(self.labels).get(language.lower(), self.name) if language else self.name
+
+    def metadata(self) -> dict[str, str]:
+        """What the store keeps beside the tag's embedding (Chroma metadata: flat strings)."""
+        return {"description": self.description, "synonyms": json.dumps(list(self.synonyms)), "parent": self.parent or "",
+                **({"labels": json.dumps(dict(self.labels), ensure_ascii=False)} if self.labels else {})}
+
+    @classmethod
+    def from_metadata(cls, name: str, meta: dict | None) -> "Tag":
+        meta = meta or {}
+        try:
+            labels = tuple(sorted(json.loads(meta.get("labels") or "{}").items()))
+        except (ValueError, AttributeError):
+            labels = ()
+        try:
+            synonyms = tuple(json.loads(meta.get("synonyms") or "[]"))
+        except ValueError:
+            synonyms = ()
+        return cls(name, meta.get("description", ""), synonyms, meta.get("parent") or None, labels)
 
     def embedding_text(self) -> str:
         """What the encoder sees for a tag: its readable name, synonyms and description."""

@@ -7,7 +7,8 @@ TSV: each ``skos:Concept`` (or anything with a ``skos:prefLabel``) becomes a tag
 ``prefLabel`` in the language asked for (else the label without a language, else the first in
 alphabetical order of language); ``altLabel`` and ``hiddenLabel`` (in that language or none)
 become its synonyms, which recall matches on; ``definition`` (else ``scopeNote``) its
-description; its ``broader`` concept (or a concept that lists it as ``narrower``) its parent.
+description; its ``broader`` concept (or a concept that lists it as ``narrower``) its parent; its
+``prefLabel`` in every language its ``labels``, which a result returns on request (``label_language``).
 The checks of ``loaders.read_tags`` hold: two concepts with the same label, a broader concept
 that exists nowhere, a cycle. A concept marked ``owl:deprecated true`` or with
 ``dct:isReplacedBy`` is not loaded as a tag but as a change (``Parsed.changes``): a tag of that
@@ -123,7 +124,12 @@ def read_skos(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
             first = parent_of[concept][0]
             several += len(parent_of[concept]) > 1
             parent = names.get(first) or _label(list(graph.objects(first, SKOS.prefLabel)), language) or str(first)
-        parsed.records.append(Tag(name, clean_text(description), tuple(s for s in synonyms if s), parent))
+        labels = {}
+        for value in sorted(graph.objects(concept, SKOS.prefLabel), key=str):
+            spoken = getattr(value, "language", None)
+            if spoken and spoken.lower() != language.lower() and spoken.lower() not in labels and clean_text(str(value)):
+                labels[spoken.lower()] = clean_text(str(value))  # the name is the label in ``language``
+        parsed.records.append(Tag(name, clean_text(description), tuple(s for s in synonyms if s), parent, tuple(sorted(labels.items()))))
     if retired:
         parsed.warnings.append(f"{path}: {len(retired)} deprecated concepts not loaded as tags ({', '.join(retired[:10])}"
                                f"{' …' if len(retired) > 10 else ''})" + (f"; replacements: {', '.join(replacements[:10])}" if replacements else ""))
@@ -161,6 +167,9 @@ def write_skos(tags: Iterable[Tag], path: str | Path, namespace: str = DEFAULT_N
         graph.add((concept, RDF.type, SKOS.Concept))
         graph.add((concept, SKOS.inScheme, scheme))
         graph.add((concept, SKOS.prefLabel, rdflib.Literal(tag.name, lang=language)))
+        for spoken, label in tag.labels:
+            if spoken != language:
+                graph.add((concept, SKOS.prefLabel, rdflib.Literal(label, lang=spoken)))
         if tag.description:
             graph.add((concept, SKOS.definition, rdflib.Literal(tag.description, lang=language)))
         for synonym in tag.synonyms:

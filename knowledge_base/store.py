@@ -361,7 +361,7 @@ class KnowledgeBase:
         if missing:
             got = self.collection("tags").get(ids=missing, include=["metadatas"])
             for tid, meta in zip(got["ids"], got["metadatas"]):
-                out[tid] = Tag(tid, meta.get("description", ""), tuple(_json_list(meta, "synonyms")), meta.get("parent") or None)
+                out[tid] = Tag.from_metadata(tid, meta)
                 if cache is not None:
                     cache[tid] = out[tid]
         return {n: out[n] for n in names if n in out}
@@ -601,10 +601,7 @@ class KnowledgeBase:
                     ids=[t.name for t in chunk],
                     embeddings=enc.vectors,
                     documents=[t.embedding_text() for t in chunk],
-                    metadatas=[
-                        {"description": t.description, "synonyms": json.dumps(list(t.synonyms)), "parent": t.parent or ""}
-                        for t in chunk
-                    ],
+                    metadatas=[t.metadata() for t in chunk],
                 )
                 ops = [{"op": "node", "id": tag_node(t.name), "kind": "tag"} for t in chunk]
                 # link the new tags to similar existing contents (c–t similarity edges)
@@ -1021,13 +1018,13 @@ class KnowledgeBase:
         change = "retire" if into is None else ("merge" if target is not None else "rename")
         children = [t for t in self.get_tags(sorted(self.tag_names())).values() if t.parent == tag and t.name != into]
         if change == "rename":
-            replacement = Tag(into, entry.description, tuple(dict.fromkeys([*entry.synonyms, tag])), entry.parent)
+            replacement = Tag(into, entry.description, tuple(dict.fromkeys([*entry.synonyms, tag])), entry.parent, entry.labels)
         elif change == "merge":
             synonyms = [s for s in dict.fromkeys([*target.synonyms, tag, *entry.synonyms]) if s != into]
             # merged into one of its own descendants: that one takes its place in the tree (no cycle, no parent that left)
             parent = entry.parent if tag in self._ancestors(into) else target.parent
-            replacement = Tag(into, target.description or entry.description, tuple(synonyms), parent)
-        rewrites = [Tag(t.name, t.description, t.synonyms, into) for t in children]
+            replacement = Tag(into, target.description or entry.description, tuple(synonyms), parent, target.labels or entry.labels)
+        rewrites = [Tag(t.name, t.description, t.synonyms, into, t.labels) for t in children]
         to_encode = ([replacement] if into is not None else []) + rewrites
         enc = self.encoder.encode([t.embedding_text() for t in to_encode]) if to_encode else None
         verdicts: dict[str, str] = {}
@@ -1067,8 +1064,7 @@ class KnowledgeBase:
             if to_encode:
                 self.collection("tags").upsert(
                     ids=[t.name for t in to_encode], embeddings=enc.vectors, documents=[t.embedding_text() for t in to_encode],
-                    metadatas=[{"description": t.description, "synonyms": json.dumps(list(t.synonyms)), "parent": t.parent or ""}
-                               for t in to_encode])
+                    metadatas=[t.metadata() for t in to_encode])
                 if into is not None:
                     self.graph.write([{"op": "node", "id": tag_node(into), "kind": "tag"}])
             for origin in sorted({origins[s.id] for s in updated}):

@@ -36,12 +36,13 @@ def test_a_hand_made_skos_file_with_every_case(tmp_path):
     parsed = read_skos(path)
     tags = {t.name: t for t in parsed.records}
     assert set(tags) == {"food", "fruit", "apple", "dessert"}  # the deprecated and the replaced concept are not loaded
-    assert tags["fruit"] == Tag("fruit", "The sweet, seed-bearing part of a plant", ("fruits", "frut"), "food")
-    assert tags["apple"] == Tag("apple", "Only the fruit, not the company", (), "fruit")  # scopeNote; parent from narrower
+    assert tags["fruit"] == Tag("fruit", "The sweet, seed-bearing part of a plant", ("fruits", "frut"), "food", (("de", "Obst"),))
+    assert tags["apple"] == Tag("apple", "Only the fruit, not the company", (), "fruit", (("de", "Apfel"),))  # scopeNote; parent from narrower
+    assert tags["apple"].label("de") == "Apfel" and tags["apple"].label("fi") == "apple" and tags["apple"].label(None) == "apple"
     assert tags["dessert"] == Tag("dessert")  # typed only by its prefLabel, in no language
     assert any("2 deprecated concepts not loaded" in w and "sweets → dessert" in w for w in parsed.warnings)
     german = {t.name: t for t in read_skos(path, language="de").records}
-    assert german["Obst"] == Tag("Obst", "Süßer Teil einer Pflanze", ("Früchte",), "Essen")  # only labels in that language or none
+    assert german["Obst"] == Tag("Obst", "Süßer Teil einer Pflanze", ("Früchte",), "Essen", (("en", "fruit"),))  # synonyms in that language or none
     assert german["Essen"].description == "Anything eaten"  # no German definition: the English one is better than none
     assert read_vocabulary(path).records == parsed.records  # load-vocab reads SKOS by its suffix
 
@@ -101,3 +102,37 @@ def test_load_and_export_skos_on_the_command_line(tmp_path):
     exported = runner.invoke(main, ["--kb", str(kb_dir), "kb", "export-vocab", str(out)])
     assert exported.exit_code == 0 and "4 concepts" in exported.output
     assert {t.name: t for t in read_skos(out).records} == {t.name: t for t in read_skos(path).records}
+
+
+def test_results_give_each_tag_its_label_in_the_language_asked_for(tmp_path):
+    """Issue 29 (5): ``--label-language``, REST's and the tools' ``label_language``: a SKOS
+    vocabulary's prefLabel in that language, the tag's name where it has none."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from agent import Context
+    from agent.tools import make_tagging_tool
+    from ui.rest import create_app
+
+    path = tmp_path / "food.ttl"
+    path.write_text(HAND_MADE, encoding="utf-8")
+    kb_dir = tmp_path / "kb"
+    runner = CliRunner()
+    assert runner.invoke(main, ["--kb", str(kb_dir), "kb", "load-vocab", str(path)]).exit_code == 0
+    text = "A crisp red apple, a sweet fruit from the orchard, eaten raw or baked into a pie."
+    shown = runner.invoke(main, ["--kb", str(kb_dir), "tag", text, "--llm", "fast", "--threshold", "0", "--label-language", "de", "--json"])
+    assert shown.exit_code == 0, shown.output
+    labels = {t["tag"]: t["label"] for t in json.loads(shown.output)["tags"]}
+    assert labels["apple"] == "Apfel" and labels.get("fruit", "Obst") == "Obst" and labels.get("dessert", "dessert") == "dessert"
+    plain = runner.invoke(main, ["--kb", str(kb_dir), "tag", text, "--llm", "fast", "--threshold", "0", "--label-language", "de"])
+    assert "apple «Apfel»" in plain.output and "in food › fruit" in plain.output  # the CLI shows the label and the tag's place in the tree
+    with TestClient(create_app(str(kb_dir), Context(threshold=0.0))) as client:
+        answer = client.post("/v1/tag", json={"text": text, "llm": "fast", "label_language": "de"}).json()
+        assert {t["tag"]: t["label"] for t in answer["tags"]}["apple"] == "Apfel"
+        assert next(t for t in answer["tags"] if t["tag"] == "apple")["path"] == ["food", "fruit", "apple"]
+        refused = client.post("/v1/tag", json={"text": text, "llm": "fast", "label_language": "../de"})
+        assert refused.status_code == 422 and "label_language" in refused.text
+    tool = make_tagging_tool(Context(kb_dir=str(kb_dir), threshold=0.0))
+    compact = tool.invoke({"text": text, "llm": "fast", "label_language": "de"})
+    assert {t["tag"]: t.get("label") for t in compact["tags"]}["apple"] == "Apfel"

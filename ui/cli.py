@@ -407,6 +407,9 @@ def context_options(f):
         click.option("--write-back/--no-write-back", "write_back", default=None, help="Store the final tags in the knowledge base."),
         click.option("--review/--no-review", "review", default=None,
                      help="Hold the proposed tags for a review: `llm4tag review ID` or any correction of the text resumes it."),
+        click.option("--label-language", "label_language", default=None,
+                     help="Also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels; "
+                          "a tag without one keeps its name (env LLM4TAG_LABEL_LANGUAGE)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -497,7 +500,9 @@ def _print_tags(result: dict) -> None:
     for t in result["tags"]:
         conf = "   -  " if t["confidence"] is None else f"{t['confidence']:.3f}"
         origin = {"history": ", from history", "recall": ", from recall", "review": ", added in review"}.get(t["origin"], "")
-        click.echo(f"{t['rank']:2d}. {conf}  {t['tag']}  ({'+'.join(t['paths']) or 'llm'}{origin})")
+        label = f" «{t['label']}»" if t.get("label") and t["label"] != t["tag"] else ""
+        tree = f" in {' › '.join(t['path'][:-1])}" if len(t.get("path") or []) > 1 else ""
+        click.echo(f"{t['rank']:2d}. {conf}  {t['tag']}{label}  ({'+'.join(t['paths']) or 'llm'}{origin}{tree})")
     review = result.get("review") or {}
     if review.get("status") == "pending":
         click.echo(f"review pending: llm4tag review {result['content_id']} --accept TAG --reject TAG --add TAG")

@@ -93,10 +93,13 @@ def build_server(context: Context | None = None) -> FastMCP:
                                       "fast (or false): fused recall only, no language model (milliseconds)."),
         review: bool | None = Field(default=None, description="true: hold the tags for a person's review; a later learn of the same text resumes it."),
         explain: bool = Field(default=False, description="Also list, for each tag, the words of the text behind it (those whose removal lowers its score most)."),
+        label_language: str | None = Field(default=None, max_length=20, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+                                           description="Also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels."),
         call: McpContext = None,
     ) -> dict:
         """Tag a text: tags from the repository, each with a confidence (P(tag is right), fused from recall and the LLM) and why it was chosen. A client that asks for progress gets fused recall's answer first, as a progress message, while the language model refines it."""
-        ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, review=review, llm=llm_mode(llm))
+        ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, review=review, llm=llm_mode(llm),
+                                  label_language=label_language)
         if call is not None and ctx.llm != "fast" and not ctx.review and call.request_context.meta and call.request_context.meta.progressToken is not None:
             fast = await _run(lambda: compact_result(tagging.tag(text, context=ctx.with_overrides(llm="fast"))))
             shown = ", ".join(f"{t['tag']} {t['confidence']:.2f}" for t in fast["tags"] if t.get("confidence") is not None) or "no tag"

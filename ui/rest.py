@@ -146,6 +146,9 @@ class TagOptions(BaseModel):
                                   "fast (or false): fused recall only, milliseconds per text. Default: the server's setting.")
     review: bool | None = Field(default=None, description="true: hold the proposed tags for a review (the answer's review is pending); "
                                                           "POST /v1/review/{content_id} or any /v1/learn of the same text resumes it.")
+    label_language: str | None = Field(default=None, max_length=20, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+                                       description="Also give each tag its label in this language (ISO 639-1, e.g. de), from the "
+                                                   "vocabulary's SKOS prefLabels; a tag without one keeps its name.")
 
 
 class TagRequest(TagOptions):
@@ -165,6 +168,7 @@ class TagOut(BaseModel):
     origin: str = Field(description="llm: chosen by the generator; history: kept because similar items carry it; recall: ranked high by recall, not chosen by the generator; review: added by a person in review; memory: a person marked it right on this text or a near-duplicate; hierarchy: an ancestor of a kept tag (the knowledge base's hierarchy_output add-ancestors).")
     why: str = Field(description="One line: the recall evidence, the tag's origin and its confidence, and what moved the confidence more than 0.3 away from the judge's P(Yes) when it did.")
     path: list[str] | None = Field(default=None, description="With a tag tree: the tag's place in it, root first (the tag last); null for a tag outside any tree.")
+    label: str | None = Field(default=None, description="With label_language: the tag's label in that language (its name when the vocabulary has none).")
 
 
 class CandidateOut(BaseModel):
@@ -416,6 +420,7 @@ def _tag_out(result: dict) -> list[TagOut]:
     judged = {j["tag"]: j for j in result.get("judgments") or []}
     return [
         TagOut(tag=t["tag"], confidence=t["confidence"], rank=t["rank"], description=t.get("description") or "", path=t.get("path"),
+               label=t.get("label"),
                paths=list(t.get("paths") or []), origin=t.get("origin") or "llm",
                why=why(t, by_tag.get(t["tag"]), judged.get(t["tag"]), result.get("recall_fit")))
         for t in result.get("tags") or []
@@ -429,7 +434,7 @@ def _event(name: str, data: str) -> str:
 
 def _options(base: Context, options: TagOptions) -> Context:
     return base.with_overrides(mode=options.mode, max_tags=options.max_tags, threshold=options.threshold, review=getattr(options, "review", None),
-                               llm=llm_mode(options.llm))
+                               llm=llm_mode(options.llm), label_language=options.label_language)
 
 
 def _error_responses(*codes: int) -> dict:

@@ -105,6 +105,9 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
         scored = [s for s in scored if s["origin"] != "recall"] if ctx.use_generation and route["llm"] else scored
     tree = tag_tree(rt.kb, [s["tag"] for s in scored])
     final = rank_tags(scored, threshold, ctx.tag_limit, tree)
+    if ctx.label_language:  # each tag's label in the language asked for, else its name (the vocabulary's default)
+        stored = rt.kb.get_tags([t["tag"] for t in final])
+        final = [{**t, "label": stored[t["tag"]].label(ctx.label_language) if t["tag"] in stored else t["tag"]} for t in final]
     if judgments and not final:
         notes.append(f"every scored tag is below the confidence threshold {threshold}: no tag fits well enough; lower it to see them")
     return {"tags": final, "judgments": judgments, "threshold": threshold, "route": route, "notes": notes,
