@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-model test browser clean-demo
+.PHONY: install demo demo-model test lint browser clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest
+
+# errors ruff finds without running anything (undefined names, unused variables, syntax): [tool.ruff] in pyproject.toml
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 clean-demo:
 	rm -rf $${LLM4TAG_HOME:-$$HOME/.cache/llm4tag}/demo-kb

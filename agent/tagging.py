@@ -25,7 +25,7 @@ raises ``knowledge_base.InputError``, an unknown tag in ``learn`` ``knowledge_ba
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
 
 from knowledge_base.config import RecallConfig
 from knowledge_base.errors import InputError, NoReviewWaitingError
@@ -36,6 +36,9 @@ from knowledge_base.recall import RecallResult
 from .context import Context
 from .explanation import explain
 from .runtime import Runtime, runtime_for
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 # The tagging graph (LangGraph, LangChain: about a second to import) is imported by the calls that
 # run it, so ``recall``, ``learn`` and ``search_tags`` answer without it.

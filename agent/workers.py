@@ -136,14 +136,15 @@ class TaggerPool:
         def done(f: Future) -> None:
             try:
                 value = f.result()
-            except BrokenProcessPool as exc:
+            except BrokenProcessPool as broken:
+                reason: BaseException = broken
                 if retries > 0:
                     try:
                         self._run(outer, text, title, ctx, retries - 1)
                         return
                     except BaseException as again:  # noqa: BLE001 - the pool is closing, or cannot start workers
-                        exc = again
-                outer.set_exception(WorkerError(f"a tagging worker process died twice on this item ({exc}); it may run out of memory — "
+                        reason = again
+                outer.set_exception(WorkerError(f"a tagging worker process died twice on this item ({reason}); it may run out of memory — "
                                                 "the pool starts fresh workers for what comes next; use fewer workers if it recurs"))
             except BaseException as exc:  # the tagger's own errors reach the caller as they are
                 outer.set_exception(exc)

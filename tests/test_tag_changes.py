@@ -123,7 +123,6 @@ def test_a_vocabulary_reload_carries_renames_merges_and_retirements(fresh_copy, 
 
 
 def test_cli_and_rest_change_tags_with_clear_refusals(fresh_copy):
-    kb = KnowledgeBase(fresh_copy)
     a, b, c, d = used(annotations(fresh_copy))[:4]
     runner = CliRunner()
     wrong = runner.invoke(main, ["--kb", str(fresh_copy), "kb", "rename-tag", a, b])

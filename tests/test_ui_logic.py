@@ -415,7 +415,7 @@ def test_the_page_answers_with_fused_recall_before_the_language_model_is_loaded(
     runner.start()
     runner.join(120)
     assert not runner.is_alive(), "the page waited for the language model"
-    history, session = outputs[-1][0], outputs[-1][1]
+    session = outputs[-1][1]
     assert session["last"]["result"]["route"]["llm"] is False and session["last"]["result"]["tags"]
     panels = [o[2] for o in outputs if isinstance(o[2], str)]
     assert len(panels) >= 2 and all('id="l4t-panel"' in p for p in panels)  # recall's tags were shown before the final answer
