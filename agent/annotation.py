@@ -24,6 +24,7 @@ for bulk acceptance) or file order. The records and decisions live in the knowle
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -47,6 +48,9 @@ NEIGHBOURS = 30  # undecided records re-scored after a decision: those nearest t
 MAX_RECORDS = 20000  # records one load may add
 
 log = logging.getLogger("llm4tag.annotation")
+_exiting = threading.Event()  # set at interpreter exit: the background re-scoring stops instead of failing on closed executors
+# threading's exit hook runs before concurrent.futures refuses new work (it is the hook concurrent.futures uses); atexit runs later
+getattr(threading, "_register_atexit", atexit.register)(_exiting.set)
 
 
 class AnnotationQueue:
@@ -129,11 +133,16 @@ class AnnotationQueue:
         return {"added": added, "already_queued": already, "problems": problems}
 
     # ---- the record on screen ---------------------------------------------------------------
-    def next(self, order: Order = "uncertain", after: Iterable[str] = ()) -> QueueRecord | None:
-        """The next undecided record in ``order`` (``after``: ids to pass over), its suggestions
-        brought up to date when something was learned since they were made."""
+    def next(self, order: Order = "uncertain", after: Iterable[str] = (), match: str | None = None) -> QueueRecord | None:
+        """The next undecided record in ``order`` (``after``: ids to pass over; ``match``: only records
+        whose text or suggested tags contain it), its suggestions brought up to date when something
+        was learned since they were made."""
         self._notice_retraining()
-        record = self.store.next(order, after)
+        record = self.store.next(order, after, match)
+        return self.fresh(record)
+
+    def fresh(self, record: QueueRecord | None) -> QueueRecord | None:
+        """``record`` with its suggestions re-scored when something was learned since they were made."""
         if record is not None and record.scored_at < self._learned_at:
             self.score([(record.id, record.text)])
             record = self.store.get(record.id) or record
@@ -169,10 +178,11 @@ class AnnotationQueue:
         """Put a record behind the open ones."""
         self.store.skip(rid)
 
-    def accept_above(self, cut: float, limit: int | None = None) -> int:
-        """Accept, on every undecided record, its suggested tags at or above ``cut`` (records with
-        none are left); surest first, at most ``limit`` records. Returns how many were decided."""
-        sure = [(r, [t for t, p in r.suggestions if p is not None and p >= cut]) for r in self.store.undecided()]  # skipped ones too
+    def accept_above(self, cut: float, limit: int | None = None, match: str | None = None) -> int:
+        """Accept, on every undecided record (``match``: those whose text or suggested tags contain
+        it), its suggested tags at or above ``cut`` (records with none are left); surest first, at
+        most ``limit`` records. Returns how many were decided."""
+        sure = [(r, [t for t, p in r.suggestions if p is not None and p >= cut]) for r in self.store.undecided(match)]  # skipped ones too
         sure = sorted([(r, tags) for r, tags in sure if tags], key=lambda rt: -max(p for _, p in rt[0].suggestions if p is not None))
         for record, tags in sure[:limit]:
             self.decide(record.id, tags)
@@ -215,7 +225,7 @@ class AnnotationQueue:
     def _rescore_due(self) -> None:
         while True:
             with self._wake:
-                if not self._due:
+                if not self._due or _exiting.is_set():  # the process is ending: what is left is re-scored when next shown
                     return
                 rid = next(iter(self._due))
                 del self._due[rid]
@@ -225,6 +235,8 @@ class AnnotationQueue:
             try:
                 self.score([(rid, record.text)])
             except Exception as exc:  # a background job: report, never take the page down
+                if _exiting.is_set():
+                    return
                 log.warning("re-scoring queue record %s failed: %s", rid, exc)
 
     def settle(self, timeout: float = 60.0) -> bool:

@@ -154,17 +154,30 @@ class QueueStore:
             db.executemany("UPDATE records SET suggestions = ?, preselected = ?, top = ?, uncertainty = ?, scored_at = ? "
                            "WHERE id = ? AND status IN ('open', 'skipped')", rows)
 
-    def next(self, order: Order = "uncertain", after: Iterable[str] = ()) -> QueueRecord | None:
+    def next(self, order: Order = "uncertain", after: Iterable[str] = (), match: str | None = None) -> QueueRecord | None:
         """The next undecided record in ``order``: open ones first, then skipped ones; ``after``: ids
-        to pass over (the one on screen)."""
+        to pass over (the one on screen); ``match``: only records whose text or suggested tags contain it."""
+        found = self.listing(order, match, 1, after)
+        return found[0] if found else None
+
+    def listing(self, order: Order = "uncertain", match: str | None = None, limit: int = 50,
+                after: Iterable[str] = ()) -> list[QueueRecord]:
+        """The undecided records in ``order`` (open ones first), at most ``limit``; ``match``: only
+        those whose text or suggested tags contain it (case-insensitive); ``after``: ids to pass over."""
         if order not in ORDERS:
             raise InputError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
         after = list(after)
-        marks = ",".join("?" * len(after))
+        where, values = ["status IN ('open', 'skipped')"], list(after)
+        if after:
+            where.append(f"id NOT IN ({','.join('?' * len(after))})")
+        if match and match.strip():
+            pattern = "%" + match.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(text LIKE ? ESCAPE '\\' OR suggestions LIKE ? ESCAPE '\\')")
+            values += [pattern, pattern]
         with self._db() as db:
-            row = db.execute(f"SELECT * FROM records WHERE status IN ('open', 'skipped') {f'AND id NOT IN ({marks})' if after else ''} "
-                             f"ORDER BY status = 'skipped', {ORDERS[order]} LIMIT 1", after).fetchone()
-            return _record(row) if row else None
+            rows = db.execute(f"SELECT * FROM records WHERE {' AND '.join(where)} ORDER BY status = 'skipped', {ORDERS[order]} LIMIT ?",
+                              [*values, max(int(limit), 0)]).fetchall()
+        return [_record(row) for row in rows]
 
     def get(self, rid: str) -> QueueRecord | None:
         with self._db() as db:
@@ -182,10 +195,9 @@ class QueueStore:
         with self._db() as db:
             db.execute("UPDATE records SET status = 'skipped' WHERE id = ? AND status = 'open'", (rid,))
 
-    def undecided(self) -> list[QueueRecord]:
-        """Every undecided record, in file order (one query)."""
-        with self._db() as db:
-            return [_record(row) for row in db.execute("SELECT * FROM records WHERE status IN ('open', 'skipped') ORDER BY position")]
+    def undecided(self, match: str | None = None) -> list[QueueRecord]:
+        """Every undecided record (``match``: whose text or suggested tags contain it), in file order (one query)."""
+        return self.listing("file", match, limit=2**31 - 1)
 
     def undecided_ids(self) -> list[str]:
         with self._db() as db:

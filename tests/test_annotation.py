@@ -136,6 +136,33 @@ def test_rejection_skip_bulk_acceptance_and_a_restart(trained_kb_copy, records):
     assert AnnotationQueue(str(trained_kb_copy)).store.get(target.id).status == "rejected"
 
 
+def test_a_filter_narrows_the_list_the_next_record_and_bulk_acceptance(trained_kb_copy, records):
+    """Issue 28 (1): "accept all above X for the current filter", and a record list in the order asked."""
+    from ui.queue_tab import LIST_ROWS, QueuePage, listing_rows
+
+    queue = AnnotationQueue(str(trained_kb_copy))
+    undecided = queue.store.undecided()
+    word = next(w for r in undecided for w in r.text.split() if len(w) > 6 and w.isalpha())
+    matching = [r for r in undecided if word.lower() in r.text.lower() or word.lower() in json.dumps(r.suggestions).lower()]
+    assert 0 < len(matching) < len(undecided)
+    listed = queue.store.listing("score", word, limit=50)
+    assert {r.id for r in listed} == {r.id for r in matching}
+    assert [r.id for r in listed if r.status == "open"] == [r.id for r in sorted((r for r in matching if r.status == "open"),
+                                                                               key=lambda r: (-max(p for _, p in r.suggestions), r.position))]
+    assert queue.next("uncertain", match=word).id in {r.id for r in matching}
+    assert queue.store.listing("file", "100%_\\", limit=5) == []  # LIKE's own characters match literally
+    rows = listing_rows(listed, queue.threshold())
+    assert [row[0] for row in rows] == [r.position for r in listed] and all(len(row[-1]) <= 90 for row in rows)
+    # the page: a click on a row of the list shows that record; bulk acceptance keeps to the filter
+    page = QueuePage(str(trained_kb_copy))
+    shown = page.show("file", word)
+    assert shown[0] == queue.store.listing("file", word, 1)[0].id and len(shown[6]["value"]) <= LIST_ROWS
+    assert queue.accept_above(0.0, match=word) == len(matching)
+    assert all(queue.store.get(r.id).decided for r in matching)
+    assert all(not queue.store.get(r.id).decided for r in undecided if r.id not in {m.id for m in matching})
+    assert "No undecided record matches" in page.show("file", word)[5]
+
+
 def test_without_a_trained_ranker_the_suggestions_are_the_tag_pages_without_confidence(kb_dir, queue_file, records):
     queue = AnnotationQueue(str(kb_dir))
     queue.load(queue_file)

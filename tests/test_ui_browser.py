@@ -347,3 +347,24 @@ def test_queue_tab_keys_counts_and_a_reload(page, app_server, tmp_path):
     page.get_by_role("tab", name="Queue").click()
     expect(page.locator("#queue-progress")).to_contain_text("2 of 4 decided", timeout=60_000)
     expect(page.locator("#queue-progress")).to_contain_text("1 skipped")
+
+    # the record list follows the order; a click on a row shows that record; the filter narrows both
+    from knowledge_base.annotation_queue import QueueStore
+
+    undecided = QueueStore(kb_dir).undecided()
+    assert len(undecided) == 2
+    rows = page.locator("#queue-list [role=row][data-index]")  # Gradio's table draws its body rows as a virtual list
+    expect(rows).to_have_count(2, timeout=60_000)
+    expect(page.locator("#queue-list")).to_contain_text("skipped")
+    last = rows.nth(1)
+    position = int(last.locator("[role=gridcell]").first.inner_text())
+    wanted = next(r for r in undecided if r.position == position)
+    last.locator("[role=gridcell]").nth(5).click()
+    expect(record.locator("code").first).to_have_text(wanted.id, timeout=60_000)
+    other = next(r for r in undecided if r.id != wanted.id)
+    word = next(w for w in re.findall(r"[A-Za-z]{6,}", other.text) if w.lower() not in wanted.text.lower())
+    page.locator("#queue-filter textarea, #queue-filter input").first.fill(word)
+    page.locator("#queue-filter textarea, #queue-filter input").first.press("Enter")
+    expect(rows).to_have_count(1, timeout=60_000)
+    expect(record.locator("code").first).to_have_text(other.id)
+    page.screenshot(path=ARTIFACTS / "ui-10-queue-list-filter.png", full_page=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from agent.annotation import SUGGESTIONS, AnnotationQueue
-from knowledge_base.annotation_queue import QueueCounts, QueueRecord
+from knowledge_base.annotation_queue import QueueCounts, QueueRecord, uncertainty
 from knowledge_base.errors import Llm4tagError
 
 from .logic import csv_to_jsonl, resolve_tags
@@ -90,6 +90,23 @@ def record_html(record: QueueRecord | None, counts: QueueCounts, threshold: floa
             f"<p style='font-size:0.85em;opacity:0.75'>record <code>{_esc(record.id)}</code>{skipped} · pre-selected: {kept}</p>")
 
 
+LIST_COLUMNS = ["#", "surest tag", "confidence", "uncertainty", "status", "text"]
+LIST_ROWS = 25
+
+
+def listing_rows(records: list[QueueRecord], threshold: float) -> list[list]:
+    """The record list beside the record on screen: the next undecided records in the chosen order
+    and filter (Argilla's record list): place in the queue (1: the first record loaded), the surest suggestion and its
+    confidence, the expected number of wrong pre-selections, the status and the text's start."""
+    rows = []
+    for r in records:
+        top = next(((t, p) for t, p in r.suggestions if p is not None), (r.suggestions[0][0], None) if r.suggestions else ("", None))
+        text = " ".join(r.text.split())
+        rows.append([r.position, top[0], None if top[1] is None else round(top[1], 2), round(uncertainty(r.suggestions, threshold), 2),
+                     r.status, text if len(text) <= 90 else text[:89] + "…"])
+    return rows
+
+
 def tag_choices(record: QueueRecord | None, threshold: float) -> tuple[list[tuple[str, str]], list[str]]:
     """The checkbox labels ("1 · tag · 0.82") and the pre-selected tags."""
     if record is None:
@@ -111,24 +128,43 @@ class QueuePage:
             self._queue = AnnotationQueue(self.kb_dir)
         return self._queue
 
-    def show(self, order: str, after: list[str] | None = None, report: str | None = None):
-        """The next record: (its id, its HTML, the tag checkboxes, the progress, the added-tags box, the report)."""
+    def show(self, order: str, match: str | None = None, after: list[str] | None = None, report: str | None = None,
+             rid: str | None = None):
+        """The next record in ``order`` among those ``match`` finds (or record ``rid``): (its id, its
+        HTML, the tag checkboxes, the progress, the added-tags box, the report, the record list)."""
+        order = order or "uncertain"
         try:
             queue = self.queue()
-            record = queue.next(order or "uncertain", after or []) or (queue.next(order or "uncertain") if after else None)
+            chosen = queue.store.get(rid) if rid else None
+            if chosen is not None and not chosen.decided:
+                record = queue.fresh(chosen)
+            else:
+                record = queue.next(order, after or [], match) or (queue.next(order, [], match) if after else None)
             counts, threshold = queue.counts(), queue.threshold()
+            upcoming = listing_rows(queue.store.listing(order, match, LIST_ROWS), threshold)
         except Exception as exc:
-            return None, f"<p>⚠️ <b>{_esc(_readable(exc))}</b></p>", gr.update(choices=[], value=[]), "", "", gr.skip()
+            return None, f"<p>⚠️ <b>{_esc(_readable(exc))}</b></p>", gr.update(choices=[], value=[]), "", "", gr.skip(), gr.skip()
         choices, selected = tag_choices(record, threshold)
         label = (f"Suggested tags — {len(choices)}, keys 1–{len(choices)} toggle" if choices else "Suggested tags")
+        if record is None and match and match.strip() and counts.total > counts.decided:
+            report = report or f"No undecided record matches “{match.strip()}”; clear the filter to see the others."
         return (record.id if record else None, record_html(record, counts, threshold),
                 gr.update(choices=choices, value=selected, label=label), progress_html(counts), "",
-                report if report is not None else gr.skip())
+                report if report is not None else gr.skip(), gr.update(value=upcoming))
 
-    def load(self, file, order, progress=gr.Progress()):
+    def pick(self, order, match, rows, event: gr.SelectData):
+        """A click on a row of the record list shows that record."""
+        try:
+            position = int(event.row_value[0]) if event.row_value else None
+        except (TypeError, ValueError):
+            position = None
+        record = next((r for r in self.queue().store.listing(order or "uncertain", match, LIST_ROWS) if r.position == position), None)
+        return self.show(order, match, rid=record.id if record else None)
+
+    def load(self, file, order, match, progress=gr.Progress()):
         if not file:
             gr.Warning("Choose a file first.")
-            return self.show(order, report="⚠️ **Choose a file of texts first.**")
+            return self.show(order, match, report="⚠️ **Choose a file of texts first.**")
         src = Path(file if isinstance(file, str) else file.name)
         try:
             source = src
@@ -140,13 +176,13 @@ class QueuePage:
         except Exception as exc:
             error = _readable(exc)
             gr.Warning(error)
-            return self.show(order, report=f"⚠️ **{error}**")
+            return self.show(order, match, report=f"⚠️ **{error}**")
         lines = [f"**{src.name}**: {plural(report['added'], 'record')} queued"
                  + (f", {report['already_queued']} already in the queue" if report["already_queued"] else "")]
         lines += [f"- skipped {p}" for p in report["problems"][:10]]
         if len(report["problems"]) > 10:
             lines.append(f"- … and {len(report['problems']) - 10} more bad lines")
-        return self.show(order, report="\n".join(lines))
+        return self.show(order, match, report="\n".join(lines))
 
     @staticmethod
     def _added_tags(queue: AnnotationQueue, added: str | None) -> list[str]:
@@ -157,25 +193,25 @@ class QueuePage:
             raise ValueError(f"not in the tag repository: {', '.join(unknown)}; search the Knowledge base tab for the exact names")
         return extra
 
-    def accept(self, current, selected, added, order):
+    def accept(self, current, selected, added, order, match):
         """Enter: the selected suggestions and the added tags are the record's tags."""
         if not current:
-            return self.show(order, report="Nothing to accept: load a file first.")
+            return self.show(order, match, report="Nothing to accept: load a file first.")
         try:
             queue = self.queue()
             extra = self._added_tags(queue, added)
             chosen = list(dict.fromkeys([*(selected or []), *extra]))
             if not chosen:
-                return self.reject(current, added, order)
+                return self.reject(current, added, order, match)
             decided = queue.decide(current, chosen)
         except Exception as exc:
             return self._refused(exc)
-        return self.show(order, after=[current], report=f"✓ `{current}`: {decided['status']} — learned {', '.join(chosen)}")
+        return self.show(order, match, after=[current], report=f"✓ `{current}`: {decided['status']} — learned {', '.join(chosen)}")
 
-    def reject(self, current, added, order):
+    def reject(self, current, added, order, match):
         """X: no suggestion fits (the tags added by hand, if any, are the record's tags)."""
         if not current:
-            return self.show(order, report="Nothing to reject: load a file first.")
+            return self.show(order, match, report="Nothing to reject: load a file first.")
         try:
             queue = self.queue()
             extra = self._added_tags(queue, added)
@@ -185,28 +221,30 @@ class QueuePage:
             decided = queue.decide(current, extra, wrong)
         except Exception as exc:
             return self._refused(exc)
-        return self.show(order, after=[current], report=f"✗ `{current}`: {decided['status']}"
+        return self.show(order, match, after=[current], report=f"✗ `{current}`: {decided['status']}"
                          + (f" — marked wrong: {', '.join(wrong)}" if wrong else ""))
 
-    def skip(self, current, order):
+    def skip(self, current, order, match):
         if current:
             self.queue().skip(current)
-        return self.show(order, after=[current] if current else [], report=f"Skipped `{current}`; it comes back after the open records." if current else None)
+        return self.show(order, match, after=[current] if current else [],
+                         report=f"Skipped `{current}`; it comes back after the open records." if current else None)
 
-    def accept_above(self, cut, order, progress=gr.Progress()):
-        """Bulk: on every undecided record, accept its suggestions at or above ``cut``."""
+    def accept_above(self, cut, order, match, progress=gr.Progress()):
+        """Bulk: on every undecided record the filter finds, accept its suggestions at or above ``cut``."""
+        among = f" among those matching “{match.strip()}”" if match and match.strip() else ""
         try:
             progress(None, desc="accepting")
-            n = self.queue().accept_above(float(cut))
+            n = self.queue().accept_above(float(cut), match=match)
         except Exception as exc:
             return self._refused(exc)
-        return self.show(order, report=f"✓ Accepted {plural(n, 'record')}: their suggestions at confidence ≥ {float(cut):.2f}, each learned"
-                         if n else f"No undecided record has a suggestion at confidence ≥ {float(cut):.2f}.")
+        return self.show(order, match, report=f"✓ Accepted {plural(n, 'record')}{among}: their suggestions at confidence ≥ {float(cut):.2f}, "
+                         "each learned" if n else f"No undecided record{among} has a suggestion at confidence ≥ {float(cut):.2f}.")
 
     def _refused(self, exc: Exception):
         error = _readable(exc)
         gr.Warning(error)
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"⚠️ **{error}**"
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"⚠️ **{error}**", gr.skip()
 
 
 def _readable(exc: Exception) -> str:
@@ -239,14 +277,22 @@ def build_queue_tab(kb_dir: str | None, demo: gr.Blocks) -> None:
             load = gr.Button("Load into the queue", elem_id="queue-load")
             order = gr.Radio(ORDERS, value="uncertain", label="Order", elem_id="queue-order",
                              info="most uncertain: the record you are expected to correct most first · surest: for bulk acceptance")
-            cut = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Bulk: accept every record's suggestions at or above", elem_id="queue-cut")
+            match = gr.Textbox(label="Filter: only records whose text or suggested tags contain", placeholder="e.g. pdf, or devel::",
+                               elem_id="queue-filter")
+            cut = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Bulk: accept the filtered records' suggestions at or above",
+                            elem_id="queue-cut")
             bulk = gr.Button("Accept all above", elem_id="queue-bulk")
-    shown = [current, record, tags, progress, added, report]
-    load.click(page.load, [source, order], shown, api_visibility="private")
-    accept.click(page.accept, [current, tags, added, order], shown, api_visibility="private")
-    added.submit(page.accept, [current, tags, added, order], shown, api_visibility="private")
-    reject.click(page.reject, [current, added, order], shown, api_visibility="private")
-    skip.click(page.skip, [current, order], shown, api_visibility="private")
-    bulk.click(page.accept_above, [cut, order], shown, api_visibility="private")
-    order.change(page.show, [order], shown, api_visibility="private")
-    demo.load(page.show, [order], shown, api_visibility="private")
+    upcoming = gr.Dataframe(headers=LIST_COLUMNS, value=[], interactive=False, wrap=False, elem_id="queue-list",
+                            label=f"Next records in this order and filter (up to {LIST_ROWS}; click one to review it)",
+                            column_widths=["56px", "190px", "112px", "124px", "84px", "520px"])
+    shown = [current, record, tags, progress, added, report, upcoming]
+    load.click(page.load, [source, order, match], shown, api_visibility="private")
+    accept.click(page.accept, [current, tags, added, order, match], shown, api_visibility="private")
+    added.submit(page.accept, [current, tags, added, order, match], shown, api_visibility="private")
+    reject.click(page.reject, [current, added, order, match], shown, api_visibility="private")
+    skip.click(page.skip, [current, order, match], shown, api_visibility="private")
+    bulk.click(page.accept_above, [cut, order, match], shown, api_visibility="private")
+    order.change(page.show, [order, match], shown, api_visibility="private")
+    match.submit(page.show, [order, match], shown, api_visibility="private")
+    upcoming.select(page.pick, [order, match, upcoming], shown, api_visibility="private")
+    demo.load(page.show, [order, match], shown, api_visibility="private")
