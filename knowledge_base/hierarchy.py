@@ -1,12 +1,12 @@
 """The tag tree: a tag's parent (a vocabulary's ``parent`` column, SKOS ``broader``) used by recall's
 ranker, by the shape of the answer and in what a result shows.
 
-- ``family_features``: for each candidate, the strongest evidence of its relatives among the
-  candidates — parent, children and siblings — on the classifier's and the similar items' paths,
-  and whether it is the strongest of its siblings. Annif's MLLM backend turns broader/narrower/
-  related into features the same way; the ranker learns their weights (a sibling's strength can
-  speak for a child, as in a topic tree, or against it, as in debtags' facets where an item takes
-  one value per facet). Features are 0 for a tag outside any tree, so a flat repository ranks as
+- ``family_features``: for each candidate, the strongest evidence of its siblings, of its
+  children and of its parent among the candidates, on the classifier's and the similar items'
+  paths, and whether it is the strongest of its siblings. Annif's MLLM backend turns
+  broader/narrower/related into features the same way; the ranker learns their weights, one per
+  direction (a parent's children speak for it in a topic tree and never in debtags, whose facets
+  are not assigned). Features are 0 for a tag outside any tree, so a flat repository ranks as
   before.
 - ``consistent``: an answer made to agree with the tree, a setting per knowledge base
   (``hierarchy_output``): ``as-is`` (default), ``add-ancestors`` (each kept tag brings its
@@ -21,7 +21,7 @@ from typing import Iterable, Literal, Sequence
 
 HierarchyOutput = Literal["as-is", "add-ancestors", "drop-covered-parents"]
 OUTPUTS = ("as-is", "add-ancestors", "drop-covered-parents")
-FAMILY_FEATURES = ("family_learned", "family_c2c2t", "family_best")
+FAMILY_FEATURES = ("sibling_evidence", "children_evidence", "parent_evidence", "family_best")
 
 
 def path(tag: str, parents: dict[str, str]) -> list[str]:
@@ -33,21 +33,25 @@ def path(tag: str, parents: dict[str, str]) -> list[str]:
 
 
 def family_features(evidence: dict[str, dict[str, float]], parents: dict[str, str]) -> dict[str, dict[str, float]]:
-    """Each candidate → its ``FAMILY_FEATURES``. ``evidence``: candidate → {"learned": score,
-    "C2C2T": vote share} (its best on each path, 0 when the path did not find it)."""
+    """Each candidate → its ``FAMILY_FEATURES``, one per direction in the tree, so the ranker
+    weighs each apart: its siblings' strongest evidence, its children's (for a parent: in
+    debtags a facet is never assigned whatever its values' evidence, in a topic tree a parent
+    often is), its parent's, and whether it is the strongest of its siblings. ``evidence``:
+    candidate → {"learned": score, "C2C2T": vote share} (its best on each path, 0 when the path
+    did not find it); a candidate's strength is the larger of the two."""
     children: dict[str, list[str]] = {}
     for tag in evidence:
         if tag in parents:
             children.setdefault(parents[tag], []).append(tag)
     strength = {t: max(e.get("learned", 0.0), e.get("C2C2T", 0.0)) for t, e in evidence.items()}
     out = {}
-    for tag, own in evidence.items():
+    for tag in evidence:
         parent = parents.get(tag)
         siblings = [s for s in children.get(parent, []) if s != tag] if parent is not None else []
-        relatives = siblings + children.get(tag, []) + ([parent] if parent in evidence else [])
         out[tag] = {
-            "family_learned": max((evidence[r].get("learned", 0.0) for r in relatives), default=0.0),
-            "family_c2c2t": max((evidence[r].get("C2C2T", 0.0) for r in relatives), default=0.0),
+            "sibling_evidence": max((strength[s] for s in siblings), default=0.0),
+            "children_evidence": max((strength[c] for c in children.get(tag, [])), default=0.0),
+            "parent_evidence": strength.get(parent, 0.0) if parent is not None else 0.0,
             "family_best": 1.0 if parent is not None and strength[tag] > 0 and all(strength[tag] >= strength[s] for s in siblings) else 0.0,
         }
     return out

@@ -60,7 +60,7 @@ FEATURES = ("c2t", "c2c2t", "learned", "match", "paths", "log_prior", "c2t_rank"
             "cold_tag_similarity", "cold_tag_similarity_gap", "cold_c2t_rank", "cold_top_learned",
             "neighbour_tags", "neighbour_tags_learned", "neighbour_tags_c2c2t",
             "learned_logit", "learned_found", "c2c2t_logit", "c2c2t_found",
-            "family_learned", "family_c2c2t", "family_best")  # the last three: knowledge_base.hierarchy (0 outside a tag tree)
+            "sibling_evidence", "children_evidence", "parent_evidence", "family_best")  # the last four: knowledge_base.hierarchy (0 outside a tree)
 RANKED = {"C2T": "c2t_rank", "C2C2T": "c2c2t_rank", "learned": "learned_rank"}
 PATHS = {"C2T": "c2t", "C2C2T": "c2c2t", "learned": "learned", "match": "match"}
 MIN_PRIOR = 1e-4
@@ -281,7 +281,7 @@ class RecallRanker:
         return 1.0 / (1.0 + math.exp(-self.logit(features)))
 
     def logit(self, features: dict[str, float]) -> float:
-        x = (np.array([features[f] for f in self.features]) - np.array(self.scale_mean)) / np.array(self.scale_std)
+        x = (np.array([features.get(f, 0.0) for f in self.features]) - np.array(self.scale_mean)) / np.array(self.scale_std)  # a feature since renamed or dropped reads as 0
         cold = self.cold_bias * (1.0 - features.get("history", 1.0))
         return float(np.dot(self.coefficients, x)) + self.intercept + cold
 

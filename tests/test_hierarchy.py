@@ -57,7 +57,8 @@ def test_the_ranker_learns_weights_for_the_relatives_evidence(tree_kb):
     result = recall_candidates(kb, TEXT)
     evidence = {c.tag: {ev.path: ev.score for ev in c.evidence if ev.path in ("learned", "C2C2T")} for c in result.candidates}
     family = family_features(evidence, kb.hierarchy())
-    assert any(f["family_learned"] > 0 or f["family_c2c2t"] > 0 for f in family.values())  # some candidate has a relative with evidence
+    assert any(f["sibling_evidence"] > 0 for f in family.values())  # some candidate has a sibling with evidence
+    assert all(f["children_evidence"] == 0 for t, f in family.items() if t in kb.hierarchy())  # the tree has two levels
     # within a facet, at most one candidate is the strongest of its siblings
     for facet in {kb.hierarchy().get(t) for t in family} - {None}:
         assert sum(family[t]["family_best"] for t in family if kb.hierarchy().get(t) == facet) <= 1
