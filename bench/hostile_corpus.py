@@ -122,7 +122,7 @@ def run_cases(strategy, n: int, handle) -> None:
 
 
 # ---- HTTP answers ------------------------------------------------------------------------------
-HTTP_OK = {200, 400, 401, 403, 404, 405, 409, 413, 422, 429, 503, 507}
+HTTP_OK = {200, 307, 308, 400, 401, 403, 404, 405, 409, 413, 422, 429, 503, 507}  # 307/308: a path ending in "/" redirected
 
 
 def check_http(tally: Tally, surface: str, response: httpx.Response, case, rebound: bool = False) -> dict | list | None:
@@ -139,6 +139,13 @@ def check_http(tally: Tally, surface: str, response: httpx.Response, case, rebou
     leak = tally.leaks(response.text)
     if leak:
         tally.fail(surface, leak, case)
+        return None
+    if response.status_code in (307, 308):  # a path ending in "/": to the same path without it, on this server
+        location = response.headers.get("location", "")
+        if location.startswith(("http://", "https://")) and not location.startswith(f"{response.request.url.scheme}://{response.request.url.netloc.decode()}/"):
+            tally.fail(surface, f"a redirect elsewhere: {location[:100]}", case)
+        else:
+            tally.case(surface, "refused")
         return None
     try:
         body = strict(response.content)
@@ -430,11 +437,11 @@ class Bench:
         option = mostly(st.integers(1, 30).map(str), st.one_of(number_like.map(str), hostile_text))
         argv = st.one_of(
             st.tuples(hostile_text, st.one_of(st.none(), option)).map(lambda a: ["recall", a[0], *(["--budget", a[1]] if a[1] else [])]),
-            st.tuples(hostile_text, st.sampled_from(["fast", "auto", "full"]), st.one_of(st.none(), option))
+            st.tuples(hostile_text, st.sampled_from(["fast", "auto"]), st.one_of(st.none(), option))
             .map(lambda a: ["tag", a[0], "--llm", a[1], "--json", *(["--threshold", a[2]] if a[2] else [])]),
             st.tuples(hostile_text, st.one_of(st.none(), option)).map(lambda a: ["kb", "search", a[0], *(["-k", a[1]] if a[1] else [])]),
             st.tuples(hostile_text, tag_list(self.known)).map(
-                lambda a: ["learn", a[0], *[x for t in (a[1] if isinstance(a[1], list) else [str(a[1])]) for x in ("--correct", str(t))]]),
+                lambda a: ["learn", a[0], "--json", *[x for t in (a[1] if isinstance(a[1], list) else [str(a[1])]) for x in ("--correct", str(t))]]),
         )
         runner = CliRunner()
 
@@ -452,9 +459,8 @@ class Bench:
             else:
                 self.tally.case("cli", "refused" if result.exit_code else "answered")
                 if args[0] == "learn" and result.exit_code == 0:
-                    self.learned_by_cli += 1
+                    self.acknowledged(json.loads(result.output))
 
-        self.learned_by_cli = 0
         run_cases(argv, n, send)
 
     # ---- LangGraph's server
@@ -537,7 +543,7 @@ class HttpMcp:
         if not response.content:
             return None, response
         if response.headers.get("content-type", "").startswith("text/event-stream"):
-            replies = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:") and line[5:].strip()]
+            replies = [json.loads(line[5:]) for line in response.text.split("\n") if line.startswith("data:") and line[5:].strip()]
             return (replies[-1] if replies else None), response
         return response.json(), response
 
@@ -557,7 +563,7 @@ def clear_message(message) -> bool:
 def gradio_event(stream: str) -> tuple[str | None, object]:
     """The last event of a Gradio API call's stream and its data (the error's message, or the outputs)."""
     event, data = None, None
-    for line in stream.splitlines():
+    for line in stream.split("\n"):  # not splitlines(): it also splits at \x85 and \u2028 inside the JSON
         if line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):
@@ -605,26 +611,28 @@ def main() -> None:
     for sid, (right, wrong) in bench.learned.items():
         sample = fresh.get_sample(sid)
         if sample is None or sorted(sample.tags) != sorted(right) or sorted(sample.incorrect_tags) != sorted(wrong):
-            lost.append(sid)
+            lost.append(f"{sid}: acknowledged right {right} wrong {wrong}, stored "
+                        + ("nothing" if sample is None else f"right {list(sample.tags)} wrong {list(sample.incorrect_tags)}"))
     halfway = [p for p in fresh.stats(check=True).get("problems", []) if "halfway" in p]
     total = Counter()
     for counts in tally.counts.values():
         total.update(counts)
     report = {"cases": total["cases"], "answered": total["answered"], "refused": total["refused"], "failed": total["failed"],
               "by_surface": {s: dict(c) for s, c in tally.counts.items()}, "seconds": seconds,
-              "learns_acknowledged": len(bench.learned), "learns_by_cli": getattr(bench, "learned_by_cli", 0),
-              "learns_lost": len(lost), "halfway_writes": halfway, "failures": tally.failures,
+              "learns_acknowledged": len(bench.learned), "learns_lost": len(lost), "lost_ids": lost[:20], "halfway_writes": halfway, "failures": tally.failures,
               "minutes": round((time.monotonic() - started) / 60, 1), "load": os.getloadavg()}
     (OUT / "hostile_corpus.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
     print(f"\n{'surface':<10} {'cases':>6} {'answered':>9} {'refused':>8} {'failed':>7} {'seconds':>8}")
     for surface, c in tally.counts.items():
         print(f"{surface:<10} {c['cases']:>6} {c['answered']:>9} {c['refused']:>8} {c['failed']:>7} {seconds.get(surface, ''):>8}")
     print(f"{'all':<10} {total['cases']:>6} {total['answered']:>9} {total['refused']:>8} {total['failed']:>7}")
-    print(f"acknowledged learns {len(bench.learned)} (+{report['learns_by_cli']} by the CLI), lost {len(lost)}; "
+    print(f"acknowledged learns {len(bench.learned)} (every surface that learns), lost {len(lost)}; "
           f"halfway writes {halfway or 'none'}; {report['minutes']} min, load {report['load'][0]:.1f}")
     for surface, kept in tally.failures.items():
         for line in kept[:5]:
             print(f"  {surface}: {line}")
+    for line in lost[:10]:
+        print(f"  lost: {line}")
     sys.exit(1 if total["failed"] or lost or halfway else 0)
 
 

@@ -162,3 +162,20 @@ def test_a_langgraph_server_run_cannot_pick_a_folder_a_model_or_turn_on_writes(k
     with pytest.raises(KnowledgeBaseError, match="there is no knowledge base"):
         tagging.tag("A text", context=Context(kb_dir=str(elsewhere), use_generation=False, use_calibration=False))
     assert not elsewhere.exists()
+
+
+def test_the_app_refuses_a_lone_surrogate_in_a_json_call_clearly(small_kb_dir):
+    """``bench/hostile_corpus.py``: a Gradio API call whose JSON held a lone surrogate got a bare 500
+    (or a dropped connection); the app now answers 400 with what to send instead."""
+    from ui.app import build_app, guarded_app
+
+    demo = build_app(str(small_kb_dir))
+    with TestClient(guarded_app(demo, None, mcp=True), base_url="http://127.0.0.1:7860") as c:
+        for body in (b'{"data": ["chess \\udc80 server", 5]}', b'{"data": ["\\ud83d"], "x": {"\\udfff": 1}}'):
+            refused = c.post("/gradio_api/call/search_tags", content=body, headers={"content-type": "application/json"})
+            assert refused.status_code == 400 and "lone surrogate" in refused.json()["detail"], refused.text
+        not_utf8 = c.post("/gradio_api/call/search_tags", content=b'{"data": ["\xff"]}', headers={"content-type": "application/json"})
+        assert not_utf8.status_code == 400 and "not UTF-8" in not_utf8.json()["detail"]
+        paired = c.post("/gradio_api/call/search_tags", content=b'{"data": ["chess \\ud83d\\ude00", 5]}',
+                        headers={"content-type": "application/json"})
+        assert paired.status_code == 200 and paired.json()["event_id"]  # a surrogate pair is a character: the call goes through

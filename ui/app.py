@@ -842,12 +842,13 @@ def guarded_app(demo: gr.Blocks, token: str | None, mcp: bool):
     are refused (``guard.LocalOnly``, against DNS rebinding)."""
     from fastapi import FastAPI
 
-    from .guard import LocalOnly, TokenGate
+    from .guard import LocalOnly, TokenGate, ValidJsonText
 
     outer = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     outer = gr.mount_gradio_app(outer, demo, path="", mcp_server=mcp, ssr_mode=False, theme=gr.themes.Soft(), css=CSS + QUEUE_CSS,
                                  head=KEYS_SCRIPT)
-    return TokenGate(outer, token) if token else LocalOnly(outer)
+    checked = ValidJsonText(outer)  # a lone surrogate in a call's JSON: a clear 400, not Gradio's bare 500
+    return TokenGate(checked, token) if token else LocalOnly(checked)
 
 
 def launch(kb_dir: str | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False, token: str | None = None,

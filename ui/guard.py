@@ -130,3 +130,71 @@ class LocalOnly:
                                      f"requests from web pages at {origin.decode('latin-1')[:100]!r} are refused: this server "
                                      "listens on loopback without a token; start it with --token to serve other origins")
         return await self.app(scope, receive, send)
+
+
+class ValidJsonText:
+    """A JSON request body whose strings are not all valid Unicode — a lone surrogate, which JSON
+    can spell (``"\\udc80"``) and UTF-8 cannot carry — is refused with 400 and what to send instead,
+    before the app behind it reads it (Gradio answered such a call with a bare 500 or dropped the
+    connection; ``bench/hostile_corpus.py``). Other bodies pass unchanged."""
+
+    def __init__(self, app, max_bytes: int = 64 * 2**20):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH") \
+                or not _headers(scope).get(b"content-type", b"").lower().startswith(b"application/json"):
+            return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay([message]), send)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:  # too large to check here: the app's own limits answer it
+                return await self.app(scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": more}], receive), send)
+        body = b"".join(chunks)
+        problem = _unusable_text(body)
+        if problem:
+            return await _refuse(scope, receive, send, 400, problem)
+        return await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}]), send)
+
+
+def _unusable_text(body: bytes) -> str | None:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the request body is not UTF-8 (byte {exc.start}); send JSON encoded as UTF-8"
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the app says so itself
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return (f"the request holds a lone surrogate (\\u{ord(value[exc.start]):04x}) in a string, which is not text; "
+                        "send valid Unicode (a character outside the BMP as its surrogate pair, or as UTF-8)")
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return None
+
+
+def _replay(messages: list, then=None):
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive
