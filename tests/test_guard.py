@@ -179,3 +179,8 @@ def test_the_app_refuses_a_lone_surrogate_in_a_json_call_clearly(small_kb_dir):
         paired = c.post("/gradio_api/call/search_tags", content=b'{"data": ["chess \\ud83d\\ude00", 5]}',
                         headers={"content-type": "application/json"})
         assert paired.status_code == 200 and paired.json()["event_id"]  # a surrogate pair is a character: the call goes through
+        # the app's MCP endpoint streams its answers: a checked body must not end the stream (it once did: "peer closed connection")
+        started = c.post("/gradio_api/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}},
+            headers={"accept": "application/json, text/event-stream"})
+        assert started.status_code == 200 and '"serverInfo"' in started.text, started.text[:300]

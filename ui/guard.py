@@ -150,7 +150,7 @@ class ValidJsonText:
         while more:
             message = await receive()
             if message["type"] != "http.request":
-                return await self.app(scope, _replay([message]), send)
+                return await self.app(scope, _replay([message], receive), send)
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             more = message.get("more_body", False)
@@ -160,7 +160,7 @@ class ValidJsonText:
         problem = _unusable_text(body)
         if problem:
             return await _refuse(scope, receive, send, 400, problem)
-        return await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}]), send)
+        return await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
 
 
 def _unusable_text(body: bytes) -> str | None:
@@ -189,12 +189,14 @@ def _unusable_text(body: bytes) -> str | None:
     return None
 
 
-def _replay(messages: list, then=None):
+def _replay(messages: list, then):
+    """A ``receive`` that gives ``messages`` first, then waits on ``then`` (the client's own): a
+    streamed answer (the MCP endpoint's) listens there for the client going away, and must not be
+    told it went away when the body was merely read."""
+
     async def receive():
         if messages:
             return messages.pop(0)
-        if then is not None:
-            return await then()
-        return {"type": "http.disconnect"}
+        return await then()
 
     return receive
