@@ -417,9 +417,12 @@ def rest_on_a_full_disk(kb: Path, tag: str, disk: Path, learns: int) -> dict:
         with open(filler, "wb") as f:
             f.write(b"\0" * max(0, shutil.disk_usage(disk).free - 400_000))
 
-        def learn(i: int) -> dict:
+        def learn(i: int, timeout: float = 600) -> dict:
             text = f"A text learned over REST while the disk fills up, number {i}. " + ("filler words " * 300).strip()
-            response = httpx.post(url + "/v1/learn", json={"text": text, "correct": [tag]}, timeout=600)
+            try:
+                response = httpx.post(url + "/v1/learn", json={"text": text, "correct": [tag]}, timeout=timeout)
+            except httpx.TimeoutException:
+                return {"i": i, "text": text, "ok": False, "status": "no answer", "error": f"no answer within {timeout:.0f} s"}
             return {"i": i, "text": text, "ok": response.status_code == 200, "status": response.status_code,
                     "error": "" if response.status_code == 200 else str(response.json().get("detail"))}
 
@@ -428,10 +431,14 @@ def rest_on_a_full_disk(kb: Path, tag: str, disk: Path, learns: int) -> dict:
         tagged = httpx.post(url + "/v1/tag", json={"text": "A command-line tool that converts images to PDF", "llm": "fast"},
                             timeout=600).status_code
         filler.unlink()
-        after = [learn(2000 + i) for i in range(2)]
+        after = []
+        for i in range(2):  # a learn that hangs here (it does, in Chroma's embedded engine, in 3 of 4 runs) is not retried
+            after.append(learn(2000 + i, timeout=180))
+            if after[-1]["status"] == "no answer":
+                break
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=120)
+            proc.wait(timeout=60)
             stopped = True
         except subprocess.TimeoutExpired:
             stopped = False

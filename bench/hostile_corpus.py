@@ -33,6 +33,7 @@ failures of each surface). Exits 1 when any case failed.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -92,10 +93,11 @@ class Tally:
         if len(kept) < 20:
             kept.append(f"{why}: {repr(case)[:300]}")
 
-    def leaks(self, text: str) -> str | None:
+    def leaks(self, text: str, case=None) -> str | None:
         if "Traceback (most recent call last)" in text:
             return "a traceback"
-        return next((f"names the server path {s}" for s in self.secrets if s in text), None)
+        sent = repr(case) if case is not None else ""  # the caller's own words echoed back name nothing of the server's
+        return next((f"names the server path {s}" for s in self.secrets if s in text and s not in sent), None)
 
 
 def strict(raw: bytes):
@@ -136,7 +138,7 @@ def check_http(tally: Tally, surface: str, response: httpx.Response, case, rebou
     if response.status_code not in HTTP_OK:
         tally.fail(surface, f"status {response.status_code} {response.text[:200]}", case)
         return None
-    leak = tally.leaks(response.text)
+    leak = tally.leaks(response.text, case)
     if leak:
         tally.fail(surface, leak, case)
         return None
@@ -214,9 +216,9 @@ class Bench:
         self.tag_args, self.learn_args, self.query, self.names = cases(known)
         self.learned: dict[str, tuple[list[str], list[str]]] = {}  # acknowledged learns: id → (right, wrong), the last one wins
 
-    def acknowledged(self, answer: dict) -> None:
+    def acknowledged(self, answer: dict, surface: str) -> None:
         if isinstance(answer, dict) and isinstance(answer.get("id"), str):
-            self.learned[answer["id"]] = (list(answer.get("correct") or []), list(answer.get("incorrect") or []))
+            self.learned[answer["id"]] = (list(answer.get("correct") or []), list(answer.get("incorrect") or []), surface)
 
     # ---- REST
     def rest(self, n: int) -> None:
@@ -262,7 +264,7 @@ class Bench:
                 return
             answer = check_http(self.tally, "rest", response, case, rebound)
             if op == "POST /v1/learn" and answer is not None:
-                self.acknowledged(answer)
+                self.acknowledged(answer, "rest")
 
         try:
             run_cases(st.tuples(ops, st.sampled_from([False] * 19 + [True])), n, send)
@@ -311,13 +313,13 @@ class Bench:
                 self.tally.fail("gradio", f"no answer ({type(exc).__name__})", case)
                 return
             event, payload = gradio_event(streamed.text)
-            leak = self.tally.leaks(streamed.text)
+            leak = self.tally.leaks(streamed.text, case)
             if leak:
                 self.tally.fail("gradio", leak, case)
             elif event == "complete":
                 self.tally.case("gradio", "answered")
                 if api == "learn" and payload:
-                    self.acknowledged(payload[0])
+                    self.acknowledged(payload[0] if isinstance(payload, list) and payload else payload, "gradio")
             elif event == "error" and clear_message(payload.get("error") if isinstance(payload, dict) else payload):
                 self.tally.case("gradio", "refused")
             else:
@@ -359,7 +361,7 @@ class Bench:
                 self.tally.fail(surface, f"no answer ({type(exc).__name__}: {str(exc)[:120]})", case)
                 return
             text = json.dumps(reply, ensure_ascii=False)
-            leak = self.tally.leaks(text)
+            leak = self.tally.leaks(text, case)
             if leak:
                 self.tally.fail(surface, leak, case)
             elif "error" in reply:
@@ -375,11 +377,17 @@ class Bench:
                     structured = reply["result"].get("structuredContent")
                     answer = structured.get("result", structured) if isinstance(structured, dict) else None
                     if answer is None:
+                        text = ((reply["result"].get("content") or [{}])[0]).get("text") or ""
                         try:
-                            answer = json.loads(reply["result"]["content"][0]["text"])
-                        except (KeyError, IndexError, ValueError):
-                            answer = None
-                    self.acknowledged(answer)
+                            answer = json.loads(text)
+                        except ValueError:
+                            try:  # Gradio's MCP server writes a tool's dict as Python's repr
+                                answer = ast.literal_eval(text)
+                            except (ValueError, SyntaxError):
+                                answer = None
+                    if not isinstance(answer, dict) or "id" not in answer:
+                        self.tally.fail(surface, "a learn answered without the stored sample's id", case)
+                    self.acknowledged(answer, surface)
             else:
                 self.tally.fail(surface, f"a reply with neither result nor error: {text[:200]}", case)
 
@@ -416,7 +424,7 @@ class Bench:
             except Exception as exc:  # noqa: BLE001 - the tool must answer, not raise
                 self.tally.fail("langchain", f"raised {type(exc).__name__}: {str(exc)[:160]}", arguments)
                 return
-            leak = self.tally.leaks(json.dumps(answer, ensure_ascii=False) if not isinstance(answer, str) else answer)
+            leak = self.tally.leaks(json.dumps(answer, ensure_ascii=False) if not isinstance(answer, str) else answer, arguments)
             if leak:
                 self.tally.fail("langchain", leak, arguments)
             elif isinstance(answer, dict):
@@ -447,7 +455,7 @@ class Bench:
 
         def send(args) -> None:
             result = runner.invoke(main, ["--kb", str(self.kb), *args])
-            leak = self.tally.leaks(result.output)
+            leak = self.tally.leaks(result.output, args)
             if result.exception is not None and not isinstance(result.exception, SystemExit):
                 self.tally.fail("cli", f"raised {type(result.exception).__name__}: {str(result.exception)[:160]}", args)
             elif result.exit_code not in (0, 1, 2):
@@ -459,7 +467,7 @@ class Bench:
             else:
                 self.tally.case("cli", "refused" if result.exit_code else "answered")
                 if args[0] == "learn" and result.exit_code == 0:
-                    self.acknowledged(json.loads(result.output))
+                    self.acknowledged(json.loads(result.output), "cli")
 
         run_cases(argv, n, send)
 
@@ -608,10 +616,10 @@ def main() -> None:
     # every acknowledged learn, read back from a fresh open; nothing half-written
     fresh = KnowledgeBase(kb)
     lost = []
-    for sid, (right, wrong) in bench.learned.items():
+    for sid, (right, wrong, surface) in bench.learned.items():
         sample = fresh.get_sample(sid)
         if sample is None or sorted(sample.tags) != sorted(right) or sorted(sample.incorrect_tags) != sorted(wrong):
-            lost.append(f"{sid}: acknowledged right {right} wrong {wrong}, stored "
+            lost.append(f"{sid}: acknowledged by {surface} right {right} wrong {wrong}, stored "
                         + ("nothing" if sample is None else f"right {list(sample.tags)} wrong {list(sample.incorrect_tags)}"))
     halfway = [p for p in fresh.stats(check=True).get("problems", []) if "halfway" in p]
     total = Counter()

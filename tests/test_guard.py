@@ -176,6 +176,12 @@ def test_the_app_refuses_a_lone_surrogate_in_a_json_call_clearly(small_kb_dir):
             assert refused.status_code == 400 and "lone surrogate" in refused.json()["detail"], refused.text
         not_utf8 = c.post("/gradio_api/call/search_tags", content=b'{"data": ["\xff"]}', headers={"content-type": "application/json"})
         assert not_utf8.status_code == 400 and "not UTF-8" in not_utf8.json()["detail"]
+        for body in (b'{"data": Infinity}', b'{"data": ["x", "multi", -Infinity, 5]}', b'{"data": ["x", NaN]}'):  # once a 500
+            refused = c.post("/gradio_api/call/tag", content=body, headers={"content-type": "application/json"})
+            assert refused.status_code == 400 and "not JSON" in refused.json()["detail"], refused.text
+        rpc = c.post("/gradio_api/mcp/", content=b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "\udc80"}}',
+                     headers={"content-type": "application/json", "accept": "application/json, text/event-stream"})
+        assert rpc.status_code == 400 and rpc.json()["id"] == 7 and "lone surrogate" in rpc.json()["error"]["message"]
         paired = c.post("/gradio_api/call/search_tags", content=b'{"data": ["chess \\ud83d\\ude00", 5]}',
                         headers={"content-type": "application/json"})
         assert paired.status_code == 200 and paired.json()["event_id"]  # a surrogate pair is a character: the call goes through

@@ -71,7 +71,7 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
     assert seen["server"] == "llm4tag"
     assert set(seen["tools"]) == {"tag", "recall", "learn", "search_tags", "change_tag"}
     assert seen["tools"]["learn"].inputSchema["required"] == ["text", "correct"]
-    assert set(seen["tools"]["tag"].inputSchema["properties"]) == {"text", "mode", "max_tags", "threshold", "llm", "review", "explain"}
+    assert set(seen["tools"]["tag"].inputSchema["properties"]) == {"text", "mode", "max_tags", "threshold", "llm", "review", "explain", "label_language"}
     assert all(tool.description for tool in seen["tools"].values())
 
     hits = seen["search"]

@@ -74,7 +74,7 @@ def test_openapi_spec_has_a_model_for_every_request_and_response(client):
               for name in schemas[model]["properties"]}
     fields |= {p["name"] for item in spec["paths"].values() for op in item.values() for p in op.get("parameters", [])}
     assert fields == {"text", "title", "id", "mode", "max_tags", "threshold", "llm", "review", "explain", "documents", "correct", "incorrect", "replace",
-                      "accept", "reject", "add", "content_id", "q", "limit", "offset", "tag", "action", "into"}
+                      "accept", "reject", "add", "content_id", "q", "limit", "offset", "tag", "action", "into", "label_language"}
 
 
 # ---- tagging -------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def test_tool_has_a_typed_argument_schema():
     assert tool.name == TOOL_NAME == "tag_content"
     assert tool.args_schema is TagContentArgs
     schema = tool.tool_call_schema.model_json_schema()
-    assert set(schema["properties"]) == {"text", "mode", "max_tags", "threshold", "llm", "explain"}
+    assert set(schema["properties"]) == {"text", "mode", "max_tags", "threshold", "llm", "explain", "label_language"}
     assert schema["required"] == ["text"]
     assert "confidence" in tool.description
 

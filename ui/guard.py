@@ -51,11 +51,11 @@ def _headers(scope) -> dict[bytes, bytes]:
     return {k.lower(): v for k, v in scope.get("headers") or []}
 
 
-async def _refuse(scope, receive, send, status: int, detail: str, extra: list | None = None) -> None:
+async def _refuse(scope, receive, send, status: int, detail: str, extra: list | None = None, body: dict | None = None) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = json.dumps({"detail": detail}).encode()
+    body = json.dumps(body if body is not None else {"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -133,10 +133,12 @@ class LocalOnly:
 
 
 class ValidJsonText:
-    """A JSON request body whose strings are not all valid Unicode — a lone surrogate, which JSON
-    can spell (``"\\udc80"``) and UTF-8 cannot carry — is refused with 400 and what to send instead,
-    before the app behind it reads it (Gradio answered such a call with a bare 500 or dropped the
-    connection; ``bench/hostile_corpus.py``). Other bodies pass unchanged."""
+    """A JSON request body that is not UTF-8, holds NaN or Infinity (which Python's reader takes and
+    JSON does not have), or a string that is not valid Unicode — a lone surrogate, which JSON can
+    spell (``"\\udc80"``) and UTF-8 cannot carry — is refused with 400 and what to send instead,
+    before the app behind it reads it (Gradio answered such calls with a bare 500 or dropped the
+    connection; ``bench/hostile_corpus.py``); a JSON-RPC request (the MCP endpoint) gets the error
+    in JSON-RPC's shape. Other bodies pass unchanged."""
 
     def __init__(self, app, max_bytes: int = 64 * 2**20):
         self.app = app
@@ -157,21 +159,34 @@ class ValidJsonText:
             if size > self.max_bytes:  # too large to check here: the app's own limits answer it
                 return await self.app(scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": more}], receive), send)
         body = b"".join(chunks)
-        problem = _unusable_text(body)
+        problem, rpc_id = _unusable_text(body)
+        if problem and rpc_id is not False:  # a JSON-RPC request (the MCP endpoint): its error in JSON-RPC's shape
+            error = {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": -32600, "message": problem}}
+            return await _refuse(scope, receive, send, 400, problem, body=error)
         if problem:
             return await _refuse(scope, receive, send, 400, problem)
         return await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
 
 
-def _unusable_text(body: bytes) -> str | None:
+def _unusable_text(body: bytes) -> tuple[str | None, object]:
+    """What makes a JSON body unusable (None: nothing), and its JSON-RPC request id (False: not JSON-RPC)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return f"the request body is not UTF-8 (byte {exc.start}); send JSON encoded as UTF-8"
+        return f"the request body is not UTF-8 (byte {exc.start}); send JSON encoded as UTF-8", False
+    constants = []
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=lambda name: constants.append(name))
     except (ValueError, RecursionError):
-        return None  # not JSON: the app says so itself
+        return None, False  # not JSON: the app says so itself
+    rpc_id = data.get("id") if isinstance(data, dict) and "jsonrpc" in data else False
+    if constants:
+        return (f"the request holds {constants[0]}, which is not JSON (nor a number any argument takes); "
+                "send a finite number or null"), rpc_id
+    return _lone_surrogate(data), rpc_id
+
+
+def _lone_surrogate(data) -> str | None:
     stack = [data]
     while stack:
         value = stack.pop()
