@@ -405,11 +405,7 @@ class Bench:
                 self.tally.fail("stdio_mcp", "lines on standard output that are not JSON", server.unreadable[:3])
             self.alive("stdio_mcp", server.proc)
         finally:
-            server.proc.stdin.close()
-            try:
-                server.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.proc.kill()
+            server.close()
 
     # ---- the LangChain tool, in process
     def langchain(self, n: int) -> None:

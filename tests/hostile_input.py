@@ -130,3 +130,11 @@ class McpProcess:
         self.next_id += 1
         self.send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
         return self.wait(self.next_id)
+
+    def close(self, timeout: float = 60) -> None:
+        """End the session (standard input closed) and wait for the server to exit; kill it if it does not."""
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
@@ -355,11 +354,7 @@ def mcp(kb_dir):
         server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         yield server
     finally:
-        server.proc.stdin.close()
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
+        server.close()
     assert not server.unreadable, server.unreadable[:3]  # every line it wrote was JSON
 
 
