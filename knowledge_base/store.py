@@ -49,6 +49,7 @@ FAILED_WRITE_FREE = 16 * 2**20  # a write that fails with less free than this is
 LOCK_TIMEOUT_S = 120
 MAX_QUERY_RESULTS = 2**31 - 1  # the most hits one Chroma query is asked for
 REVISION_FILE = "revision"  # replaced at the end of every write: see KnowledgeBase.revision
+VOCABULARY_FILE = "vocabulary-revision"  # replaced by every write to the tag repository: see KnowledgeBase.hierarchy
 TAG_CHANGES_FILE = "tag-changes.jsonl"  # renamed, merged and retired tags: see KnowledgeBase.change_tag
 TAG_CACHE = 200_000  # tags kept in memory by get_tags between writes, at most
 _CONNECT_LOCK = threading.RLock()
@@ -367,8 +368,14 @@ class KnowledgeBase:
         return {n: out[n] for n in names if n in out}
 
     def hierarchy(self) -> dict[str, str]:
-        """Each tag that has a parent → its parent (empty for a flat repository), read once per revision."""
-        token = self.revision()
+        """Each tag that has a parent → its parent (empty for a flat repository), read again only
+        after the tag repository changed (not after every correction: one query over every tag)."""
+        try:
+            token = (self.directory / VOCABULARY_FILE).read_text(encoding="ascii").strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            token = "0"
+        if self._shared is not None:  # other machines' writes leave no trace in this folder
+            token += ":" + self.revision()
         seen, parents = self._hierarchy_cache
         if seen != token:
             got = self.collection("tags").get(where={"parent": {"$ne": ""}}, include=["metadatas"])
@@ -475,9 +482,9 @@ class KnowledgeBase:
         except OSError:
             return False
 
-    def _bump_revision(self) -> None:
-        target = self.directory / REVISION_FILE
-        temporary = target.with_name(f".{REVISION_FILE}.{os.getpid()}.tmp")
+    def _bump_revision(self, name: str = REVISION_FILE) -> None:
+        target = self.directory / name
+        temporary = target.with_name(f".{name}.{os.getpid()}.tmp")
         try:
             temporary.write_text(uuid.uuid4().hex, encoding="ascii")
             os.replace(temporary, target)
@@ -603,6 +610,7 @@ class KnowledgeBase:
                     documents=[t.embedding_text() for t in chunk],
                     metadatas=[t.metadata() for t in chunk],
                 )
+                self._bump_revision(VOCABULARY_FILE)
                 ops = [{"op": "node", "id": tag_node(t.name), "kind": "tag"} for t in chunk]
                 # link the new tags to similar existing contents (c–t similarity edges)
                 fresh = [i for i, t in enumerate(chunk) if t.name not in existing]
@@ -1076,6 +1084,7 @@ class KnowledgeBase:
                 self.collection("contents").delete(ids=chunk)
                 self.graph.write([{"op": "remove_node", "id": content_node(cid)} for cid in chunk if content_node(cid) in self.graph.g])
             self.collection("tags").delete(ids=[tag])
+            self._bump_revision(VOCABULARY_FILE)
             if tag_node(tag) in self.graph.g:
                 self.graph.write([{"op": "remove_node", "id": tag_node(tag)}])
             self.graph.compact()

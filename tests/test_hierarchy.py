@@ -14,7 +14,7 @@ import pytest
 from agent import Context, tag
 from agent.confidence import rank_tags, rethreshold
 from agent.explanation import compact_result, explain
-from knowledge_base import KnowledgeBase, read_tags
+from knowledge_base import KnowledgeBase, Tag, read_tags
 from knowledge_base.hierarchy import FAMILY_FEATURES, consistent, family_features, path
 from knowledge_base.learned_recall import train_learned_recall
 from knowledge_base.recall import recall_candidates
@@ -93,3 +93,20 @@ def test_the_output_rule_is_a_checked_setting(tree_kb):
         replace(kb.config, hierarchy_output="parents-first")
     config = json.loads((tree_kb / "config.json").read_text())
     assert config["hierarchy_features"] is True and config["hierarchy_output"] == "as-is"
+
+
+def test_the_tree_is_read_again_after_a_vocabulary_change_and_not_after_a_correction(writable_kb):
+    """A correction does not change the tree, so it does not cost a query over every tag."""
+    from knowledge_base.store import VOCABULARY_FILE
+
+    kb = writable_kb
+    assert kb.hierarchy() == {}
+    name = sorted(kb.tag_names())[0]
+    tag = kb.get_tags([name])[name]
+    kb.add_tags([Tag("facet-x", "a facet"), replace(tag, parent="facet-x")])
+    assert kb.hierarchy() == {name: "facet-x"}
+    stamp = (kb.directory / VOCABULARY_FILE).read_text()
+    kb.record_feedback("A text a person corrected by hand, about nothing in particular.", [name], [])
+    assert (kb.directory / VOCABULARY_FILE).read_text() == stamp and kb.hierarchy() == {name: "facet-x"}
+    KnowledgeBase(kb.directory).change_tag("facet-x", None)  # retired: its child is left without a parent
+    assert name not in KnowledgeBase(kb.directory).hierarchy()
