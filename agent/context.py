@@ -15,6 +15,7 @@ from knowledge_base.config import RecallConfig, check_number, check_recall_setti
 from knowledge_base.settings import parse_variable
 
 Mode = Literal["multi", "single"]
+LANGUAGE_CODE = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"  # label_language: ISO 639 with an optional region or script (de, pt-BR)
 LlmMode = Literal["auto", "full", "fast"]
 
 
@@ -105,7 +106,7 @@ class Context:
         check_number("route_margin", self.route_margin, minimum=0.0)
         check_number("min_snippet_similarity", self.min_snippet_similarity, minimum=-1.0, maximum=1.0)
         check_number("web_timeout_s", self.web_timeout_s, minimum=0.0)
-        if self.label_language is not None and not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*", self.label_language):
+        if self.label_language is not None and not re.match(LANGUAGE_CODE, self.label_language):
             raise ValueError(f"label_language must be a language code such as de or pt-BR, not {self.label_language[:40]!r}")
 
     @classmethod

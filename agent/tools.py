@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from knowledge_base.errors import Llm4tagError
 
-from .context import Context
+from .context import LANGUAGE_CODE, Context
 from .explanation import compact_result
 from .tagging import supporting_spans, tag
 
@@ -63,7 +63,7 @@ class TagContentArgs(BaseModel):
         default=None, description="auto (default): the language model only where it can change the answer; full: always; fast: never (milliseconds)."
     )
     explain: bool = Field(default=False, description="Also list, for each tag, the words of the text behind it (those whose removal lowers its score most).")
-    label_language: str | None = Field(default=None, max_length=20, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+    label_language: str | None = Field(default=None, max_length=20, pattern=LANGUAGE_CODE,
                                        description="Also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels.")
 
 

@@ -38,7 +38,7 @@ from mcp.server.fastmcp.exceptions import ToolError
 from pydantic import Field, ValidationError
 
 from agent import tagging
-from agent.context import Context, llm_mode
+from agent.context import LANGUAGE_CODE, Context, llm_mode
 from agent.explanation import compact_result, evidence_parts
 from agent.tools import invalid_arguments
 from agent.runtime import runtime_for
@@ -93,7 +93,7 @@ def build_server(context: Context | None = None) -> FastMCP:
                                       "fast (or false): fused recall only, no language model (milliseconds)."),
         review: bool | None = Field(default=None, description="true: hold the tags for a person's review; a later learn of the same text resumes it."),
         explain: bool = Field(default=False, description="Also list, for each tag, the words of the text behind it (those whose removal lowers its score most)."),
-        label_language: str | None = Field(default=None, max_length=20, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+        label_language: str | None = Field(default=None, max_length=20, pattern=LANGUAGE_CODE,
                                            description="Also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels."),
         call: McpContext = None,
     ) -> dict:

@@ -65,7 +65,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent import tagging
-from agent.context import Context, llm_mode
+from agent.context import LANGUAGE_CODE, Context, llm_mode
 from agent.explanation import why
 from agent.llm.base import BackendError
 from agent.runtime import runtime_for
@@ -146,7 +146,7 @@ class TagOptions(BaseModel):
                                   "fast (or false): fused recall only, milliseconds per text. Default: the server's setting.")
     review: bool | None = Field(default=None, description="true: hold the proposed tags for a review (the answer's review is pending); "
                                                           "POST /v1/review/{content_id} or any /v1/learn of the same text resumes it.")
-    label_language: str | None = Field(default=None, max_length=20, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+    label_language: str | None = Field(default=None, max_length=20, pattern=LANGUAGE_CODE,
                                        description="Also give each tag its label in this language (ISO 639-1, e.g. de), from the "
                                                    "vocabulary's SKOS prefLabels; a tag without one keeps its name.")
 
