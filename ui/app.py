@@ -495,7 +495,7 @@ class TaggingApp:
             gr.Warning(error)
             yield gr.File(visible=False), f"⚠️ **{error}**", None
             return
-        lines = [f"**{report.tagged} tagged**, {len(report.errors)} bad rows, {report.total} in all → `{out.name}`"]
+        lines = [f"**{report.tagged} tagged**, {render.plural(len(report.errors), 'bad row')}, {report.total} in all → `{out.name}`"]
         lines += [f"- {e.replace(str(source), src.name)}" for e in report.errors[:20]]
         if len(report.errors) > 20:
             lines.append(f"- … and {len(report.errors) - 20} more (each has an `error` line in the output)")
@@ -505,7 +505,7 @@ class TaggingApp:
             if "error" in rec:
                 preview.append([rec["id"], "", f"error: {rec['error']}"])
             else:
-                preview.append([rec["id"], ", ".join(f"{t} ({c:.2f})" if c is not None else t for t, c in zip(rec["tags"], rec["confidence"])), " ".join(rec["notes"])])
+                preview.append([rec["id"], ", ".join(f"{t} ({c:.2f})" if c is not None else t for t, c in zip(rec["tags"], rec["confidence"])), "; ".join(rec["notes"])])
         yield gr.File(value=str(out), visible=True), "\n".join(lines), preview
 
     # ---- Knowledge base --------------------------------------------------------------------
@@ -709,7 +709,8 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                     batch_out = gr.File(label="Results (JSONL)", visible=False, interactive=False, elem_id="batch-output")
                 batch_btn = gr.Button("Tag the file", variant="primary", elem_id="batch-run")
                 batch_summary = gr.Markdown(elem_id="batch-summary")
-                batch_preview = gr.Dataframe(headers=["id", "tags (confidence)", "notes"], interactive=False, wrap=True, elem_id="batch-preview")
+                batch_preview = gr.Dataframe(headers=["id", "tags (confidence)", "notes"], interactive=False, wrap=True, elem_id="batch-preview",
+                                             column_widths=["18%", "37%", "45%"])  # an empty tags column once shrank to one letter
                 batch_btn.click(app.run_batch, [batch_file, *controls], [batch_out, batch_summary, batch_preview], api_visibility="private")
 
             with gr.Tab("Knowledge base", id="kb"):

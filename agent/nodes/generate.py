@@ -50,7 +50,8 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
         backend = runtime_for(ctx.kb_dir).backend(ctx)
         gen = backend.select_tags(prompt.system, prompt.user, [c["tag"] for c in candidates], ctx.tag_limit, head=prompt.head)
     if gen.rejected:
-        notes.append(f"the generator named {len(gen.rejected)} tags outside the candidate set; they were dropped")
+        notes.append(f"the generator named {len(gen.rejected)} tag{'s' if len(gen.rejected) != 1 else ''} outside the candidate set; "
+                     f"{'they were' if len(gen.rejected) != 1 else 'it was'} dropped")
     selected = list(gen.tags)
     from_history = [t for t in history_supported(candidates, ctx.history_keep) if t not in selected]
     if ctx.mode == "single":
