@@ -263,6 +263,8 @@ def test_batch_and_knowledge_base_tabs(page, app_server, tmp_path):
     query.fill("i18n")
     query.press("Enter")
     expect(page.locator("#kb-hits")).to_contain_text("devel::i18n")
+    names = [page.locator("#kb-hits th").nth(i).locator("span").first for i in (0, 1)]
+    assert names[1].bounding_box()["height"] < 1.5 * names[0].bounding_box()["height"]  # "similarity" on one line, as "tag" is
     page.get_by_label("Tag or content id").fill("devel::i18n")
     page.get_by_role("button", name="Show").click()
     expect(page.locator("svg circle title").first).to_be_attached()

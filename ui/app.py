@@ -733,7 +733,8 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                     with gr.Column():
                         gr.Markdown("### Search tags")
                         query = gr.Textbox(label="Name or meaning", placeholder="e.g. translation, python, devel::i18n")
-                        hits = gr.Dataframe(headers=["tag", "similarity", "description"], interactive=False, wrap=True, elem_id="kb-hits")
+                        hits = gr.Dataframe(headers=["tag", "similarity", "description"], interactive=False, wrap=True, elem_id="kb-hits",
+                                            column_widths=["200px", "112px", "288px"])  # "similarity" once wrapped in two
                         gr.Markdown("### Neighbourhood in the content–tag graph")
                         with gr.Row():
                             node = gr.Textbox(label="Tag or content id", placeholder="devel::i18n · a sample id · sha1:… under a result", scale=3)
