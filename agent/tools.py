@@ -67,6 +67,13 @@ class TagContentArgs(BaseModel):
                                        description="Also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels.")
 
 
+class SearchTagsArgs(BaseModel):
+    """Arguments of a tag search (the app's API and MCP ``search_tags``)."""
+
+    query: str = Field(description="A word, a tag name or a phrase.")
+    limit: int = Field(default=10, ge=1, le=100, description="At most this many tags.")
+
+
 def invalid_arguments(exc: ValidationError, tool: str) -> str:
     """A tool call's arguments that failed validation, said plainly for the calling model: which
     argument, what was wrong and what it got — without pydantic's type codes and documentation

@@ -442,3 +442,16 @@ def test_the_app_api_refuses_out_of_range_arguments_plainly(kb_dir, arguments, n
         TaggingApp(str(kb_dir)).tag("A graphical editor for vector drawings", **arguments)
     message = str(refused.value)
     assert named in message and "unexpected" not in message and "Correct them" in message
+
+
+@pytest.mark.parametrize("limit", [{"a": 1}, -3, 1e9, "ten"])
+def test_the_app_api_refuses_a_tag_search_limit_that_is_no_count(kb_dir, limit):
+    """``bench/hostile_corpus.py``'s fourth run: ``search_tags`` with a dict for its limit answered "unexpected error (TypeError)"."""
+    import gradio as gr
+
+    from ui.app import TaggingApp
+
+    with pytest.raises(gr.Error) as refused:
+        TaggingApp(str(kb_dir)).search_tags("editor", limit)
+    assert "limit" in str(refused.value) and "unexpected" not in str(refused.value)
+    assert TaggingApp(str(kb_dir)).search_tags("editor", 3.0)  # a whole number sent as a float still counts

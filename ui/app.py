@@ -47,7 +47,7 @@ from agent.explanation import tags_with_why  # noqa: E402
 from agent.graph import NODE_ORDER  # noqa: E402
 from agent.runtime import runtime_for  # noqa: E402
 from agent.served import allowed_backends, check_backend  # noqa: E402
-from agent.tools import TagContentArgs, invalid_arguments  # noqa: E402
+from agent.tools import SearchTagsArgs, TagContentArgs, invalid_arguments  # noqa: E402
 from knowledge_base.errors import InputError, Llm4tagError  # noqa: E402
 from knowledge_base.graph import content_node, tag_node  # noqa: E402
 from knowledge_base.loaders import Sample, require_text  # noqa: E402
@@ -463,7 +463,11 @@ class TaggingApp:
             A list of tags, each with "tag", "similarity" and "description".
         """
         try:
-            return tagging.search_tags(query, int(limit), kb_dir=self.kb_dir)
+            args = SearchTagsArgs(query=query, limit=limit)
+        except ValidationError as exc:
+            raise gr.Error(invalid_arguments(exc, "search_tags")) from None
+        try:
+            return tagging.search_tags(args.query, args.limit, kb_dir=self.kb_dir)
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
 
