@@ -103,6 +103,9 @@ def recorded_backend(record: dict, kb_dir: Path | None = None) -> str | None:
     return None
 
 
+WARM_UP_TEXT = "a short text of a few words that warms up recall"  # 4+ words: the language check loads its dictionaries too
+
+
 class Runtime:
     """One knowledge base's shared state in this process; thread-safe."""
 
@@ -142,6 +145,12 @@ class Runtime:
             result.truncated = True
             result.notes.append(f"the text is longer than the encoder's {self.kb.encoder.max_tokens}-token window; recall used its start")
         return result
+
+    def warm_up(self) -> None:
+        """Load what the first content would otherwise wait for (the encoder's session, the vector
+        indexes, the classifier and its ranker, the language dictionaries) by recalling a short text;
+        nothing is written."""
+        self.recall(WARM_UP_TEXT, self.kb.config.recall)
 
     # ---- corrections ----------------------------------------------------------------------------
     def learn(self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), cid: str | None = None,

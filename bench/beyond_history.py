@@ -24,6 +24,7 @@ set on standard output after the table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -40,6 +41,7 @@ SETS = {  # test split, task
     "debtags": ("validation.jsonl", "multi"),
 }
 FOREIGN = ROOT / "bench" / "out_of_domain.jsonl"
+FOREIGN_TEXTS = ROOT / "knowledge_base" / "demo_data" / "foreign.jsonl"  # what the ranker's contrast learns from
 
 
 def llm4tag(*args: str) -> None:
@@ -55,7 +57,8 @@ def ensure_kb(name: str) -> Path:
         llm4tag("--kb", str(kb), "kb", "load-samples", str(DATA / name / "train.jsonl"))
     ranker = kb / "classifier" / "ranker.json"
     saved = json.loads(ranker.read_text()) if ranker.is_file() else {}
-    if "learned_logit" not in saved.get("features", []) or "contrast" not in saved:  # predates the current features, weighting or contrast
+    corpus = hashlib.sha1(FOREIGN_TEXTS.read_bytes()).hexdigest()[:12]
+    if "learned_logit" not in saved.get("features", []) or saved.get("contrast", {}).get("corpus") != corpus:  # predates the current features, weighting or everyday corpus
         llm4tag("--kb", str(kb), "kb", "train-classifier")
     return kb
 

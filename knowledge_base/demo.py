@@ -32,7 +32,7 @@ def _fingerprint() -> str:
     h = hashlib.sha1(repr(KnowledgeBaseConfig()).encode())  # new defaults rebuild the demo too
     h.update(f"graph {SNAPSHOT_FORMAT} {SNAPSHOT_VERSION}".encode())  # so does a new graph format (an old demo kept a pickle)
     h.update(f"ranker {RANKER_VERSION}".encode())  # and a new way of fitting the recall ranker
-    for name in DEMO_FILES:
+    for name in (*DEMO_FILES, "foreign.jsonl"):  # the everyday texts: the ranker's contrast learns from them
         h.update((DEMO_DATA / name).read_bytes())
     return h.hexdigest()[:12]
 

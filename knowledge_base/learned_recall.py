@@ -30,6 +30,7 @@ Run it after loading samples and again after corrections (``llm4tag kb train-cla
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -150,7 +151,8 @@ def fit_contrast(kb: KnowledgeBase, history: np.ndarray, held: np.ndarray, seed:
 
     if len(history) < MIN_HELD_OUT or not len(held):
         return {}
-    texts = [json.loads(line)["text"] for line in FOREIGN_TEXTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    corpus = FOREIGN_TEXTS.read_text(encoding="utf-8")
+    texts = [json.loads(line)["text"] for line in corpus.splitlines() if line.strip()]
     foreign = kb.encoder.encode(texts).vectors
     if foreign.shape[1:] != history.shape[1:]:
         return {}
@@ -164,7 +166,8 @@ def fit_contrast(kb: KnowledgeBase, history: np.ndarray, held: np.ndarray, seed:
     y = np.r_[np.ones(len(sample)), np.zeros(len(foreign))]
     model = LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced").fit(x, y)
     return {"weights": [round(float(w), 6) for w in model.coef_[0]], "bias": round(float(model.intercept_[0]), 6),
-            "foreign_texts": int(len(foreign)), "samples": int(len(sample))}
+            "foreign_texts": int(len(foreign)), "samples": int(len(sample)),
+            "corpus": hashlib.sha1(corpus.encode()).hexdigest()[:12]}  # which everyday corpus: a newer one retrains (bench/beyond_history.py)
 
 
 def item_weights(per_item: list[dict], cold_share: float) -> list[float]:

@@ -241,6 +241,19 @@ def test_tags_list_and_search(client, kb_dir):
     assert client.get("/v1/tags", params={"limit": 0}).status_code == 422
 
 
+def test_the_server_says_its_own_time_and_has_warmed_up_before_the_first_request(small_kb_dir, tmp_path):
+    from agent.runtime import WARM_UP_TEXT, runtime_for
+
+    fresh = copy_kb(small_kb_dir, tmp_path / "kb")  # a knowledge base no runtime of this process has opened
+    with TestClient(create_app(str(fresh), Context(**CHEAP))) as c:
+        # the start-up recalled a short text before any request, so the encoder, the indexes and the
+        # language dictionaries are loaded: its embedding is the only one cached
+        assert list(runtime_for(str(fresh))._vectors) == [hashlib.sha1(WARM_UP_TEXT.encode()).hexdigest()]
+        r = c.get("/health")
+    timing = r.headers["server-timing"]  # W3C Server Timing: the app's own milliseconds
+    assert timing.startswith("app;dur=") and float(timing.removeprefix("app;dur=")) >= 0
+
+
 def test_health(client):
     body = client.get("/health").json()
     assert body["status"] == "ok" and body["backend"] == "llamacpp" and body["auth_required"] is False

@@ -414,6 +414,29 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
+# ---- the server's own time -------------------------------------------------------------------
+class ServerTiming:
+    """Say in a ``Server-Timing`` header (W3C Server Timing: ``app;dur=<ms>``) how long the app took
+    from the request's arrival to its response's start, so a client can tell the server's time from
+    its own and the network's (``bench/api_load.py`` reports both)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+
+        async def timed(message):
+            if message["type"] == "http.response.start":
+                took = (time.perf_counter() - started) * 1000
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", f"app;dur={took:.1f}".encode())]}
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+
 # ---- the app -------------------------------------------------------------------------------
 def _tag_out(result: dict) -> list[TagOut]:
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
@@ -483,6 +506,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        try:
+            await anyio.to_thread.run_sync(rt.warm_up)  # before the first request: it would wait for these loads
+        except Exception as exc:  # the first request reports it with its own error
+            log.warning("warm-up failed (%s: %s); the first request will load what it needs", type(exc).__name__, exc)
         yield
         if pool is not None:
             pool.close(cancel=True)
@@ -498,6 +525,7 @@ def create_app(
     app.state.queue = queue
     app.state.pool = pool
     app.add_middleware(BodySizeLimit, max_bytes=limit)
+    app.add_middleware(ServerTiming)  # outside the body limit: its time counts reading the body too
     if local_only:
         app.add_middleware(LocalOnly)  # added last: it runs first
 
