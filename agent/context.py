@@ -22,7 +22,7 @@ LlmMode = Literal["auto", "full", "fast"]
 @dataclass(frozen=True)
 class Context:
     kb_dir: str | None = field(default=None, metadata={"help": "knowledge base directory; the bundled demo knowledge base when unset"})
-    backend: str = field(default="llamacpp", metadata={"help": "llamacpp | llamacpp:/path/model.gguf | ollama:MODEL"})
+    backend: str = field(default="llamacpp", metadata={"help": "llamacpp | llamacpp:/path/model.gguf | llamacpp:gemma3-270m | ollama:MODEL"})
     mode: Mode = field(default="multi", metadata={"help": "multi: several tags per content; single: exactly one"})
     max_tags: int = field(default=5, metadata={"help": "at most this many tags are generated in multi-tag mode"})
     use_fine_tuning: bool = field(

