@@ -24,7 +24,6 @@ set on standard output after the table.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -41,7 +40,9 @@ SETS = {  # test split, task
     "debtags": ("validation.jsonl", "multi"),
 }
 FOREIGN = ROOT / "bench" / "out_of_domain.jsonl"
-FOREIGN_TEXTS = ROOT / "knowledge_base" / "demo_data" / "foreign.jsonl"  # what the ranker's contrast learns from
+
+sys.path.insert(0, str(ROOT))
+from knowledge_base.learned_recall import contrast_is_current  # noqa: E402
 
 
 def llm4tag(*args: str) -> None:
@@ -57,8 +58,7 @@ def ensure_kb(name: str) -> Path:
         llm4tag("--kb", str(kb), "kb", "load-samples", str(DATA / name / "train.jsonl"))
     ranker = kb / "classifier" / "ranker.json"
     saved = json.loads(ranker.read_text()) if ranker.is_file() else {}
-    corpus = hashlib.sha1(FOREIGN_TEXTS.read_bytes()).hexdigest()[:12]
-    if "learned_logit" not in saved.get("features", []) or saved.get("contrast", {}).get("corpus") != corpus:  # predates the current features, weighting or everyday corpus
+    if "learned_logit" not in saved.get("features", []) or not contrast_is_current(saved.get("contrast", {})):  # predates the current features, weighting or contrast
         llm4tag("--kb", str(kb), "kb", "train-classifier")
     return kb
 

@@ -9,6 +9,13 @@ core it is given.
 
     .venv/bin/python bench/workers.py                     # the demo knowledge base, 12 examples, 2 workers
     .venv/bin/python bench/workers.py --kb KB --data items.jsonl --items 20 --workers 2
+
+``--modes full,auto`` tags the same items once per LLM mode with one tagger, the modes taking
+turns item by item (a busy machine slows them alike), and prints items per minute for each, the
+share of items ``auto`` sent to the LLM and how many answers were the same; ``--workers 1`` skips
+the pool:
+
+    .venv/bin/python bench/workers.py --modes full,auto --items 200 --workers 1
 """
 
 from __future__ import annotations
@@ -36,11 +43,18 @@ def main() -> None:
     ap.add_argument("--data", default=str(DEMO_EXAMPLES), help="JSONL with a text field per line")
     ap.add_argument("--items", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--modes", default=None, help="compare LLM modes with one tagger, e.g. full,auto (see above)")
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args()
-    texts = [json.loads(line)["text"] for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()][: args.items]
+    lines = [json.loads(line)["text"] for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
+    # distinct contents: past the file's end a text carries its number, so no cache or memory answers it
+    texts = [lines[i % len(lines)] if i < len(lines) else f"{lines[i % len(lines)]} ({i})" for i in range(args.items)]
     ctx = Context(kb_dir=args.kb, use_cache=False)
     print(f"{len(texts)} contents, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    if args.modes:
+        compare_modes(args, texts, [m.strip() for m in args.modes.split(",") if m.strip()])
+        if args.workers < 2:
+            return
 
     rt = runtime_for(args.kb)
     rt.backend(ctx)
@@ -72,6 +86,36 @@ def main() -> None:
             "command": " ".join(sys.argv), "items": len(texts), "single_items_per_min": single_rate, "workers": args.workers,
             "pool_items_per_min": pooled_rate, "ratio": pooled_rate / single_rate, "start_up_s": start_up,
             "worker_peak_rss_mib": list(memory.values()), "main_peak_rss_mib": peak_rss_mb(), "identical": same}, indent=2))
+
+
+def compare_modes(args, texts: list[str], modes: list[str]) -> None:
+    """One tagger per LLM mode over the same texts, the modes taking turns item by item."""
+    contexts = {m: Context(kb_dir=args.kb, use_cache=False, llm=m) for m in modes}
+    runtime_for(args.kb).backend(contexts[modes[0]])
+    for m in modes:
+        tag(texts[-1] + " (warm-up)", context=contexts[m])
+    seconds = {m: 0.0 for m in modes}
+    answers: dict[str, list] = {m: [] for m in modes}
+    routed = {m: 0 for m in modes}
+    for i, text in enumerate(texts):
+        for m in modes:
+            started = time.perf_counter()
+            result = tag(text, context=contexts[m])
+            seconds[m] += time.perf_counter() - started
+            answers[m].append([(t["tag"], t["confidence"]) for t in result["tags"]])
+            routed[m] += bool((result.get("route") or {}).get("llm"))
+        if (i + 1) % 20 == 0:
+            print(f"  {i + 1}/{len(texts)} items: " + ", ".join(f"{m} {seconds[m]:.0f} s" for m in modes), file=sys.stderr, flush=True)
+    rates = {m: 60 * len(texts) / seconds[m] for m in modes}
+    print(f"| mode | items/min | s/item | items sent to the LLM | answers identical to {modes[0]}'s |")
+    print("|---|---|---|---|---|")
+    for m in modes:
+        same = sum(a == b for a, b in zip(answers[m], answers[modes[0]]))
+        print(f"| {m} | {rates[m]:.1f} | {seconds[m] / len(texts):.2f} | {routed[m]} of {len(texts)} | {same} of {len(texts)} |")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"command": " ".join(sys.argv), "items": len(texts), "items_per_min": rates,
+                                                   "routed": routed}, indent=2))
 
 
 if __name__ == "__main__":

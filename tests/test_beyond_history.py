@@ -239,7 +239,12 @@ def test_in_domain_items_are_not_made_less_sure_by_the_simulated_tags(trained_co
     likeness = ranker.history_likeness(vector)
     ranker.save(tmp_path)
     again = RecallRanker.load(tmp_path)
-    assert set(again.contrast) == {"weights", "bias", "foreign_texts", "samples", "corpus"} and again.history_likeness(vector) == likeness
+    assert set(again.contrast) == {"weights", "bias", "foreign_texts", "samples", "corpus", "C"} and again.history_likeness(vector) == likeness
+    # it knows which everyday corpus and regularisation it was fitted with: another of either is stale
+    from knowledge_base.learned_recall import contrast_is_current
+
+    assert contrast_is_current(again.contrast)
+    assert not contrast_is_current({**again.contrast, "corpus": "0" * 12}) and not contrast_is_current({**again.contrast, "C": 0.1})
 
 
 def test_the_cold_bias_trades_seen_tags_for_unseen_ones_by_the_harmonic_mean():
