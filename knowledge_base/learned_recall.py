@@ -46,7 +46,7 @@ from .ranker import DOMAIN_KEYS, RecallRanker, best_threshold, choose_cold_bias,
 from .recall import ranker_features, recall_candidates
 from .store import KnowledgeBase, _json_list
 
-RANKER_VERSION = 4  # how the ranker is fitted (3: weighted simulation, contrast; 4: path scores in log-odds): the demo knowledge base is rebuilt when it changes
+RANKER_VERSION = 5  # how the ranker is fitted (3: weighted simulation, contrast; 4: path scores in log-odds; 5: the contrast at C 1.0): the demo knowledge base is rebuilt when it changes
 MIN_HELD_OUT = 20
 COLD_SHARE = 0.15  # tags recalled as if they had no history while the ranker is fitted
 # a single-tag history's default threshold tags this share of its held-out items: new texts lie further
