@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -42,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .classifier import TagClassifier
+from .config import llm4tag_home
 from .ranker import DOMAIN_KEYS, RecallRanker, best_threshold, choose_cold_bias, domain_signals, history_likeness
 from .recall import ranker_features, recall_candidates
 from .store import KnowledgeBase, _json_list
@@ -157,8 +159,7 @@ def fit_contrast(kb: KnowledgeBase, history: np.ndarray, held: np.ndarray, seed:
     if len(history) < MIN_HELD_OUT or not len(held):
         return {}
     corpus = FOREIGN_TEXTS.read_text(encoding="utf-8")
-    texts = [json.loads(line)["text"] for line in corpus.splitlines() if line.strip()]
-    foreign = kb.encoder.encode(texts).vectors
+    foreign = foreign_vectors(kb, corpus)
     if foreign.shape[1:] != history.shape[1:]:
         return {}
     rng = np.random.default_rng(seed)
@@ -173,6 +174,27 @@ def fit_contrast(kb: KnowledgeBase, history: np.ndarray, held: np.ndarray, seed:
     return {"weights": [round(float(w), 6) for w in model.coef_[0]], "bias": round(float(model.intercept_[0]), 6),
             "foreign_texts": int(len(foreign)), "samples": int(len(sample)),
             "corpus": corpus_id(corpus), "C": CONTRAST_C}  # which corpus and regularisation: ``contrast_is_current``
+
+
+def foreign_vectors(kb: KnowledgeBase, corpus: str) -> np.ndarray:
+    """The everyday corpus's embeddings, encoded once per encoder and corpus on this machine (kept in
+    ``$LLM4TAG_HOME/cache``: every training of every knowledge base would otherwise encode them again)."""
+    key = hashlib.sha1(f"{kb.encoder.path}|{corpus_id(corpus)}".encode("utf-8")).hexdigest()[:16]
+    cached = llm4tag_home() / "cache" / f"foreign-{key}.npy"
+    try:
+        return np.load(cached)
+    except (OSError, ValueError):
+        pass
+    texts = [json.loads(line)["text"] for line in corpus.splitlines() if line.strip()]
+    vectors = kb.encoder.encode(texts).vectors
+    try:  # written whole or not at all; a home that cannot be written only costs the encoding next time
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f"{cached.stem}.{os.getpid()}.partial.npy")
+        np.save(partial, vectors)
+        os.replace(partial, cached)
+    except OSError:
+        pass
+    return vectors
 
 
 def corpus_id(corpus: str) -> str:

@@ -247,6 +247,21 @@ def test_in_domain_items_are_not_made_less_sure_by_the_simulated_tags(trained_co
     assert not contrast_is_current({**again.contrast, "corpus": "0" * 12}) and not contrast_is_current({**again.contrast, "C": 0.1})
 
 
+def test_the_everyday_corpus_is_encoded_once_per_machine_and_a_broken_cache_is_encoded_again(small_kb, tmp_path, monkeypatch):
+    import numpy as np
+
+    from knowledge_base.learned_recall import foreign_vectors
+
+    monkeypatch.setenv("LLM4TAG_HOME", str(tmp_path / "home"))
+    corpus = "\n".join(json.dumps({"id": f"f{i}", "text": t}) for i, t in enumerate([RECIPE, "Showers clearing by noon.", "lol see you at 8"]))
+    first = foreign_vectors(small_kb, corpus)
+    [cached] = (tmp_path / "home" / "cache").glob("foreign-*.npy")
+    assert first.shape == (3, small_kb.encoder.dim) and np.array_equal(np.load(cached), first)
+    cached.write_bytes(b"half a file")  # a crash mid-write elsewhere, a full disk: read as missing, encoded again
+    again = foreign_vectors(small_kb, corpus)
+    assert np.allclose(again, first, atol=1e-5) and np.array_equal(np.load(cached), again)
+
+
 def test_the_cold_bias_trades_seen_tags_for_unseen_ones_by_the_harmonic_mean():
     # (logits, right?, has history?, cold item?): on warm items the right warm tag leads a cold one by 3;
     # on cold items a wrong warm tag leads the right cold tag by 1 (or by 5, beyond any fair bias)
