@@ -146,6 +146,20 @@ def server_seconds(response: httpx.Response) -> float | None:
     return None
 
 
+def batch_phase(base: str, n: int, pool: list[str]) -> dict:
+    """One ``POST /v1/tag-batch`` of ``n`` distinct documents: how long it took and for how many of
+    them the language model ran (each result's ``route``)."""
+    docs = [{"id": f"batch-{i}", "text": f"{pool[i % len(pool)]} (batch document {i})"} for i in range(n)]
+    with httpx.Client(base_url=base, timeout=3600) as client:
+        started = time.perf_counter()
+        r = client.post("/v1/tag-batch", json={"documents": docs})
+        seconds = time.perf_counter() - started
+    body = r.json() if r.status_code == 200 else {}
+    results = body.get("results") or []
+    return {"documents": n, "status": r.status_code, "tagged": body.get("tagged"), "seconds": round(seconds, 2),
+            "routed_to_llm": sum(bool((x.get("route") or {}).get("llm")) for x in results), "server_s": server_seconds(r)}
+
+
 def learn_phase(base: str, token: str, n: int) -> dict:
     tags = [t["name"] for t in httpx.get(f"{base}/v1/tags", params={"limit": 20}, timeout=60).json()["tags"]]
     before = httpx.get(f"{base}/health", timeout=60).json()["knowledge_base"]["samples"]
@@ -183,6 +197,7 @@ def main() -> None:
     parser.add_argument("--levels", default="1,4,16", help="concurrent clients per level, comma-separated")
     parser.add_argument("--requests", type=int, default=16, help="tag requests per level (at least one per client)")
     parser.add_argument("--learn", type=int, default=50, help="concurrent learn writes")
+    parser.add_argument("--batch", type=int, default=0, help="also send one /v1/tag-batch of this many documents (e.g. 32)")
     parser.add_argument("--budget", type=int, default=None, help="server's candidate budget (LLM4TAG_BUDGET)")
     parser.add_argument("--max-tags", type=int, default=None, help="server's max tags (LLM4TAG_MAX_TAGS)")
     parser.add_argument("--out", type=Path, default=OUT / "api_load.json")
@@ -216,6 +231,7 @@ def main() -> None:
             print(f"tag: {clients} concurrent clients, {n} requests ...", file=sys.stderr)
             rows.append(tag_level(base, clients, n, pool, offset))
             offset += n
+        batch = batch_phase(base, args.batch, pool) if args.batch else None
         print(f"learn: {args.learn} concurrent writes ...", file=sys.stderr)
         learn = learn_phase(base, token, args.learn)
         final = httpx.get(f"{base}/health", timeout=60).json()
@@ -234,6 +250,7 @@ def main() -> None:
         "knowledge_base": {"source": str(source), **{k: health["knowledge_base"][k] for k in ("tags", "samples", "document_passages")}},
         "tag": rows,
         "learn": learn,
+        "batch": batch,
         "queue_at_end": final["queue"],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +264,9 @@ def main() -> None:
     for r in rows:
         print(f"{r['clients']:>7} {r['requests']:>8} {r['ok']:>4} {r['errors']:>6} {r['mismatched']:>8} {r['requests_per_min']:>8.1f} "
               f"{r['p50_s']:>7.2f} {r['p95_s']:>7.2f} {r['wall_s']:>7.1f} {r['p50_ms']:>7.1f} {r['server_p50_ms'] if r['server_p50_ms'] is not None else '-':>13}")
+    if batch:
+        print(f"tag-batch of {batch['documents']}: HTTP {batch['status']}, {batch['tagged']} tagged in {batch['seconds']} s, "
+              f"the language model ran for {batch['routed_to_llm']}")
     print(f"learn: {learn['writes']} concurrent writes, {learn['acknowledged']} acknowledged, {learn['errors']} errors, "
           f"samples {learn['samples_before']} → {learn['samples_after']}, lost {learn['lost']} ({learn['wall_s']} s)")
     print(f"→ {args.out}")

@@ -166,6 +166,9 @@ def test_tag_batch_echoes_ids_and_reports_bad_documents(client):
     assert not blank["ok"] and "empty" in blank["error"]
     assert not missing["ok"] and "empty" in missing["error"]
     assert (body["tagged"], body["errors"]) == (1, 2)
+    # each document says whether the language model ran for it, as /v1/tag does
+    single = client.post("/v1/tag", json={"text": TEXT}).json()
+    assert good["route"] == single["route"] and set(good["route"]) >= {"mode", "llm", "reason"} and blank["route"] is None
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t", "\x00\x01"])

@@ -211,6 +211,7 @@ class BatchItemResult(BaseModel):
     tags: list[TagOut] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     error: str | None = None
+    route: dict[str, Any] | None = Field(default=None, description="Whether the language model ran for this document and why: {mode, llm, reason}.")
 
 
 class TagBatchResponse(BaseModel):
@@ -712,6 +713,7 @@ def create_app(
                         item.content_id = result["content_id"]
                         item.tags = _tag_out(result)
                         item.notes = list(result.get("notes") or [])
+                        item.route = result.get("route")
                 results.append(item)
             return results
 
