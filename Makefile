@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-model test lint browser clean-demo
+.PHONY: install demo demo-model demo-vectors test lint browser clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 	$(VENV)/bin/llm4tag app
 
 # Rebuild the demo's shipped fine-tuned model (knowledge_base/demo_data/model/) on CPU: about 40 minutes
+# the embeddings of the demo's texts, shipped so that a first build encodes nothing: after a change
+# to demo_data (tags, samples, docs, foreign.jsonl) or to the encoder
+demo-vectors: $(STAMP)
+	$(PY) -m knowledge_base.demo --write-vectors
+
 demo-model: $(STAMP)
 	$(VENV)/bin/llm4tag train-demo --samples 200 --mistake-samples 80 --seed 7
 

@@ -9,19 +9,23 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from filelock import FileLock
 
 from .config import KnowledgeBaseConfig, llm4tag_home
+from .encoder import ONNX_MAX_BATCH, Encoder
 from .graph import SNAPSHOT_FORMAT, SNAPSHOT_VERSION
 from .loaders import read_documents, read_samples, read_tags
-from .learned_recall import RANKER_VERSION, train_learned_recall
+from .learned_recall import FOREIGN_TEXTS, RANKER_VERSION, train_learned_recall
 from .store import KnowledgeBase
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
 DEMO_FILES = ("tags.tsv", "samples.jsonl", "docs/debtags-guide.md")
+SHIPPED_VECTORS = DEMO_DATA / "vectors.npz"  # the embeddings of every text the build encodes (``write_shipped_vectors``)
 
 
 def demo_kb_dir() -> Path:
@@ -43,15 +47,55 @@ def demo_examples() -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def build_demo_kb(directory: Path, log: Callable[[str], None] = print) -> KnowledgeBase:
-    """Build the demo knowledge base from the bundled files into an empty ``directory``."""
+def build_demo_kb(directory: Path, log: Callable[[str], None] = print, shipped_vectors: bool = True) -> KnowledgeBase:
+    """Build the demo knowledge base from the bundled files into an empty ``directory``, with the
+    embeddings shipped in ``vectors.npz`` when they belong to this encoder (``shipped_vectors``)."""
     kb = KnowledgeBase(directory)
-    log("  " + kb.add_tags(read_tags(DEMO_DATA / "tags.tsv").records).summary() + " (tags)")
-    log("  " + kb.add_samples(read_samples(DEMO_DATA / "samples.jsonl").records).summary() + " (samples)")
-    log("  " + kb.add_documents(read_documents([DEMO_DATA / "docs"]).records).summary() + " (document passages)")
-    trained = train_learned_recall(kb)
+    if shipped_vectors and _remember_shipped_vectors(kb):
+        log("  using the embeddings shipped with the demo (no encoding)")
+    try:
+        log("  " + kb.add_tags(read_tags(DEMO_DATA / "tags.tsv").records).summary() + " (tags)")
+        log("  " + kb.add_samples(read_samples(DEMO_DATA / "samples.jsonl").records).summary() + " (samples)")
+        log("  " + kb.add_documents(read_documents([DEMO_DATA / "docs"]).records).summary() + " (document passages)")
+        trained = train_learned_recall(kb)
+    finally:
+        kb.encoder.forget()
     log(f"  learned recall path trained on {trained['samples']} samples, {trained['tags']} tags in {trained['seconds']:.1f}s")
     return kb
+
+
+def _remember_shipped_vectors(kb: KnowledgeBase) -> bool:
+    """Give the encoder the shipped vectors of every text the build encodes, if they were computed by
+    an encoder of its identity (another model or other weights: the build encodes as usual)."""
+    try:
+        with np.load(SHIPPED_VECTORS) as shipped:
+            if str(shipped["encoder"]) != kb.encoder.identity():
+                return False
+            kb.encoder.remember([str(d) for d in shipped["digests"]], shipped["vectors"])
+            return True
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def write_shipped_vectors(log: Callable[[str], None] = print) -> Path:
+    """Build the demo knowledge base in a temporary folder, recording every text it encodes, and
+    write their vectors (float16) with the encoder's identity to ``vectors.npz``; run it when the
+    demo's files, the everyday corpus or the encoder change (``make demo-vectors``)."""
+    encoder = Encoder.shared(KnowledgeBaseConfig().encoder)  # the one every demo knowledge base of this process uses
+    with tempfile.TemporaryDirectory(prefix="llm4tag-demo-vectors-") as work:
+        encoder.recording = []
+        try:
+            build_demo_kb(Path(work) / "kb", log, shipped_vectors=False)
+            # and the everyday corpus, whose vectors a training may have read from this machine's cache
+            everyday = [json.loads(line)["text"] for line in FOREIGN_TEXTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+            texts = list(dict.fromkeys(encoder.recording + everyday))
+        finally:
+            encoder.recording = None
+    vectors = encoder.encode(texts + [""] * max(0, ONNX_MAX_BATCH + 1 - len(texts))).vectors[: len(texts)]  # one bulk call (PyTorch), as a build's
+    np.savez_compressed(SHIPPED_VECTORS, encoder=np.array(encoder.identity()),
+                        digests=np.array([encoder.digest(t) for t in texts]), vectors=vectors.astype(np.float16))
+    log(f"{len(texts)} vectors → {SHIPPED_VECTORS}")
+    return SHIPPED_VECTORS
 
 
 def open_demo_kb(log: Callable[[str], None] = print, prepare_encoder: bool = False) -> KnowledgeBase:
@@ -69,3 +113,11 @@ def open_demo_kb(log: Callable[[str], None] = print, prepare_encoder: bool = Fal
         kb = build_demo_kb(directory, log)
         marker.write_text(_fingerprint())
         return kb
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--write-vectors"]:
+        sys.exit("usage: python -m knowledge_base.demo --write-vectors")
+    write_shipped_vectors()

@@ -77,6 +77,8 @@ class Encoder:
         self.runtime = settings().encoder_runtime
         self._onnx: OnnxEncoder | None | bool = None  # None: not tried yet; False: unavailable (PyTorch)
         self._counter = None  # a tokenizer without truncation, for ``truncated``
+        self._known: dict[str, np.ndarray] = {}  # text digest → vector given by ``remember`` (the demo's shipped vectors)
+        self.recording: list[str] | None = None  # when a list: every text encoded is appended (``knowledge_base.demo`` ships their vectors)
         described = describe_local_model(self.path)
         if described is None:  # not a local sentence-transformers folder we can read: ask the loaded model
             self.max_tokens = int(self.model.max_seq_length or 512)
@@ -144,9 +146,41 @@ class Encoder:
             return
         threading.Thread(target=self.onnx, name="llm4tag-encoder-load", daemon=True).start()
 
+    def identity(self) -> str:
+        """What this encoder's vectors depend on: its name and the content of its weight files (vectors
+        computed elsewhere are used only by an encoder of the same identity: ``remember``)."""
+        source = Path(self.path)
+        h = hashlib.sha1(self.name.encode("utf-8"))
+        for weights in sorted(source.rglob("*.safetensors")) + sorted(source.rglob("*.bin")) if source.is_dir() else []:
+            h.update(weights.name.encode("utf-8"))
+            with open(weights, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+        return h.hexdigest()[:16]
+
+    @staticmethod
+    def digest(text: str) -> str:
+        return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def remember(self, digests: list[str], vectors: np.ndarray) -> None:
+        """Vectors this encoder computed before (by text digest): an ``encode`` of texts that are all
+        among them returns them instead of running the model. ``forget`` drops them."""
+        with self._lock:
+            self._known.update(zip(digests, np.asarray(vectors, dtype=np.float32)))
+
+    def forget(self) -> None:
+        with self._lock:
+            self._known.clear()
+
     def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> Encoded:
         if not texts:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), [])
+        if self.recording is not None:
+            self.recording.extend(texts)
+        if self._known:
+            known = [self._known.get(self.digest(t)) for t in texts]
+            if all(v is not None for v in known):
+                return Encoded(np.stack(known), self.truncated(texts))
         if len(texts) <= ONNX_MAX_BATCH and (onnx := self.onnx()) is not None:
             vectors, cut = onnx.encode_marked(texts)
             return Encoded(vectors, cut if cut is not None else self.truncated(texts))
