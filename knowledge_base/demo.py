@@ -99,7 +99,7 @@ def write_shipped_vectors(log: Callable[[str], None] = print) -> Path:
 
 
 def open_demo_kb(log: Callable[[str], None] = print, prepare_encoder: bool = False) -> KnowledgeBase:
-    """Open the demo knowledge base, building it first if needed (about a minute);
+    """Open the demo knowledge base, building it first if needed (about 30 seconds: its embeddings ship with it);
     ``prepare_encoder`` as for ``KnowledgeBase``."""
     directory = demo_kb_dir()
     directory.parent.mkdir(parents=True, exist_ok=True)

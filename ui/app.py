@@ -815,12 +815,13 @@ def _warm_up(kb_dir: str | None, backend: str, warm: WarmUp) -> None:
         if kb_dir is None:
             from knowledge_base.demo import open_demo_kb
 
-            warm.set("building the demo knowledge base (first run only, about a minute)")
+            warm.set("building the demo knowledge base (first run only, about 30 seconds)")
             open_demo_kb(log=lambda line: warm.set(f"building the demo knowledge base: {line.strip()}"))
         warm.set("opening the knowledge base")
         rt = runtime_for(kb_dir)
         warm.set("loading the embedding model and the recall indexes")
         rt.warm_up()
+        warm.set("preparing the language model")  # finding (on a first run: converting) the model file
         warm.recall_ready.set()
         ctx = Context.from_env(kb_dir=kb_dir, backend=backend)
         spec = rt.backend_spec(ctx)
