@@ -283,13 +283,20 @@ class TaggingApp:
         if not last:
             return "<p>Tag a text first: the picture shows the graph its tags came through.</p>"
         result = last["result"]
-        g = render.result_graph({**result, "tags": rethreshold(result, float(threshold))})
+        rejected = set((session.get("verdict") or {}).get("incorrect", []))  # drawn as the panel shows them: not kept
+        g = render.result_graph({**result, "tags": [t for t in rethreshold(result, float(threshold)) if t["tag"] not in rejected]})
         items = sum(1 for _, d in g.nodes(data=True) if d.get("layer") == 1)
         cid = render._esc(last["result"].get("content_id") or "")
         caption = (f"<p style='font-size:0.85em;opacity:0.8'>For <code>{cid}</code>: how recall reached each tag — through "
                    f"{render.plural(items, 'similar history item')} "
                    "(C2C2T), the tag's description (C2T) or the classifier. Hover a line for its score.</p>")
         return render.result_graph_svg(g) + caption
+
+    @classmethod
+    def redraw_picture(cls, session: dict, threshold: float, shown: str) -> str:
+        """After a new answer, feedback or the slider: the picture again, if one is showing, so it never
+        contradicts the panel beside it."""
+        return cls.graph_picture(session, threshold) if shown else ""
 
     def refilter(self, threshold, session, history):
         """The slider: the side panel and the last answer in the conversation, at the new threshold."""
@@ -694,10 +701,16 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                                                   info="the models this server's operator allowed (LLM4TAG_ALLOWED_BACKENDS)")
                 controls = [threshold, mode, n_examples, n_snippets, web, backend, llm]
                 outputs = [chatbot, session, panel, chat_input]
-                chat_input.submit(app.respond, [chat_input, chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
-                accept_btn.click(app.press("accept"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
-                undo_btn.click(app.press("undo"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private")
-                threshold.change(app.refilter, [threshold, session, chatbot], [panel, chatbot], show_progress="hidden", api_visibility="private")
+                redraw = dict(fn=app.redraw_picture, inputs=[session, threshold, result_graph], outputs=result_graph,
+                              show_progress="hidden", api_visibility="private")
+                chat_input.submit(app.respond, [chat_input, chatbot, session, *controls], outputs, concurrency_limit=4,
+                                  api_visibility="private").then(**redraw)
+                accept_btn.click(app.press("accept"), [chatbot, session, *controls], outputs, concurrency_limit=4,
+                                 api_visibility="private").then(**redraw)
+                undo_btn.click(app.press("undo"), [chatbot, session, *controls], outputs, concurrency_limit=4,
+                               api_visibility="private").then(**redraw)
+                threshold.change(app.refilter, [threshold, session, chatbot], [panel, chatbot], show_progress="hidden",
+                                 api_visibility="private").then(**redraw)
                 graph_btn.click(app.graph_picture, [session, threshold], result_graph, api_visibility="private")
 
             with gr.Tab("Queue", id="queue"):
