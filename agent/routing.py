@@ -61,10 +61,10 @@ def llm_route(state: dict, ctx: Context, rt: Runtime) -> dict:
         return {"mode": mode, "llm": False,
                 "reason": "the confidence is the recall ranker's P(right), which the LLM's output does not change here "
                           "(no fitted fusion of the LLM's evidence: llm4tag calibrate fits one)"}
-    return _close_calls(candidates, ctx, rt.threshold(ctx), mode)
+    return close_calls(candidates, ctx, rt.threshold(ctx), mode)
 
 
-def _close_calls(candidates: list[dict], ctx: Context, threshold: float, mode: str) -> dict:
+def close_calls(candidates: list[dict], ctx: Context, threshold: float, mode: str) -> dict:
     """With a fitted fusion: route a content whose answer the LLM's evidence could change — one of
     recall's top ``tag_limit`` within ``route_margin`` (in log-odds) of the threshold, the last tag
     kept and the next within the margin of each other when the limit binds (in single-tag mode: the

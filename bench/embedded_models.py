@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from beyond_history import DATA, SETS  # noqa: E402  (this folder)
 from agent import Context, tagging  # noqa: E402
 from agent.evaluation.metrics import confidence_metrics  # noqa: E402
-from agent.routing import _close_calls  # noqa: E402
+from agent.routing import close_calls  # noqa: E402
 from agent.runtime import runtime_for  # noqa: E402
 
 
@@ -93,7 +93,7 @@ def main() -> None:
                           "generated_right": [t in truth for t in generated(result.get("selection") or {})],
                           "judged": [(float(j["p_yes"]), j["tag"] in truth) for j in result.get("judgments") or [] if j.get("p_yes") is not None]}
                 records[model].append(record)
-                close = _close_calls(result.get("candidates") or [], ctx, runtime_for(str(kb)).threshold(ctx), mode)["llm"]
+                close = close_calls(result.get("candidates") or [], ctx, runtime_for(str(kb)).threshold(ctx), mode)["llm"]
                 if close:
                     routed[model].append(record)
             print(f"{name} item {i + 1}/{args.items}: " + ", ".join(f"{m} {records[m][-1]['seconds']:.1f} s" for m in models), file=sys.stderr, flush=True)

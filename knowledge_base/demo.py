@@ -17,10 +17,10 @@ import numpy as np
 from filelock import FileLock
 
 from .config import KnowledgeBaseConfig, llm4tag_home
-from .encoder import ONNX_MAX_BATCH, Encoder
+from .encoder import Encoder
 from .graph import SNAPSHOT_FORMAT, SNAPSHOT_VERSION
 from .loaders import read_documents, read_samples, read_tags
-from .learned_recall import FOREIGN_TEXTS, RANKER_VERSION, train_learned_recall
+from .learned_recall import RANKER_VERSION, foreign_texts, train_learned_recall
 from .store import KnowledgeBase
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
@@ -87,11 +87,10 @@ def write_shipped_vectors(log: Callable[[str], None] = print) -> Path:
         try:
             build_demo_kb(Path(work) / "kb", log, shipped_vectors=False)
             # and the everyday corpus, whose vectors a training may have read from this machine's cache
-            everyday = [json.loads(line)["text"] for line in FOREIGN_TEXTS.read_text(encoding="utf-8").splitlines() if line.strip()]
-            texts = list(dict.fromkeys(encoder.recording + everyday))
+            texts = list(dict.fromkeys(encoder.recording + foreign_texts()))
         finally:
             encoder.recording = None
-    vectors = encoder.encode(texts + [""] * max(0, ONNX_MAX_BATCH + 1 - len(texts))).vectors[: len(texts)]  # one bulk call (PyTorch), as a build's
+    vectors = encoder.encode(texts).vectors  # one bulk call (PyTorch), as a build's
     np.savez_compressed(SHIPPED_VECTORS, encoder=np.array(encoder.identity()),
                         digests=np.array([encoder.digest(t) for t in texts]), vectors=vectors.astype(np.float16))
     log(f"{len(texts)} vectors → {SHIPPED_VECTORS}")

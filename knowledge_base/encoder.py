@@ -77,6 +77,7 @@ class Encoder:
         self.runtime = settings().encoder_runtime
         self._onnx: OnnxEncoder | None | bool = None  # None: not tried yet; False: unavailable (PyTorch)
         self._counter = None  # a tokenizer without truncation, for ``truncated``
+        self._identity: str | None = None
         self._known: dict[str, np.ndarray] = {}  # text digest → vector given by ``remember`` (the demo's shipped vectors)
         self.recording: list[str] | None = None  # when a list: every text encoded is appended (``knowledge_base.demo`` ships their vectors)
         described = describe_local_model(self.path)
@@ -148,7 +149,13 @@ class Encoder:
 
     def identity(self) -> str:
         """What this encoder's vectors depend on: its name and the content of its weight files (vectors
-        computed elsewhere are used only by an encoder of the same identity: ``remember``)."""
+        computed elsewhere are used only by an encoder of the same identity: ``remember``, the
+        everyday corpus's cache); hashed once per encoder."""
+        if self._identity is None:
+            self._identity = self._hash_weights()
+        return self._identity
+
+    def _hash_weights(self) -> str:
         source = Path(self.path)
         h = hashlib.sha1(self.name.encode("utf-8"))
         for weights in sorted(source.rglob("*.safetensors")) + sorted(source.rglob("*.bin")) if source.is_dir() else []:

@@ -179,14 +179,13 @@ def fit_contrast(kb: KnowledgeBase, history: np.ndarray, held: np.ndarray, seed:
 def foreign_vectors(kb: KnowledgeBase, corpus: str) -> np.ndarray:
     """The everyday corpus's embeddings, encoded once per encoder and corpus on this machine (kept in
     ``$LLM4TAG_HOME/cache``: every training of every knowledge base would otherwise encode them again)."""
-    key = hashlib.sha1(f"{kb.encoder.path}|{corpus_id(corpus)}".encode("utf-8")).hexdigest()[:16]
+    key = hashlib.sha1(f"{kb.encoder.identity()}|{corpus_id(corpus)}".encode("utf-8")).hexdigest()[:16]
     cached = llm4tag_home() / "cache" / f"foreign-{key}.npy"
     try:
         return np.load(cached)
     except (OSError, ValueError):
         pass
-    texts = [json.loads(line)["text"] for line in corpus.splitlines() if line.strip()]
-    vectors = kb.encoder.encode(texts).vectors
+    vectors = kb.encoder.encode(foreign_texts(corpus)).vectors
     try:  # written whole or not at all; a home that cannot be written only costs the encoding next time
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_name(f"{cached.stem}.{os.getpid()}.partial.npy")
@@ -195,6 +194,12 @@ def foreign_vectors(kb: KnowledgeBase, corpus: str) -> np.ndarray:
     except OSError:
         pass
     return vectors
+
+
+def foreign_texts(corpus: str | None = None) -> list[str]:
+    """The everyday corpus's texts (``FOREIGN_TEXTS`` unless its content is given)."""
+    corpus = FOREIGN_TEXTS.read_text(encoding="utf-8") if corpus is None else corpus
+    return [json.loads(line)["text"] for line in corpus.splitlines() if line.strip()]
 
 
 def corpus_id(corpus: str) -> str:
