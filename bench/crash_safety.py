@@ -199,45 +199,41 @@ def stored_samples(kb_dir: Path) -> int:
 
 
 # ---- 1. kill -9 ----------------------------------------------------------------------------------
-def journal_size(kb: Path) -> int:
-    try:
-        return (kb / "graph.journal").stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-class JournalWatch:
-    """Counts the batches a load has written from the graph journal's size: each batch appends its
-    operations in one write (the size grows); a compaction, which follows an append at once when
-    the journal has grown long enough (mid-load too), empties it (the size drops). A drop seen
-    apart from any growth is a batch whose append and compaction fell between two looks."""
+class StoreWatch:
+    """Counts the batches a load has written from the graph store's commits: each batch's graph
+    operations are one transaction, which changes the store's ``data_version`` as a reader on
+    another connection sees it (a batch takes seconds; the watch looks every 10 ms)."""
 
     def __init__(self, kb: Path):
-        self.kb = kb
-        self.size = journal_size(kb)
-        self.grew_at = -1e9
+        import sqlite3
+
+        self.conn = sqlite3.connect(f"file:{kb / 'graph.sqlite'}?mode=ro", uri=True, timeout=60)
+        self.version = self._version()
         self.batches = 0
 
+    def _version(self) -> int:
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
     def poll(self) -> None:
-        size, now = journal_size(self.kb), time.monotonic()
-        if size > self.size:
+        version = self._version()
+        if version != self.version:
             self.batches += 1
-            self.grew_at = now
-        elif size < self.size and now - self.grew_at > 1.0:
-            self.batches += 1
-        self.size = size
+            self.version = version
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def kill_phase(kb: Path, path: Path, n: int, kills: int, rng: random.Random, work: Path) -> dict:
     """Kill the load at random moments spread over the whole write: each time a random batch is
     chosen, the load is let write the batches before it, then killed a random part of a batch's
     time later (so a kill may also land in the final compaction, or miss when the load ends first).
-    Batches are counted from the graph journal (``JournalWatch``): each batch of samples goes to
-    Chroma, then its graph operations are appended to the journal in one write."""
+    Batches are counted from the graph store's commits (``StoreWatch``): each batch of samples goes
+    to Chroma, then its graph operations to the graph store in one transaction."""
     batches = max(1, -(-n // BATCH))
-    batch_s = BATCH / 30  # seconds per batch (encode + write); measured from the journal's growth
+    batch_s = BATCH / 30  # seconds per batch (encode + write); measured from the store's commits
     killed_at: list[float] = []
-    written_at_kill: list[int] = []  # batches the killed run had written (its graph operations in the journal)
+    written_at_kill: list[int] = []  # batches the killed run had written (its graph operations committed)
     stored_after: list[int] = []  # samples in the store right after each kill
     finished_first = 0
     attempts = 0
@@ -251,7 +247,7 @@ def kill_phase(kb: Path, path: Path, n: int, kills: int, rng: random.Random, wor
         # the first half of the kills never wait for the last batch, so they cut a load that has not yet
         # written everything even once; the rest may also land in the last batch or the compaction
         target = rng.randrange(batches - 1 if batches > 1 and len(killed_at) < (kills + 1) // 2 else batches)
-        watch = JournalWatch(kb)
+        watch = StoreWatch(kb)
         while proc.poll() is None and watch.batches < target:
             watch.poll()
             time.sleep(0.01)
@@ -273,6 +269,7 @@ def kill_phase(kb: Path, path: Path, n: int, kills: int, rng: random.Random, wor
         else:
             finished_first += 1
             log(f"  load {attempts} finished (status {proc.returncode}) before its kill")
+        watch.close()
     started = time.monotonic()
     status = run_cli(kb, "kb", "load-samples", str(path), log_file=work / "rerun.log")
     return {"killed": len(killed_at), "killed_at_s": killed_at, "written_at_kill": written_at_kill, "stored_after_kill": stored_after,

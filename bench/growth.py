@@ -7,8 +7,8 @@ one row per size from the figures it writes:
 - fill: seconds to write the synthetic vectors into Chroma and the graph's edges (what a real
   build costs beside encoding; encoding itself is linear in texts, ``bench/build_speed.py``), and
   the fill's peak RSS;
-- disk: the folder's size, and of it the graph snapshot;
-- open: ``KnowledgeBase()`` seconds (most of it loading the graph snapshot) and the RSS after it;
+- disk: the folder's size, and of it the graph store (``graph.sqlite``);
+- open: ``KnowledgeBase()`` seconds and the RSS after it;
 - recall per content, one thread: end-to-end p50 / p95 (encoding included), and of it the encode
   p50 and the p50 of recall given the vector.
 
@@ -51,11 +51,11 @@ def main() -> None:
         kb, lat = r["knowledge_base"], r["latency"]
         edges = kb["graph"]["deterministic_edges"] + kb["graph"]["similarity_edges"]
         rows.append({"n": n, "edges": edges, "fill_s": kb["build_s"], "fill_rss": kb["build_peak_rss_mb"], "disk": kb["disk_mb"]["total"],
-                     "graph_mb": kb["disk_mb"]["graph_json"], "open_s": r["open_s"], "rss_open": r["rss_after_open_mb"],
+                     "graph_mb": kb["disk_mb"]["graph_store"], "open_s": r["open_s"], "rss_open": r["rss_after_open_mb"],
                      "p50": lat["end_to_end"]["p50_ms"], "p95": lat["end_to_end"]["p95_ms"], "encode": lat["encode"]["p50_ms"],
                      "rest": lat["recall_without_encode"]["p50_ms"], "load": r["load_average"][0]})
     cols = [("n", "tags = contents", "{:,}"), ("edges", "graph edges", "{:,}"), ("fill_s", "fill s", "{:.1f}"), ("fill_rss", "fill peak MiB", "{:,.0f}"),
-            ("disk", "disk MiB", "{:,.0f}"), ("graph_mb", "graph.json MiB", "{:,.0f}"), ("open_s", "open s", "{:.2f}"),
+            ("disk", "disk MiB", "{:,.0f}"), ("graph_mb", "graph store MiB", "{:,.0f}"), ("open_s", "open s", "{:.2f}"),
             ("rss_open", "RSS after open MiB", "{:,.0f}"), ("p50", "recall p50 ms", "{:.1f}"), ("p95", "p95 ms", "{:.1f}"),
             ("encode", "encode p50 ms", "{:.1f}"), ("rest", "given the vector p50 ms", "{:.1f}"), ("load", "load avg", "{:.2f}")]
     print(f"growth, {len(rows)} sizes, encoder runtime {os.environ.get('LLM4TAG_ENCODER_RUNTIME', 'default')}, {args.queries} queries each\n")

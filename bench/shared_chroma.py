@@ -130,9 +130,9 @@ def main() -> int:
             time.sleep(margin_s + 0.5)  # the last write is older than the margin
             idle = [timed(reader.graph.refresh) for _ in range(args.repeat)]
             ask(do="write", round=r, n=args.records)
-            nodes_before = reader.graph.g.number_of_nodes()
+            nodes_before = reader.graph.to_networkx().number_of_nodes()
             after = timed(reader.graph.refresh)
-            applied = reader.graph.g.number_of_nodes() - nodes_before
+            applied = reader.graph.to_networkx().number_of_nodes() - nodes_before
             in_margin = [timed(reader.graph.refresh) for _ in range(args.repeat)]
             rounds.append({"idle_ms": ms(statistics.median(idle)), "in_margin_ms": ms(statistics.median(in_margin)),
                            "after_new_ms": ms(after), "new_content_nodes": applied})
@@ -143,7 +143,7 @@ def main() -> int:
         started = time.perf_counter()
         newcomer = KnowledgeBase(work / "newcomer")
         cold = time.perf_counter() - started
-        same = {(n, d.get("kind")) for n, d in newcomer.graph.g.nodes(data=True)} == {(n, d.get("kind")) for n, d in reader.graph.g.nodes(data=True)}
+        same = {(n, d.get("kind")) for n, d in newcomer.graph.to_networkx().nodes(data=True)} == {(n, d.get("kind")) for n, d in reader.graph.to_networkx().nodes(data=True)}
         result = {
             "records_per_round": args.records,
             "rounds": rounds,

@@ -44,7 +44,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recall import DATA, OUT, dir_size_mb, load_jsonl, log, measure_latency, peak_rss_mb, set_torch_threads  # noqa: E402
 
-import knowledge_base.graph as graph_module  # noqa: E402
 import knowledge_base.store as store_module  # noqa: E402
 from knowledge_base import KnowledgeBase, read_tags, recall_candidates  # noqa: E402
 from knowledge_base.graph import ContentTagGraph, content_node, tag_node  # noqa: E402
@@ -91,9 +90,8 @@ def real_embeddings(debtags_kb: Path, data: Path, clusters: int, rng: np.random.
         got = kb.collection("contents").get(ids=picked, include=["embeddings"])
         vectors = dict(zip(got["ids"], got["embeddings"]))
         index = {cid: k for k, cid in enumerate(picked)}
-        g = kb.graph.g
         similar = [
-            [index[n[2:]] for n, d in g[content_node(cid)].items() if d.get("kind") == "sim" and n.startswith("c:") and n[2:] in index]
+            [index[n[2:]] for n, kind, _ in kb.graph.neighbours(content_node(cid)) or [] if kind == "sim" and n.startswith("c:") and n[2:] in index]
             for cid in picked
         ]
         centres = np.asarray([vectors[cid] for cid in picked], dtype=np.float32)
@@ -166,9 +164,8 @@ def build(args) -> None:
     timings["chroma_contents_s"] = round(time.perf_counter() - t0, 1)
     log(f"  {args.contents} contents in Chroma{' (and samples)' if args.with_samples else ''} ({timings['chroma_contents_s']}s)")
 
-    # the graph: nodes, deterministic edges, similarity edges, written through the journal
+    # the graph: nodes, deterministic edges, similarity edges, written into its store in batches
     t0 = time.perf_counter()
-    graph_module.COMPACT_AFTER_OPS = 10**12  # one snapshot at the end instead of one per 20k ops
     ops: list[dict] = [{"op": "node", "id": tag_node(n), "kind": "tag"} for n in tag_names]
     ops += [{"op": "node", "id": content_node(c), "kind": "content"} for c in content_ids]
     for cid, ts in zip(content_ids, content_tags):
@@ -211,11 +208,11 @@ def build(args) -> None:
                         sim_cc += 1
             flush()
         flush(force=True)
-    timings["graph_journal_s"] = round(time.perf_counter() - t0, 1)
+    timings["graph_write_s"] = round(time.perf_counter() - t0, 1)
     t1 = time.perf_counter()
     kb.graph.compact()
-    timings["graph_snapshot_s"] = round(time.perf_counter() - t1, 1)
-    log(f"  graph: {written} operations journalled ({timings['graph_journal_s']}s), snapshot {timings['graph_snapshot_s']}s")
+    timings["graph_checkpoint_s"] = round(time.perf_counter() - t1, 1)
+    log(f"  graph: {written} operations written ({timings['graph_write_s']}s), checkpoint {timings['graph_checkpoint_s']}s")
 
     info = {
         "tags": args.tags,
@@ -235,7 +232,7 @@ def build(args) -> None:
         "seed": args.seed,
     }
     info["disk_mb"] = {"total": round(dir_size_mb(kb_dir), 1), "chroma": round(dir_size_mb(kb_dir / "chroma"), 1),
-                       "graph_json": round((kb_dir / "graph.json").stat().st_size / 2**20, 1)}
+                       "graph_store": round(sum(p.stat().st_size for p in kb_dir.glob("graph.sqlite*")) / 2**20, 1)}
     (kb_dir / MARKER).write_text(json.dumps(info, indent=2))
 
 
@@ -332,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  graph: {g['tag_nodes']} tag nodes, {g['content_nodes']} content nodes, {g['deterministic_edges']} deterministic edges, "
           f"{g['similarity_edges']} similarity edges")
     print(f"  build: {info['build_s']}s {info['timings_s']}, peak RSS {info['build_peak_rss_mb']:.0f} MiB")
-    print(f"  disk: {info['disk_mb']['total']} MiB (chroma {info['disk_mb']['chroma']} MiB, graph.json {info['disk_mb']['graph_json']} MiB)")
+    print(f"  disk: {info['disk_mb']['total']} MiB (chroma {info['disk_mb']['chroma']} MiB, graph store {info['disk_mb']['graph_store']} MiB)")
     print(f"open: KnowledgeBase() {open_s:.2f}s, of which graph load {graph_load_s:.2f}s; "
           f"encoder load {encoder_load_s:.2f}s; RSS after open {rss_after_open:.0f} MiB")
     print(f"queries: {len(texts)} debtags validation texts; per recall (first {len(sample)}): "

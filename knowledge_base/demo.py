@@ -18,7 +18,7 @@ from filelock import FileLock
 
 from .config import KnowledgeBaseConfig, llm4tag_home
 from .encoder import Encoder
-from .graph import SNAPSHOT_FORMAT, SNAPSHOT_VERSION
+from .graph import STORE, STORE_VERSION
 from .loaders import read_documents, read_samples, read_tags
 from .learned_recall import RANKER_VERSION, foreign_texts, train_learned_recall
 from .store import KnowledgeBase
@@ -34,7 +34,7 @@ def demo_kb_dir() -> Path:
 
 def _fingerprint() -> str:
     h = hashlib.sha1(repr(KnowledgeBaseConfig()).encode())  # new defaults rebuild the demo too
-    h.update(f"graph {SNAPSHOT_FORMAT} {SNAPSHOT_VERSION}".encode())  # so does a new graph format (an old demo kept a pickle)
+    h.update(f"graph {STORE} {STORE_VERSION}".encode())  # so does a new graph format (an old demo kept a pickle, then JSON)
     h.update(f"ranker {RANKER_VERSION}".encode())  # and a new way of fitting the recall ranker
     for name in (*DEMO_FILES, "foreign.jsonl"):  # the everyday texts: the ranker's contrast learns from them
         h.update((DEMO_DATA / name).read_bytes())

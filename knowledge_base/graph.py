@@ -1,23 +1,36 @@
-"""The content–tag graph (paper §3.1) in networkx, persisted as a snapshot plus a journal.
+"""The content–tag graph (paper §3.1), kept in SQLite: read where it lies, never loaded whole.
 
 Vertices are ``t:<tag>`` and ``c:<content id>``. Edges carry ``kind``: ``det`` (the content was
 annotated with the tag) or ``sim`` (cosine above δ_ct / δ_cc, with the cosine as ``weight``).
 
-Persistence: every change is appended to ``graph.journal`` (one JSON line each, flushed and
-fsynced) and ``compact()`` rewrites the snapshot ``graph.json`` atomically (temp file + rename)
-before emptying the journal. Both are plain JSON: reading a knowledge base never runs code from it.
-Older knowledge bases kept the snapshot in ``graph.pickle``, which can run arbitrary code when
-read; it is never opened — such a knowledge base is refused until ``llm4tag kb rebuild-graph``
-rebuilds the graph from the Chroma stores (``KnowledgeBase.rebuild_graph``), which is also the
-way out when a snapshot is damaged. A crash mid-append leaves at most one torn last line, which replay skips;
-a crash mid-compaction leaves the previous snapshot, and replaying operations twice is harmless
-because every operation is idempotent. Callers serialise writers across processes with the knowledge base's file lock; within a
-process, ``lock`` guards the in-memory graph, so readers never iterate it while a thread writes.
+**The store** is ``graph.sqlite`` in the knowledge base's folder (WAL mode): a table of nodes
+(id, kind), a table of undirected edges (each stored once, its two ends in sorted order, indexed
+from both ends), and counts kept by triggers. Opening it reads nothing but its header, so a
+process's memory and start-up do not grow with the history; recall asks for one content's
+deterministic tags at a time (one indexed lookup), and networkx — still the graph model for
+what needs a graph — is built on demand around a node (``neighbourhood``: the page's picture,
+``explain``) or, for analysis and export, whole (``to_networkx``).
+
+**Writes** (``write``) apply a batch of operations — ``node``, ``edge``, ``link`` (a similarity
+edge that never replaces an annotation), ``drop_det``, ``remove_node``, ``touch`` — in one
+transaction, committed durably (``synchronous=FULL``) before ``write`` returns: a crash leaves
+the batch whole or absent. Every operation is idempotent. Callers serialise writers across
+processes with the knowledge base's file lock; within a process, ``lock`` guards the connection.
+Other processes' writes are visible to the next read; ``refresh`` says whether there were any
+(SQLite's ``data_version``), which the knowledge base uses to re-open its Chroma view.
+
+**Older knowledge bases** kept the graph as a JSON snapshot (``graph.json``) plus a journal
+(``graph.journal``): the first open migrates them into ``graph.sqlite`` (every node and edge,
+checked entry by entry; a damaged snapshot is refused with the command that rebuilds the graph)
+and removes them. An even older ``graph.pickle``, which can run code when read, is never opened:
+such a knowledge base is refused until ``llm4tag kb rebuild-graph`` rebuilds the graph from the
+Chroma stores (``KnowledgeBase.rebuild_graph``, which writes a fresh store and swaps it in: also
+the way out of a damaged ``graph.sqlite``).
 
 With a Chroma server configured, the graph is a cache of the edges kept in the Chroma store
-(``knowledge_base.shared_graph``): ``catch_up`` is then set, ``refresh`` calls it after reading the
-journal, and the snapshot also records how far the cached graph had caught up (``synced_to``, the
-server's time of its last catch-up, and ``latest``, the stamp of the latest record it applied), so
+(``knowledge_base.shared_graph``): ``catch_up`` is then set, ``refresh`` calls it, and the store
+also keeps how far the cache had caught up (``synced_to``, the server's time of its last
+catch-up, and ``latest``, the stamp of the latest record it applied; saved by ``compact``), so
 that a restart catches up from there instead of rebuilding.
 """
 
@@ -26,33 +39,68 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import networkx as nx
 
-from .errors import KnowledgeBaseError
+from .errors import KnowledgeBaseError, is_disk_full
 
 TAG, CONTENT = "t:", "c:"
-COMPACT_AFTER_OPS = 20000
-SNAPSHOT_FORMAT = "llm4tag-graph"
+STORE = "graph.sqlite"
+SNAPSHOT_FORMAT = "llm4tag-graph"  # the JSON snapshot of older knowledge bases, migrated on open
 SNAPSHOT_VERSION = 1
+STORE_VERSION = 1  # of graph.sqlite's tables
 LEGACY_SNAPSHOT = "graph.pickle"
+_NODE_PREFIX = "CASE WHEN substr({0}.id, 1, 2) IN ('t:', 'c:') THEN substr({0}.id, 1, 2) ELSE '-' END"  # tally key of a node
+_EDGE_KIND = "CASE WHEN {0}.kind = 'det' THEN 'det' ELSE 'other' END"  # tally key of an edge
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS nodes(id TEXT PRIMARY KEY, kind TEXT) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nodes_by_kind ON nodes(kind);
+CREATE TABLE IF NOT EXISTS edges(u TEXT NOT NULL, v TEXT NOT NULL, kind TEXT, weight REAL NOT NULL, PRIMARY KEY(u, v)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS edges_by_v ON edges(v);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tally(what TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO tally(what, n) VALUES ('node:t:', 0), ('node:c:', 0), ('node:-', 0), ('edge:det', 0), ('edge:other', 0);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('version', {STORE_VERSION});
+CREATE TRIGGER IF NOT EXISTS nodes_added AFTER INSERT ON nodes BEGIN
+  UPDATE tally SET n = n + 1 WHERE what = 'node:' || {_NODE_PREFIX.format("NEW")}; END;
+CREATE TRIGGER IF NOT EXISTS nodes_removed AFTER DELETE ON nodes BEGIN
+  UPDATE tally SET n = n - 1 WHERE what = 'node:' || {_NODE_PREFIX.format("OLD")}; END;
+CREATE TRIGGER IF NOT EXISTS edges_added AFTER INSERT ON edges BEGIN
+  UPDATE tally SET n = n + 1 WHERE what = 'edge:' || {_EDGE_KIND.format("NEW")}; END;
+CREATE TRIGGER IF NOT EXISTS edges_removed AFTER DELETE ON edges BEGIN
+  UPDATE tally SET n = n - 1 WHERE what = 'edge:' || {_EDGE_KIND.format("OLD")}; END;
+CREATE TRIGGER IF NOT EXISTS edges_changed AFTER UPDATE OF kind ON edges BEGIN
+  UPDATE tally SET n = n - 1 WHERE what = 'edge:' || {_EDGE_KIND.format("OLD")};
+  UPDATE tally SET n = n + 1 WHERE what = 'edge:' || {_EDGE_KIND.format("NEW")}; END;
+"""
+_IN_CHUNK = 500  # ids per ``IN (...)`` query (SQLite allows 32,766 parameters)
 
 
 class GraphSnapshotError(KnowledgeBaseError):
-    """The graph snapshot cannot be used (an old pickle, or damaged); rebuild it from the stores."""
+    """The graph cannot be used (an old pickle, or a damaged store or snapshot); rebuild it from the stores."""
 
 
 def rebuild_hint(directory: Path) -> str:
     return f"rebuild the graph from the knowledge base's stores with: llm4tag --kb {directory} kb rebuild-graph"
 
 
+def tag_node(name: str) -> str:
+    return TAG + name
+
+
+def content_node(cid: str) -> str:
+    return CONTENT + cid
+
+
+# ---- the JSON snapshot of older knowledge bases (read once, when they are migrated) ---------------
 def graph_to_json(g: nx.Graph, synced_to: int | None = None, latest: int | None = None) -> bytes:
-    """The snapshot: ``{"format", "version", "nodes": [[id, kind], ...], "edges": [[u, v, kind, weight], ...]}``,
-    and ``"synced_to"``, ``"latest"`` (whole µs) when the graph is a cache of a shared Chroma store."""
+    """The older snapshot format: ``{"format", "version", "nodes": [[id, kind], ...], "edges": [[u, v, kind, weight], ...]}``,
+    and ``"synced_to"``, ``"latest"`` (whole µs) when the graph was a cache of a shared Chroma store."""
     with _collector_paused():
         data = {
             "format": SNAPSHOT_FORMAT,
@@ -71,16 +119,14 @@ def graph_from_json(raw: bytes) -> nx.Graph:
 
 
 def _parse_snapshot(raw: bytes) -> tuple[nx.Graph, int | None, int | None]:
-    """The graph of a snapshot, its ``synced_to`` and ``latest`` (None when it has none)."""
     with _collector_paused():
         return _build_snapshot(json.loads(raw))
 
 
 @contextmanager
 def _collector_paused():
-    """Millions of small lists and dicts made at once, none of them garbage: the cyclic garbage
-    collector, run every few hundred allocations, would re-scan all that exist each time (at 2.5M
-    edges it made ``json.loads`` of the snapshot 5× slower), so it waits until they are made."""
+    """Millions of small objects made at once, none of them garbage: the cyclic collector waits
+    until they are made (at 2.5M edges it made ``json.loads`` of a snapshot 5× slower)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -99,6 +145,7 @@ def _build_snapshot(data) -> tuple[nx.Graph, int | None, int | None]:
     nodes, edges = data.get("nodes"), data.get("edges")
     if not isinstance(nodes, list) or not isinstance(edges, list):
         raise ValueError("'nodes' and 'edges' must be lists")
+
     def checked_nodes():
         for item in nodes:
             if not (type(item) is list and len(item) == 2 and type(item[0]) is str and (item[1] is None or type(item[1]) is str)):
@@ -123,32 +170,61 @@ def _build_snapshot(data) -> tuple[nx.Graph, int | None, int | None]:
     return g, *marks
 
 
-def tag_node(name: str) -> str:
-    return TAG + name
+def _replay_legacy_journal(g: nx.Graph, path: Path, problems: list[str], directory: Path) -> None:
+    """Apply an older knowledge base's journal lines to its snapshot's graph: a torn last line
+    (a crash mid-append) and lines no llm4tag wrote are skipped, the latter reported."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    for raw in data.split(b"\n")[:-1]:  # the part after the last newline is torn or unwritten
+        try:
+            op = json.loads(raw)
+        except ValueError:
+            continue
+        try:
+            kind = op["op"]
+            if kind == "node":
+                g.add_node(op["id"], kind=op["kind"])
+            elif kind == "edge":
+                g.add_edge(op["u"], op["v"], kind=op["kind"], weight=float(op.get("w", 1.0)))
+            elif kind == "drop_det":
+                if op["id"] in g:
+                    g.remove_edges_from([(op["id"], n) for n, d in g[op["id"]].items() if d.get("kind") == "det"])
+            elif kind == "remove_node":
+                if op["id"] in g:
+                    g.remove_node(op["id"])
+        except (KeyError, TypeError, AttributeError, ValueError):
+            problems.append(f"{path}: skipped a malformed operation {raw[:80].decode('utf-8', 'backslashreplace')!r}; "
+                            f"{rebuild_hint(directory)} if the graph looks wrong")
 
 
-def content_node(cid: str) -> str:
-    return CONTENT + cid
+def _ops_of(g: nx.Graph) -> Iterator[dict]:
+    for n, d in g.nodes(data=True):
+        yield {"op": "node", "id": n, "kind": d.get("kind")}
+    for u, v, d in g.edges(data=True):
+        yield {"op": "edge", "u": u, "v": v, "kind": d.get("kind"), "w": d.get("weight", 1.0)}
 
 
+# ---- the store --------------------------------------------------------------------------------
 class ContentTagGraph:
-    def __init__(self, directory: Path, load: bool = True):
-        """``load=False`` starts from an empty graph without reading the snapshot or the journal
-        (for ``KnowledgeBase.rebuild_graph``, which replaces both)."""
+    def __init__(self, directory: Path, load: bool = True, path: Path | None = None):
+        """``load=False`` opens nothing (``KnowledgeBase.rebuild_graph`` then swaps a rebuilt store
+        in with ``adopt``); ``path``: another file than the folder's ``graph.sqlite`` (a rebuild's scratch store)."""
         self.directory = Path(directory)
+        self.path = Path(path) if path else self.directory / STORE
         self.snapshot_path = self.directory / "graph.json"
-        self.legacy_path = self.directory / LEGACY_SNAPSHOT
         self.journal_path = self.directory / "graph.journal"
-        self.g = nx.Graph()
+        self.legacy_path = self.directory / LEGACY_SNAPSHOT
         self.lock = threading.RLock()
-        self._stamp: tuple[int, int] | None | str = "unread"  # (snapshot mtime_ns, inode); None: no snapshot
-        self._journal_offset = 0
-        self._journal_ops = 0
+        self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file the connection has open
+        self._data_version: int | None = None
         self.loaded = load
-        self.problems: list[str] = []  # journal lines that were skipped, for ``stats``
+        self.problems: list[str] = []  # what the migration skipped, for ``stats``
         # a cache of a shared Chroma store (knowledge_base.shared_graph): the hook ``refresh`` calls, how
-        # far it caught up (saved with the snapshot: see there), and a counter that moves
-        # whenever the whole graph was swapped for a snapshot (the hook then starts its bookkeeping over)
+        # far it caught up (saved by ``compact``: see there), and a counter that moves whenever the whole
+        # graph was replaced (the hook then starts its bookkeeping over)
         self.catch_up: Callable[[], bool] | None = None
         self.synced_to: int | None = None
         self.latest: int | None = None
@@ -156,20 +232,101 @@ class ContentTagGraph:
         if load:
             self.refresh()
 
-    # ---- loading -------------------------------------------------------------------------
-    def _snapshot_stamp(self) -> tuple[int, int] | None:
+    # ---- opening ---------------------------------------------------------------------------
+    def _file_identity(self) -> tuple[int, int] | None:
         try:
-            st = self.snapshot_path.stat()
+            st = self.path.stat()
         except FileNotFoundError:
             return None
-        return (st.st_mtime_ns, st.st_ino)
+        return (st.st_dev, st.st_ino)
 
+    def _connection(self) -> sqlite3.Connection:
+        """The open store (the caller holds ``lock``): opened, or migrated from an older folder, on
+        first use; re-opened when a rebuild in another process swapped another file in."""
+        identity = self._file_identity()
+        if self._conn is not None and identity == self._identity:
+            return self._conn
+        self._close()
+        if identity is None and not self.path.name.endswith(".rebuild"):
+            if self.snapshot_path.exists() or self.journal_path.exists():
+                self._migrate()
+            elif self.legacy_path.exists():
+                raise GraphSnapshotError(
+                    f"{self.directory} keeps its content–tag graph in {LEGACY_SNAPSHOT}, an old format that can run code "
+                    f"when it is read, so llm4tag does not open it; {rebuild_hint(self.directory)} "
+                    f"(the pickle is not read; the stores hold every tag, sample and content)"
+                )
+        self._conn = self._open(self.path)
+        self._identity = self._file_identity()
+        self._data_version = None
+        self.generation += 1
+        marks = dict(self._conn.execute("SELECT key, value FROM meta WHERE key IN ('synced_to', 'latest')").fetchall())
+        self.synced_to, self.latest = marks.get("synced_to"), marks.get("latest")
+        return self._conn
+
+    def _open(self, path: Path, durable: bool = True) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(str(path), timeout=120, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+            version = _version(conn)
+            if version is None:  # a new store (opening an existing one writes nothing: a reader never waits for a writer)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+                version = _version(conn)
+        except sqlite3.DatabaseError as exc:
+            if is_disk_full(exc):
+                raise OSError(28, f"no space left to open the graph store {path}") from exc
+            if "unable to open" in str(exc):
+                raise KnowledgeBaseError(f"cannot open the graph store {path} ({exc}): does the folder exist, and may this user "
+                                         "write to it?") from exc
+            raise GraphSnapshotError(f"the graph store {path} is damaged ({exc}); {rebuild_hint(self.directory)}") from exc
+        if version != STORE_VERSION:
+            conn.close()
+            raise GraphSnapshotError(f"the graph store {path} has version {version!r}, this llm4tag reads version {STORE_VERSION}; "
+                                     f"{rebuild_hint(self.directory)}")
+        return conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _migrate(self) -> None:
+        """Move an older folder's JSON snapshot and journal into a new store, whole or not at all."""
+        from filelock import FileLock
+
+        with FileLock(str(self.directory / (STORE + ".migrating.lock"))):  # two processes opening it at once migrate it once
+            if self.path.exists():
+                return
+            g, synced_to, latest = nx.Graph(), None, None
+            if self.snapshot_path.exists():
+                try:
+                    g, synced_to, latest = _parse_snapshot(self.snapshot_path.read_bytes())
+                except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+                    raise GraphSnapshotError(f"the graph snapshot {self.snapshot_path} is damaged ({exc}); {rebuild_hint(self.directory)}") from exc
+            _replay_legacy_journal(g, self.journal_path, self.problems, self.directory)
+            scratch = self.path.with_name(STORE + ".migrating")
+            for leftover in (scratch, *_sidecars(scratch)):
+                leftover.unlink(missing_ok=True)
+            conn = self._open(scratch, durable=False)
+            try:
+                with _transaction(conn):
+                    for op in _ops_of(g):
+                        _apply(conn, op)
+                    _save_marks(conn, synced_to, latest)
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.execute("PRAGMA synchronous=FULL")
+            finally:
+                conn.close()
+            os.replace(scratch, self.path)
+            _fsync_directory(self.directory)
+            self.snapshot_path.unlink(missing_ok=True)
+            self.journal_path.unlink(missing_ok=True)
+
+    # ---- keeping up --------------------------------------------------------------------------
     def refresh(self) -> bool:
-        """Bring the in-memory graph up to date with what other writers persisted: the snapshot and
-        journal in the directory, then (with a shared Chroma store) what other machines wrote.
-
-        Returns True when something written by another process (or another instance) was loaded.
-        """
+        """Whether another process (or another instance) wrote to the store since the last call,
+        and then (with a shared Chroma store) what other machines wrote, caught up."""
         with self.lock:
             changed = self._refresh()
         if self.catch_up is not None and self.loaded:  # outside the lock: it asks the Chroma server
@@ -177,171 +334,261 @@ class ContentTagGraph:
         return changed
 
     def _refresh(self) -> bool:
-        if not self.loaded:  # being rebuilt: nothing on disk is read
+        if not self.loaded:
             return False
-        stamp = self._snapshot_stamp()
-        changed = False
-        if stamp != self._stamp:
-            if stamp is None:
-                if self.legacy_path.exists():
-                    raise GraphSnapshotError(
-                        f"{self.directory} keeps its content–tag graph in {LEGACY_SNAPSHOT}, an old format that can run code "
-                        f"when it is read, so llm4tag does not open it; {rebuild_hint(self.directory)} "
-                        f"(the pickle is not read; the stores hold every tag, sample and content)"
-                    )
-                self.g, self.synced_to, self.latest = nx.Graph(), None, None
-            else:
-                try:
-                    self.g, self.synced_to, self.latest = _parse_snapshot(self.snapshot_path.read_bytes())
-                except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
-                    raise GraphSnapshotError(f"the graph snapshot {self.snapshot_path} is damaged ({exc}); {rebuild_hint(self.directory)}") from exc
-            self.generation += 1
-            self._stamp = stamp
-            self._journal_offset = 0
-            self._journal_ops = 0
-            changed = True
-        return self._replay_journal() or changed
+        before = self.generation
+        conn = self._connection()
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        changed = version != self._data_version or self.generation != before
+        self._data_version = version
+        return changed
 
-    def _replay_journal(self) -> bool:
-        try:
-            size = self.journal_path.stat().st_size
-        except FileNotFoundError:
-            self._journal_offset = 0
-            return False
-        if size < self._journal_offset:  # compacted by another process after we read the snapshot
-            self._journal_offset = 0
-        if size == self._journal_offset:
-            return False
-        with open(self.journal_path, "rb") as fh:
-            fh.seek(self._journal_offset)
-            data = fh.read()
-        consumed = 0
-        for raw in data.split(b"\n")[:-1]:  # the part after the last newline is torn or unwritten
-            consumed += len(raw) + 1
-            try:
-                op = json.loads(raw)
-            except ValueError:
-                continue  # a torn line left by a crash: its batch was never acknowledged
-            try:
-                self._apply(op)
-            except (KeyError, TypeError, AttributeError, ValueError):  # a line no llm4tag wrote: skipped, reported
-                self.problems.append(f"{self.journal_path}: skipped a malformed operation {raw[:80].decode('utf-8', 'backslashreplace')!r}; "
-                                     f"{rebuild_hint(self.directory)} if the graph looks wrong")
-                continue
-            self._journal_ops += 1
-        self._journal_offset += consumed
-        return consumed > 0
-
-    # ---- changing ------------------------------------------------------------------------
-    def _apply(self, op: dict) -> None:
-        kind = op["op"]
-        if kind == "node":
-            self.g.add_node(op["id"], kind=op["kind"])
-        elif kind == "edge":
-            self.g.add_edge(op["u"], op["v"], kind=op["kind"], weight=op.get("w", 1.0))
-        elif kind == "drop_det":
-            node = op["id"]
-            if node in self.g:
-                stale = [n for n, d in self.g[node].items() if d.get("kind") == "det"]
-                self.g.remove_edges_from((node, n) for n in stale)
-        elif kind == "remove_node":
-            if op["id"] in self.g:
-                self.g.remove_node(op["id"])
-
+    # ---- changing ----------------------------------------------------------------------------
     def write(self, ops: Iterable[dict]) -> int:
-        """Append operations to the journal durably, then apply them in memory."""
+        """Apply operations in one durable transaction; returns how many."""
         ops = list(ops)
         if not ops:
             return 0
-        with self.lock, _collector_paused():
-            return self._write(ops)
-
-    def _write(self, ops: list[dict]) -> int:
-        self._refresh()
-        payload = b"".join(json.dumps(op, ensure_ascii=False).encode("utf-8") + b"\n" for op in ops)
-        with open(self.journal_path, "ab") as fh:
-            end = fh.seek(0, os.SEEK_END)
-            if end > self._journal_offset:  # a torn line left by a crash: end it, or it swallows our first op
-                payload = b"\n" + payload
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        for op in ops:
-            self._apply(op)
-        self._journal_offset = end + len(payload)
-        self._journal_ops += len(ops)
-        if self._journal_ops >= COMPACT_AFTER_OPS:
-            self._compact()
+        with self.lock:
+            conn = self._connection()
+            with _transaction(conn):
+                for op in ops:
+                    _apply(conn, op)
         return len(ops)
 
     def compact(self) -> None:
-        """Write the whole graph as a new snapshot (atomically) and start an empty journal."""
+        """Save how far a shared-store cache caught up, and fold the write-ahead log into the store."""
         with self.lock:
-            self._compact()
+            if not self.loaded:
+                return
+            conn = self._connection()
+            with _transaction(conn):
+                _save_marks(conn, self.synced_to, self.latest)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def replace(self, g: nx.Graph) -> None:
-        """Make ``g`` the whole graph: written as the snapshot, with an empty journal (a rebuild)."""
+    def replace(self, ops: Iterable[dict]) -> None:
+        """Make the graph exactly what ``ops`` build, in one transaction (a cache built from a shared store)."""
         with self.lock:
-            self.g = g
             self.loaded = True
+            conn = self._connection()
+            with _transaction(conn):
+                conn.execute("DELETE FROM edges")
+                conn.execute("DELETE FROM nodes")
+                for op in ops:
+                    _apply(conn, op)
             self.generation += 1
-            self._compact()
 
-    def _compact(self) -> None:
-        tmp = self.snapshot_path.with_suffix(".json.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(graph_to_json(self.g, self.synced_to, self.latest))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.snapshot_path)
-        except BaseException:  # a full disk, an interrupt: the old snapshot and the journal stay; no partial copy is left
-            tmp.unlink(missing_ok=True)
-            raise
-        with open(self.journal_path, "wb") as fh:
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._stamp = self._snapshot_stamp()
-        self._journal_offset = 0
-        self._journal_ops = 0
+    @classmethod
+    def scratch(cls, directory: Path) -> "ContentTagGraph":
+        """An empty store beside the folder's, for a rebuild to fill and ``adopt`` to swap in."""
+        path = Path(directory) / (STORE + ".rebuild")
+        for leftover in (path, *_sidecars(path)):
+            leftover.unlink(missing_ok=True)
+        return cls(directory, load=True, path=path)
+
+    def adopt(self, scratch: "ContentTagGraph") -> None:
+        """Swap a filled scratch store in for this folder's (a rebuild); another process notices
+        the new file on its next read and re-opens it."""
+        with self.lock, scratch.lock:
+            conn = scratch._connection()
+            _save_marks(conn, self.synced_to, self.latest)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            scratch._close()
+            self._close()
+            for sidecar in _sidecars(self.path):  # the old store's log must not be read with the new file
+                sidecar.unlink(missing_ok=True)
+            os.replace(scratch.path, self.path)
+            _fsync_directory(self.directory)
+            for path in (self.snapshot_path, self.journal_path):
+                path.unlink(missing_ok=True)
+            self.loaded = True
+            self._connection()
 
     # ---- reading -------------------------------------------------------------------------
-    def tags_of(self, cid: str) -> dict[str, float]:
-        """Deterministic tags of a content (tag name → 1.0)."""
-        node = content_node(cid)
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self.lock:
-            if node not in self.g:
-                return {}
-            return {n[len(TAG):]: 1.0 for n, d in self.g[node].items() if d.get("kind") == "det" and n.startswith(TAG)}
+            if not self.loaded:
+                return []
+            return self._connection().execute(sql, params).fetchall()
+
+    def has_node(self, node: str) -> bool:
+        return bool(self._read("SELECT 1 FROM nodes WHERE id = ?", (node,)))
+
+    def present(self, nodes: Iterable[str]) -> set[str]:
+        """Which of ``nodes`` are in the graph."""
+        nodes = list(nodes)
+        found: set[str] = set()
+        for start in range(0, len(nodes), _IN_CHUNK):
+            chunk = nodes[start : start + _IN_CHUNK]
+            found.update(r[0] for r in self._read(f"SELECT id FROM nodes WHERE id IN ({','.join('?' * len(chunk))})", tuple(chunk)))
+        return found
+
+    def node_ids(self, kind: str) -> list[str]:
+        """Every node of a kind (``tag`` or ``content``)."""
+        return [r[0] for r in self._read("SELECT id FROM nodes WHERE kind = ?", (kind,))]
+
+    def tag_names(self) -> set[str]:
+        return {n[len(TAG):] for n in self.node_ids("tag")}
+
+    def edge_kind(self, u: str, v: str) -> str | None:
+        a, b = sorted((u, v))
+        rows = self._read("SELECT kind FROM edges WHERE u = ? AND v = ?", (a, b))
+        return rows[0][0] if rows else None
+
+    def neighbours(self, node: str) -> list[tuple[str, str | None, float]] | None:
+        """A node's edges as (other end, kind, weight); None when the node is not in the graph."""
+        with self.lock:
+            if not self.has_node(node):
+                return None
+            return (self._read("SELECT v, kind, weight FROM edges WHERE u = ?", (node,))
+                    + self._read("SELECT u, kind, weight FROM edges WHERE v = ?", (node,)))
+
+    def tags_of(self, cid: str) -> dict[str, float]:
+        """Deterministic tags of a content (tag name → 1.0): its annotations, one indexed lookup."""
+        # a content–tag edge is stored as (c:…, t:…): "c:" sorts before "t:"
+        return {v[len(TAG):]: 1.0 for (v,) in self._read("SELECT v FROM edges WHERE u = ? AND kind = 'det' AND v >= 't:' AND v < 't;'",
+                                                          (content_node(cid),))}
+
+    def tags_of_many(self, cids: Iterable[str]) -> dict[str, list[str]]:
+        """Deterministic tags of several contents at once (content id → tag names)."""
+        out: dict[str, list[str]] = {}
+        cids = list(dict.fromkeys(cids))
+        for start in range(0, len(cids), _IN_CHUNK):
+            chunk = [content_node(c) for c in cids[start : start + _IN_CHUNK]]
+            for u, v in self._read(f"SELECT u, v FROM edges WHERE u IN ({','.join('?' * len(chunk))}) AND kind = 'det' "
+                                   "AND v >= 't:' AND v < 't;'", tuple(chunk)):
+                out.setdefault(u[len(CONTENT):], []).append(v[len(TAG):])
+        return out
 
     def counts(self) -> dict[str, int]:
-        with self.lock:
-            tags = sum(1 for n in self.g if n.startswith(TAG))
-            det = sum(1 for _, _, d in self.g.edges(data=True) if d.get("kind") == "det")
+        """Tag nodes (``t:…``), the other nodes, deterministic edges and the other (similarity) edges:
+        kept by the store's triggers, so asking costs one small read whatever the graph's size."""
+        tally = dict(self._read("SELECT what, n FROM tally"))
         return {
-            "tag_nodes": tags,
-            "content_nodes": self.g.number_of_nodes() - tags,
-            "deterministic_edges": det,
-            "similarity_edges": self.g.number_of_edges() - det,
+            "tag_nodes": tally.get("node:t:", 0),
+            "content_nodes": tally.get("node:c:", 0) + tally.get("node:-", 0),
+            "deterministic_edges": tally.get("edge:det", 0),
+            "similarity_edges": tally.get("edge:other", 0),
         }
 
-    def neighbourhood(self, node: str, radius: int = 1, limit: int = 40) -> nx.Graph:
-        """A small subgraph around a node, strongest edges first, for pictures and explanations."""
-        with self.lock:
-            return self._neighbourhood(node, radius, limit)
+    def number_of_nodes(self) -> int:
+        return sum(n for what, n in self._read("SELECT what, n FROM tally") if what.startswith("node:"))
 
-    def _neighbourhood(self, node: str, radius: int, limit: int) -> nx.Graph:
-        if node not in self.g:
-            return nx.Graph()
-        keep = {node}
-        frontier = [node]
-        for _ in range(radius):
-            nxt = []
-            for n in frontier:
-                ranked = sorted(self.g[n].items(), key=lambda kv: (kv[1].get("kind") != "det", -kv[1].get("weight", 1.0)))
-                for m, _ in ranked[: max(1, limit // max(1, len(frontier)))]:
-                    if m not in keep:
-                        keep.add(m)
-                        nxt.append(m)
-            frontier = nxt
-        return self.g.subgraph(keep).copy()
+    def neighbourhood(self, node: str, radius: int = 1, limit: int = 40) -> nx.Graph:
+        """A small networkx graph around a node, strongest edges first, for pictures and explanations."""
+        with self.lock:
+            edges = self.neighbours(node)
+            if edges is None:
+                return nx.Graph()
+            keep = {node}
+            frontier = [node]
+            seen_edges = {node: edges}
+            for _ in range(radius):
+                nxt = []
+                for n in frontier:
+                    found = seen_edges[n] if n in seen_edges else (self.neighbours(n) or [])
+                    ranked = sorted(found, key=lambda e: (e[1] != "det", -e[2]))
+                    for m, _, _ in ranked[: max(1, limit // max(1, len(frontier)))]:
+                        if m not in keep:
+                            keep.add(m)
+                            nxt.append(m)
+                frontier = nxt
+            return self._subgraph(keep)
+
+    def _subgraph(self, keep: set[str]) -> nx.Graph:
+        g = nx.Graph()
+        nodes = list(keep)
+        for start in range(0, len(nodes), _IN_CHUNK):
+            chunk = tuple(nodes[start : start + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for n, kind in self._read(f"SELECT id, kind FROM nodes WHERE id IN ({marks})", chunk):
+                g.add_node(n, **({} if kind is None else {"kind": kind}))
+            for u, v, kind, w in self._read(f"SELECT u, v, kind, weight FROM edges WHERE u IN ({marks})", chunk):
+                if v in keep:
+                    g.add_edge(u, v, kind=kind, weight=w)
+        return g
+
+    def to_networkx(self) -> nx.Graph:
+        """The whole graph in networkx (analysis, export, tests): memory in proportion to the history."""
+        g = nx.Graph()
+        with _collector_paused():
+            for n, kind in self._read("SELECT id, kind FROM nodes"):
+                g.add_node(n, **({} if kind is None else {"kind": kind}))
+            for u, v, kind, w in self._read("SELECT u, v, kind, weight FROM edges"):
+                g.add_edge(u, v, kind=kind, weight=w)
+        return g
+
+
+def _version(conn: sqlite3.Connection) -> int | None:
+    """The store's version; None when its tables are not made yet."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return row[0] if row else None
+
+
+# ---- operations ---------------------------------------------------------------------------------
+def _apply(conn: sqlite3.Connection, op: dict) -> None:
+    kind = op["op"]
+    if kind == "node":
+        conn.execute("INSERT INTO nodes(id, kind) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET kind = excluded.kind "
+                     "WHERE nodes.kind IS NOT excluded.kind", (op["id"], op["kind"]))
+    elif kind in ("edge", "link"):
+        a, b = sorted((op["u"], op["v"]))
+        conn.executemany("INSERT OR IGNORE INTO nodes(id, kind) VALUES (?, NULL)", ((a,), (b,)))
+        keep_det = " AND edges.kind IS NOT 'det'" if kind == "link" else ""  # a link never replaces an annotation
+        conn.execute("INSERT INTO edges(u, v, kind, weight) VALUES (?, ?, ?, ?) ON CONFLICT(u, v) DO UPDATE SET "
+                     f"kind = excluded.kind, weight = excluded.weight WHERE 1{keep_det}",
+                     (a, b, op["kind"], float(op.get("w", 1.0))))
+    elif kind == "drop_det":
+        conn.execute("DELETE FROM edges WHERE u = ? AND kind = 'det'", (op["id"],))
+        conn.execute("DELETE FROM edges WHERE v = ? AND kind = 'det'", (op["id"],))
+    elif kind == "remove_node":
+        conn.execute("DELETE FROM edges WHERE u = ?", (op["id"],))
+        conn.execute("DELETE FROM edges WHERE v = ?", (op["id"],))
+        conn.execute("DELETE FROM nodes WHERE id = ?", (op["id"],))
+    elif kind == "touch":  # no edge moves; the commit tells other processes that something changed
+        conn.execute("INSERT INTO meta(key, value) VALUES ('touched', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1")
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection):
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        with _collector_paused():
+            yield
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite rolled back already (a full disk): nothing of the batch stays
+        raise
+    conn.execute("COMMIT")
+
+
+def _save_marks(conn: sqlite3.Connection, synced_to: int | None, latest: int | None) -> None:
+    for key, value in (("synced_to", synced_to), ("latest", latest)):
+        if value is None:
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, int(value)))
+
+
+def _sidecars(path: Path) -> tuple[Path, Path]:
+    return (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

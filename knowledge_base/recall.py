@@ -109,7 +109,8 @@ def content_fit(similar: list[Neighbour], tag_hits: list[Neighbour], learned: li
 
 def neighbour_tag_count(kb: KnowledgeBase, similar: list[Neighbour], hidden_tags: frozenset[str] = frozenset()) -> float:
     """The similarity-weighted mean number of tags the similar history items carry (0 without any)."""
-    weights = [(max(h.similarity, 0.0), sum(1 for t in kb.graph.tags_of(h.id) if t not in hidden_tags)) for h in similar]
+    tags = kb.graph.tags_of_many(h.id for h in similar)
+    weights = [(max(h.similarity, 0.0), sum(1 for t in tags.get(h.id, ()) if t not in hidden_tags)) for h in similar]
     total = sum(w for w, _ in weights)
     return sum(w * n for w, n in weights) / total if total else 0.0
 
@@ -157,8 +158,9 @@ def c2c2t_votes(kb: KnowledgeBase, similar: list[Neighbour], hidden_tags: frozen
     ``hidden_tags`` are walked as if no content carried them."""
     total = sum(h.similarity for h in similar) or 1.0
     votes: dict[str, tuple[float, list[dict]]] = {}
+    tags = kb.graph.tags_of_many(h.id for h in similar)  # the deterministic edges c' →d t, one query
     for h in similar:
-        for tag in kb.graph.tags_of(h.id):  # the deterministic edges c' →d t
+        for tag in tags.get(h.id, ()):
             if tag in hidden_tags:
                 continue
             share, via = votes.get(tag, (0.0, []))

@@ -26,7 +26,7 @@ and ``kind``):
 **Stamps.** ``written_us`` is the Chroma server's clock in whole microseconds (read from its
 heartbeat, so the machines' clocks need not agree; whole numbers, because Chroma does not give a
 float back to the last bit), and later than anything the writer had applied. A reader keeps
-``synced_to``, the server's time when its last catch-up asked (saved with its graph snapshot, so a
+``synced_to``, the server's time when its last catch-up asked (saved in its graph store by ``compact``, so a
 restart resumes there), and asks for the records stamped after ``synced_to − MARGIN_US``, metadata
 only: one small query when nothing changed, whatever the size of the store. The margin covers
 writes in flight (stamped, not yet visible when a reader asked); the documents of records not yet
@@ -46,8 +46,8 @@ mutual similarity edge (neither's search saw the other yet), and a write older t
 when it lands would be missed; ``llm4tag kb rebuild-graph`` recomputes every edge from the stored
 embeddings and re-publishes them all.
 
-**First open.** A process without a synced snapshot builds its graph from the edge store (every
-record, in stamp order) and saves it as its snapshot; a store whose contents predate the edge
+**First open.** A process whose graph store was never synced builds its graph from the edge store (every
+record, in stamp order, in one transaction); a store whose contents predate the edge
 store (no records yet) is seeded from the opening folder's graph when it has one, and otherwise
 reported by ``stats`` with the ``kb rebuild-graph`` that fills it.
 """
@@ -58,8 +58,6 @@ import json
 import threading
 import time
 from typing import Callable, Iterable
-
-import networkx as nx
 
 from .graph import CONTENT, TAG, ContentTagGraph
 
@@ -125,8 +123,8 @@ class SharedGraph:
         return self._last_stamp
 
     def _sync_generation(self) -> None:
-        """The graph was swapped for a snapshot (another process of this folder compacted it, or a
-        rebuild): forget what was applied; the next catch-up re-applies the snapshot's window."""
+        """The graph store was replaced or re-opened (a rebuild, here or in another process of this
+        folder): forget what was applied; the next catch-up re-applies its window."""
         if self.graph.generation != self._generation:
             self._generation = self.graph.generation
             self._seen, self._last = {}, None
@@ -147,10 +145,10 @@ class SharedGraph:
 
     # ---- writing --------------------------------------------------------------------------
     def _neighbourhood(self, node: str) -> dict:
-        g = self.graph.g
-        if node not in g:
+        edges = self.graph.neighbours(node)
+        if edges is None:
             return {"kind": "gone"}
-        return {"kind": "content", "edges": [[v, d.get("kind"), d.get("weight", 1.0)] for v, d in g[node].items()]}
+        return {"kind": "content", "edges": [[v, kind, weight] for v, kind, weight in edges]}
 
     def _publish(self, records: list[tuple[str, dict]]) -> None:
         """Upsert records (id, document), one stamp a batch; the caller holds the write lock."""
@@ -187,9 +185,8 @@ class SharedGraph:
     def publish_all(self) -> int:
         """Every tag and content of this graph (after a rebuild, or to seed an empty edge store)."""
         with self.graph.lock:
-            g = self.graph.g
-            tags = [(n, {"kind": "tag", "edges": []}) for n, d in g.nodes(data=True) if d.get("kind") == "tag"]
-            contents = [(n, self._neighbourhood(n)) for n in g if n.startswith(CONTENT)]
+            tags = [(n, {"kind": "tag", "edges": []}) for n in self.graph.node_ids("tag")]
+            contents = [(n, self._neighbourhood(n)) for n in self.graph.node_ids("content")]
         self._publish(tags + contents)  # tags first: contents' det edges then find their nodes
         return len(tags) + len(contents)
 
@@ -231,8 +228,8 @@ class SharedGraph:
             ids = [rid for _, rid in new]
         records = self._fetch(ids)
         with self.graph.lock:
-            for stamp, rid, doc in records:
-                self._apply(self.graph.g, rid, doc)
+            self.graph.write(op for _, rid, doc in records for op in self._ops(rid, doc))
+            for stamp, rid, _ in records:
                 self._note(stamp, rid)
             self.graph.synced_to = max(self.graph.synced_to, asked)
         return True
@@ -263,41 +260,38 @@ class SharedGraph:
             self.problems.append(f"the shared edge store's record {rid!r} is malformed ({str(raw)[:80]!r}) and was skipped; "
                                  "llm4tag kb rebuild-graph re-publishes every record")
 
-    def _apply(self, g: nx.Graph, rid: str, doc: dict) -> None:
+    def _ops(self, rid: str, doc: dict) -> list[dict]:
+        """The graph operations that give node ``rid`` the state its record holds."""
         try:
             kind = doc["kind"]
             if kind == "content":
                 edges = [(str(v), str(k), float(w)) for v, k, w in doc["edges"]]
-                if rid in g:
-                    g.remove_node(rid)
-                g.add_node(rid, kind="content")
-                for v, k, w in edges:
-                    g.add_edge(rid, v, kind=k, weight=w)
-            elif kind == "tag":
+                return [{"op": "remove_node", "id": rid}, {"op": "node", "id": rid, "kind": "content"},
+                        *({"op": "edge", "u": rid, "v": v, "kind": k, "w": w} for v, k, w in edges)]
+            if kind == "tag":
                 edges = [(str(v), str(k), float(w)) for v, k, w in doc["edges"]]
-                g.add_node(rid, kind="tag")
-                for v, k, w in edges:
-                    if g.get_edge_data(rid, v, {}).get("kind") != "det":  # a content's annotation outranks a link
-                        g.add_edge(rid, v, kind=k, weight=w)
-            elif kind == "gone":
-                if rid in g:
-                    g.remove_node(rid)
+                # a content's annotation outranks a link
+                return [{"op": "node", "id": rid, "kind": "tag"}, *({"op": "link", "u": rid, "v": v, "kind": k, "w": w} for v, k, w in edges)]
+            if kind == "gone":
+                return [{"op": "remove_node", "id": rid}]
         except (KeyError, TypeError, ValueError):
             self._problem(rid, doc)
+        return []
 
     def _build(self) -> bool:
-        """The whole graph from the edge store (a first open, or a snapshot that was never synced)."""
+        """The whole graph from the edge store (a first open, or a store that was never synced)."""
         asked = self._heartbeat()
         if self.collection.count() == 0:
-            if self.graph.g.number_of_nodes() and self._stored():
+            if self.graph.number_of_nodes() and self._stored():
                 # tags and contents written before the edge store existed: this folder's graph is all there is
                 self.publish_all()
                 with self.graph.lock:
                     self.graph.synced_to = asked
                 return True
             with self.graph.lock:  # nothing shared yet: a graph left in the folder belongs to no store
-                changed = self.graph.g.number_of_nodes() > 0
-                self.graph.g = nx.Graph()
+                changed = self.graph.number_of_nodes() > 0
+                if changed:
+                    self.graph.replace([])
                 self.graph.synced_to, self.graph.latest = asked, 0
             return changed
         records: list[tuple[int, str, dict]] = []
@@ -309,11 +303,9 @@ class SharedGraph:
                 break
             offset += PAGE
         records.sort(key=lambda r: (r[0], r[1]))
-        g = nx.Graph()
-        for _, rid, doc in records:
-            self._apply(g, rid, doc)
         with self.graph.lock:
-            self.graph.g = g
+            self.graph.replace(op for _, rid, doc in records for op in self._ops(rid, doc))
+            self._generation = self.graph.generation  # its own replacement: the bookkeeping below belongs to it
             self.graph.latest = max([0] + [r[0] for r in records])
             self.graph.synced_to = asked  # records landing while the pages were read are in the next window
             for stamp, rid, _ in records:

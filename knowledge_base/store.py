@@ -1,8 +1,8 @@
 """The knowledge base: tag repository, annotated samples, contents, domain documents, the graph.
 
 One directory holds everything: ``config.json``, ``chroma/`` (four collections: tags,
-contents, samples, documents) and the content–tag graph (``graph.json`` + ``graph.journal``,
-plain JSON both; ``rebuild_graph`` re-derives the graph from the collections).
+contents, samples, documents) and the content–tag graph (``graph.sqlite``, read where it lies:
+``knowledge_base.graph``; ``rebuild_graph`` re-derives the graph from the collections).
 Writers take a file lock, so several processes (the app, the CLI, a server) can grow the same
 knowledge base without losing each other's writes; readers never block.
 
@@ -205,7 +205,7 @@ class KnowledgeBase:
                 raise self._read_only_error(f"{path} is not writable")
 
     def refresh(self) -> None:
-        """Pick up other processes' writes: the graph from its journal, and a fresh Chroma view.
+        """Pick up other processes' writes: the graph store says whether there were any; then a fresh Chroma view.
 
         An embedded Chroma client keeps the vector index it loaded; after another process wrote,
         its searches would miss the new items until it is re-opened.
@@ -228,7 +228,7 @@ class KnowledgeBase:
         return collections
 
     def _save_cache(self) -> None:
-        """Save a graph just built from the shared store as this folder's snapshot, if no writer of
+        """Save how far a graph just built from the shared store caught up, if no writer of
         this folder holds the lock now (else the next compaction saves it); a read-only folder keeps it in memory."""
         try:
             self._file_lock.acquire(timeout=0)
@@ -335,12 +335,11 @@ class KnowledgeBase:
     # ---- reading -------------------------------------------------------------------------
     def tag_names(self) -> set[str]:
         self.refresh()
-        with self.graph.lock:
-            return {n[len(TAG):] for n, d in self.graph.g.nodes(data=True) if d.get("kind") == "tag"}
+        return self.graph.tag_names()
 
     def has_tag(self, name: str) -> bool:
         self.refresh()  # another process may have added it
-        return tag_node(name) in self.graph.g
+        return self.graph.has_node(tag_node(name))
 
     def get_tags(self, names: Iterable[str]) -> dict[str, Tag]:
         """The stored tags of these names (unknown names are left out). Tags read once are kept in
@@ -546,8 +545,8 @@ class KnowledgeBase:
         stopped halfway (a kill, a full disk) leaves; ``rebuild_graph`` repairs both."""
         contents = self._ids("contents")
         self.graph.refresh()
-        with self.graph.lock:
-            missing_node = {c for c in contents if content_node(c) not in self.graph.g}
+        present = self.graph.present(content_node(c) for c in contents)
+        missing_node = {c for c in contents if content_node(c) not in present}
         return self._ids("samples") - contents, missing_node
 
     def _restore_contents(self) -> int:
@@ -619,7 +618,7 @@ class KnowledgeBase:
                         ops += [
                             {"op": "edge", "u": content_node(h.id), "v": tag_node(t.name), "kind": "sim", "w": round(h.similarity, 4)}
                             for h in hits
-                            if h.similarity > self.config.recall.delta_ct and self.graph.g.get_edge_data(content_node(h.id), tag_node(t.name), {}).get("kind") != "det"
+                            if h.similarity > self.config.recall.delta_ct and self.graph.edge_kind(content_node(h.id), tag_node(t.name)) != "det"
                         ]
                 report.edges += self.graph.write(ops) - len(chunk)
                 if self._shared is not None:
@@ -827,7 +826,7 @@ class KnowledgeBase:
         tags = list(verdict(tags, ())[0])
         cid = require_id(cid, "the content id") if cid not in (None, "") else content_id(text)
         self.refresh()  # once, not once a tag: another process may have added them
-        unknown = [t for t in tags if tag_node(t) not in self.graph.g]
+        unknown = [t for t in tags if not self.graph.has_node(tag_node(t))]
         if unknown:
             raise InputError(f"unknown tags {unknown}: they are not in the tag repository")
         if vector is None:
@@ -846,7 +845,7 @@ class KnowledgeBase:
                         "or ask to replace that content (replace=true); nothing was written", cid)
                 if is_sample:
                     self.collection("samples").delete(ids=[cid])
-                if content_node(cid) in self.graph.g:  # the old text's similarity edges go with it
+                if self.graph.has_node(content_node(cid)):  # the old text's similarity edges go with it
                     self.graph.write([{"op": "remove_node", "id": content_node(cid)}])
             self.collection("contents").upsert(
                 ids=[cid], embeddings=vector[None, :], documents=[text], metadatas=[{"tags": json.dumps(tags), "incorrect_tags": "[]", "origin": origin}]
@@ -872,9 +871,9 @@ class KnowledgeBase:
         """A person's verdict on a content's tags: becomes a sample (for examples) and graph edges.
 
         The tags are checked once, inside the write lock; ``vector`` is the text's embedding when
-        the caller has it (the text is then not encoded again). The change is a journal append:
-        the graph snapshot is not rewritten, and other processes pick it up from the journal (and,
-        with a Chroma server, processes on other machines from its edge store).
+        the caller has it (the text is then not encoded again). The change is one small
+        transaction in the graph store, which other processes read at once (and, with a Chroma
+        server, processes on other machines pick it up from its edge store).
         A verdict sets the tags of the text stored under ``cid``; when that id already holds a
         different text it raises ``ConflictError`` and writes nothing, unless ``replace`` is true
         (the old content, its sample and all its graph edges are then replaced).
@@ -885,7 +884,7 @@ class KnowledgeBase:
             raise InputError("feedback needs at least one correct or incorrect tag")
         cid = require_id(cid, "the sample id") if cid not in (None, "") else content_id(text)
         with self.write_lock():  # the graph is fresh inside: a tag another process added counts
-            unknown = sorted({t for t in (*correct, *incorrect) if tag_node(t) not in self.graph.g})
+            unknown = sorted({t for t in (*correct, *incorrect) if not self.graph.has_node(tag_node(t))})
             if unknown:
                 listed = ", ".join(json.dumps(t, ensure_ascii=False) for t in unknown[:20]) + (" …" if len(unknown) > 20 else "")
                 raise UnknownTagsError(f"unknown tags (not in the tag repository): {listed}; nothing was written", unknown)
@@ -898,30 +897,30 @@ class KnowledgeBase:
                         f"({json.dumps(shown, ensure_ascii=False)}); a correction amends the tags of that same text. "
                         "Send the stored text, leave the id out (it is then derived from the text), "
                         "or ask to replace that sample (replace=true); nothing was written", cid)
-                if content_node(cid) in self.graph.g:  # the old text's similarity edges go with it
+                if self.graph.has_node(content_node(cid)):  # the old text's similarity edges go with it
                     self.graph.write([{"op": "remove_node", "id": content_node(cid)}])
             self._write_samples([Sample(cid, text, correct, incorrect)], "feedback", LoadReport(),
                                 vectors=None if vector is None else np.asarray(vector, dtype=np.float32)[None, :])
         return cid
 
     def rebuild_graph(self, progress: Progress | None = None) -> dict:
-        """Rebuild the content–tag graph from the Chroma stores alone, never reading the old snapshot.
+        """Rebuild the content–tag graph from the Chroma stores alone, never reading the old graph.
 
         Tag nodes come from the tag collection; content nodes and their deterministic edges from
         the contents' stored tags; similarity edges are recomputed from the stored embeddings with
-        the current δ_ct / δ_cc. The result replaces ``graph.json`` and empties the journal; an old
-        ``graph.pickle`` is renamed ``graph.pickle.unread`` (kept, never opened). With a Chroma
-        server, every tag and content is re-published to its edge store, so every other process's
-        graph converges to the rebuilt one.
+        the current δ_ct / δ_cc. They are written into a fresh store that then replaces
+        ``graph.sqlite`` (a damaged one, or an older folder's ``graph.json`` and journal, are never
+        read); an old ``graph.pickle`` is renamed ``graph.pickle.unread`` (kept, never opened). With
+        a Chroma server, every tag and content is re-published to its edge store, so every other
+        process's graph converges to the rebuilt one.
         """
         started = time.perf_counter()
         with self.write_lock(refresh=False):
             asked = self._shared.now() if self._shared is not None else None  # what other machines write from now on is caught up later
             restored = self._restore_contents()
-            scratch = ContentTagGraph(self.directory, load=False)
+            scratch = ContentTagGraph.scratch(self.directory)
             tag_ids = set(self.collection("tags").get(include=[])["ids"])
-            for tid in sorted(tag_ids):
-                scratch._apply({"op": "node", "id": tag_node(tid), "kind": "tag"})
+            scratch.write({"op": "node", "id": tag_node(tid), "kind": "tag"} for tid in sorted(tag_ids))
             content_ids = self.collection("contents").get(include=[])["ids"]
             for start in range(0, len(content_ids), BATCH):
                 got = self.collection("contents").get(ids=content_ids[start : start + BATCH], include=["embeddings", "metadatas"])
@@ -933,11 +932,10 @@ class KnowledgeBase:
                     ops += self._det_edge_ops(cid, det[cid])
                 if ids:
                     ops += self._similarity_ops(ids, np.asarray(got["embeddings"], dtype=np.float32), {c: set(t) for c, t in det.items()})
-                for op in ops:
-                    scratch._apply(op)
+                scratch.write(ops)
                 if progress:
                     progress(min(start + BATCH, len(content_ids)), len(content_ids))
-            self.graph.replace(scratch.g)
+            self.graph.adopt(scratch)
             if self._shared is not None:  # every other process's cache converges to the rebuilt graph
                 self._shared.publish_all()
                 self.graph.synced_to = asked
@@ -960,7 +958,7 @@ class KnowledgeBase:
             self.collection("samples").delete(ids=[cid])
             self.collection("contents").delete(ids=[cid])
             node = content_node(cid)
-            if node in self.graph.g:
+            if self.graph.has_node(node):
                 self.graph.write([{"op": "remove_node", "id": node}])
             if self._shared is not None:  # a tombstone: other processes drop the node too
                 self._shared.publish_contents([cid])
@@ -989,7 +987,7 @@ class KnowledgeBase:
                 chunk = removed[start : start + BATCH]
                 self.collection("samples").delete(ids=chunk)
                 self.collection("contents").delete(ids=chunk)
-                self.graph.write([{"op": "remove_node", "id": content_node(cid)} for cid in chunk if content_node(cid) in self.graph.g])
+                self.graph.write([{"op": "remove_node", "id": content_node(cid)} for cid in chunk])
                 if self._shared is not None:
                     self._shared.publish_contents(chunk)
             origins = {sid: (meta or {}).get("origin", "history") for sid, meta in zip(got["ids"], got["metadatas"])}
@@ -1082,10 +1080,10 @@ class KnowledgeBase:
                 chunk = removed[start : start + BATCH]
                 self.collection("samples").delete(ids=chunk)
                 self.collection("contents").delete(ids=chunk)
-                self.graph.write([{"op": "remove_node", "id": content_node(cid)} for cid in chunk if content_node(cid) in self.graph.g])
+                self.graph.write([{"op": "remove_node", "id": content_node(cid)} for cid in chunk])
             self.collection("tags").delete(ids=[tag])
             self._bump_revision(VOCABULARY_FILE)
-            if tag_node(tag) in self.graph.g:
+            if self.graph.has_node(tag_node(tag)):
                 self.graph.write([{"op": "remove_node", "id": tag_node(tag)}])
             self.graph.compact()
         self._tag_changes = None

@@ -128,7 +128,7 @@ def test_forget_tags_keeps_the_tags_and_removes_their_history(trained_copy):
     assert not any(set(gone) & set(json.loads(m["tags"])) for m in fresh.collection("samples").get(include=["metadatas"])["metadatas"])
     from knowledge_base.graph import tag_node
 
-    assert not any(d.get("kind") == "det" for t in gone for _, d in fresh.graph.g[tag_node(t)].items())
+    assert not any(d.get("kind") == "det" for t in gone for _, d in fresh.graph.to_networkx()[tag_node(t)].items())
 
 
 def test_a_tag_without_history_is_ranked_at_the_top_and_assigned(trained_copy):

@@ -52,7 +52,7 @@ kb = None
 def graph():
     kb.graph.refresh()
     with kb.graph.lock:
-        g = kb.graph.g
+        g = kb.graph.to_networkx()
         return {"nodes": sorted([n, d.get("kind")] for n, d in g.nodes(data=True)),
                 "edges": sorted([*sorted((u, v)), d.get("kind"), d.get("weight")] for u, v, d in g.edges(data=True))}
 
@@ -320,11 +320,11 @@ def test_late_records_tombstones_and_a_restart_converge_to_a_fresh_build(chroma_
         col.upsert(ids=[rid], embeddings=[[1.0]], documents=[json.dumps(doc)], metadatas=[{STAMP: stamp, "kind": doc["kind"]}])
 
     def state(graph: ContentTagGraph):
-        return (sorted((n, d.get("kind")) for n, d in graph.g.nodes(data=True)),
-                sorted((tuple(sorted((u, v))), d["kind"], d["weight"]) for u, v, d in graph.g.edges(data=True)))
+        return (sorted((n, d.get("kind")) for n, d in graph.to_networkx().nodes(data=True)),
+                sorted((tuple(sorted((u, v))), d["kind"], d["weight"]) for u, v, d in graph.to_networkx().edges(data=True)))
 
     graph, shared = cache("one")
-    assert graph.latest == 0 and graph.synced_to and graph.g.number_of_nodes() == 0  # an empty store: synced, with nothing
+    assert graph.latest == 0 and graph.synced_to and graph.to_networkx().number_of_nodes() == 0  # an empty store: synced, with nothing
     now = int(client.heartbeat()) // 1000
     put("t:x", {"kind": "tag", "edges": []}, now - 3_000_000)
     put("c:1", {"kind": "content", "edges": [["t:x", "det", 1.0]]}, now - 2_000_000)
@@ -334,17 +334,17 @@ def test_late_records_tombstones_and_a_restart_converge_to_a_fresh_build(chroma_
     # window empties once the margin has passed, whatever was written before
     assert graph.synced_to > graph.latest
     put("c:2", {"kind": "content", "edges": [["c:1", "sim", 0.7], ["t:x", "sim", 0.4]]}, now - 1_000_000)
-    assert graph.refresh() and graph.g["c:1"]["c:2"] == {"kind": "sim", "weight": 0.7}
+    assert graph.refresh() and graph.to_networkx()["c:1"]["c:2"] == {"kind": "sim", "weight": 0.7}
     # c:1 re-written (a new verdict, no tags) by a writer whose record lands after c:2's, stamped before it:
     # applied in stamp order, c:2's edge to it (written later) survives
     put("c:1", {"kind": "content", "edges": []}, now - 1_500_000)
     assert graph.refresh() and shared.late == 1
-    assert graph.tags_of("1") == {} and graph.g["c:1"]["c:2"]["weight"] == 0.7
+    assert graph.tags_of("1") == {} and graph.to_networkx()["c:1"]["c:2"]["weight"] == 0.7
     fresh, fresh_shared = cache("two")
     assert fresh_shared.built and state(fresh) == state(graph)
 
     put("c:2", {"kind": "gone"}, now)  # a tombstone
-    assert graph.refresh() and "c:2" not in graph.g
+    assert graph.refresh() and "c:2" not in graph.to_networkx()
     assert fresh.refresh() and state(fresh) == state(graph)
 
     graph.compact()  # the snapshot keeps synced_to: a restart resumes from it

@@ -1,10 +1,20 @@
-"""The journaled networkx content–tag graph (knowledge_base/graph.py)."""
+"""The content–tag graph kept in SQLite (knowledge_base/graph.py)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from knowledge_base.graph import ContentTagGraph, content_node, tag_node
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def node(n: str, kind: str) -> dict:
@@ -35,8 +45,9 @@ BASE_OPS = [
 
 def snapshot(graph: ContentTagGraph) -> tuple:
     """Everything that matters about a graph, comparable with ==."""
-    nodes = sorted((n, d.get("kind")) for n, d in graph.g.nodes(data=True))
-    edges = sorted((tuple(sorted((u, v))), d["kind"], d["weight"]) for u, v, d in graph.g.edges(data=True))
+    g = graph.to_networkx()
+    nodes = sorted((n, d.get("kind")) for n, d in g.nodes(data=True))
+    edges = sorted((tuple(sorted((u, v))), d["kind"], d["weight"]) for u, v, d in g.edges(data=True))
     return nodes, edges
 
 
@@ -44,82 +55,56 @@ def test_write_then_reload_sees_the_same_graph(tmp_path):
     g = ContentTagGraph(tmp_path)
     assert g.write(BASE_OPS) == len(BASE_OPS)
     assert g.write([]) == 0
-    assert g.journal_path.exists() and not g.snapshot_path.exists()
-    assert len(g.journal_path.read_bytes().splitlines()) == len(BASE_OPS)
+    assert (tmp_path / "graph.sqlite").is_file() and not (tmp_path / "graph.json").exists()
     again = ContentTagGraph(tmp_path)
     assert snapshot(again) == snapshot(g)
     assert again.counts() == {"tag_nodes": 3, "content_nodes": 2, "deterministic_edges": 3, "similarity_edges": 2}
     assert again.tags_of("2") == {"vehicle": 1.0, "fruit": 1.0}
     assert again.tags_of("1") == {"fruit": 1.0}  # the sim edge to music is not a deterministic tag
     assert again.tags_of("missing") == {}
-    assert again.g["c:1"]["t:music"] == {"kind": "sim", "weight": 0.31}
+    assert again.tags_of_many(["1", "2", "missing"]) == {"1": ["fruit"], "2": ["fruit", "vehicle"]}
+    assert again.to_networkx()["c:1"]["t:music"] == {"kind": "sim", "weight": 0.31}
+    assert again.edge_kind("t:fruit", "c:2") == "det" and again.edge_kind("c:1", "t:vehicle") is None
+    assert again.has_node("c:2") and not again.has_node("c:3") and again.present(["c:1", "c:3", "t:music"]) == {"c:1", "t:music"}
+    assert again.tag_names() == {"fruit", "vehicle", "music"}
+    assert sorted(again.neighbours("c:1")) == [("c:2", "sim", 0.72), ("t:fruit", "det", 1.0), ("t:music", "sim", 0.31)]
+    assert again.neighbours("c:3") is None
 
 
-def test_compact_writes_snapshot_and_empties_journal(tmp_path):
+def test_a_batch_that_fails_halfway_leaves_nothing(tmp_path):
     g = ContentTagGraph(tmp_path)
     g.write(BASE_OPS)
-    g.compact()
-    assert g.snapshot_path.exists()
-    assert g.journal_path.read_bytes() == b""
-    assert not g.snapshot_path.with_suffix(".json.tmp").exists()
-    assert g.snapshot_path.name == "graph.json"
-    g.write([det("1", "vehicle")])
-    reloaded = ContentTagGraph(tmp_path)
-    assert snapshot(reloaded) == snapshot(g)
-    assert reloaded.tags_of("1") == {"fruit": 1.0, "vehicle": 1.0}
+    before = snapshot(g)
+    with pytest.raises(KeyError):
+        g.write([node("c:3", "content"), det("3", "music"), {"op": "edge", "u": "c:3"}])  # the third is malformed
+    assert snapshot(g) == before == snapshot(ContentTagGraph(tmp_path))
+    assert g.counts()["content_nodes"] == 2
 
 
-def test_torn_last_journal_line_is_skipped(tmp_path):
-    g = ContentTagGraph(tmp_path)
-    g.write(BASE_OPS)
-    expected = snapshot(g)
-    with open(g.journal_path, "ab") as fh:  # a crash in the middle of an append
-        fh.write(json.dumps(det("3", "music")).encode()[:25])
+def test_a_writer_killed_mid_batch_leaves_each_batch_whole_or_absent(tmp_path):
+    """SIGKILL while a process writes batches of 50 edges: every batch that is there is whole."""
+    script = (
+        "import sys\n"
+        "from knowledge_base.graph import ContentTagGraph\n"
+        "g = ContentTagGraph(sys.argv[1])\n"
+        "print('ready', flush=True)\n"
+        "for b in range(100000):\n"
+        "    g.write([{'op': 'node', 'id': f'c:{b}', 'kind': 'content'}]\n"
+        "            + [{'op': 'edge', 'u': f'c:{b}', 'v': f't:{k}', 'kind': 'det', 'w': 1.0} for k in range(50)])\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"ready"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and ContentTagGraph(tmp_path).counts()["content_nodes"] < 20:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
     survivor = ContentTagGraph(tmp_path)
-    assert snapshot(survivor) == expected
-    assert "c:3" not in survivor.g
-
-
-def test_write_after_a_torn_line_is_not_lost(tmp_path):
-    g = ContentTagGraph(tmp_path)
-    g.write(BASE_OPS)
-    with open(g.journal_path, "ab") as fh:
-        fh.write(json.dumps(det("3", "music")).encode()[:25])
-    writer = ContentTagGraph(tmp_path)
-    writer.write([node("c:4", "content"), det("4", "music"), det("4", "fruit")])
-    writer.write([det("5", "vehicle")])
-    reader = ContentTagGraph(tmp_path)
-    assert snapshot(reader) == snapshot(writer)
-    assert reader.tags_of("4") == {"music": 1.0, "fruit": 1.0}
-    assert reader.tags_of("5") == {"vehicle": 1.0}
-    assert "c:3" not in reader.g
-    writer.refresh()  # its own writes are not applied twice or misread
-    assert snapshot(writer) == snapshot(reader)
-
-
-def test_crash_between_snapshot_and_journal_truncation(tmp_path):
-    g = ContentTagGraph(tmp_path)
-    g.write(BASE_OPS)
-    g.compact()
-    later = [
-        {"op": "drop_det", "id": "c:2"},
-        det("2", "music"),
-        sim("c:2", "t:fruit", 0.4),
-        {"op": "remove_node", "id": "c:1"},
-        node("c:1", "content"),
-        det("1", "vehicle"),
-        sim("c:1", "c:2", 0.65),
-    ]
-    g.write(later)
-    journal = g.journal_path.read_bytes()
-    expected = snapshot(g)
-    g.compact()  # the snapshot now holds every op ...
-    g.journal_path.write_bytes(journal)  # ... but the crash left the journal untruncated
-    replayed = ContentTagGraph(tmp_path)
-    assert snapshot(replayed) == expected
-    assert replayed.tags_of("2") == {"music": 1.0}
-    assert replayed.tags_of("1") == {"vehicle": 1.0}
-    assert replayed.g["c:2"]["t:fruit"]["kind"] == "sim"
+    contents = survivor.node_ids("content")
+    assert len(contents) >= 20
+    assert all(len(survivor.tags_of(c[2:])) == 50 for c in contents)
+    assert survivor.counts() == {"tag_nodes": 50, "content_nodes": len(contents), "deterministic_edges": 50 * len(contents),
+                                 "similarity_edges": 0}
 
 
 def test_drop_det_keeps_similarity_edges(tmp_path):
@@ -127,7 +112,7 @@ def test_drop_det_keeps_similarity_edges(tmp_path):
     g.write(BASE_OPS)
     g.write([{"op": "drop_det", "id": "c:2"}, {"op": "drop_det", "id": "c:unknown"}])
     assert g.tags_of("2") == {}
-    assert g.g["c:2"]["c:1"]["kind"] == "sim"
+    assert g.edge_kind("c:2", "c:1") == "sim"
     assert g.tags_of("1") == {"fruit": 1.0}
     assert g.counts() == {"tag_nodes": 3, "content_nodes": 2, "deterministic_edges": 1, "similarity_edges": 2}
     assert snapshot(ContentTagGraph(tmp_path)) == snapshot(g)
@@ -137,47 +122,122 @@ def test_remove_node_removes_its_edges(tmp_path):
     g = ContentTagGraph(tmp_path)
     g.write(BASE_OPS)
     g.write([{"op": "remove_node", "id": "c:1"}, {"op": "remove_node", "id": "c:never"}])
-    assert "c:1" not in g.g
+    assert not g.has_node("c:1")
     assert g.counts() == {"tag_nodes": 3, "content_nodes": 1, "deterministic_edges": 2, "similarity_edges": 0}
     assert snapshot(ContentTagGraph(tmp_path)) == snapshot(g)
 
 
-def test_det_then_sim_on_the_same_pair_keeps_the_last_op(tmp_path):
+def test_det_then_sim_on_the_same_pair_keeps_the_last_op_and_a_link_keeps_an_annotation(tmp_path):
     g = ContentTagGraph(tmp_path)
     g.write([det("1", "fruit"), sim("c:1", "t:fruit", 0.5)])
-    assert g.g["c:1"]["t:fruit"] == {"kind": "sim", "weight": 0.5}
+    assert g.to_networkx()["c:1"]["t:fruit"] == {"kind": "sim", "weight": 0.5}
+    g.write([det("1", "fruit"), {"op": "link", "u": "t:fruit", "v": "c:1", "kind": "sim", "w": 0.4},
+             {"op": "link", "u": "t:music", "v": "c:1", "kind": "sim", "w": 0.3}])
+    assert g.edge_kind("c:1", "t:fruit") == "det" and g.edge_kind("c:1", "t:music") == "sim"
+    assert g.counts()["deterministic_edges"] == 1 and g.counts()["similarity_edges"] == 1
 
 
-def test_refresh_picks_up_another_instances_writes(tmp_path):
+def test_counts_kept_by_the_store_agree_with_the_graph_after_many_random_operations(tmp_path):
+    import random
+
+    rng = random.Random(5)
+    g = ContentTagGraph(tmp_path)
+    for _ in range(40):
+        ops = []
+        for _ in range(25):
+            c, t, c2 = f"c:{rng.randrange(30)}", f"t:{rng.randrange(8)}", f"c:{rng.randrange(30)}"
+            ops.append(rng.choice([node(c, "content"), node(t, "tag"), det(c[2:], t[2:]), sim(c, t, 0.3), sim(c, c2, 0.8),
+                                   {"op": "drop_det", "id": c}, {"op": "remove_node", "id": c},
+                                   {"op": "link", "u": t, "v": c, "kind": "sim", "w": 0.2}]))
+        g.write(ops)
+    nxg = g.to_networkx()
+    tags = sum(1 for n in nxg if n.startswith("t:"))
+    det_edges = sum(1 for _, _, d in nxg.edges(data=True) if d["kind"] == "det")
+    assert g.counts() == {"tag_nodes": tags, "content_nodes": nxg.number_of_nodes() - tags, "deterministic_edges": det_edges,
+                          "similarity_edges": nxg.number_of_edges() - det_edges}
+
+
+def test_refresh_says_when_another_instance_wrote(tmp_path):
     a = ContentTagGraph(tmp_path)
     b = ContentTagGraph(tmp_path)
+    assert not b.refresh()
     a.write(BASE_OPS)
-    assert b.g.number_of_nodes() == 0
-    b.refresh()
-    assert snapshot(b) == snapshot(a)
-    a.write([det("1", "music")])
-    b.refresh()
-    assert b.tags_of("1") == {"fruit": 1.0, "music": 1.0}
-    a.compact()  # another instance compacts: b must reload the snapshot, not lose or repeat anything
-    a.write([det("2", "music")])
-    b.refresh()
-    assert snapshot(b) == snapshot(a)
+    assert snapshot(b) == snapshot(a)  # every read sees what is committed
+    assert b.refresh() and not b.refresh()
     b.write([{"op": "remove_node", "id": "c:2"}])
-    a.refresh()
-    assert "c:2" not in a.g
+    assert not b.refresh()  # its own write
+    assert a.refresh() and not a.has_node("c:2")
+    a.write([{"op": "touch", "what": "documents"}])  # no edge moves, but the others are told
+    assert b.refresh()
     assert snapshot(a) == snapshot(b) == snapshot(ContentTagGraph(tmp_path))
 
 
-def test_automatic_compaction(tmp_path, monkeypatch):
-    import knowledge_base.graph as graph_module
+def test_opening_writes_nothing_so_a_reader_never_waits_for_a_writer(tmp_path):
+    import sqlite3
 
-    monkeypatch.setattr(graph_module, "COMPACT_AFTER_OPS", 5)
+    ContentTagGraph(tmp_path).write(BASE_OPS)
+    holder = sqlite3.connect(str(tmp_path / "graph.sqlite"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a long write
+    holder.execute("INSERT INTO nodes(id, kind) VALUES ('c:9', 'content')")
+    started = time.monotonic()
+    reader = ContentTagGraph(tmp_path)
+    assert reader.tags_of("2") == {"vehicle": 1.0, "fruit": 1.0} and not reader.has_node("c:9")
+    assert time.monotonic() - started < 5
+    holder.execute("COMMIT")
+    assert reader.refresh() and reader.has_node("c:9")
+
+
+def test_the_shared_store_marks_are_saved_by_compact(tmp_path):
     g = ContentTagGraph(tmp_path)
-    g.write(BASE_OPS[:4])
-    assert not g.snapshot_path.exists()
-    g.write(BASE_OPS[4:])
-    assert g.snapshot_path.exists() and g.journal_path.read_bytes() == b""
-    assert snapshot(ContentTagGraph(tmp_path)) == snapshot(g)
+    g.write(BASE_OPS)
+    g.synced_to, g.latest = 1_700_000_000_000_000, 1_699_999_999_000_000
+    g.compact()
+    again = ContentTagGraph(tmp_path)
+    assert (again.synced_to, again.latest) == (1_700_000_000_000_000, 1_699_999_999_000_000)
+    assert snapshot(again) == snapshot(g)
+
+
+def _write_legacy(directory, ops, journal_lines=b""):
+    """An older knowledge base's graph: the JSON snapshot of ``ops`` and a journal."""
+    import networkx as nx
+
+    from knowledge_base.graph import graph_to_json
+
+    g = nx.Graph()
+    for op in ops:
+        if op["op"] == "node":
+            g.add_node(op["id"], kind=op["kind"])
+        else:
+            g.add_edge(op["u"], op["v"], kind=op["kind"], weight=op["w"])
+    (directory / "graph.json").write_bytes(graph_to_json(g, synced_to=123, latest=100))
+    (directory / "graph.journal").write_bytes(journal_lines)
+
+
+def test_an_older_snapshot_and_journal_are_migrated_on_open_without_loss(tmp_path):
+    journal = (json.dumps(det("1", "vehicle")).encode() + b"\n" + b'{"op": "edge"}\n'  # a line no llm4tag wrote
+               + json.dumps({"op": "remove_node", "id": "c:2"}).encode() + b"\n" + json.dumps(det("3", "music")).encode()[:25])  # torn
+    _write_legacy(tmp_path, BASE_OPS, journal)
+    (tmp_path / "unused").mkdir()
+    expected = ContentTagGraph(tmp_path / "unused")
+    expected.write(BASE_OPS + [det("1", "vehicle"), {"op": "remove_node", "id": "c:2"}])
+    g = ContentTagGraph(tmp_path)
+    assert snapshot(g) == snapshot(expected)
+    assert (g.synced_to, g.latest) == (123, 100)
+    assert not (tmp_path / "graph.json").exists() and not (tmp_path / "graph.journal").exists()
+    assert len(g.problems) == 1 and "rebuild-graph" in g.problems[0]
+    assert snapshot(ContentTagGraph(tmp_path)) == snapshot(expected)  # the next open reads the store
+
+
+def test_a_rebuilt_store_is_swapped_in_and_another_instance_follows(tmp_path):
+    a = ContentTagGraph(tmp_path)
+    b = ContentTagGraph(tmp_path)
+    a.write(BASE_OPS)
+    scratch = ContentTagGraph.scratch(tmp_path)
+    scratch.write([node("t:fruit", "tag"), node("c:7", "content"), det("7", "fruit")])
+    a.adopt(scratch)
+    assert a.tags_of("7") == {"fruit": 1.0} and not a.has_node("c:1")
+    assert b.refresh() and snapshot(b) == snapshot(a)
+    assert sorted(p.name for p in tmp_path.iterdir() if "rebuild" in p.name) == []
 
 
 def test_neighbourhood(tmp_path):

@@ -29,7 +29,7 @@ def known(kb_dir) -> list[str]:
 
 def stored(kb_dir: Path, cid: str):
     kb = KnowledgeBase(kb_dir)
-    return kb.get_sample(cid), kb.graph.tags_of(cid), sorted(kb.graph.g[f"c:{cid}"]) if f"c:{cid}" in kb.graph.g else None
+    return kb.get_sample(cid), kb.graph.tags_of(cid), sorted(kb.graph.to_networkx()[f"c:{cid}"]) if f"c:{cid}" in kb.graph.to_networkx() else None
 
 
 # ---- item 3: a known id with another text is a conflict ------------------------------------------
@@ -77,7 +77,7 @@ def test_insert_content_refuses_another_text_under_a_stored_id(writable_kb):
     def snapshot(cid: str, base: KnowledgeBase = kb):
         node = f"c:{cid}"
         return (base.get_sample(cid), base.collection("contents").get(ids=[cid], include=["documents", "metadatas"]),
-                dict(base.graph.g[node]) if node in base.graph.g else None)
+                dict(base.graph.to_networkx()[node]) if node in base.graph.to_networkx() else None)
 
     before = snapshot(victim)
     with pytest.raises(ConflictError, match="already holds a different text"):

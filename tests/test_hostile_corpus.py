@@ -43,8 +43,8 @@ def snapshot(kb_dir: Path, watched: list[str]) -> dict:
         "counts": {name: kb.collection(name).count() for name in KnowledgeBase.COLLECTIONS},
         "watched": {cid: (kb.get_sample(cid), kb.collection("contents").get(ids=[cid], include=["documents", "metadatas"]))
                     for cid in watched},
-        "nodes": frozenset(graph.g.nodes),
-        "edges": frozenset((*sorted((u, v)), d.get("kind"), round(float(d.get("weight", 1.0)), 4)) for u, v, d in graph.g.edges(data=True)),
+        "nodes": frozenset(graph.to_networkx().nodes),
+        "edges": frozenset((*sorted((u, v)), d.get("kind"), round(float(d.get("weight", 1.0)), 4)) for u, v, d in graph.to_networkx().edges(data=True)),
     }
 
 

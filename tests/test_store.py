@@ -45,7 +45,7 @@ def small_samples(small_data_dir) -> list[Sample]:
 
 
 def edge_set(kb: KnowledgeBase) -> set:
-    return {(frozenset((u, v)), d["kind"], d["weight"]) for u, v, d in kb.graph.g.edges(data=True)}
+    return {(frozenset((u, v)), d["kind"], d["weight"]) for u, v, d in kb.graph.to_networkx().edges(data=True)}
 
 
 def det_tags(kb: KnowledgeBase, cid: str) -> set[str]:
@@ -88,7 +88,7 @@ def test_every_history_sample_has_exactly_its_tags_as_det_edges(small_kb, small_
 
 def test_similarity_edges_respect_the_thresholds(small_kb):
     rc = small_kb.config.recall  # weights are stored rounded to 4 decimals, hence >=
-    for u, v, d in small_kb.graph.g.edges(data=True):
+    for u, v, d in small_kb.graph.to_networkx().edges(data=True):
         if d["kind"] != "sim":
             continue
         if u.startswith("t:") or v.startswith("t:"):
@@ -196,7 +196,7 @@ def test_add_tags_updates_descriptions_and_links_new_tags(writable_kb, small_sam
     assert writable_kb.get_tags(["role::shared-lib"])["role::shared-lib"].description == "A new description"
     assert writable_kb.stats()["tags"] == 217
     # a new tag is linked to the contents it is similar to, above δ_ct
-    linked = {n: d for n, d in writable_kb.graph.g[tag_node("brand-new")].items()}
+    linked = {n: d for n, d in writable_kb.graph.to_networkx()[tag_node("brand-new")].items()}
     assert content_node(small_samples[0].id) in linked  # "vector optimized functions ..." (libvolk)
     assert all(d["kind"] == "sim" and d["weight"] >= writable_kb.config.recall.delta_ct for d in linked.values())
     assert report.edges == len(linked)
@@ -300,16 +300,16 @@ def test_det_edges_are_never_overwritten_by_similarity(writable_kb):
     text = tag.embedding_text()  # cosine 1.0 with the tag: it would get a similarity edge
     writable_kb.add_samples([Sample("det-1", text, ("role::shared-lib",))])
     node = content_node("det-1")
-    g = writable_kb.graph.g
+    g = writable_kb.graph.to_networkx()
     assert g[node][tag_node("role::shared-lib")] == {"kind": "det", "weight": 1.0}
     sims = {n for n, d in g[node].items() if d["kind"] == "sim" and n.startswith("t:")}
     assert sims  # other similar tags do get similarity edges
     writable_kb.insert_content(text + " (again)", tags=["role::shared-lib"], cid="det-2")
-    assert g[content_node("det-2")][tag_node("role::shared-lib")]["kind"] == "det"
+    assert writable_kb.graph.edge_kind(content_node("det-2"), tag_node("role::shared-lib")) == "det"
     writable_kb.add_tags([tag])  # updating the tag does not touch the edge
     writable_kb.add_samples([Sample("det-3", "unrelated text", ("devel::library",))])
-    assert writable_kb.graph.g[node][tag_node("role::shared-lib")]["kind"] == "det"
-    assert KnowledgeBase(writable_kb.directory).graph.g[node][tag_node("role::shared-lib")]["kind"] == "det"
+    assert writable_kb.graph.to_networkx()[node][tag_node("role::shared-lib")]["kind"] == "det"
+    assert KnowledgeBase(writable_kb.directory).graph.to_networkx()[node][tag_node("role::shared-lib")]["kind"] == "det"
 
 
 def test_add_samples_reports_truncation(writable_kb):
@@ -338,7 +338,7 @@ def test_insert_content_adds_similarity_and_det_edges(writable_kb, small_samples
     text = base.text + " It also ships benchmarks."
     cid = writable_kb.insert_content(text, tags=["devel::library", "devel::library", "hardware::embedded"])
     assert cid == content_id(text)
-    g = writable_kb.graph.g
+    g = writable_kb.graph.to_networkx()
     node = content_node(cid)
     assert det_tags(writable_kb, cid) == {"devel::library", "hardware::embedded"}
     assert g[node][content_node(base.id)]["kind"] == "sim"
@@ -380,7 +380,7 @@ def test_insert_content_without_tags(writable_kb):
     cid = writable_kb.insert_content("an untagged content about compilers", cid="plain")
     assert cid == "plain"
     assert det_tags(writable_kb, "plain") == set()
-    assert content_node("plain") in writable_kb.graph.g
+    assert content_node("plain") in writable_kb.graph.to_networkx()
 
 
 def test_record_feedback_and_get_sample(writable_kb):
@@ -421,7 +421,7 @@ def test_remove_sample(writable_kb, small_samples):
     cid = writable_kb.record_feedback("a feedback to undo", correct=["role::program"])
     writable_kb.remove_sample(cid)
     assert writable_kb.get_sample(cid) is None
-    assert content_node(cid) not in writable_kb.graph.g
+    assert content_node(cid) not in writable_kb.graph.to_networkx()
     assert counts(writable_kb) == before
     assert edge_set(writable_kb) == edges
     victim = small_samples[1]
@@ -431,7 +431,7 @@ def test_remove_sample(writable_kb, small_samples):
     assert (after["samples"], after["contents"], after["content_nodes"]) == (239, 239, 239)
     assert after["deterministic_edges"] == before["deterministic_edges"] - len(victim.tags)
     reopened = KnowledgeBase(writable_kb.directory)
-    assert content_node(victim.id) not in reopened.graph.g
+    assert content_node(victim.id) not in reopened.graph.to_networkx()
     assert reopened.get_sample(victim.id) is None
 
 
@@ -658,5 +658,5 @@ def test_stats_names_what_a_halfway_write_left_and_rebuild_graph_repairs_it(writ
     assert counts["restored_contents"] == 1
     fresh = KnowledgeBase(writable_kb.directory)
     assert not any("halfway" in p for p in fresh.stats(check=True).get("problems", []))
-    assert content_node(sid) in fresh.graph.g and content_node("orphan") in fresh.graph.g
-    assert {tag_node(t) for t in small_samples[0].tags} <= set(fresh.graph.g[content_node(sid)])
+    assert content_node(sid) in fresh.graph.to_networkx() and content_node("orphan") in fresh.graph.to_networkx()
+    assert {tag_node(t) for t in small_samples[0].tags} <= set(fresh.graph.to_networkx()[content_node(sid)])

@@ -45,7 +45,7 @@ def test_rename_merge_and_retire_move_every_annotation_and_lose_none(trained_kb_
     fresh = KnowledgeBase(trained_kb_copy)
     entry = fresh.get_tags(["renamed-a"])["renamed-a"]
     assert a in entry.synonyms and entry.parent == parent_of[a] and not fresh.has_tag(a)
-    assert fresh.graph.g.has_node("t:renamed-a") and not fresh.graph.g.has_node(f"t:{a}")
+    assert fresh.graph.to_networkx().has_node("t:renamed-a") and not fresh.graph.to_networkx().has_node(f"t:{a}")
 
     got = KnowledgeBase(trained_kb_copy).collection("samples").get(include=["metadatas"])
     sides = [(set(json.loads(m["tags"])), set(json.loads(m["incorrect_tags"]))) for m in got["metadatas"]]

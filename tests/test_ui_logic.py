@@ -308,7 +308,7 @@ def test_feedback_and_undo_write_the_knowledge_base(writable_kb, result):
     app.run_command(parse_command(f"accept {first}"), history, session, 0.5)
     kb = KnowledgeBase(writable_kb.directory)
     assert kb.get_sample(cid).tags == (first,) and kb.stats()["samples"] == before + 1
-    assert f"t:{first}" in kb.graph.g[f"c:{cid}"]
+    assert f"t:{first}" in kb.graph.to_networkx()[f"c:{cid}"]
 
     app.run_command(parse_command(f"reject {second}"), history, session, 0.5)
     assert kb.get_sample(cid).incorrect_tags == (second,)
@@ -320,7 +320,7 @@ def test_feedback_and_undo_write_the_knowledge_base(writable_kb, result):
     app.run_command(parse_command("undo"), history, session, 0.5)
     assert kb.get_sample(cid) is None and kb.stats()["samples"] == before
     kb.graph.refresh()
-    assert f"c:{cid}" not in kb.graph.g
+    assert f"c:{cid}" not in kb.graph.to_networkx()
     app.run_command(parse_command("undo"), history, session, 0.5)
     assert history[-1]["content"].startswith("Nothing to undo")
 

@@ -551,9 +551,8 @@ class TaggingApp:
         name = name.strip()
         if not name:
             raise InputError("give a tag name (e.g. devel::i18n) or a content id (e.g. a sample id, or the sha1:… id under a result)")
-        g = kb.graph.g
         for node in (name, tag_node(name), content_node(name)):
-            if node[:2] in ("t:", "c:") and node in g:
+            if node[:2] in ("t:", "c:") and kb.graph.has_node(node):
                 return node
         resolved, _ = resolve_tags([name], kb.tag_names())
         if resolved:
