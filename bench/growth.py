@@ -1,8 +1,8 @@
-"""How build time, recall latency and memory grow from 10k to 100k tags + contents, in one run.
+"""How build time, recall latency and memory grow from 10k to a million contents, in one run.
 
 Runs ``bench/synthetic_recall.py`` once per size (tags = contents = N), each in its own process,
 each on its own knowledge base under ``bench/out/growth/`` (built once, then reused), and prints
-one row per size from the figures it writes:
+one row per size (tags = contents = N up to ``--max-tags``, 100k: a million contents get 100k tags) from the figures it writes:
 
 - fill: seconds to write the synthetic vectors into Chroma and the graph's edges (what a real
   build costs beside encoding; encoding itself is linear in texts, ``bench/build_speed.py``), and
@@ -14,7 +14,7 @@ one row per size from the figures it writes:
 
 The last column is each figure over the smallest size's, to read growth off a noisy machine.
 
-    .venv/bin/python bench/growth.py                          # 10k, 30k, 100k
+    .venv/bin/python bench/growth.py --sizes 10000 100000 1000000   # the table in docs/scaling.md
     .venv/bin/python bench/growth.py --sizes 10000 50000 --queries 100
 """
 
@@ -33,7 +33,7 @@ OUT = HERE / "out"
 
 def run_size(n: int, args) -> dict:
     out = OUT / "growth" / f"n{n}.json"
-    cmd = [sys.executable, str(HERE / "synthetic_recall.py"), "--tags", str(n), "--contents", str(n), "--clusters", str(args.clusters),
+    cmd = [sys.executable, str(HERE / "synthetic_recall.py"), "--tags", str(min(n, args.max_tags)), "--contents", str(n), "--clusters", str(args.clusters),
            "--queries", str(args.queries), "--torch-threads", "1", "--kb-dir", str(OUT / "growth" / f"kb-{n}"), "--json", str(out)]
     subprocess.run(cmd, check=True, stdout=sys.stderr)
     return json.loads(out.read_text())
@@ -42,6 +42,7 @@ def run_size(n: int, args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000], help="tags = contents = N, one knowledge base each")
+    ap.add_argument("--max-tags", type=int, default=100_000, help="tags = min(N, this): a million contents with 100k tags")
     ap.add_argument("--clusters", type=int, default=3000, help="real debtags contents the synthetic ones are copies of (as the 100k figure)")
     ap.add_argument("--queries", type=int, default=200, help="debtags validation texts recalled per size")
     args = ap.parse_args()
@@ -50,11 +51,11 @@ def main() -> None:
         r = run_size(n, args)
         kb, lat = r["knowledge_base"], r["latency"]
         edges = kb["graph"]["deterministic_edges"] + kb["graph"]["similarity_edges"]
-        rows.append({"n": n, "edges": edges, "fill_s": kb["build_s"], "fill_rss": kb["build_peak_rss_mb"], "disk": kb["disk_mb"]["total"],
+        rows.append({"n": n, "tags": kb["tags"], "edges": edges, "fill_s": kb["build_s"], "fill_rss": kb["build_peak_rss_mb"], "disk": kb["disk_mb"]["total"],
                      "graph_mb": kb["disk_mb"]["graph_store"], "open_s": r["open_s"], "rss_open": r["rss_after_open_mb"],
                      "p50": lat["end_to_end"]["p50_ms"], "p95": lat["end_to_end"]["p95_ms"], "encode": lat["encode"]["p50_ms"],
                      "rest": lat["recall_without_encode"]["p50_ms"], "load": r["load_average"][0]})
-    cols = [("n", "tags = contents", "{:,}"), ("edges", "graph edges", "{:,}"), ("fill_s", "fill s", "{:.1f}"), ("fill_rss", "fill peak MiB", "{:,.0f}"),
+    cols = [("n", "contents", "{:,}"), ("tags", "tags", "{:,}"), ("edges", "graph edges", "{:,}"), ("fill_s", "fill s", "{:.1f}"), ("fill_rss", "fill peak MiB", "{:,.0f}"),
             ("disk", "disk MiB", "{:,.0f}"), ("graph_mb", "graph store MiB", "{:,.0f}"), ("open_s", "open s", "{:.2f}"),
             ("rss_open", "RSS after open MiB", "{:,.0f}"), ("p50", "recall p50 ms", "{:.1f}"), ("p95", "p95 ms", "{:.1f}"),
             ("encode", "encode p50 ms", "{:.1f}"), ("rest", "given the vector p50 ms", "{:.1f}"), ("load", "load avg", "{:.2f}")]

@@ -11,8 +11,9 @@ deterministic tags at a time (one indexed lookup), and networkx — still the gr
 what needs a graph — is built on demand around a node (``neighbourhood``: the page's picture,
 ``explain``) or, for analysis and export, whole (``to_networkx``).
 
-**Writes** (``write``) apply a batch of operations — ``node``, ``edge``, ``link`` (a similarity
-edge that never replaces an annotation), ``drop_det``, ``remove_node``, ``touch`` — in one
+**Writes** (``write``) apply a batch of operations — ``node``, ``edge`` (an annotation may
+carry its place among the content's tags, ``n``), ``link`` (a similarity edge that never replaces
+an annotation), ``drop_det``, ``remove_node``, ``touch`` — in one
 transaction, committed durably (``synchronous=FULL``) before ``write`` returns: a crash leaves
 the batch whole or absent. Every operation is idempotent. Callers serialise writers across
 processes with the knowledge base's file lock; within a process, ``lock`` guards the connection.
@@ -60,7 +61,7 @@ _EDGE_KIND = "CASE WHEN {0}.kind = 'det' THEN 'det' ELSE 'other' END"  # tally k
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS nodes(id TEXT PRIMARY KEY, kind TEXT) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nodes_by_kind ON nodes(kind);
-CREATE TABLE IF NOT EXISTS edges(u TEXT NOT NULL, v TEXT NOT NULL, kind TEXT, weight REAL NOT NULL, PRIMARY KEY(u, v)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS edges(u TEXT NOT NULL, v TEXT NOT NULL, kind TEXT, weight REAL NOT NULL, pos INTEGER, PRIMARY KEY(u, v)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS edges_by_v ON edges(v);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tally(what TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
@@ -200,10 +201,15 @@ def _replay_legacy_journal(g: nx.Graph, path: Path, problems: list[str], directo
 
 
 def _ops_of(g: nx.Graph) -> Iterator[dict]:
+    """A networkx graph as operations; each content's annotations keep the order they had in it."""
     for n, d in g.nodes(data=True):
         yield {"op": "node", "id": n, "kind": d.get("kind")}
     for u, v, d in g.edges(data=True):
         yield {"op": "edge", "u": u, "v": v, "kind": d.get("kind"), "w": d.get("weight", 1.0)}
+    for n in g:
+        if n.startswith(CONTENT):
+            for pos, m in enumerate(m for m, d in g[n].items() if d.get("kind") == "det" and m.startswith(TAG)):
+                yield {"op": "edge", "u": n, "v": m, "kind": "det", "w": g[n][m].get("weight", 1.0), "n": pos}
 
 
 # ---- the store --------------------------------------------------------------------------------
@@ -440,14 +446,15 @@ class ContentTagGraph:
         with self.lock:
             if not self.has_node(node):
                 return None
-            return (self._read("SELECT v, kind, weight FROM edges WHERE u = ?", (node,))
+            return (self._read("SELECT v, kind, weight FROM edges WHERE u = ? ORDER BY pos IS NULL, pos, v", (node,))
                     + self._read("SELECT u, kind, weight FROM edges WHERE v = ?", (node,)))
 
     def tags_of(self, cid: str) -> dict[str, float]:
-        """Deterministic tags of a content (tag name → 1.0): its annotations, one indexed lookup."""
+        """Deterministic tags of a content (tag name → 1.0): its annotations in the order they were
+        given (an edge's ``pos``; recall's ties follow it), one indexed lookup."""
         # a content–tag edge is stored as (c:…, t:…): "c:" sorts before "t:"
-        return {v[len(TAG):]: 1.0 for (v,) in self._read("SELECT v FROM edges WHERE u = ? AND kind = 'det' AND v >= 't:' AND v < 't;'",
-                                                          (content_node(cid),))}
+        return {v[len(TAG):]: 1.0 for (v,) in self._read("SELECT v FROM edges WHERE u = ? AND kind = 'det' AND v >= 't:' AND v < 't;' "
+                                                          "ORDER BY pos IS NULL, pos, v", (content_node(cid),))}
 
     def tags_of_many(self, cids: Iterable[str]) -> dict[str, list[str]]:
         """Deterministic tags of several contents at once (content id → tag names)."""
@@ -456,7 +463,7 @@ class ContentTagGraph:
         for start in range(0, len(cids), _IN_CHUNK):
             chunk = [content_node(c) for c in cids[start : start + _IN_CHUNK]]
             for u, v in self._read(f"SELECT u, v FROM edges WHERE u IN ({','.join('?' * len(chunk))}) AND kind = 'det' "
-                                   "AND v >= 't:' AND v < 't;'", tuple(chunk)):
+                                   "AND v >= 't:' AND v < 't;' ORDER BY u, pos IS NULL, pos, v", tuple(chunk)):
                 out.setdefault(u[len(CONTENT):], []).append(v[len(TAG):])
         return out
 
@@ -540,9 +547,9 @@ def _apply(conn: sqlite3.Connection, op: dict) -> None:
         a, b = sorted((op["u"], op["v"]))
         conn.executemany("INSERT OR IGNORE INTO nodes(id, kind) VALUES (?, NULL)", ((a,), (b,)))
         keep_det = " AND edges.kind IS NOT 'det'" if kind == "link" else ""  # a link never replaces an annotation
-        conn.execute("INSERT INTO edges(u, v, kind, weight) VALUES (?, ?, ?, ?) ON CONFLICT(u, v) DO UPDATE SET "
-                     f"kind = excluded.kind, weight = excluded.weight WHERE 1{keep_det}",
-                     (a, b, op["kind"], float(op.get("w", 1.0))))
+        conn.execute("INSERT INTO edges(u, v, kind, weight, pos) VALUES (?, ?, ?, ?, ?) ON CONFLICT(u, v) DO UPDATE SET "
+                     f"kind = excluded.kind, weight = excluded.weight, pos = excluded.pos WHERE 1{keep_det}",
+                     (a, b, op["kind"], float(op.get("w", 1.0)), op.get("n")))
     elif kind == "drop_det":
         conn.execute("DELETE FROM edges WHERE u = ? AND kind = 'det'", (op["id"],))
         conn.execute("DELETE FROM edges WHERE v = ? AND kind = 'det'", (op["id"],))

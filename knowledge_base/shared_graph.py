@@ -266,8 +266,9 @@ class SharedGraph:
             kind = doc["kind"]
             if kind == "content":
                 edges = [(str(v), str(k), float(w)) for v, k, w in doc["edges"]]
+                positions = {v: i for i, v in enumerate(v for v, k, _ in edges if k == "det")}  # the annotations' order
                 return [{"op": "remove_node", "id": rid}, {"op": "node", "id": rid, "kind": "content"},
-                        *({"op": "edge", "u": rid, "v": v, "kind": k, "w": w} for v, k, w in edges)]
+                        *({"op": "edge", "u": rid, "v": v, "kind": k, "w": w, "n": positions.get(v)} for v, k, w in edges)]
             if kind == "tag":
                 edges = [(str(v), str(k), float(w)) for v, k, w in doc["edges"]]
                 # a content's annotation outranks a link

@@ -591,7 +591,7 @@ class KnowledgeBase:
 
     def _det_edge_ops(self, cid: str, tags: Iterable[str]) -> list[dict]:
         """Deterministic edges of a content, never overwriting a det edge with a similarity one."""
-        return [{"op": "edge", "u": content_node(cid), "v": tag_node(t), "kind": "det", "w": 1.0} for t in tags]
+        return [{"op": "edge", "u": content_node(cid), "v": tag_node(t), "kind": "det", "w": 1.0, "n": i} for i, t in enumerate(tags)]
 
     def add_tags(self, tags: list[Tag], progress: Progress | None = None) -> LoadReport:
         """Add or update tags (by name). Re-loading the same repository changes nothing."""

@@ -291,3 +291,15 @@ def test_readers_and_a_writer_thread_share_one_graph(tmp_path):
     counts = graph.counts()
     assert counts["content_nodes"] == 300 and counts["deterministic_edges"] == 300
     assert counts["similarity_edges"] == 300  # c:i–c:(i-1) for i ≥ 1, plus the self-loop c:0–c:0
+
+
+def test_a_contents_annotations_keep_their_order_also_through_a_migration(tmp_path):
+    """Recall's ties among tags follow the order a content's tags were given, as they did when the
+    graph was a networkx graph in memory (whose adjacency kept insertion order)."""
+    given = ["vehicle", "music", "fruit"]
+    (tmp_path / "store").mkdir()
+    g = ContentTagGraph(tmp_path / "store")
+    g.write([node("c:1", "content")] + [{**det("1", t), "n": i} for i, t in enumerate(given)])
+    assert list(g.tags_of("1")) == given and g.tags_of_many(["1"]) == {"1": given}
+    _write_legacy(tmp_path, [node("c:1", "content")] + [det("1", t) for t in given])
+    assert list(ContentTagGraph(tmp_path).tags_of("1")) == given
