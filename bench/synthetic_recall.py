@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recall import DATA, OUT, dir_size_mb, load_jsonl, log, measure_latency, peak_rss_mb, set_torch_threads  # noqa: E402
 
@@ -236,6 +237,40 @@ def build(args) -> None:
     (kb_dir / MARKER).write_text(json.dumps(info, indent=2))
 
 
+PROBE = """
+import sys, time
+from knowledge_base import KnowledgeBase
+t0 = time.perf_counter()
+kb = KnowledgeBase(sys.argv[1])
+print("ready", round(time.perf_counter() - t0, 3), flush=True)
+cid, tag = sys.argv[2], sys.argv[3]
+while True:
+    kb.refresh()
+    if tag in kb.graph.tags_of(cid):
+        print(time.time(), flush=True)
+        break
+    time.sleep(0.002)
+"""
+
+
+def correction_visibility(kb: KnowledgeBase, kb_dir: Path) -> dict:
+    """How soon another process (open before the write) sees a correction: a person's verdict
+    (``record_feedback``: Chroma and the graph) written here, polled there every 2 ms."""
+    tag = min(kb.tag_names())
+    cid = "bench-correction"
+    kb.record_feedback("a corrected text about nothing in particular", [], [tag], cid=cid, replace=True)  # a start without the tag
+    probe = subprocess.Popen([sys.executable, "-c", PROBE, str(kb_dir), cid, tag], stdout=subprocess.PIPE, text=True,
+                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    ready = probe.stdout.readline().split()
+    started = time.time()
+    kb.record_feedback("a corrected text about nothing in particular", [tag], [], cid=cid, replace=True)
+    returned = time.time()
+    seen = float(probe.stdout.readline())
+    probe.wait(timeout=60)
+    return {"write_s": round(returned - started, 4), "seen_after_write_returned_s": round(seen - returned, 4),
+            "probe_open_s": float(ready[1])}
+
+
 def build_key(args) -> dict:
     return {"tags": args.tags, "contents": args.contents, "clusters": args.clusters, "noise": args.noise, "with_samples": args.with_samples,
             "sim_edges": not args.no_sim_edges, "seed": args.seed}
@@ -311,6 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     paths = {p: round(sum(sum(p in c.paths for c in r.candidates) for r in sample) / len(sample), 2) for p in ("C2T", "C2C2T", "match")}
     close = round(sum(sum(h.similarity > cfg.delta_cc for h in r.similar_contents) for r in sample) / len(sample), 2)
 
+    correction = correction_visibility(kb, args.kb_dir)
+
     profile_text = ""
     if args.profile:
         prof = cProfile.Profile()
@@ -339,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, key in (("end to end (encode + recall)", "end_to_end"), ("  encode only", "encode"), ("  recall given the vector", "recall_without_encode")):
         r = latency[key]
         print(f"{name:<43} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['mean_ms']:>7.1f}")
+    print(f"a correction seen by another process: {correction['seen_after_write_returned_s']:.3f}s after the write returned "
+          f"({correction['write_s']:.3f}s to write it; that process opened the knowledge base in {correction['probe_open_s']:.2f}s)")
     verdict = "meets" if latency["end_to_end"]["p50_ms"] < 50 else "misses"
     print(f"target p50 < 50 ms: {verdict}")
     load = os.getloadavg()
@@ -360,6 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         "candidates_per_recall": paths,
         "history_contents_above_delta_cc": close,
         "latency": latency,
+        "correction_visibility": correction,
         "torch_threads": threads,
         "load_average": [round(x, 2) for x in load],
         "peak_rss_mb": round(peak_rss_mb(), 1),
