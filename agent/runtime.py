@@ -170,8 +170,11 @@ class Runtime:
         """The graph's node cache (``NODE_CACHE`` in the knowledge base, a LangGraph ``SqliteCache``),
         emptied when the knowledge base changed since the revision recorded beside it (its keys hold
         the revision too, so an entry of another revision is never served); None when the folder
-        cannot be written."""
+        cannot be written, or while its disk is nearly full (a read must not fail for want of
+        room to cache it)."""
         revision = self.kb.revision()
+        if self.kb.low_on_disk():
+            return None
         with self._lock:
             if self._node_cache is False:
                 return None
@@ -191,7 +194,12 @@ class Runtime:
                 except (OSError, UnicodeDecodeError):
                     recorded = None
                 if recorded != revision:  # entries of an older revision can never be hit again
-                    self._node_cache.clear()
+                    try:
+                        self._node_cache.clear()
+                    except sqlite3.Error as exc:  # a full disk, a damaged file: tag uncached, try again next time
+                        logging.getLogger("llm4tag").warning("could not empty the node cache of %s (%s): this result is not cached",
+                                                             self.kb.directory, exc)
+                        return None
                     try:
                         marker.write_text(revision, encoding="ascii")
                     except OSError:

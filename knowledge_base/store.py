@@ -481,6 +481,11 @@ class KnowledgeBase:
         except OSError:
             return False
 
+    def low_on_disk(self) -> bool:
+        """Whether the disk holding the knowledge base is nearly full (less than the reserve, and at
+        least 16 MiB): caches that would write there are better left alone than failing a read."""
+        return self._disk_nearly_full(after_failure=True)
+
     def _bump_revision(self, name: str = REVISION_FILE) -> None:
         target = self.directory / name
         temporary = target.with_name(f".{name}.{os.getpid()}.tmp")
