@@ -242,3 +242,17 @@ def _wait(replies: dict, key, proc, timeout: float = 120.0) -> dict:
         assert time.monotonic() < deadline, f"no reply to request {key}"
         time.sleep(0.05)
     return replies[key]
+
+
+def test_a_tag_on_a_nearly_full_disk_answers_without_the_node_cache(writable_kb, monkeypatch):
+    """Issue 31 (3): on a disk filled by learns a tag answered 500 — emptying the node cache hit
+    "database or disk is full". Below the reserve the cache is left alone and the tag answers."""
+    from agent.runtime import runtime_for
+
+    ctx = Context(kb_dir=str(writable_kb.directory), use_generation=False, use_calibration=False, threshold=0.0)
+    runtime = runtime_for(ctx.kb_dir)
+    assert runtime.node_cache() is not None  # room enough: results are cached
+    monkeypatch.setenv("LLM4TAG_DISK_RESERVE", str(2**60))  # every disk is "nearly full" now
+    assert runtime.kb.low_on_disk() and runtime.node_cache() is None
+    result = tagging.tag("A command-line tool that converts PNG images to PDF", context=ctx)
+    assert result["tags"]
