@@ -79,6 +79,7 @@ CREATE TRIGGER IF NOT EXISTS edges_changed AFTER UPDATE OF kind ON edges BEGIN
   UPDATE tally SET n = n - 1 WHERE what = 'edge:' || {_EDGE_KIND.format("OLD")};
   UPDATE tally SET n = n + 1 WHERE what = 'edge:' || {_EDGE_KIND.format("NEW")}; END;
 """
+WAL_LIMIT = 32 * 2**20  # bytes of write-ahead log kept on disk after a checkpoint
 _IN_CHUNK = 500  # ids per ``IN (...)`` query (SQLite allows 32,766 parameters)
 
 
@@ -274,6 +275,7 @@ class ContentTagGraph:
         try:
             conn = sqlite3.connect(str(path), timeout=120, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")  # a large load's log shrinks back after its checkpoint
             version = _version(conn)
             if version is None:  # a new store (opening an existing one writes nothing: a reader never waits for a writer)
                 conn.execute("PRAGMA journal_mode=WAL")
