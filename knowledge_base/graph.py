@@ -281,6 +281,8 @@ class ContentTagGraph:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
                 version = _version(conn)
+            elif "pos" not in {row[1] for row in conn.execute("PRAGMA table_info(edges)")}:  # made before annotations kept their order
+                conn.execute("ALTER TABLE edges ADD COLUMN pos INTEGER")  # a change of the schema only: no row is rewritten
         except sqlite3.DatabaseError as exc:
             if is_disk_full(exc):
                 raise OSError(28, f"no space left to open the graph store {path}") from exc

@@ -303,3 +303,15 @@ def test_a_contents_annotations_keep_their_order_also_through_a_migration(tmp_pa
     assert list(g.tags_of("1")) == given and g.tags_of_many(["1"]) == {"1": given}
     _write_legacy(tmp_path, [node("c:1", "content")] + [det("1", t) for t in given])
     assert list(ContentTagGraph(tmp_path).tags_of("1")) == given
+
+
+def test_a_store_made_before_annotations_kept_their_order_gains_the_column_on_open(tmp_path):
+    import sqlite3
+
+    ContentTagGraph(tmp_path).write(BASE_OPS)
+    conn = sqlite3.connect(str(tmp_path / "graph.sqlite"))
+    conn.execute("ALTER TABLE edges DROP COLUMN pos")
+    conn.commit()
+    conn.close()
+    again = ContentTagGraph(tmp_path)
+    assert again.tags_of("2") == {"vehicle": 1.0, "fruit": 1.0} and again.counts()["deterministic_edges"] == 3
