@@ -14,7 +14,7 @@ one row per size (tags = contents = N up to ``--max-tags``, 100k: a million cont
 
 The last column is each figure over the smallest size's, to read growth off a noisy machine.
 
-    .venv/bin/python bench/growth.py --sizes 10000 100000 1000000   # the table in docs/scaling.md
+    .venv/bin/python bench/growth.py                          # 10k, 100k, 1M: the table and picture in docs/scaling.md
     .venv/bin/python bench/growth.py --sizes 10000 50000 --queries 100
 """
 
@@ -41,10 +41,11 @@ def run_size(n: int, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000], help="tags = contents = N, one knowledge base each")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="contents = N, one knowledge base each")
     ap.add_argument("--max-tags", type=int, default=100_000, help="tags = min(N, this): a million contents with 100k tags")
     ap.add_argument("--clusters", type=int, default=3000, help="real debtags contents the synthetic ones are copies of (as the 100k figure)")
     ap.add_argument("--queries", type=int, default=200, help="debtags validation texts recalled per size")
+    ap.add_argument("--plot", type=Path, default=HERE.parent / "docs" / "growth.png", help="where the picture of the curves goes")
     args = ap.parse_args()
     rows = []
     for n in sorted(args.sizes):
@@ -68,6 +69,33 @@ def main() -> None:
     print(f"\n{last['n'] / first['n']:.0f}× the size: " + ", ".join(
         f"{label} {last[key] / first[key]:.2f}×" for key, label, _ in cols[1:-1] if first[key]))
     (OUT / "growth" / "growth.json").write_text(json.dumps(rows, indent=2))
+    plot(rows, args.plot)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Open time, memory after opening, recall p50 and the graph store's size against the number of
+    contents (log axes), each relative to the smallest size: flat lines are what does not grow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    n = [r["n"] for r in rows]
+    for key, label in (("open_s", "open time"), ("rss_open", "RSS after open"), ("p50", "recall p50"), ("graph_mb", "graph store on disk"),
+                       ("edges", "graph edges")):
+        ax.plot(n, [r[key] / rows[0][key] for r in rows], marker="o", label=f"{label} ({rows[-1][key] / rows[0][key]:.2f}×)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("contents in the knowledge base")
+    ax.set_ylabel(f"relative to {n[0]:,} contents")
+    ax.set_title("What grows with the history (bench/growth.py)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    print(f"picture: {path}")
 
 
 if __name__ == "__main__":
