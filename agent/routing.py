@@ -35,6 +35,10 @@ from .runtime import Runtime
 HISTORY_PATHS = ("C2C2T", "learned", "memory")  # evidence that comes from annotated contents, not from a description
 
 
+NO_FUSION = ("the confidence is the recall ranker's P(right), which the LLM's output does not change here "
+             "(no fitted fusion of the LLM's evidence: llm4tag calibrate fits one)")
+
+
 def llm_route(state: dict, ctx: Context, rt: Runtime) -> dict:
     """``{"mode", "llm": bool, "reason"}`` for this content."""
     mode = ctx.llm
@@ -58,9 +62,7 @@ def llm_route(state: dict, ctx: Context, rt: Runtime) -> dict:
     if not ctx.use_learned_calibration:
         return {"mode": mode, "llm": True, "reason": "the judge's P(Yes) is the confidence (use_learned_calibration is off)"}
     if rt.calibration(ctx) is None:
-        return {"mode": mode, "llm": False,
-                "reason": "the confidence is the recall ranker's P(right), which the LLM's output does not change here "
-                          "(no fitted fusion of the LLM's evidence: llm4tag calibrate fits one)"}
+        return {"mode": mode, "llm": False, "reason": NO_FUSION}
     return close_calls(candidates, ctx, rt.threshold(ctx), mode)
 
 

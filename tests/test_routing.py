@@ -30,6 +30,7 @@ def test_auto_skips_the_llm_where_the_confidence_is_recalls_own_probability(fuse
     auto = tag(TEXT, context=ctx)
     assert auto["route"] == {"mode": "auto", "llm": False, "reason": auto["route"]["reason"]}
     assert "ranker's P(right)" in auto["route"]["reason"] and any("llm=auto" in n for n in auto["notes"])
+    assert sum("llm4tag calibrate fits one" in n for n in auto["notes"]) == 1  # said once, not twice
     assert auto["selection"]["prompt_tokens"] == 0 and all(j["p_yes"] is None for j in auto["judgments"])
     fast = tag(TEXT, context=ctx.with_overrides(llm="fast"))
     full = tag(TEXT, context=ctx.with_overrides(llm="full"))

@@ -24,7 +24,7 @@ from prompts.fill import judgment_examples, judgment_head, judgment_prompts
 from ..confidence import evidence_features, final_confidence, fused_confidence, rank_tags, remembered_verdict, scored_tags
 from ..context import Context, context_of
 from ..retries import attempt_key, failures_noted
-from ..routing import llm_route
+from ..routing import NO_FUSION, llm_route
 from ..runtime import runtime_for
 from ..state import State
 
@@ -96,7 +96,7 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
         notes.append(f"llm=auto: the LLM steps did not run for this content — {route['reason']}")
     if fitted is not None and ctx.use_learned_calibration:
         notes.append(f"confidence: the knowledge base's {fitted.describe()} of the judge, the generator and recall")
-    elif ctx.use_learned_calibration and probability:
+    elif ctx.use_learned_calibration and probability and route.get("reason") != NO_FUSION:  # else the note above said so
         notes.append("confidence: recall's own P(right) (no fitted fusion yet: llm4tag calibrate fits one)")
     threshold = rt.threshold(ctx)
     scored = scored_tags({"candidates": candidates, "judgments": judgments})
