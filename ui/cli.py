@@ -277,7 +277,7 @@ def stats(ctx, as_json):
 @click.pass_context
 def rebuild_graph(ctx):
     """Rebuild the content–tag graph from the stores (tags, contents and their embeddings): after a
-    damaged snapshot, or to migrate an old knowledge base's graph.pickle without ever reading it."""
+    damaged graph store (graph.sqlite), or to migrate an old knowledge base's graph.pickle without ever reading it."""
     from knowledge_base import KnowledgeBase
     from knowledge_base.demo import demo_kb_dir
 
