@@ -100,26 +100,6 @@ def content_node(cid: str) -> str:
 
 
 # ---- the JSON snapshot of older knowledge bases (read once, when they are migrated) ---------------
-def graph_to_json(g: nx.Graph, synced_to: int | None = None, latest: int | None = None) -> bytes:
-    """The older snapshot format: ``{"format", "version", "nodes": [[id, kind], ...], "edges": [[u, v, kind, weight], ...]}``,
-    and ``"synced_to"``, ``"latest"`` (whole µs) when the graph was a cache of a shared Chroma store."""
-    with _collector_paused():
-        data = {
-            "format": SNAPSHOT_FORMAT,
-            "version": SNAPSHOT_VERSION,
-            "nodes": [[n, d.get("kind")] for n, d in g.nodes(data=True)],
-            "edges": [[u, v, d.get("kind"), d.get("weight", 1.0)] for u, v, d in g.edges(data=True)],
-        }
-        if synced_to is not None:
-            data["synced_to"], data["latest"] = synced_to, latest or 0
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def graph_from_json(raw: bytes) -> nx.Graph:
-    """Parse a snapshot written by ``graph_to_json``; ``ValueError`` says what is wrong with it."""
-    return _parse_snapshot(raw)[0]
-
-
 def _parse_snapshot(raw: bytes) -> tuple[nx.Graph, int | None, int | None]:
     with _collector_paused():
         return _build_snapshot(json.loads(raw))
@@ -205,11 +185,15 @@ def _ops_of(g: nx.Graph) -> Iterator[dict]:
     """A networkx graph as operations; each content's annotations keep the order they had in it."""
     for n, d in g.nodes(data=True):
         yield {"op": "node", "id": n, "kind": d.get("kind")}
+    def annotation(u: str, v: str, d: dict) -> bool:
+        return d.get("kind") == "det" and {u[:2], v[:2]} == {CONTENT, TAG}
+
     for u, v, d in g.edges(data=True):
-        yield {"op": "edge", "u": u, "v": v, "kind": d.get("kind"), "w": d.get("weight", 1.0)}
+        if not annotation(u, v, d):  # annotations below, with their place among the content's tags
+            yield {"op": "edge", "u": u, "v": v, "kind": d.get("kind"), "w": d.get("weight", 1.0)}
     for n in g:
         if n.startswith(CONTENT):
-            for pos, m in enumerate(m for m, d in g[n].items() if d.get("kind") == "det" and m.startswith(TAG)):
+            for pos, m in enumerate(m for m, d in g[n].items() if annotation(n, m, d)):
                 yield {"op": "edge", "u": n, "v": m, "kind": "det", "w": g[n][m].get("weight", 1.0), "n": pos}
 
 
