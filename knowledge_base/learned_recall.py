@@ -17,6 +17,11 @@
    its description against neighbours of other tags that vote for theirs (``knowledge_base.ranker``);
    the items of those tags count as the share of items tagging will meet from tags without
    history (``item_weights``), so that the simulation does not make every other tag look less sure;
+   the lift a tag without history gets (``choose_cold_bias``) is chosen on out-of-fold logits over
+   ``COLD_SPLITS`` further disjoint choices of such tags, each with its own classifier and each
+   as large as the share of tags tagging will meet without history, the tags that have none
+   already set aside, so that the lift does not rest on one seeded choice nor on a slice with
+   more unseen tags than tagging will meet;
 4. keeps, from the same items, how close an in-domain item lies to the history and how much it
    looks like the history rather than like everyday text (a contrast fitted on the rest of the
    history against ``FOREIGN_TEXTS``: the ranker's ``domain`` and ``contrast``) and its default
@@ -37,6 +42,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,9 +54,11 @@ from .ranker import DOMAIN_KEYS, RecallRanker, best_threshold, choose_cold_bias,
 from .recall import ranker_features, recall_candidates
 from .store import KnowledgeBase, _json_list
 
-RANKER_VERSION = 5  # how the ranker is fitted (3: weighted simulation, contrast; 4: path scores in log-odds; 5: the contrast at C 1.0): the demo knowledge base is rebuilt when it changes
+RANKER_VERSION = 6  # how the ranker is fitted (3: weighted simulation, contrast; 4: path scores in log-odds; 5: the contrast at C 1.0; 6: the cold lift over three splits, ramped): the demo knowledge base is rebuilt when it changes
 MIN_HELD_OUT = 20
 COLD_SHARE = 0.15  # tags recalled as if they had no history while the ranker is fitted
+COLD_SPLITS = 2  # disjoint choices of such tags the lift for tags without history is chosen over (``choose_cold_bias``)
+LIFT_SPLIT_SHARE = 0.05  # the least share of the tags each of those choices hides (so that some held-out items carry one)
 # a single-tag history's default threshold tags this share of its held-out items: new texts lie further
 # from the history than held-out ones do (at a cut tagging 95% of the held-out items, 92% of banking77's
 # and hwu64's test items kept a tag; at 98%, 96-97%), and every in-domain text expects its tag
@@ -84,7 +92,17 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         rng = random.Random(seed)
         held = set(rng.sample(range(len(rows)), n_held))
         known = sorted({t for i in range(len(rows)) if i not in held for t in tags[i]})
-        cold = frozenset(rng.sample(known, int(len(known) * cold_share))) if len(known) >= 10 else frozenset()
+        size = int(len(known) * cold_share) if len(known) >= 10 else 0
+        cold = frozenset(rng.sample(known, size))  # the tags the ranker learns from as if they had no history
+        # and ``COLD_SPLITS`` disjoint choices of tags for the lift alone, each as large a share of the tags
+        # as tagging will meet without history (at least ``LIFT_SPLIT_SHARE``); the tags that have none
+        # already are set aside there, so that each choice meets as many unseen competitors as tagging will
+        repository = kb.tag_names()
+        without = frozenset(repository - {t for ts in tags for t in ts})
+        lift_size = max(round(len(known) * max(len(without) / max(len(repository), 1), LIFT_SPLIT_SHARE)), 1) if size else 0
+        others = rng.sample(sorted(set(known) - cold), len(known) - size)
+        further = [frozenset(others[k * lift_size:(k + 1) * lift_size]) for k in range(COLD_SPLITS)
+                   if lift_size and (k + 1) * lift_size <= len(others)]
         # the rest of the history as the ranker's slice sees it: the cold tags' annotations gone
         warm_tags = [[t for t in tags[i] if t not in cold] for i in range(len(rows))]
         train = [i for i in range(len(rows)) if i not in held and warm_tags[i]]
@@ -108,29 +126,51 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
                   "held_out_accuracy": {n: round(sum(r) / max(len(r), 1), 4) for n, (r, _) in variants.items()}}
         if "words+embedding" in variants:
             choice["held_out_paired"] = paired
+        choice["cold_splits"] = len(further)
         priors = _priors([warm_tags[i] for i in train])
         contrast = fit_contrast(kb, vectors[train], vectors[sorted(held)], seed)
         likeness = dict(zip(sorted(held), history_likeness(contrast, vectors[sorted(held)]))) if contrast else {}
-        fits, per_item = [], []
         config = replace(kb.config.recall, memory_similarity=None)  # memory would bring the cold tags' verdicts back
-        # a history item annotated with cold tags only would not exist yet: nobody could have annotated it
-        unborn = [rows[i][0] for i in range(len(rows)) if not warm_tags[i]]
         parents = kb.hierarchy() if kb.config.hierarchy_features else None
-        for i in sorted(held):
-            result = recall_candidates(kb, texts[i], config, exclude_ids=[rows[i][0], *unborn], vector=vectors[i], learned=partial,
-                                       hidden_tags=cold)
-            if likeness:
-                result.fit["history_likeness"] = float(likeness[i])
-            fits.append(result.fit)
-            per_item.append({"fit": result.fit,
-                             "features": ranker_features(result.candidates, lambda t: priors.get(t, 0.0), result.fit, result.tag_similarity,
-                                                         parents),
-                             "labels": [cand.tag in tags[i] for cand in result.candidates], "truths": len(tags[i]),
-                             "cold": bool(cold & set(tags[i])), "cold_truths": len(cold & set(tags[i]))})
-        repository = kb.tag_names()
-        without_history = len(repository - {t for ts in tags for t in ts}) / max(len(repository), 1)
+
+        def simulate(hidden: frozenset, learned: TagClassifier, tag_priors: dict[str, float],
+                     set_aside: frozenset = frozenset()) -> tuple[list[dict], list[dict]]:
+            """Each held-out item recalled as if the ``hidden`` tags had no history, without the
+            ``set_aside`` tags among its candidates: its fit and its candidates."""
+            # a history item annotated with hidden tags only would not exist yet: nobody could have annotated it
+            unborn = [rows[i][0] for i in range(len(rows)) if not set(tags[i]) - hidden]
+            fits, items = [], []
+            for i in sorted(held):
+                result = recall_candidates(kb, texts[i], config, exclude_ids=[rows[i][0], *unborn], vector=vectors[i], learned=learned,
+                                           hidden_tags=hidden)
+                if likeness:
+                    result.fit["history_likeness"] = float(likeness[i])
+                candidates, fit = result.candidates, result.fit
+                if set_aside:
+                    candidates = [c for c in candidates if c.tag not in set_aside]
+                    fit = {**fit, "top_tag_similarity": max((result.tag_similarity.get(c.tag, 0.0) for c in candidates), default=0.0)}
+                fits.append(fit)
+                items.append({"fit": fit,
+                              "features": ranker_features(candidates, lambda t: tag_priors.get(t, 0.0), fit, result.tag_similarity, parents),
+                              "labels": [cand.tag in tags[i] for cand in candidates], "truths": len(tags[i]),
+                              "cold": bool(hidden & set(tags[i])), "cold_truths": len(hidden & set(tags[i]))})
+            return fits, items
+
+        fits, per_item = simulate(cold, partial, priors)
+        # the choices for the lift: one choice of tags is one draw (hwu64's cold copy settled on 2.75 on
+        # one, 6.0 on another), and the ranker's own choice hides 15% of the tags on top of those without
+        # history, so it overstates both what the lift costs the seen tags and how hard the unseen are
+        lift_splits = []
+        for hidden in further:
+            kept = [[t for t in tags[i] if t not in hidden] for i in range(len(rows))]
+            rest = [i for i in range(len(rows)) if i not in held and kept[i]]
+            learned = TagClassifier.train(vectors[rest], [kept[i] for i in rest], kb.config.encoder, n_threads=n_threads,
+                                          texts=[texts[i] for i in rest] if use_texts is not None else None)
+            lift_splits.append(simulate(hidden, learned, _priors([kept[i] for i in rest]), set_aside=without)[1])
+        without_history = len(without) / max(len(repository), 1)
         ranker = _fit_ranker(per_item, _priors(tags), cold=len(cold), domain=domain_signals(fits, DOMAIN_SHARE, DOMAIN_KEYS),
-                             single=all(len(t) == 1 for t in tags), cold_share=max(without_history, EXPECTED_COLD_ITEMS))
+                             single=all(len(t) == 1 for t in tags), cold_share=max(without_history, EXPECTED_COLD_ITEMS),
+                             lift_splits=lift_splits)
         if ranker is not None:
             ranker.contrast = contrast
         held_out = n_held
@@ -142,6 +182,7 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
     return report | choice | {"tags": len(model.info.labels), "ranker": ranker is not None, "held_out": held_out,
                      "ranker_pairs": ranker.pairs if ranker else 0, "cold_tags": ranker.cold_tags if ranker else 0,
                      "cold_items": ranker.cold_items if ranker else 0, "cold_bias": ranker.cold_bias if ranker else 0.0,
+                     "cold_width": ranker.cold_width if ranker else None,
                      "threshold": ranker.threshold if ranker else None,
                      "seconds": round(time.perf_counter() - started, 1)}
 
@@ -243,10 +284,11 @@ def coverage_cut(tops: list[float], weights: list[float], coverage: float) -> fl
 
 
 def _fit_ranker(per_item: list[dict], priors: dict[str, float], cold: int, domain: dict, single: bool,
-                cold_share: float = 0.0) -> RecallRanker | None:
+                cold_share: float = 0.0, lift_splits: Sequence[list[dict]] = ()) -> RecallRanker | None:
     """The ranker over the held-out items' candidates, each item counted as ``item_weights`` says,
-    its bias for tags without history chosen on logits out of fold (two folds: each half scored by
-    a ranker fitted on the other), and its default threshold: for a single-tag history, where
+    its lift for tags without history chosen on logits out of fold (two folds: each half scored by
+    a ranker fitted on the other) of ``lift_splits`` — the same items recalled with other tags
+    hidden, as many as tagging will meet — or, without those, of ``per_item``; and its default threshold: for a single-tag history, where
     every item expects its one tag, the highest cut that still tags ``SINGLE_TAG_COVERAGE`` of the
     items; otherwise the cut with the best micro-F1."""
     weights = item_weights(per_item, cold_share)
@@ -267,13 +309,14 @@ def _fit_ranker(per_item: list[dict], priors: dict[str, float], cold: int, domai
         other = fit(folds[1 - k])
         if other is None:
             return ranker
-        scored += [([other.logit(f) for f in it["features"]], it["labels"], [f["history"] > 0 for f in it["features"]], it["cold"])
-                   for it in held]
+        for group in [split[k::2] for split in lift_splits] or [held]:
+            scored += [([other.logit(f) for f in it["features"]], it["labels"], [f["history"] > 0 for f in it["features"]], it["cold"],
+                        [f.get("tag_similarity_gap", 0.0) for f in it["features"]]) for it in group]
     # the threshold from the probabilities tagging will show (the domain check included) on a
     # repository where nearly every tag has history: without the bias, which on this slice lifts
     # the simulated tags above the right one on some items, confidently
     final = [[(ranker.predict(f) * ranker.in_domain(it["fit"]), right) for f, right in zip(it["features"], it["labels"])] for it in per_item]
-    ranker.cold_bias = choose_cold_bias(scored)
+    ranker.cold_bias, ranker.cold_width = choose_cold_bias(scored, share=max(cold_share, EXPECTED_COLD_ITEMS))
     if single:
         tops = [max((p for p, _ in scores), default=0.0) for scores in final]
         ranker.threshold = round(coverage_cut(tops, weights, SINGLE_TAG_COVERAGE), 3)

@@ -138,6 +138,8 @@ def test_a_tag_without_history_is_ranked_at_the_top_and_assigned(trained_copy):
     kb = KnowledgeBase(trained_copy)
     report = train_learned_recall(kb)
     assert report["cold_tags"] > 0 and report["threshold"] is not None
+    # the lift is chosen over two further disjoint choices of tags recalled as if they had no history
+    assert report["cold_splits"] == 2 and 0.0 <= report["cold_bias"] <= 10.0
     ranker = kb.classifier().ranker
     assert "history" in ranker.features and ranker.cold_tags == report["cold_tags"]
     tag = "works-with::db"  # "Databases"; its history is taken away here
@@ -262,14 +264,31 @@ def test_the_everyday_corpus_is_encoded_once_per_machine_and_a_broken_cache_is_e
     assert np.allclose(again, first, atol=1e-5) and np.array_equal(np.load(cached), again)
 
 
-def test_the_cold_bias_trades_seen_tags_for_unseen_ones_by_the_harmonic_mean():
-    # (logits, right?, has history?, cold item?): on warm items the right warm tag leads a cold one by 3;
-    # on cold items a wrong warm tag leads the right cold tag by 1 (or by 5, beyond any fair bias)
-    warm = [([2.0, -1.0], [True, False], [True, False], False)] * 20
-    cold = [([1.0, 0.0], [False, True], [True, False], True)] * 10 + [([5.0, 0.0], [False, True], [True, False], True)] * 2
-    bias = choose_cold_bias(warm + cold)
+def test_the_cold_bias_lifts_unseen_tags_as_far_as_the_seen_ones_allow():
+    # (logits, right?, has history?, cold item?, description gap): on warm items the right warm tag leads a cold
+    # one by 3; on cold items a wrong warm tag leads the right cold tag by 1 (or by 5, beyond any fair bias)
+    warm = [([2.0, -1.0], [True, False], [True, False], False, [0.0, 0.0])] * 20
+    cold = [([1.0, 0.0], [False, True], [True, False], True, [0.0, 0.0])] * 10 + [([5.0, 0.0], [False, True], [True, False], True, [0.0, 0.0])] * 2
+    bias, _ = choose_cold_bias(warm + cold, share=0.1)
     assert 1.0 < bias < 3.0  # flips the close cold items, never a warm one
-    assert choose_cold_bias(warm + cold[:5]) == 0.0  # too few cold items to choose on
+    assert choose_cold_bias(warm + cold[:5], share=0.1) == (0.0, None)  # too few cold items to choose on
+    # where the cold items count for much, a bias that gives up every warm item to win the far ones is still refused
+    assert choose_cold_bias(warm + cold, share=0.6)[0] < 3.0
+
+
+def test_the_cold_bias_lifts_a_tag_whose_description_matches_the_text_not_every_tag_without_history():
+    # warm items: the right tag leads by 1.5 a cold tag whose description lies 0.3 below the best match;
+    # cold items: the right cold tag, the best description match, trails by 3. No uniform bias gets both
+    warm = [([2.0, 0.5], [True, False], [True, False], False, [0.0, -0.3])] * 20
+    cold = [([3.0, 0.0], [False, True], [True, False], True, [-0.05, 0.0])] * 12
+    bias, width = choose_cold_bias(warm + cold, share=0.1)
+    assert bias > 3.0 and width is not None and width < 0.3
+    ranker = RecallRanker([0.0] * len(FEATURES), 0.0, [0.0] * len(FEATURES), [1.0] * len(FEATURES), cold_bias=bias, cold_width=width)
+    assert ranker.logit({"history": 0.0, "tag_similarity_gap": 0.0}) == bias  # the best match: the whole bias
+    assert ranker.logit({"history": 0.0, "tag_similarity_gap": -0.3}) == 0.0  # far below it: none
+    assert ranker.logit({"history": 1.0, "tag_similarity_gap": 0.0}) == 0.0  # a tag with history: none
+    uniform = RecallRanker([0.0] * len(FEATURES), 0.0, [0.0] * len(FEATURES), [1.0] * len(FEATURES), cold_bias=2.0)
+    assert uniform.logit({"history": 0.0, "tag_similarity_gap": -0.3}) == 2.0  # rankers saved before the width: as before
 
 
 def test_departure_from_the_judge_is_explained():
