@@ -59,6 +59,7 @@ MIN_HELD_OUT = 20
 COLD_SHARE = 0.15  # tags recalled as if they had no history while the ranker is fitted
 COLD_SPLITS = 2  # disjoint choices of such tags the lift for tags without history is chosen over (``choose_cold_bias``)
 LIFT_SPLIT_SHARE = 0.05  # the least share of the tags each of those choices hides (so that some held-out items carry one)
+LIFT_SPLIT_ITEMS = 1000  # held-out items each of those choices recalls, at most (each costs a recall; debtags holds out 2,397)
 # a single-tag history's default threshold tags this share of its held-out items: new texts lie further
 # from the history than held-out ones do (at a cut tagging 95% of the held-out items, 92% of banking77's
 # and hwu64's test items kept a tag; at 98%, 96-97%), and every in-domain text expects its tag
@@ -133,14 +134,16 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         config = replace(kb.config.recall, memory_similarity=None)  # memory would bring the cold tags' verdicts back
         parents = kb.hierarchy() if kb.config.hierarchy_features else None
 
-        def simulate(hidden: frozenset, learned: TagClassifier, tag_priors: dict[str, float],
+        fold_of = {i: position % 2 for position, i in enumerate(sorted(held))}  # ``_fit_ranker``'s two folds
+
+        def simulate(hidden: frozenset, learned: TagClassifier, tag_priors: dict[str, float], recalled: list[int],
                      set_aside: frozenset = frozenset()) -> tuple[list[dict], list[dict]]:
-            """Each held-out item recalled as if the ``hidden`` tags had no history, without the
-            ``set_aside`` tags among its candidates: its fit and its candidates."""
+            """Each of the ``recalled`` held-out items recalled as if the ``hidden`` tags had no history,
+            without the ``set_aside`` tags among its candidates: its fit and its candidates."""
             # a history item annotated with hidden tags only would not exist yet: nobody could have annotated it
             unborn = [rows[i][0] for i in range(len(rows)) if not set(tags[i]) - hidden]
             fits, items = [], []
-            for i in sorted(held):
+            for i in recalled:
                 result = recall_candidates(kb, texts[i], config, exclude_ids=[rows[i][0], *unborn], vector=vectors[i], learned=learned,
                                            hidden_tags=hidden)
                 if likeness:
@@ -153,20 +156,22 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
                 items.append({"fit": fit,
                               "features": ranker_features(candidates, lambda t: tag_priors.get(t, 0.0), fit, result.tag_similarity, parents),
                               "labels": [cand.tag in tags[i] for cand in candidates], "truths": len(tags[i]),
-                              "cold": bool(hidden & set(tags[i])), "cold_truths": len(hidden & set(tags[i]))})
+                              "cold": bool(hidden & set(tags[i])), "cold_truths": len(hidden & set(tags[i])),
+                              "fold": fold_of[i]})
             return fits, items
 
-        fits, per_item = simulate(cold, partial, priors)
+        fits, per_item = simulate(cold, partial, priors, sorted(held))
         # the choices for the lift: one choice of tags is one draw (hwu64's cold copy settled on 2.75 on
         # one, 6.0 on another), and the ranker's own choice hides 15% of the tags on top of those without
         # history, so it overstates both what the lift costs the seen tags and how hard the unseen are
         lift_splits = []
+        lift_items = sorted(random.Random(seed + 1).sample(sorted(held), min(n_held, LIFT_SPLIT_ITEMS)))
         for hidden in further:
             kept = [[t for t in tags[i] if t not in hidden] for i in range(len(rows))]
             rest = [i for i in range(len(rows)) if i not in held and kept[i]]
             learned = TagClassifier.train(vectors[rest], [kept[i] for i in rest], kb.config.encoder, n_threads=n_threads,
                                           texts=[texts[i] for i in rest] if use_texts is not None else None)
-            lift_splits.append(simulate(hidden, learned, _priors([kept[i] for i in rest]), set_aside=without)[1])
+            lift_splits.append(simulate(hidden, learned, _priors([kept[i] for i in rest]), lift_items, set_aside=without)[1])
         without_history = len(without) / max(len(repository), 1)
         ranker = _fit_ranker(per_item, _priors(tags), cold=len(cold), domain=domain_signals(fits, DOMAIN_SHARE, DOMAIN_KEYS),
                              single=all(len(t) == 1 for t in tags), cold_share=max(without_history, EXPECTED_COLD_ITEMS),
@@ -303,13 +308,13 @@ def _fit_ranker(per_item: list[dict], priors: dict[str, float], cold: int, domai
     ranker = fit(per_item)
     if ranker is None:
         return None
-    folds = [per_item[0::2], per_item[1::2]]
+    folds = [[it for n, it in enumerate(per_item) if it.get("fold", n % 2) == k] for k in (0, 1)]
     scored = []
     for k, held in enumerate(folds):
         other = fit(folds[1 - k])
         if other is None:
             return ranker
-        for group in [split[k::2] for split in lift_splits] or [held]:
+        for group in [[it for it in split if it["fold"] == k] for split in lift_splits] or [held]:
             scored += [([other.logit(f) for f in it["features"]], it["labels"], [f["history"] > 0 for f in it["features"]], it["cold"],
                         [f.get("tag_similarity_gap", 0.0) for f in it["features"]]) for it in group]
     # the threshold from the probabilities tagging will show (the domain check included) on a
