@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -359,6 +359,11 @@ class RecallRanker:
         if not path.is_file():
             return None
         try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            newer = sorted(set(saved) - {f.name for f in fields(cls)}) if isinstance(saved, dict) else []
+            if newer:  # read as if they were not there, it would rank differently from the llm4tag that fitted it
+                raise KnowledgeBaseError(f"{path} was written by a newer llm4tag (it has {', '.join(newer)}); upgrade llm4tag, "
+                                         f"or run llm4tag kb train-classifier to fit a ranker this version reads")
+            return cls(**saved)
         except (ValueError, TypeError) as exc:
             raise KnowledgeBaseError(f"{path} is damaged ({exc}); run llm4tag kb train-classifier again") from exc

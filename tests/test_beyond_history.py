@@ -20,6 +20,7 @@ from agent.evaluation.labelled import Item
 from agent.explanation import departure, tags_with_why
 from agent.runtime import runtime_for
 from knowledge_base import KnowledgeBase
+from knowledge_base.errors import KnowledgeBaseError
 from knowledge_base.learned_recall import _fit_ranker, coverage_cut, item_weights, train_learned_recall
 from knowledge_base.ranker import DOMAIN_KEYS, FEATURES, RecallRanker, best_threshold, choose_cold_bias, domain_signals, in_domain_probability
 from knowledge_base.recall import recall_candidates
@@ -384,3 +385,16 @@ def test_a_text_in_another_language_gets_a_note_and_no_confident_tag(trained_cop
     assert tagged["tags"] == [] and any("not English" in n for n in tagged["notes"])
     kb.update_config(replace(kb.config, languages=()))
     assert not any("not English" in n for n in recall_candidates(KnowledgeBase(trained_copy), texts[2]["text"]).notes)
+
+
+def test_a_ranker_from_a_newer_llm4tag_is_refused_by_name_not_called_damaged(tmp_path):
+    ranker = RecallRanker([0.0] * len(FEATURES), 0.0, [0.0] * len(FEATURES), [1.0] * len(FEATURES), cold_bias=2.0, cold_width=0.2)
+    ranker.save(tmp_path)
+    assert RecallRanker.load(tmp_path).cold_width == 0.2
+    saved = json.loads((tmp_path / "ranker.json").read_text())
+    (tmp_path / "ranker.json").write_text(json.dumps(saved | {"lift_shape": "sigmoid"}))
+    with pytest.raises(KnowledgeBaseError, match="written by a newer llm4tag .*lift_shape.*kb train-classifier"):
+        RecallRanker.load(tmp_path)
+    (tmp_path / "ranker.json").write_text("{half")
+    with pytest.raises(KnowledgeBaseError, match="is damaged"):
+        RecallRanker.load(tmp_path)
