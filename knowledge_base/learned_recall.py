@@ -54,7 +54,7 @@ from .ranker import DOMAIN_KEYS, RecallRanker, best_threshold, choose_cold_bias,
 from .recall import ranker_features, recall_candidates
 from .store import KnowledgeBase, _json_list
 
-RANKER_VERSION = 6  # how the ranker is fitted (3: weighted simulation, contrast; 4: path scores in log-odds; 5: the contrast at C 1.0; 6: the cold lift over three splits, ramped): the demo knowledge base is rebuilt when it changes
+RANKER_VERSION = 6  # how the ranker is fitted (3: weighted simulation, contrast; 4: path scores in log-odds; 5: the contrast at C 1.0; 6: the lift for tags without history chosen on further simulated choices, ramped): the demo knowledge base is rebuilt when it changes
 MIN_HELD_OUT = 20
 COLD_SHARE = 0.15  # tags recalled as if they had no history while the ranker is fitted
 COLD_SPLITS = 2  # disjoint choices of such tags the lift for tags without history is chosen over (``choose_cold_bias``)
@@ -292,10 +292,10 @@ def _fit_ranker(per_item: list[dict], priors: dict[str, float], cold: int, domai
                 cold_share: float = 0.0, lift_splits: Sequence[list[dict]] = ()) -> RecallRanker | None:
     """The ranker over the held-out items' candidates, each item counted as ``item_weights`` says,
     its lift for tags without history chosen on logits out of fold (two folds: each half scored by
-    a ranker fitted on the other) of ``lift_splits`` — the same items recalled with other tags
-    hidden, as many as tagging will meet — or, without those, of ``per_item``; and its default threshold: for a single-tag history, where
-    every item expects its one tag, the highest cut that still tags ``SINGLE_TAG_COVERAGE`` of the
-    items; otherwise the cut with the best micro-F1."""
+    a ranker fitted on the other) of ``lift_splits`` — held-out items recalled with other tags
+    hidden, as many as tagging will meet — or, without those, of ``per_item``; and its default
+    threshold: for a single-tag history, where every item expects its one tag, the highest cut
+    that still tags ``SINGLE_TAG_COVERAGE`` of the items; otherwise the cut with the best micro-F1."""
     weights = item_weights(per_item, cold_share)
     weight_of = {id(it): w for it, w in zip(per_item, weights)}
 
