@@ -181,19 +181,21 @@ def _replay_legacy_journal(g: nx.Graph, path: Path, problems: list[str], directo
                             f"{rebuild_hint(directory)} if the graph looks wrong")
 
 
+def _is_annotation(u: str, v: str, d: dict) -> bool:
+    """A deterministic edge between a content and a tag: an annotation."""
+    return d.get("kind") == "det" and {u[:2], v[:2]} == {CONTENT, TAG}
+
+
 def _ops_of(g: nx.Graph) -> Iterator[dict]:
     """A networkx graph as operations; each content's annotations keep the order they had in it."""
     for n, d in g.nodes(data=True):
         yield {"op": "node", "id": n, "kind": d.get("kind")}
-    def annotation(u: str, v: str, d: dict) -> bool:
-        return d.get("kind") == "det" and {u[:2], v[:2]} == {CONTENT, TAG}
-
     for u, v, d in g.edges(data=True):
-        if not annotation(u, v, d):  # annotations below, with their place among the content's tags
+        if not _is_annotation(u, v, d):  # annotations below, with their place among the content's tags
             yield {"op": "edge", "u": u, "v": v, "kind": d.get("kind"), "w": d.get("weight", 1.0)}
     for n in g:
         if n.startswith(CONTENT):
-            for pos, m in enumerate(m for m, d in g[n].items() if annotation(n, m, d)):
+            for pos, m in enumerate(m for m, d in g[n].items() if _is_annotation(n, m, d)):
                 yield {"op": "edge", "u": n, "v": m, "kind": "det", "w": g[n][m].get("weight", 1.0), "n": pos}
 
 

@@ -150,14 +150,19 @@ COLD_BIAS_GRID = tuple(i / 4 for i in range(41))  # 0 … 10 in steps of 0.25
 COLD_WIDTH_GRID = (0.05, 0.1, 0.2, 0.4, None)
 
 
+def lift_ramp(gap, width: float | None):
+    """The share of the bias a tag without history gets at ``gap`` (its description's cosine − the
+    best tag's, ≤ 0; a number or an array): all of it at the best match, none ``width`` below it."""
+    return 1.0 if width is None else np.maximum(0.0, 1.0 + np.asarray(gap, dtype=float) / width)
+
+
 def cold_lift(bias: float, width: float | None, features: dict[str, float]) -> float:
     """What a candidate's logit gains for having no history: ``bias`` in full when its description
     matches the content best of all tags, less the further it falls below that match."""
     cold = 1.0 - features.get("history", 1.0)
     if not cold or not bias:
         return 0.0
-    ramp = 1.0 if width is None else max(0.0, 1.0 + features.get("tag_similarity_gap", 0.0) / width)
-    return bias * cold * ramp
+    return bias * cold * float(lift_ramp(features.get("tag_similarity_gap", 0.0), width))
 
 
 LIFT_TOLERANCE = 0.01  # accuracy over all items the lift for tags without history may cost, at the share of items they will have
@@ -192,7 +197,7 @@ def choose_cold_bias(items: list[tuple[list[float], list[bool], list[bool], bool
     without = 1.0 - matrix(2, 1.0)
     gap = matrix(4, 0.0)
     is_cold = np.array([i[3] for i in usable])
-    ramps = [without if width is None else without * np.maximum(0.0, 1.0 + gap / width) for width in widths]
+    ramps = [without * lift_ramp(gap, width) for width in widths]
     scores = []  # (accuracy over all items, on the cold ones, bias, width), in the grids' order
     for bias in grid:
         for width, ramp in zip(widths, ramps):

@@ -140,7 +140,7 @@ def test_a_tag_without_history_is_ranked_at_the_top_and_assigned(trained_copy):
     report = train_learned_recall(kb)
     assert report["cold_tags"] > 0 and report["threshold"] is not None
     # the lift is chosen over two further disjoint choices of tags recalled as if they had no history
-    assert report["cold_splits"] == 2 and 0.0 <= report["cold_bias"] <= 10.0
+    assert report["cold_splits"] == 2
     ranker = kb.classifier().ranker
     assert "history" in ranker.features and ranker.cold_tags == report["cold_tags"]
     tag = "works-with::db"  # "Databases"; its history is taken away here

@@ -313,8 +313,9 @@ def train_classifier(ctx, threads):
         _fail(exc)
     ranker = (f"ranker fitted on {report['held_out']} held-out samples ({report['ranker_pairs']} candidates; {report['cold_tags']} tags "
               f"recalled as if they had no history, carried by {report['cold_items']} of those samples; bias for tags without history "
-              f"{report['cold_bias']}" + (f" within {report['cold_width']} of the best description match" if report.get("cold_width") else "")
-              + f", chosen over {report.get('cold_splits', 1)} simulated choices of such tags), default threshold "
+              f"{report['cold_bias']}" + (f" within {report['cold_width']} of the best description match" if report["cold_width"] else "")
+              + (f", chosen over {report['cold_splits']} further simulated choices of such tags" if report["cold_splits"]
+                 else ", chosen on the ranker's own simulation") + "), default threshold "
               f"{report['threshold']}" if report["ranker"] else "no ranker (too little history to hold some out)")
     held = report.get("held_out_accuracy") or {}
     paired = report.get("held_out_paired")
