@@ -29,9 +29,9 @@ DATA = ROOT.parent / "shared" / "data" / "debtags"
 GROUPS = [  # (label, a function of the profile it is measured by: its cumulative time)
     ("encoding (sentence-transformers)", ("knowledge_base", "encoder.py", "encode")),
     ("Chroma writes (upsert)", ("chromadb", "", "_upsert")),
-    ("Chroma queries (similarity edges)", ("chromadb", "", "_query")),
+    ("Chroma queries", ("chromadb", "", "_query")),
     ("Chroma reads (get)", ("chromadb", "", "_get")),
-    ("graph journal + snapshot", ("knowledge_base", "graph.py", "write")),
+    ("graph store writes", ("knowledge_base", "graph.py", "write")),
     ("graph compaction", ("knowledge_base", "graph.py", "compact")),
 ]
 

@@ -51,7 +51,7 @@ def main() -> None:
     for n in sorted(args.sizes):
         r = run_size(n, args)
         kb, lat = r["knowledge_base"], r["latency"]
-        edges = kb["graph"]["deterministic_edges"] + kb["graph"]["similarity_edges"]
+        edges = kb["graph"]["deterministic_edges"] + kb["graph"].get("similarity_edges", 0)
         rows.append({"n": n, "tags": kb["tags"], "edges": edges, "fill_s": kb["build_s"], "fill_rss": kb["build_peak_rss_mb"], "disk": kb["disk_mb"]["total"],
                      "graph_mb": kb["disk_mb"]["graph_store"], "open_s": r["open_s"], "rss_open": r["rss_after_open_mb"],
                      "p50": lat["end_to_end"]["p50_ms"], "p95": lat["end_to_end"]["p95_ms"], "encode": lat["encode"]["p50_ms"],

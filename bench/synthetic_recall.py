@@ -11,9 +11,8 @@ similarities and both graph paths do their full work:
 - tag i is a noisy copy of one of the real tags;
 - content i is a noisy copy of one of ``--clusters`` real history contents (its cluster centre),
   annotated with 1–6 tags drawn from copies of the centre's nearest real tags;
-- similarity edges as a build would store them: each content to its 15 nearest candidate tags
-  above δ_ct, and to up to 10 contents above δ_cc among the other copies of its centre and one
-  copy of each centre the debtags graph links to it (``--no-sim-edges`` leaves them out).
+- no similarity edges: a build stores none (they are queries of the vector index,
+  ``knowledge_base.neighbourhood``).
 
 Queries are real debtags validation texts, encoded one by one, so encoding time is included;
 the report splits it from the rest. Building runs in a child process, so the timings and memory
@@ -79,24 +78,14 @@ def noisy_copies(centres: np.ndarray, which: np.ndarray, noise: float, rng: np.r
 def real_embeddings(debtags_kb: Path, data: Path, clusters: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[list[int]], str]:
     """Real MiniLM vectors to centre the synthetic ones on.
 
-    Returns the tag vectors, the content centres, each centre's similar centres (its content–content
-    similarity edges in the debtags graph, when the centres come from there) and where they came from.
-    """
+    Returns the tag vectors, the content centres and where they came from."""
     if (debtags_kb / MARKER).exists():
         kb = KnowledgeBase(debtags_kb)
         tags = np.asarray(kb.collection("tags").get(include=["embeddings"])["embeddings"], dtype=np.float32)
         ids = kb.collection("contents").get(include=[])["ids"]
         pick = sorted(rng.choice(len(ids), size=min(clusters, len(ids)), replace=False).tolist())
-        picked = [ids[i] for i in pick]
-        got = kb.collection("contents").get(ids=picked, include=["embeddings"])
-        vectors = dict(zip(got["ids"], got["embeddings"]))
-        index = {cid: k for k, cid in enumerate(picked)}
-        similar = [
-            [index[n[2:]] for n, kind, _ in kb.graph.neighbours(content_node(cid)) or [] if kind == "sim" and n.startswith("c:") and n[2:] in index]
-            for cid in picked
-        ]
-        centres = np.asarray([vectors[cid] for cid in picked], dtype=np.float32)
-        return unit(tags), unit(centres), similar, f"the debtags knowledge base {debtags_kb}"
+        got = kb.collection("contents").get(ids=[ids[i] for i in pick], include=["embeddings"])
+        return unit(tags), unit(np.asarray(got["embeddings"], dtype=np.float32)), f"the debtags knowledge base {debtags_kb}"
     from knowledge_base.encoder import Encoder
 
     encoder = Encoder.shared()
@@ -104,7 +93,7 @@ def real_embeddings(debtags_kb: Path, data: Path, clusters: int, rng: np.random.
     train = load_jsonl(data / "train.jsonl")
     texts = [train[i]["text"] for i in rng.choice(len(train), size=min(clusters, len(train)), replace=False)]
     source = f"{len(tag_texts) + len(texts)} texts encoded from {data}"
-    return encoder.encode(tag_texts).vectors, encoder.encode(texts).vectors, [[] for _ in texts], source
+    return encoder.encode(tag_texts).vectors, encoder.encode(texts).vectors, source
 
 
 def add_in_batches(col, batch: int, ids, embeddings, documents, metadatas) -> None:
@@ -121,10 +110,9 @@ def build(args) -> None:
         if any(kb_dir.iterdir()) and not (kb_dir / "config.json").exists():
             raise SystemExit(f"{kb_dir} exists and is not an llm4tag knowledge base; choose another --kb-dir")
         shutil.rmtree(kb_dir)
-    real_tags, centres, similar_centres, source = real_embeddings(args.debtags_kb.resolve(), args.data, args.clusters, rng)
+    real_tags, centres, source = real_embeddings(args.debtags_kb.resolve(), args.data, args.clusters, rng)
     log(f"centres: {len(real_tags)} real tag vectors and {len(centres)} real content vectors from {source}")
     kb = KnowledgeBase(kb_dir)
-    rc = kb.config.recall
     batch = kb._client.get_max_batch_size()
     timings = {}
 
@@ -165,14 +153,13 @@ def build(args) -> None:
     timings["chroma_contents_s"] = round(time.perf_counter() - t0, 1)
     log(f"  {args.contents} contents in Chroma{' (and samples)' if args.with_samples else ''} ({timings['chroma_contents_s']}s)")
 
-    # the graph: nodes, deterministic edges, similarity edges, written into its store in batches
+    # the graph: nodes and deterministic edges, written into its store in batches
     t0 = time.perf_counter()
     ops: list[dict] = [{"op": "node", "id": tag_node(n), "kind": "tag"} for n in tag_names]
     ops += [{"op": "node", "id": content_node(c), "kind": "content"} for c in content_ids]
     for cid, ts in zip(content_ids, content_tags):
         ops += [{"op": "edge", "u": content_node(cid), "v": tag_node(tag_names[t]), "kind": "det", "w": 1.0} for t in ts]
     det_edges = sum(len(ts) for ts in content_tags)
-    sim_ct = sim_cc = 0
     written = 0
 
     def flush(force: bool = False) -> None:
@@ -182,33 +169,6 @@ def build(args) -> None:
             ops = []
 
     flush(force=True)
-    if not args.no_sim_edges:
-        members = np.argsort(cluster, kind="stable")
-        cb = np.searchsorted(cluster[members], np.arange(len(centres) + 1))
-        for c in range(len(centres)):
-            idx = members[cb[c] : cb[c + 1]]
-            if not len(idx):
-                continue
-            vecs = content_vecs[idx]
-            # c–t: the nearest copies of the centre's nearest real tags
-            cand = np.concatenate([copies_of[int(p)] for p in near_real[c]])
-            ct = vecs @ tag_vecs[cand].T
-            # c–c: the other copies of this centre and one copy of each centre similar to it
-            others = [int(rng.choice(members[cb[o] : cb[o + 1]])) for o in similar_centres[c] if cb[o + 1] > cb[o]]
-            peers = np.concatenate([idx, np.asarray(others, dtype=idx.dtype)])
-            cc = vecs @ content_vecs[peers].T
-            for row, i in enumerate(idx):
-                own = set(content_tags[i])
-                for j in np.argsort(-ct[row])[: rc.max_c2t]:
-                    if ct[row, j] > rc.delta_ct and int(cand[j]) not in own:
-                        ops.append({"op": "edge", "u": content_node(content_ids[i]), "v": tag_node(tag_names[int(cand[j])]), "kind": "sim", "w": round(float(ct[row, j]), 4)})
-                        sim_ct += 1
-                for j in np.argsort(-cc[row])[: rc.similar_contents + 1]:
-                    if int(peers[j]) != i and cc[row, j] > rc.delta_cc:
-                        ops.append({"op": "edge", "u": content_node(content_ids[i]), "v": content_node(content_ids[int(peers[j])]), "kind": "sim", "w": round(float(cc[row, j]), 4)})
-                        sim_cc += 1
-            flush()
-        flush(force=True)
     timings["graph_write_s"] = round(time.perf_counter() - t0, 1)
     t1 = time.perf_counter()
     kb.graph.compact()
@@ -223,9 +183,7 @@ def build(args) -> None:
         "noise": args.noise,
         "centres_from": source,
         "with_samples": args.with_samples,
-        "sim_edges": not args.no_sim_edges,
         "det_edges": det_edges,
-        "sim_edges_written": {"content_tag": sim_ct, "content_content": sim_cc},
         "graph": kb.graph.counts(),
         "build_s": round(time.perf_counter() - started, 1),
         "build_peak_rss_mb": round(peak_rss_mb(), 1),
@@ -273,7 +231,7 @@ def correction_visibility(kb: KnowledgeBase, kb_dir: Path) -> dict:
 
 def build_key(args) -> dict:
     return {"tags": args.tags, "contents": args.contents, "clusters": args.clusters, "noise": args.noise, "with_samples": args.with_samples,
-            "sim_edges": not args.no_sim_edges, "seed": args.seed}
+            "seed": args.seed}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -286,7 +244,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clusters", type=int, default=25_000, help="real content vectors the synthetic contents are copies of (at most all of them)")
     ap.add_argument("--noise", type=float, default=0.5, help="noise norm around a centre (cos to the centre ≈ 1/sqrt(1+noise²))")
     ap.add_argument("--with-samples", action="store_true", help="also fill the samples collection (as a real build does; recall never reads it)")
-    ap.add_argument("--no-sim-edges", action="store_true", help="leave similarity edges out of the graph")
     ap.add_argument("--queries", type=int, default=200, help="real validation texts to recall for")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rebuild", action="store_true")
@@ -363,8 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"synthetic knowledge base: {args.kb_dir} ({'built now' if built_now else 'reused'})")
     print(f"  {info['tags']} tags, {info['contents']} history contents around {info['centres']} real ones (noise {info['noise']}); "
           f"centres from {info['centres_from']}")
-    print(f"  graph: {g['tag_nodes']} tag nodes, {g['content_nodes']} content nodes, {g['deterministic_edges']} deterministic edges, "
-          f"{g['similarity_edges']} similarity edges")
+    print(f"  graph: {g['tag_nodes']} tag nodes, {g['content_nodes']} content nodes, {g['deterministic_edges']} deterministic edges "
+          "(similarity edges are queries)")
     print(f"  build: {info['build_s']}s {info['timings_s']}, peak RSS {info['build_peak_rss_mb']:.0f} MiB")
     print(f"  disk: {info['disk_mb']['total']} MiB (chroma {info['disk_mb']['chroma']} MiB, graph store {info['disk_mb']['graph_store']} MiB)")
     print(f"open: KnowledgeBase() {open_s:.2f}s, of which graph load {graph_load_s:.2f}s; "

@@ -1,19 +1,21 @@
 """The content–tag graph (paper §3.1), kept in SQLite: read where it lies, never loaded whole.
 
-Vertices are ``t:<tag>`` and ``c:<content id>``. Edges carry ``kind``: ``det`` (the content was
-annotated with the tag) or ``sim`` (cosine above δ_ct / δ_cc, with the cosine as ``weight``).
+Vertices are ``t:<tag>`` and ``c:<content id>``. The edges stored are deterministic (``kind``
+``det``: the content was annotated with the tag, or its tags were written back). Similarity edges
+(cosine above δ_ct / δ_cc) are not stored: they are queries of the vector index
+(``knowledge_base.neighbourhood``); a store written by an older llm4tag may still hold some
+(``kind`` ``sim``), which ``drop_similarity`` removes.
 
 **The store** is ``graph.sqlite`` in the knowledge base's folder (WAL mode): a table of nodes
 (id, kind), a table of undirected edges (each stored once, its two ends in sorted order, indexed
 from both ends), and counts kept by triggers. Opening it reads nothing but its header, so a
 process's memory and start-up do not grow with the history; recall asks for one content's
 deterministic tags at a time (one indexed lookup), and networkx — still the graph model for
-what needs a graph — is built on demand around a node (``neighbourhood``: the page's picture,
-``explain``) or, for analysis and export, whole (``to_networkx``).
+what needs a graph — is built on demand around some nodes (``subgraph``: the page's picture of a
+neighbourhood) or, for analysis and export, whole (``to_networkx``).
 
 **Writes** (``write``) apply a batch of operations — ``node``, ``edge`` (an annotation may
-carry its place among the content's tags, ``n``), ``link`` (a similarity edge that never replaces
-an annotation), ``drop_det``, ``remove_node``, ``touch`` — in one
+carry its place among the content's tags, ``n``), ``drop_det``, ``remove_node``, ``touch`` — in one
 transaction, committed durably (``synchronous=FULL``) before ``write`` returns: a crash leaves
 the batch whole or absent. Every operation is idempotent. Callers serialise writers across
 processes with the knowledge base's file lock; within a process, ``lock`` guards the connection.
@@ -187,12 +189,13 @@ def _is_annotation(u: str, v: str, d: dict) -> bool:
 
 
 def _ops_of(g: nx.Graph) -> Iterator[dict]:
-    """A networkx graph as operations; each content's annotations keep the order they had in it."""
+    """A networkx graph as operations; each content's annotations keep the order they had in it;
+    similarity edges are left out (they are queries now)."""
     for n, d in g.nodes(data=True):
         yield {"op": "node", "id": n, "kind": d.get("kind")}
     for u, v, d in g.edges(data=True):
-        if not _is_annotation(u, v, d):  # annotations below, with their place among the content's tags
-            yield {"op": "edge", "u": u, "v": v, "kind": d.get("kind"), "w": d.get("weight", 1.0)}
+        if d.get("kind") == "det" and not _is_annotation(u, v, d):  # annotations below, with their place among the content's tags
+            yield {"op": "edge", "u": u, "v": v, "kind": "det", "w": d.get("weight", 1.0)}
     for n in g:
         if n.startswith(CONTENT):
             for pos, m in enumerate(m for m, d in g[n].items() if _is_annotation(n, m, d)):
@@ -362,6 +365,18 @@ class ContentTagGraph:
                 _save_marks(conn, self.synced_to, self.latest)
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def drop_similarity(self) -> int:
+        """Remove the similarity edges an older llm4tag stored (they are queries now), in one
+        transaction; how many there were. The caller holds the knowledge base's write lock."""
+        with self.lock:
+            if not self.loaded or not self.counts()["similarity_edges"]:
+                return 0
+            conn = self._connection()
+            with _transaction(conn):
+                dropped = conn.execute("DELETE FROM edges WHERE kind IS NOT 'det'").rowcount
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return dropped
+
     def replace(self, ops: Iterable[dict]) -> None:
         """Make the graph exactly what ``ops`` build, in one transaction (a cache built from a shared store)."""
         with self.lock:
@@ -458,8 +473,8 @@ class ContentTagGraph:
         return out
 
     def counts(self) -> dict[str, int]:
-        """Tag nodes (``t:…``), the other nodes, deterministic edges and the other (similarity) edges:
-        kept by the store's triggers, so asking costs one small read whatever the graph's size."""
+        """Tag nodes (``t:…``), the other nodes, deterministic edges and the other edges (similarity
+        edges an older llm4tag stored: ``drop_similarity``): kept by the store's triggers, so asking costs one small read whatever the graph's size."""
         tally = dict(self._read("SELECT what, n FROM tally"))
         return {
             "tag_nodes": tally.get("node:t:", 0),
@@ -471,28 +486,9 @@ class ContentTagGraph:
     def number_of_nodes(self) -> int:
         return sum(n for what, n in self._read("SELECT what, n FROM tally") if what.startswith("node:"))
 
-    def neighbourhood(self, node: str, radius: int = 1, limit: int = 40) -> nx.Graph:
-        """A small networkx graph around a node, strongest edges first, for pictures and explanations."""
-        with self.lock:
-            edges = self.neighbours(node)
-            if edges is None:
-                return nx.Graph()
-            keep = {node}
-            frontier = [node]
-            seen_edges = {node: edges}
-            for _ in range(radius):
-                nxt = []
-                for n in frontier:
-                    found = seen_edges[n] if n in seen_edges else (self.neighbours(n) or [])
-                    ranked = sorted(found, key=lambda e: (e[1] != "det", -e[2]))
-                    for m, _, _ in ranked[: max(1, limit // max(1, len(frontier)))]:
-                        if m not in keep:
-                            keep.add(m)
-                            nxt.append(m)
-                frontier = nxt
-            return self._subgraph(keep)
-
-    def _subgraph(self, keep: set[str]) -> nx.Graph:
+    def subgraph(self, nodes: Iterable[str]) -> nx.Graph:
+        """The stored nodes among ``nodes`` and every stored edge between two of them, in networkx."""
+        keep = set(nodes)
         g = nx.Graph()
         nodes = list(keep)
         for start in range(0, len(nodes), _IN_CHUNK):
@@ -533,12 +529,11 @@ def _apply(conn: sqlite3.Connection, op: dict) -> None:
     if kind == "node":
         conn.execute("INSERT INTO nodes(id, kind) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET kind = excluded.kind "
                      "WHERE nodes.kind IS NOT excluded.kind", (op["id"], op["kind"]))
-    elif kind in ("edge", "link"):
+    elif kind == "edge":
         a, b = sorted((op["u"], op["v"]))
         conn.executemany("INSERT OR IGNORE INTO nodes(id, kind) VALUES (?, NULL)", ((a,), (b,)))
-        keep_det = " AND edges.kind IS NOT 'det'" if kind == "link" else ""  # a link never replaces an annotation
         conn.execute("INSERT INTO edges(u, v, kind, weight, pos) VALUES (?, ?, ?, ?, ?) ON CONFLICT(u, v) DO UPDATE SET "
-                     f"kind = excluded.kind, weight = excluded.weight, pos = excluded.pos WHERE 1{keep_det}",
+                     "kind = excluded.kind, weight = excluded.weight, pos = excluded.pos",
                      (a, b, op["kind"], float(op.get("w", 1.0)), op.get("n")))
     elif kind == "drop_det":
         conn.execute("DELETE FROM edges WHERE u = ? AND kind = 'det'", (op["id"],))

@@ -9,8 +9,8 @@ of truth, and each process's graph (``graph.ContentTagGraph``) is a cache of it 
 owns (id = the node id; a dummy one-number embedding; the JSON document; metadata ``written_us``
 and ``kind``):
 
-* ``c:<id>`` (``content``): the content's whole neighbourhood as its writer's graph held it right
-  after the write, every edge with its kind and weight. It is a state, not a diff: a reader drops
+* ``c:<id>`` (``content``): the content's stored edges (its annotations, in order) as its writer's
+  graph held them right after the write, every edge with its kind and weight. It is a state, not a diff: a reader drops
   the node and adds it back with exactly those edges, so a reader that missed earlier versions (a
   replaced text, an earlier verdict) still ends right, and a replace drops the old text's edges.
   Written by every write that changes a content's edges: ``add_samples``, ``record_feedback``,
@@ -18,8 +18,8 @@ and ``kind``):
 * ``c:<id>`` (``gone``): a tombstone left by ``remove_sample``: the node and its edges go. A later
   write of the id overwrites it; otherwise it stays (one small record per removed content), so a
   process that was down when the content was removed still drops it.
-* ``t:<name>`` (``tag``): a tag node, with the similarity links to contents ``add_tags`` made when
-  the tag was new (later writes of those contents carry the links in their own records).
+* ``t:<name>`` (``tag``): a tag node (no edges: similarity edges are queries of the shared vector
+  index, ``knowledge_base.neighbourhood``; the similarity links an older llm4tag listed are ignored).
 * ``~touch``: re-stamped by writes that move no edge (a tag's description, documents), so that
   other processes see that something changed (``KnowledgeBase.revision``).
 
@@ -41,10 +41,8 @@ not wait (the writer catches up itself, and the reader on its next refresh).
 lock; on one machine it still serialises them): writes of different contents never overwrite each
 other, so concurrent writers on several machines lose nothing; two writes of the same id from two
 machines at once: the last one wins (each collection keeps the write it received last, and they
-normally agree). Two contents written at the same moment on two machines may each miss their
-mutual similarity edge (neither's search saw the other yet), and a write older than ``MARGIN_US``
-when it lands would be missed; ``llm4tag kb rebuild-graph`` recomputes every edge from the stored
-embeddings and re-publishes them all.
+normally agree). A write older than ``MARGIN_US`` when it lands would be missed; ``llm4tag kb
+rebuild-graph`` re-derives every edge from the stored contents and re-publishes them all.
 
 **First open.** A process whose graph store was never synced builds its graph from the edge store (every
 record, in stamp order, in one transaction); a store whose contents predate the edge
@@ -175,9 +173,9 @@ class SharedGraph:
             records = [(node, self._neighbourhood(node)) for node in nodes]
         self._publish(records)
 
-    def publish_tags(self, links: dict[str, list[tuple[str, float]]]) -> None:
-        """Records of new tags: tag name → its similarity links [(content node, weight)]."""
-        self._publish([(TAG + name, {"kind": "tag", "edges": [[c, "sim", w] for c, w in edges]}) for name, edges in links.items()])
+    def publish_tags(self, names: Iterable[str]) -> None:
+        """Records of new tags (a tag node has no edge of its own: its annotations are in its contents' records)."""
+        self._publish([(TAG + name, {"kind": "tag", "edges": []}) for name in names])
 
     def touch(self, what: str) -> None:
         self._publish([(TOUCH_ID, {"kind": "touch", "what": what})])
@@ -266,13 +264,11 @@ class SharedGraph:
             kind = doc["kind"]
             if kind == "content":
                 edges = [(str(v), str(k), float(w)) for v, k, w in doc["edges"]]
-                positions = {v: i for i, v in enumerate(v for v, k, _ in edges if k == "det")}  # the annotations' order
+                annotations = [v for v, k, _ in edges if k == "det"]  # in their order; an older llm4tag's similarity edges are queries now
                 return [{"op": "remove_node", "id": rid}, {"op": "node", "id": rid, "kind": "content"},
-                        *({"op": "edge", "u": rid, "v": v, "kind": k, "w": w, "n": positions.get(v)} for v, k, w in edges)]
-            if kind == "tag":
-                edges = [(str(v), str(k), float(w)) for v, k, w in doc["edges"]]
-                # a content's annotation outranks a link
-                return [{"op": "node", "id": rid, "kind": "tag"}, *({"op": "link", "u": rid, "v": v, "kind": k, "w": w} for v, k, w in edges)]
+                        *({"op": "edge", "u": rid, "v": v, "kind": "det", "w": 1.0, "n": i} for i, v in enumerate(annotations))]
+            if kind == "tag":  # an older llm4tag's record also lists similarity links: queries now
+                return [{"op": "node", "id": rid, "kind": "tag"}]
             if kind == "gone":
                 return [{"op": "remove_node", "id": rid}]
         except (KeyError, TypeError, ValueError):

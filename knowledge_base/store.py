@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import shutil
+import sqlite3
 import threading
 import time
 import uuid
@@ -36,7 +37,7 @@ from .config import KnowledgeBaseConfig
 from .encoder import Encoder
 from .errors import (ConflictError, DiskFullError, InputError, KnowledgeBaseError, KnowledgeBaseReadOnlyError, Llm4tagError,
                      UnknownTagsError, is_disk_full)
-from .graph import TAG, ContentTagGraph, content_node, tag_node
+from .graph import ContentTagGraph, content_node, tag_node
 from .loaders import Passage, Sample, Tag, content_id, humanize_tag, require_id, require_text, valid_unicode, verdict
 from .settings import settings
 from .shared_graph import COLLECTION as SHARED_COLLECTION
@@ -187,6 +188,8 @@ class KnowledgeBase:
                 self.graph.refresh()
                 if self._shared.built:
                     self._save_cache()
+        if load_graph:
+            self._drop_stored_similarity()
 
     # ---- plumbing ------------------------------------------------------------------------
     def _read_only_error(self, what: str) -> "KnowledgeBaseReadOnlyError":
@@ -238,6 +241,24 @@ class KnowledgeBase:
             self.graph.compact()
         except OSError:
             pass
+        finally:
+            self._file_lock.release()
+
+    def _drop_stored_similarity(self) -> None:
+        """Similarity edges an older llm4tag stored in the graph are queries now
+        (``knowledge_base.neighbourhood``): the first process to open the folder while no writer
+        holds it removes them, in one transaction (nothing else is read or changed; until then
+        readers see them beside the queried ones); a read-only folder keeps them."""
+        if not self.graph.counts()["similarity_edges"]:
+            return
+        try:
+            self._file_lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            return
+        try:
+            self.graph.drop_similarity()
+        except (OSError, sqlite3.DatabaseError):
+            pass  # a full disk: nothing was removed, the next open tries again
         finally:
             self._file_lock.release()
 
@@ -529,12 +550,20 @@ class KnowledgeBase:
             "contents": self.collection("contents").count(),
             "samples": self.collection("samples").count(),
             "document_passages": self.collection("documents").count(),
-            "graph": self.graph.counts(),
+            "graph": self.graph_counts(),
             **({"shared_graph": shared} if shared else {}),
             "recall": self.config.recall.__dict__,
             "classifier": self._classifier_summary(),
             **({"problems": problems} if problems else {}),
         }
+
+    def graph_counts(self) -> dict[str, int]:
+        """The stored graph's tag and content nodes and deterministic edges (similarity edges are
+        queries, not stored; ``stored_similarity_edges`` counts those an older llm4tag left, until
+        the next open removes them)."""
+        counts = self.graph.counts()
+        stored = counts.pop("similarity_edges")
+        return {**counts, **({"stored_similarity_edges": stored} if stored else {})}
 
     def _ids(self, name: str) -> set[str]:
         collection, ids, offset = self.collection(name), set(), 0
@@ -571,31 +600,8 @@ class KnowledgeBase:
                 "samples_now": self.collection("samples").count()}
 
     # ---- writing -------------------------------------------------------------------------
-    def _similarity_ops(self, node_ids: list[str], vectors: np.ndarray, det: dict[str, set[str]]) -> list[dict]:
-        """Similarity edges of contents: c–t above δ_ct and c–c above δ_cc, via nearest neighbours.
-
-        A content–tag pair that is annotated (``det``) keeps its deterministic edge.
-        """
-        rc = self.config.recall
-        ops: list[dict] = []
-        for start in range(0, len(node_ids), BATCH):
-            ids = node_ids[start : start + BATCH]
-            vecs = vectors[start : start + BATCH]
-            tag_hits = self._query("tags", vecs, rc.max_c2t)
-            content_hits = self._query("contents", vecs, rc.similar_contents + 1)
-            for cid, th, ch in zip(ids, tag_hits, content_hits):
-                for h in th:
-                    if h.similarity > rc.delta_ct and h.id not in det.get(cid, ()):
-                        ops.append({"op": "edge", "u": content_node(cid), "v": tag_node(h.id), "kind": "sim", "w": round(h.similarity, 4)})
-                # at most similar_contents others: the content itself is usually among the hits, but not always
-                # (an approximate index, or a content being re-written), and then one more neighbour came in
-                for h in [h for h in ch if h.id != cid][: rc.similar_contents]:
-                    if h.similarity > rc.delta_cc:
-                        ops.append({"op": "edge", "u": content_node(cid), "v": content_node(h.id), "kind": "sim", "w": round(h.similarity, 4)})
-        return ops
-
     def _det_edge_ops(self, cid: str, tags: Iterable[str]) -> list[dict]:
-        """Deterministic edges of a content, never overwriting a det edge with a similarity one."""
+        """Deterministic edges of a content: its annotations, in the order they were given."""
         return [{"op": "edge", "u": content_node(cid), "v": tag_node(t), "kind": "det", "w": 1.0, "n": i} for i, t in enumerate(tags)]
 
     def add_tags(self, tags: list[Tag], progress: Progress | None = None) -> LoadReport:
@@ -615,25 +621,12 @@ class KnowledgeBase:
                     metadatas=[t.metadata() for t in chunk],
                 )
                 self._bump_revision(VOCABULARY_FILE)
-                ops = [{"op": "node", "id": tag_node(t.name), "kind": "tag"} for t in chunk]
-                # link the new tags to similar existing contents (c–t similarity edges)
-                fresh = [i for i, t in enumerate(chunk) if t.name not in existing]
-                if fresh and self.collection("contents").count():
-                    for t, hits in zip([chunk[i] for i in fresh], self._query("contents", enc.vectors[fresh], 50)):
-                        ops += [
-                            {"op": "edge", "u": content_node(h.id), "v": tag_node(t.name), "kind": "sim", "w": round(h.similarity, 4)}
-                            for h in hits
-                            if h.similarity > self.config.recall.delta_ct and self.graph.edge_kind(content_node(h.id), tag_node(t.name)) != "det"
-                        ]
-                report.edges += self.graph.write(ops) - len(chunk)
+                self.graph.write([{"op": "node", "id": tag_node(t.name), "kind": "tag"} for t in chunk])
                 if self._shared is not None:
-                    links: dict[str, list[tuple[str, float]]] = {chunk[i].name: [] for i in fresh}
-                    for op in ops:
-                        if op["op"] == "edge":
-                            links[op["v"][len(TAG):]].append((op["u"], op["w"]))
-                    if links:
-                        self._shared.publish_tags(links)
-                    if len(links) < len(chunk):  # descriptions changed: no edge moved, but other processes' caches must know
+                    fresh = [t.name for t in chunk if t.name not in existing]
+                    if fresh:
+                        self._shared.publish_tags(fresh)
+                    if len(fresh) < len(chunk):  # descriptions changed: no edge moved, but other processes' caches must know
                         self._shared.touch("tags")
                 report.truncated += sum(enc.truncated)
                 for t in chunk:
@@ -740,7 +733,6 @@ class KnowledgeBase:
                 ops.append({"op": "node", "id": content_node(s.id), "kind": "content"})
                 ops.append({"op": "drop_det", "id": content_node(s.id)})
                 ops += self._det_edge_ops(s.id, s.tags)
-            ops += self._similarity_ops(ids, chunk_vectors, {s.id: set(s.tags) for s in chunk})
             report.edges += sum(1 for op in ops if op["op"] == "edge")
             self.graph.write(ops)
             if self._shared is not None:
@@ -816,7 +808,7 @@ class KnowledgeBase:
 
     def insert_content(self, text: str, tags: Iterable[str] = (), cid: str | None = None, origin: str = "writeback",
                        vector: np.ndarray | None = None, replace: bool = False) -> str:
-        """Insert a content into the graph with its similarity edges and (optionally) its final tags.
+        """Insert a content into the graph and the vector index with (optionally) its final tags.
 
         This is the paper's dynamic insertion plus write-back: the system's final tags become
         deterministic edges, so later contents can reach them through C2C2T. Inserting the same
@@ -850,14 +842,13 @@ class KnowledgeBase:
                         "or ask to replace that content (replace=true); nothing was written", cid)
                 if is_sample:
                     self.collection("samples").delete(ids=[cid])
-                if self.graph.has_node(content_node(cid)):  # the old text's similarity edges go with it
+                if self.graph.has_node(content_node(cid)):  # the old text's annotations go with it
                     self.graph.write([{"op": "remove_node", "id": content_node(cid)}])
             self.collection("contents").upsert(
                 ids=[cid], embeddings=vector[None, :], documents=[text], metadatas=[{"tags": json.dumps(tags), "incorrect_tags": "[]", "origin": origin}]
             )
             ops = [{"op": "node", "id": content_node(cid), "kind": "content"}, {"op": "drop_det", "id": content_node(cid)}]
             ops += self._det_edge_ops(cid, tags)
-            ops += self._similarity_ops([cid], vector[None, :], {cid: set(tags)})
             self.graph.write(ops)
             if self._shared is not None:
                 self._shared.publish_contents([cid])
@@ -902,7 +893,7 @@ class KnowledgeBase:
                         f"({json.dumps(shown, ensure_ascii=False)}); a correction amends the tags of that same text. "
                         "Send the stored text, leave the id out (it is then derived from the text), "
                         "or ask to replace that sample (replace=true); nothing was written", cid)
-                if self.graph.has_node(content_node(cid)):  # the old text's similarity edges go with it
+                if self.graph.has_node(content_node(cid)):  # the old text's annotations go with it
                     self.graph.write([{"op": "remove_node", "id": content_node(cid)}])
             self._write_samples([Sample(cid, text, correct, incorrect)], "feedback", LoadReport(),
                                 vectors=None if vector is None else np.asarray(vector, dtype=np.float32)[None, :])
@@ -912,8 +903,8 @@ class KnowledgeBase:
         """Rebuild the content–tag graph from the Chroma stores alone, never reading the old graph.
 
         Tag nodes come from the tag collection; content nodes and their deterministic edges from
-        the contents' stored tags; similarity edges are recomputed from the stored embeddings with
-        the current δ_ct / δ_cc. They are written into a fresh store that then replaces
+        the contents' stored tags (similarity edges are not stored: ``similarity_edges`` asks the
+        vector index for them, with the current δ_ct / δ_cc). They are written into a fresh store that then replaces
         ``graph.sqlite`` (a damaged one, or an older folder's ``graph.json`` and journal, are never
         read); an old ``graph.pickle`` is renamed ``graph.pickle.unread`` (kept, never opened). With
         a Chroma server, every tag and content is re-published to its edge store, so every other
@@ -928,15 +919,13 @@ class KnowledgeBase:
             scratch.write({"op": "node", "id": tag_node(tid), "kind": "tag"} for tid in sorted(tag_ids))
             content_ids = self.collection("contents").get(include=[])["ids"]
             for start in range(0, len(content_ids), BATCH):
-                got = self.collection("contents").get(ids=content_ids[start : start + BATCH], include=["embeddings", "metadatas"])
+                got = self.collection("contents").get(ids=content_ids[start : start + BATCH], include=["metadatas"])
                 ids = list(got["ids"])
                 det = {cid: [t for t in _json_list(meta or {}, "tags") if t in tag_ids] for cid, meta in zip(ids, got["metadatas"])}
                 ops: list[dict] = []
                 for cid in ids:
                     ops.append({"op": "node", "id": content_node(cid), "kind": "content"})
                     ops += self._det_edge_ops(cid, det[cid])
-                if ids:
-                    ops += self._similarity_ops(ids, np.asarray(got["embeddings"], dtype=np.float32), {c: set(t) for c, t in det.items()})
                 scratch.write(ops)
                 if progress:
                     progress(min(start + BATCH, len(content_ids)), len(content_ids))
@@ -948,7 +937,7 @@ class KnowledgeBase:
             legacy = self.graph.legacy_path
             if legacy.exists():
                 legacy.rename(legacy.with_name(legacy.name + ".unread"))
-        return {**self.graph.counts(), "restored_contents": restored, "seconds": round(time.perf_counter() - started, 1)}
+        return {**self.graph_counts(), "restored_contents": restored, "seconds": round(time.perf_counter() - started, 1)}
 
     def get_sample(self, cid: str) -> Sample | None:
         got = self.collection("samples").get(ids=[cid], include=["documents", "metadatas"])

@@ -127,14 +127,23 @@ def test_remove_node_removes_its_edges(tmp_path):
     assert snapshot(ContentTagGraph(tmp_path)) == snapshot(g)
 
 
-def test_det_then_sim_on_the_same_pair_keeps_the_last_op_and_a_link_keeps_an_annotation(tmp_path):
+def test_det_then_sim_on_the_same_pair_keeps_the_last_op(tmp_path):
     g = ContentTagGraph(tmp_path)
     g.write([det("1", "fruit"), sim("c:1", "t:fruit", 0.5)])
     assert g.to_networkx()["c:1"]["t:fruit"] == {"kind": "sim", "weight": 0.5}
-    g.write([det("1", "fruit"), {"op": "link", "u": "t:fruit", "v": "c:1", "kind": "sim", "w": 0.4},
-             {"op": "link", "u": "t:music", "v": "c:1", "kind": "sim", "w": 0.3}])
-    assert g.edge_kind("c:1", "t:fruit") == "det" and g.edge_kind("c:1", "t:music") == "sim"
-    assert g.counts()["deterministic_edges"] == 1 and g.counts()["similarity_edges"] == 1
+    g.write([det("1", "fruit")])
+    assert g.edge_kind("c:1", "t:fruit") == "det"
+    assert g.counts()["deterministic_edges"] == 1 and g.counts()["similarity_edges"] == 0
+
+
+def test_drop_similarity_keeps_every_annotation(tmp_path):
+    """Similarity edges an older llm4tag stored go in one transaction; nodes and annotations stay."""
+    g = ContentTagGraph(tmp_path)
+    g.write(BASE_OPS)
+    assert g.drop_similarity() == 2 and g.drop_similarity() == 0
+    assert g.counts() == {"tag_nodes": 3, "content_nodes": 2, "deterministic_edges": 3, "similarity_edges": 0}
+    assert g.tags_of("2") == {"vehicle": 1.0, "fruit": 1.0} and g.has_node("t:music")
+    assert snapshot(ContentTagGraph(tmp_path)) == snapshot(g)
 
 
 def test_counts_kept_by_the_store_agree_with_the_graph_after_many_random_operations(tmp_path):
@@ -147,8 +156,7 @@ def test_counts_kept_by_the_store_agree_with_the_graph_after_many_random_operati
         for _ in range(25):
             c, t, c2 = f"c:{rng.randrange(30)}", f"t:{rng.randrange(8)}", f"c:{rng.randrange(30)}"
             ops.append(rng.choice([node(c, "content"), node(t, "tag"), det(c[2:], t[2:]), sim(c, t, 0.3), sim(c, c2, 0.8),
-                                   {"op": "drop_det", "id": c}, {"op": "remove_node", "id": c},
-                                   {"op": "link", "u": t, "v": c, "kind": "sim", "w": 0.2}]))
+                                   {"op": "drop_det", "id": c}, {"op": "remove_node", "id": c}]))
         g.write(ops)
     nxg = g.to_networkx()
     tags = sum(1 for n in nxg if n.startswith("t:"))
@@ -212,7 +220,8 @@ def test_an_older_snapshot_and_journal_are_migrated_on_open_without_loss(tmp_pat
     _write_legacy(tmp_path, BASE_OPS, journal)
     (tmp_path / "unused").mkdir()
     expected = ContentTagGraph(tmp_path / "unused")
-    expected.write(BASE_OPS + [det("1", "vehicle"), {"op": "remove_node", "id": "c:2"}])
+    annotations = [op for op in BASE_OPS if op["op"] == "node" or op["kind"] == "det"]  # similarity edges are queries now
+    expected.write(annotations + [det("1", "vehicle"), {"op": "remove_node", "id": "c:2"}])
     g = ContentTagGraph(tmp_path)
     assert snapshot(g) == snapshot(expected)
     assert (g.synced_to, g.latest) == (123, 100)
@@ -233,14 +242,13 @@ def test_a_rebuilt_store_is_swapped_in_and_another_instance_follows(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if "rebuild" in p.name) == []
 
 
-def test_neighbourhood(tmp_path):
+def test_subgraph(tmp_path):
     g = ContentTagGraph(tmp_path)
     g.write(BASE_OPS)
-    assert g.neighbourhood("c:absent").number_of_nodes() == 0
-    hood = g.neighbourhood("c:2", radius=1)
-    assert set(hood.nodes) == {"c:2", "t:vehicle", "t:fruit", "c:1"}
-    small = g.neighbourhood("c:2", radius=1, limit=2)
-    assert set(small.nodes) == {"c:2", "t:vehicle", "t:fruit"}  # deterministic edges come first
+    sub = g.subgraph(["c:2", "t:fruit", "c:1", "c:absent"])
+    assert set(sub.nodes) == {"c:2", "t:fruit", "c:1"} and sub.nodes["t:fruit"] == {"kind": "tag"}
+    assert sorted(tuple(sorted(e)) for e in sub.edges) == [("c:1", "c:2"), ("c:1", "t:fruit"), ("c:2", "t:fruit")]
+    assert g.subgraph([]).number_of_nodes() == 0
 
 
 def test_readers_and_a_writer_thread_share_one_graph(tmp_path):
@@ -270,7 +278,7 @@ def test_readers_and_a_writer_thread_share_one_graph(tmp_path):
             while not done.is_set():
                 graph.counts()
                 graph.tags_of("0")
-                graph.neighbourhood("c:0", radius=2)
+                graph.subgraph(["c:0", "c:1", "t:tag0"])
                 graph.refresh()
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)

@@ -28,6 +28,7 @@ from knowledge_base import (
 )
 from knowledge_base.graph import content_node, tag_node
 from knowledge_base.loaders import content_id
+from knowledge_base.neighbourhood import embeddings, neighbourhood, similarity_edges
 
 from conftest import copy_kb
 
@@ -75,7 +76,8 @@ def test_stats_of_the_small_kb(small_kb, small_tags, small_samples, small_data_d
     assert graph["tag_nodes"] == len(small_tags)
     assert graph["content_nodes"] == 240
     assert graph["deterministic_edges"] == sum(len(s.tags) for s in small_samples)
-    assert graph["similarity_edges"] > 0
+    assert set(graph) == {"tag_nodes", "content_nodes", "deterministic_edges"}  # similarity edges are queries, not stored
+    assert small_kb.graph.counts()["similarity_edges"] == 0
     assert stats["recall"]["delta_ct"] == 0.25 and stats["recall"]["delta_cc"] == 0.45
 
 
@@ -86,15 +88,54 @@ def test_every_history_sample_has_exactly_its_tags_as_det_edges(small_kb, small_
     assert small_kb.get_sample("no-such-sample") is None
 
 
-def test_similarity_edges_respect_the_thresholds(small_kb):
-    rc = small_kb.config.recall  # weights are stored rounded to 4 decimals, hence >=
-    for u, v, d in small_kb.graph.to_networkx().edges(data=True):
-        if d["kind"] != "sim":
-            continue
-        if u.startswith("t:") or v.startswith("t:"):
-            assert d["weight"] >= rc.delta_ct
-        else:
-            assert d["weight"] >= rc.delta_cc
+def test_similarity_edges_are_the_nearest_nodes_above_the_thresholds(small_kb, small_samples):
+    """A content's c–t and c–c edges and a tag's c–t edges, asked of the vector index, are exactly
+    what the stored embeddings give by brute force: the nearest above δ, at most as many as
+    configured, annotated pairs left to their deterministic edge."""
+
+    rc = small_kb.config.recall
+    tags = sorted(small_kb.tag_names())
+    contents = small_kb.collection("contents").get(include=[])["ids"]
+    vec = embeddings(small_kb, [tag_node(t) for t in tags] + [content_node(c) for c in contents])
+    for s in small_samples[:5]:
+        node = content_node(s.id)
+        edges = similarity_edges(small_kb, node)
+        cos = {n: float(vec[node] @ v) for n, v in vec.items() if n != node}
+        want_t = sorted((n for n in cos if n.startswith("t:")), key=lambda n: -cos[n])[: rc.max_c2t]
+        want_t = {n for n in want_t if cos[n] > rc.delta_ct and n[2:] not in s.tags}
+        want_c = sorted((n for n in cos if n.startswith("c:")), key=lambda n: -cos[n])[: rc.similar_contents]
+        want_c = {n for n in want_c if cos[n] > rc.delta_cc}
+        assert {n for n, _ in edges} == want_t | want_c, s.id
+        assert all(abs(w - cos[n]) < 1e-3 for n, w in edges) and [w for _, w in edges] == sorted((w for _, w in edges), reverse=True)
+    tag = tag_node(small_samples[0].tags[0])
+    hits = similarity_edges(small_kb, tag, k=30)
+    assert hits and all(w > rc.delta_ct and n.startswith("c:") and tag[2:] not in small_kb.graph.tags_of(n[2:]) for n, w in hits)
+    assert similarity_edges(small_kb, "c:no-such-content") == [] and similarity_edges(small_kb, "t:no-such-tag") == []
+
+
+def test_neighbourhood_joins_stored_annotations_and_queried_similarity(small_kb, small_samples):
+    rc = small_kb.config.recall
+    s = small_samples[0]
+    node = content_node(s.id)
+    g = neighbourhood(small_kb, node, radius=1, limit=30)
+    assert {n for n, d in g[node].items() if d["kind"] == "det"} == {tag_node(t) for t in s.tags}
+    sims = [(n, d["weight"]) for n, d in g[node].items() if d["kind"] == "sim"]
+    assert sims and all(w > (rc.delta_ct if n.startswith("t:") else rc.delta_cc) for n, w in sims)
+    assert g.nodes[node]["kind"] == "content" and all(g.nodes[tag_node(t)]["kind"] == "tag" for t in s.tags)
+    assert g.number_of_nodes() <= 31
+    wider = neighbourhood(small_kb, node, radius=2, limit=30)
+    assert set(g.nodes) <= set(wider.nodes) and wider.number_of_nodes() > g.number_of_nodes()
+    assert neighbourhood(small_kb, "c:no-such-content").number_of_nodes() == 0
+
+
+def test_similarity_edges_an_older_llm4tag_stored_are_removed_on_open(writable_kb, small_samples):
+    s = small_samples[0]
+    writable_kb.graph.write([{"op": "edge", "u": content_node(s.id), "v": content_node(small_samples[1].id), "kind": "sim", "w": 0.5}])
+    assert writable_kb.graph_counts()["stored_similarity_edges"] == 1
+    before = writable_kb.graph_counts()["deterministic_edges"]
+    again = KnowledgeBase(writable_kb.directory)
+    assert "stored_similarity_edges" not in again.graph_counts() and writable_kb.graph_counts() == again.graph_counts()
+    assert again.graph_counts()["deterministic_edges"] == before and det_tags(again, s.id) == set(s.tags)
 
 
 def test_get_tags_returns_stored_fields(small_kb, small_tags):
@@ -195,11 +236,11 @@ def test_add_tags_updates_descriptions_and_links_new_tags(writable_kb, small_sam
     assert (report.added, report.updated) == (1, 1)
     assert writable_kb.get_tags(["role::shared-lib"])["role::shared-lib"].description == "A new description"
     assert writable_kb.stats()["tags"] == 217
-    # a new tag is linked to the contents it is similar to, above δ_ct
-    linked = {n: d for n, d in writable_kb.graph.to_networkx()[tag_node("brand-new")].items()}
+    # a new tag is a node at once, and its similarity edges reach the contents it is similar to, above δ_ct
+    assert writable_kb.graph.has_node(tag_node("brand-new")) and report.edges == 0
+    linked = dict(similarity_edges(writable_kb, tag_node("brand-new"), k=20))
     assert content_node(small_samples[0].id) in linked  # "vector optimized functions ..." (libvolk)
-    assert all(d["kind"] == "sim" and d["weight"] >= writable_kb.config.recall.delta_ct for d in linked.values())
-    assert report.edges == len(linked)
+    assert all(w > writable_kb.config.recall.delta_ct for w in linked.values())
     # a write by another instance (another process, as far as this one knows) is seen too
     KnowledgeBase(writable_kb.directory).add_tags([Tag("role::shared-lib", "Changed elsewhere")])
     assert writable_kb.get_tags(["role::shared-lib", "brand-new", "no-such-tag"]) == {
@@ -302,8 +343,8 @@ def test_det_edges_are_never_overwritten_by_similarity(writable_kb):
     node = content_node("det-1")
     g = writable_kb.graph.to_networkx()
     assert g[node][tag_node("role::shared-lib")] == {"kind": "det", "weight": 1.0}
-    sims = {n for n, d in g[node].items() if d["kind"] == "sim" and n.startswith("t:")}
-    assert sims  # other similar tags do get similarity edges
+    sims = {n for n, _ in similarity_edges(writable_kb, node) if n.startswith("t:")}
+    assert sims and tag_node("role::shared-lib") not in sims  # other similar tags do get similarity edges
     writable_kb.insert_content(text + " (again)", tags=["role::shared-lib"], cid="det-2")
     assert writable_kb.graph.edge_kind(content_node("det-2"), tag_node("role::shared-lib")) == "det"
     writable_kb.add_tags([tag])  # updating the tag does not touch the edge
@@ -338,15 +379,15 @@ def test_insert_content_adds_similarity_and_det_edges(writable_kb, small_samples
     text = base.text + " It also ships benchmarks."
     cid = writable_kb.insert_content(text, tags=["devel::library", "devel::library", "hardware::embedded"])
     assert cid == content_id(text)
-    g = writable_kb.graph.to_networkx()
     node = content_node(cid)
     assert det_tags(writable_kb, cid) == {"devel::library", "hardware::embedded"}
-    assert g[node][content_node(base.id)]["kind"] == "sim"
-    assert g[node][content_node(base.id)]["weight"] > 0.9
-    c2t = [d for n, d in g[node].items() if n.startswith("t:") and d["kind"] == "sim"]
-    c2c = [d for n, d in g[node].items() if n.startswith("c:")]
-    assert 0 < len(c2t) <= rc.max_c2t and all(d["weight"] >= rc.delta_ct for d in c2t)
-    assert 0 < len(c2c) <= rc.similar_contents and all(d["kind"] == "sim" and d["weight"] >= rc.delta_cc for d in c2c)
+    sims = dict(similarity_edges(writable_kb, node))  # the index finds the new content at once
+    assert sims[content_node(base.id)] > 0.9
+    assert node in dict(similarity_edges(writable_kb, content_node(base.id)))
+    c2t = [w for n, w in sims.items() if n.startswith("t:")]
+    c2c = [w for n, w in sims.items() if n.startswith("c:")]
+    assert 0 < len(c2t) <= rc.max_c2t and all(w > rc.delta_ct for w in c2t)
+    assert 0 < len(c2c) <= rc.similar_contents and all(w > rc.delta_cc for w in c2c)
     after = counts(writable_kb)
     assert after["contents"] == before["contents"] + 1
     assert after["samples"] == before["samples"]  # a write-back is not a training sample

@@ -20,6 +20,7 @@ from agent.confidence import rank_tags, rethreshold, scored_tags
 from knowledge_base import InputError, KnowledgeBase
 from knowledge_base.demo import demo_examples
 from knowledge_base.loaders import content_id, require_text
+from knowledge_base.neighbourhood import neighbourhood
 from ui import render
 from ui.app import TaggingApp, new_session
 from ui.logic import (
@@ -276,7 +277,7 @@ def test_csv_to_jsonl_reports_bad_rows_through_the_batch_reader(tmp_path):
 
 # ---- knowledge base views and feedback ----------------------------------------------------------
 def test_neighbourhood_picture_of_a_real_tag(small_kb):
-    sub = small_kb.graph.neighbourhood("t:devel::i18n", limit=20)
+    sub = neighbourhood(small_kb, "t:devel::i18n", limit=20)
     svg = render.neighbourhood_svg(sub, "t:devel::i18n")
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert len(re.findall(r"<circle [^>]*><title>", svg)) == sub.number_of_nodes()
@@ -287,7 +288,7 @@ def test_neighbourhood_picture_of_a_real_tag(small_kb):
     assert len(labels) == sub.number_of_nodes() == len(set(labels))
     listing = render.neighbourhood_list(sub, "t:devel::i18n")
     assert "| content | det |" in listing
-    assert render.neighbourhood_svg(small_kb.graph.neighbourhood("t:nope"), "t:nope") == "<p>The node is not in the graph.</p>"
+    assert render.neighbourhood_svg(neighbourhood(small_kb, "t:nope"), "t:nope") == "<p>The node is not in the graph.</p>"
 
 
 def test_stats_markdown(small_kb):

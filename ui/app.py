@@ -50,6 +50,7 @@ from agent.served import allowed_backends, check_backend  # noqa: E402
 from agent.tools import SearchTagsArgs, TagContentArgs, invalid_arguments  # noqa: E402
 from knowledge_base.errors import InputError, Llm4tagError  # noqa: E402
 from knowledge_base.graph import content_node, tag_node  # noqa: E402
+from knowledge_base.neighbourhood import neighbourhood as graph_around  # noqa: E402
 from knowledge_base.loaders import Sample, require_text  # noqa: E402
 
 from . import render  # noqa: E402
@@ -539,7 +540,7 @@ class TaggingApp:
             kb = self.kb()
             kb.graph.refresh()
             node = self._resolve_node(kb, name or "")
-            sub = kb.graph.neighbourhood(node, radius=int(radius or 1), limit=30)
+            sub = graph_around(kb, node, radius=int(radius or 1), limit=30)
         except Exception as exc:
             error = _readable(exc)
             gr.Warning(error)

@@ -292,7 +292,7 @@ def rebuild_graph(ctx):
     finally:
         bar.close()
     click.echo(f"rebuilt the graph of {directory} from its stores: {counts['tag_nodes']} tags, {counts['content_nodes']} contents, "
-               f"{counts['deterministic_edges']} deterministic and {counts['similarity_edges']} similarity edges in {counts['seconds']}s")
+               f"{counts['deterministic_edges']} deterministic edges in {counts['seconds']}s (similarity edges are asked of the vector index)")
     if counts.get("restored_contents"):
         click.echo(f"restored the content entry of {counts['restored_contents']} samples that a halfway write had left without one")
 

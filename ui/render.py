@@ -434,7 +434,7 @@ def stats_markdown(stats: dict) -> str:
         ("contents in the graph", stats.get("contents", 0)),
         ("document passages", stats.get("document_passages", 0)),
         ("graph", f"{graph.get('tag_nodes', 0)} tag + {graph.get('content_nodes', 0)} content nodes, "
-                  f"{graph.get('deterministic_edges', 0)} deterministic + {graph.get('similarity_edges', 0)} similarity edges"),
+                  f"{graph.get('deterministic_edges', 0)} deterministic edges; similarity edges are asked of the vector index"),
         ("recall", ", ".join(f"{k} {v}" for k, v in recall.items())),
         ("encoder", stats.get("encoder", "")),
         ("store", f"{stats.get('store', '')} in {stats.get('directory', '')}"),

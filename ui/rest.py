@@ -765,7 +765,7 @@ def create_app(
             samples=kb.collection("samples").count(),
             contents=kb.collection("contents").count(),
             document_passages=kb.collection("documents").count(),
-            graph={k: int(v) for k, v in kb.graph.counts().items()},
+            graph=kb.graph_counts(),
         )
         return HealthResponse(
             status="ok",
