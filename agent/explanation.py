@@ -1,7 +1,7 @@
 """The one place that puts a tag's "why" into words: its recall evidence, its origin, its confidence.
 
-Every surface shows evidence through these functions — the one-line ``why`` of the REST API,
-the MCP tools and the LangChain tool; the detailed evidence of the Gradio page and the CLI — so
+Every surface shows evidence through these functions — the one-line ``why`` of every result's
+tags (``agent.results``); the detailed evidence of the Gradio page and the CLI — so
 the same candidate reads the same everywhere. ``explain`` (used by the façade) gathers what the
 pipeline knew about one tag of a result: recall, generation, judgment, examples.
 """
@@ -93,35 +93,6 @@ def why(tag: dict, candidate: dict | None, judgment: dict | None = None, fit: di
     if in_tree:
         parts.append(in_tree)
     return "; ".join(parts)
-
-
-def tags_with_why(result: dict) -> list[dict]:
-    """The final tags of a result as ``{"tag", "confidence", "why"}``, best first."""
-    by_tag = {c["tag"]: c for c in result.get("candidates") or []}
-    judged = {j["tag"]: j for j in result.get("judgments") or []}
-    fit = result.get("recall_fit")
-    return [{"tag": t["tag"], "confidence": t["confidence"], **({"path": t["path"]} if t.get("path") else {}),
-             **({"label": t["label"]} if t.get("label") else {}),
-             "why": why(t, by_tag.get(t["tag"]), judged.get(t["tag"]), fit)}
-            for t in result.get("tags") or []]
-
-
-def compact_result(result: dict, spans: dict[str, list[dict]] | None = None) -> dict:
-    """A model-friendly summary of a result (what the LangChain and MCP tools return); with
-    ``spans`` (``tagging.supporting_spans``) each tag also lists the ``words`` behind it."""
-    tags = tags_with_why(result)
-    if spans is not None:
-        for t in tags:
-            t["words"] = [s["text"] for s in spans.get(t["tag"], [])]
-    return {
-        "tags": tags,
-        "candidates_considered": len(result.get("candidates") or []),
-        "content_id": result.get("content_id"),
-        **({"threshold": result["threshold"]} if result.get("threshold") is not None else {}),
-        **({"llm": bool(result["route"].get("llm"))} if result.get("route") else {}),
-        "notes": list(result.get("notes") or []),
-        **({"review": result["review"]} if result.get("review") else {}),
-    }
 
 
 def explain(result: dict, tag: str) -> dict:

@@ -38,6 +38,7 @@ class OutputState(TypedDict):
     selection: dict  # the generator's raw output and what was kept
     route: dict  # whether the LLM steps ran for this content and why: {"mode": auto|full|fast, "llm": bool, "reason"} (agent.routing)
     threshold: float  # the confidence threshold the final tags were cut at
+    mode: str  # multi (several tags) or single (exactly one), as the run asked
     tree: dict  # with a tag tree: {"parents": child → parent for the scored tags' ancestors, "output": the rule the answer follows}
     judgments: list[dict]  # one per scored tag: origin, the fused confidence and its evidence features; p_yes and the Yes/No logits when judged
     review: dict  # with Context.review: "pending" and the proposed tags until a person decides, then what was decided
@@ -60,6 +61,7 @@ class State(InputState, total=False):
     selection: dict
     route: dict
     threshold: float
+    mode: str
     tree: dict
     judgments: list[dict]
     review: dict

@@ -18,11 +18,11 @@ Three ways for other programs to call llm4tag, all running the same graph:
   The compiled graph itself is served by LangGraph's server through ``langgraph.json``.
 - MCP (``llm4tag mcp``, ``ui.mcp``) and REST (``llm4tag serve``, ``ui.rest``).
 
-The tool returns ``agent.explanation.compact_result``: only the final tags, each with its
-confidence and a one-line why (the meta-paths that recalled it, its origin and its fused
-confidence), so a
-calling model gets the answer without the full evidence trail. Like every surface, it calls the
-façade (``agent.tagging``).
+The tool returns ``agent.results.TagResult`` (as a dict), the shape every surface returns: the
+final tags, each with its confidence and a one-line why (the meta-paths that recalled it, its
+origin and its fused confidence), the scored tags left under the threshold, and the threshold and
+mode used, so a calling model gets the answer without the full evidence trail. Like every
+surface, it calls the façade (``agent.tagging``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field, ValidationError
 from knowledge_base.errors import Llm4tagError
 
 from .context import LANGUAGE_CODE, Context
-from .explanation import compact_result
+from .results import tag_result
 from .tagging import supporting_spans, tag
 
 TOOL_NAME = "tag_content"
@@ -107,7 +107,7 @@ def make_tagging_tool(context: Context | None = None) -> StructuredTool:
             spans = supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
         except Llm4tagError as exc:
             raise ToolException(str(exc)) from exc
-        return compact_result(result, spans)
+        return tag_result(result, spans).model_dump(mode="json")
 
     return StructuredTool.from_function(
         func=tag_content,

@@ -74,8 +74,12 @@ def test_tag_command_json_and_explain(runner, small_kb_dir):
     text = "A puzzle game for children with colourful graphics, written in Python with pygame"
     r = runner.invoke(main, ["--kb", str(small_kb_dir), "tag", text, "--json", "--threshold", "0", "--limit", "2"])
     assert r.exit_code == 0, r.output
-    data = json.loads(r.output)
-    assert 1 <= len(data["tags"]) <= 2 + len(data["selection"]["from_history"])
+    data = json.loads(r.output)  # the shape every surface returns
+    assert 1 <= len(data["tags"]) <= 2 and data["threshold"] == 0 and data["mode"] == "multi"
+    assert [t["rank"] for t in data["tags"]] == list(range(1, len(data["tags"]) + 1)) and all(t["why"] for t in data["tags"])
+    r = runner.invoke(main, ["--kb", str(small_kb_dir), "tag", text, "--json", "--explain", "--llm", "fast", "--limit", "2"])
+    full = json.loads(r.output)  # with --explain: the pipeline's whole output
+    assert {"candidates", "examples", "judgments", "selection", "timings"} <= set(full)
     r = runner.invoke(main, ["--kb", str(small_kb_dir), "tag", text, "--explain", "--no-calibrate", "--limit", "2"])
     assert r.exit_code == 0, r.output
     for heading in ("candidates (", "examples (", "knowledge (", "generator:", "words behind each tag", "tags:"):

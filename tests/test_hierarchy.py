@@ -13,7 +13,8 @@ import pytest
 
 from agent import Context, tag
 from agent.confidence import rank_tags, rethreshold
-from agent.explanation import compact_result, explain
+from agent.explanation import explain
+from agent.results import tag_result
 from knowledge_base import KnowledgeBase, Tag, read_tags
 from knowledge_base.hierarchy import FAMILY_FEATURES, consistent, family_features, path
 from knowledge_base.learned_recall import train_learned_recall
@@ -74,8 +75,8 @@ def test_results_show_each_tags_path_and_follow_the_output_rule(tree_kb):
     for t in result["tags"]:
         if "::" in t["tag"]:
             assert t["path"] == [t["tag"].split("::")[0], t["tag"]]
-    compact = compact_result(result)
-    assert all("in the tree: " in t["why"] for t in compact["tags"] if "path" in t) and any("path" in t for t in compact["tags"])
+    compact = tag_result(result)
+    assert all("in the tree: " in t.why for t in compact.tags if t.path) and any(t.path for t in compact.tags)
     first = result["tags"][0]["tag"]
     assert explain(result, first)["path"] == result["tags"][0].get("path")
     # the same scores, cut with each rule (the result keeps the part of the tree it needs)

@@ -109,6 +109,19 @@ def test_the_server_tags_through_runs_wait_with_a_context(server_setup):
     assert "cache_keys" not in out, "the output schema keeps working state out of the answer"
 
 
+def test_the_server_answers_as_every_other_surface(server_setup):
+    """Issue 27: LangGraph's server returns the graph's whole output; the result in it is the one
+    the façade (and every other surface, tests/test_surfaces_agree.py) returns for the same text."""
+    from agent import Context, tagging
+    from agent.results import tag_result
+
+    out = server_setup.post("/runs/wait", {"assistant_id": "llm4tag", "input": {"content": TEXT},
+                                           "context": {"kb_dir": str(server_setup.kb_dir), **FAST, "llm": "fast"}})
+    here = tagging.tag(TEXT, context=Context.from_env(kb_dir=str(server_setup.kb_dir), **FAST, llm="fast"))
+    assert tag_result(out).model_dump() == tag_result(here).model_dump()
+    assert out["threshold"] == here["threshold"] and out["mode"] == "multi"
+
+
 def test_a_run_cannot_name_another_folder_or_model_file(server_setup, tmp_path):
     """Issue 31 (2): a run's context.kb_dir created any folder on the server."""
     elsewhere = tmp_path / "deep" / "dir"

@@ -12,6 +12,7 @@ from pathlib import Path
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from agent.results import TagResult
 from knowledge_base import KnowledgeBase
 from knowledge_base.demo import demo_examples
 
@@ -41,8 +42,9 @@ async def session_run(kb_dir: Path, known: list[str]) -> dict:
             seen["recall"] = payload(await session.call_tool("recall", {"text": demo_examples()[0]["text"], "budget": 6}))
             seen["learn"] = payload(await session.call_tool(
                 "learn", {"text": "An MCP-taught sample about a chess engine", "correct": [known[0]], "incorrect": [known[1]], "id": "mcp-1"}))
-            seen["tag_learned"] = payload(await session.call_tool("tag", {"text": "An MCP-taught sample about a chess engine", "llm": False,
-                                                                          "explain": True}))
+            seen["tag_learned_raw"] = await session.call_tool("tag", {"text": "An MCP-taught sample about a chess engine", "llm": False,
+                                                                      "explain": True})
+            seen["tag_learned"] = payload(seen["tag_learned_raw"])
             seen["recall_learned"] = payload(await session.call_tool("recall", {"text": "An MCP-taught sample about a chess engine", "budget": 6}))
             seen["learn_unknown"] = await session.call_tool("learn", {"text": "anything", "correct": ["no::such-tag"]})
             seen["tag_empty"] = await session.call_tool("tag", {"text": "   "})
@@ -73,6 +75,9 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
     assert seen["tools"]["learn"].inputSchema["required"] == ["text", "correct"]
     assert set(seen["tools"]["tag"].inputSchema["properties"]) == {"text", "mode", "max_tags", "threshold", "llm", "review", "explain", "label_language"}
     assert all(tool.description for tool in seen["tools"].values())
+    # tag answers in the shape every surface returns, with it as the tool's output schema and as structured content
+    assert set(seen["tools"]["tag"].outputSchema["properties"]) == set(TagResult.model_fields)
+    assert TagResult.model_validate(seen["tag_learned_raw"].structuredContent).model_dump(mode="json") == seen["tag_learned_raw"].structuredContent
 
     hits = seen["search"]
     assert 1 <= len(hits) <= 3 and "game" in hits[0]["tag"] and set(hits[0]) == {"tag", "similarity", "description"}

@@ -14,7 +14,8 @@ from langgraph.prebuilt import ToolNode
 import pytest
 
 from agent import Context
-from agent.explanation import compact_result, why as explain_tag
+from agent.explanation import why as explain_tag
+from agent.results import TagResult, tag_result
 from agent.tools import TOOL_NAME, TagContentArgs, make_tagging_tool
 from knowledge_base.demo import demo_examples
 
@@ -44,16 +45,16 @@ def test_tool_runs_inside_a_langgraph_tool_node(small_kb_dir):
     message = out["messages"][-1]
     assert isinstance(message, ToolMessage) and message.tool_call_id == "call-1" and message.status == "success"
     payload = json.loads(message.content)
-    assert set(payload) == {"tags", "candidates_considered", "content_id", "threshold", "llm", "notes"}
-    assert 1 <= len(payload["tags"]) <= 2 and payload["candidates_considered"] <= 5
+    assert TagResult.model_validate(payload).model_dump(mode="json") == payload  # the shape every surface returns
+    assert 1 <= len(payload["tags"]) <= 2 and payload["candidates_considered"] <= 5 and payload["threshold"] == 0.0
     for t in payload["tags"]:
-        assert set(t) == {"tag", "confidence", "why"}
+        assert t["words"] is None and t["label"] is None
         assert 0.0 <= t["confidence"] <= 1.0
         assert t["why"].endswith(f"confidence {t['confidence']:.2f}")
         assert "C2T" in t["why"] or "C2C2T" in t["why"] or "match" in t["why"]
     # with explain, each tag lists the words of the text behind it
     explained = tool.invoke({"text": TEXT, "max_tags": 2, "threshold": 0.0, "llm": "fast", "explain": True})
-    assert explained["tags"] and all(set(t) == {"tag", "confidence", "why", "words"} for t in explained["tags"])
+    assert explained["tags"] and all(isinstance(t["words"], list) for t in explained["tags"])
     assert any(t["words"] for t in explained["tags"]) and all(w in TEXT for t in explained["tags"] for w in t["words"])
 
 
@@ -80,12 +81,16 @@ def test_why_names_the_paths_and_the_judge():
     assert explain_tag({"tag": "x", "confidence": None, "origin": "history"}, one) == (
         "C2C2T via 1 similar item (vote 1.00); kept because similar items carry it; no confidence (no judge, no ranker)"
     )
-    result = {"tags": [{"tag": "x", "confidence": 0.9, "origin": "llm"}], "candidates": [one], "content_id": "c", "notes": ["n"]}
-    assert compact_result(result) == {
-        "tags": [{"tag": "x", "confidence": 0.9, "why": "C2C2T via 1 similar item (vote 1.00); confidence 0.90"}],
-        "candidates_considered": 1,
+    result = {"tags": [{"tag": "x", "confidence": 0.9, "origin": "llm", "rank": 1, "paths": ["C2C2T"]}], "candidates": [one],
+              "judgments": [{"tag": "x", "confidence": 0.9}, {"tag": "y", "confidence": 0.2}, {"tag": "z", "confidence": 0.4}],
+              "content_id": "c", "notes": ["n"], "threshold": 0.5, "mode": "single", "route": {"mode": "auto", "llm": False, "reason": "r"}}
+    assert tag_result(result).model_dump(exclude_none=True) == {
         "content_id": "c",
-        "notes": ["n"],
+        "tags": [{"tag": "x", "confidence": 0.9, "rank": 1, "description": "", "paths": ["C2C2T"], "origin": "llm",
+                  "why": "C2C2T via 1 similar item (vote 1.00); confidence 0.90"}],
+        "below_threshold": [{"tag": "z", "confidence": 0.4}, {"tag": "y", "confidence": 0.2}],
+        "threshold": 0.5, "mode": "single", "llm": False, "route": {"mode": "auto", "llm": False, "reason": "r"},
+        "candidates_considered": 1, "notes": ["n"],
     }
 
 

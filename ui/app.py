@@ -41,10 +41,10 @@ import gradio as gr  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from agent import tagging  # noqa: E402
-from agent.confidence import DEFAULT_THRESHOLD, confidence_of, rethreshold  # noqa: E402
+from agent.confidence import DEFAULT_THRESHOLD, rethreshold  # noqa: E402
 from agent.context import Context  # noqa: E402
-from agent.explanation import tags_with_why  # noqa: E402
 from agent.graph import NODE_ORDER  # noqa: E402
+from agent.results import tag_result  # noqa: E402
 from agent.runtime import runtime_for  # noqa: E402
 from agent.served import allowed_backends, check_backend  # noqa: E402
 from agent.tools import SearchTagsArgs, TagContentArgs, invalid_arguments  # noqa: E402
@@ -403,46 +403,36 @@ class TaggingApp:
         history.append(render.assistant_message(f"↶ Undid “{entry['summary']}” on `{entry['cid']}`: {what}."))
 
     # ---- API / MCP -------------------------------------------------------------------------
-    def tag(self, text: str, mode: str = "multi", threshold: float | None = None, max_tags: int = 5, llm: str | None = None,
-            backend: str | None = None, explain: bool = False) -> dict:
+    def tag(self, text: str, mode: str | None = None, threshold: float | None = None, max_tags: int | None = None, llm: str | None = None,
+            backend: str | None = None, explain: bool = False, label_language: str | None = None) -> dict:
         """Tag a text with llm4tag: graph-based candidate recall, knowledge-enhanced LLM selection and calibrated confidence.
 
         Args:
             text: the content to tag (an article, a product description, a query).
-            mode: "multi" for several tags, "single" for exactly one.
+            mode: "multi" for several tags, "single" for exactly one; leave it out for the server's setting (multi).
             threshold: tags whose confidence (P(tag is right), 0 to 1, fused from recall, the generator and the judge) is below this are left out; leave it out for the knowledge base's tuned threshold.
-            max_tags: at most this many tags in multi mode.
+            max_tags: at most this many tags in multi mode; leave it out for the server's setting.
             llm: "auto" (default): the language model only where it can change the answer; "full": always; "fast": never (milliseconds).
             backend: leave it out for the server's model; otherwise one of the backends its operator allowed at start.
             explain: also list, for each tag, the words of the text behind it ("words": those whose removal lowers its score most).
+            label_language: also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels.
 
         Returns:
-            A dict with "content_id", "tags" (each with "tag", "confidence", "description", "origin", "why", with a tag tree "path" (root first), and with explain "words"), "below_threshold" (scored tags that were left out, with confidence), "candidates" (the recalled tag names), "threshold" (the cut used), "llm" (whether the language model ran) and "notes".
+            The result every llm4tag surface returns (agent.results.TagResult): "content_id", "tags" (each with "tag", "confidence", "rank", "description", "paths", "origin", "why", with a tag tree "path" (root first), with label_language "label", with explain "words"), "below_threshold" (scored tags that were left out, with confidence), "threshold" (the cut used), "mode", "llm" (whether the language model ran), "route" (why), "candidates_considered" and "notes".
         """
         try:  # the LangChain tool's argument model: the same ranges and the same plain refusal on every surface
-            args = TagContentArgs(text=text, mode=mode, threshold=threshold, max_tags=max_tags, llm=llm or None, explain=explain)
+            args = TagContentArgs(text=text, mode=mode or None, threshold=threshold, max_tags=max_tags, llm=llm or None, explain=explain,
+                                  label_language=label_language or None)
         except ValidationError as exc:
             raise gr.Error(invalid_arguments(exc, "tag")) from None
         try:
             ctx = replace(Context.from_env(mode=args.mode, threshold=args.threshold, max_tags=args.max_tags, llm=args.llm,
-                                           backend=check_backend(backend)), kb_dir=self.kb_dir)
+                                           label_language=args.label_language, backend=check_backend(backend)), kb_dir=self.kb_dir)
             result = tagging.tag(text, context=ctx)
             spans = tagging.supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
-        kept = {t["tag"] for t in result["tags"]}
-        return {
-            "content_id": result["content_id"],
-            "tags": [{**{k: t[k] for k in ("tag", "confidence", "description", "origin")}, **({"path": t["path"]} if t.get("path") else {}),
-                      "why": w["why"],
-                      **({"words": [s["text"] for s in spans.get(t["tag"], [])]} if spans is not None else {})}
-                     for t, w in zip(result["tags"], tags_with_why(result))],
-            "below_threshold": [{"tag": j["tag"], "confidence": confidence_of(j)} for j in result["judgments"] if j["tag"] not in kept],
-            "candidates": [c["tag"] for c in result["candidates"]],
-            "threshold": result.get("threshold"),
-            "llm": bool((result.get("route") or {}).get("llm")),
-            "notes": result["notes"],
-        }
+        return tag_result(result, spans).model_dump(mode="json")
 
     def learn(self, text: str, correct: list[str], incorrect: list[str] = []) -> dict:  # noqa: B006
         """Teach llm4tag the right tags for a text: stores it as an annotated sample (correct and incorrect tags) in the knowledge base; the next answer for this text follows it.

@@ -445,7 +445,8 @@ def _start_remote_backend(context: Context) -> None:
 
 @main.command("tag")
 @click.argument("text", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, in the shape every surface returns (with --explain: the "
+              "pipeline's full output, every candidate, example, snippet and judgment).")
 @click.option("--explain", is_flag=True, help="Also print candidates, examples, knowledge and judgments.")
 @context_options
 @click.pass_context
@@ -461,7 +462,9 @@ def tag_command(ctx, text, as_json, explain, **options):
     except Llm4tagError as exc:
         _fail(exc)
     if as_json:
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        from agent.results import tag_result
+
+        click.echo(json.dumps(result if explain else tag_result(result).model_dump(mode="json"), indent=2, ensure_ascii=False))
         return
     for note in result["notes"]:
         click.echo(f"note: {note}", err=True)

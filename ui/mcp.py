@@ -39,7 +39,8 @@ from pydantic import Field, ValidationError
 
 from agent import tagging
 from agent.context import LANGUAGE_CODE, Context, llm_mode
-from agent.explanation import compact_result, evidence_parts
+from agent.explanation import evidence_parts
+from agent.results import TagResult, tag_result
 from agent.tools import invalid_arguments
 from agent.runtime import runtime_for
 from knowledge_base.errors import UnknownTagsError
@@ -96,18 +97,18 @@ def build_server(context: Context | None = None) -> FastMCP:
         label_language: str | None = Field(default=None, max_length=20, pattern=LANGUAGE_CODE,
                                            description="Also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels."),
         call: McpContext = None,
-    ) -> dict:
+    ) -> TagResult:
         """Tag a text: tags from the repository, each with a confidence (P(tag is right), fused from recall and the LLM) and why it was chosen. A client that asks for progress gets fused recall's answer first, as a progress message, while the language model refines it."""
         ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, review=review, llm=llm_mode(llm),
                                   label_language=label_language)
         if call is not None and ctx.llm != "fast" and not ctx.review and call.request_context.meta and call.request_context.meta.progressToken is not None:
-            fast = await _run(lambda: compact_result(tagging.tag(text, context=ctx.with_overrides(llm="fast"))))
+            fast = await _run(lambda: tag_result(tagging.tag(text, context=ctx.with_overrides(llm="fast"))).model_dump(mode="json"))
             shown = ", ".join(f"{t['tag']} {t['confidence']:.2f}" for t in fast["tags"] if t.get("confidence") is not None) or "no tag"
             await call.report_progress(1, 2, message=f"first answer (fused recall, no language model): {shown}")
         def run() -> dict:
             result = tagging.tag(text, context=ctx)
             spans = tagging.supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
-            return compact_result(result, spans)
+            return tag_result(result, spans).model_dump(mode="json")
 
         return await _run(run)
 

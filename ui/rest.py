@@ -66,7 +66,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent import tagging
 from agent.context import LANGUAGE_CODE, Context, llm_mode
-from agent.explanation import why
+from agent.results import ScoredTag, TagResult, tag_result
 from agent.llm.base import BackendError
 from agent.runtime import runtime_for
 from agent.workers import TaggerPool, remote_backend
@@ -159,37 +159,21 @@ class TagRequest(TagOptions):
                                                      "and the words behind each tag (spans of the cleaned text, whose removal lowers recall's score for it most).")
 
 
-class TagOut(BaseModel):
-    tag: str
-    confidence: float | None = Field(description="P(tag is right), fused from recall, the generator and the judge; null when neither the judge nor a recall ranker gives one.")
-    rank: int
-    description: str = ""
-    paths: list[str] = Field(description="Meta-paths that recalled the tag: C2T, C2C2T, learned, match, memory (a person's verdict on this text or a near-duplicate).")
-    origin: str = Field(description="llm: chosen by the generator; history: kept because similar items carry it; recall: ranked high by recall, not chosen by the generator; review: added by a person in review; memory: a person marked it right on this text or a near-duplicate; hierarchy: an ancestor of a kept tag (the knowledge base's hierarchy_output add-ancestors).")
-    why: str = Field(description="One line: the recall evidence, the tag's origin and its confidence, and what moved the confidence more than 0.3 away from the judge's P(Yes) when it did.")
-    path: list[str] | None = Field(default=None, description="With a tag tree: the tag's place in it, root first (the tag last); null for a tag outside any tree.")
-    label: str | None = Field(default=None, description="With label_language: the tag's label in that language (its name when the vocabulary has none).")
-
-
 class CandidateOut(BaseModel):
     tag: str
     score: float
     paths: list[str]
 
 
-class TagResponse(BaseModel):
+class TagResponse(TagResult):
+    """The result every surface returns (``agent.results.TagResult``), with what REST adds."""
+
     id: str | None = Field(description="The id sent with the request, if any.")
-    content_id: str = Field(description="The content's id in the knowledge base (derived from the text).")
     text_sha256: str = Field(description="SHA-256 of the text as received (UTF-8).")
-    tags: list[TagOut]
     candidates: list[CandidateOut] = Field(description="The recalled candidate set Φ(c); tags are always chosen from it.")
-    notes: list[str]
     seconds: float
     details: dict[str, Any] | None = Field(default=None, description="With explain: examples, knowledge, selection, judgments, timings, "
                                                                        "and (on /v1/tag) text and spans: {tag: [{start, end, text, drop}]}.")
-    review: dict[str, Any] | None = Field(default=None, description="With review: status pending (with the proposed tags) until a decision, then reviewed (what was decided).")
-    route: dict[str, Any] | None = Field(default=None, description="Whether the language model ran for this text and why: {mode, llm, reason}.")
-    threshold: float | None = Field(default=None, description="The confidence threshold the tags were cut at.")
 
 
 class BatchDocument(BaseModel):
@@ -202,16 +186,16 @@ class TagBatchRequest(TagOptions):
     documents: list[BatchDocument] = Field(min_length=1, max_length=MAX_BATCH_DOCUMENTS)
 
 
-class BatchItemResult(BaseModel):
+class BatchItemResult(TagResult):
+    """One document's result (``agent.results.TagResult``), or its error."""
+
     index: int = Field(description="Position of the document in the request.")
     id: str | None
     ok: bool
     text_sha256: str | None = None
     content_id: str | None = None
-    tags: list[TagOut] = Field(default_factory=list)
-    notes: list[str] = Field(default_factory=list)
+    tags: list[ScoredTag] = Field(default_factory=list)
     error: str | None = None
-    route: dict[str, Any] | None = Field(default=None, description="Whether the language model ran for this document and why: {mode, llm, reason}.")
 
 
 class TagBatchResponse(BaseModel):
@@ -439,18 +423,6 @@ class ServerTiming:
 
 
 # ---- the app -------------------------------------------------------------------------------
-def _tag_out(result: dict) -> list[TagOut]:
-    by_tag = {c["tag"]: c for c in result.get("candidates") or []}
-    judged = {j["tag"]: j for j in result.get("judgments") or []}
-    return [
-        TagOut(tag=t["tag"], confidence=t["confidence"], rank=t["rank"], description=t.get("description") or "", path=t.get("path"),
-               label=t.get("label"),
-               paths=list(t.get("paths") or []), origin=t.get("origin") or "llm",
-               why=why(t, by_tag.get(t["tag"]), judged.get(t["tag"]), result.get("recall_fit")))
-        for t in result.get("tags") or []
-    ]
-
-
 def _event(name: str, data: str) -> str:
     """One server-sent event (``data`` is one line of JSON)."""
     return f"event: {name}\ndata: {data}\n\n"
@@ -616,17 +588,12 @@ def create_app(
             if spans is not None:
                 details |= {"text": result["text"], "spans": spans}
         return TagResponse(
+            **dict(tag_result(result, spans)),
             id=given_id,
-            content_id=result["content_id"],
             text_sha256=digest,
-            tags=_tag_out(result),
             candidates=[CandidateOut(tag=c["tag"], score=c["score"], paths=c["paths"]) for c in result.get("candidates") or []],
-            notes=list(result.get("notes") or []),
             seconds=round(time.perf_counter() - started, 3),
             details=details,
-            review=result.get("review"),
-            route=result.get("route"),
-            threshold=result.get("threshold"),
         )
 
     @app.post("/v1/tag/stream", dependencies=tag_guard, response_class=StreamingResponse, tags=["tagging"],
@@ -709,11 +676,7 @@ def create_app(
                     except Llm4tagError as exc:
                         item.error = str(exc)
                     else:
-                        item.ok = True
-                        item.content_id = result["content_id"]
-                        item.tags = _tag_out(result)
-                        item.notes = list(result.get("notes") or [])
-                        item.route = result.get("route")
+                        item = BatchItemResult(**dict(tag_result(result)), index=index, id=doc.id, ok=True, text_sha256=item.text_sha256)
                 results.append(item)
             return results
 

@@ -110,7 +110,7 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
         final = [{**t, "label": stored[t["tag"]].label(ctx.label_language) if t["tag"] in stored else t["tag"]} for t in final]
     if judgments and not final:
         notes.append(f"every scored tag is below the confidence threshold {threshold}: no tag fits well enough; lower it to see them")
-    return {"tags": final, "judgments": judgments, "threshold": threshold, "route": route, "notes": notes,
+    return {"tags": final, "judgments": judgments, "threshold": threshold, "mode": ctx.mode, "route": route, "notes": notes,
             **({"tree": tree} if tree else {}), "timings": {"calibrate": round(time.perf_counter() - started, 4)}}
 
 
