@@ -1,4 +1,5 @@
-"""The tagging agent: the façade (``tagging``), the LangGraph pipeline (``graph``, ``state``,
+"""The tagging agent: one ``Tagger`` per knowledge base (``tagger``; the module functions of
+``tagging`` call it), the result every surface returns (``results``), the LangGraph pipeline (``graph``, ``state``,
 ``context``, ``nodes/``), LLM backends (``llm/``), the run-time holders (``runtime``,
 ``confidence``), the LangChain tool (``tools``), batch tagging (``batch``), and the offline
 workflows (``evaluation/``, ``training/``). Surfaces live in ``ui/``; the knowledge base below in
@@ -14,6 +15,10 @@ from types import ModuleType
 
 _EXPORTS = {
     "Context": "agent.context",
+    "TagResult": "agent.results",
+    "Tagger": "agent.tagger",
+    "tag_result": "agent.results",
+    "tagger_for": "agent.tagger",
     "build_graph": "agent.graph",
     "graph": "agent.graph",
     "explain": "agent.tagging",

@@ -153,10 +153,10 @@ class Runtime:
         self.recall(WARM_UP_TEXT, self.kb.config.recall)
 
     # ---- corrections ----------------------------------------------------------------------------
-    def learn(self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), cid: str | None = None,
-              replace: bool = False) -> dict:
-        """Record a verdict on a cleaned text — the one write every correction ends in (the façade's
-        ``learn`` and the graph's review node). Returns ``{"id", "correct", "incorrect", "samples",
+    def record(self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), cid: str | None = None,
+               replace: bool = False) -> dict:
+        """Record a verdict on a cleaned text — the one write every correction ends in (``Tagger.learn``
+        and the graph's review node). Returns ``{"id", "correct", "incorrect", "samples",
         "retraining"}``."""
         correct, incorrect = verdict(correct, incorrect)
         vector, _ = self.embed(text)
@@ -350,7 +350,8 @@ _runtimes_lock = threading.Lock()
 
 
 def runtime_for(kb_dir: str | Path | None, create: bool = False) -> Runtime:
-    """The ``Runtime`` of the knowledge base at ``kb_dir`` (the demo one when None).
+    """The ``Runtime`` of the knowledge base at ``kb_dir``, one per process (the demo one when None);
+    its ``Tagger`` (``agent.tagger.tagger_for``) holds it and offers every operation on it.
 
     Only loaders create a knowledge base (``create``); any other caller naming a folder that is
     not one — a typo, or a remote caller's guess — gets a ``KnowledgeBaseError`` and nothing is
@@ -370,6 +371,12 @@ def runtime_for(kb_dir: str | Path | None, create: bool = False) -> Runtime:
                 runtime = Runtime(KnowledgeBase(key, prepare_encoder=True))
             _runtimes[key] = runtime
         return _runtimes[key]
+
+
+def reset_runtimes() -> None:
+    """Forget every knowledge base's runtime of this process (tests)."""
+    with _runtimes_lock:
+        _runtimes.clear()
 
 
 def get_knowledge_base(kb_dir: str | Path | None, create: bool = False) -> KnowledgeBase:

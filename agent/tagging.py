@@ -15,7 +15,8 @@
     tagging.supporting_spans(result["text"], ["works-with::image"], kb_dir="my-kb")  # the words behind it
     tagging.search_tags("image", kb_dir="my-kb")
 
-A result is the tagging graph's output (``agent.state.OutputState``): ``text`` (the cleaned
+Each function is one operation of the knowledge base's ``Tagger`` (``agent.tagger``), which
+surfaces hold and call directly. A result is the tagging graph's output (``agent.state.OutputState``): ``text`` (the cleaned
 content the pipeline worked on), ``content_id``, ``tags``, ``candidates``, ``similar_contents``,
 ``examples``, ``knowledge``, ``selection``, ``judgments``, ``notes``, ``timings``, ``metadata``.
 Settings are a ``Context`` (``context=``) and/or keyword overrides of its fields; an empty text
@@ -24,321 +25,70 @@ raises ``knowledge_base.InputError``, an unknown tag in ``learn`` ``knowledge_ba
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
+from typing import Any, Iterable, Iterator
 
 from knowledge_base.config import RecallConfig
-from knowledge_base.errors import InputError, NoReviewWaitingError
-from knowledge_base.loaders import content_id as _content_id
-from knowledge_base.loaders import require_text, verdict
 from knowledge_base.recall import RecallResult
 
 from .context import Context
 from .explanation import explain
-from .runtime import Runtime, runtime_for
+from .tagger import REVIEW_DURABILITY, TagChangeAction, Tagger, review_thread, tagger_for
 
-if TYPE_CHECKING:
-    from filelock import FileLock
-
-# The tagging graph (LangGraph, LangChain: about a second to import) is imported by the calls that
-# run it, so ``recall``, ``learn`` and ``search_tags`` answer without it.
-
-__all__ = ["explain", "learn", "pending_review", "recall", "review", "search_tags", "supporting_spans", "tag", "tag_stream"]
+__all__ = ["REVIEW_DURABILITY", "TagChangeAction", "change_tag", "explain", "learn", "pending_review", "recall", "review", "review_thread",
+           "search_tags", "supporting_spans", "tag", "tag_stream", "tagger_of"]
 
 
-def _context(context: Context | None, overrides: dict) -> Context:
-    return (context or Context.from_env()).with_overrides(**overrides)
-
-
-def _payload(text: str, title: str | None, content_id: str | None, metadata: dict | None) -> dict[str, Any]:
-    payload: dict[str, Any] = {"content": text}
-    if title:
-        payload["title"] = title
-    if content_id:
-        payload["content_id"] = content_id
-    if metadata:
-        payload["metadata"] = metadata
-    return payload
-
-
-# A run that waits for a review is checkpointed when it stops to wait or ends, not after every
-# step: one copy of its state instead of one per node (a 900 KB text had grown the file 13 MB)
-REVIEW_DURABILITY = "exit"
-
-_graphs: dict[str, Any] = {}
-_graphs_lock = threading.Lock()
-
-
-def graph_for(rt: Runtime, review: bool = False, cache: bool = True):
-    """The tagging graph compiled for this knowledge base (one per kind and process): with its node
-    cache unless ``cache`` is off, and — only for runs that wait for a review — its review
-    checkpointer. The module-level ``agent.graph.graph`` has neither."""
-    from .graph import build_graph
-
-    node_cache = rt.node_cache() if cache else None  # emptied here when the knowledge base changed
-    checkpointer = rt.checkpointer() if review else None
-    key = (str(rt.kb.directory), review, node_cache is not None)
-    with _graphs_lock:
-        compiled = _graphs.get(key)
-        if compiled is None or compiled.cache is not node_cache or compiled.checkpointer is not checkpointer:
-            compiled = _graphs[key] = build_graph(cache=node_cache, checkpointer=checkpointer)
-        return compiled
-
-
-def review_thread(content_id: str) -> dict:
-    """The run configuration of the review thread of one content (one waiting review per content)."""
-    return {"configurable": {"thread_id": f"review-{content_id}"}}
-
-
-def _run(payload: dict, ctx: Context) -> tuple[Any, dict]:
-    from .nodes.prepare import prepared_input
-
-    compiled = graph_for(runtime_for(ctx.kb_dir), review=ctx.review, cache=ctx.use_cache)
-    if not ctx.review:
-        return compiled, {}
-    config = review_thread(prepared_input(payload)[1])
-    runtime_for(ctx.kb_dir).admit_review(config["configurable"]["thread_id"])  # replaces one of this content that still waited
-    return compiled, config
-
-
-def _with_review(result: dict, config: dict) -> dict:
-    """A run that stopped for a review carries ``review``: pending, with what it waits for."""
-    interrupts = result.pop("__interrupt__", None)
-    if interrupts:
-        request = interrupts[0].value
-        result["review"] = {"status": "pending", "thread_id": config["configurable"]["thread_id"],
-                            "proposed": [t["tag"] for t in request.get("proposed") or []],
-                            "other_candidates": request.get("other_candidates") or []}
-    return result
+def tagger_of(context: Context | None, overrides: dict) -> Tagger:
+    """The Tagger of the knowledge base a run names (in ``overrides``, else in ``context``, else the environment's)."""
+    if "kb_dir" in overrides and overrides["kb_dir"] is not None:
+        return tagger_for(overrides["kb_dir"])
+    return tagger_for((context or Context.from_env()).kb_dir)
 
 
 def tag(text: str, *, title: str | None = None, content_id: str | None = None, metadata: dict[str, Any] | None = None,
         context: Context | None = None, **overrides) -> dict:
-    """Tag one content with the full pipeline; returns the graph's output (tags, candidates, why).
-
-    ``overrides`` are Context fields, e.g. ``tag(text, kb_dir="kb", mode="single", threshold=0.6)``.
-    With ``review=True`` the run waits after calibrate: the result's ``review`` is pending until a
-    correction of the same text (``learn``) or ``review`` resumes it, in this process or a later one.
-    """
-    ctx = _context(context, overrides)
-    payload = _payload(text, title, content_id, metadata)
-    compiled, config = _run(payload, ctx)
-    return _with_review(compiled.invoke(payload, config=config, context=ctx, durability=REVIEW_DURABILITY if config else None), config)
+    """``Tagger.tag`` of the knowledge base the run names."""
+    return tagger_of(context, overrides).tag(text, title=title, content_id=content_id, metadata=metadata, context=context, **overrides)
 
 
 def tag_stream(text: str, *, title: str | None = None, content_id: str | None = None, metadata: dict[str, Any] | None = None,
                context: Context | None = None, **overrides) -> Iterator[tuple[str, dict, dict]]:
-    """Tag one content step by step: yields ``(node, its changes, the result so far)`` as each node
-    finishes, and ``("judgment", one judgment, the result so far)`` as the calibrate node computes
-    each, and ``("review", {"review": …}, the result so far)`` when a run with review on stops to
-    wait; the last "result so far" equals what ``tag`` returns. The graph's own reducers merge the
-    steps (LangGraph's ``values`` stream), so no surface re-implements them. ``prepare`` (the
-    cleaning of the input) is not reported."""
-    from .graph import NODE_ORDER
+    """``Tagger.tag_stream`` of the knowledge base the run names."""
+    return tagger_of(context, overrides).tag_stream(text, title=title, content_id=content_id, metadata=metadata, context=context, **overrides)
 
-    ctx = _context(context, overrides)
-    payload = _payload(text, title, content_id, metadata)
-    compiled, config = _run(payload, ctx)
-    pending: list[tuple[str, dict]] = []
-    state: dict = {}
-    for mode, data in compiled.stream(payload, config=config, context=ctx, stream_mode=["updates", "values", "custom"],
-                                      durability=REVIEW_DURABILITY if config else None):
-        if mode == "custom" and isinstance(data, dict) and "judgment" in data:
-            yield "judgment", data["judgment"], state
-        elif mode == "updates":
-            if "__interrupt__" in data:
-                state = _with_review({**state, "__interrupt__": data["__interrupt__"]}, config)
-                yield "review", {"review": state["review"]}, state
-                continue
-            pending.extend((node, changes or {}) for node, changes in data.items() if node != "__metadata__")
-        else:  # the state after a step: report the nodes of that step (in pipeline order), each with the merged state
-            state = dict(data)
-            for node, changes in sorted(pending, key=lambda item: NODE_ORDER.index(item[0]) if item[0] in NODE_ORDER else len(NODE_ORDER)):
-                if node != "prepare":
-                    yield node, changes, state
-            pending = []
+
+def recall(text: str, *, context: Context | None = None, base: RecallConfig | None = None, **overrides) -> RecallResult:
+    """``Tagger.recall_text``: Φ(c) with every candidate's evidence, exactly as tagging recalls it (no LLM)."""
+    return tagger_of(context, overrides).recall_text(text, context=context, base=base, **overrides)
+
+
+def supporting_spans(text: str, tags: Iterable[str], *, context: Context | None = None, **overrides) -> dict[str, list[dict]]:
+    """``Tagger.supporting_spans``: the words behind each tag."""
+    return tagger_of(context, overrides).supporting_spans(text, tags, context=context, **overrides)
 
 
 def pending_review(text: str | None = None, *, content_id: str | None = None, kb_dir: str | None = None) -> dict | None:
-    """What the review of a content (by its text or its id) waits with, or None when none waits."""
-    rt = runtime_for(kb_dir)
-    if not rt.has_reviews():
-        return None
-    cid = content_id or _content_id(require_text(text))
-    return _waiting(graph_for(rt, review=True).get_state(review_thread(cid)))
-
-
-def _waiting(snapshot) -> dict | None:
-    """What a review thread's state waits with, or None when it waits for nothing."""
-    from .nodes.review import review_request
-
-    if "review" in (snapshot.next or ()) and snapshot.interrupts:
-        return snapshot.interrupts[0].value
-    if "record_review" in (snapshot.next or ()):  # a decision was taken but could not be written: the review still waits
-        failure = next((t.error for t in snapshot.tasks if t.name == "record_review" and t.error), None)
-        return {**review_request(snapshot.values), "error": f"the last decision could not be recorded ({failure or 'the run stopped'})"}
-    return None
-
-
-_review_locks: dict[str, "FileLock"] = {}  # one per knowledge base
-
-
-def _reviews_locked(rt: Runtime):
-    """The lock a review decision and a learn take to check what waits and write: shared by the
-    threads and processes of one knowledge base, re-entrant in a thread (a learn that resumes a
-    review takes it twice), so an acknowledged learn and a decision of the same text never interleave."""
-    from filelock import FileLock
-
-    key = str(rt.kb.directory)
-    with _graphs_lock:
-        if key not in _review_locks:
-            _review_locks[key] = FileLock(str(rt.kb.directory / ".review.lock"), timeout=120)
-        return _review_locks[key]
+    """``Tagger.pending_review``: what the review of a content waits with, or None."""
+    return tagger_for(kb_dir).pending_review(text, content_id=content_id)
 
 
 def review(content_id: str, *, accept: Iterable[str] = (), reject: Iterable[str] = (), add: Iterable[str] = (),
            kb_dir: str | None = None) -> dict:
-    """Resume a content's waiting review with a person's decision; returns the reviewed result.
-
-    The decision is validated before the run resumes; no review waiting is an ``InputError``
-    (also for the second of two decisions sent at once: one review takes one decision, under a
-    lock shared by threads and processes)."""
-    from langgraph.types import Command
-
-    from .nodes.review import check_decision
-
-    rt = runtime_for(kb_dir)
-    try:
-        decision = check_decision({"accept": list(accept), "reject": list(reject), "add": list(add)}, rt.kb)
-    except InputError as exc:
-        exc.args = (f"{exc}; the review still waits",)
-        raise
-    with _reviews_locked(rt):
-        compiled = graph_for(rt, review=True)
-        config = review_thread(content_id)
-        snapshot = compiled.get_state(config) if rt.has_reviews() else None
-        if snapshot is None or _waiting(snapshot) is None:
-            raise NoReviewWaitingError(f"no review is waiting for content {content_id!r} (none was started, or it was decided "
-                                       "already); tag it with review on first")
-        ctx = Context.from_env(kb_dir=kb_dir)  # the review nodes need only the knowledge base
-        if "record_review" in snapshot.next:
-            # the last decision could not be written: this one replaces it, and the write runs again
-            compiled.update_state(config, {"review_decision": decision.model_dump()}, as_node="review")
-            resumed = compiled.invoke(None, config=config, context=ctx, durability=REVIEW_DURABILITY)
-        else:
-            resumed = compiled.invoke(Command(resume=decision.model_dump()), config=config, context=ctx, durability=REVIEW_DURABILITY)
-        result = _with_review(resumed, config)
-        if result.get("review", {}).get("status") == "pending":
-            waiting = _waiting(compiled.get_state(config)) or {}
-            raise InputError(f"{waiting.get('error') or 'the decision could not be recorded'}; the review still waits")
-        rt.drop_review(config["configurable"]["thread_id"])  # decided: nothing waits any more
-    return result
+    """``Tagger.review``: resume a content's waiting review with a person's decision."""
+    return tagger_for(kb_dir).review(content_id, accept=accept, reject=reject, add=add)
 
 
 def learn(text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, sample_id: str | None = None,
           kb_dir: str | None = None, replace: bool = False) -> dict:
-    """Record a verdict on a text: its correct and incorrect tags become a sample (an in-context
-    example for similar texts) and deterministic graph edges (C2C2T recall).
-
-    A ``sample_id`` that already holds a different text is a conflict
-    (``knowledge_base.ConflictError``, nothing written) unless ``replace`` is true.
-
-    The one path every surface's correction takes. When a review waits for this text (a run
-    tagged with ``review=True``, found by ``sample_id`` or by the text's own id), the verdict is
-    that review's decision and resumes it (accept: the proposed tags among ``correct``; add: the
-    others; reject: ``incorrect``); either way the write is ``Runtime.learn``. With ``replace``
-    the verdict is written directly and a waiting review of that id is dropped. The text's
-    embedding comes from the runtime (a text just tagged is not encoded again); the tags are
-    validated once, by the knowledge base, inside its write lock. Once enough new samples arrived
-    since the learned recall path was trained, it is retrained in the background (``retraining``:
-    whether this call started it).
-    Returns ``{"id", "correct", "incorrect", "samples", "retraining"}`` (and ``review`` when a
-    review was resumed).
-    """
-    rt = runtime_for(kb_dir)
-    cleaned = require_text(text)
-    correct, incorrect = verdict(correct, incorrect)
-    if not rt.has_reviews():
-        return rt.learn(cleaned, correct, incorrect, cid=sample_id or None, replace=replace)
-    with _reviews_locked(rt):  # no review decision of this text in between: either resumes it or comes after it
-        return _learn_or_resume(rt, cleaned, correct, incorrect, sample_id, kb_dir, replace)
-
-
-def _learn_or_resume(rt: Runtime, cleaned: str, correct: tuple[str, ...], incorrect: tuple[str, ...], sample_id: str | None,
-                     kb_dir: str | None, replace: bool) -> dict:
-    for cid in dict.fromkeys(i for i in (sample_id, _content_id(cleaned)) if i):
-        waiting = pending_review(content_id=cid, kb_dir=kb_dir)
-        if waiting is None or waiting.get("text") != cleaned:
-            continue
-        if replace:
-            rt.drop_review(review_thread(cid)["configurable"]["thread_id"])
-            continue
-        proposed = {t["tag"] for t in waiting.get("proposed") or []}
-        reviewed = review(cid, accept=[t for t in correct if t in proposed], add=[t for t in correct if t not in proposed],
-                          reject=list(incorrect), kb_dir=kb_dir)
-        done = reviewed.get("review") or {}
-        return {"id": done.get("sample", cid), "correct": list(correct), "incorrect": list(incorrect),
-                "samples": done.get("samples", rt.kb.collection("samples").count()), "retraining": bool(done.get("retraining")),
-                "review": done}
-    return rt.learn(cleaned, correct, incorrect, cid=sample_id or None, replace=replace)
-
-
-def recall(text: str, *, context: Context | None = None, base: RecallConfig | None = None, **overrides) -> RecallResult:
-    """The candidate set Φ(c) with every candidate's evidence, exactly as tagging recalls it (no LLM).
-
-    ``base`` replaces the knowledge base's recall settings (e.g. ``RecallConfig.paper()``); the
-    run's ``Context`` overrides are applied on top of it."""
-    ctx = _context(context, overrides)
-    rt = runtime_for(ctx.kb_dir)
-    cleaned = require_text(text)
-    return rt.recall(cleaned, ctx.recall_config(base or rt.kb.config.recall), own_id=_content_id(cleaned))
-
-
-def supporting_spans(text: str, tags: Iterable[str], *, context: Context | None = None, **overrides) -> dict[str, list[dict]]:
-    """The words behind each tag: the runs of the (cleaned) text whose removal lowers recall's score
-    for it the most (occlusion, ``knowledge_base.attribution``), as ``{tag: [{"start", "end",
-    "text", "drop"}]}`` with character offsets in the cleaned text (a result's ``text``)."""
-    from knowledge_base.attribution import supporting_spans as spans_of
-
-    ctx = _context(context, overrides)
-    rt = runtime_for(ctx.kb_dir)
-    cleaned = require_text(text)
-    spans = spans_of(rt.kb, cleaned, tags, ctx.recall_config(rt.kb.config.recall), own_id=_content_id(cleaned))
-    return {tag: [s.to_dict() for s in found] for tag, found in spans.items()}
+    """``Tagger.learn``: record a verdict on a text (the one path every surface's correction takes)."""
+    return tagger_for(kb_dir).learn(text, correct, incorrect, sample_id=sample_id, replace=replace)
 
 
 def search_tags(query: str, limit: int = 10, *, kb_dir: str | None = None) -> list[dict]:
-    """Tags of the repository whose name contains the query, then the nearest in meaning:
-    ``[{"tag", "similarity", "description"}]``."""
-    hits = runtime_for(kb_dir).kb.search_tags(query, limit)
-    return [{"tag": h.id, "similarity": round(h.similarity, 4), "description": h.metadata.get("description", "") or ""} for h in hits]
-
-
-TagChangeAction = Literal["rename", "merge", "retire"]
+    """``Tagger.search_tags``: ``[{"tag", "similarity", "description"}]``."""
+    return tagger_for(kb_dir).search_tags(query, limit)
 
 
 def change_tag(tag: str, action: TagChangeAction, into: str | None = None, *, kb_dir: str | None = None) -> dict:
-    """Rename a tag (``into``: a name not in the repository), merge it into another (``into``: a
-    tag there) or retire it (``into`` left out) — ``KnowledgeBase.change_tag``: its history moves
-    to the replacement, a retired tag is never suggested again, and what was there is kept in the
-    knowledge base's ``tag-changes.jsonl``. The one path every surface's change takes; a wrong
-    action for the names given is an ``InputError`` that says which action fits.
-    Returns ``{"change", "tag", "into", "samples", "removed_samples", "conflicts", "children", "summary"}``."""
-    kb = runtime_for(kb_dir).kb
-    if action not in ("rename", "merge", "retire"):
-        raise InputError(f"unknown action {action!r}; use rename, merge or retire")
-    if not kb.has_tag(tag):
-        gone = kb.replacement(tag)
-        raise InputError(f"'{tag}' is not in the tag repository" + (f" (it became '{gone}')" if gone else "")
-                         + "; search for its exact name with llm4tag kb search or GET /v1/tags?q=…")
-    if action == "retire":
-        if into:
-            raise InputError(f"retiring {tag} takes no replacement; to move its history into {into!r} merge it instead")
-        return kb.change_tag(tag, None)
-    if not into:
-        raise InputError(f"{action} needs the name of the tag {tag} becomes ('into')")
-    if action == "rename" and kb.has_tag(into):
-        raise InputError(f"'{into}' is already a tag; to move {tag}'s history into it, merge instead of rename")
-    if action == "merge" and not kb.has_tag(into):
-        raise InputError(f"'{into}' is not in the tag repository; to give {tag} a new name, rename instead of merge")
-    return kb.change_tag(tag, into)
+    """``Tagger.change_tag``: rename, merge or retire a tag."""
+    return tagger_for(kb_dir).change_tag(tag, action, into)

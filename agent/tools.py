@@ -2,7 +2,8 @@
 
 Three ways for other programs to call llm4tag, all running the same graph:
 
-- Python: ``agent.tagging.tag(text, ...)`` returns the graph's full output (see ``agent.tagging``).
+- Python: ``agent.tagger.tagger_for(kb_dir).tag(text, ...)`` (or ``agent.tagging.tag``) returns the
+  graph's full output, ``agent.results.tag_result`` of it the shape every surface returns.
 - LangChain / LangGraph: ``make_tagging_tool()`` returns a ``StructuredTool`` named
   ``tag_content`` with a typed argument schema; put it in an agent's tool list or a
   ``langgraph.prebuilt.ToolNode``::
@@ -36,7 +37,7 @@ from knowledge_base.errors import Llm4tagError
 
 from .context import LANGUAGE_CODE, Context
 from .results import tag_result
-from .tagging import supporting_spans, tag
+from .tagger import tagger_for
 
 TOOL_NAME = "tag_content"
 TOOL_DESCRIPTION = (
@@ -103,8 +104,9 @@ def make_tagging_tool(context: Context | None = None) -> StructuredTool:
                     llm: str | None = None, explain: bool = False, label_language: str | None = None) -> dict:
         ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, llm=llm, label_language=label_language)
         try:
-            result = tag(text, context=ctx)
-            spans = supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
+            tagger = tagger_for(base.kb_dir)
+            result = tagger.tag(text, context=ctx)
+            spans = tagger.supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
         except Llm4tagError as exc:
             raise ToolException(str(exc)) from exc
         return tag_result(result, spans).model_dump(mode="json")

@@ -67,7 +67,7 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones():
     g = import_graph()
     assert g.has_edge("ui.cli", "ui.app")  # ``from .app import launch`` inside a command
     assert g.has_edge("agent.nodes.recall", "agent.runtime")  # ``from ..runtime import``
-    assert g.has_edge("agent.tagging", "agent.graph")
+    assert g.has_edge("agent.tagger", "agent.graph")
 
 
 def test_no_import_circle():

@@ -17,7 +17,8 @@ from agent import Context, tagging
 from agent.evaluation import evaluate, load_labelled
 from agent.evaluation.cold_start import cold_start_kb
 from agent.evaluation.labelled import Item
-from agent.explanation import departure, tags_with_why
+from agent.explanation import departure
+from agent.results import scored_tag_list
 from agent.runtime import runtime_for
 from knowledge_base import KnowledgeBase
 from knowledge_base.errors import KnowledgeBaseError
@@ -65,7 +66,7 @@ def test_a_correction_decides_the_next_answer_for_the_same_text_and_a_near_dupli
     _assert_sticks(again, right, wrong)
     memory = next(c for c in again["candidates"] if c["tag"] == right)
     assert "memory" in memory["paths"]
-    assert "a person marked it right on this same text" in {t["tag"]: t["why"] for t in tags_with_why(again)}[right]
+    assert "a person marked it right on this same text" in {t.tag: t.why for t in scored_tag_list(again)}[right]
     # recall on its own (the MCP/CLI `recall`) agrees with tagging
     assert tagging.recall(TEXT, kb_dir=str(trained_copy)).candidates[0].tag == right
     # a near-duplicate (one word changed) has the right tag in its top 3 and not the wrong one first

@@ -12,6 +12,7 @@ import pytest
 
 from agent import Context, tagging
 from agent.runtime import NODE_CACHE, REVIEWS
+from agent.tagger import tagger_for
 from knowledge_base import InputError, KnowledgeBase, UnknownTagsError
 
 TEXT = ("A small command-line utility that converts scanned PNG and JPEG images into searchable PDF documents, "
@@ -22,7 +23,7 @@ NO_LLM = dict(use_generation=False, use_calibration=False, budget=10, max_tags=3
 def run_nodes(kb_dir: str, text: str = TEXT, **overrides) -> tuple[list[str], list[str], dict]:
     """(nodes that ran, nodes served from the cache, the output) of one façade run."""
     ctx = Context(kb_dir=kb_dir, **{**NO_LLM, **overrides})
-    rt_graph = tagging.graph_for(tagging.runtime_for(kb_dir))
+    rt_graph = tagger_for(kb_dir).graph()
     ran, cached = [], []
     for update in rt_graph.stream({"content": text}, config=tagging.review_thread("cache-probe"), context=ctx, stream_mode="updates"):
         meta = update.pop("__metadata__", {}) or {}
@@ -46,7 +47,7 @@ def test_a_second_identical_run_skips_recall_and_knowledge_until_the_knowledge_b
     ran, cached, fewer = run_nodes(kb_dir, budget=4)
     assert "recall" in ran and "recall" not in cached and len(fewer["candidates"]) == 4
     # so is another encoder runtime (LLM4TAG_ENCODER_RUNTIME, read when the encoder is made): its vectors differ
-    encoder = tagging.runtime_for(kb_dir).kb.encoder
+    encoder = tagger_for(kb_dir).kb.encoder
     configured = encoder.runtime
     try:
         encoder.runtime = "torch" if configured != "torch" else "onnx"
@@ -107,7 +108,7 @@ def test_a_review_waits_across_a_restart_and_a_correction_resumes_it(writable_kb
     # recorded gets the review back, with the reason, instead of a failed run
     from langgraph.types import Command
 
-    compiled, config = tagging.graph_for(tagging.runtime_for(kb_dir), review=True), tagging.review_thread(first["content_id"])
+    compiled, config = tagger_for(kb_dir).graph(review=True), tagging.review_thread(first["content_id"])
     for bad in ({"add": ["no-such-tag"]}, {"accept": "not a list"}, {}):
         again = compiled.invoke(Command(resume=bad), config=config, context=Context(kb_dir=kb_dir))
         assert again["__interrupt__"][0].value["error"], bad
@@ -150,7 +151,7 @@ def test_waiting_reviews_are_bounded_kept_once_and_dropped_when_stale(writable_k
     from ui.rest import create_app
 
     kb_dir = str(writable_kb.directory)
-    rt = tagging.runtime_for(kb_dir)
+    rt = tagger_for(kb_dir)
     rt.kb.update_config(replace(rt.kb.config, max_reviews=2))
     other = "A web browser for the terminal that renders HTML pages as text and follows links with the keyboard."
     long_text = TEXT + " " + " ".join(f"Detail {i} of the image conversion pipeline." for i in range(4000))  # ~180 KB
@@ -262,7 +263,7 @@ def test_a_decision_that_fails_to_be_stored_does_not_stick(writable_kb, monkeypa
     kb_dir = str(writable_kb.directory)
     first = tagging.tag(TEXT, context=Context(kb_dir=kb_dir, review=True, **NO_LLM))
     a, b = first["review"]["proposed"][:2]
-    real = Runtime.learn
+    real = Runtime.record
     calls = []
 
     def store_fails_once(self, *args, **kwargs):  # fault injection: the store refuses the first write
@@ -271,7 +272,7 @@ def test_a_decision_that_fails_to_be_stored_does_not_stick(writable_kb, monkeypa
             raise KnowledgeBaseError("the write lock is held by another process")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Runtime, "learn", store_fails_once)
+    monkeypatch.setattr(Runtime, "record", store_fails_once)
     with pytest.raises(KnowledgeBaseError, match="write lock"):
         tagging.review(first["content_id"], accept=[a], reject=[b], kb_dir=kb_dir)
     assert "write lock" in tagging.pending_review(TEXT, kb_dir=kb_dir)["error"]
@@ -351,9 +352,10 @@ def test_the_node_cache_serves_another_process(writable_kb):
     run_nodes(kb_dir)
     probe = (
         "import json, sys\n"
-        "from agent import Context, tagging\n"
+        "from agent import Context\n"
+        "from agent.tagger import tagger_for\n"
         "ctx = Context(kb_dir=sys.argv[1], use_generation=False, use_calibration=False, budget=10, max_tags=3, threshold=0.0)\n"
-        "g = tagging.graph_for(tagging.runtime_for(sys.argv[1]))\n"
+        "g = tagger_for(sys.argv[1]).graph()\n"
         "cached = [n for u in g.stream({'content': sys.argv[2]}, context=ctx, stream_mode='updates')"
         " if (u.pop('__metadata__', {}) or {}).get('cached') for n in u]\n"
         "print(json.dumps(cached))\n"
@@ -377,9 +379,7 @@ def test_a_failed_web_search_is_not_cached(writable_kb, monkeypatch):
     ctx = dict(use_web_search=True, use_generation=True, use_calibration=False, web_timeout_s=1.0)
     kb_dir = str(writable_kb.directory)
     c = Context(kb_dir=kb_dir, budget=10, max_tags=3, threshold=0.0, **ctx)
-    from agent.tagging import graph_for, runtime_for
-
-    compiled = graph_for(runtime_for(kb_dir))
+    compiled = tagger_for(kb_dir).graph()
     for _ in range(2):
         updates = list(compiled.stream({"content": TEXT}, context=c, stream_mode="updates"))
         knowledge = next(u["knowledge"] for u in updates if "knowledge" in u)

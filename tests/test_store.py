@@ -653,10 +653,11 @@ def test_loads_encode_outside_the_write_lock_and_a_writer_never_holds_up_readers
 
     # another process holds the lock (a long load) and a learn here waits for it: readers still answer
     from agent import Context, tagging
+    from agent.tagger import tagger_for
 
     fast = Context(kb_dir=str(copy_kb(trained_kb_dir, tmp_path / "trained")), use_generation=False, use_calibration=False)
     tagging.tag("warm up the encoder and the runtime", context=fast)
-    kb = tagging.runtime_for(fast.kb_dir).kb  # the instance tagging reads through
+    kb = tagger_for(fast.kb_dir).kb  # the instance tagging reads through
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; FileLock(sys.argv[1]).acquire(); "
                                "print('held', flush=True); time.sleep(600)", str(kb.directory / ".write.lock")],
                               stdout=subprocess.PIPE, text=True)

@@ -40,18 +40,17 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from agent import tagging  # noqa: E402
 from agent.confidence import DEFAULT_THRESHOLD, rethreshold  # noqa: E402
 from agent.context import Context  # noqa: E402
 from agent.graph import NODE_ORDER  # noqa: E402
 from agent.results import tag_result  # noqa: E402
-from agent.runtime import runtime_for  # noqa: E402
+from agent.tagger import Tagger, tagger_for  # noqa: E402
 from agent.served import allowed_backends, check_backend  # noqa: E402
 from agent.tools import SearchTagsArgs, TagContentArgs, invalid_arguments  # noqa: E402
 from knowledge_base.errors import InputError, Llm4tagError  # noqa: E402
 from knowledge_base.graph import content_node, tag_node  # noqa: E402
 from knowledge_base.neighbourhood import neighbourhood as graph_around  # noqa: E402
-from knowledge_base.loaders import Sample, require_text  # noqa: E402
+from knowledge_base.loaders import require_text  # noqa: E402
 
 from . import render  # noqa: E402
 from .logic import (  # noqa: E402
@@ -133,8 +132,12 @@ class TaggingApp:
         self.kb_dir = str(kb_dir) if kb_dir else None
         self.warm = warm
 
+    def tagger(self) -> Tagger:
+        """The knowledge base's Tagger: every operation the page offers goes through it."""
+        return tagger_for(self.kb_dir)
+
     def kb(self):
-        return runtime_for(self.kb_dir).kb
+        return self.tagger().kb
 
     def context(self, threshold, mode, n_examples, n_snippets, web, backend, llm=None) -> Context:
         n_examples, n_snippets = int(n_examples or 0), int(n_snippets or 0)
@@ -203,7 +206,7 @@ class TaggingApp:
         result: dict = {}
         judged: dict[str, dict] = {}  # by tag: a retried calibrate step sends its judgments again
         try:
-            for node, changes, result in tagging.tag_stream(content, title=title, context=ctx):
+            for node, changes, result in self.tagger().tag_stream(content, title=title, context=ctx):
                 if node == "judgment":  # one tag judged: shown at once, before the step ends
                     judged[changes["tag"]] = changes
                     history[-1] = render.judging_message(list(judged.values()))
@@ -247,7 +250,7 @@ class TaggingApp:
         candidates = state.get("candidates") or []
         first = {"text": state.get("text", ""), "candidates": candidates,
                  "judgments": [{"tag": c["tag"], "origin": "recall", "confidence": c["score"]} for c in candidates[: max(ctx.judge_top, ctx.tag_limit)]]}
-        threshold = runtime_for(self.kb_dir).threshold(ctx)
+        threshold = self.tagger().threshold(ctx)
         return render.result_panel(first, rethreshold(first, threshold, ctx.tag_limit), threshold)
 
     @staticmethod
@@ -326,11 +329,11 @@ class TaggingApp:
             if not command.tags:
                 return fail("Name the tag: explain TAG")
             try:  # the words behind each tag (occlusion over recall): a failure there leaves the rest of the explanation
-                spans = tagging.supporting_spans(result["text"], command.tags, kb_dir=self.kb_dir)
+                spans = self.tagger().supporting_spans(result["text"], command.tags)
             except Exception as exc:
                 log.warning("no evidence spans: %s", exc)
                 spans = {}
-            return say("\n\n".join(render.explanation_markdown(tagging.explain(result, t), threshold, session.get("verdict"),
+            return say("\n\n".join(render.explanation_markdown(Tagger.explain(result, t), threshold, session.get("verdict"),
                                                                spans.get(t), result["text"]) for t in command.tags))
         try:
             kb = self.kb()
@@ -350,8 +353,8 @@ class TaggingApp:
                 return fail(f"Name the tag: {command.action} TAG")
             verdict = apply_verdict(session.get("verdict") or empty_verdict(), command.action, tags)
             cid = result["content_id"]
-            previous = self._sample_with_origin(kb, cid)
-            tagging.learn(result["text"], verdict["correct"], verdict["incorrect"], sample_id=cid, kb_dir=self.kb_dir)
+            previous = self.tagger().sample(cid)
+            self.tagger().learn(result["text"], verdict["correct"], verdict["incorrect"], sample_id=cid)
         except Exception as exc:
             error = _readable(exc)
             gr.Warning(error)
@@ -366,15 +369,6 @@ class TaggingApp:
             "Similar texts will now get it as an example and reach its tags through C2C2T. (`undo` takes it back.)"
         )
 
-    @staticmethod
-    def _sample_with_origin(kb, cid: str) -> dict | None:
-        got = kb.collection("samples").get(ids=[cid], include=["documents", "metadatas"])
-        if not got["ids"]:
-            return None
-        sample = kb.get_sample(cid)
-        origin = (got["metadatas"][0] or {}).get("origin") or "feedback"
-        return {"id": sample.id, "text": sample.text, "tags": list(sample.tags), "incorrect_tags": list(sample.incorrect_tags), "origin": origin}
-
     def undo(self, history: list, session: dict) -> None:
         stack = session.get("undo") or []
         if not stack:
@@ -382,15 +376,7 @@ class TaggingApp:
             return
         entry = stack[-1]
         try:
-            kb = self.kb()
-            previous = entry["previous"]
-            if previous:
-                sample = Sample(previous["id"], previous["text"], tuple(previous["tags"]), tuple(previous["incorrect_tags"]))
-                kb.add_samples([sample], unknown_tags="skip", origin=previous.get("origin") or "feedback")
-                what = "the sample is back to what it was before"
-            else:
-                kb.remove_sample(entry["cid"])
-                what = "the sample and its graph edges are removed"
+            what = self.tagger().restore(entry["cid"], entry["previous"])
         except Exception as exc:
             error = _readable(exc)
             gr.Warning(error)
@@ -428,8 +414,8 @@ class TaggingApp:
         try:
             ctx = replace(Context.from_env(mode=args.mode, threshold=args.threshold, max_tags=args.max_tags, llm=args.llm,
                                            label_language=args.label_language, backend=check_backend(backend)), kb_dir=self.kb_dir)
-            result = tagging.tag(text, context=ctx)
-            spans = tagging.supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
+            result = self.tagger().tag(text, context=ctx)
+            spans = self.tagger().supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
         return tag_result(result, spans).model_dump(mode="json")
@@ -446,7 +432,7 @@ class TaggingApp:
             A dict with "id" (the sample id under which the verdict was stored), "correct", "incorrect", "samples" (how many the knowledge base holds) and "retraining" (whether the learned recall path started retraining), as the stdio MCP server's learn returns.
         """
         try:
-            return tagging.learn(text, correct or [], incorrect or [], kb_dir=self.kb_dir)
+            return self.tagger().learn(text, correct or [], incorrect or [])
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
 
@@ -465,7 +451,7 @@ class TaggingApp:
         except ValidationError as exc:
             raise gr.Error(invalid_arguments(exc, "search_tags")) from None
         try:
-            return tagging.search_tags(args.query, args.limit, kb_dir=self.kb_dir)
+            return self.tagger().search_tags(args.query, args.limit)
         except Exception as exc:
             raise gr.Error(_readable(exc)) from exc
 
@@ -519,7 +505,7 @@ class TaggingApp:
 
     def kb_search_table(self, query):
         try:
-            hits = tagging.search_tags(query or "", 20, kb_dir=self.kb_dir)
+            hits = self.tagger().search_tags(query or "", 20)
         except Exception as exc:
             gr.Warning(_readable(exc))
             return None
@@ -585,9 +571,9 @@ class TaggingApp:
             return "\n".join(lines), gr.Image(value=image.convert("RGB"), visible=True)
 
     def change_tag(self, tag: str, action: str, into: str):
-        """The knowledge-base tab's tag change: rename, merge or retire (``tagging.change_tag``)."""
+        """The knowledge-base tab's tag change: rename, merge or retire (``Tagger.change_tag``)."""
         try:
-            change = tagging.change_tag((tag or "").strip(), action, (into or "").strip() or None, kb_dir=self.kb_dir)
+            change = self.tagger().change_tag((tag or "").strip(), action, (into or "").strip() or None)
         except Exception as exc:
             error = _readable(exc)
             gr.Warning(error)
@@ -640,7 +626,7 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
     app = TaggingApp(kb_dir, warm)
     defaults = _default_context()
     if defaults.threshold is None:  # the knowledge base's tuned threshold (the demo's ships with its model)
-        defaults = replace(defaults, threshold=runtime_for(kb_dir).threshold(defaults) if kb_dir else _demo_threshold())
+        defaults = replace(defaults, threshold=tagger_for(kb_dir).threshold(defaults) if kb_dir else _demo_threshold())
     where = f"knowledge base `{kb_dir}`" if kb_dir else "the bundled demo knowledge base (Debian package descriptions, debtags)"
     with gr.Blocks(title="llm4tag", analytics_enabled=False) as demo:
         session = gr.State(new_session())
@@ -821,7 +807,7 @@ def _warm_up(kb_dir: str | None, backend: str, warm: WarmUp) -> None:
             warm.set("building the demo knowledge base (first run only, about 30 seconds)")
             open_demo_kb(log=lambda line: warm.set(f"building the demo knowledge base: {line.strip()}"))
         warm.set("opening the knowledge base")
-        rt = runtime_for(kb_dir)
+        rt = tagger_for(kb_dir)
         warm.set("loading the embedding model and the recall indexes")
         rt.warm_up()
         warm.set("preparing the language model")  # finding (on a first run: converting) the model file

@@ -1,7 +1,7 @@
 """The ``llm4tag`` command line: build a knowledge base, recall, tag, index batches, evaluate,
 train, and start the other surfaces (the Gradio app, the REST API, the MCP server).
 
-Like every surface it parses its input, calls the façade (``agent.tagging``) or an offline
+Like every surface it parses its input, calls the knowledge base's Tagger (``agent.tagger``) or an offline
 workflow (``agent.evaluation``, ``agent.training``), and formats the output — nothing else.
 Heavy libraries are imported inside the commands that use them.
 """
@@ -63,6 +63,14 @@ def _require_kb(ctx: click.Context) -> None:
     if not (directory / "config.json").is_file():
         raise click.UsageError(f"{directory} is not a knowledge base (it has no config.json); check --kb, "
                                "or create one with: llm4tag --kb DIR kb load-vocab TAGS")
+
+
+def _tagger(ctx: click.Context):
+    """The Tagger of ``--kb`` (every operation on the knowledge base), after checking the folder is one."""
+    from agent.tagger import tagger_for
+
+    _require_kb(ctx)
+    return tagger_for(ctx.obj["kb_dir"])
 
 
 def _open_kb(ctx: click.Context, create: bool = False):
@@ -156,11 +164,8 @@ def load_vocab(ctx, path, on_error, language):
 
 
 def _change_tag(ctx, tag: str, into: str | None, action: str) -> None:
-    from agent import tagging
-
-    _require_kb(ctx)
     try:
-        change = tagging.change_tag(tag, action, into, kb_dir=ctx.obj["kb_dir"])
+        change = _tagger(ctx).change_tag(tag, action, into)
         trained = _open_kb(ctx).classifier() is not None
     except Llm4tagError as exc:
         _fail(exc)
@@ -355,7 +360,6 @@ def search(ctx, query, limit):
 @click.pass_context
 def recall(ctx, text, as_json, strategy, paper, delta_ct, delta_cc, max_c2t, max_c2c2t, budget):
     """Recall candidate tags for TEXT (or standard input), with the path that found each."""
-    from agent import tagging
     from agent.explanation import evidence_parts
     from knowledge_base import RecallConfig
 
@@ -369,7 +373,7 @@ def recall(ctx, text, as_json, strategy, paper, delta_ct, delta_cc, max_c2t, max
     try:
         if strategy:
             context = context.with_overrides(use_graph_recall=strategy == "graph")
-        result = tagging.recall(content, context=context, base=RecallConfig.paper() if paper else None)
+        result = _tagger(ctx).recall_text(content, context=context, base=RecallConfig.paper() if paper else None)
     except (Llm4tagError, ValueError) as exc:
         _fail(exc)
     if as_json:
@@ -452,13 +456,12 @@ def _start_remote_backend(context: Context) -> None:
 @click.pass_context
 def tag_command(ctx, text, as_json, explain, **options):
     """Tag TEXT (or standard input) with the full pipeline."""
-    from agent import tagging
 
     content = read_text_argument(text)
     context = build_context(ctx, **options)
     _start_remote_backend(context)
     try:
-        result = tagging.tag(content, context=context)
+        result = _tagger(ctx).tag(content, context=context)
     except Llm4tagError as exc:
         _fail(exc)
     if as_json:
@@ -493,7 +496,7 @@ def tag_command(ctx, text, as_json, explain, **options):
         kept = [t["tag"] for t in result["tags"]]
         if kept:
             click.echo("words behind each tag (removing them lowers recall's score for it the most):")
-            for tag, spans in tagging.supporting_spans(result["text"], kept, context=context).items():
+            for tag, spans in _tagger(ctx).supporting_spans(result["text"], kept, context=context).items():
                 click.echo(f"  {tag}: " + (" · ".join(f"«{s['text']}» (−{s['drop']:.2f})" for s in spans) or "no part of the text alone moves it"))
         click.echo("tags:")
     if not result["tags"]:
@@ -522,15 +525,12 @@ def _print_tags(result: dict) -> None:
 @click.pass_context
 def review_command(ctx, content_id, accept, reject, add, as_json):
     """Show the review waiting for CONTENT_ID (from `tag --review`), or resume it with a decision."""
-    from agent import tagging
-
     _require_kb(ctx)
     if not content_id:
         raise click.UsageError("name the content: llm4tag review CONTENT_ID (tag --review prints it)")
-    kb_dir = ctx.obj["kb_dir"]
     try:
         if not (accept or reject or add):
-            waiting = tagging.pending_review(content_id=content_id, kb_dir=kb_dir)
+            waiting = _tagger(ctx).pending_review(content_id=content_id)
             if waiting is None:
                 _fail(Llm4tagError(f"no review is waiting for {content_id!r}; tag the text with --review first"))
             if as_json:
@@ -545,7 +545,7 @@ def review_command(ctx, content_id, accept, reject, add, as_json):
             if waiting.get("error"):
                 click.echo(f"  last decision refused: {waiting['error']}")
             return
-        result = tagging.review(content_id, accept=accept, reject=reject, add=add, kb_dir=kb_dir)
+        result = _tagger(ctx).review(content_id, accept=accept, reject=reject, add=add)
     except Llm4tagError as exc:
         _fail(exc)
     if as_json:
@@ -569,16 +569,13 @@ def learn_command(ctx, text, correct, incorrect, sample_id, replace, as_json):
 
     The verdict is stored at once as an annotated sample and graph edges: tagging the same text
     again returns its right tags and none of its wrong ones, and similar texts learn from it."""
-    from agent import tagging
-
     _require_kb(ctx)
     if not correct and not incorrect:
         raise click.UsageError("name at least one tag: --correct TAG (right) or --incorrect TAG (wrong), each repeatable")
     content = read_text_argument(text)
     try:
-        result = tagging.learn(content, [argument_text(t, "--correct") for t in correct],
-                               [argument_text(t, "--incorrect") for t in incorrect],
-                               sample_id=sample_id, kb_dir=ctx.obj["kb_dir"], replace=replace)
+        result = _tagger(ctx).learn(content, [argument_text(t, "--correct") for t in correct],
+                                    [argument_text(t, "--incorrect") for t in incorrect], sample_id=sample_id, replace=replace)
     except Llm4tagError as exc:
         _fail(exc)
     if as_json:
@@ -985,9 +982,9 @@ def show_config(ctx):
         run = asdict(context)
         folder = Path(context.kb_dir).expanduser() if context.kb_dir else demo_kb_dir()
         if (folder / "config.json").is_file():  # never builds the demo knowledge base just to show it
-            from agent.runtime import runtime_for
+            from agent.tagger import tagger_for
 
-            rt = runtime_for(context.kb_dir)
+            rt = tagger_for(context.kb_dir)
             run.update(kb_dir=str(rt.kb.directory), threshold=rt.threshold(context), backend=rt.backend_spec(context))
         else:
             run["kb_dir"] = f"{folder} (not built yet)"

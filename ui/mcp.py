@@ -37,12 +37,11 @@ from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from pydantic import Field, ValidationError
 
-from agent import tagging
 from agent.context import LANGUAGE_CODE, Context, llm_mode
 from agent.explanation import evidence_parts
 from agent.results import TagResult, tag_result
 from agent.tools import invalid_arguments
-from agent.runtime import runtime_for
+from agent.tagger import tagger_for
 from knowledge_base.errors import UnknownTagsError
 from knowledge_base.loaders import encodable
 
@@ -83,6 +82,9 @@ def build_server(context: Context | None = None) -> FastMCP:
     base = context or Context.from_env()
     server = _Server("llm4tag", instructions=INSTRUCTIONS)
 
+    def tagger():  # the knowledge base's Tagger, opened by the first call (one per process)
+        return tagger_for(base.kb_dir)
+
     @server.tool()
     async def tag(
         text: str = Field(description="The content to tag."),
@@ -102,12 +104,12 @@ def build_server(context: Context | None = None) -> FastMCP:
         ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, review=review, llm=llm_mode(llm),
                                   label_language=label_language)
         if call is not None and ctx.llm != "fast" and not ctx.review and call.request_context.meta and call.request_context.meta.progressToken is not None:
-            fast = await _run(lambda: tag_result(tagging.tag(text, context=ctx.with_overrides(llm="fast"))).model_dump(mode="json"))
+            fast = await _run(lambda: tag_result(tagger().tag(text, context=ctx.with_overrides(llm="fast"))).model_dump(mode="json"))
             shown = ", ".join(f"{t['tag']} {t['confidence']:.2f}" for t in fast["tags"] if t.get("confidence") is not None) or "no tag"
             await call.report_progress(1, 2, message=f"first answer (fused recall, no language model): {shown}")
         def run() -> dict:
-            result = tagging.tag(text, context=ctx)
-            spans = tagging.supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
+            result = tagger().tag(text, context=ctx)
+            spans = tagger().supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
             return tag_result(result, spans).model_dump(mode="json")
 
         return await _run(run)
@@ -118,7 +120,7 @@ def build_server(context: Context | None = None) -> FastMCP:
         budget: int | None = Field(default=None, ge=1, le=100, description="Size of the candidate set."),
     ) -> dict:
         """Recall candidate tags for a text through the content–tag graph (C2T and C2C2T meta-paths), with the evidence for each. No LLM call."""
-        return await _run(lambda: _recall_payload(tagging.recall(text, context=base.with_overrides(budget=budget))))
+        return await _run(lambda: _recall_payload(tagger().recall_text(text, context=base.with_overrides(budget=budget))))
 
     def _recall_payload(result) -> dict:
         candidates = []
@@ -146,7 +148,7 @@ def build_server(context: Context | None = None) -> FastMCP:
 
         def run():
             try:
-                return tagging.learn(text, correct, incorrect or [], sample_id=id, kb_dir=base.kb_dir, replace=replace)
+                return tagger().learn(text, correct, incorrect or [], sample_id=id, replace=replace)
             except UnknownTagsError as exc:
                 raise UnknownTagsError(f"{exc}. Use search_tags to find the right names", exc.tags) from exc
 
@@ -160,7 +162,7 @@ def build_server(context: Context | None = None) -> FastMCP:
     ) -> dict:
         """Rename, merge or retire a tag. Its history (every annotation with it) moves to the replacement, or is set aside when retired; nothing is deleted."""
 
-        return await _run(lambda: tagging.change_tag(tag, action, into, kb_dir=base.kb_dir))
+        return await _run(lambda: tagger().change_tag(tag, action, into))
 
     @server.tool()
     async def search_tags(
@@ -169,7 +171,7 @@ def build_server(context: Context | None = None) -> FastMCP:
     ) -> list[dict]:
         """Find tags in the repository: names containing the query first, then tags nearest in meaning."""
 
-        return await _run(lambda: tagging.search_tags(query, limit, kb_dir=base.kb_dir))
+        return await _run(lambda: tagger().search_tags(query, limit))
 
     return server
 
@@ -258,7 +260,7 @@ def run_stdio(context: Context | None = None) -> None:
     """Serve the tools over stdio until the client closes the connection."""
     base = context or Context.from_env()
     out = protocol_stdout()  # first: building the demo knowledge base prints progress
-    runtime_for(base.kb_dir)  # fail before the handshake if the knowledge base is unusable
+    tagger_for(base.kb_dir)  # fail before the handshake if the knowledge base is unusable
     server = build_server(base)
 
     async def main() -> None:

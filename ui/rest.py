@@ -64,11 +64,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from agent import tagging
 from agent.context import LANGUAGE_CODE, Context, llm_mode
 from agent.results import ScoredTag, TagResult, tag_result
 from agent.llm.base import BackendError
-from agent.runtime import runtime_for
+from agent.tagger import tagger_for
 from agent.workers import TaggerPool, remote_backend
 from .guard import LocalOnly, is_loopback, require_token_beyond_loopback  # noqa: F401 (is_loopback: the old import place)
 from knowledge_base.errors import (ConflictError, DiskFullError, InputError, KnowledgeBaseError, Llm4tagError, NoReviewWaitingError,
@@ -469,18 +468,18 @@ def create_app(
     env = settings()
     limit = max_body_bytes or env.api_max_body
     queue = TagQueue(workers or default_workers(base), max_waiting if max_waiting is not None else env.api_queue)
-    rt = runtime_for(base.kb_dir)  # fail at start, not on the first request
-    kb = rt.kb
+    tagger = tagger_for(base.kb_dir)  # every operation of this knowledge base; fails at start, not on the first request
+    kb = tagger.kb
     pool = TaggerPool(base.workers, base) if base.workers > 1 and not remote_backend(base) else None
 
     def tag_text(text: str, title: str | None, ctx: Context) -> dict:
         """Tag in a model worker process when the server has them, else in this process."""
-        return pool.submit(text, title, ctx).result() if pool else tagging.tag(text, title=title, context=ctx)
+        return pool.submit(text, title, ctx).result() if pool else tagger.tag(text, title=title, context=ctx)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         try:
-            await anyio.to_thread.run_sync(rt.warm_up)  # before the first request: it would wait for these loads
+            await anyio.to_thread.run_sync(tagger.warm_up)  # before the first request: it would wait for these loads
         except Exception as exc:  # the first request reports it with its own error
             log.warning("warm-up failed (%s: %s); the first request will load what it needs", type(exc).__name__, exc)
         yield
@@ -576,7 +575,7 @@ def create_app(
         result = await queue.run(tag_text, request.text, request.title, ctx)
         spans = None
         if request.explain:  # the words behind each kept tag, in this process (recall only: no model call)
-            spans = await anyio.to_thread.run_sync(partial(tagging.supporting_spans, result["text"], [t["tag"] for t in result["tags"]],
+            spans = await anyio.to_thread.run_sync(partial(tagger.supporting_spans, result["text"], [t["tag"] for t in result["tags"]],
                                                            context=ctx))
         return _tag_response(result, request.id, text_digest(request.text), started, request.explain, spans)
 
@@ -633,7 +632,7 @@ def create_app(
              tags=["learning"])
     def pending_review(content_id: str) -> ReviewWaiting:
         """The review waiting for a content (tagged with review: true): its text, the proposed tags and the other likely candidates."""
-        waiting = tagging.pending_review(content_id=content_id, kb_dir=base.kb_dir)
+        waiting = tagger.pending_review(content_id=content_id)
         if waiting is None:
             raise HTTPException(status_code=404, detail=f"no review is waiting for {content_id!r}; tag the text with \"review\": true first")
         return ReviewWaiting(**{k: v for k, v in encodable(waiting).items() if k in ReviewWaiting.model_fields})
@@ -643,11 +642,11 @@ def create_app(
     def resume_review(content_id: str, decision: ReviewRequest) -> TagResponse:
         """Resume a waiting review with a decision: accepted and added tags are recorded as right, rejected ones as wrong."""
         started = time.perf_counter()
-        waiting = tagging.pending_review(content_id=content_id, kb_dir=base.kb_dir)
+        waiting = tagger.pending_review(content_id=content_id)
         if waiting is None:
             raise HTTPException(status_code=404, detail=f"no review is waiting for {content_id!r}; tag the text with \"review\": true first")
         try:
-            result = tagging.review(content_id, accept=decision.accept, reject=decision.reject, add=decision.add, kb_dir=base.kb_dir)
+            result = tagger.review(content_id, accept=decision.accept, reject=decision.reject, add=decision.add)
         except UnknownTagsError as exc:
             raise HTTPException(status_code=400, detail=f"{exc}. Find tags with GET /v1/tags?q=...") from exc
         except NoReviewWaitingError as exc:  # decided meanwhile (another decision, or a learn of the same text)
@@ -672,7 +671,7 @@ def create_app(
                     item.error = EMPTY_TEXT
                 else:
                     try:
-                        result = future.result() if future else tagging.tag(doc.text, title=doc.title, context=ctx)
+                        result = future.result() if future else tagger.tag(doc.text, title=doc.title, context=ctx)
                     except Llm4tagError as exc:
                         item.error = str(exc)
                     else:
@@ -688,7 +687,7 @@ def create_app(
     def learn(request: LearnRequest) -> LearnResponse:
         """Record a verdict: the correct and incorrect tags of a text become a sample and graph edges."""
         try:
-            learned = tagging.learn(request.text, request.correct, request.incorrect, sample_id=request.id, kb_dir=base.kb_dir,
+            learned = tagger.learn(request.text, request.correct, request.incorrect, sample_id=request.id,
                                     replace=request.replace)
         except UnknownTagsError as exc:
             raise HTTPException(status_code=400, detail=f"{exc}. Find tags with GET /v1/tags?q=...") from exc
@@ -704,7 +703,7 @@ def create_app(
         total = kb.collection("tags").count()
         query = clean_text(q or "")
         if query:
-            hits = tagging.search_tags(query, limit, kb_dir=base.kb_dir)
+            hits = tagger.search_tags(query, limit)
             tags = [TagInfo(name=h["tag"], description=h["description"], similarity=h["similarity"]) for h in hits]
         else:
             names = sorted(kb.tag_names())[offset : offset + limit]
@@ -717,7 +716,7 @@ def create_app(
     def change_tag(request: TagChangeRequest, tag: str = Path(max_length=MAX_ID_CHARS, description="The tag to rename, merge or retire.")) -> TagChangeResponse:
         """Rename, merge or retire a tag: its history moves to the replacement (or is set aside), a
         retired tag is never suggested again, and what was there is kept in the knowledge base."""
-        return TagChangeResponse(**tagging.change_tag(tag, request.action, request.into, kb_dir=base.kb_dir))
+        return TagChangeResponse(**tagger.change_tag(tag, request.action, request.into))
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     def health() -> HealthResponse:
@@ -752,5 +751,5 @@ def serve(kb_dir: str | None, host: str = "127.0.0.1", port: int = 8000, token: 
     if app.state.pool is not None:
         app.state.pool.start()  # every worker loads its model before the first request
     elif app.state.context.uses_llm:
-        runtime_for(app.state.context.kb_dir).backend(app.state.context)  # load the model before the first request
+        tagger_for(app.state.context.kb_dir).backend(app.state.context)  # load the model before the first request
     uvicorn.run(app, host=host, port=port, log_level=log_level)

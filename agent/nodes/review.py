@@ -100,7 +100,7 @@ def record_review(state: State, runtime: Runtime[Context]) -> dict:
     ctx = context_of(runtime)
     decision = ReviewDecision.parse(state["review_decision"])
     correct, incorrect = decision.verdict()
-    recorded = runtime_for(ctx.kb_dir).learn(state["text"], correct, incorrect, cid=state["content_id"])
+    recorded = runtime_for(ctx.kb_dir).record(state["text"], correct, incorrect, cid=state["content_id"])
     proposed = {t["tag"]: t for t in state.get("tags") or []}
     tags = [proposed[t] for t in correct if t in proposed]
     tags += [{"tag": t, "confidence": None, "origin": "review", "paths": [], "description": ""} for t in correct if t not in proposed]
