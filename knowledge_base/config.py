@@ -12,11 +12,11 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_type_hints
 
 from .hierarchy import OUTPUTS
 from .errors import KnowledgeBaseError
-from .settings import settings
+from .settings import parse_variable, settings
 
 RecallStrategy = Literal["graph", "match"]
 
@@ -140,14 +140,18 @@ class KnowledgeBaseConfig:
 
     @classmethod
     def from_env(cls, base: "KnowledgeBaseConfig | None" = None) -> "KnowledgeBaseConfig":
-        """Apply ``LLM4TAG_ENCODER``, ``LLM4TAG_CHROMA_HOST`` and ``LLM4TAG_CHROMA_PORT``."""
+        """Apply ``LLM4TAG_ENCODER``, ``LLM4TAG_CHROMA_HOST`` and ``LLM4TAG_CHROMA_PORT`` (a new
+        folder's defaults; ``config.json`` keeps them), parsed and checked as every ``LLM4TAG_*``
+        variable is (``knowledge_base.settings.parse_variable``)."""
         cfg = base or cls()
-        env = {
-            "encoder": os.environ.get("LLM4TAG_ENCODER"),
-            "chroma_host": os.environ.get("LLM4TAG_CHROMA_HOST"),
-            "chroma_port": int(os.environ["LLM4TAG_CHROMA_PORT"]) if os.environ.get("LLM4TAG_CHROMA_PORT") else None,
-        }
-        return replace(cfg, **{k: v for k, v in env.items() if v is not None})
+        hints = get_type_hints(cls)
+        env = {}
+        for name in ("encoder", "chroma_host", "chroma_port"):
+            variable = f"LLM4TAG_{name.upper()}"
+            raw = os.environ.get(variable, "").strip()
+            if raw:
+                env[name] = parse_variable(variable, raw, hints[name])
+        return replace(cfg, **env)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)

@@ -100,3 +100,16 @@ def test_the_run_configuration_parses_its_variables_with_the_same_rules(clean_en
     clean_env.setenv("LLM4TAG_MODE", "both")
     with pytest.raises(SettingsError, match="LLM4TAG_MODE='both': choose one of multi, single"):
         Context.from_env()
+
+
+def test_a_new_folders_store_variables_are_checked_like_every_other(clean_env):
+    """Issue 27: LLM4TAG_CHROMA_PORT was read with a bare int() (a ValueError naming no variable)."""
+    from knowledge_base.config import KnowledgeBaseConfig
+
+    clean_env.setenv("LLM4TAG_CHROMA_HOST", "chroma.internal")
+    clean_env.setenv("LLM4TAG_CHROMA_PORT", "8123")
+    config = KnowledgeBaseConfig.from_env()
+    assert (config.chroma_host, config.chroma_port, config.encoder) == ("chroma.internal", 8123, KnowledgeBaseConfig().encoder)
+    clean_env.setenv("LLM4TAG_CHROMA_PORT", "eighty")
+    with pytest.raises(SettingsError, match=r"LLM4TAG_CHROMA_PORT='eighty' is not a whole number"):
+        KnowledgeBaseConfig.from_env()
