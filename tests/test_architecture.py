@@ -88,3 +88,39 @@ def test_the_pipeline_and_the_knowledge_base_never_import_a_surface_or_each_othe
     run_time = {n for n in g if n.startswith(("agent.nodes", "agent.graph", "agent.tagging", "agent.runtime", "agent.confidence"))}
     assert not [(a, b) for a, b in g.edges if a in run_time and b in offline], \
         "the tagging path must not depend on evaluation or training code"
+
+
+# ---- function length ------------------------------------------------------------------------
+MAX_LINES = 60
+# Functions over MAX_LINES on 2026-12-08, each at most as long as it was then (issue 27 splits
+# them; a split one leaves this list). A new long function, or one of these grown longer, fails.
+LONG_FUNCTIONS = {
+    "ui/rest.py:create_app": 293, "ui/app.py:build_app": 137, "knowledge_base/recall.py:recall_candidates": 126,
+    "knowledge_base/learned_recall.py:train_learned_recall": 114, "knowledge_base/loaders.py:read_tags": 113,
+    "agent/training/finetune.py:train": 105, "ui/mcp.py:build_server": 97, "knowledge_base/store.py:change_tag": 92,
+    "ui/app.py:respond": 85, "knowledge_base/skos.py:read_skos": 82, "agent/training/__init__.py:train_model": 81,
+    "knowledge_base/loaders.py:read_documents": 78, "agent/evaluation/report.py:summarise": 76,
+    "agent/evaluation/report.py:markdown_report": 75, "ui/cli.py:eval_command": 71, "agent/evaluation/runner.py:evaluate": 69,
+    "agent/training/datasets.py:build_training_sets": 67, "agent/nodes/calibrate.py:calibrate_confidence": 66,
+    "agent/training/demo.py:build_demo_model": 63, "ui/render.py:neighbourhood_svg": 61,
+}
+
+
+def function_lengths() -> dict[str, int]:
+    """Every production function's length in lines (decorators left out), by file and name."""
+    lengths: dict[str, int] = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    key = f"{path.relative_to(ROOT).as_posix()}:{node.name}"
+                    lengths[key] = max(lengths.get(key, 0), node.end_lineno - node.lineno + 1)
+    return lengths
+
+
+def test_no_function_grows_past_sixty_lines():
+    lengths = function_lengths()
+    too_long = {k: n for k, n in lengths.items() if n > LONG_FUNCTIONS.get(k, MAX_LINES)}
+    assert not too_long, f"functions over {MAX_LINES} lines (or longer than they were): {too_long}; split them"
+    gone = sorted(k for k in LONG_FUNCTIONS if lengths.get(k, 0) <= MAX_LINES)
+    assert not gone, f"no longer over {MAX_LINES} lines: take {gone} out of LONG_FUNCTIONS"
