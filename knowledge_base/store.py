@@ -600,6 +600,41 @@ class KnowledgeBase:
                 "samples_now": self.collection("samples").count()}
 
     # ---- writing -------------------------------------------------------------------------
+    def _put_contents(self, ids: list[str], texts: list[str], vectors: np.ndarray, metas: list[dict], tags: list[Iterable[str]],
+                      as_samples: bool) -> int:
+        """One write of contents, the same in every writer (the caller holds the write lock): into
+        Chroma (the samples collection too when they are annotated samples), their nodes and
+        annotations into the graph (replacing the ones they had), and their records to a shared
+        edge store. Returns how many annotations were written."""
+        if as_samples:
+            self.collection("samples").upsert(ids=ids, embeddings=vectors, documents=texts, metadatas=metas)
+        self.collection("contents").upsert(ids=ids, embeddings=vectors, documents=texts, metadatas=metas)
+        ops: list[dict] = []
+        for cid, given in zip(ids, tags):
+            ops += [{"op": "node", "id": content_node(cid), "kind": "content"}, {"op": "drop_det", "id": content_node(cid)},
+                    *self._det_edge_ops(cid, given)]
+        self.graph.write(ops)
+        if self._shared is not None:
+            self._shared.publish_contents(ids)
+        return sum(1 for op in ops if op["op"] == "edge")
+
+    def _drop_contents(self, ids: list[str]) -> None:
+        """One removal of contents (the caller holds the write lock): out of both Chroma
+        collections, their nodes and edges out of the graph, and tombstones to a shared edge
+        store, so other processes drop them too."""
+        self.collection("samples").delete(ids=ids)
+        self.collection("contents").delete(ids=ids)
+        present = self.graph.present(content_node(cid) for cid in ids)
+        self.graph.write({"op": "remove_node", "id": node} for node in sorted(present))
+        if self._shared is not None:
+            self._shared.publish_contents(ids)
+
+    def _refuse_other_text(self, cid: str, stored: str, what: str) -> ConflictError:
+        """The conflict of writing another text under an id that holds ``stored``."""
+        shown = stored if len(stored) <= 80 else stored[:77] + "..."
+        return ConflictError(f"the id {json.dumps(cid, ensure_ascii=False)} already holds a different text "
+                             f"({json.dumps(shown, ensure_ascii=False)}); {what}; nothing was written", cid)
+
     def _det_edge_ops(self, cid: str, tags: Iterable[str]) -> list[dict]:
         """Deterministic edges of a content: its annotations, in the order they were given."""
         return [{"op": "edge", "u": content_node(cid), "v": tag_node(t), "kind": "det", "w": 1.0, "n": i} for i, t in enumerate(tags)]
@@ -725,18 +760,7 @@ class KnowledgeBase:
                 {"tags": json.dumps(list(s.tags)), "incorrect_tags": json.dumps(list(s.incorrect_tags)), "origin": origin, "added_at": now}
                 for s in chunk
             ]
-            docs = [s.text for s in chunk]
-            self.collection("samples").upsert(ids=ids, embeddings=chunk_vectors, documents=docs, metadatas=metas)
-            self.collection("contents").upsert(ids=ids, embeddings=chunk_vectors, documents=docs, metadatas=metas)
-            ops: list[dict] = []
-            for s in chunk:
-                ops.append({"op": "node", "id": content_node(s.id), "kind": "content"})
-                ops.append({"op": "drop_det", "id": content_node(s.id)})
-                ops += self._det_edge_ops(s.id, s.tags)
-            report.edges += sum(1 for op in ops if op["op"] == "edge")
-            self.graph.write(ops)
-            if self._shared is not None:
-                self._shared.publish_contents(ids)
+            report.edges += self._put_contents(ids, [s.text for s in chunk], chunk_vectors, metas, [s.tags for s in chunk], as_samples=True)
             report.updated += len(already)
             report.added += len(chunk) - len(already)
 
@@ -835,23 +859,13 @@ class KnowledgeBase:
                 if not replace:
                     if stored == text:
                         return cid  # the same text, annotated by a person: its sample and edges stay as they are
-                    shown = stored if len(stored) <= 80 else stored[:77] + "..."
-                    raise ConflictError(
-                        f"the id {json.dumps(cid, ensure_ascii=False)} already holds a different text "
-                        f"({json.dumps(shown, ensure_ascii=False)}); leave the id out (it is then derived from the text) "
-                        "or ask to replace that content (replace=true); nothing was written", cid)
-                if is_sample:
+                    raise self._refuse_other_text(cid, stored, "leave the id out (it is then derived from the text) "
+                                                               "or ask to replace that content (replace=true)")
+                if is_sample:  # a write-back is no sample: the person's sample under this id goes
                     self.collection("samples").delete(ids=[cid])
-                if self.graph.has_node(content_node(cid)):  # the old text's annotations go with it
-                    self.graph.write([{"op": "remove_node", "id": content_node(cid)}])
-            self.collection("contents").upsert(
-                ids=[cid], embeddings=vector[None, :], documents=[text], metadatas=[{"tags": json.dumps(tags), "incorrect_tags": "[]", "origin": origin}]
-            )
-            ops = [{"op": "node", "id": content_node(cid), "kind": "content"}, {"op": "drop_det", "id": content_node(cid)}]
-            ops += self._det_edge_ops(cid, tags)
-            self.graph.write(ops)
-            if self._shared is not None:
-                self._shared.publish_contents([cid])
+                self.graph.write([{"op": "remove_node", "id": content_node(cid)}])  # the old text's edges go; its entry is overwritten below
+            meta = {"tags": json.dumps(tags), "incorrect_tags": "[]", "origin": origin}
+            self._put_contents([cid], [text], vector[None, :], [meta], [tags], as_samples=False)
         return cid
 
     def stored_text(self, cid: str) -> str | None:
@@ -887,14 +901,10 @@ class KnowledgeBase:
             stored = self.stored_text(cid)
             if stored is not None and stored != text:
                 if not replace:
-                    shown = stored if len(stored) <= 80 else stored[:77] + "..."
-                    raise ConflictError(
-                        f"the id {json.dumps(cid, ensure_ascii=False)} already holds a different text "
-                        f"({json.dumps(shown, ensure_ascii=False)}); a correction amends the tags of that same text. "
-                        "Send the stored text, leave the id out (it is then derived from the text), "
-                        "or ask to replace that sample (replace=true); nothing was written", cid)
-                if self.graph.has_node(content_node(cid)):  # the old text's annotations go with it
-                    self.graph.write([{"op": "remove_node", "id": content_node(cid)}])
+                    raise self._refuse_other_text(cid, stored, "a correction amends the tags of that same text. Send the stored text, "
+                                                               "leave the id out (it is then derived from the text), or ask to replace "
+                                                               "that sample (replace=true)")
+                self.graph.write([{"op": "remove_node", "id": content_node(cid)}])  # the old text's edges go; its entries are overwritten below
             self._write_samples([Sample(cid, text, correct, incorrect)], "feedback", LoadReport(),
                                 vectors=None if vector is None else np.asarray(vector, dtype=np.float32)[None, :])
         return cid
@@ -949,13 +959,7 @@ class KnowledgeBase:
     def remove_sample(self, cid: str) -> None:
         """Forget a sample (its examples entry, its content node and its edges): used by undo."""
         with self.write_lock():
-            self.collection("samples").delete(ids=[cid])
-            self.collection("contents").delete(ids=[cid])
-            node = content_node(cid)
-            if self.graph.has_node(node):
-                self.graph.write([{"op": "remove_node", "id": node}])
-            if self._shared is not None:  # a tombstone: other processes drop the node too
-                self._shared.publish_contents([cid])
+            self._drop_contents([cid])
 
     def forget_tags(self, tags: Iterable[str]) -> dict:
         """Take ``tags`` out of every sample's annotations (right and wrong), as if no content had
@@ -978,12 +982,7 @@ class KnowledgeBase:
                 else:
                     removed.append(sid)
             for start in range(0, len(removed), BATCH):
-                chunk = removed[start : start + BATCH]
-                self.collection("samples").delete(ids=chunk)
-                self.collection("contents").delete(ids=chunk)
-                self.graph.write([{"op": "remove_node", "id": content_node(cid)} for cid in chunk])
-                if self._shared is not None:
-                    self._shared.publish_contents(chunk)
+                self._drop_contents(removed[start : start + BATCH])
             origins = {sid: (meta or {}).get("origin", "history") for sid, meta in zip(got["ids"], got["metadatas"])}
             for origin in sorted({origins[s.id] for s in updated}):
                 batch = [(s, v) for s, v in zip(updated, vectors) if origins[s.id] == origin]
@@ -1071,10 +1070,7 @@ class KnowledgeBase:
                 batch = [(s, v) for s, v in zip(updated, vectors) if origins[s.id] == origin]
                 self._write_samples([s for s, _ in batch], origin, LoadReport(), vectors=np.stack([v for _, v in batch]))
             for start in range(0, len(removed), BATCH):  # samples whose only verdict was on a retired tag
-                chunk = removed[start : start + BATCH]
-                self.collection("samples").delete(ids=chunk)
-                self.collection("contents").delete(ids=chunk)
-                self.graph.write([{"op": "remove_node", "id": content_node(cid)} for cid in chunk])
+                self._drop_contents(removed[start : start + BATCH])  # with a shared store, tombstones too (they were missing)
             self.collection("tags").delete(ids=[tag])
             self._bump_revision(VOCABULARY_FILE)
             if self.graph.has_node(tag_node(tag)):
