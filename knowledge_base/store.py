@@ -230,37 +230,33 @@ class KnowledgeBase:
                                                                              embedding_function=None)
         return collections
 
-    def _save_cache(self) -> None:
-        """Save how far a graph just built from the shared store caught up, if no writer of
-        this folder holds the lock now (else the next compaction saves it); a read-only folder keeps it in memory."""
+    def _while_no_writer(self, action: Callable[[], object], tolerated: tuple[type[BaseException], ...] = (OSError,)) -> None:
+        """Run a piece of upkeep under the folder's write lock when no writer holds it now, else
+        leave it for later; a read-only folder, or one of ``tolerated`` (a full disk), skips it."""
         try:
             self._file_lock.acquire(timeout=0)
         except (Timeout, OSError):
             return
         try:
-            self.graph.compact()
-        except OSError:
+            action()
+        except tolerated:
             pass
         finally:
             self._file_lock.release()
+
+    def _save_cache(self) -> None:
+        """Save how far a graph just built from the shared store caught up, if no writer of
+        this folder holds the lock now (else the next compaction saves it); a read-only folder keeps it in memory."""
+        self._while_no_writer(self.graph.compact)
 
     def _drop_stored_similarity(self) -> None:
         """Similarity edges an older llm4tag stored in the graph are queries now
         (``knowledge_base.neighbourhood``): the first process to open the folder while no writer
         holds it removes them, in one transaction (nothing else is read or changed; until then
-        readers see them beside the queried ones); a read-only folder keeps them."""
-        if not self.graph.counts()["similarity_edges"]:
-            return
-        try:
-            self._file_lock.acquire(timeout=0)
-        except (Timeout, OSError):
-            return
-        try:
-            self.graph.drop_similarity()
-        except (OSError, sqlite3.DatabaseError):
-            pass  # a full disk: nothing was removed, the next open tries again
-        finally:
-            self._file_lock.release()
+        readers see them beside the queried ones); a read-only folder keeps them, and a full disk
+        leaves them to the next open."""
+        if self.graph.counts()["similarity_edges"]:
+            self._while_no_writer(self.graph.drop_similarity, (OSError, sqlite3.DatabaseError))
 
     def _connect(self):
         import chromadb
