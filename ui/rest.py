@@ -62,9 +62,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from agent.context import LANGUAGE_CODE, Context, llm_mode
+from agent.nodes.review import ReviewDecision
 from agent.results import ScoredTag, TagResult, tag_result
 from agent.llm.base import BackendError
 from agent.tagger import tagger_for
@@ -228,11 +229,7 @@ class ReviewWaiting(BaseModel):
     error: str | None = Field(default=None, description="Why the last decision sent could not be recorded, if one was refused.")
 
 
-class ReviewRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    accept: list[ValidText] = Field(default_factory=list, max_length=100, description="Proposed tags that are right.")
-    reject: list[ValidText] = Field(default_factory=list, max_length=100, description="Tags that are wrong for the content.")
-    add: list[ValidText] = Field(default_factory=list, max_length=100, description="Right tags that were not proposed.")
+ReviewRequest = ReviewDecision  # the body of POST /v1/review/{content_id}: the review node's own schema
 
 
 class TagInfo(BaseModel):

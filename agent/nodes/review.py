@@ -15,12 +15,14 @@ input; the node writes nothing, since a resume replays it), then ``record_review
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from knowledge_base.errors import InputError, UnknownTagsError
+from knowledge_base.loaders import valid_unicode
 
 from ..context import Context, context_of
 from ..runtime import runtime_for
@@ -29,13 +31,22 @@ from ..state import State
 OTHER_CANDIDATES = 10  # besides the proposed tags, this many of recall's best are offered to the reviewer
 
 
+def _tag_name(value: str) -> str:
+    return valid_unicode(value, "a tag name")  # an InputError is a ValueError: pydantic reports it with the field
+
+
+TagName = Annotated[str, AfterValidator(_tag_name)]
+
+
 class ReviewDecision(BaseModel):
-    """A person's decision on proposed tags: every list holds tag names from the repository."""
+    """A person's decision on proposed tags: every list holds tag names from the repository. The
+    one schema of a decision: the graph's review node and REST's ``POST /v1/review/{content_id}``
+    body alike."""
 
     model_config = ConfigDict(extra="forbid")
-    accept: list[str] = Field(default_factory=list, max_length=100, description="Proposed tags that are right.")
-    reject: list[str] = Field(default_factory=list, max_length=100, description="Tags that are wrong for the content.")
-    add: list[str] = Field(default_factory=list, max_length=100, description="Right tags that were not proposed.")
+    accept: list[TagName] = Field(default_factory=list, max_length=100, description="Proposed tags that are right.")
+    reject: list[TagName] = Field(default_factory=list, max_length=100, description="Tags that are wrong for the content.")
+    add: list[TagName] = Field(default_factory=list, max_length=100, description="Right tags that were not proposed.")
 
     @classmethod
     def parse(cls, value) -> "ReviewDecision":
