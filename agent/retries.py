@@ -35,6 +35,12 @@ _lock = threading.Lock()
 _failures: dict[tuple[str, str], list[tuple[float, str]]] = {}
 
 
+def forget_failures() -> None:
+    """Forget the failures noted for retried runs (tests)."""
+    with _lock:
+        _failures.clear()
+
+
 def attempt_key(runtime, content_id: str) -> str:
     """What stays the same across the retries of one node run and differs between runs: LangGraph's
     task id (``content_id`` when run outside a graph)."""

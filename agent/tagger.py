@@ -401,7 +401,14 @@ def tagger_for(kb_dir: str | Path | None, create: bool = False) -> Tagger:
 
 
 def reset() -> None:
-    """Forget every Tagger and Runtime of this process (tests: the next ``tagger_for`` opens the knowledge base afresh)."""
+    """Forget what this process holds between calls — every Tagger and Runtime, the loaded LLM
+    backends, the failures noted for retries — so the next call opens and loads afresh (tests;
+    the encoders stay loaded: they hold no state of a knowledge base)."""
+    from .llm import forget_backends
+    from .retries import forget_failures
+
     with _taggers_lock:
         _taggers.clear()
     reset_runtimes()
+    forget_backends()
+    forget_failures()

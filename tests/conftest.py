@@ -95,3 +95,14 @@ def trained_kb_copy(trained_kb_dir, tmp_path_factory, request) -> Path:
     """A copy of the trained knowledge base shared by one test module, which may change it (add a
     fitted fusion, tag and cache in it)."""
     return copy_kb(trained_kb_dir, tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1] + "-trained") / "kb")
+
+
+@pytest.fixture
+def fresh_process():
+    """The process's registries (Taggers and Runtimes, LLM backends, retry failures) emptied before
+    and after the test: it opens every knowledge base afresh, as a new process would."""
+    from agent.tagger import reset
+
+    reset()
+    yield
+    reset()

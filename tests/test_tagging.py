@@ -121,3 +121,16 @@ def test_explain_gathers_every_step_for_one_tag():
     assert got["judgment"]["learned"] and got["judgment"]["confidence"] == 0.8
     assert got["examples"] == [{"id": "s1", "similarity": 0.8, "marked": "correct"}] and got["final"]
     assert tagging.explain(result, "y")["candidate"] is None
+
+
+def test_one_tagger_per_knowledge_base_until_the_process_registries_are_reset(small_kb_dir, fresh_process):
+    """Issue 27: one Tagger per knowledge base and process, and a fixture that empties the registries."""
+    from agent.runtime import runtime_for
+    from agent.tagger import reset, tagger_for
+
+    first = tagger_for(str(small_kb_dir))
+    assert tagger_for(small_kb_dir) is first and first.runtime is runtime_for(str(small_kb_dir))  # however the folder is named
+    assert first.context(kb_dir="/somewhere/else").kb_dir == first.kb_dir  # a run on it stays on it
+    reset()
+    again = tagger_for(str(small_kb_dir))
+    assert again is not first and again.runtime is not first.runtime and again.kb.directory == first.kb.directory

@@ -37,4 +37,10 @@ def load_backend(spec: str) -> LLMBackend:
         return backend
 
 
-__all__ = ["BackendError", "Generation", "Judgment", "LLMBackend", "TransientBackendError", "load_backend", "yes_probability"]
+def forget_backends() -> None:
+    """Forget every loaded backend (tests: the next ``load_backend`` loads afresh)."""
+    with _lock:
+        _backends.clear()
+
+
+__all__ = ["BackendError", "Generation", "Judgment", "LLMBackend", "TransientBackendError", "forget_backends", "load_backend", "yes_probability"]
