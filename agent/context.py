@@ -54,7 +54,8 @@ class Context:
     )
     judge_top: int = field(default=5, metadata={"help": "recall's top this many candidates are scored (and judged) besides the generated tags"})
     threshold: float | None = field(
-        default=None, metadata={"help": "tags whose confidence is below this are dropped; None: the knowledge base's tuned value, else 0.5 (paper)"}
+        default=None, metadata={"help": "tags whose confidence is below this are dropped; unset: the knowledge base's tuned threshold, else "
+                                        "its recall ranker's cut, else 0.5 (paper)"}
     )
     use_learned_calibration: bool = field(
         default=True,

@@ -91,3 +91,17 @@ def test_bad_option_values_are_reported(runner, small_kb_dir):
     assert r.exit_code == 2 and "threshold" in r.output
     r = runner.invoke(main, ["--kb", str(small_kb_dir), "tag", "some text", "--backend", "nope:x"])
     assert r.exit_code == 1 and "unknown backend" in r.output
+
+
+def test_run_options_say_what_the_run_configuration_says(runner):
+    """Issue 27: the click help was written by hand beside Context's field help, and they disagreed."""
+    from dataclasses import fields
+
+    from agent.context import Context
+    from ui.cli import CONTEXT_OPTIONS, tag_command
+
+    said = {f.name: f.metadata["help"] for f in fields(Context)}
+    shown = {p.name: p.help for p in tag_command.params}
+    for _, name, _ in CONTEXT_OPTIONS:
+        assert shown[name] == f"{said[name]} (env LLM4TAG_{name.upper()})", name
+    assert "else 0.5" in shown["threshold"] and "tuned threshold" in shown["threshold"]

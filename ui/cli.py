@@ -387,36 +387,40 @@ def recall(ctx, text, as_json, strategy, paper, delta_ct, delta_cc, max_c2t, max
 
 
 # ---- tagging -------------------------------------------------------------------------------
+def context_help(name: str) -> str:
+    """A run option's help: the ``Context`` field's own (the one place it is written), with its variable."""
+    from dataclasses import fields
+
+    text = next(f.metadata["help"] for f in fields(Context) if f.name == name)
+    return f"{text} (env LLM4TAG_{name.upper()})"
+
+
+# the run options: (flag, the Context field it sets, click's extra arguments); the help is the field's
+CONTEXT_OPTIONS = [
+    ("--backend", "backend", {}),
+    ("--fine-tuning/--no-fine-tuning", "use_fine_tuning", {}),
+    ("--mode", "mode", {"type": click.Choice(["multi", "single"])}),
+    ("--limit", "max_tags", {"type": click.IntRange(min=1)}),
+    ("--threshold", "threshold", {"type": float}),
+    ("--examples/--no-examples", "use_examples", {}),
+    ("--knowledge/--no-knowledge", "use_knowledge", {}),
+    ("--web/--no-web", "use_web_search", {}),
+    ("--generate/--no-generate", "use_generation", {}),
+    ("--calibrate/--no-calibrate", "use_calibration", {}),
+    ("--judge-top", "judge_top", {"type": click.IntRange(min=0)}),
+    ("--llm", "llm", {"type": click.Choice(["auto", "full", "fast"])}),
+    ("--learned-calibration/--no-learned-calibration", "use_learned_calibration", {}),
+    ("--graph-recall/--match-recall", "use_graph_recall", {}),
+    ("--write-back/--no-write-back", "write_back", {}),
+    ("--review/--no-review", "review", {}),
+    ("--label-language", "label_language", {}),
+]
+
+
 def context_options(f):
-    options = [
-        click.option("--backend", default=None, help="llamacpp | llamacpp:/path/model.gguf | llamacpp:gemma3-270m (the optional Gemma 3 270M) | ollama:MODEL (env LLM4TAG_BACKEND)."),
-        click.option("--fine-tuning/--no-fine-tuning", "use_fine_tuning", default=None,
-                     help="The knowledge base's fine-tuned model or LoRA adapter when it has one; off: the base model."),
-        click.option("--mode", type=click.Choice(["multi", "single"]), default=None, help="Several tags or exactly one."),
-        click.option("--limit", "max_tags", type=int, default=None, help="At most this many tags (multi mode)."),
-        click.option("--threshold", type=float, default=None,
-                     help="Drop tags whose confidence is below this (default: the knowledge base's tuned threshold, else 0.5)."),
-        click.option("--examples/--no-examples", "use_examples", default=None, help="Retrieved in-context examples."),
-        click.option("--knowledge/--no-knowledge", "use_knowledge", default=None, help="Retrieved domain knowledge."),
-        click.option("--web/--no-web", "use_web_search", default=None, help="Web search snippets (needs network)."),
-        click.option("--generate/--no-generate", "use_generation", default=None, help="The LLM chooses tags from the candidates."),
-        click.option("--calibrate/--no-calibrate", "use_calibration", default=None, help="The Yes/No judge scores every likely candidate."),
-        click.option("--judge-top", "judge_top", type=click.IntRange(min=0), default=None,
-                     help="Score (and judge) recall's top N candidates besides the generated tags (default 5)."),
-        click.option("--llm", "llm", type=click.Choice(["auto", "full", "fast"]), default=None,
-                     help="auto (default): the language model only where it can change the answer; full: always; fast: never (env LLM4TAG_LLM)."),
-        click.option("--no-llm", "no_llm", is_flag=True, default=False,
-                     help="Fused recall only, no language model (milliseconds): the same as --llm fast."),
-        click.option("--learned-calibration/--no-learned-calibration", "use_learned_calibration", default=None,
-                     help="Confidence from the knowledge base's fitted fusion (llm4tag calibrate), else recall's P(right); off: the paper's P(Yes)."),
-        click.option("--graph-recall/--match-recall", "use_graph_recall", default=None, help="Graph meta-paths or top-k by cosine."),
-        click.option("--write-back/--no-write-back", "write_back", default=None, help="Store the final tags in the knowledge base."),
-        click.option("--review/--no-review", "review", default=None,
-                     help="Hold the proposed tags for a review: `llm4tag review ID` or any correction of the text resumes it."),
-        click.option("--label-language", "label_language", default=None,
-                     help="Also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels; "
-                          "a tag without one keeps its name (env LLM4TAG_LABEL_LANGUAGE)."),
-    ]
+    options = [click.option(flag, name, default=None, help=context_help(name), **extra) for flag, name, extra in CONTEXT_OPTIONS]
+    options.insert(12, click.option("--no-llm", "no_llm", is_flag=True, default=False,
+                                    help="Fused recall only, no language model (milliseconds): the same as --llm fast."))
     for option in reversed(options):
         f = option(f)
     return f
