@@ -95,7 +95,7 @@ MAX_LINES = 60
 # Functions over MAX_LINES on 2026-12-08, each at most as long as it was then (issue 27 splits
 # them; a split one leaves this list). A new long function, or one of these grown longer, fails.
 LONG_FUNCTIONS = {
-    "ui/rest.py:create_app": 293, "ui/app.py:build_app": 137, "knowledge_base/recall.py:recall_candidates": 126,
+    "ui/app.py:build_app": 137, "knowledge_base/recall.py:recall_candidates": 126,
     "knowledge_base/learned_recall.py:train_learned_recall": 114, "knowledge_base/loaders.py:read_tags": 113,
     "agent/training/finetune.py:train": 105, "ui/mcp.py:build_server": 97, "knowledge_base/store.py:change_tag": 92,
     "ui/app.py:respond": 85, "knowledge_base/skos.py:read_skos": 82, "agent/training/__init__.py:train_model": 81,

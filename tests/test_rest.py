@@ -302,12 +302,12 @@ def test_serve_refuses_a_public_host_without_a_token(kb_dir, monkeypatch):
 
 
 def test_errors_are_json_never_a_traceback(kb_dir, monkeypatch):
-    import agent.tagging
+    from agent.tagger import Tagger
 
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals /etc/passwd")
 
-    monkeypatch.setattr(agent.tagging, "tag", broken)
+    monkeypatch.setattr(Tagger, "tag", broken)
     with TestClient(create_app(str(kb_dir), Context(**CHEAP)), raise_server_exceptions=False) as c:
         r = c.post("/v1/tag", json={"text": "anything"})
         assert r.status_code == 500
@@ -323,15 +323,15 @@ def test_errors_are_json_never_a_traceback(kb_dir, monkeypatch):
 def held_tagging(monkeypatch) -> threading.Event:
     """Tagging that waits until the returned event is set: requests pile up in the queue (the
     queue's admission is what these tests measure, not tagging)."""
-    import agent.tagging
+    from agent.tagger import Tagger
 
     release = threading.Event()
 
-    def slow(text, **kwargs):
+    def slow(self, text, **kwargs):
         assert release.wait(30)
         return {"content_id": content_id(text), "tags": [], "candidates": [], "notes": []}
 
-    monkeypatch.setattr(agent.tagging, "tag", slow)
+    monkeypatch.setattr(Tagger, "tag", slow)
     return release
 
 

@@ -68,7 +68,7 @@ from agent.context import LANGUAGE_CODE, Context, llm_mode
 from agent.nodes.review import ReviewDecision
 from agent.results import ScoredTag, TagResult, tag_result
 from agent.llm.base import BackendError
-from agent.tagger import tagger_for
+from agent.tagger import Tagger, tagger_for
 from agent.workers import TaggerPool, remote_backend
 from .guard import LocalOnly, is_loopback, require_token_beyond_loopback  # noqa: F401 (is_loopback: the old import place)
 from knowledge_base.errors import (ConflictError, DiskFullError, InputError, KnowledgeBaseError, Llm4tagError, NoReviewWaitingError,
@@ -229,7 +229,8 @@ class ReviewWaiting(BaseModel):
     error: str | None = Field(default=None, description="Why the last decision sent could not be recorded, if one was refused.")
 
 
-ReviewRequest = ReviewDecision  # the body of POST /v1/review/{content_id}: the review node's own schema
+class ReviewRequest(ReviewDecision):
+    """The body of ``POST /v1/review/{content_id}``: the review node's own decision schema, under the name the API has always used."""
 
 
 class TagInfo(BaseModel):
@@ -442,6 +443,73 @@ def _error_responses(*codes: int) -> dict:
     return {code: {"model": ErrorResponse, "description": described[code]} for code in codes}
 
 
+class _Service:
+    """What the endpoints of one app share: the run settings, the knowledge base's Tagger, the
+    queue and the model workers, the token guard, and how a result and a failure are answered."""
+
+    def __init__(self, base: Context, tagger: Tagger, queue: "TagQueue", pool: TaggerPool | None, token: str | None):
+        self.base, self.tagger, self.queue, self.pool, self.token = base, tagger, queue, pool, token
+        self.bearer = HTTPBearer(auto_error=False, description="The token given to `llm4tag serve --token` (or LLM4TAG_API_TOKEN).")
+        bearer = self.bearer
+
+        def require_token(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+            if token and (credentials is None or not hmac.compare_digest(credentials.credentials.encode("utf-8"), token.encode("utf-8"))):
+                raise HTTPException(
+                    status_code=401,
+                    detail="this endpoint changes the knowledge base and needs 'Authorization: Bearer <token>' with the server's token",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+
+        self.require_token = require_token
+        self.write_guard = [Depends(require_token)] if token else []
+        self.tag_guard = self.write_guard if base.write_back else []
+        self.write_errors: tuple[int, ...] = (401,) if token else ()
+        self.tag_errors = self.write_errors if base.write_back else ()
+
+    def tag_text(self, text: str, title: str | None, ctx: Context) -> dict:
+        """Tag in a model worker process when the server has them, else in this process."""
+        return self.pool.submit(text, title, ctx).result() if self.pool else self.tagger.tag(text, title=title, context=ctx)
+
+    def failure(self, exc: Exception, where: str) -> tuple[int, str, dict[str, str] | None]:
+        """The status, message and headers a failed request is answered with: by the exception
+        handlers below, and as the ``error`` event of a stream that has already begun."""
+        if isinstance(exc, QueueFull):
+            return (503, f"the tagging queue is full ({self.queue.workers} running, {self.queue.max_waiting} waiting); retry in {exc.retry_after} s",
+                    {"Retry-After": str(exc.retry_after)})
+        if isinstance(exc, Llm4tagError):
+            if isinstance(exc, ConflictError):
+                status = 409
+            elif isinstance(exc, TooManyReviewsError):
+                status = 429
+            elif isinstance(exc, DiskFullError):
+                status = 507  # Insufficient Storage
+            else:
+                status = 503 if isinstance(exc, (BackendError, KnowledgeBaseError)) and not isinstance(exc, InputError) else 400
+            return status, str(exc), None
+        log.exception("unexpected error on %s", where, exc_info=exc)
+        return 500, f"internal error ({type(exc).__name__}); the server log has the details", None
+
+    def failed(self, request: Request, exc: Exception) -> SafeJSONResponse:
+        status, detail, headers = self.failure(exc, f"{request.method} {request.url.path}")
+        return SafeJSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+    def tag_response(self, result: dict, given_id: str | None, digest: str, started: float, explain: bool = False,
+                      spans: dict | None = None) -> TagResponse:
+        details = None
+        if explain:
+            details = {k: result.get(k) for k in ("similar_contents", "examples", "knowledge", "selection", "judgments", "timings")}
+            if spans is not None:
+                details |= {"text": result["text"], "spans": spans}
+        return TagResponse(
+            **dict(tag_result(result, spans)),
+            id=given_id,
+            text_sha256=digest,
+            candidates=[CandidateOut(tag=c["tag"], score=c["score"], paths=c["paths"]) for c in result.get("candidates") or []],
+            seconds=round(time.perf_counter() - started, 3),
+            details=details,
+        )
+
+
 def create_app(
     kb_dir: str | None = None,
     context: Context | None = None,
@@ -466,12 +534,8 @@ def create_app(
     limit = max_body_bytes or env.api_max_body
     queue = TagQueue(workers or default_workers(base), max_waiting if max_waiting is not None else env.api_queue)
     tagger = tagger_for(base.kb_dir)  # every operation of this knowledge base; fails at start, not on the first request
-    kb = tagger.kb
     pool = TaggerPool(base.workers, base) if base.workers > 1 and not remote_backend(base) else None
-
-    def tag_text(text: str, title: str | None, ctx: Context) -> dict:
-        """Tag in a model worker process when the server has them, else in this process."""
-        return pool.submit(text, title, ctx).result() if pool else tagger.tag(text, title=title, context=ctx)
+    svc = _Service(base, tagger, queue, pool, token)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -498,48 +562,20 @@ def create_app(
     if local_only:
         app.add_middleware(LocalOnly)  # added last: it runs first
 
-    bearer = HTTPBearer(auto_error=False, description="The token given to `llm4tag serve --token` (or LLM4TAG_API_TOKEN).")
+    _add_error_handlers(app, svc)
+    _add_tagging(app, svc)
+    _add_batch(app, svc)
+    _add_learning(app, svc)
+    _add_vocabulary(app, svc)
+    return app
 
-    def require_token(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
-        if token and (credentials is None or not hmac.compare_digest(credentials.credentials.encode("utf-8"), token.encode("utf-8"))):
-            raise HTTPException(
-                status_code=401,
-                detail="this endpoint changes the knowledge base and needs 'Authorization: Bearer <token>' with the server's token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
 
-    write_guard = [Depends(require_token)] if token else []
-    tag_guard = write_guard if base.write_back else []
-    write_errors = (401,) if token else ()
-    tag_errors = write_errors if base.write_back else ()
-
-    # ---- errors as {"detail": ...}, never a traceback --------------------------------------
-    def failure(exc: Exception, where: str) -> tuple[int, str, dict[str, str] | None]:
-        """The status, message and headers a failed request is answered with: by the exception
-        handlers below, and as the ``error`` event of a stream that has already begun."""
-        if isinstance(exc, QueueFull):
-            return (503, f"the tagging queue is full ({queue.workers} running, {queue.max_waiting} waiting); retry in {exc.retry_after} s",
-                    {"Retry-After": str(exc.retry_after)})
-        if isinstance(exc, Llm4tagError):
-            if isinstance(exc, ConflictError):
-                status = 409
-            elif isinstance(exc, TooManyReviewsError):
-                status = 429
-            elif isinstance(exc, DiskFullError):
-                status = 507  # Insufficient Storage
-            else:
-                status = 503 if isinstance(exc, (BackendError, KnowledgeBaseError)) and not isinstance(exc, InputError) else 400
-            return status, str(exc), None
-        log.exception("unexpected error on %s", where, exc_info=exc)
-        return 500, f"internal error ({type(exc).__name__}); the server log has the details", None
-
-    def failed(request: Request, exc: Exception) -> SafeJSONResponse:
-        status, detail, headers = failure(exc, f"{request.method} {request.url.path}")
-        return SafeJSONResponse({"detail": detail}, status_code=status, headers=headers)
+def _add_error_handlers(app: FastAPI, svc: _Service) -> None:
+    """Errors as ``{"detail": ...}``, never a traceback."""
 
     @app.exception_handler(QueueFull)
     async def _queue_full(request: Request, exc: QueueFull):
-        return failed(request, exc)
+        return svc.failed(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -554,43 +590,32 @@ def create_app(
 
     @app.exception_handler(Llm4tagError)
     async def _llm4tag_error(request: Request, exc: Llm4tagError):
-        return failed(request, exc)
+        return svc.failed(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        return failed(request, exc)
+        return svc.failed(request, exc)
 
-    # ---- endpoints ---------------------------------------------------------------------------
+
+def _add_tagging(app: FastAPI, svc: _Service) -> None:
+    """``POST /v1/tag`` and ``POST /v1/tag/stream``."""
+    base, tagger, queue = svc.base, svc.tagger, svc.queue
+    tag_guard, tag_errors, write_errors = svc.tag_guard, svc.tag_errors, svc.write_errors
+
     @app.post("/v1/tag", response_model=TagResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 429, 503, *write_errors), tags=["tagging"])
-    async def tag_one(request: TagRequest, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> TagResponse:
+    async def tag_one(request: TagRequest, credentials: HTTPAuthorizationCredentials | None = Security(svc.bearer)) -> TagResponse:
         """Tag one content with the full pipeline: recall, examples, knowledge, generate, calibrate.
         With ``review`` (it stores the text until a decision) the server's token is needed."""
         ctx = _options(base, request)
         if ctx.review:
-            require_token(credentials)
+            svc.require_token(credentials)
         started = time.perf_counter()
-        result = await queue.run(tag_text, request.text, request.title, ctx)
+        result = await queue.run(svc.tag_text, request.text, request.title, ctx)
         spans = None
         if request.explain:  # the words behind each kept tag, in this process (recall only: no model call)
             spans = await anyio.to_thread.run_sync(partial(tagger.supporting_spans, result["text"], [t["tag"] for t in result["tags"]],
                                                            context=ctx))
-        return _tag_response(result, request.id, text_digest(request.text), started, request.explain, spans)
-
-    def _tag_response(result: dict, given_id: str | None, digest: str, started: float, explain: bool = False,
-                      spans: dict | None = None) -> TagResponse:
-        details = None
-        if explain:
-            details = {k: result.get(k) for k in ("similar_contents", "examples", "knowledge", "selection", "judgments", "timings")}
-            if spans is not None:
-                details |= {"text": result["text"], "spans": spans}
-        return TagResponse(
-            **dict(tag_result(result, spans)),
-            id=given_id,
-            text_sha256=digest,
-            candidates=[CandidateOut(tag=c["tag"], score=c["score"], paths=c["paths"]) for c in result.get("candidates") or []],
-            seconds=round(time.perf_counter() - started, 3),
-            details=details,
-        )
+        return svc.tag_response(result, request.id, text_digest(request.text), started, request.explain, spans)
 
     @app.post("/v1/tag/stream", dependencies=tag_guard, response_class=StreamingResponse, tags=["tagging"],
               responses={200: {"description": "Server-sent events: `fast`, then `final`, each a TagResponse (or `error` with {detail}).",
@@ -608,47 +633,28 @@ def create_app(
         if ctx.review:
             raise HTTPException(status_code=400, detail="a review is not streamed; send it to /v1/tag with \"review\": true")
         digest, started = text_digest(request.text), time.perf_counter()
-        fast = await queue.run(tag_text, request.text, request.title, ctx.with_overrides(llm="fast"))
+        fast = await queue.run(svc.tag_text, request.text, request.title, ctx.with_overrides(llm="fast"))
 
         async def events():
-            answer = _tag_response(fast, request.id, digest, started, request.explain)
+            answer = svc.tag_response(fast, request.id, digest, started, request.explain)
             yield _event("fast", answer.model_dump_json())
             if ctx.llm == "fast":
                 yield _event("final", answer.model_dump_json())
                 return
             try:
-                final = await queue.run(tag_text, request.text, request.title, ctx)
+                final = await queue.run(svc.tag_text, request.text, request.title, ctx)
             except Exception as exc:  # the response has begun: the failure is an event, with the message a status code would carry
-                yield _event("error", json.dumps({"detail": failure(exc, "POST /v1/tag/stream")[1]}))
+                yield _event("error", json.dumps({"detail": svc.failure(exc, "POST /v1/tag/stream")[1]}))
                 return
-            yield _event("final", _tag_response(final, request.id, digest, started, request.explain).model_dump_json())
+            yield _event("final", svc.tag_response(final, request.id, digest, started, request.explain).model_dump_json())
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/v1/review/{content_id}", response_model=ReviewWaiting, dependencies=write_guard, responses=_error_responses(404, *write_errors),
-             tags=["learning"])
-    def pending_review(content_id: str) -> ReviewWaiting:
-        """The review waiting for a content (tagged with review: true): its text, the proposed tags and the other likely candidates."""
-        waiting = tagger.pending_review(content_id=content_id)
-        if waiting is None:
-            raise HTTPException(status_code=404, detail=f"no review is waiting for {content_id!r}; tag the text with \"review\": true first")
-        return ReviewWaiting(**{k: v for k, v in encodable(waiting).items() if k in ReviewWaiting.model_fields})
 
-    @app.post("/v1/review/{content_id}", response_model=TagResponse, dependencies=write_guard,
-              responses=_error_responses(400, 404, 413, 503, *write_errors), tags=["learning"])
-    def resume_review(content_id: str, decision: ReviewRequest) -> TagResponse:
-        """Resume a waiting review with a decision: accepted and added tags are recorded as right, rejected ones as wrong."""
-        started = time.perf_counter()
-        waiting = tagger.pending_review(content_id=content_id)
-        if waiting is None:
-            raise HTTPException(status_code=404, detail=f"no review is waiting for {content_id!r}; tag the text with \"review\": true first")
-        try:
-            result = tagger.review(content_id, accept=decision.accept, reject=decision.reject, add=decision.add)
-        except UnknownTagsError as exc:
-            raise HTTPException(status_code=400, detail=f"{exc}. Find tags with GET /v1/tags?q=...") from exc
-        except NoReviewWaitingError as exc:  # decided meanwhile (another decision, or a learn of the same text)
-            raise HTTPException(status_code=404, detail=str(exc)) from exc
-        return _tag_response(result, None, text_digest(waiting["text"]), started)
+def _add_batch(app: FastAPI, svc: _Service) -> None:
+    """``POST /v1/tag-batch``."""
+    base, tagger, queue, pool = svc.base, svc.tagger, svc.queue, svc.pool
+    tag_guard, tag_errors = svc.tag_guard, svc.tag_errors
 
     @app.post("/v1/tag-batch", response_model=TagBatchResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 503, *tag_errors), tags=["tagging"])
     async def tag_batch(request: TagBatchRequest) -> TagBatchResponse:
@@ -680,6 +686,37 @@ def create_app(
         tagged = sum(1 for r in results if r.ok)
         return TagBatchResponse(results=results, tagged=tagged, errors=len(results) - tagged)
 
+
+def _add_learning(app: FastAPI, svc: _Service) -> None:
+    """Reviews (``GET``/``POST /v1/review/{content_id}``) and corrections (``POST /v1/learn``)."""
+    tagger = svc.tagger
+    write_guard, write_errors = svc.write_guard, svc.write_errors
+
+    @app.get("/v1/review/{content_id}", response_model=ReviewWaiting, dependencies=write_guard, responses=_error_responses(404, *write_errors),
+             tags=["learning"])
+    def pending_review(content_id: str) -> ReviewWaiting:
+        """The review waiting for a content (tagged with review: true): its text, the proposed tags and the other likely candidates."""
+        waiting = tagger.pending_review(content_id=content_id)
+        if waiting is None:
+            raise HTTPException(status_code=404, detail=f"no review is waiting for {content_id!r}; tag the text with \"review\": true first")
+        return ReviewWaiting(**{k: v for k, v in encodable(waiting).items() if k in ReviewWaiting.model_fields})
+
+    @app.post("/v1/review/{content_id}", response_model=TagResponse, dependencies=write_guard,
+              responses=_error_responses(400, 404, 413, 503, *write_errors), tags=["learning"])
+    def resume_review(content_id: str, decision: ReviewRequest) -> TagResponse:
+        """Resume a waiting review with a decision: accepted and added tags are recorded as right, rejected ones as wrong."""
+        started = time.perf_counter()
+        waiting = tagger.pending_review(content_id=content_id)
+        if waiting is None:
+            raise HTTPException(status_code=404, detail=f"no review is waiting for {content_id!r}; tag the text with \"review\": true first")
+        try:
+            result = tagger.review(content_id, accept=decision.accept, reject=decision.reject, add=decision.add)
+        except UnknownTagsError as exc:
+            raise HTTPException(status_code=400, detail=f"{exc}. Find tags with GET /v1/tags?q=...") from exc
+        except NoReviewWaitingError as exc:  # decided meanwhile (another decision, or a learn of the same text)
+            raise HTTPException(status_code=404, detail=str(exc)) from exc
+        return svc.tag_response(result, None, text_digest(waiting["text"]), started)
+
     @app.post("/v1/learn", response_model=LearnResponse, dependencies=write_guard, responses=_error_responses(400, 409, 413, 503, *write_errors), tags=["learning"])
     def learn(request: LearnRequest) -> LearnResponse:
         """Record a verdict: the correct and incorrect tags of a text become a sample and graph edges."""
@@ -689,6 +726,12 @@ def create_app(
         except UnknownTagsError as exc:
             raise HTTPException(status_code=400, detail=f"{exc}. Find tags with GET /v1/tags?q=...") from exc
         return LearnResponse(**learned)
+
+
+def _add_vocabulary(app: FastAPI, svc: _Service) -> None:
+    """The tag repository (``GET /v1/tags``, ``POST /v1/tags/{tag}/change``) and ``GET /health``."""
+    base, tagger, kb, queue = svc.base, svc.tagger, svc.tagger.kb, svc.queue
+    write_guard, write_errors = svc.write_guard, svc.write_errors
 
     @app.get("/v1/tags", response_model=TagListResponse, responses=_error_responses(400), tags=["vocabulary"])
     def list_tags(
@@ -731,10 +774,8 @@ def create_app(
             backend=base.backend,
             knowledge_base=summary,
             queue=QueueStatus(running=queue.running, waiting=queue.waiting, workers=queue.workers, max_waiting=queue.max_waiting),
-            auth_required=bool(token),
+            auth_required=bool(svc.token),
         )
-
-    return app
 
 
 def serve(kb_dir: str | None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
