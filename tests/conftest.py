@@ -16,6 +16,22 @@ from knowledge_base.demo import DEMO_DATA  # noqa: E402
 
 SMALL_SAMPLES = 240
 
+# The fast tier, `pytest -m "not slow"`: the real encoder, Chroma and graph, and the no-LLM path, in
+# about three minutes on two cores. Every other module — the embedded LLM, training, browsers,
+# servers and worker processes, whole-pipeline and hostile-input runs — is marked slow here, so a
+# new module starts in the full suite until it is listed.
+FAST_MODULES = {
+    "test_architecture", "test_attribution", "test_documents", "test_encoder", "test_graph", "test_graph_safety", "test_hardening",
+    "test_hierarchy", "test_llm_ollama", "test_loaders", "test_metrics", "test_read_only_kb", "test_recall", "test_routing",
+    "test_settings", "test_skos", "test_store", "test_surfaces_agree", "test_tag_changes", "test_ui_logic",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] not in FAST_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def small_data_dir(tmp_path_factory) -> Path:
