@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-model demo-vectors test lint browser clean-demo
+.PHONY: install demo demo-model demo-vectors test test-fast lint browser clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest
+
+# the fast tier while working: the real encoder, Chroma and graph, no LLM (tests/conftest.py FAST_MODULES)
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 # errors ruff finds without running anything (undefined names, unused variables, syntax): [tool.ruff] in pyproject.toml
 lint: $(STAMP)
