@@ -45,6 +45,7 @@ test-fast: $(STAMP)
 # errors ruff finds without running anything (undefined names, unused variables, syntax): [tool.ruff] in pyproject.toml
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 clean-demo:
 	rm -rf $${LLM4TAG_HOME:-$$HOME/.cache/llm4tag}/demo-kb

@@ -120,9 +120,11 @@ class AnnotationQueue:
             except InputError as exc:
                 problems.append(f"line {item.line}: {exc}")
         if not items and problems:
-            raise InputError(f"{path.name} has no text to queue ({problems[0]}); give one JSON object with a \"text\" per line, or one text per line")
+            raise InputError(
+                f'{path.name} has no text to queue ({problems[0]}); give one JSON object with a "text" per line, or one text per line'
+            )
         if not items:
-            raise InputError(f"{path.name} is empty; give one JSON object with a \"text\" per line, or one text per line")
+            raise InputError(f'{path.name} is empty; give one JSON object with a "text" per line, or one text per line')
         if len(items) > MAX_RECORDS:
             raise InputError(f"{path.name} holds {len(items)} texts; one load takes at most {MAX_RECORDS} (split the file)")
         vectors = self.runtime.kb.encoder.encode([text for _, text, _ in items]).vectors

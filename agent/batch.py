@@ -153,10 +153,17 @@ def batch_record(key: str, result: dict) -> dict:
     }
 
 
-def run_batch(in_path: str | Path, out_path: str | Path, context: Context,
-              on_item: Callable[[BatchReport, BatchItem], None] | None = None,
-              tagger: Callable[..., dict] | None = None, workers: int = 1, pool: "TaggerPool | None" = None,
-              engine: str = "local", ray_address: str | None = None) -> BatchReport:
+def run_batch(
+    in_path: str | Path,
+    out_path: str | Path,
+    context: Context,
+    on_item: Callable[[BatchReport, BatchItem], None] | None = None,
+    tagger: Callable[..., dict] | None = None,
+    workers: int = 1,
+    pool: "TaggerPool | None" = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+) -> BatchReport:
     """Tag every usable line of ``in_path`` into ``out_path`` (see the module docstring).
 
     ``workers`` > 1 tags that many items at once in a ``TaggerPool`` (model worker processes,
@@ -210,8 +217,9 @@ def run_batch(in_path: str | Path, out_path: str | Path, context: Context,
     return report
 
 
-def _results(items: list[BatchItem], context: Context, tagger: Callable[..., dict] | None, workers: int,
-             pool: "TaggerPool | None") -> Iterator[tuple[BatchItem, dict | Exception | None]]:
+def _results(
+    items: list[BatchItem], context: Context, tagger: Callable[..., dict] | None, workers: int, pool: "TaggerPool | None"
+) -> Iterator[tuple[BatchItem, dict | Exception | None]]:
     """(item, its tagging result, or the error that stopped it, or None for a bad line), in order."""
     if workers <= 1 and pool is None:
         tagger = tagger or tag

@@ -36,8 +36,20 @@ from knowledge_base.errors import KnowledgeBaseError
 from knowledge_base.ranker import verdict_probability
 
 Kind = Literal["logistic", "isotonic"]
-FEATURES = ("logit_p_yes", "c2t", "c2c2t", "match", "inverse_rank", "from_history", "learned",
-            "generated", "judged", "recall_score", "recall_inverse_rank", "recall_logit")
+FEATURES = (
+    "logit_p_yes",
+    "c2t",
+    "c2c2t",
+    "match",
+    "inverse_rank",
+    "from_history",
+    "learned",
+    "generated",
+    "judged",
+    "recall_score",
+    "recall_inverse_rank",
+    "recall_logit",
+)
 FILE_NAME = "calibration.json"
 DEFAULT_THRESHOLD = 0.5  # the paper's
 
@@ -56,8 +68,14 @@ def confidence_of(judged: dict) -> float | None:
     return judged["confidence"] if "confidence" in judged else judged.get("p_yes")
 
 
-def evidence_features(p_yes: float | None, candidate: dict | None, generated_rank: int | None, from_history: bool,
-                      recall_rank: int | None = None, recall_probability: float | None = None) -> dict[str, float]:
+def evidence_features(
+    p_yes: float | None,
+    candidate: dict | None,
+    generated_rank: int | None,
+    from_history: bool,
+    recall_rank: int | None = None,
+    recall_probability: float | None = None,
+) -> dict[str, float]:
     """The features of one scored tag: ``p_yes`` the judge's P(Yes) (None: not judged),
     ``candidate`` its recall candidate dict (or None), ``generated_rank`` its position in the
     generator's answer (None: not chosen), ``recall_rank`` its position among the candidates,
@@ -81,8 +99,13 @@ def evidence_features(p_yes: float | None, candidate: dict | None, generated_ran
     }
 
 
-def fused_confidence(features: dict[str, float], p_yes: float | None, recall_probability: float | None,
-                     fitted: "LearnedCalibration | None", use_learned: bool = True) -> float | None:
+def fused_confidence(
+    features: dict[str, float],
+    p_yes: float | None,
+    recall_probability: float | None,
+    fitted: "LearnedCalibration | None",
+    use_learned: bool = True,
+) -> float | None:
     """A scored tag's confidence: the knowledge base's fitted fusion when there is one; else
     recall's own P(right) (the recall ranker's); the paper's P(Yes) when ``use_learned`` is off
     or recall has no probability; None when nothing gives one (no judge, no ranker)."""
@@ -132,8 +155,10 @@ def rank_tags(scored: list[dict], threshold: float | None, limit: int | None = N
     kept = kept[:limit] if limit else kept
     parents = (tree or {}).get("parents") or {}
     if parents:
-        kept = [{**j, **({"path": path(j["tag"], parents)} if j["tag"] in parents else {})}
-                for j in consistent(kept, parents, tree.get("output", "as-is"))]
+        kept = [
+            {**j, **({"path": path(j["tag"], parents)} if j["tag"] in parents else {})}
+            for j in consistent(kept, parents, tree.get("output", "as-is"))
+        ]
     return [{**j, "rank": i} for i, j in enumerate(kept, 1)]
 
 

@@ -22,14 +22,18 @@ LlmMode = Literal["auto", "full", "fast"]
 @dataclass(frozen=True)
 class Context:
     kb_dir: str | None = field(default=None, metadata={"help": "knowledge base directory; the bundled demo knowledge base when unset"})
-    backend: str = field(default="llamacpp", metadata={"help": "llamacpp | llamacpp:/path/model.gguf | llamacpp:gemma3-270m | ollama:MODEL"})
+    backend: str = field(
+        default="llamacpp", metadata={"help": "llamacpp | llamacpp:/path/model.gguf | llamacpp:gemma3-270m | ollama:MODEL"}
+    )
     mode: Mode = field(default="multi", metadata={"help": "multi: several tags per content; single: exactly one"})
     max_tags: int = field(default=5, metadata={"help": "at most this many tags are generated in multi-tag mode"})
     use_fine_tuning: bool = field(
         default=True, metadata={"help": "the knowledge base's fine-tuned model or LoRA adapter when it has one (off: the base model)"}
     )
     use_graph_recall: bool = field(default=True, metadata={"help": "graph meta-paths (off: match-based recall, the paper's baseline)"})
-    use_learned_recall: bool = field(default=True, metadata={"help": "the learned path: the knowledge base's trained classifier, when it has one"})
+    use_learned_recall: bool = field(
+        default=True, metadata={"help": "the learned path: the knowledge base's trained classifier, when it has one"}
+    )
     use_examples: bool = field(default=True, metadata={"help": "retrieved in-context examples (SRKI a)"})
     max_examples: int = field(default=3, metadata={"help": "at most this many similar annotated samples (paper: 3)"})
     use_knowledge: bool = field(default=True, metadata={"help": "retrieved domain-document snippets (SRKI b)"})
@@ -38,28 +42,41 @@ class Context:
     min_snippet_similarity: float = field(default=0.2, metadata={"help": "document passages less similar than this are not used"})
     web_timeout_s: float = field(default=5.0, metadata={"help": "web search timeout in seconds"})
     use_generation: bool = field(
-        default=True, metadata={"help": "the LLM chooses tags from the candidates; its choice and rank become evidence (off: no generation)"}
+        default=True,
+        metadata={"help": "the LLM chooses tags from the candidates; its choice and rank become evidence (off: no generation)"},
     )
     use_calibration: bool = field(
         default=True, metadata={"help": "the Yes/No judge scores every likely candidate (recall's top judge_top and every generated tag)"}
     )
     llm: LlmMode = field(
         default="auto",
-        metadata={"help": "auto: the LLM steps (generation, judge) only for a content where their output can change the answer "
-                          "(agent.routing); full: always; fast: never (fused recall alone, milliseconds)"},
+        metadata={
+            "help": "auto: the LLM steps (generation, judge) only for a content where their output can change the answer "
+            "(agent.routing); full: always; fast: never (fused recall alone, milliseconds)"
+        },
     )
     route_margin: float = field(
-        default=1.0, metadata={"help": "auto, with a fitted fusion: a close call within this many log-odds (of the threshold, or "
-                                       "between the last tag kept and the next) sends the content to the LLM"}
+        default=1.0,
+        metadata={
+            "help": "auto, with a fitted fusion: a close call within this many log-odds (of the threshold, or "
+            "between the last tag kept and the next) sends the content to the LLM"
+        },
     )
-    judge_top: int = field(default=5, metadata={"help": "recall's top this many candidates are scored (and judged) besides the generated tags"})
+    judge_top: int = field(
+        default=5, metadata={"help": "recall's top this many candidates are scored (and judged) besides the generated tags"}
+    )
     threshold: float | None = field(
-        default=None, metadata={"help": "tags whose confidence is below this are dropped; unset: the knowledge base's tuned threshold, else "
-                                        "its recall ranker's cut, else 0.5 (paper)"}
+        default=None,
+        metadata={
+            "help": "tags whose confidence is below this are dropped; unset: the knowledge base's tuned threshold, else "
+            "its recall ranker's cut, else 0.5 (paper)"
+        },
     )
     use_learned_calibration: bool = field(
         default=True,
-        metadata={"help": "confidence from the knowledge base's fitted fusion of all the evidence, else recall's own P(right) (off: the paper's P(Yes))"},
+        metadata={
+            "help": "confidence from the knowledge base's fitted fusion of all the evidence, else recall's own P(right) (off: the paper's P(Yes))"
+        },
     )
     history_keep: float | None = field(
         default=0.5,
@@ -68,9 +85,13 @@ class Context:
     write_back: bool = field(default=False, metadata={"help": "final tags become deterministic edges; the content joins the history"})
     review: bool = field(
         default=False,
-        metadata={"help": "stop before write-back with the proposed tags until a person accepts, rejects or adds (a correction resumes it)"},
+        metadata={
+            "help": "stop before write-back with the proposed tags until a person accepts, rejects or adds (a correction resumes it)"
+        },
     )
-    use_cache: bool = field(default=True, metadata={"help": "reuse recall and knowledge results for a text already seen, until the knowledge base changes"})
+    use_cache: bool = field(
+        default=True, metadata={"help": "reuse recall and knowledge results for a text already seen, until the knowledge base changes"}
+    )
     content_chars: int = field(default=2000, metadata={"help": "content longer than this is cut in prompts (the cut is reported)"})
     delta_ct: float | None = field(default=None, metadata={"help": "override the knowledge base's δ_ct"})
     delta_cc: float | None = field(default=None, metadata={"help": "override the knowledge base's δ_cc"})
@@ -79,13 +100,17 @@ class Context:
     budget: int | None = field(default=None, metadata={"help": "override the candidate budget"})
     label_language: str | None = field(
         default=None,
-        metadata={"help": "each tag also gets its label in this language (ISO 639-1, e.g. de), from the vocabulary's SKOS prefLabels; "
-                          "a tag without one keeps its name"},
+        metadata={
+            "help": "each tag also gets its label in this language (ISO 639-1, e.g. de), from the vocabulary's SKOS prefLabels; "
+            "a tag without one keeps its name"
+        },
     )
     workers: int = field(
         default=1,
-        metadata={"help": "batch tagging (index) and the REST API tag this many contents at once: model worker processes, each with "
-                          "its own llama.cpp (threads for an ollama backend); 1: in this process"},
+        metadata={
+            "help": "batch tagging (index) and the REST API tag this many contents at once: model worker processes, each with "
+            "its own llama.cpp (threads for an ollama backend); 1: in this process"
+        },
     )
 
     def __post_init__(self):

@@ -71,9 +71,14 @@ def _install(kb: KnowledgeBase, described: dict) -> None:
         shutil.copyfile(DEMO_MODEL / CALIBRATION_FILE, kb.directory / CALIBRATION_FILE)
     else:
         (kb.directory / CALIBRATION_FILE).unlink(missing_ok=True)
-    record = {"lora": f"model/{ADAPTER}", "shipped_with": "knowledge_base/demo_data/model", "trained_at": described.get("built_at"),
-              "last_run_at": time.time(),  # llm4tag train --since-last trains on what is added from now on
-              "runs": [], "note": "the demo's shipped adapter; llm4tag train replaces it with this knowledge base's own fine-tune"}
+    record = {
+        "lora": f"model/{ADAPTER}",
+        "shipped_with": "knowledge_base/demo_data/model",
+        "trained_at": described.get("built_at"),
+        "last_run_at": time.time(),  # llm4tag train --since-last trains on what is added from now on
+        "runs": [],
+        "note": "the demo's shipped adapter; llm4tag train replaces it with this knowledge base's own fine-tune",
+    }
     tmp = kb.directory / (TRAINING_RECORD + ".tmp")
     tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
     tmp.replace(kb.directory / TRAINING_RECORD)

@@ -38,7 +38,11 @@ def evidence_parts(candidate: dict | None, detail: bool = False, via_limit: int 
             parts.append(f"learned {'score ' if detail else ''}{score:.2f}")
         elif path == "memory":
             v = (ev.get("via") or [{}])[0]
-            text = "this same text" if score >= 0.999 else f"a near-duplicate text ({score:.2f}{', ' + quote(v['id']) if detail and v.get('id') else ''})"
+            text = (
+                "this same text"
+                if score >= 0.999
+                else f"a near-duplicate text ({score:.2f}{', ' + quote(v['id']) if detail and v.get('id') else ''})"
+            )
             parts.append(f"a person marked it {v.get('verdict', 'right')} on {text}")
         else:
             parts.append(f"{path} {'similarity' if detail else 'sim'} {score:.2f}")
@@ -58,16 +62,23 @@ def departure(judgment: dict | None, candidate: dict | None, fit: dict | None = 
         reason = evidence_parts({"evidence": [e for e in candidate["evidence"] if e["path"] == "memory"]})[0]
     elif confidence < p_yes and in_domain < 1.0:
         likeness = fit.get("history_likeness")
-        reason = (f"the text's poor fit to this knowledge base (nearest history item {fit.get('top_content_similarity', 0):.2f}, "
-                  + (f"likeness to the history rather than to everyday text {likeness:+.1f}" if likeness is not None
-                     else f"nearest tag {fit.get('top_tag_similarity', 0):.2f}")
-                  + f": in domain with probability {in_domain:.2f})")
+        reason = (
+            f"the text's poor fit to this knowledge base (nearest history item {fit.get('top_content_similarity', 0):.2f}, "
+            + (
+                f"likeness to the history rather than to everyday text {likeness:+.1f}"
+                if likeness is not None
+                else f"nearest tag {fit.get('top_tag_similarity', 0):.2f}"
+            )
+            + f": in domain with probability {in_domain:.2f})"
+        )
     else:
         parts = [e for e in evidence_parts(candidate) if not e.startswith("match")]
         if confidence > p_yes:
             reason = f"recall's evidence ({'; '.join(parts)})" if parts else "recall's ranker"
         else:
-            reason = (f"recall's weak evidence ({'; '.join(parts)})" if parts else "recall, which found it only by similarity to its description")
+            reason = (
+                f"recall's weak evidence ({'; '.join(parts)})" if parts else "recall, which found it only by similarity to its description"
+            )
     return f"the judge's P(Yes) {p_yes:.2f} was {moved} to {confidence:.2f} by {reason}"
 
 
@@ -110,13 +121,25 @@ def explain(result: dict, tag: str) -> dict:
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
     selection = result.get("selection") or {}
     parents = (result.get("tree") or {}).get("parents") or {}
-    out: dict = {"tag": tag, "candidate": None, "generation": None, "judgment": None, "examples": [],
-                 "final": any(t["tag"] == tag for t in result.get("tags") or []), "candidates": len(candidates),
-                 "path": tree_path(tag, parents) if tag in parents else None}
+    out: dict = {
+        "tag": tag,
+        "candidate": None,
+        "generation": None,
+        "judgment": None,
+        "examples": [],
+        "final": any(t["tag"] == tag for t in result.get("tags") or []),
+        "candidates": len(candidates),
+        "path": tree_path(tag, parents) if tag in parents else None,
+    }
     cand = by_tag.get(tag)
     if cand is not None:
-        out["candidate"] = {"rank": candidates.index(tag) + 1, "score": cand["score"], "description": cand.get("description") or "",
-                            "paths": list(cand.get("paths") or []), "evidence": evidence_parts(cand, detail=True, via_limit=5)}
+        out["candidate"] = {
+            "rank": candidates.index(tag) + 1,
+            "score": cand["score"],
+            "description": cand.get("description") or "",
+            "paths": list(cand.get("paths") or []),
+            "evidence": evidence_parts(cand, detail=True, via_limit=5),
+        }
         chosen = selection.get("tags") or []
         if tag in (selection.get("from_history") or []):
             out["generation"] = {"kind": "history"}
@@ -127,10 +150,17 @@ def explain(result: dict, tag: str) -> dict:
     scored = next((j for j in result.get("judgments") or [] if j["tag"] == tag), None)
     if scored:
         confidence = confidence_of(scored)
-        out["judgment"] = {"p_yes": scored.get("p_yes"), "logit_yes": scored.get("logit_yes"), "logit_no": scored.get("logit_no"),
-                           "confidence": confidence, "learned": confidence is not None and confidence != scored.get("p_yes"),
-                           "moved_by": departure(scored, cand, result.get("recall_fit"))}
+        out["judgment"] = {
+            "p_yes": scored.get("p_yes"),
+            "logit_yes": scored.get("logit_yes"),
+            "logit_no": scored.get("logit_no"),
+            "confidence": confidence,
+            "learned": confidence is not None and confidence != scored.get("p_yes"),
+            "moved_by": departure(scored, cand, result.get("recall_fit")),
+        }
     for ex in result.get("examples") or []:
         if tag in ex["tags"] or tag in ex.get("incorrect_tags", []):
-            out["examples"].append({"id": ex["id"], "similarity": ex["similarity"], "marked": "correct" if tag in ex["tags"] else "incorrect"})
+            out["examples"].append(
+                {"id": ex["id"], "similarity": ex["similarity"], "marked": "correct" if tag in ex["tags"] else "incorrect"}
+            )
     return out

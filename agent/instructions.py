@@ -28,15 +28,19 @@ _EARLIER = r"(?:all\s+|any\s+|the\s+|your\s+|of\s+the\s+)*(?:previous|prior|abov
 _ORDERS = r"(?:instructions?|prompts?|rules|directions|guidelines|directives|orders|context)"
 PATTERNS = [
     re.compile(rf"\b{_VERBS}\s+{_EARLIER}\s*{_ORDERS}\b", re.I),
-    re.compile(r"\b(?:reveal|print|show|repeat|output|leak|display)\s+(?:me\s+)?(?:your|the)\s+(?:system\s+|hidden\s+|initial\s+)?"
-               r"(?:prompt|instructions)\b", re.I),
+    re.compile(
+        r"\b(?:reveal|print|show|repeat|output|leak|display)\s+(?:me\s+)?(?:your|the)\s+(?:system\s+|hidden\s+|initial\s+)?"
+        r"(?:prompt|instructions)\b",
+        re.I,
+    ),
     re.compile(r"\byou\s+are\s+now\s+(?:a|an|the|in)\b", re.I),
     re.compile(r"\b(?:new|updated|real|actual)\s+instructions?\s*:", re.I),
     re.compile(r"\b(?:answer|respond|reply)\s+(?:only\s+)?with\s+(?:the\s+)?(?:tags?|labels?|json)\b", re.I),
     re.compile(r"\b(?:output|return|assign|select|choose|pick)\s+(?:only\s+)?(?:the\s+)?(?:tags?|labels?)\s+[\"'`]?[\w:.-]+::", re.I),
     re.compile(r"\b(?:tag|label|classify)\s+this\s+(?:text|content|item|document|package)\s+(?:as|with)\b", re.I),
-    re.compile(r"<\|(?:im_start|im_end|system|user|assistant|endoftext)\|>|\[/?INST\]|<</?SYS>>|^\s*#{2,}\s*(?:instruction|system)\b",
-               re.I | re.M),
+    re.compile(
+        r"<\|(?:im_start|im_end|system|user|assistant|endoftext)\|>|\[/?INST\]|<</?SYS>>|^\s*#{2,}\s*(?:instruction|system)\b", re.I | re.M
+    ),
 ]
 
 
@@ -47,4 +51,3 @@ def instructions_in(text: str, limit: int = 3) -> list[str]:
         for match in pattern.finditer(text):
             found.append((match.start(), " ".join(match.group(0).split())))
     return [phrase for _, phrase in sorted(found)[:limit]]
-

@@ -45,8 +45,12 @@ class RayTagger:
         for text, title in zip(batch["text"], batch["title"]):
             try:
                 result = tag(str(text), title=str(title) if title else None, context=self.context)
-                out.append(json.dumps({"tags": result["tags"], "candidates": [{"tag": c["tag"]} for c in result["candidates"]],
-                                       "notes": result["notes"]}, ensure_ascii=False))
+                out.append(
+                    json.dumps(
+                        {"tags": result["tags"], "candidates": [{"tag": c["tag"]} for c in result["candidates"]], "notes": result["notes"]},
+                        ensure_ascii=False,
+                    )
+                )
             except (Llm4tagError, OSError) as exc:
                 out.append(json.dumps({"error": str(exc)}, ensure_ascii=False))
         return {"key": batch["key"], "result": out}
@@ -66,8 +70,10 @@ def _init_ray(address: str | None, workers: int):
             else:
                 ray.init(num_cpus=max(workers, os.cpu_count() or 1), **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise Llm4tagError(f"cannot start or reach Ray{f' at {address}' if address else ''} ({exc}); "
-                               "check the address (ray://HEAD:10001, auto) or run without --ray-address for a local instance") from exc
+            raise Llm4tagError(
+                f"cannot start or reach Ray{f' at {address}' if address else ''} ({exc}); "
+                "check the address (ray://HEAD:10001, auto) or run without --ray-address for a local instance"
+            ) from exc
     return ray
 
 
@@ -81,8 +87,14 @@ def ray_results(items: list, context: Context, workers: int, address: str | None
 
         DataContext.get_current().execution_options.preserve_order = True
         dataset = ray.data.from_items([{"key": i.key, "text": i.text, "title": i.title or ""} for i in good])
-        tagged = dataset.map_batches(RayTagger, fn_constructor_args=(context,), compute=ActorPoolStrategy(size=workers),
-                                     num_cpus=1, batch_size=BATCH_SIZE, batch_format="numpy")
+        tagged = dataset.map_batches(
+            RayTagger,
+            fn_constructor_args=(context,),
+            compute=ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            batch_size=BATCH_SIZE,
+            batch_format="numpy",
+        )
         rows = iter(tagged.iter_rows())
     else:
         rows = iter(())

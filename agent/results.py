@@ -23,24 +23,37 @@ class ScoredTag(BaseModel):
     """A final tag of a result."""
 
     tag: str
-    confidence: float | None = Field(description="P(tag is right), fused from recall, the generator and the judge; null when neither "
-                                                  "the judge nor a recall ranker gives one.")
+    confidence: float | None = Field(
+        description="P(tag is right), fused from recall, the generator and the judge; null when neither "
+        "the judge nor a recall ranker gives one."
+    )
     rank: int = Field(description="1 for the best tag.")
     description: str = ""
-    paths: list[str] = Field(default_factory=list, description="Meta-paths that recalled the tag: C2T, C2C2T, learned, match, memory "
-                                                               "(a person's verdict on this text or a near-duplicate).")
-    origin: str = Field(default="llm", description="llm: chosen by the generator; history: kept because similar items carry it; recall: "
-                                                   "ranked high by recall, not chosen by the generator; review: added by a person in "
-                                                   "review; memory: a person marked it right on this text or a near-duplicate; "
-                                                   "hierarchy: an ancestor of a kept tag (hierarchy_output add-ancestors).")
-    why: str = Field(description="One line: the recall evidence, the tag's origin and its confidence, and what moved the confidence "
-                                 "more than 0.3 away from the judge's P(Yes) when it did.")
-    path: list[str] | None = Field(default=None, description="With a tag tree: the tag's place in it, root first (the tag last); null "
-                                                             "for a tag outside any tree.")
-    label: str | None = Field(default=None, description="With label_language: the tag's label in that language (its name when the "
-                                                        "vocabulary has none).")
-    words: list[str] | None = Field(default=None, description="With explain: the words of the text behind the tag (those whose "
-                                                              "removal lowers its score most).")
+    paths: list[str] = Field(
+        default_factory=list,
+        description="Meta-paths that recalled the tag: C2T, C2C2T, learned, match, memory "
+        "(a person's verdict on this text or a near-duplicate).",
+    )
+    origin: str = Field(
+        default="llm",
+        description="llm: chosen by the generator; history: kept because similar items carry it; recall: "
+        "ranked high by recall, not chosen by the generator; review: added by a person in "
+        "review; memory: a person marked it right on this text or a near-duplicate; "
+        "hierarchy: an ancestor of a kept tag (hierarchy_output add-ancestors).",
+    )
+    why: str = Field(
+        description="One line: the recall evidence, the tag's origin and its confidence, and what moved the confidence "
+        "more than 0.3 away from the judge's P(Yes) when it did."
+    )
+    path: list[str] | None = Field(
+        default=None, description="With a tag tree: the tag's place in it, root first (the tag last); null for a tag outside any tree."
+    )
+    label: str | None = Field(
+        default=None, description="With label_language: the tag's label in that language (its name when the vocabulary has none)."
+    )
+    words: list[str] | None = Field(
+        default=None, description="With explain: the words of the text behind the tag (those whose removal lowers its score most)."
+    )
 
 
 class UnderThreshold(BaseModel):
@@ -56,8 +69,10 @@ class Route(BaseModel):
     mode: Literal["auto", "full", "fast"]
     llm: bool
     reason: str = ""
-    instructions: list[str] | None = Field(default=None, description="When the text holds instructions addressed to a language "
-                                                                     "model: those found (the model was then not run).")
+    instructions: list[str] | None = Field(
+        default=None,
+        description="When the text holds instructions addressed to a language model: those found (the model was then not run).",
+    )
 
 
 class TagResult(BaseModel):
@@ -65,16 +80,18 @@ class TagResult(BaseModel):
 
     content_id: str = Field(description="The content's id in the knowledge base (derived from the text unless one was given).")
     tags: list[ScoredTag] = Field(description="The final tags, best first.")
-    below_threshold: list[UnderThreshold] = Field(default_factory=list, description="Scored tags whose confidence fell under the "
-                                                                                    "threshold, best first.")
+    below_threshold: list[UnderThreshold] = Field(
+        default_factory=list, description="Scored tags whose confidence fell under the threshold, best first."
+    )
     threshold: float | None = Field(default=None, description="The confidence threshold the tags were cut at.")
     mode: Literal["multi", "single"] = Field(default="multi", description="multi: several tags; single: exactly one.")
     llm: bool = Field(default=False, description="Whether the language model ran for this text.")
     route: Route | None = Field(default=None, description="The language-model mode asked for, whether it ran and why.")
     candidates_considered: int = Field(default=0, description="How many candidates recall offered.")
     notes: list[str] = Field(default_factory=list, description="What a person should know (truncation, fallbacks, unreachable services).")
-    review: dict[str, Any] | None = Field(default=None, description="With review: status pending (with the proposed tags) until a "
-                                                                    "decision, then reviewed (what was decided).")
+    review: dict[str, Any] | None = Field(
+        default=None, description="With review: status pending (with the proposed tags) until a decision, then reviewed (what was decided)."
+    )
 
 
 def scored_tag_list(result: dict, spans: dict[str, list[dict]] | None = None) -> list[ScoredTag]:
@@ -82,10 +99,18 @@ def scored_tag_list(result: dict, spans: dict[str, list[dict]] | None = None) ->
     by_tag = {c["tag"]: c for c in result.get("candidates") or []}
     judged = {j["tag"]: j for j in result.get("judgments") or []}
     return [
-        ScoredTag(tag=t["tag"], confidence=t.get("confidence"), rank=t.get("rank") or i, description=t.get("description") or "",
-                  paths=list(t.get("paths") or []), origin=t.get("origin") or "llm", path=t.get("path"), label=t.get("label"),
-                  why=why(t, by_tag.get(t["tag"]), judged.get(t["tag"]), result.get("recall_fit")),
-                  words=None if spans is None else [s["text"] for s in spans.get(t["tag"], [])])
+        ScoredTag(
+            tag=t["tag"],
+            confidence=t.get("confidence"),
+            rank=t.get("rank") or i,
+            description=t.get("description") or "",
+            paths=list(t.get("paths") or []),
+            origin=t.get("origin") or "llm",
+            path=t.get("path"),
+            label=t.get("label"),
+            why=why(t, by_tag.get(t["tag"]), judged.get(t["tag"]), result.get("recall_fit")),
+            words=None if spans is None else [s["text"] for s in spans.get(t["tag"], [])],
+        )
         for i, t in enumerate(result.get("tags") or [], 1)
     ]
 
@@ -107,8 +132,11 @@ def tag_result(result: dict, spans: dict[str, list[dict]] | None = None) -> TagR
         threshold=result.get("threshold"),
         mode=result.get("mode") or "multi",
         llm=bool((route or {}).get("llm")),
-        route=Route(mode=route["mode"], llm=bool(route.get("llm")), reason=route.get("reason") or "",
-                    instructions=route.get("instructions")) if route else None,
+        route=Route(
+            mode=route["mode"], llm=bool(route.get("llm")), reason=route.get("reason") or "", instructions=route.get("instructions")
+        )
+        if route
+        else None,
         candidates_considered=len(result.get("candidates") or []),
         notes=list(result.get("notes") or []),
         review=result.get("review") or None,

@@ -35,8 +35,10 @@ from .runtime import Runtime
 HISTORY_PATHS = ("C2C2T", "learned", "memory")  # evidence that comes from annotated contents, not from a description
 
 
-NO_FUSION = ("the confidence is the recall ranker's P(right), which the LLM's output does not change here "
-             "(no fitted fusion of the LLM's evidence: llm4tag calibrate fits one)")
+NO_FUSION = (
+    "the confidence is the recall ranker's P(right), which the LLM's output does not change here "
+    "(no fitted fusion of the LLM's evidence: llm4tag calibrate fits one)"
+)
 
 
 def llm_route(state: dict, ctx: Context, rt: Runtime) -> dict:
@@ -46,9 +48,13 @@ def llm_route(state: dict, ctx: Context, rt: Runtime) -> dict:
         return {"mode": mode, "llm": False, "reason": "the LLM steps are off: fused recall only"}
     orders = instructions_in(state.get("text") or "")
     if orders:  # whatever the mode: the language model is the step such orders steer (agent.instructions)
-        return {"mode": mode, "llm": False, "instructions": orders,
-                "reason": f"the text holds instructions addressed to a language model ({'; '.join(repr(o) for o in orders)}): "
-                          "it is tagged by fused recall alone, which such orders cannot steer"}
+        return {
+            "mode": mode,
+            "llm": False,
+            "instructions": orders,
+            "reason": f"the text holds instructions addressed to a language model ({'; '.join(repr(o) for o in orders)}): "
+            "it is tagged by fused recall alone, which such orders cannot steer",
+        }
     if mode == "full":
         return {"mode": mode, "llm": True, "reason": "the LLM steps always run (llm=full)"}
     candidates = state.get("candidates") or []
@@ -80,13 +86,24 @@ def close_calls(candidates: list[dict], ctx: Context, threshold: float, mode: st
         last, following = candidates[ctx.tag_limit - 1], candidates[ctx.tag_limit]
         if logit(float(last["score"])) - logit(float(following["score"])) <= margin and remembered_verdict(last) is None:
             close += [t for t in (last["tag"], following["tag"]) if t not in close]
-    thin = [c["tag"] for c in contenders if float(c["score"]) >= threshold / 2
-            and not any(ev["path"] in HISTORY_PATHS for ev in c.get("evidence") or [])]
+    thin = [
+        c["tag"]
+        for c in contenders
+        if float(c["score"]) >= threshold / 2 and not any(ev["path"] in HISTORY_PATHS for ev in c.get("evidence") or [])
+    ]
     if close or thin:
-        said = "; ".join(part for part in (f"close calls at the threshold {threshold:.2f} or between the last kept and the next: "
-                                           f"{', '.join(close)}" if close else "",
-                                           f"known from its description alone: {', '.join(thin)}" if thin else "") if part)
+        said = "; ".join(
+            part
+            for part in (
+                f"close calls at the threshold {threshold:.2f} or between the last kept and the next: {', '.join(close)}" if close else "",
+                f"known from its description alone: {', '.join(thin)}" if thin else "",
+            )
+            if part
+        )
         return {"mode": mode, "llm": True, "reason": said}
-    return {"mode": mode, "llm": False,
-            "reason": f"every candidate that could enter the answer is clearly above or below the threshold {threshold:.2f}, "
-                      f"and the last kept clearly ahead of the next (margin {margin} in log-odds)"}
+    return {
+        "mode": mode,
+        "llm": False,
+        "reason": f"every candidate that could enter the answer is clearly above or below the threshold {threshold:.2f}, "
+        f"and the last kept clearly ahead of the next (margin {margin} in log-odds)",
+    }

@@ -153,8 +153,9 @@ class Runtime:
         self.recall(WARM_UP_TEXT, self.kb.config.recall)
 
     # ---- corrections ----------------------------------------------------------------------------
-    def record(self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), cid: str | None = None,
-               replace: bool = False) -> dict:
+    def record(
+        self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), cid: str | None = None, replace: bool = False
+    ) -> dict:
         """Record a verdict on a cleaned text — the one write every correction ends in (``Tagger.learn``
         and the graph's review node). Returns ``{"id", "correct", "incorrect", "samples",
         "retraining"}``."""
@@ -162,8 +163,13 @@ class Runtime:
         vector, _ = self.embed(text)
         cid = self.kb.record_feedback(text, correct, incorrect, cid=cid or None, vector=vector, replace=replace)
         samples = self.kb.collection("samples").count()
-        return {"id": cid, "correct": list(correct), "incorrect": list(incorrect), "samples": samples,
-                "retraining": self.retrain_if_due(samples) is not None}
+        return {
+            "id": cid,
+            "correct": list(correct),
+            "incorrect": list(incorrect),
+            "samples": samples,
+            "retraining": self.retrain_if_due(samples) is not None,
+        }
 
     # ---- what the tagging graph keeps in the knowledge base ------------------------------------
     def node_cache(self):
@@ -197,8 +203,9 @@ class Runtime:
                     try:
                         self._node_cache.clear()
                     except sqlite3.Error as exc:  # a full disk, a damaged file: tag uncached, try again next time
-                        logging.getLogger("llm4tag").warning("could not empty the node cache of %s (%s): this result is not cached",
-                                                             self.kb.directory, exc)
+                        logging.getLogger("llm4tag").warning(
+                            "could not empty the node cache of %s (%s): this result is not cached", self.kb.directory, exc
+                        )
                         return None
                     try:
                         marker.write_text(revision, encoding="ascii")
@@ -222,7 +229,8 @@ class Runtime:
                 except sqlite3.Error as exc:
                     raise KnowledgeBaseReadOnlyError(
                         f"reviews cannot be kept in {path} ({exc}): the knowledge base's folder must be writable for review "
-                        "(tag without review, or give this user write access)") from exc
+                        "(tag without review, or give this user write access)"
+                    ) from exc
             return self._checkpointer
 
     # the reviews waiting, with when each started: a table of our own beside LangGraph's in REVIEWS
@@ -242,8 +250,13 @@ class Runtime:
         # short transactions of the ledger's own, never open while the checkpointer writes (one file, two connections)
         with closing(self._review_ledger()) as ledger:
             with ledger:
-                expired = [r[0] for r in ledger.execute("SELECT thread_id FROM llm4tag_reviews WHERE started < ? AND thread_id != ?",
-                                                        (now - config.review_days * 86400, thread_id))]
+                expired = [
+                    r[0]
+                    for r in ledger.execute(
+                        "SELECT thread_id FROM llm4tag_reviews WHERE started < ? AND thread_id != ?",
+                        (now - config.review_days * 86400, thread_id),
+                    )
+                ]
             for tid in expired:
                 checkpointer.delete_thread(tid)
                 with ledger:
@@ -251,15 +264,18 @@ class Runtime:
             with ledger:
                 waiting = ledger.execute("SELECT COUNT(*) FROM llm4tag_reviews WHERE thread_id != ?", (thread_id,)).fetchone()[0]
             if waiting >= config.max_reviews:
-                raise TooManyReviewsError(f"{waiting} reviews are waiting for a decision, the most this knowledge base keeps (max_reviews in "
-                                          f"{self.kb.directory.name}/config.json); decide some first (a learn of the same text decides one), "
-                                          "or tag without review")
+                raise TooManyReviewsError(
+                    f"{waiting} reviews are waiting for a decision, the most this knowledge base keeps (max_reviews in "
+                    f"{self.kb.directory.name}/config.json); decide some first (a learn of the same text decides one), "
+                    "or tag without review"
+                )
             checkpointer.delete_thread(thread_id)
             with ledger:
                 ledger.execute("INSERT OR REPLACE INTO llm4tag_reviews VALUES (?, ?)", (thread_id, now))
         if expired:
-            logging.getLogger("llm4tag").info("dropped %d reviews left waiting over %s days in %s", len(expired), config.review_days,
-                                              self.kb.directory)
+            logging.getLogger("llm4tag").info(
+                "dropped %d reviews left waiting over %s days in %s", len(expired), config.review_days, self.kb.directory
+            )
             try:
                 with closing(sqlite3.connect(str(self.kb.directory / REVIEWS), timeout=30)) as connection:
                     connection.execute("VACUUM")  # give the space of the dropped reviews back
@@ -359,8 +375,10 @@ def runtime_for(kb_dir: str | Path | None, create: bool = False) -> Runtime:
     key = str(Path(kb_dir).expanduser().resolve()) if kb_dir else DEMO
     with _runtimes_lock:
         if key not in _runtimes and kb_dir is not None and not create and not (Path(key) / "config.json").is_file():
-            raise KnowledgeBaseError(f"there is no knowledge base at {str(kb_dir)[:200]!r}: check the folder, or create one "
-                                     "with: llm4tag --kb DIR kb load-vocab TAGS")
+            raise KnowledgeBaseError(
+                f"there is no knowledge base at {str(kb_dir)[:200]!r}: check the folder, or create one "
+                "with: llm4tag --kb DIR kb load-vocab TAGS"
+            )
         if key not in _runtimes:
             if kb_dir is None:
                 kb = open_demo_kb(prepare_encoder=True)  # every runtime encodes: its encoder loads while Chroma opens
@@ -381,4 +399,3 @@ def reset_runtimes() -> None:
 
 def get_knowledge_base(kb_dir: str | Path | None, create: bool = False) -> KnowledgeBase:
     return runtime_for(kb_dir, create=create).kb
-

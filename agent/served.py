@@ -52,8 +52,10 @@ def check_backend(spec: str | None, operator: Context | None = None) -> str | No
         if _same_backend(spec, allowed):
             return allowed  # the operator's spelling: one loaded copy per model, however a caller writes it
     shown = spec.strip()[:80]
-    raise InputError(f"backend {shown!r} is not one this server allows: leave it out to use the server's model, or ask its operator "
-                     "to allow it at start (LLM4TAG_ALLOWED_BACKENDS)")
+    raise InputError(
+        f"backend {shown!r} is not one this server allows: leave it out to use the server's model, or ask its operator "
+        "to allow it at start (LLM4TAG_ALLOWED_BACKENDS)"
+    )
 
 
 @dataclass(frozen=True)
@@ -64,18 +66,23 @@ class ServedContext(Context):
     def __post_init__(self):
         super().__post_init__()
         operator = Context.from_env()
-        if self.kb_dir is not None and (operator.kb_dir is None
-                                         or Path(self.kb_dir).expanduser().resolve() != Path(operator.kb_dir).expanduser().resolve()):
-            raise InputError(f"kb_dir {str(self.kb_dir)[:80]!r} is not the knowledge base this server serves: leave kb_dir out "
-                             "(the operator chooses it with LLM4TAG_KB_DIR)")
+        if self.kb_dir is not None and (
+            operator.kb_dir is None or Path(self.kb_dir).expanduser().resolve() != Path(operator.kb_dir).expanduser().resolve()
+        ):
+            raise InputError(
+                f"kb_dir {str(self.kb_dir)[:80]!r} is not the knowledge base this server serves: leave kb_dir out "
+                "(the operator chooses it with LLM4TAG_KB_DIR)"
+            )
         if self.kb_dir is not None:
             object.__setattr__(self, "kb_dir", operator.kb_dir)
         object.__setattr__(self, "backend", check_backend(self.backend, operator) or operator.backend)
         writes = settings().served_writes
         for name in ("write_back", "review"):
             if getattr(self, name) and not getattr(operator, name) and not writes:
-                raise InputError(f"{name} changes the knowledge base and this server does not let a run turn it on: leave it out, or "
-                                 f"ask its operator to start the server with LLM4TAG_SERVED_WRITES=true (or LLM4TAG_{name.upper()}=true)")
+                raise InputError(
+                    f"{name} changes the knowledge base and this server does not let a run turn it on: leave it out, or "
+                    f"ask its operator to start the server with LLM4TAG_SERVED_WRITES=true (or LLM4TAG_{name.upper()}=true)"
+                )
 
 
 graph = build_graph(context_schema=ServedContext)  # what langgraph.json serves

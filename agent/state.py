@@ -40,7 +40,9 @@ class OutputState(TypedDict):
     threshold: float  # the confidence threshold the final tags were cut at
     mode: str  # multi (several tags) or single (exactly one), as the run asked
     tree: dict  # with a tag tree: {"parents": child → parent for the scored tags' ancestors, "output": the rule the answer follows}
-    judgments: list[dict]  # one per scored tag: origin, the fused confidence and its evidence features; p_yes and the Yes/No logits when judged
+    judgments: list[
+        dict
+    ]  # one per scored tag: origin, the fused confidence and its evidence features; p_yes and the Yes/No logits when judged
     review: dict  # with Context.review: "pending" and the proposed tags until a person decides, then what was decided
     notes: list[str]  # what a person should know (truncation, fallbacks, unreachable services)
     timings: dict[str, float]  # seconds per node

@@ -78,9 +78,12 @@ def _with_review(result: dict, config: dict) -> dict:
     interrupts = result.pop("__interrupt__", None)
     if interrupts:
         request = interrupts[0].value
-        result["review"] = {"status": "pending", "thread_id": config["configurable"]["thread_id"],
-                            "proposed": [t["tag"] for t in request.get("proposed") or []],
-                            "other_candidates": request.get("other_candidates") or []}
+        result["review"] = {
+            "status": "pending",
+            "thread_id": config["configurable"]["thread_id"],
+            "proposed": [t["tag"] for t in request.get("proposed") or []],
+            "other_candidates": request.get("other_candidates") or [],
+        }
     return result
 
 
@@ -154,8 +157,16 @@ class Tagger:
         return compiled, config
 
     # ---- tagging ---------------------------------------------------------------------------
-    def tag(self, text: str, *, title: str | None = None, content_id: str | None = None, metadata: dict[str, Any] | None = None,
-            context: Context | None = None, **overrides) -> dict:
+    def tag(
+        self,
+        text: str,
+        *,
+        title: str | None = None,
+        content_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        context: Context | None = None,
+        **overrides,
+    ) -> dict:
         """Tag one content with the full pipeline; returns the graph's output (tags, candidates, why).
 
         ``overrides`` are Context fields, e.g. ``tag(text, mode="single", threshold=0.6)``. With
@@ -167,8 +178,16 @@ class Tagger:
         compiled, config = self._run(payload, ctx)
         return _with_review(compiled.invoke(payload, config=config, context=ctx, durability=REVIEW_DURABILITY if config else None), config)
 
-    def tag_stream(self, text: str, *, title: str | None = None, content_id: str | None = None, metadata: dict[str, Any] | None = None,
-                   context: Context | None = None, **overrides) -> Iterator[tuple[str, dict, dict]]:
+    def tag_stream(
+        self,
+        text: str,
+        *,
+        title: str | None = None,
+        content_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        context: Context | None = None,
+        **overrides,
+    ) -> Iterator[tuple[str, dict, dict]]:
         """Tag one content step by step: yields ``(node, its changes, the result so far)`` as each node
         finishes, and ``("judgment", one judgment, the result so far)`` as the calibrate node computes
         each, and ``("review", {"review": …}, the result so far)`` when a run with review on stops to
@@ -182,8 +201,13 @@ class Tagger:
         compiled, config = self._run(payload, ctx)
         pending: list[tuple[str, dict]] = []
         state: dict = {}
-        for mode, data in compiled.stream(payload, config=config, context=ctx, stream_mode=["updates", "values", "custom"],
-                                          durability=REVIEW_DURABILITY if config else None):
+        for mode, data in compiled.stream(
+            payload,
+            config=config,
+            context=ctx,
+            stream_mode=["updates", "values", "custom"],
+            durability=REVIEW_DURABILITY if config else None,
+        ):
             if mode == "custom" and isinstance(data, dict) and "judgment" in data:
                 yield "judgment", data["judgment"], state
             elif mode == "updates":
@@ -194,7 +218,9 @@ class Tagger:
                 pending.extend((node, changes or {}) for node, changes in data.items() if node != "__metadata__")
             else:  # the state after a step: report the nodes of that step (in pipeline order), each with the merged state
                 state = dict(data)
-                for node, changes in sorted(pending, key=lambda item: NODE_ORDER.index(item[0]) if item[0] in NODE_ORDER else len(NODE_ORDER)):
+                for node, changes in sorted(
+                    pending, key=lambda item: NODE_ORDER.index(item[0]) if item[0] in NODE_ORDER else len(NODE_ORDER)
+                ):
                     if node != "prepare":
                         yield node, changes, state
                 pending = []
@@ -263,8 +289,10 @@ class Tagger:
             config = review_thread(content_id)
             snapshot = compiled.get_state(config) if self.runtime.has_reviews() else None
             if snapshot is None or _waiting(snapshot) is None:
-                raise NoReviewWaitingError(f"no review is waiting for content {content_id!r} (none was started, or it was decided "
-                                           "already); tag it with review on first")
+                raise NoReviewWaitingError(
+                    f"no review is waiting for content {content_id!r} (none was started, or it was decided "
+                    "already); tag it with review on first"
+                )
             ctx = self.context()  # the review nodes need only the knowledge base
             if "record_review" in snapshot.next:
                 # the last decision could not be written: this one replaces it, and the write runs again
@@ -279,8 +307,9 @@ class Tagger:
             self.runtime.drop_review(config["configurable"]["thread_id"])  # decided: nothing waits any more
         return result
 
-    def learn(self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, sample_id: str | None = None,
-              replace: bool = False) -> dict:
+    def learn(
+        self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, sample_id: str | None = None, replace: bool = False
+    ) -> dict:
         """Record a verdict on a text: its correct and incorrect tags become a sample (an in-context
         example for similar texts) and deterministic graph edges (C2C2T recall).
 
@@ -306,8 +335,9 @@ class Tagger:
         with self.reviews_locked():  # no review decision of this text in between: either resumes it or comes after it
             return self._learn_or_resume(cleaned, correct, incorrect, sample_id, replace)
 
-    def _learn_or_resume(self, cleaned: str, correct: tuple[str, ...], incorrect: tuple[str, ...], sample_id: str | None,
-                         replace: bool) -> dict:
+    def _learn_or_resume(
+        self, cleaned: str, correct: tuple[str, ...], incorrect: tuple[str, ...], sample_id: str | None, replace: bool
+    ) -> dict:
         for cid in dict.fromkeys(i for i in (sample_id, _content_id(cleaned)) if i):
             waiting = self.pending_review(content_id=cid)
             if waiting is None or waiting.get("text") != cleaned:
@@ -316,12 +346,18 @@ class Tagger:
                 self.runtime.drop_review(review_thread(cid)["configurable"]["thread_id"])
                 continue
             proposed = {t["tag"] for t in waiting.get("proposed") or []}
-            reviewed = self.review(cid, accept=[t for t in correct if t in proposed], add=[t for t in correct if t not in proposed],
-                                   reject=list(incorrect))
+            reviewed = self.review(
+                cid, accept=[t for t in correct if t in proposed], add=[t for t in correct if t not in proposed], reject=list(incorrect)
+            )
             done = reviewed.get("review") or {}
-            return {"id": done.get("sample", cid), "correct": list(correct), "incorrect": list(incorrect),
-                    "samples": done.get("samples", self.kb.collection("samples").count()), "retraining": bool(done.get("retraining")),
-                    "review": done}
+            return {
+                "id": done.get("sample", cid),
+                "correct": list(correct),
+                "incorrect": list(incorrect),
+                "samples": done.get("samples", self.kb.collection("samples").count()),
+                "retraining": bool(done.get("retraining")),
+                "review": done,
+            }
         return self.runtime.record(cleaned, correct, incorrect, cid=sample_id or None, replace=replace)
 
     def sample(self, sample_id: str) -> dict | None:
@@ -332,7 +368,13 @@ class Tagger:
         if not got["ids"] or stored is None:
             return None
         origin = (got["metadatas"][0] or {}).get("origin") or "feedback"
-        return {"id": stored.id, "text": stored.text, "tags": list(stored.tags), "incorrect_tags": list(stored.incorrect_tags), "origin": origin}
+        return {
+            "id": stored.id,
+            "text": stored.text,
+            "tags": list(stored.tags),
+            "incorrect_tags": list(stored.incorrect_tags),
+            "origin": origin,
+        }
 
     def restore(self, sample_id: str, previous: dict | None) -> str:
         """Undo a correction: put back the sample that was stored under ``sample_id`` before it
@@ -364,8 +406,11 @@ class Tagger:
             raise InputError(f"unknown action {action!r}; use rename, merge or retire")
         if not kb.has_tag(tag):
             gone = kb.replacement(tag)
-            raise InputError(f"'{tag}' is not in the tag repository" + (f" (it became '{gone}')" if gone else "")
-                             + "; search for its exact name with llm4tag kb search or GET /v1/tags?q=…")
+            raise InputError(
+                f"'{tag}' is not in the tag repository"
+                + (f" (it became '{gone}')" if gone else "")
+                + "; search for its exact name with llm4tag kb search or GET /v1/tags?q=…"
+            )
         if action == "retire":
             if into:
                 raise InputError(f"retiring {tag} takes no replacement; to move its history into {into!r} merge it instead")

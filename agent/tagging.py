@@ -34,8 +34,22 @@ from .context import Context
 from .explanation import explain
 from .tagger import REVIEW_DURABILITY, TagChangeAction, Tagger, review_thread, tagger_for
 
-__all__ = ["REVIEW_DURABILITY", "TagChangeAction", "change_tag", "explain", "learn", "pending_review", "recall", "review", "review_thread",
-           "search_tags", "supporting_spans", "tag", "tag_stream", "tagger_of"]
+__all__ = [
+    "REVIEW_DURABILITY",
+    "TagChangeAction",
+    "change_tag",
+    "explain",
+    "learn",
+    "pending_review",
+    "recall",
+    "review",
+    "review_thread",
+    "search_tags",
+    "supporting_spans",
+    "tag",
+    "tag_stream",
+    "tagger_of",
+]
 
 
 def tagger_of(context: Context | None, overrides: dict) -> Tagger:
@@ -45,16 +59,32 @@ def tagger_of(context: Context | None, overrides: dict) -> Tagger:
     return tagger_for((context or Context.from_env()).kb_dir)
 
 
-def tag(text: str, *, title: str | None = None, content_id: str | None = None, metadata: dict[str, Any] | None = None,
-        context: Context | None = None, **overrides) -> dict:
+def tag(
+    text: str,
+    *,
+    title: str | None = None,
+    content_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    context: Context | None = None,
+    **overrides,
+) -> dict:
     """``Tagger.tag`` of the knowledge base the run names."""
     return tagger_of(context, overrides).tag(text, title=title, content_id=content_id, metadata=metadata, context=context, **overrides)
 
 
-def tag_stream(text: str, *, title: str | None = None, content_id: str | None = None, metadata: dict[str, Any] | None = None,
-               context: Context | None = None, **overrides) -> Iterator[tuple[str, dict, dict]]:
+def tag_stream(
+    text: str,
+    *,
+    title: str | None = None,
+    content_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    context: Context | None = None,
+    **overrides,
+) -> Iterator[tuple[str, dict, dict]]:
     """``Tagger.tag_stream`` of the knowledge base the run names."""
-    return tagger_of(context, overrides).tag_stream(text, title=title, content_id=content_id, metadata=metadata, context=context, **overrides)
+    return tagger_of(context, overrides).tag_stream(
+        text, title=title, content_id=content_id, metadata=metadata, context=context, **overrides
+    )
 
 
 def recall(text: str, *, context: Context | None = None, base: RecallConfig | None = None, **overrides) -> RecallResult:
@@ -72,14 +102,22 @@ def pending_review(text: str | None = None, *, content_id: str | None = None, kb
     return tagger_for(kb_dir).pending_review(text, content_id=content_id)
 
 
-def review(content_id: str, *, accept: Iterable[str] = (), reject: Iterable[str] = (), add: Iterable[str] = (),
-           kb_dir: str | None = None) -> dict:
+def review(
+    content_id: str, *, accept: Iterable[str] = (), reject: Iterable[str] = (), add: Iterable[str] = (), kb_dir: str | None = None
+) -> dict:
     """``Tagger.review``: resume a content's waiting review with a person's decision."""
     return tagger_for(kb_dir).review(content_id, accept=accept, reject=reject, add=add)
 
 
-def learn(text: str, correct: Iterable[str], incorrect: Iterable[str] = (), *, sample_id: str | None = None,
-          kb_dir: str | None = None, replace: bool = False) -> dict:
+def learn(
+    text: str,
+    correct: Iterable[str],
+    incorrect: Iterable[str] = (),
+    *,
+    sample_id: str | None = None,
+    kb_dir: str | None = None,
+    replace: bool = False,
+) -> dict:
     """``Tagger.learn``: record a verdict on a text (the one path every surface's correction takes)."""
     return tagger_for(kb_dir).learn(text, correct, incorrect, sample_id=sample_id, replace=replace)
 

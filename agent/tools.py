@@ -58,14 +58,24 @@ class TagContentArgs(BaseModel):
     )
     max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags (multi mode).")
     threshold: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="Drop tags whose confidence is below this (default: the knowledge base's tuned threshold, else 0.5)."
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Drop tags whose confidence is below this (default: the knowledge base's tuned threshold, else 0.5).",
     )
     llm: Literal["auto", "full", "fast"] | None = Field(
-        default=None, description="auto (default): the language model only where it can change the answer; full: always; fast: never (milliseconds)."
+        default=None,
+        description="auto (default): the language model only where it can change the answer; full: always; fast: never (milliseconds).",
     )
-    explain: bool = Field(default=False, description="Also list, for each tag, the words of the text behind it (those whose removal lowers its score most).")
-    label_language: str | None = Field(default=None, max_length=20, pattern=LANGUAGE_CODE,
-                                       description="Also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels.")
+    explain: bool = Field(
+        default=False, description="Also list, for each tag, the words of the text behind it (those whose removal lowers its score most)."
+    )
+    label_language: str | None = Field(
+        default=None,
+        max_length=20,
+        pattern=LANGUAGE_CODE,
+        description="Also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels.",
+    )
 
 
 class SearchTagsArgs(BaseModel):
@@ -100,8 +110,15 @@ def make_tagging_tool(context: Context | None = None) -> StructuredTool:
     """
     base = context or Context.from_env()
 
-    def tag_content(text: str, mode: str | None = None, max_tags: int | None = None, threshold: float | None = None,
-                    llm: str | None = None, explain: bool = False, label_language: str | None = None) -> dict:
+    def tag_content(
+        text: str,
+        mode: str | None = None,
+        max_tags: int | None = None,
+        threshold: float | None = None,
+        llm: str | None = None,
+        explain: bool = False,
+        label_language: str | None = None,
+    ) -> dict:
         ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, llm=llm, label_language=label_language)
         try:
             tagger = tagger_for(base.kb_dir)

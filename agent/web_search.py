@@ -34,8 +34,9 @@ def fetch_snippets(query: str, max_results: int, timeout_s: float) -> list[dict]
             with attempt:
                 results = DDGS(timeout=max(1, int(round(timeout_s)))).text(query[:300], max_results=max_results)
     except Exception as exc:  # ddgs raises its own and the transport's exception types
-        raise WebSearchUnavailable(f"web search unavailable after {ATTEMPTS} attempts ({type(exc).__name__}: {str(exc)[:120]}); "
-                                   "tagged without it") from exc
+        raise WebSearchUnavailable(
+            f"web search unavailable after {ATTEMPTS} attempts ({type(exc).__name__}: {str(exc)[:120]}); tagged without it"
+        ) from exc
     snippets = [
         {"kind": "web", "source": r.get("href", ""), "title": r.get("title", ""), "text": r.get("body", ""), "similarity": None}
         for r in results or []
@@ -63,8 +64,10 @@ def search_web(query: str, max_results: int, timeout_s: float) -> tuple[list[dic
     except RuntimeError:  # not inside a graph run: no task, no cache
         search = fetch_snippets
     else:
+
         def search(*args):
             return web_snippets(*args).result()
+
     try:
         return search(query, max_results, timeout_s), None
     except WebSearchUnavailable as exc:

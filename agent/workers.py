@@ -99,8 +99,9 @@ class TaggerPool:
     def _new_executor(self) -> Executor:
         if self.kind == "threads":
             return ThreadPoolExecutor(self.workers, thread_name_prefix="llm4tag-tagger")
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_worker, initargs=(self.context,))
+        return ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(self.context,)
+        )
 
     def _submit(self, fn, *args, **kwargs) -> Future:
         """Submit to the executor; one whose worker died is replaced (later calls run on fresh workers)."""
@@ -144,8 +145,12 @@ class TaggerPool:
                         return
                     except BaseException as again:  # noqa: BLE001 - the pool is closing, or cannot start workers
                         reason = again
-                outer.set_exception(WorkerError(f"a tagging worker process died twice on this item ({reason}); it may run out of memory — "
-                                                "the pool starts fresh workers for what comes next; use fewer workers if it recurs"))
+                outer.set_exception(
+                    WorkerError(
+                        f"a tagging worker process died twice on this item ({reason}); it may run out of memory — "
+                        "the pool starts fresh workers for what comes next; use fewer workers if it recurs"
+                    )
+                )
             except BaseException as exc:  # the tagger's own errors reach the caller as they are
                 outer.set_exception(exc)
             else:

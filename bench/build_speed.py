@@ -78,7 +78,9 @@ def main() -> None:
         profile.disable()
         build = time.perf_counter() - started
         stats = pstats.Stats(profile)
-        print(f"{len(tags)} tags + {len(samples)} samples ({report.edges} edges), {args.threads} thread(s), load average {os.getloadavg()[0]:.2f}")
+        print(
+            f"{len(tags)} tags + {len(samples)} samples ({report.edges} edges), {args.threads} thread(s), load average {os.getloadavg()[0]:.2f}"
+        )
         print(f"raw encoding  {raw:8.2f} s  ({len(texts) / raw:.0f} texts/s)")
         print(f"build         {build:8.2f} s  ({len(texts) / build:.0f} texts/s)   build / raw encoding = {build / raw:.2f}")
         print("where the build's time goes (cumulative, overlapping groups excluded from 'rest'):")
@@ -88,8 +90,17 @@ def main() -> None:
             accounted += seconds if label != "graph compaction" else 0.0
             print(f"  {label:<36} {seconds:8.2f} s  {seconds / build:6.1%}")
         print(f"  {'rest':<36} {max(0.0, build - accounted):8.2f} s")
-        print(json.dumps({"tags": len(tags), "samples": len(samples), "raw_encoding_s": round(raw, 3), "build_s": round(build, 3),
-                          "ratio": round(build / raw, 3)}))
+        print(
+            json.dumps(
+                {
+                    "tags": len(tags),
+                    "samples": len(samples),
+                    "raw_encoding_s": round(raw, 3),
+                    "build_s": round(build, 3),
+                    "ratio": round(build / raw, 3),
+                }
+            )
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -37,19 +37,44 @@ RUN = "import sys; import knowledge_base.learned_recall as l; l.COLD_SPLITS = in
 def evaluate(name: str, seed: int, splits: int, share: float, systems: str) -> dict:
     split, mode = SETS[name]
     out = OUT / "cold-splits" / name / f"s{seed}-k{splits}"
-    command = [str(ROOT / ".venv" / "bin" / "python"), "-c", RUN, str(splits), "--kb", str(OUT / f"{name}-kb"), "eval",
-               str(DATA / name / split), "--seed", str(seed), "--systems", systems, "--mode", mode, "--cold-start", str(share),
-               "--out", str(out)]
+    command = [
+        str(ROOT / ".venv" / "bin" / "python"),
+        "-c",
+        RUN,
+        str(splits),
+        "--kb",
+        str(OUT / f"{name}-kb"),
+        "eval",
+        str(DATA / name / split),
+        "--seed",
+        str(seed),
+        "--systems",
+        systems,
+        "--mode",
+        mode,
+        "--cold-start",
+        str(share),
+        "--out",
+        str(out),
+    ]
     print("$", " ".join(command[3:]), file=sys.stderr, flush=True)
     subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     metrics = json.loads((out / "metrics.json").read_text())
     record = json.loads((out / "cold-start-kb" / "cold-start.json").read_text())
     cold = (metrics.get("groups") or {}).get("cold") or {}
     headline = metrics["headline"]
-    return {"set": name, "seed": seed, "cold_splits": splits, "items": metrics["items"], "cold_items": cold.get("items"),
-            "cold_bias": (record.get("classifier") or {}).get("cold_bias"), "cold_width": (record.get("classifier") or {}).get("cold_width"),
-            "cold": {s: round(m[headline], 3) for s, m in (cold.get("systems") or {}).items()},
-            "all": {s: round(m[headline], 3) for s, m in metrics["systems"].items()}, "headline": headline}
+    return {
+        "set": name,
+        "seed": seed,
+        "cold_splits": splits,
+        "items": metrics["items"],
+        "cold_items": cold.get("items"),
+        "cold_bias": (record.get("classifier") or {}).get("cold_bias"),
+        "cold_width": (record.get("classifier") or {}).get("cold_width"),
+        "cold": {s: round(m[headline], 3) for s, m in (cold.get("systems") or {}).items()},
+        "all": {s: round(m[headline], 3) for s, m in metrics["systems"].items()},
+        "headline": headline,
+    }
 
 
 def main() -> None:
@@ -67,13 +92,20 @@ def main() -> None:
             for splits in [int(k) for k in args.splits.split(",")]:
                 rows.append(evaluate(name, seed, splits, args.cold_start, args.systems))
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'set':<11} {'seed':>4} {'splits':>6} {'bias':>5} {'width':>5} {'cold n':>6}  cold items: " + " · ".join(args.systems.split(","))
-          + "  |  all items: " + " · ".join(args.systems.split(",")))
+    print(
+        f"\n{'set':<11} {'seed':>4} {'splits':>6} {'bias':>5} {'width':>5} {'cold n':>6}  cold items: "
+        + " · ".join(args.systems.split(","))
+        + "  |  all items: "
+        + " · ".join(args.systems.split(","))
+    )
     for r in rows:
         systems = args.systems.split(",")
-        print(f"{r['set']:<11} {r['seed']:>4} {r['cold_splits']:>6} {r['cold_bias']!s:>5} {r.get('cold_width')!s:>5} {r['cold_items']!s:>6}  "
-              + " · ".join(f"{r['cold'].get(s, float('nan')):.3f}" for s in systems) + "  |  "
-              + " · ".join(f"{r['all'].get(s, float('nan')):.3f}" for s in systems))
+        print(
+            f"{r['set']:<11} {r['seed']:>4} {r['cold_splits']:>6} {r['cold_bias']!s:>5} {r.get('cold_width')!s:>5} {r['cold_items']!s:>6}  "
+            + " · ".join(f"{r['cold'].get(s, float('nan')):.3f}" for s in systems)
+            + "  |  "
+            + " · ".join(f"{r['all'].get(s, float('nan')):.3f}" for s in systems)
+        )
 
 
 if __name__ == "__main__":

@@ -264,16 +264,25 @@ def kill_phase(kb: Path, path: Path, n: int, kills: int, rng: random.Random, wor
             killed_at.append(round(time.monotonic() - began, 2))
             written_at_kill.append(min(watch.batches, batches))
             stored_after.append(stored_samples(kb))
-            log(f"  kill {len(killed_at)}: SIGKILL {killed_at[-1]:.2f}s into the write, after {written_at_kill[-1]} of its {batches} "
-                f"batches; {stored_after[-1]} samples in the store")
+            log(
+                f"  kill {len(killed_at)}: SIGKILL {killed_at[-1]:.2f}s into the write, after {written_at_kill[-1]} of its {batches} "
+                f"batches; {stored_after[-1]} samples in the store"
+            )
         else:
             finished_first += 1
             log(f"  load {attempts} finished (status {proc.returncode}) before its kill")
         watch.close()
     started = time.monotonic()
     status = run_cli(kb, "kb", "load-samples", str(path), log_file=work / "rerun.log")
-    return {"killed": len(killed_at), "killed_at_s": killed_at, "written_at_kill": written_at_kill, "stored_after_kill": stored_after,
-            "finished_before_kill": finished_first, "rerun_status": status, "rerun_s": round(time.monotonic() - started, 1)}
+    return {
+        "killed": len(killed_at),
+        "killed_at_s": killed_at,
+        "written_at_kill": written_at_kill,
+        "stored_after_kill": stored_after,
+        "finished_before_kill": finished_first,
+        "rerun_status": status,
+        "rerun_s": round(time.monotonic() - started, 1),
+    }
 
 
 # ---- 2. concurrent writers ---------------------------------------------------------------------
@@ -306,8 +315,17 @@ def start_api(kb: Path):
     raise SystemExit("the in-process API did not start")
 
 
-def concurrency_phase(kb: Path, work: Path, writers: int, per_writer: int, learns: int, vocabulary: list[str],
-                      rng: random.Random, log_file: Path, spread_s: float) -> dict:
+def concurrency_phase(
+    kb: Path,
+    work: Path,
+    writers: int,
+    per_writer: int,
+    learns: int,
+    vocabulary: list[str],
+    rng: random.Random,
+    log_file: Path,
+    spread_s: float,
+) -> dict:
     import httpx
 
     from knowledge_base import KnowledgeBase
@@ -317,9 +335,15 @@ def concurrency_phase(kb: Path, work: Path, writers: int, per_writer: int, learn
     before = KnowledgeBase(kb).collection("samples").count()
     server, thread, base = start_api(kb)
     stamp = secrets.token_hex(3)
-    corrections = [{"text": f"A concurrent correction {stamp}-{i}: a small tool number {i} for {vocabulary[i % len(vocabulary)]}",
-                    "correct": [vocabulary[(7 * i) % len(vocabulary)]], "incorrect": [vocabulary[(7 * i + 1) % len(vocabulary)]],
-                    "id": f"learn-{stamp}-{i}"} for i in range(learns)]
+    corrections = [
+        {
+            "text": f"A concurrent correction {stamp}-{i}: a small tool number {i} for {vocabulary[i % len(vocabulary)]}",
+            "correct": [vocabulary[(7 * i) % len(vocabulary)]],
+            "incorrect": [vocabulary[(7 * i + 1) % len(vocabulary)]],
+            "id": f"learn-{stamp}-{i}",
+        }
+        for i in range(learns)
+    ]
     delays = [rng.uniform(0, spread_s) for _ in corrections]
     procs: list[subprocess.Popen] = []
     during = 0
@@ -340,8 +364,10 @@ def concurrency_phase(kb: Path, work: Path, writers: int, per_writer: int, learn
     started = time.monotonic()
     try:
         with open(log_file, "ab") as out:
-            procs += [subprocess.Popen(cli(kb, "kb", "load-samples", str(f)), cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT)
-                      for f in files]
+            procs += [
+                subprocess.Popen(cli(kb, "kb", "load-samples", str(f)), cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+                for f in files
+            ]
         wait_until_writing(kb, procs)
         with ThreadPoolExecutor(max(1, learns)) as pool:
             answers = list(pool.map(learn, range(learns)))
@@ -358,9 +384,17 @@ def concurrency_phase(kb: Path, work: Path, writers: int, per_writer: int, learn
             expected.update(expected_of(loaded[k]))
     expected.update({c["id"]: (clean_text(c["text"]), c["correct"], c["incorrect"]) for c in acknowledged})
     check = verify(kb, expected, before + len(expected))
-    return {"loaders": writers, "loader_samples": per_writer, "loader_status": statuses, "learns": learns,
-            "learns_during_a_load": during, "learns_acknowledged": len(acknowledged), "failed_learns": failed_learns[:10],
-            "seconds": seconds, "check": check}
+    return {
+        "loaders": writers,
+        "loader_samples": per_writer,
+        "loader_status": statuses,
+        "learns": learns,
+        "learns_during_a_load": during,
+        "learns_acknowledged": len(acknowledged),
+        "failed_learns": failed_learns[:10],
+        "seconds": seconds,
+        "check": check,
+    }
 
 
 # ---- main --------------------------------------------------------------------------------------
@@ -382,10 +416,20 @@ for i in range(first, first + n):
 def learns_in_a_process(kb: Path, tag: str, first: int, n: int, reserve: int | None = None) -> dict:
     """``n`` learns in one new process (``tagging.learn``): each one's outcome, and the process's end."""
     env = {**ENV, **({"LLM4TAG_DISK_RESERVE": str(reserve)} if reserve is not None else {})}
-    done = subprocess.run([sys.executable, "-c", FILL_THE_DISK, str(kb), tag, str(first), str(n)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900, env=env)
-    return {"status": done.returncode, "traceback": "Traceback" in done.stderr, "stderr": done.stderr[-3000:],
-            "results": [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]}
+    done = subprocess.run(
+        [sys.executable, "-c", FILL_THE_DISK, str(kb), tag, str(first), str(n)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    return {
+        "status": done.returncode,
+        "traceback": "Traceback" in done.stderr,
+        "stderr": done.stderr[-3000:],
+        "results": [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")],
+    }
 
 
 def rest_on_a_full_disk(kb: Path, tag: str, disk: Path, learns: int) -> dict:
@@ -397,8 +441,13 @@ def rest_on_a_full_disk(kb: Path, tag: str, disk: Path, learns: int) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(disk.parent / "serve-on-a-full-disk.log", "w") as log:  # the log on the machine's disk, not the full one
-        proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "--kb", str(kb), "serve", "--port", str(port)], cwd=ROOT,
-                                env={**ENV, "LLM4TAG_DISK_RESERVE": "100000"}, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ui.cli", "--kb", str(kb), "serve", "--port", str(port)],
+            cwd=ROOT,
+            env={**ENV, "LLM4TAG_DISK_RESERVE": "100000"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 600
         while True:
@@ -420,8 +469,13 @@ def rest_on_a_full_disk(kb: Path, tag: str, disk: Path, learns: int) -> dict:
                 response = httpx.post(url + "/v1/learn", json={"text": text, "correct": [tag]}, timeout=timeout)
             except httpx.TimeoutException:
                 return {"i": i, "text": text, "ok": False, "status": "no answer", "error": f"no answer within {timeout:.0f} s"}
-            return {"i": i, "text": text, "ok": response.status_code == 200, "status": response.status_code,
-                    "error": "" if response.status_code == 200 else str(response.json().get("detail"))}
+            return {
+                "i": i,
+                "text": text,
+                "ok": response.status_code == 200,
+                "status": response.status_code,
+                "error": "" if response.status_code == 200 else str(response.json().get("detail")),
+            }
 
         def learns_until_one_hangs(first: int, n: int) -> list[dict]:
             """``n`` learns, stopping at one that gets no answer in 180 s: after a write failed inside Chroma's embedded
@@ -491,9 +545,19 @@ def full_disk_phase(source: Path, work: Path, learns: int = 40) -> dict:
         left = [p for p in fresh.stats(check=True).get("problems", []) if "halfway" in p]
         acknowledged = [r for r in [*filling["results"], *after["results"], *rest["filling"], *rest["after"]] if r["ok"]]
         lost = [r["i"] for r in acknowledged if (s := fresh.get_sample(content_id(r["text"]))) is None or list(s.tags) != [tag]]
-        return {"refused": refused, "samples_before": before, "samples_after_refusal": samples_after_refusal, "filling": filling,
-                "after": after, "rest": rest, "reported_halfway": reported, "restored_contents": repaired, "left_halfway": left,
-                "acknowledged": len(acknowledged), "lost": lost}
+        return {
+            "refused": refused,
+            "samples_before": before,
+            "samples_after_refusal": samples_after_refusal,
+            "filling": filling,
+            "after": after,
+            "rest": rest,
+            "reported_halfway": reported,
+            "restored_contents": repaired,
+            "left_halfway": left,
+            "acknowledged": len(acknowledged),
+            "lost": lost,
+        }
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
@@ -576,15 +640,21 @@ def main() -> int:
     verified = crash_check["verified"] + cc["verified"]
     lost = crash_check["lost"] + cc["lost"]
     wrong = crash_check["wrong"] + cc["wrong"] + crash_check["duplicated_or_extra"] + cc["duplicated_or_extra"]
-    failed_writers = (kills["rerun_status"] != 0) + sum(1 for s in conc["loader_status"] if s) + (conc["learns"] - conc["learns_acknowledged"])
+    failed_writers = (
+        (kills["rerun_status"] != 0) + sum(1 for s in conc["loader_status"] if s) + (conc["learns"] - conc["learns_acknowledged"])
+    )
     graph_bad = crash_check["graph_disagrees"] + cc["graph_disagrees"]
-    print(f"kill -9: {args.samples}-line samples file, {kills['killed']} loads killed with SIGKILL "
-          f"(at {', '.join(f'{s:.2f}' for s in kills['killed_at_s'])} s into the write, after "
-          f"{', '.join(str(n) for n in kills['written_at_kill'])} of {-(-args.samples // BATCH)} batches written), "
-          f"{kills['finished_before_kill']} finished before "
-          f"their kill, re-run to completion (status {kills['rerun_status']}, {kills['rerun_s']} s)")
-    print(f"  items verified {crash_check['verified']}/{crash_check['expected']}: lost {crash_check['lost']}, wrong {crash_check['wrong']}, "
-          f"extra {crash_check['duplicated_or_extra']}, graph disagreements {crash_check['graph_disagrees']}")
+    print(
+        f"kill -9: {args.samples}-line samples file, {kills['killed']} loads killed with SIGKILL "
+        f"(at {', '.join(f'{s:.2f}' for s in kills['killed_at_s'])} s into the write, after "
+        f"{', '.join(str(n) for n in kills['written_at_kill'])} of {-(-args.samples // BATCH)} batches written), "
+        f"{kills['finished_before_kill']} finished before "
+        f"their kill, re-run to completion (status {kills['rerun_status']}, {kills['rerun_s']} s)"
+    )
+    print(
+        f"  items verified {crash_check['verified']}/{crash_check['expected']}: lost {crash_check['lost']}, wrong {crash_check['wrong']}, "
+        f"extra {crash_check['duplicated_or_extra']}, graph disagreements {crash_check['graph_disagrees']}"
+    )
     disk_failed = disk_lost = 0
     if "skipped" in disk:
         print(f"full disk: skipped ({disk['skipped']})")
@@ -592,46 +662,86 @@ def main() -> int:
         runs = (disk["refused"], disk["filling"], disk["after"])
         refused_ok = all(not r["ok"] and r["kind"] == "DiskFullError" for r in disk["refused"]["results"])
         failures = [r for r in disk["filling"]["results"] if not r["ok"]]
-        disk_failed = (sum(1 for run in runs if run["status"] or run["traceback"]) + (not refused_ok)
-                       + sum(1 for r in failures if r["kind"] != "DiskFullError") + sum(1 for r in disk["after"]["results"] if not r["ok"])
-                       + (disk["samples_after_refusal"] != disk["samples_before"]) + len(disk["left_halfway"]))
+        disk_failed = (
+            sum(1 for run in runs if run["status"] or run["traceback"])
+            + (not refused_ok)
+            + sum(1 for r in failures if r["kind"] != "DiskFullError")
+            + sum(1 for r in disk["after"]["results"] if not r["ok"])
+            + (disk["samples_after_refusal"] != disk["samples_before"])
+            + len(disk["left_halfway"])
+        )
         rest = disk["rest"]
         rest_failed = [r for r in rest["filling"] if not r["ok"]]
-        disk_failed += (sum(1 for r in rest_failed if r["status"] != 507) + (rest["health"] != 200) + (rest["tag"] != 200)
-                        + sum(1 for r in rest["after"] if not r["ok"]) + (not rest["stopped_on_sigterm"]))
+        disk_failed += (
+            sum(1 for r in rest_failed if r["status"] != 507)
+            + (rest["health"] != 200)
+            + (rest["tag"] != 200)
+            + sum(1 for r in rest["after"] if not r["ok"])
+            + (not rest["stopped_on_sigterm"])
+        )
         disk_lost = len(disk["lost"])
         if not failures:
             print("full disk: WARNING the disk did not fill up during the learns, so the failure path was not exercised")
-        print(f"full disk: {len(disk['refused']['results'])} learns under the reserve refused whole ({'' if refused_ok else 'NOT '}all "
-              f"DiskFullError, samples {disk['samples_before']} -> {disk['samples_after_refusal']}); {len(disk['filling']['results'])} "
-              f"learns as the disk filled: {len(disk['filling']['results']) - len(failures)} acknowledged, {len(failures)} DiskFullError"
-              f"{'' if all(r['kind'] == 'DiskFullError' for r in failures) else ' (and other errors)'}; after space came back "
-              f"{sum(1 for r in disk['after']['results'] if r['ok'])}/{len(disk['after']['results'])} acknowledged; half-written "
-              f"reported {len(disk['reported_halfway'])}, restored {disk['restored_contents'] or 0}, left {len(disk['left_halfway'])}; "
-              f"acknowledged learns verified {disk['acknowledged'] - disk_lost}/{disk['acknowledged']}")
-        print(f"  over REST: {len(rest['filling'])} learns as the disk filled: {len(rest['filling']) - len(rest_failed)} acknowledged, "
-              f"statuses of the others {sorted({r['status'] for r in rest_failed})}; then /health {rest['health']}, /v1/tag {rest['tag']}; "
-              f"after space came back {sum(1 for r in rest['after'] if r['ok'])}/{len(rest['after'])} acknowledged; "
-              f"{'stopped' if rest['stopped_on_sigterm'] else 'did NOT stop'} on SIGTERM")
-    print(f"killed worker: {workers['items']} texts on 2 workers, one killed after the first answer: {workers['answered']} answered, "
-          f"{len(workers['failed'])} failed, {workers['seconds']} s")
-    print(f"concurrent writers: {conc['loaders']} loaders at once ({conc['loaders']} x {conc['loader_samples']} samples, status "
-          f"{conc['loader_status']}) + {conc['learns']} concurrent REST learns ({conc['learns_during_a_load']} sent while a load ran, "
-          f"{conc['learns_acknowledged']} acknowledged) in {conc['seconds']} s")
-    print(f"  items verified {cc['verified']}/{cc['expected']}: lost {cc['lost']}, wrong {cc['wrong']}, extra {cc['duplicated_or_extra']}, "
-          f"graph disagreements {cc['graph_disagrees']}")
+        print(
+            f"full disk: {len(disk['refused']['results'])} learns under the reserve refused whole ({'' if refused_ok else 'NOT '}all "
+            f"DiskFullError, samples {disk['samples_before']} -> {disk['samples_after_refusal']}); {len(disk['filling']['results'])} "
+            f"learns as the disk filled: {len(disk['filling']['results']) - len(failures)} acknowledged, {len(failures)} DiskFullError"
+            f"{'' if all(r['kind'] == 'DiskFullError' for r in failures) else ' (and other errors)'}; after space came back "
+            f"{sum(1 for r in disk['after']['results'] if r['ok'])}/{len(disk['after']['results'])} acknowledged; half-written "
+            f"reported {len(disk['reported_halfway'])}, restored {disk['restored_contents'] or 0}, left {len(disk['left_halfway'])}; "
+            f"acknowledged learns verified {disk['acknowledged'] - disk_lost}/{disk['acknowledged']}"
+        )
+        print(
+            f"  over REST: {len(rest['filling'])} learns as the disk filled: {len(rest['filling']) - len(rest_failed)} acknowledged, "
+            f"statuses of the others {sorted({r['status'] for r in rest_failed})}; then /health {rest['health']}, /v1/tag {rest['tag']}; "
+            f"after space came back {sum(1 for r in rest['after'] if r['ok'])}/{len(rest['after'])} acknowledged; "
+            f"{'stopped' if rest['stopped_on_sigterm'] else 'did NOT stop'} on SIGTERM"
+        )
+    print(
+        f"killed worker: {workers['items']} texts on 2 workers, one killed after the first answer: {workers['answered']} answered, "
+        f"{len(workers['failed'])} failed, {workers['seconds']} s"
+    )
+    print(
+        f"concurrent writers: {conc['loaders']} loaders at once ({conc['loaders']} x {conc['loader_samples']} samples, status "
+        f"{conc['loader_status']}) + {conc['learns']} concurrent REST learns ({conc['learns_during_a_load']} sent while a load ran, "
+        f"{conc['learns_acknowledged']} acknowledged) in {conc['seconds']} s"
+    )
+    print(
+        f"  items verified {cc['verified']}/{cc['expected']}: lost {cc['lost']}, wrong {cc['wrong']}, extra {cc['duplicated_or_extra']}, "
+        f"graph disagreements {cc['graph_disagrees']}"
+    )
     lost += disk_lost + len(workers["failed"])
     failed_writers += disk_failed
-    print(f"total: loads killed {kills['killed']}, concurrent writers {conc['loaders'] + conc['learns']}, items verified {verified}, "
-          f"items lost {lost}, wrong or extra {wrong}, failed writes {failed_writers}")
+    print(
+        f"total: loads killed {kills['killed']}, concurrent writers {conc['loaders'] + conc['learns']}, items verified {verified}, "
+        f"items lost {lost}, wrong or extra {wrong}, failed writes {failed_writers}"
+    )
     for problem in crash_check["examples"] + cc["examples"] + conc["failed_learns"]:
         print(f"  problem: {problem}")
     OUT.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"seed": seed, "samples": args.samples, "kill": kills, "kill_check": crash_check, "concurrency": conc,
-                                    "full_disk": disk, "killed_worker": workers,
-                                    "totals": {"loads_killed": kills["killed"], "concurrent_writers": conc["loaders"] + conc["learns"],
-                                               "items_verified": verified, "items_lost": lost, "wrong_or_extra": wrong,
-                                               "failed_writes": failed_writers}}, indent=2), encoding="utf-8")
+    args.out.write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "samples": args.samples,
+                "kill": kills,
+                "kill_check": crash_check,
+                "concurrency": conc,
+                "full_disk": disk,
+                "killed_worker": workers,
+                "totals": {
+                    "loads_killed": kills["killed"],
+                    "concurrent_writers": conc["loaders"] + conc["learns"],
+                    "items_verified": verified,
+                    "items_lost": lost,
+                    "wrong_or_extra": wrong,
+                    "failed_writes": failed_writers,
+                },
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
     return 1 if (lost or wrong or failed_writers or graph_bad) else 0
 
 

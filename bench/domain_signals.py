@@ -64,10 +64,15 @@ def main() -> None:
         print(f"\n{name}: share of each source rejected at cuts keeping 95% of its own test items\n")
         print("| signal | own items kept | " + " | ".join(sources) + " |")
         print("|---|---|" + "---|" * len(sources))
-        rules = {"nearest history item": lambda s: s[:, 0] < alone[0], "contrast (history_likeness)": lambda s: s[:, 1] < alone[1],
-                 "both (either below its 2.5% cut)": lambda s: (s[:, 0] < both[0]) | (s[:, 1] < both[1])}
+        rules = {
+            "nearest history item": lambda s: s[:, 0] < alone[0],
+            "contrast (history_likeness)": lambda s: s[:, 1] < alone[1],
+            "both (either below its 2.5% cut)": lambda s: (s[:, 0] < both[0]) | (s[:, 1] < both[1]),
+        }
         for label, rejected in rules.items():
-            print(f"| {label} | {1 - rejected(own).mean():.1%} | " + " | ".join(f"{rejected(s).mean():.0%}" for s in sources.values()) + " |")
+            print(
+                f"| {label} | {1 - rejected(own).mean():.1%} | " + " | ".join(f"{rejected(s).mean():.0%}" for s in sources.values()) + " |"
+            )
 
 
 if __name__ == "__main__":

@@ -62,9 +62,14 @@ def summary(records: list[dict]) -> dict:
     chosen = [right for r in records for right in r["generated_right"]]
     judged = [(p, right) for r in records for p, right in r["judged"]]
     auroc = confidence_metrics(judged).get("AUROC") if judged else None
-    return {"items": len(records), "generated": len(chosen), "generator_precision": round(sum(chosen) / len(chosen), 3) if chosen else None,
-            "judged": len(judged), "judge_auroc": round(auroc, 3) if auroc is not None else None,
-            "seconds_per_item": round(sum(r["seconds"] for r in records) / max(len(records), 1), 2)}
+    return {
+        "items": len(records),
+        "generated": len(chosen),
+        "generator_precision": round(sum(chosen) / len(chosen), 3) if chosen else None,
+        "judged": len(judged),
+        "judge_auroc": round(auroc, 3) if auroc is not None else None,
+        "seconds_per_item": round(sum(r["seconds"] for r in records) / max(len(records), 1), 2),
+    }
 
 
 def main() -> None:
@@ -89,25 +94,36 @@ def main() -> None:
                 started = time.perf_counter()
                 result = tagging.tag(item["text"], context=ctx)
                 seconds = time.perf_counter() - started
-                record = {"id": item.get("id", i), "seconds": seconds,
-                          "generated_right": [t in truth for t in generated(result.get("selection") or {})],
-                          "judged": [(float(j["p_yes"]), j["tag"] in truth) for j in result.get("judgments") or [] if j.get("p_yes") is not None]}
+                record = {
+                    "id": item.get("id", i),
+                    "seconds": seconds,
+                    "generated_right": [t in truth for t in generated(result.get("selection") or {})],
+                    "judged": [(float(j["p_yes"]), j["tag"] in truth) for j in result.get("judgments") or [] if j.get("p_yes") is not None],
+                }
                 records[model].append(record)
                 close = close_calls(result.get("candidates") or [], ctx, runtime_for(str(kb)).threshold(ctx), mode)["llm"]
                 if close:
                     routed[model].append(record)
-            print(f"{name} item {i + 1}/{args.items}: " + ", ".join(f"{m} {records[m][-1]['seconds']:.1f} s" for m in models), file=sys.stderr, flush=True)
+            print(
+                f"{name} item {i + 1}/{args.items}: " + ", ".join(f"{m} {records[m][-1]['seconds']:.1f} s" for m in models),
+                file=sys.stderr,
+                flush=True,
+            )
         report[name] = {m: {"all": summary(records[m]), "routed": summary(routed[m])} for m in models}
         shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print("| set | model | items (routed) | generator precision: all · routed (tags chosen) | judge AUROC: all · routed (tags judged) | s/item |")
+    print(
+        "| set | model | items (routed) | generator precision: all · routed (tags chosen) | judge AUROC: all · routed (tags judged) | s/item |"
+    )
     print("|---|---|---|---|---|---|")
     for name, by_model in report.items():
         for m, s in by_model.items():
             a, r = s["all"], s["routed"]
-            print(f"| {name} | {m} | {a['items']} ({r['items']}) | {a['generator_precision']} · {r['generator_precision']} ({a['generated']}) | "
-                  f"{a['judge_auroc']} · {r['judge_auroc']} ({a['judged']}) | {a['seconds_per_item']} |")
+            print(
+                f"| {name} | {m} | {a['items']} ({r['items']}) | {a['generator_precision']} · {r['generator_precision']} ({a['generated']}) | "
+                f"{a['judge_auroc']} · {r['judge_auroc']} ({a['judged']}) | {a['seconds_per_item']} |"
+            )
     print(f"→ {args.out}")
 
 

@@ -105,8 +105,10 @@ def main() -> None:
     batch = texts[:256] if len(texts) >= 256 else (texts * (256 // len(texts) + 1))[:256]
 
     print(f"{len(texts)} debtags validation texts, {len(tags)} tags, {args.threads} thread(s), load average {os.getloadavg()[0]:.2f}")
-    print(f"{'runtime':<10} {'one p50 ms':>10} {'one p90 ms':>10} {'× torch':>8} {'256 batch s':>11} {'cos mean':>9} {'cos min':>8} "
-          f"{'C2T top-15 same':>16} {'#Right':>7} {'HR#1':>6} {'HR#2':>6} {'HR#3':>6}")
+    print(
+        f"{'runtime':<10} {'one p50 ms':>10} {'one p90 ms':>10} {'× torch':>8} {'256 batch s':>11} {'cos mean':>9} {'cos min':>8} "
+        f"{'C2T top-15 same':>16} {'#Right':>7} {'HR#1':>6} {'HR#2':>6} {'HR#3':>6}"
+    )
     base_p50 = None
     for runtime in ("torch", "onnx", "onnx-int8"):
         os.environ["LLM4TAG_ENCODER_RUNTIME"] = runtime
@@ -121,17 +123,23 @@ def main() -> None:
             seconds = timed(lambda: encoder.encode(batch), 1)[0] / 1000
         else:
             onnx = encoder.onnx()
-            seconds = timed(lambda: [onnx.encode(batch[i:i + 64]) for i in range(0, len(batch), 64)], 1)[0] / 1000
+            seconds = timed(lambda: [onnx.encode(batch[i : i + 64]) for i in range(0, len(batch), 64)], 1)[0] / 1000
         vectors = np.vstack([encoder.encode([t]).vectors[0] for t in texts])
         cosines = (vectors * reference).sum(1)
         top = np.argsort(-(vectors @ tag_vectors.T), axis=1)[:, :15]
         same = np.mean([len(set(a) & set(b)) / 15 for a, b in zip(top, reference_top)])
         quality = recall_quality(kb, items, encoder) if kb is not None else {}
-        print(f"{runtime:<10} {p50:>10.2f} {p90:>10.2f} {p50 / base_p50:>8.2f} {seconds:>11.2f} {cosines.mean():>9.5f} {cosines.min():>8.5f} {same:>16.1%} "
-              + " ".join(f"{quality[k]:>{w}.3f}" if k in quality else f"{'-':>{w}}" for k, w in (("right", 7), ("hr1", 6), ("hr2", 6), ("hr3", 6))))
+        print(
+            f"{runtime:<10} {p50:>10.2f} {p90:>10.2f} {p50 / base_p50:>8.2f} {seconds:>11.2f} {cosines.mean():>9.5f} {cosines.min():>8.5f} {same:>16.1%} "
+            + " ".join(
+                f"{quality[k]:>{w}.3f}" if k in quality else f"{'-':>{w}}" for k, w in (("right", 7), ("hr1", 6), ("hr2", 6), ("hr3", 6))
+            )
+        )
     if kb is not None:
-        print(f"recall quality: {len(items)} validation items against {kb.directory} ({kb.collection('samples').count()} samples, "
-              f"{kb.collection('tags').count()} tags), 20 candidates")
+        print(
+            f"recall quality: {len(items)} validation items against {kb.directory} ({kb.collection('samples').count()} samples, "
+            f"{kb.collection('tags').count()} tags), 20 candidates"
+        )
 
 
 if __name__ == "__main__":

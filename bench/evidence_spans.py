@@ -85,17 +85,23 @@ def main() -> None:
             random_falls.append(random_fall)
             shares.append(len(inside) / len(words))
             explained += 1
-        rows[name] = {"items": explained, "spans_fall_more": round(wins / max(explained, 1), 3),
-                      "mean_fall_spans": round(statistics.mean(span_falls), 4) if span_falls else None,
-                      "mean_fall_random": round(statistics.mean(random_falls), 4) if random_falls else None,
-                      "words_highlighted": round(statistics.mean(shares), 3) if shares else None,
-                      "seconds_p50": round(statistics.median(seconds), 3) if seconds else None,
-                      "without_spans": len(seconds) - explained}
+        rows[name] = {
+            "items": explained,
+            "spans_fall_more": round(wins / max(explained, 1), 3),
+            "mean_fall_spans": round(statistics.mean(span_falls), 4) if span_falls else None,
+            "mean_fall_random": round(statistics.mean(random_falls), 4) if random_falls else None,
+            "words_highlighted": round(statistics.mean(shares), 3) if shares else None,
+            "seconds_p50": round(statistics.median(seconds), 3) if seconds else None,
+            "without_spans": len(seconds) - explained,
+        }
         r = rows[name]
-        print(f"{name}: {r['items']} items; removing the spans lowered the top tag's score more than removing as many other "
-              f"words on {r['spans_fall_more']:.0%} (mean fall {r['mean_fall_spans']} vs {r['mean_fall_random']}); "
-              f"{r['words_highlighted']:.0%} of the words highlighted; {r['seconds_p50']} s per explanation (p50); "
-              f"{r['without_spans']} items had no span", flush=True)
+        print(
+            f"{name}: {r['items']} items; removing the spans lowered the top tag's score more than removing as many other "
+            f"words on {r['spans_fall_more']:.0%} (mean fall {r['mean_fall_spans']} vs {r['mean_fall_random']}); "
+            f"{r['words_highlighted']:.0%} of the words highlighted; {r['seconds_p50']} s per explanation (p50); "
+            f"{r['without_spans']} items had no span",
+            flush=True,
+        )
     print(json.dumps(rows))
 
 

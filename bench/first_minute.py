@@ -47,7 +47,9 @@ def main() -> None:
     env = {**os.environ, "LLM4TAG_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     log = open(OUT / "first-minute-app.log", "w")
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "app", "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ui.cli", "app", "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+    )
     try:
         while True:
             try:
@@ -75,8 +77,10 @@ def main() -> None:
             first_result_s = time.monotonic() - opened
             page.wait_for_timeout(500)
             page.screenshot(path=OUT / "first-minute.png", full_page=True)
-            tags = [{"tag": t.get_attribute("data-tag"), "state": t.get_attribute("data-state"), "text": " ".join(t.inner_text().split())}
-                    for t in page.locator("#l4t-panel .l4t-tag").all()]
+            tags = [
+                {"tag": t.get_attribute("data-tag"), "state": t.get_attribute("data-state"), "text": " ".join(t.inner_text().split())}
+                for t in page.locator("#l4t-panel .l4t-tag").all()
+            ]
             status = page.locator("#warm-up").inner_text()
             browser.close()
     finally:
@@ -86,9 +90,20 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-    print(json.dumps({"home": str(home), "until_page_opened_s": round(page_open_s, 1), "page_open_to_first_result_s": round(first_result_s, 1),
-                      "chat_just_after_sending": " ".join(first_status.split())[:300], "status_line": status, "tags": tags,
-                      "screenshot": str(OUT / "first-minute.png")}, indent=2))
+    print(
+        json.dumps(
+            {
+                "home": str(home),
+                "until_page_opened_s": round(page_open_s, 1),
+                "page_open_to_first_result_s": round(first_result_s, 1),
+                "chat_just_after_sending": " ".join(first_status.split())[:300],
+                "status_line": status,
+                "tags": tags,
+                "screenshot": str(OUT / "first-minute.png"),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

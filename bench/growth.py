@@ -33,8 +33,24 @@ OUT = HERE / "out"
 
 def run_size(n: int, args) -> dict:
     out = OUT / "growth" / f"n{n}.json"
-    cmd = [sys.executable, str(HERE / "synthetic_recall.py"), "--tags", str(min(n, args.max_tags)), "--contents", str(n), "--clusters", str(args.clusters),
-           "--queries", str(args.queries), "--torch-threads", "1", "--kb-dir", str(OUT / "growth" / f"kb-{n}"), "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(HERE / "synthetic_recall.py"),
+        "--tags",
+        str(min(n, args.max_tags)),
+        "--contents",
+        str(n),
+        "--clusters",
+        str(args.clusters),
+        "--queries",
+        str(args.queries),
+        "--torch-threads",
+        "1",
+        "--kb-dir",
+        str(OUT / "growth" / f"kb-{n}"),
+        "--json",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, stdout=sys.stderr)
     return json.loads(out.read_text())
 
@@ -43,7 +59,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="contents = N, one knowledge base each")
     ap.add_argument("--max-tags", type=int, default=100_000, help="tags = min(N, this): a million contents with 100k tags")
-    ap.add_argument("--clusters", type=int, default=3000, help="real debtags contents the synthetic ones are copies of (as the 100k figure)")
+    ap.add_argument(
+        "--clusters", type=int, default=3000, help="real debtags contents the synthetic ones are copies of (as the 100k figure)"
+    )
     ap.add_argument("--queries", type=int, default=200, help="debtags validation texts recalled per size")
     ap.add_argument("--plot", type=Path, default=HERE.parent / "docs" / "growth.png", help="where the picture of the curves goes")
     args = ap.parse_args()
@@ -52,22 +70,52 @@ def main() -> None:
         r = run_size(n, args)
         kb, lat = r["knowledge_base"], r["latency"]
         edges = kb["graph"]["deterministic_edges"] + kb["graph"].get("similarity_edges", 0)
-        rows.append({"n": n, "tags": kb["tags"], "edges": edges, "fill_s": kb["build_s"], "fill_rss": kb["build_peak_rss_mb"], "disk": kb["disk_mb"]["total"],
-                     "graph_mb": kb["disk_mb"]["graph_store"], "open_s": r["open_s"], "rss_open": r["rss_after_open_mb"],
-                     "p50": lat["end_to_end"]["p50_ms"], "p95": lat["end_to_end"]["p95_ms"], "encode": lat["encode"]["p50_ms"],
-                     "rest": lat["recall_without_encode"]["p50_ms"], "load": r["load_average"][0]})
-    cols = [("n", "contents", "{:,}"), ("tags", "tags", "{:,}"), ("edges", "graph edges", "{:,}"), ("fill_s", "fill s", "{:.1f}"), ("fill_rss", "fill peak MiB", "{:,.0f}"),
-            ("disk", "disk MiB", "{:,.0f}"), ("graph_mb", "graph store MiB", "{:,.0f}"), ("open_s", "open s", "{:.2f}"),
-            ("rss_open", "RSS after open MiB", "{:,.0f}"), ("p50", "recall p50 ms", "{:.1f}"), ("p95", "p95 ms", "{:.1f}"),
-            ("encode", "encode p50 ms", "{:.1f}"), ("rest", "given the vector p50 ms", "{:.1f}"), ("load", "load avg", "{:.2f}")]
-    print(f"growth, {len(rows)} sizes, encoder runtime {os.environ.get('LLM4TAG_ENCODER_RUNTIME', 'default')}, {args.queries} queries each\n")
+        rows.append(
+            {
+                "n": n,
+                "tags": kb["tags"],
+                "edges": edges,
+                "fill_s": kb["build_s"],
+                "fill_rss": kb["build_peak_rss_mb"],
+                "disk": kb["disk_mb"]["total"],
+                "graph_mb": kb["disk_mb"]["graph_store"],
+                "open_s": r["open_s"],
+                "rss_open": r["rss_after_open_mb"],
+                "p50": lat["end_to_end"]["p50_ms"],
+                "p95": lat["end_to_end"]["p95_ms"],
+                "encode": lat["encode"]["p50_ms"],
+                "rest": lat["recall_without_encode"]["p50_ms"],
+                "load": r["load_average"][0],
+            }
+        )
+    cols = [
+        ("n", "contents", "{:,}"),
+        ("tags", "tags", "{:,}"),
+        ("edges", "graph edges", "{:,}"),
+        ("fill_s", "fill s", "{:.1f}"),
+        ("fill_rss", "fill peak MiB", "{:,.0f}"),
+        ("disk", "disk MiB", "{:,.0f}"),
+        ("graph_mb", "graph store MiB", "{:,.0f}"),
+        ("open_s", "open s", "{:.2f}"),
+        ("rss_open", "RSS after open MiB", "{:,.0f}"),
+        ("p50", "recall p50 ms", "{:.1f}"),
+        ("p95", "p95 ms", "{:.1f}"),
+        ("encode", "encode p50 ms", "{:.1f}"),
+        ("rest", "given the vector p50 ms", "{:.1f}"),
+        ("load", "load avg", "{:.2f}"),
+    ]
+    print(
+        f"growth, {len(rows)} sizes, encoder runtime {os.environ.get('LLM4TAG_ENCODER_RUNTIME', 'default')}, {args.queries} queries each\n"
+    )
     print("| " + " | ".join(c[1] for c in cols) + " |")
     print("|" + "---|" * len(cols))
     for row in rows:
         print("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in cols) + " |")
     first, last = rows[0], rows[-1]
-    print(f"\n{last['n'] / first['n']:.0f}× the size: " + ", ".join(
-        f"{label} {last[key] / first[key]:.2f}×" for key, label, _ in cols[1:-1] if first[key]))
+    print(
+        f"\n{last['n'] / first['n']:.0f}× the size: "
+        + ", ".join(f"{label} {last[key] / first[key]:.2f}×" for key, label, _ in cols[1:-1] if first[key])
+    )
     (OUT / "growth" / "growth.json").write_text(json.dumps(rows, indent=2))
     plot(rows, args.plot)
 
@@ -82,8 +130,13 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     n = [r["n"] for r in rows]
-    for key, label in (("open_s", "open time"), ("rss_open", "RSS after open"), ("p50", "recall p50"), ("graph_mb", "graph store on disk"),
-                       ("edges", "graph edges")):
+    for key, label in (
+        ("open_s", "open time"),
+        ("rss_open", "RSS after open"),
+        ("p50", "recall p50"),
+        ("graph_mb", "graph store on disk"),
+        ("edges", "graph edges"),
+    ):
         ax.plot(n, [r[key] / rows[0][key] for r in rows], marker="o", label=f"{label} ({rows[-1][key] / rows[0][key]:.2f}×)")
     ax.set_xscale("log")
     ax.set_yscale("log")

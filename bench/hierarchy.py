@@ -64,12 +64,29 @@ def main() -> None:
             (kb / "config.json").write_text(json.dumps({**config, "hierarchy_features": features}, indent=2))
             llm4tag("--kb", str(kb), "kb", "train-classifier")
         out = OUT / "beyond" / f"debtags-tree-{name}"
-        llm4tag("--kb", str(kb), "eval", str(DATA / "debtags" / "validation.jsonl"), "--items", str(args.items), "--seed", str(args.seed),
-                "--systems", "no-llm", "--mode", "multi", "--out", str(out))
+        llm4tag(
+            "--kb",
+            str(kb),
+            "eval",
+            str(DATA / "debtags" / "validation.jsonl"),
+            "--items",
+            str(args.items),
+            "--seed",
+            str(args.seed),
+            "--systems",
+            "no-llm",
+            "--mode",
+            "multi",
+            "--out",
+            str(out),
+        )
         m = json.loads((out / "metrics.json").read_text())["systems"]["no-llm"]
-        figures[name] = {"Acc@1": round(m["Acc@1"], 3), "f1_micro_at_default": round(m["at_threshold"]["f1_micro"], 3),
-                         "f1_micro_best_cut": round(m["best_cut"]["f1_micro"], 3) if "best_cut" in m else None,
-                         "NDCG@5": round(m["NDCG@5"], 3)}
+        figures[name] = {
+            "Acc@1": round(m["Acc@1"], 3),
+            "f1_micro_at_default": round(m["at_threshold"]["f1_micro"], 3),
+            "f1_micro_best_cut": round(m["best_cut"]["f1_micro"], 3) if "best_cut" in m else None,
+            "NDCG@5": round(m["NDCG@5"], 3),
+        }
     print(f"\ndebtags, facets as the tree ({args.items} validation items, seed {args.seed}, fused recall)")
     print(f"{'hierarchy features':<20} {'Acc@1':>6} {'F1@def':>7} {'F1best':>7} {'NDCG@5':>7}")
     for name, f in figures.items():

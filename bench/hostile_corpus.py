@@ -56,17 +56,43 @@ OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from hostile_input import (RAW_BODIES, McpProcess, any_value, dumps, fresh_id, hostile_text, junk_bytes, mostly,  # noqa: E402
-                           number_like, odd_text, tag_list, wrong_type)
+from hostile_input import (
+    RAW_BODIES,
+    McpProcess,
+    any_value,
+    dumps,
+    fresh_id,
+    hostile_text,
+    junk_bytes,
+    mostly,  # noqa: E402
+    number_like,
+    odd_text,
+    tag_list,
+    wrong_type,
+)
 
 REBOUND = {"Host": "evil.example", "Origin": "http://evil.example"}
 SHARE = {"rest": 3000, "gradio": 2200, "app_mcp": 1500, "stdio_mcp": 1500, "langchain": 1000, "cli": 700, "langgraph": 600}
 # the language model's own steps take 10-30 s a text here and are fed hostile text by the test suite (tests/test_hardening.py);
 # "auto" runs no LLM on the demo (no fitted fusion beats fused recall), so the bench stays on the fast path
 LLM = st.one_of(st.sampled_from([False, False, "fast", "fast", "auto", None]), hostile_text)
-BACKENDS = st.one_of(st.none(), st.sampled_from(["", "llamacpp", "llamacpp:/etc/shadow", "llamacpp:/root/.ssh/id_rsa",
-                                                 "llamacpp:models/./x.gguf", "llamacpp:../../etc/passwd", "ollama:qwen2.5:0.5b",
-                                                 "ollama:http://evil.example/x", "openai:gpt-4"]), hostile_text)
+BACKENDS = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [
+            "",
+            "llamacpp",
+            "llamacpp:/etc/shadow",
+            "llamacpp:/root/.ssh/id_rsa",
+            "llamacpp:models/./x.gguf",
+            "llamacpp:../../etc/passwd",
+            "ollama:qwen2.5:0.5b",
+            "ollama:http://evil.example/x",
+            "openai:gpt-4",
+        ]
+    ),
+    hostile_text,
+)
 
 
 def free_port() -> int:
@@ -144,7 +170,9 @@ def check_http(tally: Tally, surface: str, response: httpx.Response, case, rebou
         return None
     if response.status_code in (307, 308):  # a path ending in "/": to the same path without it, on this server
         location = response.headers.get("location", "")
-        if location.startswith(("http://", "https://")) and not location.startswith(f"{response.request.url.scheme}://{response.request.url.netloc.decode()}/"):
+        if location.startswith(("http://", "https://")) and not location.startswith(
+            f"{response.request.url.scheme}://{response.request.url.netloc.decode()}/"
+        ):
             tally.fail(surface, f"a redirect elsewhere: {location[:100]}", case)
         else:
             tally.case(surface, "refused")
@@ -182,8 +210,9 @@ def wait_for(url: str, proc: subprocess.Popen, what: str, log: Path, timeout: fl
 def start(command: list[str], env: dict, name: str, ready: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = OUT / f"hostile-{name}.log"
-    proc = subprocess.Popen([*command, "--port", str(port)], cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [*command, "--port", str(port)], cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     wait_for(url + ready, proc, name, log)
     return proc, url
@@ -200,11 +229,19 @@ def stop(proc: subprocess.Popen) -> None:
 
 # ---- what a surface is sent ----------------------------------------------------------------------
 def cases(known: list[str]):
-    tag_args = st.fixed_dictionaries({"text": any_value}, optional={
-        "mode": mostly(st.sampled_from(["multi", "single"])), "max_tags": mostly(st.integers(1, 20), number_like),
-        "threshold": mostly(st.floats(0, 1), number_like), "llm": LLM, "explain": st.booleans()})
-    learn_args = st.fixed_dictionaries({"text": mostly(odd_text), "correct": tag_list(known)},
-                                       optional={"incorrect": tag_list(known), "id": mostly(fresh_id)})
+    tag_args = st.fixed_dictionaries(
+        {"text": any_value},
+        optional={
+            "mode": mostly(st.sampled_from(["multi", "single"])),
+            "max_tags": mostly(st.integers(1, 20), number_like),
+            "threshold": mostly(st.floats(0, 1), number_like),
+            "llm": LLM,
+            "explain": st.booleans(),
+        },
+    )
+    learn_args = st.fixed_dictionaries(
+        {"text": mostly(odd_text), "correct": tag_list(known)}, optional={"incorrect": tag_list(known), "id": mostly(fresh_id)}
+    )
     query = st.one_of(hostile_text, junk_bytes)
     names = mostly(st.sampled_from(known))
     return tag_args, learn_args, query, names
@@ -226,10 +263,21 @@ class Bench:
         client = httpx.Client(base_url=url, timeout=120)
         ops = st.one_of(
             st.tuples(st.just("POST /v1/tag"), st.one_of(self.tag_args, st.sampled_from(RAW_BODIES), any_value)),
-            st.tuples(st.just("POST /v1/tag-batch"), st.fixed_dictionaries(
-                {"documents": mostly(st.lists(st.fixed_dictionaries({}, optional={"id": mostly(fresh_id), "text": any_value,
-                                                                                  "title": mostly(odd_text)}), min_size=1, max_size=4))},
-                optional={"threshold": number_like, "llm": LLM})),
+            st.tuples(
+                st.just("POST /v1/tag-batch"),
+                st.fixed_dictionaries(
+                    {
+                        "documents": mostly(
+                            st.lists(
+                                st.fixed_dictionaries({}, optional={"id": mostly(fresh_id), "text": any_value, "title": mostly(odd_text)}),
+                                min_size=1,
+                                max_size=4,
+                            )
+                        )
+                    },
+                    optional={"threshold": number_like, "llm": LLM},
+                ),
+            ),
             st.tuples(st.just("POST /v1/learn"), st.one_of(self.learn_args, self.learn_args, st.sampled_from(RAW_BODIES))),
             st.tuples(st.just("GET /v1/tags"), st.tuples(self.query, st.one_of(st.none(), number_like))),
             st.tuples(st.just("GET /v1/review"), fresh_id),
@@ -250,12 +298,18 @@ class Bench:
                     response = client.get(f"/v1/review/{quote(body.encode('utf-8', 'surrogatepass')[:4000], safe='')}", headers=headers)
                 elif op == "POST /v1/review":
                     cid, decision = body
-                    response = client.post(f"/v1/review/{quote(cid.encode('utf-8', 'surrogatepass')[:4000], safe='')}",
-                                           content=dumps(decision).encode("utf-8", "surrogatepass"), headers=headers)
+                    response = client.post(
+                        f"/v1/review/{quote(cid.encode('utf-8', 'surrogatepass')[:4000], safe='')}",
+                        content=dumps(decision).encode("utf-8", "surrogatepass"),
+                        headers=headers,
+                    )
                 elif op == "POST /v1/tags/change":  # hostile names only: a rename of a real tag is a legitimate write
                     tag, change = body
-                    response = client.post(f"/v1/tags/{quote(('x-' + tag).encode('utf-8', 'surrogatepass')[:4000], safe='')}/change",
-                                           content=dumps(change).encode("utf-8", "surrogatepass"), headers=headers)
+                    response = client.post(
+                        f"/v1/tags/{quote(('x-' + tag).encode('utf-8', 'surrogatepass')[:4000], safe='')}/change",
+                        content=dumps(change).encode("utf-8", "surrogatepass"),
+                        headers=headers,
+                    )
                 else:
                     raw = body if isinstance(body, bytes) else dumps(body).encode("utf-8", "surrogatepass")
                     response = client.post(op.split()[1], content=raw, headers=headers)
@@ -290,20 +344,35 @@ class Bench:
             stop(proc)
 
     def gradio(self, client: httpx.Client, n: int) -> None:
-        tag = st.builds(lambda a, backend: [a.get("text"), a.get("mode", "multi"), a.get("threshold"), a.get("max_tags", 5), a.get("llm"),
-                                            backend, a.get("explain", False)], self.tag_args, BACKENDS)
+        tag = st.builds(
+            lambda a, backend: [
+                a.get("text"),
+                a.get("mode", "multi"),
+                a.get("threshold"),
+                a.get("max_tags", 5),
+                a.get("llm"),
+                backend,
+                a.get("explain", False),
+            ],
+            self.tag_args,
+            BACKENDS,
+        )
         learn = st.builds(lambda a: [a["text"], a["correct"], a.get("incorrect", [])], self.learn_args)
         search = st.tuples(hostile_text, mostly(st.integers(1, 50), number_like)).map(list)
-        ops = st.one_of(st.tuples(st.just("tag"), mostly(tag)), st.tuples(st.just("learn"), mostly(learn)),
-                        st.tuples(st.just("search_tags"), mostly(search)),
-                        st.tuples(st.sampled_from(["tag", "learn"]), st.lists(any_value, max_size=8)))
+        ops = st.one_of(
+            st.tuples(st.just("tag"), mostly(tag)),
+            st.tuples(st.just("learn"), mostly(learn)),
+            st.tuples(st.just("search_tags"), mostly(search)),
+            st.tuples(st.sampled_from(["tag", "learn"]), st.lists(any_value, max_size=8)),
+        )
 
         def send(case) -> None:
             (api, data), rebound = case
             headers = {"content-type": "application/json", **(REBOUND if rebound else {})}
             try:
-                posted = client.post(f"/gradio_api/call/{api}", content=dumps({"data": data}).encode("utf-8", "surrogatepass"),
-                                     headers=headers)
+                posted = client.post(
+                    f"/gradio_api/call/{api}", content=dumps({"data": data}).encode("utf-8", "surrogatepass"), headers=headers
+                )
                 if rebound or posted.status_code != 200:
                     check_http(self.tally, "gradio", posted, case, rebound)
                     return
@@ -343,8 +412,13 @@ class Bench:
             if "recall" in name:
                 return st.fixed_dictionaries({"text": any_value}, optional={"budget": mostly(st.integers(1, 30), number_like)})
             if "change" in name:  # hostile names only
-                return st.fixed_dictionaries({"tag": hostile_text.map(lambda t: "x-" + t), "action": mostly(st.sampled_from(["rename", "merge", "retire"])),
-                                              "into": any_value})
+                return st.fixed_dictionaries(
+                    {
+                        "tag": hostile_text.map(lambda t: "x-" + t),
+                        "action": mostly(st.sampled_from(["rename", "merge", "retire"])),
+                        "into": any_value,
+                    }
+                )
             return st.builds(lambda a, backend: {**a, **({"backend": backend} if backend is not None else {})}, self.tag_args, BACKENDS)
 
         calls = st.one_of(
@@ -397,7 +471,9 @@ class Bench:
     def stdio_mcp(self, n: int) -> None:
         server = McpProcess(self.kb)
         try:
-            server.request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "hostile", "version": "1"}})
+            server.request(
+                "initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "hostile", "version": "1"}}
+            )
             server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
             tools = [t["name"] for t in server.request("tools/list", {})["result"]["tools"]]
             self.mcp_round("stdio_mcp", server, tools, n)
@@ -441,11 +517,18 @@ class Bench:
         option = mostly(st.integers(1, 30).map(str), st.one_of(number_like.map(str), hostile_text))
         argv = st.one_of(
             st.tuples(hostile_text, st.one_of(st.none(), option)).map(lambda a: ["recall", a[0], *(["--budget", a[1]] if a[1] else [])]),
-            st.tuples(hostile_text, st.sampled_from(["fast", "auto"]), st.one_of(st.none(), option))
-            .map(lambda a: ["tag", a[0], "--llm", a[1], "--json", *(["--threshold", a[2]] if a[2] else [])]),
+            st.tuples(hostile_text, st.sampled_from(["fast", "auto"]), st.one_of(st.none(), option)).map(
+                lambda a: ["tag", a[0], "--llm", a[1], "--json", *(["--threshold", a[2]] if a[2] else [])]
+            ),
             st.tuples(hostile_text, st.one_of(st.none(), option)).map(lambda a: ["kb", "search", a[0], *(["-k", a[1]] if a[1] else [])]),
             st.tuples(hostile_text, tag_list(self.known)).map(
-                lambda a: ["learn", a[0], "--json", *[x for t in (a[1] if isinstance(a[1], list) else [str(a[1])]) for x in ("--correct", str(t))]]),
+                lambda a: [
+                    "learn",
+                    a[0],
+                    "--json",
+                    *[x for t in (a[1] if isinstance(a[1], list) else [str(a[1])]) for x in ("--correct", str(t))],
+                ]
+            ),
         )
         runner = CliRunner()
 
@@ -484,20 +567,49 @@ class Bench:
         port = free_port()
         log = OUT / "hostile-langgraph.log"
         env = {**self.env, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LLM4TAG_KB_DIR": str(self.kb)}
-        proc = subprocess.Popen([str(langgraph), "dev", "--config", str(work / "langgraph.json"), "--host", "127.0.0.1", "--port", str(port),
-                                 "--no-browser", "--no-reload"], cwd=work, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                str(langgraph),
+                "dev",
+                "--config",
+                str(work / "langgraph.json"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-browser",
+                "--no-reload",
+            ],
+            cwd=work,
+            env=env,
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_for(url + "/ok", proc, "langgraph dev", log)
             client = httpx.Client(base_url=url, timeout=120)
-            context = st.fixed_dictionaries({}, optional={
-                "kb_dir": st.one_of(st.just(str(OUT / "elsewhere" / "deep")), hostile_text, wrong_type), "backend": BACKENDS,
-                "write_back": st.booleans(), "review": st.booleans(), "use_generation": st.just(False), "max_tags": number_like,
-                "threshold": number_like, "budget": mostly(st.integers(1, 30), number_like)})
-            body = st.fixed_dictionaries({"assistant_id": mostly(st.just("llm4tag")),
-                                          "input": mostly(st.fixed_dictionaries({"content": any_value}, optional={"title": any_value}))},
-                                         optional={"context": mostly(context)})
+            context = st.fixed_dictionaries(
+                {},
+                optional={
+                    "kb_dir": st.one_of(st.just(str(OUT / "elsewhere" / "deep")), hostile_text, wrong_type),
+                    "backend": BACKENDS,
+                    "write_back": st.booleans(),
+                    "review": st.booleans(),
+                    "use_generation": st.just(False),
+                    "max_tags": number_like,
+                    "threshold": number_like,
+                    "budget": mostly(st.integers(1, 30), number_like),
+                },
+            )
+            body = st.fixed_dictionaries(
+                {
+                    "assistant_id": mostly(st.just("llm4tag")),
+                    "input": mostly(st.fixed_dictionaries({"content": any_value}, optional={"title": any_value})),
+                },
+                optional={"context": mostly(context)},
+            )
 
             def send(case) -> None:
                 payload, rebound = case
@@ -533,14 +645,23 @@ class HttpMcp:
 
     def __init__(self, client: httpx.Client, path: str):
         self.client, self.path, self.session, self.next_id = client, path, None, 0
-        reply, response = self._post({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                                      "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "hostile", "version": "1"}}})
+        reply, response = self._post(
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "hostile", "version": "1"}},
+            }
+        )
         self.session = response.headers.get("mcp-session-id")
         self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     def _post(self, message) -> tuple[dict | None, httpx.Response]:
-        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
-                   **({"mcp-session-id": self.session} if self.session else {})}
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            **({"mcp-session-id": self.session} if self.session else {}),
+        }
         response = self.client.post(self.path, content=dumps(message).encode("utf-8", "surrogatepass"), headers=headers)
         if response.status_code >= 500:
             raise RuntimeError(f"status {response.status_code}: {response.text[:200]}")
@@ -615,23 +736,38 @@ def main() -> None:
     for sid, (right, wrong, surface) in bench.learned.items():
         sample = fresh.get_sample(sid)
         if sample is None or sorted(sample.tags) != sorted(right) or sorted(sample.incorrect_tags) != sorted(wrong):
-            lost.append(f"{sid}: acknowledged by {surface} right {right} wrong {wrong}, stored "
-                        + ("nothing" if sample is None else f"right {list(sample.tags)} wrong {list(sample.incorrect_tags)}"))
+            lost.append(
+                f"{sid}: acknowledged by {surface} right {right} wrong {wrong}, stored "
+                + ("nothing" if sample is None else f"right {list(sample.tags)} wrong {list(sample.incorrect_tags)}")
+            )
     halfway = [p for p in fresh.stats(check=True).get("problems", []) if "halfway" in p]
     total = Counter()
     for counts in tally.counts.values():
         total.update(counts)
-    report = {"cases": total["cases"], "answered": total["answered"], "refused": total["refused"], "failed": total["failed"],
-              "by_surface": {s: dict(c) for s, c in tally.counts.items()}, "seconds": seconds,
-              "learns_acknowledged": len(bench.learned), "learns_lost": len(lost), "lost_ids": lost[:20], "halfway_writes": halfway, "failures": tally.failures,
-              "minutes": round((time.monotonic() - started) / 60, 1), "load": os.getloadavg()}
+    report = {
+        "cases": total["cases"],
+        "answered": total["answered"],
+        "refused": total["refused"],
+        "failed": total["failed"],
+        "by_surface": {s: dict(c) for s, c in tally.counts.items()},
+        "seconds": seconds,
+        "learns_acknowledged": len(bench.learned),
+        "learns_lost": len(lost),
+        "lost_ids": lost[:20],
+        "halfway_writes": halfway,
+        "failures": tally.failures,
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        "load": os.getloadavg(),
+    }
     (OUT / "hostile_corpus.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
     print(f"\n{'surface':<10} {'cases':>6} {'answered':>9} {'refused':>8} {'failed':>7} {'seconds':>8}")
     for surface, c in tally.counts.items():
         print(f"{surface:<10} {c['cases']:>6} {c['answered']:>9} {c['refused']:>8} {c['failed']:>7} {seconds.get(surface, ''):>8}")
     print(f"{'all':<10} {total['cases']:>6} {total['answered']:>9} {total['refused']:>8} {total['failed']:>7}")
-    print(f"acknowledged learns {len(bench.learned)} (every surface that learns), lost {len(lost)}; "
-          f"halfway writes {halfway or 'none'}; {report['minutes']} min, load {report['load'][0]:.1f}")
+    print(
+        f"acknowledged learns {len(bench.learned)} (every surface that learns), lost {len(lost)}; "
+        f"halfway writes {halfway or 'none'}; {report['minutes']} min, load {report['load'][0]:.1f}"
+    )
     for surface, kept in tally.failures.items():
         for line in kept[:5]:
             print(f"  {surface}: {line}")

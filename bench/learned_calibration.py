@@ -40,10 +40,16 @@ def main() -> None:
         by_item.setdefault(item, []).append({"tag": j["tag"], "confidence": p, "raw": j["p_yes"]})
     truths = [r["truth"] for r in records]
     metric = single_tag_metrics if args.mode == "single" else multi_tag_metrics
-    keys = ["accuracy", "f1_micro", "Coverage@1"] if args.mode == "single" else ["Acc@1", "Acc@2", "Acc@3", "Coverage@1", "Coverage@3", "f1_micro", "NDCG@5"]
+    keys = (
+        ["accuracy", "f1_micro", "Coverage@1"]
+        if args.mode == "single"
+        else ["Acc@1", "Acc@2", "Acc@3", "Coverage@1", "Coverage@3", "f1_micro", "NDCG@5"]
+    )
     for name, field in (("raw P(Yes)", "raw"), (f"learned {args.kind} (out of fold)", "confidence")):
-        preds = [[t["tag"] for t in rank_tags([{"tag": j["tag"], "confidence": j[field]} for j in by_item.get(r["id"], [])], args.threshold)]
-                 for r in records]
+        preds = [
+            [t["tag"] for t in rank_tags([{"tag": j["tag"], "confidence": j[field]} for j in by_item.get(r["id"], [])], args.threshold)]
+            for r in records
+        ]
         m = metric(preds, truths)
         print(json.dumps({"confidence": name, "items": len(records), "threshold": args.threshold, **{k: round(m[k], 3) for k in keys}}))
 

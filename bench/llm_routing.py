@@ -41,29 +41,54 @@ def main() -> None:
         split, mode = SETS[name]
         kb = ensure_kb(name)
         out = OUT / "routing" / f"{name}-{'fusion' if (kb / 'calibration.json').is_file() else 'no-fusion'}"
-        llm4tag("--kb", str(kb), "eval", str(DATA / name / split), "--items", str(args.items), "--seed", str(args.seed),
-                "--systems", ",".join(SYSTEMS), "--mode", mode, "--out", str(out),
-                "--out-of-domain", str(FOREIGN), "--ood-items", str(args.ood_items))
+        llm4tag(
+            "--kb",
+            str(kb),
+            "eval",
+            str(DATA / name / split),
+            "--items",
+            str(args.items),
+            "--seed",
+            str(args.seed),
+            "--systems",
+            ",".join(SYSTEMS),
+            "--mode",
+            mode,
+            "--out",
+            str(out),
+            "--out-of-domain",
+            str(FOREIGN),
+            "--ood-items",
+            str(args.ood_items),
+        )
         metrics = json.loads((out / "metrics.json").read_text())
         headline = metrics["headline"]
         row = {"set": name, "items": metrics["items"], "headline": headline, "fusion": (kb / "calibration.json").is_file()}
         for system in SYSTEMS:
             m = metrics["systems"][system]
             value = m["at_threshold"]["f1_micro"] if mode == "multi" else m[headline]
-            row[system] = {"score": round(value, 3), "seconds_per_item": round(m.get("seconds_per_item", 0.0), 3),
-                           "llm_share": m.get("llm_share"),
-                           "foreign_untagged": round((metrics.get("abstention") or {}).get(system, {}).get("untagged", float("nan")), 3)}
+            row[system] = {
+                "score": round(value, 3),
+                "seconds_per_item": round(m.get("seconds_per_item", 0.0), 3),
+                "llm_share": m.get("llm_share"),
+                "foreign_untagged": round((metrics.get("abstention") or {}).get(system, {}).get("untagged", float("nan")), 3),
+            }
         row["auto_time_share_of_full"] = round(row["auto"]["seconds_per_item"] / max(row["full"]["seconds_per_item"], 1e-9), 4)
         rows.append(row)
-    print(f"\n{'set':<11} {'items':>5} {'measure':<34} " + " ".join(f"{s + ' score':>14} {s + ' s/item':>14}" for s in SYSTEMS)
-          + f" {'auto LLM share':>15} {'auto/full time':>15} foreign untagged (full/auto/fast)")
+    print(
+        f"\n{'set':<11} {'items':>5} {'measure':<34} "
+        + " ".join(f"{s + ' score':>14} {s + ' s/item':>14}" for s in SYSTEMS)
+        + f" {'auto LLM share':>15} {'auto/full time':>15} foreign untagged (full/auto/fast)"
+    )
     for r in rows:
         mode = SETS[r["set"]][1]
         measure = r["headline"] + " at full coverage" if mode == "single" else "micro-F1 at the default threshold"
-        print(f"{r['set']:<11} {r['items']:>5} {measure:<34} "
-              + " ".join(f"{r[s]['score']:>14.3f} {r[s]['seconds_per_item']:>14.3f}" for s in SYSTEMS)
-              + f" {r['auto']['llm_share'] or 0.0:>15.0%} {r['auto_time_share_of_full']:>15.4f} "
-              + "/".join(f"{r[s]['foreign_untagged']:.0%}" for s in SYSTEMS))
+        print(
+            f"{r['set']:<11} {r['items']:>5} {measure:<34} "
+            + " ".join(f"{r[s]['score']:>14.3f} {r[s]['seconds_per_item']:>14.3f}" for s in SYSTEMS)
+            + f" {r['auto']['llm_share'] or 0.0:>15.0%} {r['auto_time_share_of_full']:>15.4f} "
+            + "/".join(f"{r[s]['foreign_untagged']:.0%}" for s in SYSTEMS)
+        )
     for r in rows:
         print(json.dumps(r))
 

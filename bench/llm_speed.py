@@ -38,8 +38,13 @@ def measure(path: str, threads: int, repeats: int = 3, lora_path: str | None = N
         started = time.perf_counter()
         backend.llm.create_completion(tokens[:200], max_tokens=40, temperature=0.0)
         decode.append(time.perf_counter() - started)
-    return {"model": Path(path).name + (f" + {Path(lora_path).name}" if lora_path else ""), "threads": threads, "prompt_tokens": len(tokens),
-            "prompt_tokens_per_s": round(statistics.median(prefill)), "prompt_200_plus_generate_40_s": round(statistics.median(decode), 2)}
+    return {
+        "model": Path(path).name + (f" + {Path(lora_path).name}" if lora_path else ""),
+        "threads": threads,
+        "prompt_tokens": len(tokens),
+        "prompt_tokens_per_s": round(statistics.median(prefill)),
+        "prompt_200_plus_generate_40_s": round(statistics.median(decode), 2),
+    }
 
 
 def main() -> None:

@@ -66,16 +66,31 @@ def tag_items(texts: list[str], ctx: Context, rates: dict) -> dict:
         judge_evaluated = sum(j["prompt_tokens"] for j in result["judgments"])
         generated = sel.get("completion_tokens", 0)
         cost = (generate_evaluated + judge_evaluated) / rates["prompt_tokens_per_s"] + generated * rates["seconds_per_generated_token"]
-        rows.append({"wall_s": wall, "generate_evaluated": generate_evaluated, "judge_evaluated": judge_evaluated,
-                     "generated": generated, "judged_tags": len(result["judgments"]), "token_cost_s": cost,
-                     "timings": result["timings"]})
+        rows.append(
+            {
+                "wall_s": wall,
+                "generate_evaluated": generate_evaluated,
+                "judge_evaluated": judge_evaluated,
+                "generated": generated,
+                "judged_tags": len(result["judgments"]),
+                "token_cost_s": cost,
+                "timings": result["timings"],
+            }
+        )
     mean = lambda key: statistics.mean(r[key] for r in rows)  # noqa: E731
     nodes = {node: round(statistics.mean(r["timings"].get(node, 0.0) for r in rows), 3) for node in rows[0]["timings"]}
-    return {"contents": len(rows), "wall_s": round(mean("wall_s"), 3), "token_cost_s": round(mean("token_cost_s"), 3),
-            "wall_over_token_cost": round(mean("wall_s") / mean("token_cost_s"), 3),
-            "prompt_tokens_evaluated": round(mean("generate_evaluated") + mean("judge_evaluated"), 1),
-            "generate_evaluated": round(mean("generate_evaluated"), 1), "judge_evaluated": round(mean("judge_evaluated"), 1),
-            "generated_tokens": round(mean("generated"), 1), "judged_tags": round(mean("judged_tags"), 1), "node_seconds": nodes}
+    return {
+        "contents": len(rows),
+        "wall_s": round(mean("wall_s"), 3),
+        "token_cost_s": round(mean("token_cost_s"), 3),
+        "wall_over_token_cost": round(mean("wall_s") / mean("token_cost_s"), 3),
+        "prompt_tokens_evaluated": round(mean("generate_evaluated") + mean("judge_evaluated"), 1),
+        "generate_evaluated": round(mean("generate_evaluated"), 1),
+        "judge_evaluated": round(mean("judge_evaluated"), 1),
+        "generated_tokens": round(mean("generated"), 1),
+        "judged_tags": round(mean("judged_tags"), 1),
+        "node_seconds": nodes,
+    }
 
 
 def judging_cost(backend, texts: list[str], ctx: Context, m_values=(1, 5, 10), repeats: int = 3) -> dict:
@@ -87,8 +102,9 @@ def judging_cost(backend, texts: list[str], ctx: Context, m_values=(1, 5, 10), r
         recalled = tag(text, context=ctx.with_overrides(use_generation=False, judge_top=0))  # recall and examples, no LLM call
         names = [c["tag"] for c in recalled["candidates"]]
         descriptions = {c["tag"]: c.get("description", "") for c in recalled["candidates"]}
-        prompts_of.append(judgment_prompts(text, names[: max(m_values)], descriptions, ctx.content_chars,
-                                           judgment_examples(recalled["examples"], names)))
+        prompts_of.append(
+            judgment_prompts(text, names[: max(m_values)], descriptions, ctx.content_chars, judgment_examples(recalled["examples"], names))
+        )
     seconds: dict[int, list[float]] = {m: [] for m in m_values}
     tokens: dict[int, list[int]] = {m: [] for m in m_values}
     for r in range(repeats):
@@ -99,8 +115,15 @@ def judging_cost(backend, texts: list[str], ctx: Context, m_values=(1, 5, 10), r
             seconds[m].append(time.perf_counter() - started)
             tokens[m].append(sum(j.prompt_tokens for j in judged))
     one = statistics.median(seconds[m_values[0]])
-    return {m: {"seconds": round(statistics.median(s), 3), "times_one": round(statistics.median(s) / one, 2),
-                "tokens_evaluated": statistics.median(tokens[m]), "target_at_most": round(1 + 0.15 * m, 2)} for m, s in seconds.items()}
+    return {
+        m: {
+            "seconds": round(statistics.median(s), 3),
+            "times_one": round(statistics.median(s) / one, 2),
+            "tokens_evaluated": statistics.median(tokens[m]),
+            "target_at_most": round(1 + 0.15 * m, 2),
+        }
+        for m, s in seconds.items()
+    }
 
 
 def main() -> None:
@@ -117,7 +140,9 @@ def main() -> None:
     backend = rt.backend(ctx)
     print(f"backend: {backend.describe()}  load average: {os.getloadavg()[0]:.2f}")
     rates = token_rates(backend)
-    print(f"token rates: {rates['prompt_tokens_per_s']:.0f} prompt tokens/s, {rates['seconds_per_generated_token'] * 1000:.1f} ms per generated token")
+    print(
+        f"token rates: {rates['prompt_tokens_per_s']:.0f} prompt tokens/s, {rates['seconds_per_generated_token'] * 1000:.1f} ms per generated token"
+    )
     tag(texts[0], context=ctx)  # warm-up: encoder, graph, grammar
     report: dict = {"command": " ".join(sys.argv), "rates": rates, "load_average": os.getloadavg()[0]}
     for label, enabled in () if args.judging_only else (("before (no saved prompt heads)", False), ("after (saved prompt heads)", True)):
@@ -126,19 +151,27 @@ def main() -> None:
         row = tag_items(texts, ctx, rates)
         report[label.split()[0]] = row
         print(f"\n{label}, {row['contents']} contents:")
-        print(f"  prompt tokens evaluated per content: {row['prompt_tokens_evaluated']} "
-              f"(generation {row['generate_evaluated']}, judgments {row['judge_evaluated']} for {row['judged_tags']} tags); "
-              f"generated {row['generated_tokens']}")
-        print(f"  wall {row['wall_s']:.2f} s per content, its tokens cost {row['token_cost_s']:.2f} s: ratio {row['wall_over_token_cost']:.2f} (target ≤ 1.2)")
+        print(
+            f"  prompt tokens evaluated per content: {row['prompt_tokens_evaluated']} "
+            f"(generation {row['generate_evaluated']}, judgments {row['judge_evaluated']} for {row['judged_tags']} tags); "
+            f"generated {row['generated_tokens']}"
+        )
+        print(
+            f"  wall {row['wall_s']:.2f} s per content, its tokens cost {row['token_cost_s']:.2f} s: ratio {row['wall_over_token_cost']:.2f} (target ≤ 1.2)"
+        )
         print(f"  seconds per node: {row['node_seconds']}")
     if not args.judging_only:
         before, after = report["before"], report["after"]
-        print(f"\nprompt tokens evaluated per content: {before['prompt_tokens_evaluated']} → {after['prompt_tokens_evaluated']} "
-              f"({100 * (1 - after['prompt_tokens_evaluated'] / before['prompt_tokens_evaluated']):.1f}% fewer)")
+        print(
+            f"\nprompt tokens evaluated per content: {before['prompt_tokens_evaluated']} → {after['prompt_tokens_evaluated']} "
+            f"({100 * (1 - after['prompt_tokens_evaluated'] / before['prompt_tokens_evaluated']):.1f}% fewer)"
+        )
     report["judging"] = judging_cost(backend, texts, ctx)
     print("\njudging m tags of a new content, against one (median of 3):")
     for m, row in report["judging"].items():
-        print(f"  m={m:2d}: {row['seconds']:.3f} s, {row['tokens_evaluated']:.0f} tokens evaluated, {row['times_one']}× one (target ≤ {row['target_at_most']})")
+        print(
+            f"  m={m:2d}: {row['seconds']:.3f} s, {row['tokens_evaluated']:.0f} tokens evaluated, {row['times_one']}× one (target ≤ {row['target_at_most']})"
+        )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
 

@@ -55,8 +55,13 @@ def start_app(kb: str | None, log_name: str) -> tuple[subprocess.Popen, str, obj
     url = f"http://127.0.0.1:{port}/"
     command = [sys.executable, "-m", "ui.cli", *(["--kb", kb] if kb else []), "app", "--port", str(port)]
     log = open(OUT / log_name, "w") if OUT.is_dir() else open(os.devnull, "w")
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"},
+    )
     deadline = time.monotonic() + 600
     while True:
         try:
@@ -103,7 +108,9 @@ def main() -> None:
                 box.press("Enter")
                 page.wait_for_function(
                     "(snippet) => { const p = document.querySelector('#l4t-panel'); return p && p.textContent.includes(snippet)"
-                    " && p.querySelectorAll('.l4t-tag').length > 0 }", arg=" ".join(text.split())[:30])  # the panel shows it on one line
+                    " && p.querySelectorAll('.l4t-tag').length > 0 }",
+                    arg=" ".join(text.split())[:30],
+                )  # the panel shows it on one line
                 first = time.perf_counter() - started
                 page.wait_for_function("() => !document.querySelector('#chat-input textarea').disabled")
                 final = time.perf_counter() - started
@@ -115,7 +122,9 @@ def main() -> None:
                     return send(text)
                 except Exception:
                     page.screenshot(path=OUT / "page_latency-stuck.png", full_page=True)
-                    state = page.evaluate("() => [...document.querySelectorAll('#chat-input textarea')].map(t => [t.disabled, t.value.slice(0, 60)])")
+                    state = page.evaluate(
+                        "() => [...document.querySelectorAll('#chat-input textarea')].map(t => [t.disabled, t.value.slice(0, 60)])"
+                    )
                     print("stuck sending", text[:60].replace("\n", " "), "; the input:", state, file=sys.stderr)
                     raise
 
@@ -128,14 +137,20 @@ def main() -> None:
                         first, final = checked_send(f"({mode} {r}.{n}) {text}")  # the marker first: the panel's snippet shows it
                         firsts.append(first)
                         finals.append(final)
-                results["modes"][mode] = {"first_tags_p50_s": round(statistics.median(firsts), 3),
-                                          "first_tags_p95_s": round(_quantile(firsts, 0.95), 3),
-                                          "final_p50_s": round(statistics.median(finals), 3),
-                                          "final_p95_s": round(_quantile(finals, 0.95), 3), "sends": len(firsts)}
-                print(f"{mode:>5}: first tags p50 {results['modes'][mode]['first_tags_p50_s']:.3f} s "
-                      f"(p95 {results['modes'][mode]['first_tags_p95_s']:.3f}), final answer p50 "
-                      f"{results['modes'][mode]['final_p50_s']:.3f} s (p95 {results['modes'][mode]['final_p95_s']:.3f}) "
-                      f"over {len(firsts)} sends", flush=True)
+                results["modes"][mode] = {
+                    "first_tags_p50_s": round(statistics.median(firsts), 3),
+                    "first_tags_p95_s": round(_quantile(firsts, 0.95), 3),
+                    "final_p50_s": round(statistics.median(finals), 3),
+                    "final_p95_s": round(_quantile(finals, 0.95), 3),
+                    "sends": len(firsts),
+                }
+                print(
+                    f"{mode:>5}: first tags p50 {results['modes'][mode]['first_tags_p50_s']:.3f} s "
+                    f"(p95 {results['modes'][mode]['first_tags_p95_s']:.3f}), final answer p50 "
+                    f"{results['modes'][mode]['final_p50_s']:.3f} s (p95 {results['modes'][mode]['final_p95_s']:.3f}) "
+                    f"over {len(firsts)} sends",
+                    flush=True,
+                )
             browser.close()
     finally:
         proc.terminate()

@@ -76,8 +76,11 @@ def per_node(records: list[dict]) -> dict:
     totals = [sum(r["timings"].values()) for r in records]
     nodes["total"] = {"mean_s": round(statistics.mean(totals), 3), "p50_s": round(statistics.median(totals), 3)}
     tokens = {k: round(statistics.mean(r["tokens"][k] for r in records), 1) for k in records[0]["tokens"]}
-    return {"seconds": nodes, "tokens_per_content": tokens,
-            "tags_kept_from_history_per_content": round(statistics.mean(len(r["from_history"]) for r in records), 2)}
+    return {
+        "seconds": nodes,
+        "tokens_per_content": tokens,
+        "tags_kept_from_history_per_content": round(statistics.mean(len(r["from_history"]) for r in records), 2),
+    }
 
 
 def main() -> None:
@@ -113,7 +116,10 @@ def main() -> None:
     for row in [header, *rows]:
         print("  " + "  ".join(f"{c:>12s}" if i else f"{c:22s}" for i, c in enumerate(row)))
     keep = [i for i, item in enumerate(items) if item.id not in lib_ids]
-    by_system = {s: [r for r in read_finished(Path(args.out) / f"items-{'full' if s == 'no-calibration' else s}.jsonl").values()] for s in metrics["systems"]}
+    by_system = {
+        s: [r for r in read_finished(Path(args.out) / f"items-{'full' if s == 'no-calibration' else s}.jsonl").values()]
+        for s in metrics["systems"]
+    }
     report["quality"] = metrics
     report["quality_not_lib_or_doc"] = {}
     print(f"\nquality on the {len(keep)} items that are not library/doc packages:")
@@ -122,7 +128,9 @@ def main() -> None:
         preds = [recs[items[i].id]["generated" if system == "no-calibration" else "predicted"] for i in keep]
         m = multi_tag_metrics(preds, [items[i].tags for i in keep])
         report["quality_not_lib_or_doc"][system] = m
-        print(f"  {system:22s} Acc@1 {m['Acc@1']:.3f}  Acc@2 {m['Acc@2']:.3f}  Acc@3 {m['Acc@3']:.3f}  Coverage@1 {m['Coverage@1']:.3f}  Coverage@3 {m['Coverage@3']:.3f}")
+        print(
+            f"  {system:22s} Acc@1 {m['Acc@1']:.3f}  Acc@2 {m['Acc@2']:.3f}  Acc@3 {m['Acc@3']:.3f}  Coverage@1 {m['Coverage@1']:.3f}  Coverage@3 {m['Coverage@3']:.3f}"
+        )
     (OUT / "pipeline.json").write_text(json.dumps(report, indent=2))
 
 

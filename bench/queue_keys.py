@@ -77,11 +77,17 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
-    result = {"records": len(texts), "load_seconds": round(load_seconds, 2),
-              "turnaround_p50": round(_quantile(turnaround, 0.5), 3), "turnaround_p95": round(_quantile(turnaround, 0.95), 3),
-              "load": os.getloadavg()[0]}
-    print(f"{len(texts)} records: load {result['load_seconds']} s; per record (key to next record) "
-          f"p50 {result['turnaround_p50']} s, p95 {result['turnaround_p95']} s; load average {result['load']:.1f}")
+    result = {
+        "records": len(texts),
+        "load_seconds": round(load_seconds, 2),
+        "turnaround_p50": round(_quantile(turnaround, 0.5), 3),
+        "turnaround_p95": round(_quantile(turnaround, 0.95), 3),
+        "load": os.getloadavg()[0],
+    }
+    print(
+        f"{len(texts)} records: load {result['load_seconds']} s; per record (key to next record) "
+        f"p50 {result['turnaround_p50']} s, p95 {result['turnaround_p95']} s; load average {result['load']:.1f}"
+    )
     (OUT / "queue_keys.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
 
 

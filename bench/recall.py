@@ -71,8 +71,12 @@ def peak_rss_mb() -> float:
 
 def percentiles_ms(seconds: list[float]) -> dict:
     arr = np.asarray(seconds) * 1000.0
-    return {"p50_ms": round(float(np.percentile(arr, 50)), 2), "p95_ms": round(float(np.percentile(arr, 95)), 2),
-            "mean_ms": round(float(arr.mean()), 2), "n": len(seconds)}
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p95_ms": round(float(np.percentile(arr, 95)), 2),
+        "mean_ms": round(float(arr.mean()), 2),
+        "n": len(seconds),
+    }
 
 
 def dir_size_mb(path: Path) -> float:
@@ -134,6 +138,7 @@ def open_or_build_kb(kb_dir: Path, data: Path) -> tuple[KnowledgeBase, dict]:
             if tenth != step["last"]:
                 step["last"] = tenth
                 log(f"  {what}: {done}/{total} ({time.perf_counter() - started:.0f}s)")
+
         return report
 
     tags_report = kb.add_tags(read_tags(data / "tags.tsv").records, progress=progress("tags"))
@@ -213,21 +218,20 @@ def score(candidate_sets: list[list[Candidate]], golds: list[set[str]], graph: b
         "gold_per_item": round(sum(len(g) for g in golds) / n, 3),
     }
     if graph:
-        out.update({
-            "no_graph": round(sum(no_graph) / n, 4),
-            "graph_right": round(sum(graph_rights) / n, 3),
-            "graph_size": round(sum(graph_sizes) / n, 2),
-        })
+        out.update(
+            {
+                "no_graph": round(sum(no_graph) / n, 4),
+                "graph_right": round(sum(graph_rights) / n, 3),
+                "graph_size": round(sum(graph_sizes) / n, 2),
+            }
+        )
     return out
 
 
 def run_metrics(reads: MemoisedReads, items: list[dict], vectors: np.ndarray, cfg: RecallConfig, subsets: dict[str, list[int]]) -> dict:
     results = [recall_candidates(reads, it["text"], cfg, vector=v).candidates for it, v in zip(items, vectors)]
     golds = [set(it["tags"]) for it in items]
-    return {
-        name: score([results[i] for i in idx], [golds[i] for i in idx], graph=cfg.strategy == "graph")
-        for name, idx in subsets.items()
-    }
+    return {name: score([results[i] for i in idx], [golds[i] for i in idx], graph=cfg.strategy == "graph") for name, idx in subsets.items()}
 
 
 def measure_latency(kb: KnowledgeBase, texts: list[str], cfg: RecallConfig) -> dict:
@@ -261,8 +265,10 @@ def print_table(title: str, rows: list[tuple[str, dict]]) -> None:
     print(header)
     print("-" * len(header))
     for name, r in rows:
-        print(f"{name:<26} {r['items']:>5} {fmt(r['right'], 2):>7} {fmt(r['hr1'], 4):>7} {fmt(r['hr2'], 4):>7} {fmt(r['hr3'], 4):>7} "
-              f"{fmt(r.get('no_graph'), 4):>9} {fmt(r.get('graph_right'), 2):>13} {fmt(r.get('graph_size'), 1):>11}")
+        print(
+            f"{name:<26} {r['items']:>5} {fmt(r['right'], 2):>7} {fmt(r['hr1'], 4):>7} {fmt(r['hr2'], 4):>7} {fmt(r['hr3'], 4):>7} "
+            f"{fmt(r.get('no_graph'), 4):>9} {fmt(r.get('graph_right'), 2):>13} {fmt(r.get('graph_size'), 1):>11}"
+        )
 
 
 def print_sweep(sweep: list[dict], subset_names: list[str]) -> None:
@@ -305,8 +311,9 @@ def main(argv: list[str] | None = None) -> None:
     threads = set_torch_threads(args.torch_threads)
     kb, build = open_or_build_kb(args.kb_dir.resolve(), args.data)
     base = RecallConfig.paper() if args.paper else RecallConfig()
-    graph_cfg = base.with_overrides(strategy="graph", delta_ct=args.delta_ct, delta_cc=args.delta_cc,
-                                    max_c2t=args.max_c2t, max_c2c2t=args.max_c2c2t, budget=args.budget)
+    graph_cfg = base.with_overrides(
+        strategy="graph", delta_ct=args.delta_ct, delta_cc=args.delta_cc, max_c2t=args.max_c2t, max_c2c2t=args.max_c2c2t, budget=args.budget
+    )
     match_cfg = graph_cfg.with_overrides(strategy="match")
 
     validation = load_jsonl(args.data / "validation.jsonl")
@@ -343,20 +350,28 @@ def main(argv: list[str] | None = None) -> None:
 
     stats = kb.stats()
     print(f"knowledge base: {stats['directory']}  ({'reused' if build['reused'] else 'built now'})")
-    print(f"  {stats['tags']} tags ({stats['tags_with_description']} described), {stats['contents']} history contents, graph {stats['graph']}")
+    print(
+        f"  {stats['tags']} tags ({stats['tags_with_description']} described), {stats['contents']} history contents, graph {stats['graph']}"
+    )
     if "build_s" in build:
-        print(f"  build: {build['build_s']}s, peak RSS {build['build_peak_rss_mb']} MiB, disk {build.get('disk_mb')} MiB"
-              f"{' (recorded when it was built)' if build['reused'] else ''}")
+        print(
+            f"  build: {build['build_s']}s, peak RSS {build['build_peak_rss_mb']} MiB, disk {build.get('disk_mb')} MiB"
+            f"{' (recorded when it was built)' if build['reused'] else ''}"
+        )
         print(f"    tags: {build['tags']}\n    history: {build['history']}")
     if build["reused"]:
         print(f"  opened in {build['open_s']}s")
     print(f"validation: {len(items)} items sampled with seed {args.seed} from {len(validation)}; non-lib subset {len(subsets['non-lib'])}")
-    print(f"graph config: δ_ct {graph_cfg.delta_ct}, δ_cc {graph_cfg.delta_cc}, max C2T {graph_cfg.max_c2t}, max C2C2T {graph_cfg.max_c2c2t}, "
-          f"similar contents {graph_cfg.similar_contents}, budget {graph_cfg.budget}")
+    print(
+        f"graph config: δ_ct {graph_cfg.delta_ct}, δ_cc {graph_cfg.delta_cc}, max C2T {graph_cfg.max_c2t}, max C2C2T {graph_cfg.max_c2c2t}, "
+        f"similar contents {graph_cfg.similar_contents}, budget {graph_cfg.budget}"
+    )
     for name in subsets if graph_res else ():
         r_g, r_m = graph_res[name], match_res[name]
-        print_table(f"[{name}] {r_g['items']} items, {r_g['gold_per_item']:.2f} correct tags per item, {graph_cfg.budget} candidates",
-                    [("graph (C2T ∪ C2C2T + fill)", r_g), ("match (top-k cosine)", r_m)])
+        print_table(
+            f"[{name}] {r_g['items']} items, {r_g['gold_per_item']:.2f} correct tags per item, {graph_cfg.budget} candidates",
+            [("graph (C2T ∪ C2C2T + fill)", r_g), ("match (top-k cosine)", r_m)],
+        )
     if sweep:
         print_sweep(sweep, list(subsets))
     if latency:
@@ -364,12 +379,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'':<8} {'end-to-end p50':>15} {'p95':>8} {'encode p50':>11} {'p95':>8} {'rest p50':>9} {'p95':>8}")
         for name, lat in latency.items():
             e2e, enc, rest = lat["end_to_end"], lat["encode"], lat["recall_without_encode"]
-            print(f"{name:<8} {e2e['p50_ms']:>15.1f} {e2e['p95_ms']:>8.1f} {enc['p50_ms']:>11.1f} {enc['p95_ms']:>8.1f} {rest['p50_ms']:>9.1f} {rest['p95_ms']:>8.1f}")
+            print(
+                f"{name:<8} {e2e['p50_ms']:>15.1f} {e2e['p95_ms']:>8.1f} {enc['p50_ms']:>11.1f} {enc['p95_ms']:>8.1f} {rest['p50_ms']:>9.1f} {rest['p95_ms']:>8.1f}"
+            )
     load = os.getloadavg()
     print(f"load average during the run (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     wall = time.perf_counter() - run_started
-    print(f"\nwall time {wall:.1f}s (batch encode {encode_s:.1f}s, metrics {metrics_s:.1f}s, sweep {sweep_s:.1f}s, latency {latency_s:.1f}s); "
-          f"peak RSS {peak_rss_mb():.0f} MiB")
+    print(
+        f"\nwall time {wall:.1f}s (batch encode {encode_s:.1f}s, metrics {metrics_s:.1f}s, sweep {sweep_s:.1f}s, latency {latency_s:.1f}s); "
+        f"peak RSS {peak_rss_mb():.0f} MiB"
+    )
 
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -381,8 +400,13 @@ def main(argv: list[str] | None = None) -> None:
         "sweep": sweep,
         "latency": latency,
         "torch_threads": threads,
-        "timings_s": {"wall": round(wall, 1), "batch_encode": round(encode_s, 1), "metrics": round(metrics_s, 1),
-                      "sweep": round(sweep_s, 1), "latency": round(latency_s, 1)},
+        "timings_s": {
+            "wall": round(wall, 1),
+            "batch_encode": round(encode_s, 1),
+            "metrics": round(metrics_s, 1),
+            "sweep": round(sweep_s, 1),
+            "latency": round(latency_s, 1),
+        },
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "load_average": [round(x, 2) for x in load],
     }

@@ -37,8 +37,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-WORDS = ("apple pear truck bicycle guitar violin recipe oven planet telescope password cipher "
-         "network server editor compiler library game puzzle camera photo map route song drum").split()
+WORDS = (
+    "apple pear truck bicycle guitar violin recipe oven planet telescope password cipher "
+    "network server editor compiler library game puzzle camera photo map route song drum"
+).split()
 TAGS = [(f"topic::{w}", f"things about {w}s") for w in WORDS]
 
 WRITER = r"""
@@ -99,10 +101,28 @@ def main() -> int:
     port = free_port()
     chroma = Path(sys.executable).with_name("chroma")
     log = open(work / "chroma.log", "wb")
-    server = subprocess.Popen([str(chroma if chroma.exists() else shutil.which("chroma")), "run", "--path", str(work / "db"),
-                               "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", ANONYMIZED_TELEMETRY="False",
-               LLM4TAG_CHROMA_HOST="127.0.0.1", LLM4TAG_CHROMA_PORT=str(port))
+    server = subprocess.Popen(
+        [
+            str(chroma if chroma.exists() else shutil.which("chroma")),
+            "run",
+            "--path",
+            str(work / "db"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        HF_HUB_OFFLINE="1",
+        ANONYMIZED_TELEMETRY="False",
+        LLM4TAG_CHROMA_HOST="127.0.0.1",
+        LLM4TAG_CHROMA_PORT=str(port),
+    )
     os.environ.update({k: env[k] for k in ("HF_HUB_OFFLINE", "ANONYMIZED_TELEMETRY", "LLM4TAG_CHROMA_HOST", "LLM4TAG_CHROMA_PORT")})
     writer = None
     try:
@@ -110,8 +130,15 @@ def main() -> int:
         from knowledge_base import KnowledgeBase
         from knowledge_base.shared_graph import MARGIN_US
 
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(work / "writer"), " ".join(WORDS)], cwd=ROOT, env=env,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(work / "writer"), " ".join(WORDS)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
 
         def ask(**cmd) -> None:
             writer.stdin.write(json.dumps(cmd) + "\n")
@@ -134,16 +161,27 @@ def main() -> int:
             after = timed(reader.graph.refresh)
             applied = reader.graph.to_networkx().number_of_nodes() - nodes_before
             in_margin = [timed(reader.graph.refresh) for _ in range(args.repeat)]
-            rounds.append({"idle_ms": ms(statistics.median(idle)), "in_margin_ms": ms(statistics.median(in_margin)),
-                           "after_new_ms": ms(after), "new_content_nodes": applied})
-            print(f"round {r + 1}: idle {rounds[-1]['idle_ms']} ms, after {args.records} new records {rounds[-1]['after_new_ms']} ms "
-                  f"({applied} content nodes applied), in the margin {rounds[-1]['in_margin_ms']} ms", flush=True)
+            rounds.append(
+                {
+                    "idle_ms": ms(statistics.median(idle)),
+                    "in_margin_ms": ms(statistics.median(in_margin)),
+                    "after_new_ms": ms(after),
+                    "new_content_nodes": applied,
+                }
+            )
+            print(
+                f"round {r + 1}: idle {rounds[-1]['idle_ms']} ms, after {args.records} new records {rounds[-1]['after_new_ms']} ms "
+                f"({applied} content nodes applied), in the margin {rounds[-1]['in_margin_ms']} ms",
+                flush=True,
+            )
         records = reader._shared.collection.count()
         docs = reader._shared.collection.get(include=["documents"], limit=200)["documents"]
         started = time.perf_counter()
         newcomer = KnowledgeBase(work / "newcomer")
         cold = time.perf_counter() - started
-        same = {(n, d.get("kind")) for n, d in newcomer.graph.to_networkx().nodes(data=True)} == {(n, d.get("kind")) for n, d in reader.graph.to_networkx().nodes(data=True)}
+        same = {(n, d.get("kind")) for n, d in newcomer.graph.to_networkx().nodes(data=True)} == {
+            (n, d.get("kind")) for n, d in reader.graph.to_networkx().nodes(data=True)
+        }
         result = {
             "records_per_round": args.records,
             "rounds": rounds,
@@ -158,9 +196,13 @@ def main() -> int:
         }
         print(f"catch-up, nothing changed (idle): {result['idle_ms_median']} ms (median of {args.repeat} × {args.rounds})")
         print(f"catch-up, nothing new but {args.records} records inside the margin: {result['in_margin_ms_median']} ms")
-        print(f"catch-up after {args.records} new records from another process: {result['after_new_ms_median']} ms (median of {args.rounds})")
-        print(f"newcomer's first open, graph built from {records} records (mean {result['mean_record_bytes']} bytes): "
-              f"{result['newcomer_first_open_s']} s; same nodes as the reader: {same}")
+        print(
+            f"catch-up after {args.records} new records from another process: {result['after_new_ms_median']} ms (median of {args.rounds})"
+        )
+        print(
+            f"newcomer's first open, graph built from {records} records (mean {result['mean_record_bytes']} bytes): "
+            f"{result['newcomer_first_open_s']} s; same nodes as the reader: {same}"
+        )
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         return 0

@@ -75,7 +75,9 @@ def noisy_copies(centres: np.ndarray, which: np.ndarray, noise: float, rng: np.r
     return out
 
 
-def real_embeddings(debtags_kb: Path, data: Path, clusters: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[list[int]], str]:
+def real_embeddings(
+    debtags_kb: Path, data: Path, clusters: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, list[list[int]], str]:
     """Real MiniLM vectors to centre the synthetic ones on.
 
     Returns the tag vectors, the content centres and where they came from."""
@@ -190,8 +192,11 @@ def build(args) -> None:
         "timings_s": timings,
         "seed": args.seed,
     }
-    info["disk_mb"] = {"total": round(dir_size_mb(kb_dir), 1), "chroma": round(dir_size_mb(kb_dir / "chroma"), 1),
-                       "graph_store": round(sum(p.stat().st_size for p in kb_dir.glob("graph.sqlite*")) / 2**20, 1)}
+    info["disk_mb"] = {
+        "total": round(dir_size_mb(kb_dir), 1),
+        "chroma": round(dir_size_mb(kb_dir / "chroma"), 1),
+        "graph_store": round(sum(p.stat().st_size for p in kb_dir.glob("graph.sqlite*")) / 2**20, 1),
+    }
     (kb_dir / MARKER).write_text(json.dumps(info, indent=2))
 
 
@@ -217,21 +222,35 @@ def correction_visibility(kb: KnowledgeBase, kb_dir: Path) -> dict:
     tag = min(kb.tag_names())
     cid = "bench-correction"
     kb.record_feedback("a corrected text about nothing in particular", [], [tag], cid=cid, replace=True)  # a start without the tag
-    probe = subprocess.Popen([sys.executable, "-c", PROBE, str(kb_dir), cid, tag], stdout=subprocess.PIPE, text=True,
-                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    probe = subprocess.Popen(
+        [sys.executable, "-c", PROBE, str(kb_dir), cid, tag],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     ready = probe.stdout.readline().split()
     started = time.time()
     kb.record_feedback("a corrected text about nothing in particular", [tag], [], cid=cid, replace=True)
     returned = time.time()
     seen = float(probe.stdout.readline())
     probe.wait(timeout=60)
-    return {"write_s": round(returned - started, 4), "seen_after_write_returned_s": round(seen - returned, 4),
-            "probe_open_s": float(ready[1])}
+    return {
+        "write_s": round(returned - started, 4),
+        "seen_after_write_returned_s": round(seen - returned, 4),
+        "probe_open_s": float(ready[1]),
+    }
 
 
 def build_key(args) -> dict:
-    return {"tags": args.tags, "contents": args.contents, "clusters": args.clusters, "noise": args.noise, "with_samples": args.with_samples,
-            "seed": args.seed}
+    return {
+        "tags": args.tags,
+        "contents": args.contents,
+        "clusters": args.clusters,
+        "noise": args.noise,
+        "with_samples": args.with_samples,
+        "seed": args.seed,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -241,9 +260,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--debtags-kb", type=Path, default=OUT / "debtags-kb", help="take the real centre vectors from here when built")
     ap.add_argument("--tags", type=int, default=100_000)
     ap.add_argument("--contents", type=int, default=100_000)
-    ap.add_argument("--clusters", type=int, default=25_000, help="real content vectors the synthetic contents are copies of (at most all of them)")
+    ap.add_argument(
+        "--clusters", type=int, default=25_000, help="real content vectors the synthetic contents are copies of (at most all of them)"
+    )
     ap.add_argument("--noise", type=float, default=0.5, help="noise norm around a centre (cos to the centre ≈ 1/sqrt(1+noise²))")
-    ap.add_argument("--with-samples", action="store_true", help="also fill the samples collection (as a real build does; recall never reads it)")
+    ap.add_argument(
+        "--with-samples", action="store_true", help="also fill the samples collection (as a real build does; recall never reads it)"
+    )
     ap.add_argument("--queries", type=int, default=200, help="real validation texts to recall for")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rebuild", action="store_true")
@@ -318,28 +341,46 @@ def main(argv: list[str] | None = None) -> None:
 
     g = info["graph"]
     print(f"synthetic knowledge base: {args.kb_dir} ({'built now' if built_now else 'reused'})")
-    print(f"  {info['tags']} tags, {info['contents']} history contents around {info['centres']} real ones (noise {info['noise']}); "
-          f"centres from {info['centres_from']}")
-    print(f"  graph: {g['tag_nodes']} tag nodes, {g['content_nodes']} content nodes, {g['deterministic_edges']} deterministic edges "
-          "(similarity edges are queries)")
+    print(
+        f"  {info['tags']} tags, {info['contents']} history contents around {info['centres']} real ones (noise {info['noise']}); "
+        f"centres from {info['centres_from']}"
+    )
+    print(
+        f"  graph: {g['tag_nodes']} tag nodes, {g['content_nodes']} content nodes, {g['deterministic_edges']} deterministic edges "
+        "(similarity edges are queries)"
+    )
     print(f"  build: {info['build_s']}s {info['timings_s']}, peak RSS {info['build_peak_rss_mb']:.0f} MiB")
-    print(f"  disk: {info['disk_mb']['total']} MiB (chroma {info['disk_mb']['chroma']} MiB, graph store {info['disk_mb']['graph_store']} MiB)")
-    print(f"open: KnowledgeBase() {open_s:.2f}s, of which graph load {graph_load_s:.2f}s; "
-          f"encoder load {encoder_load_s:.2f}s; RSS after open {rss_after_open:.0f} MiB")
-    print(f"queries: {len(texts)} debtags validation texts; per recall (first {len(sample)}): "
-          f"{paths['C2T']} C2T, {paths['C2C2T']} C2C2T, {paths['match']} match candidates, {close} history contents above δ_cc")
+    print(
+        f"  disk: {info['disk_mb']['total']} MiB (chroma {info['disk_mb']['chroma']} MiB, graph store {info['disk_mb']['graph_store']} MiB)"
+    )
+    print(
+        f"open: KnowledgeBase() {open_s:.2f}s, of which graph load {graph_load_s:.2f}s; "
+        f"encoder load {encoder_load_s:.2f}s; RSS after open {rss_after_open:.0f} MiB"
+    )
+    print(
+        f"queries: {len(texts)} debtags validation texts; per recall (first {len(sample)}): "
+        f"{paths['C2T']} C2T, {paths['C2C2T']} C2C2T, {paths['match']} match candidates, {close} history contents above δ_cc"
+    )
     print(f"config: δ_ct {cfg.delta_ct}, δ_cc {cfg.delta_cc}, max C2T {cfg.max_c2t}, max C2C2T {cfg.max_c2c2t}, budget {cfg.budget}")
     print(f"\nrecall latency per content, {threads} torch thread(s) (ms) {'p50':>7} {'p95':>7} {'mean':>7}")
-    for name, key in (("end to end (encode + recall)", "end_to_end"), ("  encode only", "encode"), ("  recall given the vector", "recall_without_encode")):
+    for name, key in (
+        ("end to end (encode + recall)", "end_to_end"),
+        ("  encode only", "encode"),
+        ("  recall given the vector", "recall_without_encode"),
+    ):
         r = latency[key]
         print(f"{name:<43} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['mean_ms']:>7.1f}")
-    print(f"a correction seen by another process: {correction['seen_after_write_returned_s']:.3f}s after the write returned "
-          f"({correction['write_s']:.3f}s to write it; that process opened the knowledge base in {correction['probe_open_s']:.2f}s)")
+    print(
+        f"a correction seen by another process: {correction['seen_after_write_returned_s']:.3f}s after the write returned "
+        f"({correction['write_s']:.3f}s to write it; that process opened the knowledge base in {correction['probe_open_s']:.2f}s)"
+    )
     verdict = "meets" if latency["end_to_end"]["p50_ms"] < 50 else "misses"
     print(f"target p50 < 50 ms: {verdict}")
     load = os.getloadavg()
-    print(f"latency phase {latency_s:.1f}s; peak RSS of this process {peak_rss_mb():.0f} MiB; "
-          f"load average (1/5/15 min) {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    print(
+        f"latency phase {latency_s:.1f}s; peak RSS of this process {peak_rss_mb():.0f} MiB; "
+        f"load average (1/5/15 min) {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores"
+    )
     if profile_text:
         print("\ncProfile of the end-to-end recalls (cumulative):")
         print(profile_text)

@@ -45,8 +45,9 @@ def main() -> None:
     data = work / "train.jsonl.gz"
     kb = KnowledgeBase(args.kb)
     started = time.perf_counter()
-    report = build_training_sets(kb, LlamaCppBackend(shipped_model_path()).render_text, data, Context(mode=args.mode),
-                                 max_samples=args.samples, heldout_share=0.0)
+    report = build_training_sets(
+        kb, LlamaCppBackend(shipped_model_path()).render_text, data, Context(mode=args.mode), max_samples=args.samples, heldout_share=0.0
+    )
     build_s = time.perf_counter() - started
     records = [json.loads(line) for line in gzip.open(data, "rt", encoding="utf-8")]
     if args.no_pack:  # a distinct id per record: nothing is packed
@@ -61,14 +62,32 @@ def main() -> None:
         run = work / f"run-{task}"
         for stale in (run / "checkpoint" / "trainer_state.pt", run / "checkpoint" / "adapter_config.json"):
             stale.unlink(missing_ok=True)
-        log = finetune.train(finetune.finetune_args(shipped_model_path(), path, run, epochs=1, batch_size=args.batch_size, save_every=0,
-                                                    device="cpu", threads=args.threads, precision=args.precision))
+        log = finetune.train(
+            finetune.finetune_args(
+                shipped_model_path(),
+                path,
+                run,
+                epochs=1,
+                batch_size=args.batch_size,
+                save_every=0,
+                device="cpu",
+                threads=args.threads,
+                precision=args.precision,
+            )
+        )
         tokens = [len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in subset]
-        figures[task] = {"records": log["train_records"], "sequences": log["train_sequences"], "mean_prompt_tokens": round(sum(tokens) / len(tokens)),
-                         "train_s": log["train_seconds"], "s_per_record": round(log["train_seconds"] / log["train_records"], 2),
-                         "precision": log["precision"]}
-    per_sample = figures["generate"]["s_per_record"] * report.generation_records / report.samples_selected \
+        figures[task] = {
+            "records": log["train_records"],
+            "sequences": log["train_sequences"],
+            "mean_prompt_tokens": round(sum(tokens) / len(tokens)),
+            "train_s": log["train_seconds"],
+            "s_per_record": round(log["train_seconds"] / log["train_records"], 2),
+            "precision": log["precision"],
+        }
+    per_sample = (
+        figures["generate"]["s_per_record"] * report.generation_records / report.samples_selected
         + figures["judge"]["s_per_record"] * report.judge_records / report.samples_selected
+    )
     figures["one_epoch_s_per_100_samples"] = round(per_sample * 100)
     print(json.dumps(figures, indent=2))
 

@@ -77,15 +77,30 @@ def main() -> None:
         memory = pool.memory()
     pooled_rate = 60 * len(texts) / pooled
     same = sum(a == b for a, b in zip(one, many))
-    print(f"{args.workers} worker processes: {pooled_rate:.1f} items/min ({pooled:.1f} s) after a {start_up:.1f} s start-up; "
-          f"{pooled_rate / single_rate:.2f}× one tagger")
+    print(
+        f"{args.workers} worker processes: {pooled_rate:.1f} items/min ({pooled:.1f} s) after a {start_up:.1f} s start-up; "
+        f"{pooled_rate / single_rate:.2f}× one tagger"
+    )
     print(f"peak memory per worker (MiB): {', '.join(f'{v:.0f}' for v in memory.values())}")
     print(f"identical tags and confidences for {same} of {len(texts)} contents")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({
-            "command": " ".join(sys.argv), "items": len(texts), "single_items_per_min": single_rate, "workers": args.workers,
-            "pool_items_per_min": pooled_rate, "ratio": pooled_rate / single_rate, "start_up_s": start_up,
-            "worker_peak_rss_mib": list(memory.values()), "main_peak_rss_mib": peak_rss_mb(), "identical": same}, indent=2))
+        Path(args.json_out).write_text(
+            json.dumps(
+                {
+                    "command": " ".join(sys.argv),
+                    "items": len(texts),
+                    "single_items_per_min": single_rate,
+                    "workers": args.workers,
+                    "pool_items_per_min": pooled_rate,
+                    "ratio": pooled_rate / single_rate,
+                    "start_up_s": start_up,
+                    "worker_peak_rss_mib": list(memory.values()),
+                    "main_peak_rss_mib": peak_rss_mb(),
+                    "identical": same,
+                },
+                indent=2,
+            )
+        )
 
 
 def compare_modes(args, texts: list[str], modes: list[str]) -> None:
@@ -114,8 +129,9 @@ def compare_modes(args, texts: list[str], modes: list[str]) -> None:
         print(f"| {m} | {rates[m]:.1f} | {seconds[m] / len(texts):.2f} | {routed[m]} of {len(texts)} | {same} of {len(texts)} |")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"command": " ".join(sys.argv), "items": len(texts), "items_per_min": rates,
-                                                   "routed": routed}, indent=2))
+        Path(args.json_out).write_text(
+            json.dumps({"command": " ".join(sys.argv), "items": len(texts), "items_per_min": rates, "routed": routed}, indent=2)
+        )
 
 
 if __name__ == "__main__":

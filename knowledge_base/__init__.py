@@ -14,9 +14,18 @@ from .config import KnowledgeBaseConfig, RecallConfig
 from .errors import ConflictError, InputError, KnowledgeBaseError, KnowledgeBaseReadOnlyError, Llm4tagError, LoadError, UnknownTagsError
 
 _LAZY = {
-    "Passage": "loaders", "Sample": "loaders", "Tag": "loaders", "read_documents": "loaders", "read_samples": "loaders", "read_tags": "loaders",
-    "Candidate": "recall", "Evidence": "recall", "RecallResult": "recall", "recall_candidates": "recall",
-    "KnowledgeBase": "store", "LoadReport": "store",
+    "Passage": "loaders",
+    "Sample": "loaders",
+    "Tag": "loaders",
+    "read_documents": "loaders",
+    "read_samples": "loaders",
+    "read_tags": "loaders",
+    "Candidate": "recall",
+    "Evidence": "recall",
+    "RecallResult": "recall",
+    "recall_candidates": "recall",
+    "KnowledgeBase": "store",
+    "LoadReport": "store",
 }
 
 

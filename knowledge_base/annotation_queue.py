@@ -138,8 +138,10 @@ class QueueStore:
             start = db.execute("SELECT COALESCE(MAX(position), 0) FROM records").fetchone()[0]
             added = 0
             for (rid, text, title), vector in zip(items, vectors):
-                cur = db.execute("INSERT OR IGNORE INTO records (id, position, text, title, vector) VALUES (?, ?, ?, ?, ?)",
-                                 (rid, start + added + 1, text, title, np.asarray(vector, dtype=np.float32).tobytes()))
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO records (id, position, text, title, vector) VALUES (?, ?, ?, ?, ?)",
+                    (rid, start + added + 1, text, title, np.asarray(vector, dtype=np.float32).tobytes()),
+                )
                 added += cur.rowcount
         return added, len(items) - added
 
@@ -147,12 +149,23 @@ class QueueStore:
         """Store each record's suggestions (best first), the pre-selected ones and its ``uncertainty``;
         a decided record keeps its own."""
         now = time.time()
-        rows = [(json.dumps([[t, p] for t, p in suggestions]), json.dumps(preselected),
-                 max((p for _, p in suggestions if p is not None), default=0.0), u, now, rid)
-                for rid, suggestions, preselected, u in scored]
+        rows = [
+            (
+                json.dumps([[t, p] for t, p in suggestions]),
+                json.dumps(preselected),
+                max((p for _, p in suggestions if p is not None), default=0.0),
+                u,
+                now,
+                rid,
+            )
+            for rid, suggestions, preselected, u in scored
+        ]
         with self._db() as db:
-            db.executemany("UPDATE records SET suggestions = ?, preselected = ?, top = ?, uncertainty = ?, scored_at = ? "
-                           "WHERE id = ? AND status IN ('open', 'skipped')", rows)
+            db.executemany(
+                "UPDATE records SET suggestions = ?, preselected = ?, top = ?, uncertainty = ?, scored_at = ? "
+                "WHERE id = ? AND status IN ('open', 'skipped')",
+                rows,
+            )
 
     def next(self, order: Order = "uncertain", after: Iterable[str] = (), match: str | None = None) -> QueueRecord | None:
         """The next undecided record in ``order``: open ones first, then skipped ones; ``after``: ids
@@ -160,8 +173,9 @@ class QueueStore:
         found = self.listing(order, match, 1, after)
         return found[0] if found else None
 
-    def listing(self, order: Order = "uncertain", match: str | None = None, limit: int = 50,
-                after: Iterable[str] = ()) -> list[QueueRecord]:
+    def listing(
+        self, order: Order = "uncertain", match: str | None = None, limit: int = 50, after: Iterable[str] = ()
+    ) -> list[QueueRecord]:
         """The undecided records in ``order`` (open ones first), at most ``limit``; ``match``: only
         those whose text or suggested tags contain it (case-insensitive); ``after``: ids to pass over."""
         if order not in ORDERS:
@@ -175,8 +189,10 @@ class QueueStore:
             where.append("(text LIKE ? ESCAPE '\\' OR suggestions LIKE ? ESCAPE '\\')")
             values += [pattern, pattern]
         with self._db() as db:
-            rows = db.execute(f"SELECT * FROM records WHERE {' AND '.join(where)} ORDER BY status = 'skipped', {ORDERS[order]} LIMIT ?",
-                              [*values, max(int(limit), 0)]).fetchall()
+            rows = db.execute(
+                f"SELECT * FROM records WHERE {' AND '.join(where)} ORDER BY status = 'skipped', {ORDERS[order]} LIMIT ?",
+                [*values, max(int(limit), 0)],
+            ).fetchall()
         return [_record(row) for row in rows]
 
     def get(self, rid: str) -> QueueRecord | None:
@@ -187,8 +203,10 @@ class QueueStore:
     def decide(self, rid: str, status: Status, correct: Iterable[str], incorrect: Iterable[str]) -> bool:
         """Record a decision on an undecided record; False when it was decided already (by someone else)."""
         with self._db() as db:
-            cur = db.execute("UPDATE records SET status = ?, correct = ?, incorrect = ?, decided_at = ? WHERE id = ? AND status IN ('open', 'skipped')",
-                             (status, json.dumps(list(correct)), json.dumps(list(incorrect)), time.time(), rid))
+            cur = db.execute(
+                "UPDATE records SET status = ?, correct = ?, incorrect = ?, decided_at = ? WHERE id = ? AND status IN ('open', 'skipped')",
+                (status, json.dumps(list(correct)), json.dumps(list(incorrect)), time.time(), rid),
+            )
             return cur.rowcount == 1
 
     def skip(self, rid: str) -> None:
@@ -217,6 +235,15 @@ class QueueStore:
 
 
 def _record(values: sqlite3.Row) -> QueueRecord:
-    return QueueRecord(values["id"], values["position"], values["text"], values["title"], values["status"],
-                       [(t, p) for t, p in json.loads(values["suggestions"])], json.loads(values["preselected"]), json.loads(values["correct"]),
-                       json.loads(values["incorrect"]), values["scored_at"])
+    return QueueRecord(
+        values["id"],
+        values["position"],
+        values["text"],
+        values["title"],
+        values["status"],
+        [(t, p) for t, p in json.loads(values["suggestions"])],
+        json.loads(values["preselected"]),
+        json.loads(values["correct"]),
+        json.loads(values["incorrect"]),
+        values["scored_at"],
+    )

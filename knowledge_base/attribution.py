@@ -60,12 +60,12 @@ def without(text: str, windows: Iterable[tuple[int, int]]) -> str:
 def tag_scores(kb: KnowledgeBase, texts: list[str], config: RecallConfig, own_id: str | None = None) -> list[dict[str, float]]:
     """Each text's recalled tags with their scores (P(right) with a ranker), encoded in one batch."""
     vectors = kb.encoder.encode(texts).vectors
-    return [{c.tag: c.score for c in recall_candidates(kb, t, config, vector=v, own_id=own_id).candidates}
-            for t, v in zip(texts, vectors)]
+    return [{c.tag: c.score for c in recall_candidates(kb, t, config, vector=v, own_id=own_id).candidates} for t, v in zip(texts, vectors)]
 
 
-def supporting_spans(kb: KnowledgeBase, text: str, tags: Iterable[str], config: RecallConfig | None = None, limit: int = 3,
-                     own_id: str | None = None) -> dict[str, list[Span]]:
+def supporting_spans(
+    kb: KnowledgeBase, text: str, tags: Iterable[str], config: RecallConfig | None = None, limit: int = 3, own_id: str | None = None
+) -> dict[str, list[Span]]:
     """For each tag, the runs of words whose removal lowers its score the most (at most ``limit``,
     in text order, adjacent runs merged); a tag recall does not find, or that no removal weakens,
     gets none."""
@@ -91,9 +91,9 @@ def supporting_spans(kb: KnowledgeBase, text: str, tags: Iterable[str], config: 
 def _merged(text: str, drops: list[tuple[float, tuple[int, int]]]) -> list[Span]:
     merged: list[Span] = []
     for drop, (start, end) in drops:
-        if merged and not text[merged[-1].end:start].strip():
+        if merged and not text[merged[-1].end : start].strip():
             last = merged[-1]
-            merged[-1] = Span(last.start, end, text[last.start:end], max(last.drop, drop))
+            merged[-1] = Span(last.start, end, text[last.start : end], max(last.drop, drop))
         else:
             merged.append(Span(start, end, text[start:end], drop))
     return merged

@@ -113,15 +113,22 @@ class TextFeatures:
     scikit-learn costs 1.6–1.8 s of every command's start-up. ``tests/test_classifier.py``
     checks the rows equal scikit-learn's."""
 
-    def __init__(self, dims: int, vocabulary: dict[str, int] | None = None, idf: np.ndarray | None = None,
-                 settings: dict | None = None, dense_weight: float = DENSE_WEIGHT):
+    def __init__(
+        self,
+        dims: int,
+        vocabulary: dict[str, int] | None = None,
+        idf: np.ndarray | None = None,
+        settings: dict | None = None,
+        dense_weight: float = DENSE_WEIGHT,
+    ):
         self.dims = dims
         self.vocabulary = vocabulary or None
         self.idf = np.asarray(idf, dtype=np.float64) if self.vocabulary else None
         self.settings = {**TFIDF_SETTINGS, **(settings or {})}
         self.dense_weight = dense_weight if self.vocabulary else 1.0
-        if self.vocabulary and (self.settings.get("strip_accents") not in (None, "unicode") or self.idf is None
-                                or len(self.idf) != len(self.vocabulary)):
+        if self.vocabulary and (
+            self.settings.get("strip_accents") not in (None, "unicode") or self.idf is None or len(self.idf) != len(self.vocabulary)
+        ):
             raise ValueError("settings or idf weights that this version does not apply")
 
     @property
@@ -137,7 +144,7 @@ class TextFeatures:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         settings = {**TFIDF_SETTINGS, "ngram_range": tuple(TFIDF_SETTINGS["ngram_range"])}
-        for min_df in ((2, 1) if len(texts) >= 50 else (1,)):
+        for min_df in (2, 1) if len(texts) >= 50 else (1,):
             try:
                 fitted = TfidfVectorizer(min_df=min_df, dtype=np.float32, **settings).fit(texts)
             except ValueError:  # no term left (texts without words, e.g. only digits or symbols)
@@ -189,8 +196,12 @@ class TextFeatures:
     def save(self, directory: Path) -> None:
         if not self.vocabulary:
             return
-        data = {"dense_weight": self.dense_weight, "settings": self.settings, "vocabulary": self.vocabulary,
-                "idf": [float(v) for v in self.idf]}
+        data = {
+            "dense_weight": self.dense_weight,
+            "settings": self.settings,
+            "vocabulary": self.vocabulary,
+            "idf": [float(v) for v in self.idf],
+        }
         (directory / TFIDF).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
@@ -203,13 +214,14 @@ class TextFeatures:
             settings = {k: v for k, v in data["settings"].items() if k in TFIDF_SETTINGS or k == "min_df"}
             settings["ngram_range"] = tuple(settings.get("ngram_range", TFIDF_SETTINGS["ngram_range"]))
             vocabulary = {str(t): int(i) for t, i in data["vocabulary"].items()}
-            return cls(dims, vocabulary, np.asarray(data["idf"], dtype=np.float64), settings,
-                       float(data.get("dense_weight", DENSE_WEIGHT)))
+            return cls(dims, vocabulary, np.asarray(data["idf"], dtype=np.float64), settings, float(data.get("dense_weight", DENSE_WEIGHT)))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise KnowledgeBaseError(f"{path} is damaged ({exc}); run llm4tag kb train-classifier again") from exc
 
 
-def _write_training_file(path: Path, rows: list[list[tuple[int, float]]], label_ids: list[list[int]], n_features: int, n_labels: int) -> None:
+def _write_training_file(
+    path: Path, rows: list[list[tuple[int, float]]], label_ids: list[list[int]], n_features: int, n_labels: int
+) -> None:
     """omikuji's input: the extreme-classification repository's text format (sparse rows)."""
     with open(path, "w", encoding="ascii") as fh:
         fh.write(f"{len(label_ids)} {n_features} {n_labels}\n")
@@ -256,8 +268,9 @@ class TagClassifier:
         self._lock = threading.Lock()
 
     @classmethod
-    def train(cls, vectors: np.ndarray, tags: list[list[str]], encoder: str, n_threads: int = 1,
-              texts: list[str] | None = None) -> "TagClassifier":
+    def train(
+        cls, vectors: np.ndarray, tags: list[list[str]], encoder: str, n_threads: int = 1, texts: list[str] | None = None
+    ) -> "TagClassifier":
         """Fit on (embedding, text, correct tags) samples; samples without a correct tag are left
         out. Without ``texts`` the features are the embeddings alone."""
         keep = [i for i, t in enumerate(tags) if t]
@@ -272,17 +285,28 @@ class TagClassifier:
         features = TextFeatures.fit(dense.shape[1], kept_texts)
         with tempfile.TemporaryDirectory(prefix="llm4tag-omikuji-") as tmp:
             data = Path(tmp) / "train.txt"
-            _write_training_file(data, features.rows(dense, kept_texts), [[index[t] for t in tags[i]] for i in keep], features.size, len(labels))
+            _write_training_file(
+                data, features.rows(dense, kept_texts), [[index[t] for t in tags[i]] for i in keep], features.size, len(labels)
+            )
             params = omikuji.Model.default_hyper_param()
             params.collapse_every_n_layers = 0  # Parabel's default tree, no layer collapsing
             with native_output_silenced():
                 model = omikuji.Model.train_on_data(str(data), params, n_threads=n_threads)
-        info = ClassifierInfo(labels=labels, samples=len(keep), features=int(dense.shape[1]), encoder=encoder,
-                              trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                              seconds=round(time.perf_counter() - started, 2),
-                              hyper_parameters={"n_trees": params.n_trees, "max_depth": params.max_depth,
-                                                "min_branch_size": params.min_branch_size, "dense_weight": features.dense_weight},
-                              vocabulary=features.size - int(dense.shape[1]))
+        info = ClassifierInfo(
+            labels=labels,
+            samples=len(keep),
+            features=int(dense.shape[1]),
+            encoder=encoder,
+            trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            seconds=round(time.perf_counter() - started, 2),
+            hyper_parameters={
+                "n_trees": params.n_trees,
+                "max_depth": params.max_depth,
+                "min_branch_size": params.min_branch_size,
+                "dense_weight": features.dense_weight,
+            },
+            vocabulary=features.size - int(dense.shape[1]),
+        )
         return cls(model, info, features=features)
 
     def predict(self, vector: np.ndarray, k: int, text: str = "") -> list[tuple[str, float]]:

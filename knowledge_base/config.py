@@ -58,9 +58,7 @@ def check_recall_settings(values: dict) -> None:
 class RecallConfig:
     """Graph-based tag recall (paper §3.1) and its match-based baseline."""
 
-    strategy: RecallStrategy = field(
-        default="graph", metadata={"help": "graph: C2T ∪ C2C2T meta-paths; match: top-k tags by cosine"}
-    )
+    strategy: RecallStrategy = field(default="graph", metadata={"help": "graph: C2T ∪ C2C2T meta-paths; match: top-k tags by cosine"})
     delta_ct: float = field(default=0.25, metadata={"help": "content–tag similarity edge threshold δ_ct (paper: 0.5 with BGE)"})
     delta_cc: float = field(default=0.45, metadata={"help": "content–content similarity edge threshold δ_cc (paper: 0.8 with BGE)"})
     max_c2t: int = field(default=15, metadata={"help": "at most this many candidates from the C2T path (paper: 15)"})
@@ -105,8 +103,10 @@ class KnowledgeBaseConfig:
     )
     languages: tuple[str, ...] = field(
         default=("en",),
-        metadata={"help": "ISO 639-1 codes of the languages the encoder reads: a text whose words are mostly in none of them is "
-                          "noted and gets no confident tag (knowledge_base/language.py); empty: no check (a multilingual encoder)"},
+        metadata={
+            "help": "ISO 639-1 codes of the languages the encoder reads: a text whose words are mostly in none of them is "
+            "noted and gets no confident tag (knowledge_base/language.py); empty: no check (a multilingual encoder)"
+        },
     )
     review_days: float = field(
         default=30.0,
@@ -118,20 +118,26 @@ class KnowledgeBaseConfig:
     )
     hierarchy_features: bool = field(
         default=False,
-        metadata={"help": "the recall ranker weighs the evidence of a candidate's parent, children and siblings in the tag tree "
-                          "(a vocabulary's parent column, SKOS broader; knowledge_base/hierarchy.py); takes effect at the next "
-                          "kb train-classifier. Off by default: on debtags with its facets as the tree it changed micro-F1 by -0.007 "
-                          "and Acc@1 by +0.004, within retraining's noise (bench/hierarchy.py); measure it on your tree"},
+        metadata={
+            "help": "the recall ranker weighs the evidence of a candidate's parent, children and siblings in the tag tree "
+            "(a vocabulary's parent column, SKOS broader; knowledge_base/hierarchy.py); takes effect at the next "
+            "kb train-classifier. Off by default: on debtags with its facets as the tree it changed micro-F1 by -0.007 "
+            "and Acc@1 by +0.004, within retraining's noise (bench/hierarchy.py); measure it on your tree"
+        },
     )
     hierarchy_output: str = field(
         default="as-is",
-        metadata={"help": "the answer against the tag tree: as-is; add-ancestors (each kept tag brings its ancestors); "
-                          "drop-covered-parents (a parent goes when one of its children is kept)"},
+        metadata={
+            "help": "the answer against the tag tree: as-is; add-ancestors (each kept tag brings its ancestors); "
+            "drop-covered-parents (a parent goes when one of its children is kept)"
+        },
     )
     retrain_after: int | None = field(
         default=200,
-        metadata={"help": "retrain the learned recall path in the background once this many samples arrived since it was trained "
-                          "(corrections, loads); None: only on request (kb train-classifier)"},
+        metadata={
+            "help": "retrain the learned recall path in the background once this many samples arrived since it was trained "
+            "(corrections, loads); None: only on request (kb train-classifier)"
+        },
     )
 
     def __post_init__(self):

@@ -91,8 +91,12 @@ def write_shipped_vectors(log: Callable[[str], None] = print) -> Path:
         finally:
             encoder.recording = None
     vectors = encoder.encode(texts).vectors  # one bulk call (PyTorch), as a build's
-    np.savez_compressed(SHIPPED_VECTORS, encoder=np.array(encoder.identity()),
-                        digests=np.array([encoder.digest(t) for t in texts]), vectors=vectors.astype(np.float16))
+    np.savez_compressed(
+        SHIPPED_VECTORS,
+        encoder=np.array(encoder.identity()),
+        digests=np.array([encoder.digest(t) for t in texts]),
+        vectors=vectors.astype(np.float16),
+    )
     log(f"{len(texts)} vectors → {SHIPPED_VECTORS}")
     return SHIPPED_VECTORS
 

@@ -75,8 +75,10 @@ def check_limits(path: Path) -> None:
     limits = settings()
     size = path.stat().st_size
     if size > limits.doc_max_bytes:
-        raise LoadError(f"the file is {size:,} bytes, over load-docs' limit of {limits.doc_max_bytes:,}; split it, or raise "
-                        "LLM4TAG_DOC_MAX_BYTES", str(path))
+        raise LoadError(
+            f"the file is {size:,} bytes, over load-docs' limit of {limits.doc_max_bytes:,}; split it, or raise LLM4TAG_DOC_MAX_BYTES",
+            str(path),
+        )
     suffix = path.suffix.lower()
     if suffix == ".docx":
         import zipfile
@@ -87,8 +89,11 @@ def check_limits(path: Path) -> None:
         except (zipfile.BadZipFile, OSError):
             return  # the loader names what is wrong with it
         if unpacked > limits.doc_max_bytes:
-            raise LoadError(f"the .docx unpacks to {unpacked:,} bytes, over load-docs' limit of {limits.doc_max_bytes:,} "
-                            "(a file this large is not a normal document); raise LLM4TAG_DOC_MAX_BYTES if it is", str(path))
+            raise LoadError(
+                f"the .docx unpacks to {unpacked:,} bytes, over load-docs' limit of {limits.doc_max_bytes:,} "
+                "(a file this large is not a normal document); raise LLM4TAG_DOC_MAX_BYTES if it is",
+                str(path),
+            )
     elif suffix == ".pdf":
         try:
             from pypdf import PdfReader
@@ -97,8 +102,10 @@ def check_limits(path: Path) -> None:
         except Exception:  # noqa: BLE001 - encrypted or damaged: the loader names what is wrong with it
             return
         if pages > limits.doc_max_pages:
-            raise LoadError(f"the PDF has {pages:,} pages, over load-docs' limit of {limits.doc_max_pages:,}; split it, or raise "
-                            "LLM4TAG_DOC_MAX_PAGES", str(path))
+            raise LoadError(
+                f"the PDF has {pages:,} pages, over load-docs' limit of {limits.doc_max_pages:,}; split it, or raise LLM4TAG_DOC_MAX_PAGES",
+                str(path),
+            )
 
 
 def check_passages(path: Path, count: int) -> None:
@@ -106,8 +113,9 @@ def check_passages(path: Path, count: int) -> None:
 
     limit = settings().doc_max_passages
     if count > limit:
-        raise LoadError(f"the file gives {count:,} passages, over load-docs' limit of {limit:,}; split it, or raise "
-                        "LLM4TAG_DOC_MAX_PASSAGES", str(path))
+        raise LoadError(
+            f"the file gives {count:,} passages, over load-docs' limit of {limit:,}; split it, or raise LLM4TAG_DOC_MAX_PASSAGES", str(path)
+        )
 
 
 def read_file(path: str | Path, max_chars: int = 800) -> list[Chunk]:
@@ -163,8 +171,10 @@ def read_file(path: str | Path, max_chars: int = 800) -> list[Chunk]:
     check_passages(path, len(chunks))
     if not chunks:
         pages = f"{len(documents)} page{'s' if len(documents) != 1 else ''}"
-        hint = {"PDF": f" ({pages} without a text layer: a scanned PDF needs OCR first)" if documents else "",
-                "CSV": " (only a header, or rows of empty cells)"}.get(kind, "")
+        hint = {
+            "PDF": f" ({pages} without a text layer: a scanned PDF needs OCR first)" if documents else "",
+            "CSV": " (only a header, or rows of empty cells)",
+        }.get(kind, "")
         raise LoadError(f"no document text found in the {kind} file{hint}", str(path))
     return chunks
 

@@ -281,18 +281,28 @@ class OnnxEncoder:
     def pooling(encoder: "Encoder") -> str:
         modules = list(encoder.model)
         pool = next((m for m in modules if type(m).__name__ == "Pooling"), None)
-        mode = getattr(pool, "pooling_mode", None) or ("mean" if getattr(pool, "pooling_mode_mean_tokens", False) else
-                                                        "cls" if getattr(pool, "pooling_mode_cls_token", False) else None)
+        mode = getattr(pool, "pooling_mode", None) or (
+            "mean"
+            if getattr(pool, "pooling_mode_mean_tokens", False)
+            else "cls"
+            if getattr(pool, "pooling_mode_cls_token", False)
+            else None
+        )
         if mode not in ("mean", "cls") or len(modules) > 3:
-            raise ValueError(f"its pipeline ({', '.join(type(m).__name__ for m in modules)}; pooling {mode}) is not Transformer + mean/CLS pooling")
+            raise ValueError(
+                f"its pipeline ({', '.join(type(m).__name__ for m in modules)}; pooling {mode}) is not Transformer + mean/CLS pooling"
+            )
         return mode
 
     @staticmethod
     def export_path(encoder: "Encoder") -> Path:
         """Where this encoder's export for its runtime lives: named after the model files' sizes and times."""
         source = Path(encoder.path)
-        stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(source.rglob("*")) if p.is_file()) \
-            if source.is_dir() else encoder.name
+        stamp = (
+            "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(source.rglob("*")) if p.is_file())
+            if source.is_dir()
+            else encoder.name
+        )
         key = hashlib.sha1(f"{encoder.name}|{stamp}".encode()).hexdigest()[:12]
         return llm4tag_home() / "models" / f"encoder-{key}{'-int8pc' if encoder.runtime == 'onnx-int8' else ''}.onnx"
 
@@ -337,8 +347,16 @@ class OnnxEncoder:
             temporary = fp32.with_name(f".{fp32.name}.{os.getpid()}.tmp")
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the tracer's notes on the model's Python control flow
-                torch.onnx.export(Pooled(transformer), args, str(temporary), input_names=list(cls.INPUTS), output_names=["embedding"],
-                                  dynamic_axes={**axes, "embedding": {0: "batch"}}, opset_version=17, dynamo=False)
+                torch.onnx.export(
+                    Pooled(transformer),
+                    args,
+                    str(temporary),
+                    input_names=list(cls.INPUTS),
+                    output_names=["embedding"],
+                    dynamic_axes={**axes, "embedding": {0: "batch"}},
+                    opset_version=17,
+                    dynamo=False,
+                )
             os.replace(temporary, fp32)
         if final == fp32:
             return final
@@ -351,12 +369,19 @@ class OnnxEncoder:
         # the quantizer's own advice to pre-process first, logged on the root logger, is not the user's
         # concern: drop those records only (other threads' logging goes on as before)
         advice = logging.Filter()
-        advice.filter = lambda record: not (record.levelno == logging.WARNING and "pre-process" in record.getMessage()
-                                            and "quantization" in record.pathname)
+        advice.filter = lambda record: (
+            not (record.levelno == logging.WARNING and "pre-process" in record.getMessage() and "quantization" in record.pathname)
+        )
         logging.root.addFilter(advice)
         try:
-            quantize_dynamic(str(fp32), str(temporary), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
-                             extra_options={"MatMulConstBOnly": True})
+            quantize_dynamic(
+                str(fp32),
+                str(temporary),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul"],
+                extra_options={"MatMulConstBOnly": True},
+            )
         finally:
             logging.root.removeFilter(advice)
         os.replace(temporary, final)
@@ -377,9 +402,14 @@ class OnnxEncoder:
     def _batch(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[bool] | None]:
         if hasattr(self.tokenizer, "encode_batch"):  # tokenizers.Tokenizer: no PyTorch or transformers needed
             encodings = self.tokenizer.encode_batch(texts)
-            return ({"input_ids": np.array([e.ids for e in encodings]), "attention_mask": np.array([e.attention_mask for e in encodings]),
-                     "token_type_ids": np.array([e.type_ids for e in encodings])},
-                    [bool(e.overflowing) for e in encodings])  # what truncation cut off: no second tokenisation to find out
+            return (
+                {
+                    "input_ids": np.array([e.ids for e in encodings]),
+                    "attention_mask": np.array([e.attention_mask for e in encodings]),
+                    "token_type_ids": np.array([e.type_ids for e in encodings]),
+                },
+                [bool(e.overflowing) for e in encodings],
+            )  # what truncation cut off: no second tokenisation to find out
         return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np")), None
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -388,7 +418,9 @@ class OnnxEncoder:
     def encode_marked(self, texts: list[str]) -> tuple[np.ndarray, list[bool] | None]:
         """The vectors, and which texts the tokenizer cut to the window (None when it cannot say)."""
         batch, truncated = self._batch(texts)
-        feed = {name: np.asarray(batch[name] if name in batch else np.zeros_like(batch["input_ids"]), dtype=np.int64) for name in self.inputs}
+        feed = {
+            name: np.asarray(batch[name] if name in batch else np.zeros_like(batch["input_ids"]), dtype=np.int64) for name in self.inputs
+        }
         with self._lock:
             (vectors,) = self.session.run(["embedding"], feed)
         return np.asarray(vectors, dtype=np.float32), truncated

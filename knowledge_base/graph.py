@@ -138,8 +138,14 @@ def _build_snapshot(data) -> tuple[nx.Graph, int | None, int | None]:
 
     def checked_edges():
         for item in edges:
-            if not (type(item) is list and len(item) == 4 and type(item[0]) is str and type(item[1]) is str
-                    and (item[2] is None or type(item[2]) is str) and type(item[3]) in (float, int)):
+            if not (
+                type(item) is list
+                and len(item) == 4
+                and type(item[0]) is str
+                and type(item[1]) is str
+                and (item[2] is None or type(item[2]) is str)
+                and type(item[3]) in (float, int)
+            ):
                 raise ValueError(f"bad edge entry {str(item)[:80]}")
             u, v, kind, weight = item
             yield u, v, {"kind": kind, "weight": float(weight)}
@@ -179,8 +185,10 @@ def _replay_legacy_journal(g: nx.Graph, path: Path, problems: list[str], directo
                 if op["id"] in g:
                     g.remove_node(op["id"])
         except (KeyError, TypeError, AttributeError, ValueError):
-            problems.append(f"{path}: skipped a malformed operation {raw[:80].decode('utf-8', 'backslashreplace')!r}; "
-                            f"{rebuild_hint(directory)} if the graph looks wrong")
+            problems.append(
+                f"{path}: skipped a malformed operation {raw[:80].decode('utf-8', 'backslashreplace')!r}; "
+                f"{rebuild_hint(directory)} if the graph looks wrong"
+            )
 
 
 def _is_annotation(u: str, v: str, d: dict) -> bool:
@@ -276,13 +284,16 @@ class ContentTagGraph:
             if is_disk_full(exc):
                 raise OSError(28, f"no space left to open the graph store {path}") from exc
             if "unable to open" in str(exc):
-                raise KnowledgeBaseError(f"cannot open the graph store {path} ({exc}): does the folder exist, and may this user "
-                                         "write to it?") from exc
+                raise KnowledgeBaseError(
+                    f"cannot open the graph store {path} ({exc}): does the folder exist, and may this user write to it?"
+                ) from exc
             raise GraphSnapshotError(f"the graph store {path} is damaged ({exc}); {rebuild_hint(self.directory)}") from exc
         if version != STORE_VERSION:
             conn.close()
-            raise GraphSnapshotError(f"the graph store {path} has version {version!r}, this llm4tag reads version {STORE_VERSION}; "
-                                     f"{rebuild_hint(self.directory)}")
+            raise GraphSnapshotError(
+                f"the graph store {path} has version {version!r}, this llm4tag reads version {STORE_VERSION}; "
+                f"{rebuild_hint(self.directory)}"
+            )
         return conn
 
     def _close(self) -> None:
@@ -302,7 +313,9 @@ class ContentTagGraph:
                 try:
                     g, synced_to, latest = _parse_snapshot(self.snapshot_path.read_bytes())
                 except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
-                    raise GraphSnapshotError(f"the graph snapshot {self.snapshot_path} is damaged ({exc}); {rebuild_hint(self.directory)}") from exc
+                    raise GraphSnapshotError(
+                        f"the graph snapshot {self.snapshot_path} is damaged ({exc}); {rebuild_hint(self.directory)}"
+                    ) from exc
             _replay_legacy_journal(g, self.journal_path, self.problems, self.directory)
             scratch = self.path.with_name(STORE + ".migrating")
             for leftover in (scratch, *_sidecars(scratch)):
@@ -439,7 +452,7 @@ class ContentTagGraph:
         return [r[0] for r in self._read("SELECT id FROM nodes WHERE kind = ?", (kind,))]
 
     def tag_names(self) -> set[str]:
-        return {n[len(TAG):] for n in self.node_ids("tag")}
+        return {n[len(TAG) :] for n in self.node_ids("tag")}
 
     def edge_kind(self, u: str, v: str) -> str | None:
         a, b = sorted((u, v))
@@ -451,15 +464,21 @@ class ContentTagGraph:
         with self.lock:
             if not self.has_node(node):
                 return None
-            return (self._read("SELECT v, kind, weight FROM edges WHERE u = ? ORDER BY pos IS NULL, pos, v", (node,))
-                    + self._read("SELECT u, kind, weight FROM edges WHERE v = ?", (node,)))
+            return self._read("SELECT v, kind, weight FROM edges WHERE u = ? ORDER BY pos IS NULL, pos, v", (node,)) + self._read(
+                "SELECT u, kind, weight FROM edges WHERE v = ?", (node,)
+            )
 
     def tags_of(self, cid: str) -> dict[str, float]:
         """Deterministic tags of a content (tag name → 1.0): its annotations in the order they were
         given (an edge's ``pos``; recall's ties follow it), one indexed lookup."""
         # a content–tag edge is stored as (c:…, t:…): "c:" sorts before "t:"
-        return {v[len(TAG):]: 1.0 for (v,) in self._read("SELECT v FROM edges WHERE u = ? AND kind = 'det' AND v >= 't:' AND v < 't;' "
-                                                          "ORDER BY pos IS NULL, pos, v", (content_node(cid),))}
+        return {
+            v[len(TAG) :]: 1.0
+            for (v,) in self._read(
+                "SELECT v FROM edges WHERE u = ? AND kind = 'det' AND v >= 't:' AND v < 't;' ORDER BY pos IS NULL, pos, v",
+                (content_node(cid),),
+            )
+        }
 
     def tags_of_many(self, cids: Iterable[str]) -> dict[str, list[str]]:
         """Deterministic tags of several contents at once (content id → tag names)."""
@@ -467,9 +486,12 @@ class ContentTagGraph:
         cids = list(dict.fromkeys(cids))
         for start in range(0, len(cids), _IN_CHUNK):
             chunk = [content_node(c) for c in cids[start : start + _IN_CHUNK]]
-            for u, v in self._read(f"SELECT u, v FROM edges WHERE u IN ({','.join('?' * len(chunk))}) AND kind = 'det' "
-                                   "AND v >= 't:' AND v < 't;' ORDER BY u, pos IS NULL, pos, v", tuple(chunk)):
-                out.setdefault(u[len(CONTENT):], []).append(v[len(TAG):])
+            for u, v in self._read(
+                f"SELECT u, v FROM edges WHERE u IN ({','.join('?' * len(chunk))}) AND kind = 'det' "
+                "AND v >= 't:' AND v < 't;' ORDER BY u, pos IS NULL, pos, v",
+                tuple(chunk),
+            ):
+                out.setdefault(u[len(CONTENT) :], []).append(v[len(TAG) :])
         return out
 
     def counts(self) -> dict[str, int]:
@@ -527,14 +549,19 @@ def _version(conn: sqlite3.Connection) -> int | None:
 def _apply(conn: sqlite3.Connection, op: dict) -> None:
     kind = op["op"]
     if kind == "node":
-        conn.execute("INSERT INTO nodes(id, kind) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET kind = excluded.kind "
-                     "WHERE nodes.kind IS NOT excluded.kind", (op["id"], op["kind"]))
+        conn.execute(
+            "INSERT INTO nodes(id, kind) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET kind = excluded.kind "
+            "WHERE nodes.kind IS NOT excluded.kind",
+            (op["id"], op["kind"]),
+        )
     elif kind == "edge":
         a, b = sorted((op["u"], op["v"]))
         conn.executemany("INSERT OR IGNORE INTO nodes(id, kind) VALUES (?, NULL)", ((a,), (b,)))
-        conn.execute("INSERT INTO edges(u, v, kind, weight, pos) VALUES (?, ?, ?, ?, ?) ON CONFLICT(u, v) DO UPDATE SET "
-                     "kind = excluded.kind, weight = excluded.weight, pos = excluded.pos",
-                     (a, b, op["kind"], float(op.get("w", 1.0)), op.get("n")))
+        conn.execute(
+            "INSERT INTO edges(u, v, kind, weight, pos) VALUES (?, ?, ?, ?, ?) ON CONFLICT(u, v) DO UPDATE SET "
+            "kind = excluded.kind, weight = excluded.weight, pos = excluded.pos",
+            (a, b, op["kind"], float(op.get("w", 1.0)), op.get("n")),
+        )
     elif kind == "drop_det":
         conn.execute("DELETE FROM edges WHERE u = ? AND kind = 'det'", (op["id"],))
         conn.execute("DELETE FROM edges WHERE v = ? AND kind = 'det'", (op["id"],))
@@ -566,7 +593,9 @@ def _save_marks(conn: sqlite3.Connection, synced_to: int | None, latest: int | N
         if value is None:
             conn.execute("DELETE FROM meta WHERE key = ?", (key,))
         else:
-            conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, int(value)))
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, int(value))
+            )
 
 
 def _sidecars(path: Path) -> tuple[Path, Path]:

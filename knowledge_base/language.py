@@ -44,9 +44,22 @@ def language_fit(text: str, languages: tuple[str, ...] | list[str]) -> LanguageF
     return LanguageFit(round(share, 3), len(words), share < MIN_SHARE)
 
 
-LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
-                  "nl": "Dutch", "fi": "Finnish", "sv": "Swedish", "da": "Danish", "nb": "Norwegian", "pl": "Polish",
-                  "ru": "Russian", "cs": "Czech"}
+LANGUAGE_NAMES = {
+    "en": "English",
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "fi": "Finnish",
+    "sv": "Swedish",
+    "da": "Danish",
+    "nb": "Norwegian",
+    "pl": "Polish",
+    "ru": "Russian",
+    "cs": "Czech",
+}
 
 
 def language_names(languages: tuple[str, ...] | list[str]) -> str:

@@ -76,13 +76,16 @@ CONTRAST_SAMPLES = 5000  # history embeddings the contrast learns from, at most
 MIN_FOREIGN = 20  # everyday texts the contrast needs
 
 
-def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13, n_threads: int = 1,
-                         cold_share: float = COLD_SHARE) -> dict:
+def train_learned_recall(
+    kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13, n_threads: int = 1, cold_share: float = COLD_SHARE
+) -> dict:
     """Train and store the classifier and its ranker; returns what they were trained on."""
     started = time.perf_counter()
     got = kb.collection("samples").get(include=["metadatas", "embeddings", "documents"])
-    rows = [(sid, np.asarray(vec, dtype=np.float32), _json_list(meta or {}, "tags"), text or "")
-            for sid, meta, vec, text in zip(got["ids"], got["metadatas"], got["embeddings"] if len(got["ids"]) else [], got["documents"])]
+    rows = [
+        (sid, np.asarray(vec, dtype=np.float32), _json_list(meta or {}, "tags"), text or "")
+        for sid, meta, vec, text in zip(got["ids"], got["metadatas"], got["embeddings"] if len(got["ids"]) else [], got["documents"])
+    ]
     rows = [r for r in rows if r[2]]
     vectors = np.stack([r[1] for r in rows]) if rows else np.zeros((0, 1), dtype=np.float32)
     tags = [r[2] for r in rows]
@@ -102,8 +105,11 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         without = frozenset(repository - {t for ts in tags for t in ts})
         lift_size = max(round(len(known) * max(len(without) / max(len(repository), 1), LIFT_SPLIT_SHARE)), 1) if size else 0
         others = rng.sample(sorted(set(known) - cold), len(known) - size)
-        further = [frozenset(others[k * lift_size:(k + 1) * lift_size]) for k in range(COLD_SPLITS)
-                   if lift_size and (k + 1) * lift_size <= len(others)]
+        further = [
+            frozenset(others[k * lift_size : (k + 1) * lift_size])
+            for k in range(COLD_SPLITS)
+            if lift_size and (k + 1) * lift_size <= len(others)
+        ]
         # the rest of the history as the ranker's slice sees it: the cold tags' annotations gone
         warm_tags = [[t for t in tags[i] if t not in cold] for i in range(len(rows))]
         train = [i for i in range(len(rows)) if i not in held and warm_tags[i]]
@@ -112,8 +118,13 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         # scored on the held-out items that carry a tag with history: no variant can know a cold one
         scorable = [i for i in sorted(held) if warm_tags[i]]
         for name, variant_texts in (("words+embedding", texts), ("embedding", None)):
-            model = TagClassifier.train(vectors[train], [warm_tags[i] for i in train], kb.config.encoder, n_threads=n_threads,
-                                        texts=[variant_texts[i] for i in train] if variant_texts is not None else None)
+            model = TagClassifier.train(
+                vectors[train],
+                [warm_tags[i] for i in train],
+                kb.config.encoder,
+                n_threads=n_threads,
+                texts=[variant_texts[i] for i in train] if variant_texts is not None else None,
+            )
             if name == "words+embedding" and model.info.vocabulary == 0:
                 continue  # no words to learn from: the same model as the next one
             right = [bool(p) and p[0][0] in tags[i] for i in scorable for p in [model.predict(vectors[i], 1, texts[i])]]
@@ -123,8 +134,7 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
             chosen, paired = words_earn_their_place(variants["words+embedding"][0], variants["embedding"][0])
         partial = variants[chosen][1]
         use_texts = texts if chosen == "words+embedding" else None
-        choice = {"features": chosen,
-                  "held_out_accuracy": {n: round(sum(r) / max(len(r), 1), 4) for n, (r, _) in variants.items()}}
+        choice = {"features": chosen, "held_out_accuracy": {n: round(sum(r) / max(len(r), 1), 4) for n, (r, _) in variants.items()}}
         if "words+embedding" in variants:
             choice["held_out_paired"] = paired
         choice["cold_splits"] = len(further)
@@ -136,16 +146,18 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
 
         fold_of = {i: position % 2 for position, i in enumerate(sorted(held))}  # ``_fit_ranker``'s two folds
 
-        def simulate(hidden: frozenset, learned: TagClassifier, tag_priors: dict[str, float], recalled: list[int],
-                     set_aside: frozenset = frozenset()) -> tuple[list[dict], list[dict]]:
+        def simulate(
+            hidden: frozenset, learned: TagClassifier, tag_priors: dict[str, float], recalled: list[int], set_aside: frozenset = frozenset()
+        ) -> tuple[list[dict], list[dict]]:
             """Each of the ``recalled`` held-out items recalled as if the ``hidden`` tags had no history,
             without the ``set_aside`` tags among its candidates: its fit and its candidates."""
             # a history item annotated with hidden tags only would not exist yet: nobody could have annotated it
             unborn = [rows[i][0] for i in range(len(rows)) if not set(tags[i]) - hidden]
             fits, items = [], []
             for i in recalled:
-                result = recall_candidates(kb, texts[i], config, exclude_ids=[rows[i][0], *unborn], vector=vectors[i], learned=learned,
-                                           hidden_tags=hidden)
+                result = recall_candidates(
+                    kb, texts[i], config, exclude_ids=[rows[i][0], *unborn], vector=vectors[i], learned=learned, hidden_tags=hidden
+                )
                 if likeness:
                     result.fit["history_likeness"] = float(likeness[i])
                 candidates, fit = result.candidates, result.fit
@@ -153,11 +165,17 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
                     candidates = [c for c in candidates if c.tag not in set_aside]
                     fit = {**fit, "top_tag_similarity": max((result.tag_similarity.get(c.tag, 0.0) for c in candidates), default=0.0)}
                 fits.append(fit)
-                items.append({"fit": fit,
-                              "features": ranker_features(candidates, lambda t: tag_priors.get(t, 0.0), fit, result.tag_similarity, parents),
-                              "labels": [cand.tag in tags[i] for cand in candidates], "truths": len(tags[i]),
-                              "cold": bool(hidden & set(tags[i])), "cold_truths": len(hidden & set(tags[i])),
-                              "fold": fold_of[i]})
+                items.append(
+                    {
+                        "fit": fit,
+                        "features": ranker_features(candidates, lambda t: tag_priors.get(t, 0.0), fit, result.tag_similarity, parents),
+                        "labels": [cand.tag in tags[i] for cand in candidates],
+                        "truths": len(tags[i]),
+                        "cold": bool(hidden & set(tags[i])),
+                        "cold_truths": len(hidden & set(tags[i])),
+                        "fold": fold_of[i],
+                    }
+                )
             return fits, items
 
         fits, per_item = simulate(cold, partial, priors, sorted(held))
@@ -169,13 +187,24 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
         for hidden in further:
             kept = [[t for t in tags[i] if t not in hidden] for i in range(len(rows))]
             rest = [i for i in range(len(rows)) if i not in held and kept[i]]
-            learned = TagClassifier.train(vectors[rest], [kept[i] for i in rest], kb.config.encoder, n_threads=n_threads,
-                                          texts=[texts[i] for i in rest] if use_texts is not None else None)
+            learned = TagClassifier.train(
+                vectors[rest],
+                [kept[i] for i in rest],
+                kb.config.encoder,
+                n_threads=n_threads,
+                texts=[texts[i] for i in rest] if use_texts is not None else None,
+            )
             lift_splits.append(simulate(hidden, learned, _priors([kept[i] for i in rest]), lift_items, set_aside=without)[1])
         without_history = len(without) / max(len(repository), 1)
-        ranker = _fit_ranker(per_item, _priors(tags), cold=len(cold), domain=domain_signals(fits, DOMAIN_SHARE, DOMAIN_KEYS),
-                             single=all(len(t) == 1 for t in tags), cold_share=max(without_history, EXPECTED_COLD_ITEMS),
-                             lift_splits=lift_splits)
+        ranker = _fit_ranker(
+            per_item,
+            _priors(tags),
+            cold=len(cold),
+            domain=domain_signals(fits, DOMAIN_SHARE, DOMAIN_KEYS),
+            single=all(len(t) == 1 for t in tags),
+            cold_share=max(without_history, EXPECTED_COLD_ITEMS),
+            lift_splits=lift_splits,
+        )
         if ranker is not None:
             ranker.contrast = contrast
         held_out = n_held
@@ -184,12 +213,22 @@ def train_learned_recall(kb: KnowledgeBase, holdout: float = 0.1, seed: int = 13
     with kb.write_lock():
         model.save(kb.directory)
     report = {k: v for k, v in model.info.__dict__.items() if k not in ("labels", "hyper_parameters")}
-    return report | choice | {"tags": len(model.info.labels), "ranker": ranker is not None, "held_out": held_out,
-                     "ranker_pairs": ranker.pairs if ranker else 0, "cold_tags": ranker.cold_tags if ranker else 0,
-                     "cold_items": ranker.cold_items if ranker else 0, "cold_bias": ranker.cold_bias if ranker else 0.0,
-                     "cold_width": ranker.cold_width if ranker else None,
-                     "threshold": ranker.threshold if ranker else None,
-                     "seconds": round(time.perf_counter() - started, 1)}
+    return (
+        report
+        | choice
+        | {
+            "tags": len(model.info.labels),
+            "ranker": ranker is not None,
+            "held_out": held_out,
+            "ranker_pairs": ranker.pairs if ranker else 0,
+            "cold_tags": ranker.cold_tags if ranker else 0,
+            "cold_items": ranker.cold_items if ranker else 0,
+            "cold_bias": ranker.cold_bias if ranker else 0.0,
+            "cold_width": ranker.cold_width if ranker else None,
+            "threshold": ranker.threshold if ranker else None,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    )
 
 
 def fit_contrast(kb: KnowledgeBase, history: np.ndarray, held: np.ndarray, seed: int) -> dict:
@@ -217,9 +256,14 @@ def fit_contrast(kb: KnowledgeBase, history: np.ndarray, held: np.ndarray, seed:
     x = np.vstack([sample, foreign])
     y = np.r_[np.ones(len(sample)), np.zeros(len(foreign))]
     model = LogisticRegression(C=CONTRAST_C, max_iter=3000, class_weight="balanced").fit(x, y)
-    return {"weights": [round(float(w), 6) for w in model.coef_[0]], "bias": round(float(model.intercept_[0]), 6),
-            "foreign_texts": int(len(foreign)), "samples": int(len(sample)),
-            "corpus": corpus_id(corpus), "C": CONTRAST_C}  # which corpus and regularisation: ``contrast_is_current``
+    return {
+        "weights": [round(float(w), 6) for w in model.coef_[0]],
+        "bias": round(float(model.intercept_[0]), 6),
+        "foreign_texts": int(len(foreign)),
+        "samples": int(len(sample)),
+        "corpus": corpus_id(corpus),
+        "C": CONTRAST_C,
+    }  # which corpus and regularisation: ``contrast_is_current``
 
 
 def foreign_vectors(kb: KnowledgeBase, corpus: str) -> np.ndarray:
@@ -255,8 +299,7 @@ def corpus_id(corpus: str) -> str:
 def contrast_is_current(contrast: dict) -> bool:
     """Whether a saved contrast was fitted on today's everyday corpus with today's regularisation
     (a knowledge base whose contrast is not gets a better one from ``kb train-classifier``)."""
-    return (contrast.get("corpus") == corpus_id(FOREIGN_TEXTS.read_text(encoding="utf-8"))
-            and contrast.get("C") == CONTRAST_C)
+    return contrast.get("corpus") == corpus_id(FOREIGN_TEXTS.read_text(encoding="utf-8")) and contrast.get("C") == CONTRAST_C
 
 
 def item_weights(per_item: list[dict], cold_share: float) -> list[float]:
@@ -288,8 +331,15 @@ def coverage_cut(tops: list[float], weights: list[float], coverage: float) -> fl
     return order[-1][0] if order else 0.0
 
 
-def _fit_ranker(per_item: list[dict], priors: dict[str, float], cold: int, domain: dict, single: bool,
-                cold_share: float = 0.0, lift_splits: Sequence[list[dict]] = ()) -> RecallRanker | None:
+def _fit_ranker(
+    per_item: list[dict],
+    priors: dict[str, float],
+    cold: int,
+    domain: dict,
+    single: bool,
+    cold_share: float = 0.0,
+    lift_splits: Sequence[list[dict]] = (),
+) -> RecallRanker | None:
     """The ranker over the held-out items' candidates, each item counted as ``item_weights`` says,
     its lift for tags without history chosen on logits out of fold (two folds: each half scored by
     a ranker fitted on the other) of ``lift_splits`` — held-out items recalled with other tags
@@ -300,10 +350,17 @@ def _fit_ranker(per_item: list[dict], priors: dict[str, float], cold: int, domai
     weight_of = {id(it): w for it, w in zip(per_item, weights)}
 
     def fit(group: list[dict]) -> RecallRanker | None:
-        return RecallRanker.fit([f for it in group for f in it["features"]], [y for it in group for y in it["labels"]], priors,
-                                items=len(per_item), weights=[weight_of[id(it)] for it in group for _ in it["labels"]],
-                                cold_tags=cold, cold_items=sum(it["cold"] for it in per_item), cold_share=round(cold_share, 4),
-                                domain=domain)
+        return RecallRanker.fit(
+            [f for it in group for f in it["features"]],
+            [y for it in group for y in it["labels"]],
+            priors,
+            items=len(per_item),
+            weights=[weight_of[id(it)] for it in group for _ in it["labels"]],
+            cold_tags=cold,
+            cold_items=sum(it["cold"] for it in per_item),
+            cold_share=round(cold_share, 4),
+            domain=domain,
+        )
 
     ranker = fit(per_item)
     if ranker is None:
@@ -315,12 +372,22 @@ def _fit_ranker(per_item: list[dict], priors: dict[str, float], cold: int, domai
         if other is None:
             return ranker
         for group in [[it for it in split if it["fold"] == k] for split in lift_splits] or [held]:
-            scored += [([other.logit(f) for f in it["features"]], it["labels"], [f["history"] > 0 for f in it["features"]], it["cold"],
-                        [f.get("tag_similarity_gap", 0.0) for f in it["features"]]) for it in group]
+            scored += [
+                (
+                    [other.logit(f) for f in it["features"]],
+                    it["labels"],
+                    [f["history"] > 0 for f in it["features"]],
+                    it["cold"],
+                    [f.get("tag_similarity_gap", 0.0) for f in it["features"]],
+                )
+                for it in group
+            ]
     # the threshold from the probabilities tagging will show (the domain check included) on a
     # repository where nearly every tag has history: without the bias, which on this slice lifts
     # the simulated tags above the right one on some items, confidently
-    final = [[(ranker.predict(f) * ranker.in_domain(it["fit"]), right) for f, right in zip(it["features"], it["labels"])] for it in per_item]
+    final = [
+        [(ranker.predict(f) * ranker.in_domain(it["fit"]), right) for f, right in zip(it["features"], it["labels"])] for it in per_item
+    ]
     ranker.cold_bias, ranker.cold_width = choose_cold_bias(scored, share=max(cold_share, EXPECTED_COLD_ITEMS))
     if single:
         tops = [max((p for p, _ in scores), default=0.0) for scores in final]

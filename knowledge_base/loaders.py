@@ -43,8 +43,12 @@ class Tag:
 
     def metadata(self) -> dict[str, str]:
         """What the store keeps beside the tag's embedding (Chroma metadata: flat strings)."""
-        return {"description": self.description, "synonyms": json.dumps(list(self.synonyms)), "parent": self.parent or "",
-                **({"labels": json.dumps(dict(self.labels), ensure_ascii=False)} if self.labels else {})}
+        return {
+            "description": self.description,
+            "synonyms": json.dumps(list(self.synonyms)),
+            "parent": self.parent or "",
+            **({"labels": json.dumps(dict(self.labels), ensure_ascii=False)} if self.labels else {}),
+        }
 
     @classmethod
     def from_metadata(cls, name: str, meta: dict | None) -> "Tag":
@@ -208,7 +212,9 @@ def _decoded_lines(path: Path, parsed: Parsed) -> Iterable[tuple[int, str]]:
         try:
             yield number, raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            parsed.problems.append(Problem(str(path), number, f"not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save the file as UTF-8"))
+            parsed.problems.append(
+                Problem(str(path), number, f"not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save the file as UTF-8")
+            )
 
 
 def _as_list(value, what: str) -> tuple[str, ...]:
@@ -314,9 +320,13 @@ def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
                 fields = [_column(c.strip()) for c in cells]
                 if any(fields):  # a header row: every column is read by its name
                     if "name" not in fields:
-                        raise LoadError(f"the header row ({', '.join(c.strip() for c in cells)}) names no tag column; nothing was "
-                                        f"loaded. Call the column that holds the tag names 'tag' (recognised columns — "
-                                        f"{_known_columns()})", str(path), number)
+                        raise LoadError(
+                            f"the header row ({', '.join(c.strip() for c in cells)}) names no tag column; nothing was "
+                            f"loaded. Call the column that holds the tag names 'tag' (recognised columns — "
+                            f"{_known_columns()})",
+                            str(path),
+                            number,
+                        )
                     header = []
                     for cell, field in zip(cells, fields):
                         if field is None or field in header:
@@ -327,17 +337,24 @@ def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
                     continue
                 header = ["name", "description", "synonyms", "parent"]
                 if len(cells) > len(header):
-                    parsed.warnings.append(f"{path}: no header row, so columns are read by position (name, description, synonyms, "
-                                           f"parent); the {len(cells) - len(header)} columns after those were not read")
+                    parsed.warnings.append(
+                        f"{path}: no header row, so columns are read by position (name, description, synonyms, "
+                        f"parent); the {len(cells) - len(header)} columns after those were not read"
+                    )
             rows.append((number, {f: c for f, c in zip(header, cells) if f is not None}))
     else:
         raise LoadError(f"unsupported tag repository format {suffix!r}; use .tsv, .csv, .jsonl or SKOS (.ttl, .rdf, .jsonld)", str(path))
     if unknown:
         names = ", ".join(f"'{c}'" for c in unknown)
-        hint = (" — no description column was recognised, so no tag has a description; rename the column that holds them "
-                "'description'" if not any("description" in row for _, row in rows) else "")
-        parsed.warnings.append(f"{path}:{min(unknown.values())}: {'column' if suffix != '.jsonl' else 'key'}s not read: {names}"
-                               f"{hint} (recognised — {_known_columns()})")
+        hint = (
+            " — no description column was recognised, so no tag has a description; rename the column that holds them 'description'"
+            if not any("description" in row for _, row in rows)
+            else ""
+        )
+        parsed.warnings.append(
+            f"{path}:{min(unknown.values())}: {'column' if suffix != '.jsonl' else 'key'}s not read: {names}"
+            f"{hint} (recognised — {_known_columns()})"
+        )
 
     seen: dict[str, int] = {}  # tag → its line
     for number, row in rows:
@@ -366,8 +383,14 @@ def read_tags(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
     names = {t.name for t in parsed.records} | set(known)
     for name, replaced_by in list(parsed.changes):
         if replaced_by is not None and replaced_by not in names:
-            parsed.problems.append(Problem(str(path), seen[name], f"tag {name!r} is replaced by {replaced_by!r}, which is neither in "
-                                                                 "this file nor in the repository; add that tag or correct the name"))
+            parsed.problems.append(
+                Problem(
+                    str(path),
+                    seen[name],
+                    f"tag {name!r} is replaced by {replaced_by!r}, which is neither in "
+                    "this file nor in the repository; add that tag or correct the name",
+                )
+            )
             parsed.changes.remove((name, replaced_by))
     _check_hierarchy(parsed, path, set(known), seen)
     parsed.problems.sort(key=lambda problem: problem.line or 0)
@@ -381,9 +404,14 @@ def _check_hierarchy(parsed: Parsed, path: Path, known: set[str], lines: dict[st
     kept = []
     for tag in parsed.records:
         if tag.parent is not None and tag.parent not in names and tag.parent not in known:
-            parsed.problems.append(Problem(str(path), lines[tag.name],
-                                           f"tag {tag.name!r} names the parent {tag.parent!r}, which is neither in this file nor in "
-                                           "the repository; add that tag or correct the parent"))
+            parsed.problems.append(
+                Problem(
+                    str(path),
+                    lines[tag.name],
+                    f"tag {tag.name!r} names the parent {tag.parent!r}, which is neither in this file nor in "
+                    "the repository; add that tag or correct the parent",
+                )
+            )
             continue
         kept.append(tag)
     parsed.records = kept
@@ -396,11 +424,14 @@ def _check_hierarchy(parsed: Parsed, path: Path, known: set[str], lines: dict[st
             trail.append(node)
             node = parent.get(node)
         if node is not None and node in trail:
-            cycle = trail[trail.index(node):] + [node]
+            cycle = trail[trail.index(node) :] + [node]
             numbers = [str(lines[n]) for n in cycle[:-1] if lines.get(n) is not None]
             where = f" (lines {', '.join(numbers)})" if numbers else ""
-            raise LoadError(f"the hierarchy has a cycle: {' → '.join(cycle)}{where}; a tag cannot be its own ancestor. "
-                            "Correct the parents; nothing was loaded", str(path))
+            raise LoadError(
+                f"the hierarchy has a cycle: {' → '.join(cycle)}{where}; a tag cannot be its own ancestor. "
+                "Correct the parents; nothing was loaded",
+                str(path),
+            )
         done.update(trail)
 
 
@@ -490,18 +521,24 @@ def read_documents(paths: list[str | Path], on_error: OnError = "stop") -> Parse
     for f, source in files:
         earlier = by_source.setdefault(source, f)
         if earlier.resolve() != f.resolve():
-            raise LoadError(f"both {earlier} and {f} would be stored as {source!r}, and one would replace the other; "
-                            "load their folder instead, or rename one", str(f))
+            raise LoadError(
+                f"both {earlier} and {f} would be stored as {source!r}, and one would replace the other; "
+                "load their folder instead, or rename one",
+                str(f),
+            )
     if not files:
-        raise LoadError(f"no document files found in the folder (load-docs reads {', '.join(SUPPORTED)}); nothing was loaded",
-                        str(paths[0]) if paths else None)
+        raise LoadError(
+            f"no document files found in the folder (load-docs reads {', '.join(SUPPORTED)}); nothing was loaded",
+            str(paths[0]) if paths else None,
+        )
     for f, source in dict((source, (f, source)) for f, source in files).values():  # a file named twice is read once
         try:
             source.encode("utf-8")
         except UnicodeEncodeError:
             shown = str(f).encode("utf-8", "backslashreplace").decode("utf-8")
-            parsed.problems.append(Problem(shown, None, "the file name is not valid UTF-8 (it would be the passages' source); "
-                                                        "rename the file"))
+            parsed.problems.append(
+                Problem(shown, None, "the file name is not valid UTF-8 (it would be the passages' source); rename the file")
+            )
             continue
         if f.suffix.lower() not in SUPPORTED:
             parsed.problems.append(Problem(str(f), None, unsupported(f)))
@@ -538,8 +575,9 @@ def read_documents(paths: list[str | Path], on_error: OnError = "stop") -> Parse
     if parsed.problems and on_error == "stop":
         first = parsed.problems[0]
         more = f" (and {len(parsed.problems) - 1} more unreadable files)" if len(parsed.problems) > 1 else ""
-        raise LoadError(f"{first.message}{more}; nothing was loaded. Fix or remove the file, or load with --on-error skip",
-                        first.path, first.line)
+        raise LoadError(
+            f"{first.message}{more}; nothing was loaded. Fix or remove the file, or load with --on-error skip", first.path, first.line
+        )
     if not parsed.records:
         raise LoadError("no document text found in the files; nothing was loaded", str(paths[0]) if paths else None)
     return parsed

@@ -38,14 +38,20 @@ def similarity_edges(kb: "KnowledgeBase", node: str, k: int | None = None) -> li
     if vector is None:
         return []
     if node.startswith(CONTENT):
-        cid = node[len(CONTENT):]
+        cid = node[len(CONTENT) :]
         annotated = set(kb.graph.tags_of(cid))
-        edges = [(TAG + h.id, h.similarity) for h in kb.similar_tags(vector, rc.max_c2t, refresh=False, details=False)
-                 if h.similarity > rc.delta_ct and h.id not in annotated]
-        edges += [(CONTENT + h.id, h.similarity) for h in kb.similar_contents(vector, rc.similar_contents, exclude={cid}, refresh=False)
-                  if h.similarity > rc.delta_cc]
+        edges = [
+            (TAG + h.id, h.similarity)
+            for h in kb.similar_tags(vector, rc.max_c2t, refresh=False, details=False)
+            if h.similarity > rc.delta_ct and h.id not in annotated
+        ]
+        edges += [
+            (CONTENT + h.id, h.similarity)
+            for h in kb.similar_contents(vector, rc.similar_contents, exclude={cid}, refresh=False)
+            if h.similarity > rc.delta_cc
+        ]
     else:
-        tag = node[len(TAG):]
+        tag = node[len(TAG) :]
         hits = [h for h in kb.similar_contents(vector, k or rc.similar_contents, refresh=False) if h.similarity > rc.delta_ct]
         annotated = kb.graph.tags_of_many(h.id for h in hits)
         edges = [(CONTENT + h.id, h.similarity) for h in hits if tag not in annotated.get(h.id, ())]
@@ -82,7 +88,7 @@ def embeddings(kb: "KnowledgeBase", nodes: list[str]) -> dict[str, np.ndarray]:
     """The stored, unit-length embeddings of tag and content nodes (those that have one)."""
     out: dict[str, np.ndarray] = {}
     for prefix, collection in ((TAG, "tags"), (CONTENT, "contents")):
-        ids = [n[len(prefix):] for n in nodes if n.startswith(prefix)]
+        ids = [n[len(prefix) :] for n in nodes if n.startswith(prefix)]
         if not ids:
             continue
         got = kb.collection(collection).get(ids=ids, include=["embeddings"])

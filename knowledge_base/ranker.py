@@ -55,12 +55,38 @@ import numpy as np
 from .errors import KnowledgeBaseError
 
 FILE_NAME = "ranker.json"
-FEATURES = ("c2t", "c2c2t", "learned", "match", "paths", "log_prior", "c2t_rank", "c2c2t_rank", "learned_rank",
-            "top_content_similarity", "top_tag_similarity", "history", "tag_similarity", "tag_similarity_gap", "top_learned",
-            "cold_tag_similarity", "cold_tag_similarity_gap", "cold_c2t_rank", "cold_top_learned",
-            "neighbour_tags", "neighbour_tags_learned", "neighbour_tags_c2c2t",
-            "learned_logit", "learned_found", "c2c2t_logit", "c2c2t_found",
-            "sibling_evidence", "children_evidence", "parent_evidence", "family_best")  # the last four: knowledge_base.hierarchy (0 outside a tree)
+FEATURES = (
+    "c2t",
+    "c2c2t",
+    "learned",
+    "match",
+    "paths",
+    "log_prior",
+    "c2t_rank",
+    "c2c2t_rank",
+    "learned_rank",
+    "top_content_similarity",
+    "top_tag_similarity",
+    "history",
+    "tag_similarity",
+    "tag_similarity_gap",
+    "top_learned",
+    "cold_tag_similarity",
+    "cold_tag_similarity_gap",
+    "cold_c2t_rank",
+    "cold_top_learned",
+    "neighbour_tags",
+    "neighbour_tags_learned",
+    "neighbour_tags_c2c2t",
+    "learned_logit",
+    "learned_found",
+    "c2c2t_logit",
+    "c2c2t_found",
+    "sibling_evidence",
+    "children_evidence",
+    "parent_evidence",
+    "family_best",
+)  # the last four: knowledge_base.hierarchy (0 outside a tree)
 RANKED = {"C2T": "c2t_rank", "C2C2T": "c2c2t_rank", "learned": "learned_rank"}
 PATHS = {"C2T": "c2t", "C2C2T": "c2c2t", "learned": "learned", "match": "match"}
 MIN_PRIOR = 1e-4
@@ -94,8 +120,13 @@ def path_ranks(candidates: Sequence) -> dict[tuple[str, str], int]:
     return {(tag, path): i for path, scored in by_path.items() for i, (_, tag) in enumerate(sorted(scored, key=lambda x: -x[0]), 1)}
 
 
-def candidate_features(evidence: Sequence, prior: float, ranks: dict[str, int] | None = None,
-                       item: dict[str, float] | None = None, tag_similarity: float | None = None) -> dict[str, float]:
+def candidate_features(
+    evidence: Sequence,
+    prior: float,
+    ranks: dict[str, int] | None = None,
+    item: dict[str, float] | None = None,
+    tag_similarity: float | None = None,
+) -> dict[str, float]:
     """The ranker's inputs for one candidate: the best score on each path, how many paths found it,
     its prior in the history and whether it has any, 1/rank within each ranked path (``ranks``:
     path → rank), the cosine of its name and description to the content (``tag_similarity``) and
@@ -168,9 +199,14 @@ def cold_lift(bias: float, width: float | None, features: dict[str, float]) -> f
 LIFT_TOLERANCE = 0.01  # accuracy over all items the lift for tags without history may cost, at the share of items they will have
 
 
-def choose_cold_bias(items: list[tuple[list[float], list[bool], list[bool], bool, list[float]]], share: float,
-                     grid: Sequence[float] = COLD_BIAS_GRID, widths: Sequence[float | None] = COLD_WIDTH_GRID,
-                     tolerance: float = LIFT_TOLERANCE, min_items: int = 10) -> tuple[float, float | None]:
+def choose_cold_bias(
+    items: list[tuple[list[float], list[bool], list[bool], bool, list[float]]],
+    share: float,
+    grid: Sequence[float] = COLD_BIAS_GRID,
+    widths: Sequence[float | None] = COLD_WIDTH_GRID,
+    tolerance: float = LIFT_TOLERANCE,
+    min_items: int = 10,
+) -> tuple[float, float | None]:
     """The lift added to the logit of every tag without history (``cold_lift``: a bias, scaled
     down as the tag's description falls below the best match), from out-of-fold logits of
     held-out items recalled as if some tags had none (``items``: each item's candidates' logits,
@@ -270,8 +306,9 @@ def in_domain_probability(fit: dict[str, float], domain: dict) -> float:
     return 1.0 if shortfall <= 0 else 0.5 ** (shortfall / 0.25)
 
 
-def best_threshold(item_scores: list[list[tuple[float, bool]]], relevant: list[int], limit: int | None = None,
-                   weights: Sequence[float] | None = None) -> float | None:
+def best_threshold(
+    item_scores: list[list[tuple[float, bool]]], relevant: list[int], limit: int | None = None, weights: Sequence[float] | None = None
+) -> float | None:
     """The confidence cut that maximises micro-F1 over items, each given as its candidates'
     (P(right), right?) and its number of right tags (``relevant``); at most ``limit`` kept per item;
     ``weights``: how much each item counts (1 each by default)."""
@@ -323,7 +360,9 @@ class RecallRanker:
         return 1.0 / (1.0 + math.exp(-self.logit(features)))
 
     def logit(self, features: dict[str, float]) -> float:
-        x = (np.array([features.get(f, 0.0) for f in self.features]) - np.array(self.scale_mean)) / np.array(self.scale_std)  # a feature since renamed or dropped reads as 0
+        x = (np.array([features.get(f, 0.0) for f in self.features]) - np.array(self.scale_mean)) / np.array(
+            self.scale_std
+        )  # a feature since renamed or dropped reads as 0
         return float(np.dot(self.coefficients, x)) + self.intercept + cold_lift(self.cold_bias, self.cold_width, features)
 
     def history_likeness(self, vector) -> float | None:
@@ -336,8 +375,15 @@ class RecallRanker:
         return in_domain_probability(fit, self.domain)
 
     @classmethod
-    def fit(cls, rows: list[dict[str, float]], labels: list[bool], priors: dict[str, float], items: int,
-            weights: Sequence[float] | None = None, **info) -> "RecallRanker | None":
+    def fit(
+        cls,
+        rows: list[dict[str, float]],
+        labels: list[bool],
+        priors: dict[str, float],
+        items: int,
+        weights: Sequence[float] | None = None,
+        **info,
+    ) -> "RecallRanker | None":
         """Fit on (features, is-right) pairs, each pair counting ``weights`` (1 each by default);
         None when the pairs cannot support a fit."""
         y = np.array([1 if v else 0 for v in labels])
@@ -350,8 +396,17 @@ class RecallRanker:
         std[std == 0] = 1.0
         w = None if weights is None else np.asarray(weights, dtype=float) * len(y) / max(float(np.sum(weights)), 1e-9)
         model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / std, y, sample_weight=w)
-        return cls([float(c) for c in model.coef_[0]], float(model.intercept_[0]), [float(v) for v in mean], [float(v) for v in std],
-                   priors=priors, items=items, pairs=int(len(y)), share_right=float(y.mean()), **info)
+        return cls(
+            [float(c) for c in model.coef_[0]],
+            float(model.intercept_[0]),
+            [float(v) for v in mean],
+            [float(v) for v in std],
+            priors=priors,
+            items=items,
+            pairs=int(len(y)),
+            share_right=float(y.mean()),
+            **info,
+        )
 
     def save(self, directory: Path) -> None:
         saved = asdict(self)
@@ -367,8 +422,10 @@ class RecallRanker:
             saved = json.loads(path.read_text(encoding="utf-8"))
             newer = sorted(set(saved) - {f.name for f in fields(cls)}) if isinstance(saved, dict) else []
             if newer:  # read as if they were not there, it would rank differently from the llm4tag that fitted it
-                raise KnowledgeBaseError(f"{path} was written by a newer llm4tag (it has {', '.join(newer)}); upgrade llm4tag, "
-                                         f"or run llm4tag kb train-classifier to fit a ranker this version reads")
+                raise KnowledgeBaseError(
+                    f"{path} was written by a newer llm4tag (it has {', '.join(newer)}); upgrade llm4tag, "
+                    f"or run llm4tag kb train-classifier to fit a ranker this version reads"
+                )
             return cls(**saved)
         except (ValueError, TypeError) as exc:
             raise KnowledgeBaseError(f"{path} is damaged ({exc}); run llm4tag kb train-classifier again") from exc

@@ -46,7 +46,9 @@ SNIPPET_CHARS = 160
 class Evidence:
     path: PathName
     score: float  # C2T / match: cos(content, tag); C2C2T: share of the similar contents' votes; learned: the classifier's score; memory: cos(content, the judged text)
-    via: list[dict] = field(default_factory=list)  # C2C2T: [{"id", "similarity"}] of the contents walked through; memory: [{"id", "similarity", "verdict": "right"|"wrong"}]
+    via: list[dict] = field(
+        default_factory=list
+    )  # C2C2T: [{"id", "similarity"}] of the contents walked through; memory: [{"id", "similarity", "verdict": "right"|"wrong"}]
 
 
 @dataclass
@@ -80,8 +82,12 @@ class RecallResult:
     truncated: bool = False
     notes: list[str] = field(default_factory=list)
     scores: Literal["probability", "evidence"] = "evidence"  # probability: the recall ranker's P(right); evidence: summed path scores
-    fit: dict[str, float] = field(default_factory=dict)  # content_fit (how close the nearest history item and tag are), history_likeness, in_domain
-    tag_similarity: dict[str, float] = field(default_factory=dict)  # candidate → cos(content, its name and description) (beyond the nearest tags: the farthest of those)
+    fit: dict[str, float] = field(
+        default_factory=dict
+    )  # content_fit (how close the nearest history item and tag are), history_likeness, in_domain
+    tag_similarity: dict[str, float] = field(
+        default_factory=dict
+    )  # candidate → cos(content, its name and description) (beyond the nearest tags: the farthest of those)
 
     @property
     def tags(self) -> list[str]:
@@ -96,15 +102,18 @@ def _snippet(text: str) -> str:
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1] + "…"
 
 
-def content_fit(similar: list[Neighbour], tag_hits: list[Neighbour], learned: list[tuple[str, float]] = (),
-                neighbour_tags: float = 0.0) -> dict[str, float]:
+def content_fit(
+    similar: list[Neighbour], tag_hits: list[Neighbour], learned: list[tuple[str, float]] = (), neighbour_tags: float = 0.0
+) -> dict[str, float]:
     """How well a content fits the knowledge base: the similarity of its nearest history item and
     of its nearest tag, the classifier's best score for any tag, and how many tags its similar
     history items carry (similarity-weighted: how many tags an item like it has)."""
-    return {"top_content_similarity": round(max((h.similarity for h in similar), default=0.0), 4),
-            "top_tag_similarity": round(max((h.similarity for h in tag_hits), default=0.0), 4),
-            "top_learned": round(max((s for _, s in learned), default=0.0), 4),
-            "neighbour_tags": round(neighbour_tags, 4)}
+    return {
+        "top_content_similarity": round(max((h.similarity for h in similar), default=0.0), 4),
+        "top_tag_similarity": round(max((h.similarity for h in tag_hits), default=0.0), 4),
+        "top_learned": round(max((s for _, s in learned), default=0.0), 4),
+        "neighbour_tags": round(neighbour_tags, 4),
+    }
 
 
 def neighbour_tag_count(kb: KnowledgeBase, similar: list[Neighbour], hidden_tags: frozenset[str] = frozenset()) -> float:
@@ -123,19 +132,30 @@ def tag_similarities(tags: Iterable[str], tag_hits: list[Neighbour]) -> dict[str
     return {t: round(sims.get(t, floor), 4) for t in tags}
 
 
-def ranker_features(candidates: list[Candidate], prior, item: dict[str, float],
-                    tag_similarity: dict[str, float] | None = None, parents: dict[str, str] | None = None) -> list[dict[str, float]]:
+def ranker_features(
+    candidates: list[Candidate],
+    prior,
+    item: dict[str, float],
+    tag_similarity: dict[str, float] | None = None,
+    parents: dict[str, str] | None = None,
+) -> list[dict[str, float]]:
     """Each candidate's ranker inputs (``knowledge_base.ranker``); ``prior(tag)`` is its share of
     the history; ``item`` the content's ``content_fit``; ``tag_similarity`` each candidate's
     cosine (``tag_similarities``); ``parents`` the tag tree (``KnowledgeBase.hierarchy``), whose
     relatives' evidence each candidate gets (``knowledge_base.hierarchy.family_features``)."""
     ranks = path_ranks(candidates)
-    family = family_features({c.tag: {ev.path: max(ev.score, 0.0) for ev in c.evidence if ev.path in ("learned", "C2C2T")}
-                              for c in candidates}, parents) if parents else {}
+    family = (
+        family_features(
+            {c.tag: {ev.path: max(ev.score, 0.0) for ev in c.evidence if ev.path in ("learned", "C2C2T")} for c in candidates}, parents
+        )
+        if parents
+        else {}
+    )
     out = []
     for c in candidates:
-        features = candidate_features(c.evidence, prior(c.tag), {ev.path: ranks[(c.tag, ev.path)] for ev in c.evidence}, item,
-                                      (tag_similarity or {}).get(c.tag))
+        features = candidate_features(
+            c.evidence, prior(c.tag), {ev.path: ranks[(c.tag, ev.path)] for ev in c.evidence}, item, (tag_similarity or {}).get(c.tag)
+        )
         features.update(family.get(c.tag, {}))
         out.append(features)
     return out
@@ -153,7 +173,9 @@ def current_names(kb: KnowledgeBase, predicted: list[tuple[str, float]]) -> list
     return sorted(out.items(), key=lambda kv: -kv[1])
 
 
-def c2c2t_votes(kb: KnowledgeBase, similar: list[Neighbour], hidden_tags: frozenset[str] = frozenset()) -> dict[str, tuple[float, list[dict]]]:
+def c2c2t_votes(
+    kb: KnowledgeBase, similar: list[Neighbour], hidden_tags: frozenset[str] = frozenset()
+) -> dict[str, tuple[float, list[dict]]]:
     """Walk c →s c' →d t over the graph: tag → (similarity-weighted vote share, contents walked);
     ``hidden_tags`` are walked as if no content carried them."""
     total = sum(h.similarity for h in similar) or 1.0
@@ -236,8 +258,11 @@ def recall_candidates(
     classifier = None
     predicted: list[tuple[str, float]] = []
     # the nearest contents: C2C2T's neighbours and memory's verdicts (match recall without memory needs none)
-    nearest = (kb.similar_contents(vector, cfg.similar_contents + (own_id is not None), exclude=exclude, refresh=False)
-               if cfg.strategy == "graph" or cfg.memory_similarity is not None else [])
+    nearest = (
+        kb.similar_contents(vector, cfg.similar_contents + (own_id is not None), exclude=exclude, refresh=False)
+        if cfg.strategy == "graph" or cfg.memory_similarity is not None
+        else []
+    )
     nearest = [h for h in nearest if not (h.id == own_id and (h.metadata or {}).get("origin") == "writeback")]
     similar = [h for h in nearest if h.id != own_id][: cfg.similar_contents] if cfg.strategy == "graph" else []
     tag_hits = kb.similar_tags(vector, max(cfg.budget, cfg.max_c2t) * 2, refresh=False, details=False)
@@ -278,24 +303,33 @@ def recall_candidates(
         in_domain = ranker.in_domain(fit)
         fit["in_domain"] = round(in_domain, 4)
         if in_domain < 1.0:
-            notes.append(f"the text fits this knowledge base poorly (nearest history item {fit['top_content_similarity']:.2f}"
-                         + (f", likeness to the history rather than to everyday text {likeness:+.1f}" if likeness is not None else "")
-                         + f"): every confidence is scaled by {in_domain:.2f}")
+            notes.append(
+                f"the text fits this knowledge base poorly (nearest history item {fit['top_content_similarity']:.2f}"
+                + (f", likeness to the history rather than to everyday text {likeness:+.1f}" if likeness is not None else "")
+                + f"): every confidence is scaled by {in_domain:.2f}"
+            )
         prior = (lambda t: 0.0 if t in hidden_tags else ranker.prior(t)) if hidden_tags else ranker.prior
         former = kb.former_names() if changed else {}
         if former:  # a renamed or merged tag keeps the history its former names had when the ranker was fitted
             own_prior = prior
             prior = lambda t: own_prior(t) + sum(own_prior(f) for f in former.get(t, ()))  # noqa: E731
-        features = ranker_features(list(candidates.values()), prior, fit, tag_similarities(candidates, tag_hits),
-                                   kb.hierarchy() if kb.config.hierarchy_features else None)
+        features = ranker_features(
+            list(candidates.values()),
+            prior,
+            fit,
+            tag_similarities(candidates, tag_hits),
+            kb.hierarchy() if kb.config.hierarchy_features else None,
+        )
         for cand, features in zip(candidates.values(), features):
             cand.score = probability(ranker.predict(features) * in_domain)
     if text and kb.config.languages:
         spoken = language_fit(text, kb.config.languages)
         fit["language_share"] = spoken.share
         if spoken.foreign:
-            notes.append(f"most of the text's words are not {language_names(kb.config.languages)}, the language this knowledge base's "
-                         f"encoder reads ({spoken.share:.0%} of {spoken.words} words are): every confidence is scaled by {FOREIGN_FACTOR}")
+            notes.append(
+                f"most of the text's words are not {language_names(kb.config.languages)}, the language this knowledge base's "
+                f"encoder reads ({spoken.share:.0%} of {spoken.words} words are): every confidence is scaled by {FOREIGN_FACTOR}"
+            )
             for cand in candidates.values():
                 cand.score = probability(cand.score * FOREIGN_FACTOR) if ranker is not None else round(cand.score * FOREIGN_FACTOR, 4)
     for cand in remembered(nearest, cfg.memory_similarity, candidates, text):
@@ -310,9 +344,14 @@ def recall_candidates(
     for cand in ranked:
         if cand.tag in descriptions:
             cand.description = descriptions[cand.tag]
-    similar_out = [
-        SimilarContent(h.id, round(h.similarity, 4), _snippet(h.text), _json_list(h.metadata, "tags"))
-        for h in similar
-    ]
-    return RecallResult(ranked, similar_out, cfg.strategy, truncated, notes, "probability" if ranker is not None else "evidence", fit,
-                        tag_similarities([c.tag for c in ranked], tag_hits))
+    similar_out = [SimilarContent(h.id, round(h.similarity, 4), _snippet(h.text), _json_list(h.metadata, "tags")) for h in similar]
+    return RecallResult(
+        ranked,
+        similar_out,
+        cfg.strategy,
+        truncated,
+        notes,
+        "probability" if ranker is not None else "evidence",
+        fit,
+        tag_similarities([c.tag for c in ranked], tag_hits),
+    )

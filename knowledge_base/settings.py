@@ -29,40 +29,72 @@ class SettingsError(InputError):
 
 @dataclass(frozen=True)
 class Settings:
-    home: str = field(default="~/.cache/llm4tag", metadata={
-        "help": "where llm4tag keeps what it builds once per machine: the demo knowledge base, converted models"})
-    encoder_runtime: EncoderRuntime = field(default="onnx-int8", metadata={
-        "help": "how a few texts at a time are encoded: onnx-int8 (int8 weights, 0.28x PyTorch's time), onnx (float32), "
-                "torch (PyTorch); bulk loads always use PyTorch"})
+    home: str = field(
+        default="~/.cache/llm4tag",
+        metadata={"help": "where llm4tag keeps what it builds once per machine: the demo knowledge base, converted models"},
+    )
+    encoder_runtime: EncoderRuntime = field(
+        default="onnx-int8",
+        metadata={
+            "help": "how a few texts at a time are encoded: onnx-int8 (int8 weights, 0.28x PyTorch's time), onnx (float32), "
+            "torch (PyTorch); bulk loads always use PyTorch"
+        },
+    )
     encoder_threads: int = field(default=1, metadata={"min": 1, "help": "ONNX Runtime threads for encoding"})
     llm_threads: int = field(default=1, metadata={"min": 1, "help": "llama.cpp threads of the embedded model"})
-    llama_repack: bool = field(default=False, metadata={
-        "help": "let llama.cpp use its repacked (AMX) weight buffers; off because they crash inside some VMs"})
-    ollama_timeout: float = field(default=60.0, metadata={"min": 0.0, "exclusive": True, "help": "seconds to wait for one answer from Ollama"})
-    ollama_connect_timeout: float = field(default=5.0, metadata={
-        "min": 0.0, "exclusive": True, "help": "seconds to wait for the Ollama connection and its start-up checks"})
-    ollama_parallel: int = field(default=4, metadata={
-        "min": 1, "help": "Ollama requests in flight at once from this process; match the server's OLLAMA_NUM_PARALLEL"})
-    api_workers: int | None = field(default=None, metadata={
-        "min": 1, "help": "tag requests the REST API serves at once; unset: the run's model workers when more than one, "
-                          "else 2 (llama.cpp) or ollama_parallel"})
+    llama_repack: bool = field(
+        default=False, metadata={"help": "let llama.cpp use its repacked (AMX) weight buffers; off because they crash inside some VMs"}
+    )
+    ollama_timeout: float = field(
+        default=60.0, metadata={"min": 0.0, "exclusive": True, "help": "seconds to wait for one answer from Ollama"}
+    )
+    ollama_connect_timeout: float = field(
+        default=5.0, metadata={"min": 0.0, "exclusive": True, "help": "seconds to wait for the Ollama connection and its start-up checks"}
+    )
+    ollama_parallel: int = field(
+        default=4,
+        metadata={"min": 1, "help": "Ollama requests in flight at once from this process; match the server's OLLAMA_NUM_PARALLEL"},
+    )
+    api_workers: int | None = field(
+        default=None,
+        metadata={
+            "min": 1,
+            "help": "tag requests the REST API serves at once; unset: the run's model workers when more than one, "
+            "else 2 (llama.cpp) or ollama_parallel",
+        },
+    )
     api_max_body: int = field(default=1_000_000, metadata={"min": 1, "help": "the largest REST request body in bytes"})
     api_queue: int = field(default=32, metadata={"min": 0, "help": "REST tag requests that may wait for a worker before 503"})
-    allowed_backends: str | None = field(default=None, metadata={
-        "help": "backends a caller of the app or LangGraph's server may pick besides the configured one (LLM4TAG_BACKEND), "
-                "comma-separated specs such as 'llamacpp:/models/x.gguf,ollama:qwen2.5:7b'; unset: only the configured one"})
-    served_writes: bool = field(default=False, metadata={
-        "help": "let a run's context on LangGraph's server turn on write_back or review (both change the knowledge base); "
-                "off: only LLM4TAG_WRITE_BACK / LLM4TAG_REVIEW, set by the operator, do"})
-    disk_reserve: int = field(default=16 * 2**20, metadata={
-        "min": 0, "help": "bytes that must be free on the knowledge base's disk before a write starts; with less it is "
-                          "refused whole, and a write that fails there is put down to a full disk"})
-    doc_max_bytes: int = field(default=64 * 2**20, metadata={
-        "min": 1, "help": "load-docs: the largest document file in bytes, and the most a .docx may unpack to"})
+    allowed_backends: str | None = field(
+        default=None,
+        metadata={
+            "help": "backends a caller of the app or LangGraph's server may pick besides the configured one (LLM4TAG_BACKEND), "
+            "comma-separated specs such as 'llamacpp:/models/x.gguf,ollama:qwen2.5:7b'; unset: only the configured one"
+        },
+    )
+    served_writes: bool = field(
+        default=False,
+        metadata={
+            "help": "let a run's context on LangGraph's server turn on write_back or review (both change the knowledge base); "
+            "off: only LLM4TAG_WRITE_BACK / LLM4TAG_REVIEW, set by the operator, do"
+        },
+    )
+    disk_reserve: int = field(
+        default=16 * 2**20,
+        metadata={
+            "min": 0,
+            "help": "bytes that must be free on the knowledge base's disk before a write starts; with less it is "
+            "refused whole, and a write that fails there is put down to a full disk",
+        },
+    )
+    doc_max_bytes: int = field(
+        default=64 * 2**20, metadata={"min": 1, "help": "load-docs: the largest document file in bytes, and the most a .docx may unpack to"}
+    )
     doc_max_pages: int = field(default=2000, metadata={"min": 1, "help": "load-docs: the most pages a PDF may have"})
     doc_max_passages: int = field(default=20000, metadata={"min": 1, "help": "load-docs: the most passages one file may give"})
-    prompts_dir: str | None = field(default=None, metadata={
-        "help": "a folder with your own copies of prompts/*.txt; a template it lacks is read from prompts/"})
+    prompts_dir: str | None = field(
+        default=None, metadata={"help": "a folder with your own copies of prompts/*.txt; a template it lacks is read from prompts/"}
+    )
 
     @staticmethod
     def variable(name: str) -> str:

@@ -255,8 +255,10 @@ class SharedGraph:
 
     def _problem(self, rid: str, raw) -> None:
         if len(self.problems) < 20:
-            self.problems.append(f"the shared edge store's record {rid!r} is malformed ({str(raw)[:80]!r}) and was skipped; "
-                                 "llm4tag kb rebuild-graph re-publishes every record")
+            self.problems.append(
+                f"the shared edge store's record {rid!r} is malformed ({str(raw)[:80]!r}) and was skipped; "
+                "llm4tag kb rebuild-graph re-publishes every record"
+            )
 
     def _ops(self, rid: str, doc: dict) -> list[dict]:
         """The graph operations that give node ``rid`` the state its record holds."""
@@ -265,8 +267,11 @@ class SharedGraph:
             if kind == "content":
                 edges = [(str(v), str(k), float(w)) for v, k, w in doc["edges"]]
                 annotations = [v for v, k, _ in edges if k == "det"]  # in their order; an older llm4tag's similarity edges are queries now
-                return [{"op": "remove_node", "id": rid}, {"op": "node", "id": rid, "kind": "content"},
-                        *({"op": "edge", "u": rid, "v": v, "kind": "det", "w": 1.0, "n": i} for i, v in enumerate(annotations))]
+                return [
+                    {"op": "remove_node", "id": rid},
+                    {"op": "node", "id": rid, "kind": "content"},
+                    *({"op": "edge", "u": rid, "v": v, "kind": "det", "w": 1.0, "n": i} for i, v in enumerate(annotations)),
+                ]
             if kind == "tag":  # an older llm4tag's record also lists similarity links: queries now
                 return [{"op": "node", "id": rid, "kind": "tag"}]
             if kind == "gone":
@@ -315,5 +320,10 @@ class SharedGraph:
         def when(stamp):
             return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp / 1e6)) if stamp else None
 
-        return {"collection": self.collection.name, "records": self.collection.count(), "synced_to": when(self.graph.synced_to),
-                "latest_record": when(self.graph.latest), "late_windows": self.late}
+        return {
+            "collection": self.collection.name,
+            "records": self.collection.count(),
+            "synced_to": when(self.graph.synced_to),
+            "latest_record": when(self.graph.latest),
+            "late_windows": self.late,
+        }

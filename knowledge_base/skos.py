@@ -71,7 +71,9 @@ def read_skos(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
     try:
         graph.parse(path, format=FORMATS[suffix])
     except Exception as exc:  # rdflib raises many kinds (syntax errors, XML, JSON); each means the same to a user
-        raise LoadError(f"not a readable {FORMATS[suffix]} file ({type(exc).__name__}: {str(exc)[:300]}); nothing was loaded", str(path)) from exc
+        raise LoadError(
+            f"not a readable {FORMATS[suffix]} file ({type(exc).__name__}: {str(exc)[:300]}); nothing was loaded", str(path)
+        ) from exc
     concepts = sorted(set(graph.subjects(RDF.type, SKOS.Concept)) | set(graph.subjects(SKOS.prefLabel, None)), key=str)
     parsed = Parsed()
     if not concepts:
@@ -107,13 +109,22 @@ def read_skos(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
     lines: dict[str, int | None] = {}
     for concept, name in names.items():
         if name in seen:
-            parsed.problems.append(Problem(str(path), None, f"concepts <{seen[name]}> and <{concept}> share the label {name!r}; "
-                                                            "a tag name must be unique (give one another prefLabel)"))
+            parsed.problems.append(
+                Problem(
+                    str(path),
+                    None,
+                    f"concepts <{seen[name]}> and <{concept}> share the label {name!r}; "
+                    "a tag name must be unique (give one another prefLabel)",
+                )
+            )
             continue
         seen[name] = str(concept)
         lines[name] = None
-        description = _label(list(graph.objects(concept, SKOS.definition)), language) or \
-            _label(list(graph.objects(concept, SKOS.scopeNote)), language) or ""
+        description = (
+            _label(list(graph.objects(concept, SKOS.definition)), language)
+            or _label(list(graph.objects(concept, SKOS.scopeNote)), language)
+            or ""
+        )
         synonyms = []
         for predicate in (SKOS.altLabel, SKOS.hiddenLabel):
             for value in sorted(graph.objects(concept, predicate), key=str):
@@ -131,11 +142,15 @@ def read_skos(path: str | Path, on_error: OnError = "stop", known: Iterable[str]
                 labels[spoken.lower()] = clean_text(str(value))  # the name is the label in ``language``
         parsed.records.append(Tag(name, clean_text(description), tuple(s for s in synonyms if s), parent, tuple(sorted(labels.items()))))
     if retired:
-        parsed.warnings.append(f"{path}: {len(retired)} deprecated concepts not loaded as tags ({', '.join(retired[:10])}"
-                               f"{' …' if len(retired) > 10 else ''})" + (f"; replacements: {', '.join(replacements[:10])}" if replacements else ""))
+        parsed.warnings.append(
+            f"{path}: {len(retired)} deprecated concepts not loaded as tags ({', '.join(retired[:10])}"
+            f"{' …' if len(retired) > 10 else ''})" + (f"; replacements: {', '.join(replacements[:10])}" if replacements else "")
+        )
     if several:
-        parsed.warnings.append(f"{path}: {several} concepts have several broader concepts; the first (by URI) is kept as the "
-                               "parent, since llm4tag keeps the hierarchy as a tree")
+        parsed.warnings.append(
+            f"{path}: {several} concepts have several broader concepts; the first (by URI) is kept as the "
+            "parent, since llm4tag keeps the hierarchy as a tree"
+        )
     _check_hierarchy(parsed, path, set(known), lines)
     return _finish(parsed, on_error, path, "tags")
 

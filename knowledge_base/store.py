@@ -35,8 +35,16 @@ from filelock import FileLock, Timeout
 from .classifier import TagClassifier, classifier_stamp
 from .config import KnowledgeBaseConfig
 from .encoder import Encoder
-from .errors import (ConflictError, DiskFullError, InputError, KnowledgeBaseError, KnowledgeBaseReadOnlyError, Llm4tagError,
-                     UnknownTagsError, is_disk_full)
+from .errors import (
+    ConflictError,
+    DiskFullError,
+    InputError,
+    KnowledgeBaseError,
+    KnowledgeBaseReadOnlyError,
+    Llm4tagError,
+    UnknownTagsError,
+    is_disk_full,
+)
 from .graph import ContentTagGraph, content_node, tag_node
 from .loaders import Passage, Sample, Tag, content_id, humanize_tag, require_id, require_text, valid_unicode, verdict
 from .settings import settings
@@ -102,7 +110,7 @@ def _check_records(records: list, fields: tuple[str, ...], what: str) -> None:
     for index, record in enumerate(records):
         for name in fields:
             value = getattr(record, name)
-            for item in (value if isinstance(value, tuple) else (value,)):
+            for item in value if isinstance(value, tuple) else (value,):
                 if item is None:
                     continue
                 if not isinstance(item, str):
@@ -138,8 +146,9 @@ class KnowledgeBase:
 
     COLLECTIONS = ("tags", "contents", "samples", "documents")
 
-    def __init__(self, directory: str | Path, config: KnowledgeBaseConfig | None = None, load_graph: bool = True,
-                 prepare_encoder: bool = False):
+    def __init__(
+        self, directory: str | Path, config: KnowledgeBaseConfig | None = None, load_graph: bool = True, prepare_encoder: bool = False
+    ):
         """``load_graph=False`` leaves the graph empty and unread: only for ``rebuild_graph``.
         ``prepare_encoder``: for a caller that will encode; the encoder loads while Chroma opens."""
         self.directory = Path(directory).expanduser().resolve()
@@ -147,10 +156,14 @@ class KnowledgeBase:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-                raise KnowledgeBaseReadOnlyError(f"the knowledge base at {self.directory} cannot be created: its parent folder is "
-                                                 "read-only; choose a writable --kb folder") from exc
-            raise KnowledgeBaseError(f"the knowledge base at {self.directory} cannot be created ({exc.strerror}: "
-                                     f"{exc.filename or self.directory}); choose another --kb folder") from exc
+                raise KnowledgeBaseReadOnlyError(
+                    f"the knowledge base at {self.directory} cannot be created: its parent folder is "
+                    "read-only; choose a writable --kb folder"
+                ) from exc
+            raise KnowledgeBaseError(
+                f"the knowledge base at {self.directory} cannot be created ({exc.strerror}: "
+                f"{exc.filename or self.directory}); choose another --kb folder"
+            ) from exc
         config_path = self.directory / "config.json"
         if config_path.exists():
             stored = KnowledgeBaseConfig.load(config_path)
@@ -181,8 +194,13 @@ class KnowledgeBase:
         self._hierarchy_cache: tuple[str | None, dict[str, str]] = (None, {})  # (revision, child → parent)
         self._shared: SharedGraph | None = None
         if self.config.chroma_host:  # the graph is a cache of the server's edge store
-            self._shared = SharedGraph(self._client, self._collections[SHARED_COLLECTION], self.graph, self._thread_lock,
-                                       stored=lambda: self.collection("tags").count() + self.collection("contents").count())
+            self._shared = SharedGraph(
+                self._client,
+                self._collections[SHARED_COLLECTION],
+                self.graph,
+                self._thread_lock,
+                stored=lambda: self.collection("tags").count() + self.collection("contents").count(),
+            )
             self.graph.catch_up = self._shared.catch_up
             if load_graph:
                 self.graph.refresh()
@@ -226,8 +244,9 @@ class KnowledgeBase:
             for name in self.COLLECTIONS
         }
         if self.config.chroma_host:  # the edge store: never searched, so its vectors are one dummy number
-            collections[SHARED_COLLECTION] = client.get_or_create_collection(f"{self.config.collection_prefix}-{SHARED_COLLECTION}",
-                                                                             embedding_function=None)
+            collections[SHARED_COLLECTION] = client.get_or_create_collection(
+                f"{self.config.collection_prefix}-{SHARED_COLLECTION}", embedding_function=None
+            )
         return collections
 
     def _while_no_writer(self, action: Callable[[], object], tolerated: tuple[type[BaseException], ...] = (OSError,)) -> None:
@@ -309,9 +328,11 @@ class KnowledgeBase:
             refused = self._disk_nearly_full()
             try:
                 if refused:
-                    raise DiskFullError(f"the disk holding the knowledge base has less than {settings().disk_reserve:,} bytes free "
-                                        "(LLM4TAG_DISK_RESERVE), so this write was refused and nothing was written: free some "
-                                        "space and send it again")
+                    raise DiskFullError(
+                        f"the disk holding the knowledge base has less than {settings().disk_reserve:,} bytes free "
+                        "(LLM4TAG_DISK_RESERVE), so this write was refused and nothing was written: free some "
+                        "space and send it again"
+                    )
                 if refresh:
                     self.refresh()
                 yield
@@ -319,9 +340,11 @@ class KnowledgeBase:
                 raise
             except Exception as exc:
                 if is_disk_full(exc) or (not isinstance(exc, Llm4tagError) and self._disk_nearly_full(after_failure=True)):
-                    raise DiskFullError("the disk holding the knowledge base is full, so this write stopped: free some space and "
-                                        "send it again (llm4tag kb stats lists anything it left half-written; kb rebuild-graph "
-                                        "repairs it)") from exc
+                    raise DiskFullError(
+                        "the disk holding the knowledge base is full, so this write stopped: free some space and "
+                        "send it again (llm4tag kb stats lists anything it left half-written; kb rebuild-graph "
+                        "repairs it)"
+                    ) from exc
                 raise
             finally:
                 try:
@@ -329,8 +352,10 @@ class KnowledgeBase:
                         self._bump_revision()
                 except Exception as exc:
                     if is_disk_full(exc):
-                        raise DiskFullError("the disk holding the knowledge base is full: the write may be stored, but other "
-                                            "processes and caches were not told; free some space and send it again") from exc
+                        raise DiskFullError(
+                            "the disk holding the knowledge base is full: the write may be stored, but other "
+                            "processes and caches were not told; free some space and send it again"
+                        ) from exc
                     raise
                 finally:
                     self._file_lock.release()
@@ -523,8 +548,10 @@ class KnowledgeBase:
             shared = self._shared.stats()
             problems += self._shared.problems
             if not shared["records"] and self.collection("contents").count():
-                problems.append("the Chroma server holds contents but no graph edges (written by an older llm4tag): "
-                                f"publish them once with: llm4tag --kb {self.directory} kb rebuild-graph")
+                problems.append(
+                    "the Chroma server holds contents but no graph edges (written by an older llm4tag): "
+                    f"publish them once with: llm4tag --kb {self.directory} kb rebuild-graph"
+                )
         missing_content, missing_node = self._half_written() if check else (set(), set())
         repair = "repair with: llm4tag --kb DIR kb rebuild-graph"
         if missing_content:
@@ -584,20 +611,29 @@ class KnowledgeBase:
         missing = sorted(self._ids("samples") - self._ids("contents"))
         for start in range(0, len(missing), BATCH):
             got = self.collection("samples").get(ids=missing[start : start + BATCH], include=["embeddings", "documents", "metadatas"])
-            self.collection("contents").upsert(ids=list(got["ids"]), embeddings=np.asarray(got["embeddings"], dtype=np.float32),
-                                               documents=got["documents"], metadatas=got["metadatas"])
+            self.collection("contents").upsert(
+                ids=list(got["ids"]),
+                embeddings=np.asarray(got["embeddings"], dtype=np.float32),
+                documents=got["documents"],
+                metadatas=got["metadatas"],
+            )
         return len(missing)
 
     def _classifier_summary(self) -> dict | str:
         info = TagClassifier.read_info(self.directory)  # not the model itself: stats answer without loading it
         if info is None:
             return "none (llm4tag kb train-classifier trains the learned recall path)"
-        return {"trained_at": info.trained_at, "samples": info.samples, "tags": len(info.labels),
-                "samples_now": self.collection("samples").count()}
+        return {
+            "trained_at": info.trained_at,
+            "samples": info.samples,
+            "tags": len(info.labels),
+            "samples_now": self.collection("samples").count(),
+        }
 
     # ---- writing -------------------------------------------------------------------------
-    def _put_contents(self, ids: list[str], texts: list[str], vectors: np.ndarray, metas: list[dict], tags: list[Iterable[str]],
-                      as_samples: bool) -> int:
+    def _put_contents(
+        self, ids: list[str], texts: list[str], vectors: np.ndarray, metas: list[dict], tags: list[Iterable[str]], as_samples: bool
+    ) -> int:
         """One write of contents, the same in every writer (the caller holds the write lock): into
         Chroma (the samples collection too when they are annotated samples), their nodes and
         annotations into the graph (replacing the ones they had), and their records to a shared
@@ -607,8 +643,11 @@ class KnowledgeBase:
         self.collection("contents").upsert(ids=ids, embeddings=vectors, documents=texts, metadatas=metas)
         ops: list[dict] = []
         for cid, given in zip(ids, tags):
-            ops += [{"op": "node", "id": content_node(cid), "kind": "content"}, {"op": "drop_det", "id": content_node(cid)},
-                    *self._det_edge_ops(cid, given)]
+            ops += [
+                {"op": "node", "id": content_node(cid), "kind": "content"},
+                {"op": "drop_det", "id": content_node(cid)},
+                *self._det_edge_ops(cid, given),
+            ]
         self.graph.write(ops)
         if self._shared is not None:
             self._shared.publish_contents(ids)
@@ -628,8 +667,11 @@ class KnowledgeBase:
     def _refuse_other_text(self, cid: str, stored: str, what: str) -> ConflictError:
         """The conflict of writing another text under an id that holds ``stored``."""
         shown = stored if len(stored) <= 80 else stored[:77] + "..."
-        return ConflictError(f"the id {json.dumps(cid, ensure_ascii=False)} already holds a different text "
-                             f"({json.dumps(shown, ensure_ascii=False)}); {what}; nothing was written", cid)
+        return ConflictError(
+            f"the id {json.dumps(cid, ensure_ascii=False)} already holds a different text "
+            f"({json.dumps(shown, ensure_ascii=False)}); {what}; nothing was written",
+            cid,
+        )
 
     def _det_edge_ops(self, cid: str, tags: Iterable[str]) -> list[dict]:
         """Deterministic edges of a content: its annotations, in the order they were given."""
@@ -683,12 +725,16 @@ class KnowledgeBase:
                     if t not in known and t not in moved and (r := self.replacement(t)) is not None:
                         moved[t] = r
             if moved:
+
                 def swap(names):
                     return tuple(dict.fromkeys(moved.get(n, n) for n in names))
-                samples = [Sample(s.id, s.text, swap(s.tags), tuple(n for n in swap(s.incorrect_tags) if n not in swap(s.tags)))
-                           for s in samples]
-                report.warnings.append("renamed or merged tags read as their replacement: "
-                                       + ", ".join(f"{a} → {b}" for a, b in sorted(moved.items())[:10]))
+
+                samples = [
+                    Sample(s.id, s.text, swap(s.tags), tuple(n for n in swap(s.incorrect_tags) if n not in swap(s.tags))) for s in samples
+                ]
+                report.warnings.append(
+                    "renamed or merged tags read as their replacement: " + ", ".join(f"{a} → {b}" for a, b in sorted(moved.items())[:10])
+                )
         unknown: dict[str, int] = {}
         for s in samples:
             for t in (*s.tags, *s.incorrect_tags):
@@ -698,7 +744,9 @@ class KnowledgeBase:
             return samples
         listing = ", ".join(repr(t) for t in sorted(unknown)[:10]) + (" …" if len(unknown) > 10 else "")
         if policy == "error":
-            raise InputError(f"{len(unknown)} tags are not in the tag repository: {listing}; nothing was loaded. Add them to the vocabulary or use --unknown-tags skip|add")
+            raise InputError(
+                f"{len(unknown)} tags are not in the tag repository: {listing}; nothing was loaded. Add them to the vocabulary or use --unknown-tags skip|add"
+            )
         if policy == "add":
             self.add_tags([Tag(t) for t in sorted(unknown)])
             report.warnings.append(f"added {len(unknown)} tags that were not in the repository (no description): {listing}")
@@ -783,8 +831,12 @@ class KnowledgeBase:
             report.removed = len(stale)
             for start in range(0, len(changed), BATCH):
                 chunk = changed[start : start + BATCH]
-                col.upsert(ids=[p.id for p in chunk], embeddings=np.stack([encoded[p.text] for p in chunk]),
-                           documents=[p.text for p in chunk], metadatas=[wanted[p.id][1] for p in chunk])
+                col.upsert(
+                    ids=[p.id for p in chunk],
+                    embeddings=np.stack([encoded[p.text] for p in chunk]),
+                    documents=[p.text for p in chunk],
+                    metadatas=[wanted[p.id][1] for p in chunk],
+                )
             if changed or stale:
                 self.graph.write([{"op": "touch", "what": "documents"}])  # tells other processes to re-read
                 if self._shared is not None:
@@ -826,8 +878,15 @@ class KnowledgeBase:
                 progress(min(start + BATCH, len(texts)), len(texts))
         return vectors
 
-    def insert_content(self, text: str, tags: Iterable[str] = (), cid: str | None = None, origin: str = "writeback",
-                       vector: np.ndarray | None = None, replace: bool = False) -> str:
+    def insert_content(
+        self,
+        text: str,
+        tags: Iterable[str] = (),
+        cid: str | None = None,
+        origin: str = "writeback",
+        vector: np.ndarray | None = None,
+        replace: bool = False,
+    ) -> str:
         """Insert a content into the graph and the vector index with (optionally) its final tags.
 
         This is the paper's dynamic insertion plus write-back: the system's final tags become
@@ -855,11 +914,14 @@ class KnowledgeBase:
                 if not replace:
                     if stored == text:
                         return cid  # the same text, annotated by a person: its sample and edges stay as they are
-                    raise self._refuse_other_text(cid, stored, "leave the id out (it is then derived from the text) "
-                                                               "or ask to replace that content (replace=true)")
+                    raise self._refuse_other_text(
+                        cid, stored, "leave the id out (it is then derived from the text) or ask to replace that content (replace=true)"
+                    )
                 if is_sample:  # a write-back is no sample: the person's sample under this id goes
                     self.collection("samples").delete(ids=[cid])
-                self.graph.write([{"op": "remove_node", "id": content_node(cid)}])  # the old text's edges go; its entry is overwritten below
+                self.graph.write(
+                    [{"op": "remove_node", "id": content_node(cid)}]
+                )  # the old text's edges go; its entry is overwritten below
             meta = {"tags": json.dumps(tags), "incorrect_tags": "[]", "origin": origin}
             self._put_contents([cid], [text], vector[None, :], [meta], [tags], as_samples=False)
         return cid
@@ -872,8 +934,15 @@ class KnowledgeBase:
                 return got["documents"][0] or ""
         return None
 
-    def record_feedback(self, text: str, correct: Iterable[str], incorrect: Iterable[str] = (), cid: str | None = None,
-                        vector: np.ndarray | None = None, replace: bool = False) -> str:
+    def record_feedback(
+        self,
+        text: str,
+        correct: Iterable[str],
+        incorrect: Iterable[str] = (),
+        cid: str | None = None,
+        vector: np.ndarray | None = None,
+        replace: bool = False,
+    ) -> str:
         """A person's verdict on a content's tags: becomes a sample (for examples) and graph edges.
 
         The tags are checked once, inside the write lock; ``vector`` is the text's embedding when
@@ -897,12 +966,22 @@ class KnowledgeBase:
             stored = self.stored_text(cid)
             if stored is not None and stored != text:
                 if not replace:
-                    raise self._refuse_other_text(cid, stored, "a correction amends the tags of that same text. Send the stored text, "
-                                                               "leave the id out (it is then derived from the text), or ask to replace "
-                                                               "that sample (replace=true)")
-                self.graph.write([{"op": "remove_node", "id": content_node(cid)}])  # the old text's edges go; its entries are overwritten below
-            self._write_samples([Sample(cid, text, correct, incorrect)], "feedback", LoadReport(),
-                                vectors=None if vector is None else np.asarray(vector, dtype=np.float32)[None, :])
+                    raise self._refuse_other_text(
+                        cid,
+                        stored,
+                        "a correction amends the tags of that same text. Send the stored text, "
+                        "leave the id out (it is then derived from the text), or ask to replace "
+                        "that sample (replace=true)",
+                    )
+                self.graph.write(
+                    [{"op": "remove_node", "id": content_node(cid)}]
+                )  # the old text's edges go; its entries are overwritten below
+            self._write_samples(
+                [Sample(cid, text, correct, incorrect)],
+                "feedback",
+                LoadReport(),
+                vectors=None if vector is None else np.asarray(vector, dtype=np.float32)[None, :],
+            )
         return cid
 
     def rebuild_graph(self, progress: Progress | None = None) -> dict:
@@ -986,7 +1065,6 @@ class KnowledgeBase:
             self.graph.compact()
         return {"updated": len(updated), "removed": len(removed)}
 
-
     def change_tag(self, tag: str, into: str | None) -> dict:
         """Rename, merge or retire a tag. With ``into`` a name not in the repository: a rename (the
         new tag takes the old one's description, synonyms and parent); with ``into`` a tag there:
@@ -1000,8 +1078,10 @@ class KnowledgeBase:
         for the classifier until it is retrained and for samples loaded later.
         Returns ``{"change", "tag", "into", "samples", "conflicts"}``."""
         if self._shared is not None:
-            raise InputError("renaming, merging and retiring tags is not built for a knowledge base on a Chroma server yet; "
-                             "change the vocabulary in a local knowledge base")
+            raise InputError(
+                "renaming, merging and retiring tags is not built for a knowledge base on a Chroma server yet; "
+                "change the vocabulary in a local knowledge base"
+            )
         tag = require_id(tag, "the tag")
         into = require_id(into, "the new tag") if into is not None else None
         if into == tag:
@@ -1036,8 +1116,11 @@ class KnowledgeBase:
                 if tag not in right and tag not in wrong:
                     continue
                 verdicts[sid] = "right" if tag in right else "wrong"
-                swap = (lambda names: list(dict.fromkeys(into if n == tag else n for n in names))) if into else \
-                    (lambda names: [n for n in names if n != tag])
+                swap = (
+                    (lambda names: list(dict.fromkeys(into if n == tag else n for n in names)))
+                    if into
+                    else (lambda names: [n for n in names if n != tag])
+                )
                 right, wrong = swap(right), swap(wrong)
                 if into is not None and into in right and into in wrong:  # right and wrong at once: the right verdict stands
                     wrong = [n for n in wrong if n != into]
@@ -1050,16 +1133,26 @@ class KnowledgeBase:
                     removed.append(sid)
                     texts[sid] = text or ""
             # the samples whose only verdict was on the retired tag leave the store: their texts are kept here
-            record = {"change": change, "tag": tag, "into": into, "entry": asdict(entry), "verdicts": verdicts,
-                      "removed_samples": [{"id": sid, "text": texts[sid]} for sid in removed], "at": time.time()}
+            record = {
+                "change": change,
+                "tag": tag,
+                "into": into,
+                "entry": asdict(entry),
+                "verdicts": verdicts,
+                "removed_samples": [{"id": sid, "text": texts[sid]} for sid in removed],
+                "at": time.time(),
+            }
             with open(self.directory / TAG_CHANGES_FILE, "a", encoding="utf-8") as fh:  # first: the record of what is moved
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
             if to_encode:
                 self.collection("tags").upsert(
-                    ids=[t.name for t in to_encode], embeddings=enc.vectors, documents=[t.embedding_text() for t in to_encode],
-                    metadatas=[t.metadata() for t in to_encode])
+                    ids=[t.name for t in to_encode],
+                    embeddings=enc.vectors,
+                    documents=[t.embedding_text() for t in to_encode],
+                    metadatas=[t.metadata() for t in to_encode],
+                )
                 if into is not None:
                     self.graph.write([{"op": "node", "id": tag_node(into), "kind": "tag"}])
             for origin in sorted({origins[s.id] for s in updated}):
@@ -1073,8 +1166,15 @@ class KnowledgeBase:
                 self.graph.write([{"op": "remove_node", "id": tag_node(tag)}])
             self.graph.compact()
         self._tag_changes = None
-        done = {"change": change, "tag": tag, "into": into, "samples": len(verdicts), "removed_samples": len(removed),
-                "conflicts": conflicts, "children": len(children)}
+        done = {
+            "change": change,
+            "tag": tag,
+            "into": into,
+            "samples": len(verdicts),
+            "removed_samples": len(removed),
+            "conflicts": conflicts,
+            "children": len(children),
+        }
         return done | {"summary": _tag_change_summary(done)}
 
     def apply_tag_changes(self, changes: Iterable[tuple[str, str | None]]) -> list[dict]:
@@ -1139,13 +1239,17 @@ class KnowledgeBase:
 def _tag_change_summary(change: dict) -> str:
     moved = f"{change['samples']} samples' verdicts"
     if change["change"] == "retire":
-        return (f"retired {change['tag']}: {moved} kept in {TAG_CHANGES_FILE}"
-                + (f"; {change['removed_samples']} samples with no other verdict left the history (their texts are kept there too)"
-                   if change["removed_samples"] else ""))
+        return f"retired {change['tag']}: {moved} kept in {TAG_CHANGES_FILE}" + (
+            f"; {change['removed_samples']} samples with no other verdict left the history (their texts are kept there too)"
+            if change["removed_samples"]
+            else ""
+        )
     verb = "renamed" if change["change"] == "rename" else "merged"
-    return (f"{verb} {change['tag']} → {change['into']}: {moved} moved"
-            + (f", {change['children']} child tags re-parented" if change["children"] else "")
-            + (f", {change['conflicts']} samples had both as right and wrong (kept as right)" if change["conflicts"] else ""))
+    return (
+        f"{verb} {change['tag']} → {change['into']}: {moved} moved"
+        + (f", {change['children']} child tags re-parented" if change["children"] else "")
+        + (f", {change['conflicts']} samples had both as right and wrong (kept as right)" if change["conflicts"] else "")
+    )
 
 
 def sample_from_neighbour(h: Neighbour) -> Sample:

@@ -83,8 +83,15 @@ class GenerationPrompt:
     head: str = ""  # the fixed start of ``user`` (the template before its first placeholder)
 
 
-def generation_prompt(text: str, candidates: list[dict], mode: str, tag_limit: int, content_chars: int,
-                      examples: list[dict] | None = None, knowledge: list[dict] | None = None) -> GenerationPrompt:
+def generation_prompt(
+    text: str,
+    candidates: list[dict],
+    mode: str,
+    tag_limit: int,
+    content_chars: int,
+    examples: list[dict] | None = None,
+    knowledge: list[dict] | None = None,
+) -> GenerationPrompt:
     """Template_r(c, Φ(c), R(c)) when examples or knowledge were retrieved, else Template_b(c, Φ(c))."""
     content, cut = clip(fence(text), content_chars)
     values = {"content": content, "candidates": format_candidates(candidates), "task": TASKS[mode].format(n=tag_limit)}

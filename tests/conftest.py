@@ -21,9 +21,26 @@ SMALL_SAMPLES = 240
 # servers and worker processes, whole-pipeline and hostile-input runs — is marked slow here, so a
 # new module starts in the full suite until it is listed.
 FAST_MODULES = {
-    "test_architecture", "test_attribution", "test_documents", "test_encoder", "test_graph", "test_graph_safety", "test_hardening",
-    "test_hierarchy", "test_llm_ollama", "test_loaders", "test_metrics", "test_read_only_kb", "test_recall", "test_routing",
-    "test_settings", "test_skos", "test_store", "test_surfaces_agree", "test_tag_changes", "test_ui_logic",
+    "test_architecture",
+    "test_attribution",
+    "test_documents",
+    "test_encoder",
+    "test_graph",
+    "test_graph_safety",
+    "test_hardening",
+    "test_hierarchy",
+    "test_llm_ollama",
+    "test_loaders",
+    "test_metrics",
+    "test_read_only_kb",
+    "test_recall",
+    "test_routing",
+    "test_settings",
+    "test_skos",
+    "test_store",
+    "test_surfaces_agree",
+    "test_tag_changes",
+    "test_ui_logic",
 }
 
 

@@ -32,7 +32,18 @@ def test_stream_yields_each_node_in_order(streamed):
 
 def test_output_explains_every_tag(streamed):
     _, result = streamed
-    assert set(result) >= {"tags", "candidates", "similar_contents", "examples", "knowledge", "selection", "judgments", "notes", "timings", "content_id"}
+    assert set(result) >= {
+        "tags",
+        "candidates",
+        "similar_contents",
+        "examples",
+        "knowledge",
+        "selection",
+        "judgments",
+        "notes",
+        "timings",
+        "content_id",
+    }
     candidates = {c["tag"] for c in result["candidates"]}
     assert len(candidates) == 10
     assert all(c["evidence"] and c["paths"] for c in result["candidates"])
@@ -79,7 +90,9 @@ def test_high_threshold_drops_everything_and_says_so(small_kb_dir):
 
 
 def test_ablation_switches(small_kb_dir):
-    result = tag(TEXT, kb_dir=str(small_kb_dir), use_graph_recall=False, use_examples=False, use_knowledge=False, use_calibration=False, **SMALL)
+    result = tag(
+        TEXT, kb_dir=str(small_kb_dir), use_graph_recall=False, use_examples=False, use_knowledge=False, use_calibration=False, **SMALL
+    )
     assert {p for c in result["candidates"] for p in c["paths"]} == {"match"}
     assert result["examples"] == [] and result["knowledge"] == []
     assert result["judgments"] and all(j["p_yes"] is None and j["prompt_tokens"] == 0 for j in result["judgments"])
@@ -90,7 +103,9 @@ def test_ablation_switches(small_kb_dir):
 
 
 def test_single_mode_returns_one_tag(small_kb_dir):
-    result = tag("I want a game where I build cities and fight wars in real time.", kb_dir=str(small_kb_dir), mode="single", threshold=0.0, **SMALL)
+    result = tag(
+        "I want a game where I build cities and fight wars in real time.", kb_dir=str(small_kb_dir), mode="single", threshold=0.0, **SMALL
+    )
     assert len(result["selection"]["tags"]) == 1
     assert len(result["tags"]) == 1 and result["tags"][0]["tag"] in {c["tag"] for c in result["candidates"]}
 

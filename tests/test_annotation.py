@@ -147,8 +147,9 @@ def test_a_filter_narrows_the_list_the_next_record_and_bulk_acceptance(trained_k
     assert 0 < len(matching) < len(undecided)
     listed = queue.store.listing("score", word, limit=50)
     assert {r.id for r in listed} == {r.id for r in matching}
-    assert [r.id for r in listed if r.status == "open"] == [r.id for r in sorted((r for r in matching if r.status == "open"),
-                                                                               key=lambda r: (-max(p for _, p in r.suggestions), r.position))]
+    assert [r.id for r in listed if r.status == "open"] == [
+        r.id for r in sorted((r for r in matching if r.status == "open"), key=lambda r: (-max(p for _, p in r.suggestions), r.position))
+    ]
     assert queue.next("uncertain", match=word).id in {r.id for r in matching}
     assert queue.store.listing("file", "100%_\\", limit=5) == []  # LIKE's own characters match literally
     rows = listing_rows(listed, queue.threshold())

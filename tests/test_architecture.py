@@ -86,23 +86,43 @@ def test_the_pipeline_and_the_knowledge_base_never_import_a_surface_or_each_othe
     g = import_graph()
     offline = {n for n in g if n.startswith(("agent.evaluation", "agent.training"))}
     run_time = {n for n in g if n.startswith(("agent.nodes", "agent.graph", "agent.tagging", "agent.runtime", "agent.confidence"))}
-    assert not [(a, b) for a, b in g.edges if a in run_time and b in offline], \
+    assert not [(a, b) for a, b in g.edges if a in run_time and b in offline], (
         "the tagging path must not depend on evaluation or training code"
+    )
 
 
 # ---- function length ------------------------------------------------------------------------
 MAX_LINES = 60
-# Functions over MAX_LINES on 2026-12-08, each at most as long as it was then (issue 27 splits
-# them; a split one leaves this list). A new long function, or one of these grown longer, fails.
+# Functions over MAX_LINES on 2026-12-08, as `ruff format` lays them out, each at most as long as
+# it was then (issue 27 splits them; a split one leaves this list). A new long function, or one of
+# these grown longer, fails.
 LONG_FUNCTIONS = {
-    "ui/app.py:build_app": 137, "knowledge_base/recall.py:recall_candidates": 126,
-    "knowledge_base/learned_recall.py:train_learned_recall": 114, "knowledge_base/loaders.py:read_tags": 113,
-    "agent/training/finetune.py:train": 105, "ui/mcp.py:build_server": 97, "knowledge_base/store.py:change_tag": 92,
-    "ui/app.py:respond": 85, "knowledge_base/skos.py:read_skos": 82, "agent/training/__init__.py:train_model": 81,
-    "knowledge_base/loaders.py:read_documents": 78, "agent/evaluation/report.py:summarise": 76,
-    "agent/evaluation/report.py:markdown_report": 75, "ui/cli.py:eval_command": 71, "agent/evaluation/runner.py:evaluate": 69,
-    "agent/training/datasets.py:build_training_sets": 67, "agent/nodes/calibrate.py:calibrate_confidence": 66,
-    "agent/training/demo.py:build_demo_model": 63, "ui/render.py:neighbourhood_svg": 61,
+    "ui/app.py:build_app": 217,
+    "knowledge_base/learned_recall.py:train_learned_recall": 153,
+    "knowledge_base/recall.py:recall_candidates": 143,
+    "ui/mcp.py:build_server": 137,
+    "agent/evaluation/report.py:markdown_report": 133,
+    "knowledge_base/loaders.py:read_tags": 130,
+    "agent/training/finetune.py:train": 126,
+    "agent/training/__init__.py:train_model": 125,
+    "knowledge_base/store.py:change_tag": 111,
+    "agent/training/demo.py:build_demo_model": 107,
+    "knowledge_base/skos.py:read_skos": 97,
+    "agent/training/datasets.py:build_training_sets": 97,
+    "ui/cli.py:eval_command": 92,
+    "agent/evaluation/report.py:summarise": 89,
+    "agent/nodes/calibrate.py:calibrate_confidence": 87,
+    "knowledge_base/loaders.py:read_documents": 85,
+    "ui/app.py:respond": 85,
+    "ui/render.py:neighbourhood_svg": 78,
+    "agent/evaluation/runner.py:evaluate": 76,
+    "knowledge_base/encoder.py:export": 73,
+    "ui/render.py:result_graph_svg": 68,
+    "knowledge_base/learned_recall.py:_fit_ranker": 64,
+    "knowledge_base/store.py:__init__": 62,
+    "agent/batch.py:run_batch": 62,
+    "agent/nodes/generate.py:generate_tags": 62,
+    "ui/cli.py:optimize_command": 62,
 }
 
 

@@ -19,7 +19,13 @@ ITEMS = [
 @pytest.fixture
 def batch_in(tmp_path):
     p = tmp_path / "in.jsonl"
-    lines = [json.dumps(ITEMS[0]), '{"id": "broken", "text": ', json.dumps(ITEMS[1]), json.dumps({"id": "empty", "text": "  "}), json.dumps(ITEMS[2])]
+    lines = [
+        json.dumps(ITEMS[0]),
+        '{"id": "broken", "text": ',
+        json.dumps(ITEMS[1]),
+        json.dumps({"id": "empty", "text": "  "}),
+        json.dumps(ITEMS[2]),
+    ]
     p.write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\xfe not utf-8\n")
     return p
 

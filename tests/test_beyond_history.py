@@ -23,7 +23,15 @@ from agent.runtime import runtime_for
 from knowledge_base import KnowledgeBase
 from knowledge_base.errors import KnowledgeBaseError
 from knowledge_base.learned_recall import _fit_ranker, coverage_cut, item_weights, train_learned_recall
-from knowledge_base.ranker import DOMAIN_KEYS, FEATURES, RecallRanker, best_threshold, choose_cold_bias, domain_signals, in_domain_probability
+from knowledge_base.ranker import (
+    DOMAIN_KEYS,
+    FEATURES,
+    RecallRanker,
+    best_threshold,
+    choose_cold_bias,
+    domain_signals,
+    in_domain_probability,
+)
 from knowledge_base.recall import recall_candidates
 from ui.cli import main
 
@@ -78,7 +86,9 @@ def test_a_correction_decides_the_next_answer_for_the_same_text_and_a_near_dupli
 def test_a_correction_sticks_with_the_llm_on(trained_copy):
     right, wrong = _verdict(trained_copy)
     tagging.learn(TEXT, [right], [wrong], kb_dir=str(trained_copy))
-    result = tagging.tag(TEXT, context=Context(kb_dir=str(trained_copy), llm="full", budget=8, max_tags=3, use_knowledge=False, max_examples=1))
+    result = tagging.tag(
+        TEXT, context=Context(kb_dir=str(trained_copy), llm="full", budget=8, max_tags=3, use_knowledge=False, max_examples=1)
+    )
     _assert_sticks(result, right, wrong)
     judged = {j["tag"]: j for j in result["judgments"]}
     assert judged[right]["origin"] == "memory" and judged[right]["p_yes"] is not None  # judged, and not overruled by the judge
@@ -218,6 +228,7 @@ def test_in_domain_items_are_not_made_less_sure_by_the_simulated_tags(trained_co
     every tag with history look less sure than it is where all tags have history (on hwu64 the
     test items got confidences 0.12 below their accuracy). Counted as the 2% tagging meets, a
     confident classifier's tag gets its accuracy on the other items back."""
+
     def candidate(learned, history, right):
         features = {name: 0.0 for name in FEATURES} | {"learned": learned, "history": float(history), "top_learned": learned}
         return features, right
@@ -227,10 +238,12 @@ def test_in_domain_items_are_not_made_less_sure_by_the_simulated_tags(trained_co
     for i in range(400):
         cold = i % 7 == 0  # one item in seven, as the simulation makes them
         sure = rng.random() < 0.9  # on warm items a confident classifier is right 9 times in 10
-        pairs = ([candidate(0.9, True, False), candidate(0.0, False, True)] if cold
-                 else [candidate(0.9, True, sure), candidate(0.1, True, not sure)])
-        per_item.append({"features": [f for f, _ in pairs], "labels": [y for _, y in pairs], "truths": 1, "cold": cold,
-                         "fit": {}})
+        pairs = (
+            [candidate(0.9, True, False), candidate(0.0, False, True)]
+            if cold
+            else [candidate(0.9, True, sure), candidate(0.1, True, not sure)]
+        )
+        per_item.append({"features": [f for f, _ in pairs], "labels": [y for _, y in pairs], "truths": 1, "cold": cold, "fit": {}})
     confident = candidate(0.9, True, True)[0]
     as_simulated = _fit_ranker(per_item, {}, cold=10, domain={}, single=True, cold_share=1 / 7).predict(confident)
     as_met = _fit_ranker(per_item, {}, cold=10, domain={}, single=True, cold_share=0.02).predict(confident)
@@ -243,7 +256,9 @@ def test_in_domain_items_are_not_made_less_sure_by_the_simulated_tags(trained_co
     likeness = ranker.history_likeness(vector)
     ranker.save(tmp_path)
     again = RecallRanker.load(tmp_path)
-    assert set(again.contrast) == {"weights", "bias", "foreign_texts", "samples", "corpus", "C"} and again.history_likeness(vector) == likeness
+    assert (
+        set(again.contrast) == {"weights", "bias", "foreign_texts", "samples", "corpus", "C"} and again.history_likeness(vector) == likeness
+    )
     # it knows which everyday corpus and regularisation it was fitted with: another of either is stale
     from knowledge_base.learned_recall import contrast_is_current
 
@@ -257,7 +272,9 @@ def test_the_everyday_corpus_is_encoded_once_per_machine_and_a_broken_cache_is_e
     from knowledge_base.learned_recall import foreign_vectors
 
     monkeypatch.setenv("LLM4TAG_HOME", str(tmp_path / "home"))
-    corpus = "\n".join(json.dumps({"id": f"f{i}", "text": t}) for i, t in enumerate([RECIPE, "Showers clearing by noon.", "lol see you at 8"]))
+    corpus = "\n".join(
+        json.dumps({"id": f"f{i}", "text": t}) for i, t in enumerate([RECIPE, "Showers clearing by noon.", "lol see you at 8"])
+    )
     first = foreign_vectors(small_kb, corpus)
     [cached] = (tmp_path / "home" / "cache").glob("foreign-*.npy")
     assert first.shape == (3, small_kb.encoder.dim) and np.array_equal(np.load(cached), first)
@@ -270,7 +287,9 @@ def test_the_cold_bias_lifts_unseen_tags_as_far_as_the_seen_ones_allow():
     # (logits, right?, has history?, cold item?, description gap): on warm items the right warm tag leads a cold
     # one by 3; on cold items a wrong warm tag leads the right cold tag by 1 (or by 5, beyond any fair bias)
     warm = [([2.0, -1.0], [True, False], [True, False], False, [0.0, 0.0])] * 20
-    cold = [([1.0, 0.0], [False, True], [True, False], True, [0.0, 0.0])] * 10 + [([5.0, 0.0], [False, True], [True, False], True, [0.0, 0.0])] * 2
+    cold = [([1.0, 0.0], [False, True], [True, False], True, [0.0, 0.0])] * 10 + [
+        ([5.0, 0.0], [False, True], [True, False], True, [0.0, 0.0])
+    ] * 2
     bias, _ = choose_cold_bias(warm + cold, share=0.1)
     assert 1.0 < bias < 3.0  # flips the close cold items, never a warm one
     assert choose_cold_bias(warm + cold[:5], share=0.1) == (0.0, None)  # too few cold items to choose on
@@ -294,17 +313,25 @@ def test_the_cold_bias_lifts_a_tag_whose_description_matches_the_text_not_every_
 
 
 def test_departure_from_the_judge_is_explained():
-    candidate = {"tag": "t", "evidence": [{"path": "C2C2T", "score": 0.8, "via": [{"id": "a", "similarity": 0.9}] * 4},
-                                          {"path": "learned", "score": 0.91}]}
+    candidate = {
+        "tag": "t",
+        "evidence": [{"path": "C2C2T", "score": 0.8, "via": [{"id": "a", "similarity": 0.9}] * 4}, {"path": "learned", "score": 0.91}],
+    }
     moved = departure({"p_yes": 0.26, "confidence": 0.94}, candidate)
     assert moved.startswith("the judge's P(Yes) 0.26 was raised to 0.94 by recall's evidence") and "learned 0.91" in moved
     assert departure({"p_yes": 0.5, "confidence": 0.7}, candidate) is None
     assert departure({"p_yes": None, "confidence": 0.9}, candidate) is None
-    foreign = departure({"p_yes": 0.6, "confidence": 0.05}, {"tag": "t", "evidence": []},
-                        {"top_content_similarity": 0.1, "top_tag_similarity": 0.05, "in_domain": 0.05})
+    foreign = departure(
+        {"p_yes": 0.6, "confidence": 0.05},
+        {"tag": "t", "evidence": []},
+        {"top_content_similarity": 0.1, "top_tag_similarity": 0.05, "in_domain": 0.05},
+    )
     assert "poor fit to this knowledge base" in foreign and "nearest tag 0.05" in foreign
-    everyday = departure({"p_yes": 0.6, "confidence": 0.05}, {"tag": "t", "evidence": []},
-                         {"top_content_similarity": 0.7, "history_likeness": -1.23, "in_domain": 0.05})
+    everyday = departure(
+        {"p_yes": 0.6, "confidence": 0.05},
+        {"tag": "t", "evidence": []},
+        {"top_content_similarity": 0.7, "history_likeness": -1.23, "in_domain": 0.05},
+    )
     assert "likeness to the history rather than to everyday text -1.2" in everyday
     remembered = {"tag": "t", "evidence": [{"path": "memory", "score": 1.0, "via": [{"id": "x", "similarity": 1.0, "verdict": "wrong"}]}]}
     assert "a person marked it wrong on this same text" in departure({"p_yes": 0.8, "confidence": 0.0001}, remembered)
@@ -316,7 +343,9 @@ def test_eval_cold_start_out_of_domain_and_external_answers(trained_copy, small_
     out = tmp_path / "eval"
     copy, cold = cold_start_kb(kb, out, 0.2, 13)
     assert cold and KnowledgeBase(copy).classifier() is not None
-    assert not any(set(cold) & set(json.loads(m["tags"])) for m in KnowledgeBase(copy).collection("samples").get(include=["metadatas"])["metadatas"])
+    assert not any(
+        set(cold) & set(json.loads(m["tags"])) for m in KnowledgeBase(copy).collection("samples").get(include=["metadatas"])["metadatas"]
+    )
     assert cold_start_kb(kb, out, 0.2, 13) == (copy, cold)  # made once, reused when the run resumes
     with pytest.raises(Exception, match="another --cold-start"):
         cold_start_kb(kb, out, 0.3, 13)
@@ -324,8 +353,15 @@ def test_eval_cold_start_out_of_domain_and_external_answers(trained_copy, small_
     external = tmp_path / "other.jsonl"
     external.write_text("".join(json.dumps({"id": i.id, "tags": [{"tag": i.tags[0], "confidence": 0.7}]}) + "\n" for i in items))
     cold_ids = {i.id for i in items if set(i.tags) & set(cold)}
-    metrics = evaluate(items, Context(kb_dir=str(copy)), out, ["no-llm", "knn", "embedding-match"], out_of_domain=ood,
-                       external={"other": external}, groups={"cold": cold_ids} if cold_ids else {})
+    metrics = evaluate(
+        items,
+        Context(kb_dir=str(copy)),
+        out,
+        ["no-llm", "knn", "embedding-match"],
+        out_of_domain=ood,
+        external={"other": external},
+        groups={"cold": cold_ids} if cold_ids else {},
+    )
     assert metrics["abstention"]["other"]["untagged"] == 1.0  # it was never given the foreign texts: left untagged
     assert metrics["abstention"]["knn"]["untagged"] == 0.0
     assert "mixed_confidence" in metrics["abstention"]["no-llm"]

@@ -38,7 +38,13 @@ def test_evidence_features_read_every_path():
     assert (f["c2t"], f["c2c2t"], f["match"], f["inverse_rank"], f["from_history"]) == (0.41, 0.6, 0.3, 0.5, 1.0)
     assert evidence_features(0.9, None, generated_rank=1, from_history=False)["c2c2t"] == 0.0
     skipped = evidence_features(None, cand, generated_rank=None, from_history=False, recall_rank=1)
-    assert (skipped["judged"], skipped["generated"], skipped["inverse_rank"], skipped["logit_p_yes"], skipped["recall_inverse_rank"]) == (0.0, 0.0, 0.0, 0.0, 1.0)
+    assert (skipped["judged"], skipped["generated"], skipped["inverse_rank"], skipped["logit_p_yes"], skipped["recall_inverse_rank"]) == (
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        1.0,
+    )
     assert (f["judged"], f["generated"], f["recall_inverse_rank"], f["recall_logit"]) == (1.0, 1.0, 0.25, pytest.approx(0.0))
 
 
@@ -89,8 +95,15 @@ def test_damaged_calibration_file_says_what_to_do(tmp_path):
 
 def test_pipeline_uses_the_knowledge_base_calibration(writable_kb):
     """A fusion that is sure of everything lifts every scored tag; P(Yes) stays visible; at most max_tags are kept."""
-    sure = LearnedCalibration("logistic", coefficients=[0.0] * len(FEATURES), intercept=4.0,
-                              scale_mean=[0.0] * len(FEATURES), scale_std=[1.0] * len(FEATURES), pairs=100, fitted_at="2026-11-26")
+    sure = LearnedCalibration(
+        "logistic",
+        coefficients=[0.0] * len(FEATURES),
+        intercept=4.0,
+        scale_mean=[0.0] * len(FEATURES),
+        scale_std=[1.0] * len(FEATURES),
+        pairs=100,
+        fitted_at="2026-11-26",
+    )
     sure.save(writable_kb.directory)
     text = demo_examples()[0]["text"]
     result = tag(text, kb_dir=str(writable_kb.directory), budget=10, max_tags=3, threshold=0.9)

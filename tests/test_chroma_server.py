@@ -140,8 +140,9 @@ def chroma_port(tmp_path_factory):
     root = tmp_path_factory.mktemp("chroma-server")
     port = free_port()
     log = open(root / "server.log", "wb")
-    server = subprocess.Popen([binary, "run", "--path", str(root / "db"), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [binary, "run", "--path", str(root / "db"), "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.time() + 60
         while not heartbeat(port):
@@ -163,11 +164,27 @@ class Worker:
 
     def __init__(self, name: str, port: int, root: Path):
         self.name = name
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1", ANONYMIZED_TELEMETRY="False", OMP_NUM_THREADS="1",
-                   LLM4TAG_CHROMA_HOST="127.0.0.1", LLM4TAG_CHROMA_PORT=str(port), LLM4TAG_ENCODER_RUNTIME="torch")
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(REPO_ROOT),
+            HF_HUB_OFFLINE="1",
+            ANONYMIZED_TELEMETRY="False",
+            OMP_NUM_THREADS="1",
+            LLM4TAG_CHROMA_HOST="127.0.0.1",
+            LLM4TAG_CHROMA_PORT=str(port),
+            LLM4TAG_ENCODER_RUNTIME="torch",
+        )
         self.stderr = open(root / f"{name}.stderr", "w+")
-        self.proc = subprocess.Popen([sys.executable, "-c", WORKER], cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            bufsize=1,
+        )
         self.replies: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -275,8 +292,13 @@ def test_two_servers_writing_at_once_lose_nothing(servers):
     if not a("tag_names"):
         a("add_tags", tags=TAGS)
     n = 6
-    batches = {who: [(f"{who}-{i}", f"{who} writes note {i} about apples, trucks and songs", ["vehicle"] if i % 2 else ["music", "cooking"])
-                     for i in range(n)] for who in ("A", "B")}
+    batches = {
+        who: [
+            (f"{who}-{i}", f"{who} writes note {i} about apples, trucks and songs", ["vehicle"] if i % 2 else ["music", "cooking"])
+            for i in range(n)
+        ]
+        for who in ("A", "B")
+    }
     go = servers["root"] / "go"
     a.send("write_many", samples=batches["A"], go=str(go))
     b.send("write_many", samples=batches["B"], go=str(go))
@@ -320,8 +342,10 @@ def test_late_records_tombstones_and_a_restart_converge_to_a_fresh_build(chroma_
         col.upsert(ids=[rid], embeddings=[[1.0]], documents=[json.dumps(doc)], metadatas=[{STAMP: stamp, "kind": doc["kind"]}])
 
     def state(graph: ContentTagGraph):
-        return (sorted((n, d.get("kind")) for n, d in graph.to_networkx().nodes(data=True)),
-                sorted((tuple(sorted((u, v))), d["kind"], d["weight"]) for u, v, d in graph.to_networkx().edges(data=True)))
+        return (
+            sorted((n, d.get("kind")) for n, d in graph.to_networkx().nodes(data=True)),
+            sorted((tuple(sorted((u, v))), d["kind"], d["weight"]) for u, v, d in graph.to_networkx().edges(data=True)),
+        )
 
     graph, shared = cache("one")
     assert graph.latest == 0 and graph.synced_to and graph.to_networkx().number_of_nodes() == 0  # an empty store: synced, with nothing

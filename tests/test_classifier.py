@@ -97,8 +97,16 @@ def test_tfidf_rows_are_scikit_learns_transform(small_data_dir):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     texts = [json.loads(line)["text"] for line in (small_data_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
-    texts += ["Café crème: l'éditeur façon Émacs pour ﬁchiers ＰＮＧ", "Ｆｕｌｌ-width ＰＮＧ ｃｏｎｖｅｒｔｅｒ", "Übersetzung der Benutzeroberfläche",
-              "Редактор изображений PNG", "画像 ビューア png viewer", "", "!!! 42 ?", "png png png png image image"]
+    texts += [
+        "Café crème: l'éditeur façon Émacs pour ﬁchiers ＰＮＧ",
+        "Ｆｕｌｌ-width ＰＮＧ ｃｏｎｖｅｒｔｅｒ",
+        "Übersetzung der Benutzeroberfläche",
+        "Редактор изображений PNG",
+        "画像 ビューア png viewer",
+        "",
+        "!!! 42 ?",
+        "png png png png image image",
+    ]
     features = TextFeatures.fit(3, texts[:200])
     assert features.vocabulary and features.settings["min_df"] == 2
     settings = {**TFIDF_SETTINGS, "ngram_range": tuple(TFIDF_SETTINGS["ngram_range"]), "min_df": 2}

@@ -61,8 +61,10 @@ def test_installed_demo_model_is_the_default_and_can_be_switched_off(small_kb_di
     tuned, base = load_backend(spec), load_backend("llamacpp")
     assert "LoRA demo-lora.gguf" in tuned.describe()
     text = demo_examples()[0]["text"]
-    prompts = [f"<content>\n{text}\n</content>\n\nTag: {t}\n\nIs this tag relevant to the content above? Answer Yes or No." for t in
-               ("role::program", "game::strategy")]
+    prompts = [
+        f"<content>\n{text}\n</content>\n\nTag: {t}\n\nIs this tag relevant to the content above? Answer Yes or No."
+        for t in ("role::program", "game::strategy")
+    ]
     p_tuned = [j.p_yes for j in tuned.judge("You tag content.", prompts)]
     p_base = [j.p_yes for j in base.judge("You tag content.", prompts)]
     assert not np.allclose(p_tuned, p_base, atol=1e-3)  # the adapter changes the model's judgments

@@ -94,7 +94,9 @@ def write_library(root: Path) -> Path:
     write_pdf(root / "manual.pdf", PDF_PAGES)
     (root / "web" / "audio.html").write_text(HTML_PAGE, encoding="utf-8")
     write_docx(root / "office" / "mail.docx", DOCX_PARAGRAPHS, table=[("Protocol", "Port"), ("IMAP", "143")])
-    (root / "office" / "deep" / "rules.csv").write_text("\n".join(",".join(f'"{c}"' for c in row) for row in CSV_ROWS) + "\n", encoding="utf-8")
+    (root / "office" / "deep" / "rules.csv").write_text(
+        "\n".join(",".join(f'"{c}"' for c in row) for row in CSV_ROWS) + "\n", encoding="utf-8"
+    )
     (root / "vcs.md").write_text(MARKDOWN, encoding="utf-8")
     (root / "editors.txt").write_text(TEXT, encoding="utf-8")
     (root / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff")  # not a document: ignored in a folder
@@ -303,7 +305,12 @@ def test_the_knowledge_node_the_prompt_and_the_page_show_file_and_page(docs_kb):
     update = retrieve_knowledge({"text": content}, runtime)
     first = update["knowledge"][0]
     assert {k: first[k] for k in ("kind", "source", "id", "page", "index")} == {
-        "kind": "document", "source": "manual.pdf", "id": "manual.pdf#1", "page": 2, "index": 1}
+        "kind": "document",
+        "source": "manual.pdf",
+        "id": "manual.pdf#1",
+        "page": 2,
+        "index": 1,
+    }
     assert "scanned images" in first["text"] and first["similarity"] > 0.3
     assert format_knowledge(update["knowledge"]).startswith("[manual.pdf p. 2] Optical character recognition")
     title, body = render_knowledge(update)
@@ -319,14 +326,18 @@ def test_passages_stored_with_a_source_only_still_show(writable_kb):
 
     text = "Legacy rule: screen readers and magnifiers are accessibility software."
     vector, _ = writable_kb.encoder.encode_one(text)
-    writable_kb.collection("documents").upsert(ids=["legacy.md#0"], embeddings=vector[None, :], documents=[text], metadatas=[{"source": "legacy.md"}])
+    writable_kb.collection("documents").upsert(
+        ids=["legacy.md#0"], embeddings=vector[None, :], documents=[text], metadatas=[{"source": "legacy.md"}]
+    )
     hit = writable_kb.search_documents(vector, 1)[0]
     snippet = document_snippet(hit)
     assert {k: snippet[k] for k in ("source", "id", "text")} == {"source": "legacy.md", "id": "legacy.md#0", "text": text}
     assert "page" not in snippet and "index" not in snippet
     assert format_knowledge([snippet]) == f"[legacy.md] {text}"
     assert "**legacy.md** (document, similarity" in render_knowledge({"knowledge": [snippet]})[1]
-    row = document_snippet(SimpleNamespace(id="t.csv#3", text="topic: a", similarity=0.5, metadata={"source": "t.csv", "row": 4, "index": 3}))
+    row = document_snippet(
+        SimpleNamespace(id="t.csv#3", text="topic: a", similarity=0.5, metadata={"source": "t.csv", "row": 4, "index": 3})
+    )
     assert format_knowledge([row]) == "[t.csv row 4] topic: a"
 
 
@@ -407,9 +418,12 @@ def test_load_docs_has_limits_on_bytes_unpacked_size_pages_and_passages(tmp_path
         writer.write(f)
     many = tmp_path / "many.md"
     many.write_text("\n\n".join(f"Paragraph {i}. " + "text " * 150 for i in range(10)), encoding="utf-8")
-    for path, said in ((big, "over load-docs' limit of 1,048,576; split it, or raise LLM4TAG_DOC_MAX_BYTES"),
-                       (bomb, "unpacks to"), (pdf, "4 pages, over load-docs' limit of 3"),
-                       (many, "passages, over load-docs' limit of 5")):
+    for path, said in (
+        (big, "over load-docs' limit of 1,048,576; split it, or raise LLM4TAG_DOC_MAX_BYTES"),
+        (bomb, "unpacks to"),
+        (pdf, "4 pages, over load-docs' limit of 3"),
+        (many, "passages, over load-docs' limit of 5"),
+    ):
         with pytest.raises(LoadError) as refused:
             read_documents([path])
         assert said in str(refused.value) and path.name in str(refused.value), str(refused.value)

@@ -48,8 +48,10 @@ def test_confidence_metrics_on_known_pairs():
 
 
 def test_accuracy_vs_coverage_curve():
-    recs = [{"truth": ["a"], "judged": [{"tag": "a", "p_yes": 0.9}, {"tag": "b", "p_yes": 0.3}]},
-            {"truth": ["c"], "judged": [{"tag": "d", "p_yes": 0.6}]}]
+    recs = [
+        {"truth": ["a"], "judged": [{"tag": "a", "p_yes": 0.9}, {"tag": "b", "p_yes": 0.3}]},
+        {"truth": ["c"], "judged": [{"tag": "d", "p_yes": 0.6}]},
+    ]
     curve = {round(c["threshold"], 2): c for c in accuracy_vs_coverage(recs)}
     assert curve[0.0] == {"threshold": 0.0, "coverage": 1.0, "accuracy": 0.5}
     assert curve[0.7]["coverage"] == 0.5 and curve[0.7]["accuracy"] == 1.0
@@ -89,7 +91,9 @@ def test_eval_and_optimize_commands(small_kb_dir, tmp_path):
     labelled = tmp_path / "labelled.jsonl"
     labelled.write_text("".join(json.dumps(e) + "\n" for e in demo_examples()[:4]))
     runner = CliRunner()
-    r = runner.invoke(main, ["--kb", str(small_kb_dir), "eval", str(labelled), "--out", str(tmp_path / "ev"), "--systems", "embedding-match,knn"])
+    r = runner.invoke(
+        main, ["--kb", str(small_kb_dir), "eval", str(labelled), "--out", str(tmp_path / "ev"), "--systems", "embedding-match,knn"]
+    )
     assert r.exit_code == 0, r.output
     assert "embedding-match" in r.output and "knn" in r.output
     r = runner.invoke(main, ["--kb", str(small_kb_dir), "eval", str(labelled), "--systems", "nonsense"])
@@ -133,9 +137,19 @@ def test_no_llm_system_abstains_on_out_of_domain_items_and_a_threshold_meets_a_c
 
     items = [Item(e["id"], e["text"], e["tags"]) for e in demo_examples()]
     cooking = tmp_path / "cooking.jsonl"
-    cooking.write_text("".join(json.dumps({"id": f"c{i}", "text": t}) + "\n" for i, t in enumerate([
-        "Slow-roast the lamb shoulder with rosemary and garlic for four hours.", "How long should I rest bread dough before baking?",
-        "Can I replace butter with olive oil in a sponge cake?", "Why does my custard split when it boils?"])))
+    cooking.write_text(
+        "".join(
+            json.dumps({"id": f"c{i}", "text": t}) + "\n"
+            for i, t in enumerate(
+                [
+                    "Slow-roast the lamb shoulder with rosemary and garlic for four hours.",
+                    "How long should I rest bread dough before baking?",
+                    "Can I replace butter with olive oil in a sponge cake?",
+                    "Why does my custard split when it boils?",
+                ]
+            )
+        )
+    )
     ood = load_out_of_domain(cooking)
     assert len(ood) == 4 and all(i.id.startswith("ood:") and i.tags == [] for i in ood)
     ctx = Context(kb_dir=str(trained_kb_dir), threshold=0.5)
@@ -149,7 +163,9 @@ def test_no_llm_system_abstains_on_out_of_domain_items_and_a_threshold_meets_a_c
     assert no_llm["mean_top_confidence"] == pytest.approx(sum(tops) / 4)
     assert all(all(j["confidence"] < 0.5 for j in r["judged"]) == (not r["predicted"]) for r in ood_rows)  # untagged ⇔ nothing reaches 0.5
     assert "Abstention" in (tmp_path / "out" / "report.md").read_text()
-    records = [json.loads(l) for l in (tmp_path / "out" / "items-no-llm.jsonl").read_text().splitlines() if not l.startswith('{"id": "ood:')]
+    records = [
+        json.loads(l) for l in (tmp_path / "out" / "items-no-llm.jsonl").read_text().splitlines() if not l.startswith('{"id": "ood:')
+    ]
     chosen = threshold_for_coverage(records, 0.8)
     assert chosen["coverage"] >= 0.8
     stricter = threshold_for_coverage(records, 1.0)
@@ -169,8 +185,12 @@ def test_fusion_ablation_credits_the_evidence_that_separates():
         judged = []
         right = rng.randrange(4)
         for k in range(4):
-            features = {"recall_inverse_rank": 1.0 / (k + 1), "recall_score": rng.random(), "logit_p_yes": (2.0 if k == right else -2.0) + rng.gauss(0, 0.5),
-                        "judged": 1.0}
+            features = {
+                "recall_inverse_rank": 1.0 / (k + 1),
+                "recall_score": rng.random(),
+                "logit_p_yes": (2.0 if k == right else -2.0) + rng.gauss(0, 0.5),
+                "judged": 1.0,
+            }
             judged.append({"tag": f"t{k}", "features": features, "p_yes": 0.5, "confidence": 0.5})
         records.append({"id": f"i{i}", "truth": [f"t{right}"], "judged": judged})
         truths.append([f"t{right}"])
@@ -183,14 +203,23 @@ def test_another_tools_answers_are_scored_side_by_side(small_kb_dir, tmp_path):
     items = [Item(e["id"], e["text"], e["tags"]) for e in demo_examples()[:4]]
     answers = tmp_path / "items-other.jsonl"
     # the "other tool" answers the first true tag for two items and a wrong tag for the others
-    answers.write_text("".join(json.dumps({"id": i.id, "tags": [{"tag": i.tags[0] if n < 2 else "not::a-tag", "confidence": 0.9}]}) + "\n"
-                               for n, i in enumerate(items)))
+    answers.write_text(
+        "".join(
+            json.dumps({"id": i.id, "tags": [{"tag": i.tags[0] if n < 2 else "not::a-tag", "confidence": 0.9}]}) + "\n"
+            for n, i in enumerate(items)
+        )
+    )
     metrics = evaluate(items, Context(kb_dir=str(small_kb_dir)), tmp_path / "out", ["knn"], external={"other": answers})
     assert metrics["systems"]["other"]["Acc@1"] == pytest.approx(0.5)
     assert "| other |" in (tmp_path / "out" / "report.md").read_text()
     with pytest.raises(InputError, match="no answer for 1 of the 5 items"):
-        evaluate(items + [Item("extra", "a text editor", ["role::program"])], Context(kb_dir=str(small_kb_dir)), tmp_path / "out2", ["knn"],
-                 external={"other": answers})
+        evaluate(
+            items + [Item("extra", "a text editor", ["role::program"])],
+            Context(kb_dir=str(small_kb_dir)),
+            tmp_path / "out2",
+            ["knn"],
+            external={"other": answers},
+        )
 
 
 def test_eval_writes_a_reliability_diagram_and_a_per_tag_table_the_page_shows(trained_kb_copy, tmp_path):

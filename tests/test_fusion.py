@@ -53,8 +53,17 @@ def test_a_fitted_fusion_decides_and_can_promote_a_skipped_candidate(fused_kb_di
     coefficients = [0.0] * len(names)
     coefficients[names.index("generated")] = -3.0
     coefficients[names.index("recall_inverse_rank")] = 1.0
-    LearnedCalibration("logistic", coefficients=coefficients, intercept=0.0, scale_mean=[0.0] * len(names),
-                       scale_std=[1.0] * len(names), pairs=100, share_right=0.3, fitted_at="2026-12-01", features=names).save(fused_kb_dir)
+    LearnedCalibration(
+        "logistic",
+        coefficients=coefficients,
+        intercept=0.0,
+        scale_mean=[0.0] * len(names),
+        scale_std=[1.0] * len(names),
+        pairs=100,
+        share_right=0.3,
+        fitted_at="2026-12-01",
+        features=names,
+    ).save(fused_kb_dir)
     try:
         result = tag(TEXT, context=Context(kb_dir=str(fused_kb_dir), llm="full", threshold=0.0, **SMALL))
     finally:

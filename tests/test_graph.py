@@ -103,8 +103,12 @@ def test_a_writer_killed_mid_batch_leaves_each_batch_whole_or_absent(tmp_path):
     contents = survivor.node_ids("content")
     assert len(contents) >= 20
     assert all(len(survivor.tags_of(c[2:])) == 50 for c in contents)
-    assert survivor.counts() == {"tag_nodes": 50, "content_nodes": len(contents), "deterministic_edges": 50 * len(contents),
-                                 "similarity_edges": 0}
+    assert survivor.counts() == {
+        "tag_nodes": 50,
+        "content_nodes": len(contents),
+        "deterministic_edges": 50 * len(contents),
+        "similarity_edges": 0,
+    }
 
 
 def test_drop_det_keeps_similarity_edges(tmp_path):
@@ -155,14 +159,29 @@ def test_counts_kept_by_the_store_agree_with_the_graph_after_many_random_operati
         ops = []
         for _ in range(25):
             c, t, c2 = f"c:{rng.randrange(30)}", f"t:{rng.randrange(8)}", f"c:{rng.randrange(30)}"
-            ops.append(rng.choice([node(c, "content"), node(t, "tag"), det(c[2:], t[2:]), sim(c, t, 0.3), sim(c, c2, 0.8),
-                                   {"op": "drop_det", "id": c}, {"op": "remove_node", "id": c}]))
+            ops.append(
+                rng.choice(
+                    [
+                        node(c, "content"),
+                        node(t, "tag"),
+                        det(c[2:], t[2:]),
+                        sim(c, t, 0.3),
+                        sim(c, c2, 0.8),
+                        {"op": "drop_det", "id": c},
+                        {"op": "remove_node", "id": c},
+                    ]
+                )
+            )
         g.write(ops)
     nxg = g.to_networkx()
     tags = sum(1 for n in nxg if n.startswith("t:"))
     det_edges = sum(1 for _, _, d in nxg.edges(data=True) if d["kind"] == "det")
-    assert g.counts() == {"tag_nodes": tags, "content_nodes": nxg.number_of_nodes() - tags, "deterministic_edges": det_edges,
-                          "similarity_edges": nxg.number_of_edges() - det_edges}
+    assert g.counts() == {
+        "tag_nodes": tags,
+        "content_nodes": nxg.number_of_nodes() - tags,
+        "deterministic_edges": det_edges,
+        "similarity_edges": nxg.number_of_edges() - det_edges,
+    }
 
 
 def test_refresh_says_when_another_instance_wrote(tmp_path):
@@ -207,16 +226,27 @@ def test_the_shared_store_marks_are_saved_by_compact(tmp_path):
 
 def _write_legacy(directory, ops, journal_lines=b""):
     """An older knowledge base's graph: the JSON snapshot of ``ops`` and a journal."""
-    snapshot = {"format": "llm4tag-graph", "version": 1, "synced_to": 123, "latest": 100,
-                "nodes": [[op["id"], op["kind"]] for op in ops if op["op"] == "node"],
-                "edges": [[op["u"], op["v"], op["kind"], op["w"]] for op in ops if op["op"] == "edge"]}
+    snapshot = {
+        "format": "llm4tag-graph",
+        "version": 1,
+        "synced_to": 123,
+        "latest": 100,
+        "nodes": [[op["id"], op["kind"]] for op in ops if op["op"] == "node"],
+        "edges": [[op["u"], op["v"], op["kind"], op["w"]] for op in ops if op["op"] == "edge"],
+    }
     (directory / "graph.json").write_text(json.dumps(snapshot))
     (directory / "graph.journal").write_bytes(journal_lines)
 
 
 def test_an_older_snapshot_and_journal_are_migrated_on_open_without_loss(tmp_path):
-    journal = (json.dumps(det("1", "vehicle")).encode() + b"\n" + b'{"op": "edge"}\n'  # a line no llm4tag wrote
-               + json.dumps({"op": "remove_node", "id": "c:2"}).encode() + b"\n" + json.dumps(det("3", "music")).encode()[:25])  # torn
+    journal = (
+        json.dumps(det("1", "vehicle")).encode()
+        + b"\n"
+        + b'{"op": "edge"}\n'  # a line no llm4tag wrote
+        + json.dumps({"op": "remove_node", "id": "c:2"}).encode()
+        + b"\n"
+        + json.dumps(det("3", "music")).encode()[:25]
+    )  # torn
     _write_legacy(tmp_path, BASE_OPS, journal)
     (tmp_path / "unused").mkdir()
     expected = ContentTagGraph(tmp_path / "unused")
@@ -263,11 +293,13 @@ def test_readers_and_a_writer_thread_share_one_graph(tmp_path):
     def writer():
         try:
             for i in range(300):
-                graph.write([
-                    {"op": "node", "id": f"c:{i}", "kind": "content"},
-                    {"op": "edge", "u": f"c:{i}", "v": f"t:tag{i % 7}", "kind": "det", "w": 1.0},
-                    {"op": "edge", "u": f"c:{i}", "v": f"c:{max(0, i - 1)}", "kind": "sim", "w": 0.7},
-                ])
+                graph.write(
+                    [
+                        {"op": "node", "id": f"c:{i}", "kind": "content"},
+                        {"op": "edge", "u": f"c:{i}", "v": f"t:tag{i % 7}", "kind": "det", "w": 1.0},
+                        {"op": "edge", "u": f"c:{i}", "v": f"c:{max(0, i - 1)}", "kind": "sim", "w": 0.7},
+                    ]
+                )
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
         finally:

@@ -15,8 +15,10 @@ from agent.runtime import NODE_CACHE, REVIEWS
 from agent.tagger import tagger_for
 from knowledge_base import InputError, KnowledgeBase, UnknownTagsError
 
-TEXT = ("A small command-line utility that converts scanned PNG and JPEG images into searchable PDF documents, "
-        "with optical character recognition in several languages. Written in Python; runs in a terminal.")
+TEXT = (
+    "A small command-line utility that converts scanned PNG and JPEG images into searchable PDF documents, "
+    "with optical character recognition in several languages. Written in Python; runs in a terminal."
+)
 NO_LLM = dict(use_generation=False, use_calibration=False, budget=10, max_tags=3, threshold=0.0)
 
 
@@ -175,7 +177,9 @@ def test_waiting_reviews_are_bounded_kept_once_and_dropped_when_stale(writable_k
 
     # a decision frees its place
     tagging.review(second["content_id"], accept=[t["tag"] for t in second["tags"][:1]], kb_dir=kb_dir)
-    third = tagging.tag("A tool that synchronises files between two folders over SSH.", review=True, context=Context(kb_dir=kb_dir, **NO_LLM))
+    third = tagging.tag(
+        "A tool that synchronises files between two folders over SSH.", review=True, context=Context(kb_dir=kb_dir, **NO_LLM)
+    )
     assert third["review"]["status"] == "pending"
 
     # the long text's review is left waiting past review_days: the next review drops it and the file shrinks

@@ -37,14 +37,22 @@ def _plant_pickle(directory, marker):
 
 def _graph_signature(kb: KnowledgeBase):
     g = kb.graph.to_networkx()
-    return (sorted((n, d.get("kind")) for n, d in g.nodes(data=True)),
-            sorted((tuple(sorted((u, v))), d["kind"]) for u, v, d in g.edges(data=True) if d["kind"] == "det"))
+    return (
+        sorted((n, d.get("kind")) for n, d in g.nodes(data=True)),
+        sorted((tuple(sorted((u, v))), d["kind"]) for u, v, d in g.edges(data=True) if d["kind"] == "det"),
+    )
 
 
 def test_the_store_is_sqlite_and_round_trips(tmp_path):
     g = ContentTagGraph(tmp_path)
-    g.write([{"op": "node", "id": "t:a", "kind": "tag"}, {"op": "node", "id": "c:1", "kind": "content"},
-             {"op": "edge", "u": "c:1", "v": "t:a", "kind": "det", "w": 1.0}, {"op": "edge", "u": "c:1", "v": "c:2", "kind": "sim", "w": 0.61}])
+    g.write(
+        [
+            {"op": "node", "id": "t:a", "kind": "tag"},
+            {"op": "node", "id": "c:1", "kind": "content"},
+            {"op": "edge", "u": "c:1", "v": "t:a", "kind": "det", "w": 1.0},
+            {"op": "edge", "u": "c:1", "v": "c:2", "kind": "sim", "w": 0.61},
+        ]
+    )
     g.compact()
     assert (tmp_path / "graph.sqlite").read_bytes().startswith(b"SQLite format 3") and not (tmp_path / "graph.pickle").exists()
     again = ContentTagGraph(tmp_path).to_networkx()
@@ -107,8 +115,10 @@ def test_a_damaged_older_snapshot_names_the_rebuild_command(tmp_path):
     (directory / "graph.json").write_text('{"format": "llm4tag-graph", "version": 1, "nodes": [["t:a", 3]], "edges": []}')
     with pytest.raises(KnowledgeBaseError, match="bad node entry"):
         ContentTagGraph(directory)
-    (directory / "graph.json").write_text('{"format": "llm4tag-graph", "version": 1, "nodes": [["t:a", "tag"], ["c:1", "content"]], '
-                                          '"edges": [["c:1", "t:a", "det", 1.0], ["c:1", "t:a", "det", true]]}')
+    (directory / "graph.json").write_text(
+        '{"format": "llm4tag-graph", "version": 1, "nodes": [["t:a", "tag"], ["c:1", "content"]], '
+        '"edges": [["c:1", "t:a", "det", 1.0], ["c:1", "t:a", "det", true]]}'
+    )
     with pytest.raises(KnowledgeBaseError, match=r"bad edge entry \['c:1', 't:a', 'det', True\]"):
         ContentTagGraph(directory)
     assert gc.isenabled()  # the loader pauses the garbage collector while it builds, and resumes it after a failure too
@@ -123,8 +133,9 @@ def test_rebuild_refuses_a_folder_that_is_not_a_knowledge_base(tmp_path):
 
 
 def test_a_malformed_line_of_an_older_journal_is_skipped_and_reported(tmp_path):
-    (tmp_path / "graph.journal").write_bytes(b'{"op": "node", "id": "t:a", "kind": "tag"}\n{"op": "edge"}\n[1, 2]\n'
-                                             b'{"op": "node", "id": "c:1", "kind": "content"}\n')
+    (tmp_path / "graph.journal").write_bytes(
+        b'{"op": "node", "id": "t:a", "kind": "tag"}\n{"op": "edge"}\n[1, 2]\n{"op": "node", "id": "c:1", "kind": "content"}\n'
+    )
     again = ContentTagGraph(tmp_path)
     assert set(again.to_networkx()) == {"t:a", "c:1"}
     assert len(again.problems) == 2 and "rebuild-graph" in again.problems[0]

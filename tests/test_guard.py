@@ -18,9 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("args", [["--host", "0.0.0.0"], ["--share"]])
 def test_app_refuses_to_serve_others_without_a_token(small_kb_dir, args):
     # a subprocess: before the fix the app started serving (and this would time out)
-    done = subprocess.run([sys.executable, "-m", "ui.cli", "--kb", str(small_kb_dir), "app", "--port", "7999", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
-                                                                                         "LLM4TAG_HOME": "/tmp/l4t-home"})
+    done = subprocess.run(
+        [sys.executable, "-m", "ui.cli", "--kb", str(small_kb_dir), "app", "--port", "7999", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "LLM4TAG_HOME": "/tmp/l4t-home"},
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "without a token" in done.stderr and "--token" in done.stderr and "Traceback" not in done.stderr
 
@@ -30,8 +35,14 @@ def test_gated_app_needs_the_token_for_page_api_and_mcp(small_kb_dir):
 
     demo = build_app(str(small_kb_dir))
     with TestClient(guarded_app(demo, "s3cret", mcp=True)) as c:
-        for method, path in [("get", "/"), ("get", "/config"), ("post", "/gradio_api/call/learn"), ("get", "/gradio_api/mcp/sse"),
-                             ("post", "/gradio_api/mcp/messages/"), ("get", "/gradio_api/info")]:
+        for method, path in [
+            ("get", "/"),
+            ("get", "/config"),
+            ("post", "/gradio_api/call/learn"),
+            ("get", "/gradio_api/mcp/sse"),
+            ("post", "/gradio_api/mcp/messages/"),
+            ("get", "/gradio_api/info"),
+        ]:
             response = getattr(c, method)(path)
             assert response.status_code == 401, (path, response.status_code)
             assert "token" in response.json()["detail"]
@@ -153,8 +164,9 @@ def test_a_langgraph_server_run_cannot_pick_a_folder_a_model_or_turn_on_writes(k
             ServedContext(**{name: True})
     monkeypatch.setenv("LLM4TAG_SERVED_WRITES", "true")
     assert ServedContext(write_back=True, kb_dir=f"{kb_dir}/.").kb_dir == str(kb_dir)
-    out = graph.invoke({"content": "A graphical editor for vector drawings"},
-                       context={"use_generation": False, "use_calibration": False, "threshold": 0.0})
+    out = graph.invoke(
+        {"content": "A graphical editor for vector drawings"}, context={"use_generation": False, "use_calibration": False, "threshold": 0.0}
+    )
     assert out["tags"]  # the operator's knowledge base, without naming it
     # in-process callers name a folder, but only loaders create a knowledge base
     from agent import tagging
@@ -179,14 +191,25 @@ def test_the_app_refuses_a_lone_surrogate_in_a_json_call_clearly(small_kb_dir):
         for body in (b'{"data": Infinity}', b'{"data": ["x", "multi", -Infinity, 5]}', b'{"data": ["x", NaN]}'):  # once a 500
             refused = c.post("/gradio_api/call/tag", content=body, headers={"content-type": "application/json"})
             assert refused.status_code == 400 and "not JSON" in refused.json()["detail"], refused.text
-        rpc = c.post("/gradio_api/mcp/", content=b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "\udc80"}}',
-                     headers={"content-type": "application/json", "accept": "application/json, text/event-stream"})
+        rpc = c.post(
+            "/gradio_api/mcp/",
+            content=b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "\udc80"}}',
+            headers={"content-type": "application/json", "accept": "application/json, text/event-stream"},
+        )
         assert rpc.status_code == 400 and rpc.json()["id"] == 7 and "lone surrogate" in rpc.json()["error"]["message"]
-        paired = c.post("/gradio_api/call/search_tags", content=b'{"data": ["chess \\ud83d\\ude00", 5]}',
-                        headers={"content-type": "application/json"})
+        paired = c.post(
+            "/gradio_api/call/search_tags", content=b'{"data": ["chess \\ud83d\\ude00", 5]}', headers={"content-type": "application/json"}
+        )
         assert paired.status_code == 200 and paired.json()["event_id"]  # a surrogate pair is a character: the call goes through
         # the app's MCP endpoint streams its answers: a checked body must not end the stream (it once did: "peer closed connection")
-        started = c.post("/gradio_api/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}},
-            headers={"accept": "application/json, text/event-stream"})
+        started = c.post(
+            "/gradio_api/mcp/",
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
+            },
+            headers={"accept": "application/json, text/event-stream"},
+        )
         assert started.status_code == 200 and '"serverInfo"' in started.text, started.text[:300]

@@ -29,7 +29,11 @@ def known(kb_dir) -> list[str]:
 
 def stored(kb_dir: Path, cid: str):
     kb = KnowledgeBase(kb_dir)
-    return kb.get_sample(cid), kb.graph.tags_of(cid), sorted(kb.graph.to_networkx()[f"c:{cid}"]) if f"c:{cid}" in kb.graph.to_networkx() else None
+    return (
+        kb.get_sample(cid),
+        kb.graph.tags_of(cid),
+        sorted(kb.graph.to_networkx()[f"c:{cid}"]) if f"c:{cid}" in kb.graph.to_networkx() else None,
+    )
 
 
 # ---- item 3: a known id with another text is a conflict ------------------------------------------
@@ -50,8 +54,9 @@ def test_rest_learn_with_a_known_id_and_another_text_is_409_and_changes_nothing(
     assert KnowledgeBase(kb_dir).get_sample("conflict-1").tags == (known[2],)
 
     # the caller may say replace
-    replaced = client.post("/v1/learn", json={"text": "A photo editor for raw camera files", "correct": [known[1]], "id": "conflict-1",
-                                              "replace": True})
+    replaced = client.post(
+        "/v1/learn", json={"text": "A photo editor for raw camera files", "correct": [known[1]], "id": "conflict-1", "replace": True}
+    )
     assert replaced.status_code == 200, replaced.text
     sample, tags, _ = stored(kb_dir, "conflict-1")
     assert sample.text == "A photo editor for raw camera files" and tags == {known[1]: 1.0}
@@ -76,8 +81,11 @@ def test_insert_content_refuses_another_text_under_a_stored_id(writable_kb):
 
     def snapshot(cid: str, base: KnowledgeBase = kb):
         node = f"c:{cid}"
-        return (base.get_sample(cid), base.collection("contents").get(ids=[cid], include=["documents", "metadatas"]),
-                dict(base.graph.to_networkx()[node]) if node in base.graph.to_networkx() else None)
+        return (
+            base.get_sample(cid),
+            base.collection("contents").get(ids=[cid], include=["documents", "metadatas"]),
+            dict(base.graph.to_networkx()[node]) if node in base.graph.to_networkx() else None,
+        )
 
     before = snapshot(victim)
     with pytest.raises(ConflictError, match="already holds a different text"):
@@ -115,8 +123,10 @@ def test_a_lone_surrogate_at_line_280_stops_the_load_before_anything_is_written(
     from ui.cli import main
 
     tags = sorted(writable_kb.tag_names())
-    lines = [json.dumps({"id": f"bulk-{i}", "text": f"bulk sample {i}: a program for {tags[i % len(tags)]}", "tags": [tags[i % len(tags)]]})
-             for i in range(279)]
+    lines = [
+        json.dumps({"id": f"bulk-{i}", "text": f"bulk sample {i}: a program for {tags[i % len(tags)]}", "tags": [tags[i % len(tags)]]})
+        for i in range(279)
+    ]
     lines.append('{"id":"s","text":"lone \\udc80 surrogate","tags":["%s"]}' % tags[0])  # the JSON escape, as a file would hold it
     path = tmp_path / "samples.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -151,14 +161,17 @@ def test_cli_arguments_that_are_not_utf8_are_refused_clearly(small_kb_dir):
         assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-@pytest.mark.parametrize("body", [
-    '{"text": "lone \\udc80 surrogate", "correct": ["%s"]}',
-    '{"text": "\\ud800", "correct": ["%s"]}',
-    '{"text": "fine text", "correct": ["\\udc80%s"]}',
-    '{"text": "fine text", "correct": ["%s"], "id": "   "}',
-    '{"text": "fine text", "correct": ["%s"], "id": "a\\u0000b"}',
-    '{"text": "fine text", "correct": ["%s"], "id": "\\udc80"}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"text": "lone \\udc80 surrogate", "correct": ["%s"]}',
+        '{"text": "\\ud800", "correct": ["%s"]}',
+        '{"text": "fine text", "correct": ["\\udc80%s"]}',
+        '{"text": "fine text", "correct": ["%s"], "id": "   "}',
+        '{"text": "fine text", "correct": ["%s"], "id": "a\\u0000b"}',
+        '{"text": "fine text", "correct": ["%s"], "id": "\\udc80"}',
+    ],
+)
 def test_rest_learn_with_unencodable_or_blank_values_is_a_clear_4xx(client, kb_dir, known, body):
     before = KnowledgeBase(kb_dir).collection("samples").count()
     response = client.post("/v1/learn", content=(body % known[0]).encode(), headers={"content-type": "application/json"})
@@ -167,13 +180,16 @@ def test_rest_learn_with_unencodable_or_blank_values_is_a_clear_4xx(client, kb_d
     assert KnowledgeBase(kb_dir).collection("samples").count() == before
 
 
-@pytest.mark.parametrize("body", [
-    '{"text": "a text", "threshold": NaN}',
-    '{"text": "a text", "threshold": Infinity}',
-    '{"text": "a text", "threshold": -Infinity}',
-    '{"text": "lone \\udc80 surrogate"}',
-    '{"text": "a text", "title": "\\ud800"}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"text": "a text", "threshold": NaN}',
+        '{"text": "a text", "threshold": Infinity}',
+        '{"text": "a text", "threshold": -Infinity}',
+        '{"text": "lone \\udc80 surrogate"}',
+        '{"text": "a text", "title": "\\ud800"}',
+    ],
+)
 def test_rest_tag_with_non_finite_numbers_or_surrogates_is_422(client, body):
     response = client.post("/v1/tag", content=body.encode(), headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
@@ -181,8 +197,11 @@ def test_rest_tag_with_non_finite_numbers_or_surrogates_is_422(client, body):
 
 
 def test_rest_batch_and_search_report_surrogates_per_document(client):
-    response = client.post("/v1/tag-batch", content=b'{"documents": [{"id": "d1", "text": "lone \\udc80 surrogate"}]}',
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/tag-batch",
+        content=b'{"documents": [{"id": "d1", "text": "lone \\udc80 surrogate"}]}',
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 200, response.text
     item = response.json()["results"][0]
     assert item["ok"] is False and "surrogate" in item["error"]
@@ -202,15 +221,29 @@ def test_mcp_answers_every_request_even_with_lone_surrogates(kb_dir, known):
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "--kb", str(kb_dir), "mcp"], cwd=root, env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ui.cli", "--kb", str(kb_dir), "mcp"],
+        cwd=root,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     replies: dict = {}
-    reader = threading.Thread(target=lambda: [replies.setdefault(m.get("id"), m) for m in map(json.loads, proc.stdout) if "id" in m],
-                              daemon=True)
+    reader = threading.Thread(
+        target=lambda: [replies.setdefault(m.get("id"), m) for m in map(json.loads, proc.stdout) if "id" in m], daemon=True
+    )
     reader.start()
     try:
-        _rpc(proc, {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        _rpc(
+            proc,
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+            },
+        )
         _wait(replies, 0, proc)
         _rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
         calls = {

@@ -25,13 +25,36 @@ from knowledge_base import KnowledgeBase, Llm4tagError, read_documents, read_sam
 from knowledge_base.graph import ContentTagGraph
 from knowledge_base.store import _check_records
 
-from hostile_input import (HUGE, RAW_BODIES, McpProcess, any_value, dumps, fresh_id, hostile_text, junk_bytes, mostly, number_like,
-                           odd_text, strict_json, tag_list, weighted, wrong_type)
+from hostile_input import (
+    HUGE,
+    RAW_BODIES,
+    McpProcess,
+    any_value,
+    dumps,
+    fresh_id,
+    hostile_text,
+    junk_bytes,
+    mostly,
+    number_like,
+    odd_text,
+    strict_json,
+    tag_list,
+    weighted,
+    wrong_type,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEAP = dict(budget=5, max_tags=2, use_knowledge=False, max_examples=1, threshold=0.0)
-SETTINGS = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                                                     HealthCheck.data_too_large, HealthCheck.large_base_example])
+SETTINGS = dict(
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
 
 
 # ---- what is stored --------------------------------------------------------------------------
@@ -41,10 +64,13 @@ def snapshot(kb_dir: Path, watched: list[str]) -> dict:
     graph = ContentTagGraph(kb_dir)
     return {
         "counts": {name: kb.collection(name).count() for name in KnowledgeBase.COLLECTIONS},
-        "watched": {cid: (kb.get_sample(cid), kb.collection("contents").get(ids=[cid], include=["documents", "metadatas"]))
-                    for cid in watched},
+        "watched": {
+            cid: (kb.get_sample(cid), kb.collection("contents").get(ids=[cid], include=["documents", "metadatas"])) for cid in watched
+        },
         "nodes": frozenset(graph.to_networkx().nodes),
-        "edges": frozenset((*sorted((u, v)), d.get("kind"), round(float(d.get("weight", 1.0)), 4)) for u, v, d in graph.to_networkx().edges(data=True)),
+        "edges": frozenset(
+            (*sorted((u, v)), d.get("kind"), round(float(d.get("weight", 1.0)), 4)) for u, v, d in graph.to_networkx().edges(data=True)
+        ),
     }
 
 
@@ -98,7 +124,7 @@ def check_parsed(parsed, fields: tuple[str, ...], what: str) -> None:
     for record in parsed.records:
         for name in fields:
             value = getattr(record, name)
-            for item in (value if isinstance(value, tuple) else (value,)):
+            for item in value if isinstance(value, tuple) else (value,):
                 if item is None:
                     continue
                 item.encode("utf-8")
@@ -149,9 +175,14 @@ def test_samples_reader_returns_storable_records_or_a_clear_error(tmp_path, know
 
 
 @settings(max_examples=40, **SETTINGS)
-@given(cells=st.lists(st.lists(st.one_of(hostile_text.map(lambda t: t.encode("utf-8", "surrogatepass")), junk_bytes), min_size=1, max_size=4),
-                      max_size=5),
-       suffix=st.sampled_from([".tsv", ".csv", ".jsonl"]), header=st.booleans(), on_error=st.sampled_from(["stop", "skip"]))
+@given(
+    cells=st.lists(
+        st.lists(st.one_of(hostile_text.map(lambda t: t.encode("utf-8", "surrogatepass")), junk_bytes), min_size=1, max_size=4), max_size=5
+    ),
+    suffix=st.sampled_from([".tsv", ".csv", ".jsonl"]),
+    header=st.booleans(),
+    on_error=st.sampled_from(["stop", "skip"]),
+)
 @example(cells=[[b"x" * HUGE, b"\xff"]], suffix=".tsv", header=True, on_error="skip")
 def test_tags_reader_returns_storable_records_or_a_clear_error(tmp_path, cells, suffix, header, on_error):
     if suffix == ".jsonl":
@@ -168,8 +199,11 @@ def test_tags_reader_returns_storable_records_or_a_clear_error(tmp_path, cells, 
 
 
 @settings(max_examples=25, **SETTINGS)
-@given(parts=st.lists(st.one_of(hostile_text.map(lambda t: t.encode("utf-8", "surrogatepass")), junk_bytes), max_size=6),
-       suffix=st.sampled_from([".md", ".txt"]), on_error=st.sampled_from(["stop", "skip"]))
+@given(
+    parts=st.lists(st.one_of(hostile_text.map(lambda t: t.encode("utf-8", "surrogatepass")), junk_bytes), max_size=6),
+    suffix=st.sampled_from([".md", ".txt"]),
+    on_error=st.sampled_from(["stop", "skip"]),
+)
 def test_documents_reader_returns_storable_passages_or_a_clear_error(tmp_path, parts, suffix, on_error):
     folder = tmp_path / "docs"
     shutil.rmtree(folder, ignore_errors=True)
@@ -197,14 +231,21 @@ def invoke(args: list[str], input: bytes | None = None):
     return result
 
 
-option_value = mostly(st.integers(min_value=1, max_value=30).map(str), st.one_of(
-    st.integers(min_value=-(2**40), max_value=2**40).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
-    st.sampled_from(["nan", "inf", "-0", "1e999", "0x10", ""]), hostile_text))
+option_value = mostly(
+    st.integers(min_value=1, max_value=30).map(str),
+    st.one_of(
+        st.integers(min_value=-(2**40), max_value=2**40).map(str),
+        st.floats(allow_nan=True, allow_infinity=True).map(str),
+        st.sampled_from(["nan", "inf", "-0", "1e999", "0x10", ""]),
+        hostile_text,
+    ),
+)
 
 
 @settings(max_examples=30, **SETTINGS)
-@given(text=hostile_text, budget=st.one_of(st.none(), option_value), strategy=st.sampled_from([None, "graph", "match"]),
-       as_json=st.booleans())
+@given(
+    text=hostile_text, budget=st.one_of(st.none(), option_value), strategy=st.sampled_from([None, "graph", "match"]), as_json=st.booleans()
+)
 @example(text="x" * HUGE + "\udc80", budget=None, strategy=None, as_json=False)
 def test_cli_recall_answers_hostile_text_and_options_clearly(kb_dir, store, text, budget, strategy, as_json):
     args = ["--kb", str(kb_dir), "recall", text]
@@ -272,8 +313,14 @@ def post(client, path: str, body) -> object:
 
 tag_body = st.fixed_dictionaries(
     {"text": any_value},
-    optional={"title": mostly(odd_text), "id": mostly(fresh_id), "mode": mostly(st.sampled_from(["multi", "single"])),
-              "max_tags": mostly(st.integers(1, 20), number_like), "threshold": mostly(st.floats(0, 1), number_like), "explain": st.booleans()},
+    optional={
+        "title": mostly(odd_text),
+        "id": mostly(fresh_id),
+        "mode": mostly(st.sampled_from(["multi", "single"])),
+        "max_tags": mostly(st.integers(1, 20), number_like),
+        "threshold": mostly(st.floats(0, 1), number_like),
+        "explain": st.booleans(),
+    },
 ).map(lambda body: {**body, "llm": False})  # fused recall only: milliseconds per text
 
 
@@ -291,9 +338,16 @@ def test_rest_tag_answers_every_hostile_body_clearly(client, store, body):
 
 
 @settings(max_examples=20, **SETTINGS)
-@given(documents=mostly(st.lists(st.fixed_dictionaries({}, optional={"id": mostly(fresh_id), "text": any_value, "title": mostly(odd_text)}),
-                                 min_size=1, max_size=4)),
-       threshold=st.one_of(st.none(), number_like))
+@given(
+    documents=mostly(
+        st.lists(
+            st.fixed_dictionaries({}, optional={"id": mostly(fresh_id), "text": any_value, "title": mostly(odd_text)}),
+            min_size=1,
+            max_size=4,
+        )
+    ),
+    threshold=st.one_of(st.none(), number_like),
+)
 def test_rest_tag_batch_answers_every_hostile_document_clearly(client, documents, threshold):
     body = {"documents": documents, "llm": False, **({"threshold": threshold} if threshold is not None else {})}
     response = post(client, "/v1/tag-batch", body)
@@ -306,13 +360,15 @@ def test_rest_tag_batch_answers_every_hostile_document_clearly(client, documents
 @settings(max_examples=30, **SETTINGS)
 @given(data=st.data())
 def test_rest_learn_refuses_hostile_verdicts_without_changing_anything(client, store, known, watched, kb_dir, data):
-    body = data.draw(st.one_of(
-        st.fixed_dictionaries(
-            {"text": mostly(odd_text), "correct": tag_list(known)},
-            optional={"incorrect": tag_list(known), "id": mostly(st.one_of(fresh_id, st.sampled_from(watched)))},
-        ),
-        st.sampled_from(RAW_BODIES),
-    ))
+    body = data.draw(
+        st.one_of(
+            st.fixed_dictionaries(
+                {"text": mostly(odd_text), "correct": tag_list(known)},
+                optional={"incorrect": tag_list(known), "id": mostly(st.one_of(fresh_id, st.sampled_from(watched)))},
+            ),
+            st.sampled_from(RAW_BODIES),
+        )
+    )
     response = post(client, "/v1/learn", body)
     check_response(response, body)
     if response.status_code != 200:
@@ -348,8 +404,14 @@ def test_rest_tag_search_answers_any_query_clearly(client, q, limit, offset):
 def mcp(kb_dir):
     server = McpProcess(kb_dir)
     try:
-        server.send({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                     "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "hostile", "version": "1"}}})
+        server.send(
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "hostile", "version": "1"}},
+            }
+        )
         server.wait(0)
         server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         yield server
@@ -364,13 +426,24 @@ def mcp_call(known: list[str], watched: list[str]):
         optional={"incorrect": tag_list(known), "id": mostly(st.one_of(fresh_id, st.sampled_from(watched)))},
     )
     return st.one_of(
-        st.tuples(st.just("tag"), st.fixed_dictionaries({"text": any_value}, optional={
-            "mode": mostly(st.sampled_from(["multi", "single"])), "max_tags": mostly(st.integers(1, 20), number_like),
-            "threshold": mostly(st.floats(0, 1), number_like)})
-                  .map(lambda a: {**a, "llm": False})),
-        st.tuples(st.just("recall"), st.fixed_dictionaries({"text": any_value}, optional={"budget": mostly(st.integers(1, 30), number_like)})),
+        st.tuples(
+            st.just("tag"),
+            st.fixed_dictionaries(
+                {"text": any_value},
+                optional={
+                    "mode": mostly(st.sampled_from(["multi", "single"])),
+                    "max_tags": mostly(st.integers(1, 20), number_like),
+                    "threshold": mostly(st.floats(0, 1), number_like),
+                },
+            ).map(lambda a: {**a, "llm": False}),
+        ),
+        st.tuples(
+            st.just("recall"), st.fixed_dictionaries({"text": any_value}, optional={"budget": mostly(st.integers(1, 30), number_like)})
+        ),
         st.tuples(st.just("learn"), learn),
-        st.tuples(st.just("search_tags"), st.fixed_dictionaries({"query": any_value}, optional={"limit": mostly(st.integers(1, 30), number_like)})),
+        st.tuples(
+            st.just("search_tags"), st.fixed_dictionaries({"query": any_value}, optional={"limit": mostly(st.integers(1, 30), number_like)})
+        ),
         st.tuples(st.one_of(hostile_text, wrong_type), st.dictionaries(st.text(max_size=4), any_value, max_size=2)),  # no such tool
         st.tuples(st.sampled_from(["recall", "learn"]), wrong_type),  # arguments that are not an object
     )
@@ -381,8 +454,11 @@ def mcp_call(known: list[str], watched: list[str]):
 @example(data=None)
 def test_mcp_answers_every_hostile_call_without_changing_anything_on_refusal(mcp, store, known, watched, kb_dir, data):
     if data is None:  # explicit cases: a huge line, NaN, a watched sample's id with another text
-        calls = [("search_tags", {"query": "x" * HUGE}), ("tag", {"text": "a text", "threshold": math.nan, "llm": False}),
-                 ("learn", {"text": "another text entirely", "correct": [known[0]], "id": watched[0]})]
+        calls = [
+            ("search_tags", {"query": "x" * HUGE}),
+            ("tag", {"text": "a text", "threshold": math.nan, "llm": False}),
+            ("learn", {"text": "another text entirely", "correct": [known[0]], "id": watched[0]}),
+        ]
     else:
         calls = [data.draw(mcp_call(known, watched))]
     for name, arguments in calls:
@@ -397,8 +473,10 @@ def test_mcp_answers_every_hostile_call_without_changing_anything_on_refusal(mcp
             if refused:
                 assert result["content"] and result["content"][0].get("text"), reply
                 assert "Traceback" not in result["content"][0]["text"]
-        event(f"{name if isinstance(name, str) and name in ('tag', 'recall', 'learn', 'search_tags') else 'other'}: "
-              f"{'refused' if refused else 'answered'}")
+        event(
+            f"{name if isinstance(name, str) and name in ('tag', 'recall', 'learn', 'search_tags') else 'other'}: "
+            f"{'refused' if refused else 'answered'}"
+        )
         if name == "learn" and not refused:
             store.accepted()
         else:
@@ -415,11 +493,15 @@ def test_mcp_survives_json_nested_deeper_than_any_request(mcp, depth):
 
 
 @settings(max_examples=15, **SETTINGS)
-@given(line=st.one_of(
-    st.builds(lambda params: {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}, any_value).map(dumps),
-    st.builds(lambda method: {"jsonrpc": "2.0", "id": 7, "method": method, "params": {}}, any_value).map(dumps),
-    st.just(dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "recall", "arguments": {"text": "a" * HUGE}}})),
-))
+@given(
+    line=st.one_of(
+        st.builds(lambda params: {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}, any_value).map(dumps),
+        st.builds(lambda method: {"jsonrpc": "2.0", "id": 7, "method": method, "params": {}}, any_value).map(dumps),
+        st.just(
+            dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "recall", "arguments": {"text": "a" * HUGE}}})
+        ),
+    )
+)
 def test_mcp_answers_malformed_requests(mcp, line):
     mcp.send(line)
     reply = mcp.wait(7)
@@ -428,9 +510,17 @@ def test_mcp_answers_malformed_requests(mcp, line):
         assert reply["error"].get("message"), reply
 
 
-@pytest.mark.parametrize("arguments, named", [({"max_tags": -math.inf}, "max_tags"), ({"max_tags": 0}, "max_tags"),
-                                              ({"threshold": math.nan}, "threshold"), ({"threshold": "high"}, "threshold"),
-                                              ({"llm": "sometimes"}, "llm"), ({"mode": "several"}, "mode")])
+@pytest.mark.parametrize(
+    "arguments, named",
+    [
+        ({"max_tags": -math.inf}, "max_tags"),
+        ({"max_tags": 0}, "max_tags"),
+        ({"threshold": math.nan}, "threshold"),
+        ({"threshold": "high"}, "threshold"),
+        ({"llm": "sometimes"}, "llm"),
+        ({"mode": "several"}, "mode"),
+    ],
+)
 def test_the_app_api_refuses_out_of_range_arguments_plainly(kb_dir, arguments, named):
     """``bench/hostile_corpus.py`` found the page's API answering ``max_tags=-inf`` with "unexpected
     error (OverflowError …)": it now checks its arguments with the LangChain tool's model."""

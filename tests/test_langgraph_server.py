@@ -54,13 +54,33 @@ class Server:
         return path
 
     def start(self) -> "Server":
-        env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LLM4TAG_KB_DIR": str(self.kb_dir), "LLM4TAG_SERVED_WRITES": "true",
-               **{f"LLM4TAG_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in FAST.items()}}
+        env = {
+            **os.environ,
+            "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+            "LLM4TAG_KB_DIR": str(self.kb_dir),
+            "LLM4TAG_SERVED_WRITES": "true",
+            **{f"LLM4TAG_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in FAST.items()},
+        }
         self.log = open(self.workdir / f"server-{self.port}.log", "w")
         self.process = subprocess.Popen(
-            [str(LANGGRAPH), "dev", "--config", str(self.config()), "--host", "127.0.0.1", "--port", str(self.port),
-             "--no-browser", "--no-reload"],
-            cwd=self.workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(LANGGRAPH),
+                "dev",
+                "--config",
+                str(self.config()),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-browser",
+                "--no-reload",
+            ],
+            cwd=self.workdir,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -100,8 +120,10 @@ def server_setup(small_kb_dir, tmp_path_factory):
 
 
 def test_the_server_tags_through_runs_wait_with_a_context(server_setup):
-    out = server_setup.post("/runs/wait", {"assistant_id": "llm4tag", "input": {"content": TEXT},
-                                           "context": {"kb_dir": str(server_setup.kb_dir), **FAST, "max_tags": 2}})
+    out = server_setup.post(
+        "/runs/wait",
+        {"assistant_id": "llm4tag", "input": {"content": TEXT}, "context": {"kb_dir": str(server_setup.kb_dir), **FAST, "max_tags": 2}},
+    )
     candidates = [c["tag"] for c in out["candidates"]]
     assert len(candidates) == 10 and 1 <= len(out["tags"]) <= 2
     assert all(t["tag"] in candidates and t["paths"] for t in out["tags"])
@@ -115,8 +137,10 @@ def test_the_server_answers_as_every_other_surface(server_setup):
     from agent import Context, tagging
     from agent.results import tag_result
 
-    out = server_setup.post("/runs/wait", {"assistant_id": "llm4tag", "input": {"content": TEXT},
-                                           "context": {"kb_dir": str(server_setup.kb_dir), **FAST, "llm": "fast"}})
+    out = server_setup.post(
+        "/runs/wait",
+        {"assistant_id": "llm4tag", "input": {"content": TEXT}, "context": {"kb_dir": str(server_setup.kb_dir), **FAST, "llm": "fast"}},
+    )
     here = tagging.tag(TEXT, context=Context.from_env(kb_dir=str(server_setup.kb_dir), **FAST, llm="fast"))
     assert tag_result(out).model_dump() == tag_result(here).model_dump()
     assert out["threshold"] == here["threshold"] and out["mode"] == "multi"
@@ -125,10 +149,13 @@ def test_the_server_answers_as_every_other_surface(server_setup):
 def test_a_run_cannot_name_another_folder_or_model_file(server_setup, tmp_path):
     """Issue 31 (2): a run's context.kb_dir created any folder on the server."""
     elsewhere = tmp_path / "deep" / "dir"
-    for context, said in (({"kb_dir": str(elsewhere)}, "not the knowledge base this server serves"),
-                          ({"backend": "llamacpp:/etc/shadow"}, "not one this server allows")):
-        r = httpx.post(f"{server_setup.url}/runs/wait", json={"assistant_id": "llm4tag", "input": {"content": TEXT}, "context": context},
-                       timeout=300)
+    for context, said in (
+        ({"kb_dir": str(elsewhere)}, "not the knowledge base this server serves"),
+        ({"backend": "llamacpp:/etc/shadow"}, "not one this server allows"),
+    ):
+        r = httpx.post(
+            f"{server_setup.url}/runs/wait", json={"assistant_id": "llm4tag", "input": {"content": TEXT}, "context": context}, timeout=300
+        )
         assert said in r.text, (r.status_code, r.text[:2000])
         assert "cannot load" not in r.text and "not found" not in r.text
     assert not (tmp_path / "deep").exists()
@@ -176,8 +203,10 @@ def test_a_review_waits_on_the_server_and_is_resumed_after_a_restart(server_setu
 
     state = httpx.get(f"{server.url}/threads/{thread}/state", timeout=30).json()
     assert state["next"] == ["review"], state
-    done = server.post(f"/threads/{thread}/runs/wait", {"assistant_id": "llm4tag", "command": {"resume": {"accept": proposed[:1], "reject": proposed[1:]}},
-                                                        "context": context})
+    done = server.post(
+        f"/threads/{thread}/runs/wait",
+        {"assistant_id": "llm4tag", "command": {"resume": {"accept": proposed[:1], "reject": proposed[1:]}}, "context": context},
+    )
     assert done["review"]["status"] == "reviewed" and done["review"]["accepted"] == proposed[:1]
     from knowledge_base import KnowledgeBase
 

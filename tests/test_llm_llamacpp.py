@@ -44,7 +44,9 @@ def test_judge_reads_real_logits_and_cache_reuse_gives_identical_scores(backend)
 
 def test_selection_is_constrained_to_candidates(backend):
     candidates = ["works-with::image", "works-with-format::pdf", "game::strategy", "field::biology"]
-    gen = backend.select_tags("You tag texts.", f"Text: {TEXT}\nCandidates: {', '.join(candidates)}\nAnswer with a JSON array.", candidates, 3)
+    gen = backend.select_tags(
+        "You tag texts.", f"Text: {TEXT}\nCandidates: {', '.join(candidates)}\nAnswer with a JSON array.", candidates, 3
+    )
     assert 1 <= len(gen.tags) <= 3
     assert set(gen.tags) <= set(candidates)
     assert json.loads(gen.raw) == gen.tags or set(json.loads(gen.raw)) >= set(gen.tags)
@@ -82,7 +84,6 @@ def test_bad_specs_and_missing_files_give_clear_errors(tmp_path):
         load_backend(f"llamacpp:{bad}")
     with pytest.raises(BackendError, match="ollama:MODEL"):
         load_backend("ollama:")
-
 
 
 def test_a_named_model_whose_package_is_missing_says_how_to_install_it(monkeypatch):
@@ -147,7 +148,9 @@ def test_a_process_that_loaded_the_model_exits_without_a_traceback():
     from pathlib import Path
 
     code = "from agent.llm import load_backend; b = load_backend('llamacpp'); print(b.judge('You judge.', ['Is this right? Answer Yes or No.'])[0].p_yes)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert 0.0 <= float(done.stdout.strip().splitlines()[-1]) <= 1.0
     assert "Traceback" not in done.stderr and "TypeError" not in done.stderr, done.stderr[-3000:]

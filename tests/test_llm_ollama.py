@@ -38,7 +38,12 @@ from agent.llm.ollama import OllamaBackend, yes_no_scores
 
 MARKER = "<<relevant>>"
 SYSTEM = "You are a test system prompt."
-FILLER = [(w, -6.0 - 0.25 * i) for i, w in enumerate(["Maybe", "The", "I", "It", "Not", "This", "Rel", "A", "**", "Answer", "Y", "N", "Sure", "Unfortunately", "Based", "Certainly"])]
+FILLER = [
+    (w, -6.0 - 0.25 * i)
+    for i, w in enumerate(
+        ["Maybe", "The", "I", "It", "Not", "This", "Rel", "A", "**", "Answer", "Y", "N", "Sure", "Unfortunately", "Based", "Certainly"]
+    )
+]
 YES_TOP = [("Yes", -0.1), ("No", -2.4), (" Yes", -3.2), ("no", -4.0)] + FILLER
 NO_TOP = [("No", -0.05), ("Yes", -3.1), (" No", -3.9), ("yes", -5.2)] + FILLER
 
@@ -80,8 +85,15 @@ class StandIn:
 
     def chat(self, body: dict) -> dict:
         user = body["messages"][-1]["content"]
-        reply = {"model": body["model"], "created_at": "2025-11-20T10:00:00.000000Z", "done": True, "done_reason": "stop",
-                 "prompt_eval_count": len(user.split()), "total_duration": 1000, "eval_duration": 500}
+        reply = {
+            "model": body["model"],
+            "created_at": "2025-11-20T10:00:00.000000Z",
+            "done": True,
+            "done_reason": "stop",
+            "prompt_eval_count": len(user.split()),
+            "total_duration": 1000,
+            "eval_duration": 500,
+        }
         if body.get("logprobs"):
             top = self.top_for(user)
             n = body.get("top_logprobs", 0)
@@ -89,8 +101,9 @@ class StandIn:
             reply["eval_count"] = 1
             reply["done_reason"] = "length"
             if self.with_logprobs:
-                reply["logprobs"] = [{"token": top[0][0], "logprob": top[0][1],
-                                      "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top[:n]]}]
+                reply["logprobs"] = [
+                    {"token": top[0][0], "logprob": top[0][1], "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top[:n]]}
+                ]
         else:
             enum = body["format"]["items"]["enum"]
             chosen = enum[: min(2, body["format"]["maxItems"])]
@@ -131,10 +144,18 @@ class Handler(BaseHTTPRequestHandler):
             if body.get("model") not in stand_in.models:
                 self._send(404, {"error": f"model '{body.get('model')}' not found"})
                 return
-            self._send(200, {"modelfile": "FROM stand-in", "parameters": "", "template": "{{ .Prompt }}",
-                             "details": {"format": "gguf", "family": "llama", "parameter_size": "135M", "quantization_level": "Q4_1"},
-                             "model_info": {"general.architecture": "llama"}, "capabilities": ["completion"],
-                             "modified_at": "2025-11-20T10:00:00.000000Z"})
+            self._send(
+                200,
+                {
+                    "modelfile": "FROM stand-in",
+                    "parameters": "",
+                    "template": "{{ .Prompt }}",
+                    "details": {"format": "gguf", "family": "llama", "parameter_size": "135M", "quantization_level": "Q4_1"},
+                    "model_info": {"general.architecture": "llama"},
+                    "capabilities": ["completion"],
+                    "modified_at": "2025-11-20T10:00:00.000000Z",
+                },
+            )
         elif self.path == "/api/chat":
             with stand_in.lock:
                 failing = stand_in.fail_chats > 0
@@ -321,7 +342,10 @@ def test_select_tags_sends_the_candidate_schema_and_keeps_only_candidates(stand_
 
     (body,) = stand_in.chats()
     assert body["model"] == "stand-in-model" and body["stream"] is False
-    assert body["messages"] == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Pick tags for: a real-time strategy game."}]
+    assert body["messages"] == [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Pick tags for: a real-time strategy game."},
+    ]
     assert body["format"] == tag_selection_schema(candidates, 3)
     assert body["format"]["items"]["enum"] == candidates
     assert body["options"]["temperature"] == 0
@@ -383,7 +407,9 @@ def test_a_slow_server_times_out_with_a_clear_message(stand_in):
     stand_in.chat_delay = 1.5
     backend = OllamaBackend("stand-in-model", timeout=0.3)
     started = time.perf_counter()
-    with pytest.raises(BackendError, match=r"did not answer /api/chat for 'stand-in-model' within the 0\.3 s timeout.*LLM4TAG_OLLAMA_TIMEOUT"):
+    with pytest.raises(
+        BackendError, match=r"did not answer /api/chat for 'stand-in-model' within the 0\.3 s timeout.*LLM4TAG_OLLAMA_TIMEOUT"
+    ):
         backend.judge(SYSTEM, ["content\nTag: a"])
     assert time.perf_counter() - started < 1.4
 
@@ -466,7 +492,7 @@ def test_tagging_graph_runs_on_the_ollama_backend(stand_in, fresh_backends, smal
     judged = [j["tag"] for j in result["judgments"]]
     # every likely candidate is judged: the generated tags, then recall's top five not among them
     assert judged[: len(selection["tags"])] == selection["tags"]
-    assert judged[len(selection["tags"]):] == [t for t in candidates[:5] if t not in selection["tags"]]
+    assert judged[len(selection["tags"]) :] == [t for t in candidates[:5] if t not in selection["tags"]]
     assert len([b for b in stand_in.chats() if b.get("logprobs")]) == len(judged)
     by_tag = {j["tag"]: j["p_yes"] for j in result["judgments"]}
     assert by_tag[stand_in.selected[0]] == round(expected_p_yes(YES_TOP), 4)

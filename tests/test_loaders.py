@@ -122,14 +122,21 @@ def test_a_duplicate_tag_is_refused_naming_both_lines(tmp_path):
     assert [p.line for p in parsed.problems] == [4]
 
 
-@pytest.mark.parametrize("header, expected", [
-    ("tagname\tdesc", [Tag("card_arrival", "When will my card arrive")]),
-    ("Label\tDefinition\tAlt labels\tBroader", [Tag("card_arrival", "When will my card arrive", ("delivery",), "cards"), Tag("cards")]),
-    ("prefLabel\tScope note", [Tag("card_arrival", "When will my card arrive")]),
-])
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        ("tagname\tdesc", [Tag("card_arrival", "When will my card arrive")]),
+        ("Label\tDefinition\tAlt labels\tBroader", [Tag("card_arrival", "When will my card arrive", ("delivery",), "cards"), Tag("cards")]),
+        ("prefLabel\tScope note", [Tag("card_arrival", "When will my card arrive")]),
+    ],
+)
 def test_header_columns_by_their_usual_names(tmp_path, header, expected):
     """A header row is read by its names, never loaded as a tag (a 'tagname' header once became a tag)."""
-    rows = ["card_arrival\tWhen will my card arrive\tdelivery\tcards", "cards"] if "Broader" in header else ["card_arrival\tWhen will my card arrive"]
+    rows = (
+        ["card_arrival\tWhen will my card arrive\tdelivery\tcards", "cards"]
+        if "Broader" in header
+        else ["card_arrival\tWhen will my card arrive"]
+    )
     parsed = read_tags(write_lines(tmp_path / "tags.tsv", [header, *rows]))
     assert parsed.records == expected and parsed.warnings == [] and parsed.problems == []
 
@@ -155,8 +162,10 @@ def test_an_unrecognised_description_column_is_named(tmp_path):
 
 
 def test_jsonl_keys_by_their_usual_names_and_unknown_keys_named(tmp_path):
-    path = jsonl(tmp_path / "tags.jsonl", [{"prefLabel": "fruit", "definition": "Apples", "altLabel": ["produce"], "owner": "x"},
-                                          {"tag": "apple", "broader": "fruit"}])
+    path = jsonl(
+        tmp_path / "tags.jsonl",
+        [{"prefLabel": "fruit", "definition": "Apples", "altLabel": ["produce"], "owner": "x"}, {"tag": "apple", "broader": "fruit"}],
+    )
     parsed = read_tags(path)
     assert parsed.records == [Tag("fruit", "Apples", ("produce",)), Tag("apple", "", (), "fruit")]
     assert len(parsed.warnings) == 1 and "keys not read: 'owner'" in parsed.warnings[0]
@@ -310,7 +319,7 @@ def test_samples_malformed_lines(tmp_path):
             {"id": "notext", "tags": ["a"]},
             {"id": "notags", "text": "no tags at all"},
             {"id": "badtags", "text": "bad tags", "tags": [1]},
-            "\"just a string\"",
+            '"just a string"',
             {"id": "good2", "text": "fine too", "tags": ["b"]},
         ],
     )

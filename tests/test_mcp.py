@@ -29,8 +29,14 @@ def payload(result) -> object:
 
 
 async def session_run(kb_dir: Path, known: list[str]) -> dict:
-    env = {**os.environ, "LLM4TAG_BUDGET": "5", "LLM4TAG_MAX_TAGS": "2", "LLM4TAG_USE_KNOWLEDGE": "false",
-           "LLM4TAG_MAX_EXAMPLES": "1", "LLM4TAG_THRESHOLD": "0"}
+    env = {
+        **os.environ,
+        "LLM4TAG_BUDGET": "5",
+        "LLM4TAG_MAX_TAGS": "2",
+        "LLM4TAG_USE_KNOWLEDGE": "false",
+        "LLM4TAG_MAX_EXAMPLES": "1",
+        "LLM4TAG_THRESHOLD": "0",
+    }
     params = StdioServerParameters(command=sys.executable, args=["-m", "ui.cli", "--kb", str(kb_dir), "mcp"], env=env, cwd=str(ROOT))
     seen: dict = {}
     async with stdio_client(params) as (read, write):
@@ -40,12 +46,19 @@ async def session_run(kb_dir: Path, known: list[str]) -> dict:
             seen["tools"] = {t.name: t for t in (await session.list_tools()).tools}
             seen["search"] = payload(await session.call_tool("search_tags", {"query": "game", "limit": 3}))
             seen["recall"] = payload(await session.call_tool("recall", {"text": demo_examples()[0]["text"], "budget": 6}))
-            seen["learn"] = payload(await session.call_tool(
-                "learn", {"text": "An MCP-taught sample about a chess engine", "correct": [known[0]], "incorrect": [known[1]], "id": "mcp-1"}))
-            seen["tag_learned_raw"] = await session.call_tool("tag", {"text": "An MCP-taught sample about a chess engine", "llm": False,
-                                                                      "explain": True})
+            seen["learn"] = payload(
+                await session.call_tool(
+                    "learn",
+                    {"text": "An MCP-taught sample about a chess engine", "correct": [known[0]], "incorrect": [known[1]], "id": "mcp-1"},
+                )
+            )
+            seen["tag_learned_raw"] = await session.call_tool(
+                "tag", {"text": "An MCP-taught sample about a chess engine", "llm": False, "explain": True}
+            )
             seen["tag_learned"] = payload(seen["tag_learned_raw"])
-            seen["recall_learned"] = payload(await session.call_tool("recall", {"text": "An MCP-taught sample about a chess engine", "budget": 6}))
+            seen["recall_learned"] = payload(
+                await session.call_tool("recall", {"text": "An MCP-taught sample about a chess engine", "budget": 6})
+            )
             seen["learn_unknown"] = await session.call_tool("learn", {"text": "anything", "correct": ["no::such-tag"]})
             seen["tag_empty"] = await session.call_tool("tag", {"text": "   "})
             progress: list[tuple[float, str]] = []
@@ -53,11 +66,14 @@ async def session_run(kb_dir: Path, known: list[str]) -> dict:
             async def on_progress(done, total, message):
                 progress.append((done, message))
 
-            seen["tag"] = payload(await session.call_tool("tag", {"text": demo_examples()[0]["text"], "llm": "full"},
-                                                          progress_callback=on_progress))
+            seen["tag"] = payload(
+                await session.call_tool("tag", {"text": demo_examples()[0]["text"], "llm": "full"}, progress_callback=on_progress)
+            )
             seen["progress"] = progress
             seen["change_wrong"] = await session.call_tool("change_tag", {"tag": known[1], "action": "merge", "into": "no::such-tag"})
-            seen["change"] = payload(await session.call_tool("change_tag", {"tag": known[1], "action": "rename", "into": "renamed::by-mcp"}))
+            seen["change"] = payload(
+                await session.call_tool("change_tag", {"tag": known[1], "action": "rename", "into": "renamed::by-mcp"})
+            )
     return seen
 
 
@@ -73,11 +89,23 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
     assert seen["server"] == "llm4tag"
     assert set(seen["tools"]) == {"tag", "recall", "learn", "search_tags", "change_tag"}
     assert seen["tools"]["learn"].inputSchema["required"] == ["text", "correct"]
-    assert set(seen["tools"]["tag"].inputSchema["properties"]) == {"text", "mode", "max_tags", "threshold", "llm", "review", "explain", "label_language"}
+    assert set(seen["tools"]["tag"].inputSchema["properties"]) == {
+        "text",
+        "mode",
+        "max_tags",
+        "threshold",
+        "llm",
+        "review",
+        "explain",
+        "label_language",
+    }
     assert all(tool.description for tool in seen["tools"].values())
     # tag answers in the shape every surface returns, with it as the tool's output schema and as structured content
     assert set(seen["tools"]["tag"].outputSchema["properties"]) == set(TagResult.model_fields)
-    assert TagResult.model_validate(seen["tag_learned_raw"].structuredContent).model_dump(mode="json") == seen["tag_learned_raw"].structuredContent
+    assert (
+        TagResult.model_validate(seen["tag_learned_raw"].structuredContent).model_dump(mode="json")
+        == seen["tag_learned_raw"].structuredContent
+    )
 
     hits = seen["search"]
     assert 1 <= len(hits) <= 3 and "game" in hits[0]["tag"] and set(hits[0]) == {"tag", "similarity", "description"}
@@ -97,7 +125,9 @@ def test_mcp_tools_over_stdio(small_kb_dir, tmp_path):
     learned = [t["tag"] for t in seen["tag_learned"]["tags"]]
     assert learned[0] == known[0] and known[1] not in learned
     # with explain, each tag lists the words of the text behind it
-    assert all("words" in t and all(w in "An MCP-taught sample about a chess engine" for w in t["words"]) for t in seen["tag_learned"]["tags"])
+    assert all(
+        "words" in t and all(w in "An MCP-taught sample about a chess engine" for w in t["words"]) for t in seen["tag_learned"]["tags"]
+    )
     assert seen["recall_learned"]["candidates"][0]["tag"] == known[0]
     assert any(e["path"] == "memory" for e in seen["recall_learned"]["candidates"][0]["evidence"])
 

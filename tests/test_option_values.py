@@ -18,10 +18,20 @@ def runner():
     return CliRunner()
 
 
-@pytest.mark.parametrize("option, value", [
-    ("--budget", "-5"), ("--budget", "0"), ("--max-c2t", "-3"), ("--max-c2c2t", "-1"),
-    ("--delta-ct", "nan"), ("--delta-ct", "inf"), ("--delta-cc", "-inf"), ("--delta-ct", "1.5"), ("--delta-cc", "nan"),
-])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--budget", "-5"),
+        ("--budget", "0"),
+        ("--max-c2t", "-3"),
+        ("--max-c2c2t", "-1"),
+        ("--delta-ct", "nan"),
+        ("--delta-ct", "inf"),
+        ("--delta-cc", "-inf"),
+        ("--delta-ct", "1.5"),
+        ("--delta-cc", "nan"),
+    ],
+)
 def test_recall_refuses_out_of_range_settings(runner, small_kb_dir, option, value):
     r = runner.invoke(main, ["--kb", str(small_kb_dir), "recall", "a web browser", option, value])
     assert r.exit_code == 2, r.output
@@ -29,14 +39,28 @@ def test_recall_refuses_out_of_range_settings(runner, small_kb_dir, option, valu
 
 
 def test_one_rule_for_every_surface():
-    for bad in ({"budget": 0}, {"max_c2t": -3}, {"delta_ct": math.nan}, {"delta_cc": math.inf}, {"max_learned": -1},
-                {"similar_contents": -2}, {"strategy": "nope"}):
+    for bad in (
+        {"budget": 0},
+        {"max_c2t": -3},
+        {"delta_ct": math.nan},
+        {"delta_cc": math.inf},
+        {"max_learned": -1},
+        {"similar_contents": -2},
+        {"strategy": "nope"},
+    ):
         with pytest.raises(ValueError):
             RecallConfig(**bad)
         with pytest.raises(ValueError):
             RecallConfig().with_overrides(**bad)
-    for bad in ({"budget": -5}, {"max_c2t": -3}, {"delta_ct": math.nan}, {"history_keep": math.inf}, {"max_examples": -1},
-                {"web_timeout_s": math.nan}, {"content_chars": 0}):
+    for bad in (
+        {"budget": -5},
+        {"max_c2t": -3},
+        {"delta_ct": math.nan},
+        {"history_keep": math.inf},
+        {"max_examples": -1},
+        {"web_timeout_s": math.nan},
+        {"content_chars": 0},
+    ):
         with pytest.raises(ValueError):
             Context(**bad)
     assert RecallConfig(max_learned=0, max_c2c2t=0).budget == 20  # 0 switches a path off
@@ -59,8 +83,10 @@ def test_kb_search_refuses_a_negative_k(runner, small_kb_dir):
     assert r.exit_code == 2, r.output
 
 
-@pytest.mark.parametrize("command", [["kb", "stats"], ["recall", "some text"], ["tag", "some text", "--no-llm"],
-                                     ["kb", "search", "browser"], ["kb", "train-classifier"]])
+@pytest.mark.parametrize(
+    "command",
+    [["kb", "stats"], ["recall", "some text"], ["tag", "some text", "--no-llm"], ["kb", "search", "browser"], ["kb", "train-classifier"]],
+)
 def test_read_commands_refuse_a_missing_or_foreign_kb_folder(runner, tmp_path, command):
     missing = tmp_path / "typo-kb"
     r = runner.invoke(main, ["--kb", str(missing), *command])

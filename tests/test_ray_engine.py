@@ -11,8 +11,11 @@ from agent.batch import run_batch
 
 ray = pytest.importorskip("ray", reason="Ray Data is in the ray extra, which dev includes")
 
-TEXTS = ["A chess engine with a graphical board written in C++", "Library for parsing XML documents in Python",
-         "Command-line tool to resize and convert images"]
+TEXTS = [
+    "A chess engine with a graphical board written in C++",
+    "Library for parsing XML documents in Python",
+    "Command-line tool to resize and convert images",
+]
 
 
 @pytest.mark.slow

@@ -48,8 +48,13 @@ def _run_unprivileged(commands: list[list[str]]) -> list[dict]:
     probe = subprocess.run([*prefix, sys.executable, "-c", "import os; os.access('/', os.W_OK)"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot drop privileges here: {probe.stderr.decode(errors='replace')[:200]}")
-    proc = subprocess.run([*prefix, sys.executable, "-c", _CHILD, str(ROOT), json.dumps(commands)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ})
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-c", _CHILD, str(ROOT), json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -72,12 +77,14 @@ def read_only_kb(small_kb_dir, tmp_path):
 def test_a_read_only_knowledge_base_is_named_not_a_traceback(read_only_kb, small_data_dir, tmp_path):
     kb = str(read_only_kb)
     new_kb = str(read_only_kb.parent / "new-kb")  # the parent is read-only too
-    results = _run_unprivileged([
-        ["--kb", kb, "kb", "stats"],
-        ["--kb", kb, "recall", "a web browser for the terminal"],
-        ["--kb", kb, "kb", "load-vocab", str(small_data_dir / "tags.tsv")],
-        ["--kb", new_kb, "kb", "load-vocab", str(small_data_dir / "tags.tsv")],
-    ])
+    results = _run_unprivileged(
+        [
+            ["--kb", kb, "kb", "stats"],
+            ["--kb", kb, "recall", "a web browser for the terminal"],
+            ["--kb", kb, "kb", "load-vocab", str(small_data_dir / "tags.tsv")],
+            ["--kb", new_kb, "kb", "load-vocab", str(small_data_dir / "tags.tsv")],
+        ]
+    )
     for result in results[:3]:
         assert result["exception"] is None and result["code"] == 1, result
         assert f"the knowledge base at {read_only_kb} is read-only" in result["output"], result

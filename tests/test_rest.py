@@ -52,8 +52,16 @@ def known_tags(kb_dir: Path, n: int = 2) -> list[str]:
 # ---- spec ----------------------------------------------------------------------------------
 def test_openapi_spec_has_a_model_for_every_request_and_response(client):
     spec = client.get("/openapi.json").json()
-    assert set(spec["paths"]) == {"/v1/tag", "/v1/tag/stream", "/v1/tag-batch", "/v1/learn", "/v1/review/{content_id}", "/v1/tags",
-                                  "/v1/tags/{tag}/change", "/health"}
+    assert set(spec["paths"]) == {
+        "/v1/tag",
+        "/v1/tag/stream",
+        "/v1/tag-batch",
+        "/v1/learn",
+        "/v1/review/{content_id}",
+        "/v1/tags",
+        "/v1/tags/{tag}/change",
+        "/health",
+    }
     assert "text/event-stream" in spec["paths"]["/v1/tag/stream"]["post"]["responses"]["200"]["content"]
     schemas = spec["components"]["schemas"]
     for path, item in spec["paths"].items():
@@ -67,14 +75,50 @@ def test_openapi_spec_has_a_model_for_every_request_and_response(client):
             assert ok.split("/")[-1] in schemas, path
             for code, response in op["responses"].items():
                 assert "schema" in response.get("content", {}).get("application/json", {}), (path, code)
-    assert {"TagRequest", "TagResponse", "TagBatchRequest", "TagBatchResponse", "LearnRequest", "LearnResponse",
-            "TagListResponse", "HealthResponse", "ErrorResponse"} <= set(schemas)
+    assert {
+        "TagRequest",
+        "TagResponse",
+        "TagBatchRequest",
+        "TagBatchResponse",
+        "LearnRequest",
+        "LearnResponse",
+        "TagListResponse",
+        "HealthResponse",
+        "ErrorResponse",
+    } <= set(schemas)
     # nothing takes a file path: every request field and query parameter is listed here
-    fields = {name for model in ("TagRequest", "TagBatchRequest", "BatchDocument", "LearnRequest", "ReviewRequest", "TagChangeRequest")
-              for name in schemas[model]["properties"]}
+    fields = {
+        name
+        for model in ("TagRequest", "TagBatchRequest", "BatchDocument", "LearnRequest", "ReviewRequest", "TagChangeRequest")
+        for name in schemas[model]["properties"]
+    }
     fields |= {p["name"] for item in spec["paths"].values() for op in item.values() for p in op.get("parameters", [])}
-    assert fields == {"text", "title", "id", "mode", "max_tags", "threshold", "llm", "review", "explain", "documents", "correct", "incorrect", "replace",
-                      "accept", "reject", "add", "content_id", "q", "limit", "offset", "tag", "action", "into", "label_language"}
+    assert fields == {
+        "text",
+        "title",
+        "id",
+        "mode",
+        "max_tags",
+        "threshold",
+        "llm",
+        "review",
+        "explain",
+        "documents",
+        "correct",
+        "incorrect",
+        "replace",
+        "accept",
+        "reject",
+        "add",
+        "content_id",
+        "q",
+        "limit",
+        "offset",
+        "tag",
+        "action",
+        "into",
+        "label_language",
+    }
 
 
 # ---- tagging -------------------------------------------------------------------------------
@@ -105,7 +149,7 @@ def test_tag_without_the_llm_answers_from_recall_alone(client):
     # the words behind each kept tag, as offsets into the cleaned text
     spans, text = body["details"]["spans"], body["details"]["text"]
     assert set(spans) == {t["tag"] for t in body["tags"]} and any(spans.values())
-    assert all(text[s["start"]:s["end"]] == s["text"] and s["drop"] > 0 for found in spans.values() for s in found)
+    assert all(text[s["start"] : s["end"]] == s["text"] and s["drop"] > 0 for found in spans.values() for s in found)
 
 
 def _events(response) -> list[tuple[str, dict]]:
@@ -198,9 +242,19 @@ def test_requests_over_the_size_limit_get_413(kb_dir):
 def test_learn_writes_a_sample(client, kb_dir):
     tags = known_tags(kb_dir)
     before = KnowledgeBase(kb_dir).collection("samples").count()
-    r = client.post("/v1/learn", json={"text": "A tiny tool to rename photos by date", "correct": [tags[0]], "incorrect": [tags[1]], "id": "api-learn-1"})
+    r = client.post(
+        "/v1/learn",
+        json={"text": "A tiny tool to rename photos by date", "correct": [tags[0]], "incorrect": [tags[1]], "id": "api-learn-1"},
+    )
     assert r.status_code == 200, r.text
-    assert r.json() == {"id": "api-learn-1", "correct": [tags[0]], "incorrect": [tags[1]], "samples": before + 1, "retraining": False, "review": None}
+    assert r.json() == {
+        "id": "api-learn-1",
+        "correct": [tags[0]],
+        "incorrect": [tags[1]],
+        "samples": before + 1,
+        "retraining": False,
+        "review": None,
+    }
     sample = KnowledgeBase(kb_dir).get_sample("api-learn-1")
     assert sample.tags == (tags[0],) and sample.incorrect_tags == (tags[1],)
 
@@ -451,7 +505,14 @@ def test_concurrent_learn_writes_all_land(live_server, kb_dir):
 
 
 # ---- fuzzing against the app's own spec ----------------------------------------------------
-FUZZED = [("POST", "/v1/learn"), ("POST", "/v1/tags/{tag}/change"), ("GET", "/v1/review/{content_id}"), ("POST", "/v1/review/{content_id}"), ("GET", "/v1/tags"), ("GET", "/health")]
+FUZZED = [
+    ("POST", "/v1/learn"),
+    ("POST", "/v1/tags/{tag}/change"),
+    ("GET", "/v1/review/{content_id}"),
+    ("POST", "/v1/review/{content_id}"),
+    ("GET", "/v1/tags"),
+    ("GET", "/health"),
+]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -474,8 +535,12 @@ def test_fuzzing_covers_every_cheap_operation(api_schema):
 
 # health has no input to make invalid; for the review and tag-change operations schemathesis finds no
 # negative case it can send (their path holds any string), so they are fuzzed with valid-shaped input only
-RUNS = [(m, p, mode) for m, p in FUZZED for mode in GenerationMode
-        if not (p == "/health" or p.startswith("/v1/review/") or p.endswith("/change")) or mode == GenerationMode.POSITIVE]
+RUNS = [
+    (m, p, mode)
+    for m, p in FUZZED
+    for mode in GenerationMode
+    if not (p == "/health" or p.startswith("/v1/review/") or p.endswith("/change")) or mode == GenerationMode.POSITIVE
+]
 
 
 @pytest.mark.parametrize("method,path,mode", RUNS, ids=[f"{m} {p} {mode.value}" for m, p, mode in RUNS])

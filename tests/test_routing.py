@@ -38,8 +38,11 @@ def test_auto_skips_the_llm_where_the_confidence_is_recalls_own_probability(fuse
     answer = lambda r: [(t["tag"], t["confidence"]) for t in r["tags"]]  # noqa: E731
     assert answer(auto) == answer(fast) == answer(full)  # the LLM's output did not change the answer here
     assert auto["threshold"] == full["threshold"] == runtime_for(str(trained_kb_dir)).threshold(ctx)
-    paper_confidence = llm_route({"recall_scores": "probability", "candidates": auto["candidates"]},
-                                 ctx.with_overrides(use_learned_calibration=False), runtime_for(str(trained_kb_dir)))
+    paper_confidence = llm_route(
+        {"recall_scores": "probability", "candidates": auto["candidates"]},
+        ctx.with_overrides(use_learned_calibration=False),
+        runtime_for(str(trained_kb_dir)),
+    )
     assert paper_confidence["llm"] and "P(Yes) is the confidence" in paper_confidence["reason"]  # the judge is then the confidence
 
 
@@ -56,16 +59,27 @@ def test_with_a_fitted_fusion_auto_routes_close_calls_and_tags_without_history(f
     names = list(FEATURES)
     coefficients = [0.0] * len(names)
     coefficients[names.index("logit_p_yes")] = 1.0
-    LearnedCalibration("logistic", coefficients=coefficients, intercept=-1.0, scale_mean=[0.0] * len(names),
-                       scale_std=[1.0] * len(names), pairs=100, share_right=0.3, fitted_at="2026-12-06", features=names).save(fused_copy)
+    LearnedCalibration(
+        "logistic",
+        coefficients=coefficients,
+        intercept=-1.0,
+        scale_mean=[0.0] * len(names),
+        scale_std=[1.0] * len(names),
+        pairs=100,
+        share_right=0.3,
+        fitted_at="2026-12-06",
+        features=names,
+    ).save(fused_copy)
     rt = runtime_for(str(fused_copy))
     ctx = Context(kb_dir=str(fused_copy), threshold=0.5, judge_top=3, max_tags=2)  # multi-tag, at most 2
     history = [{"path": "C2C2T", "score": 0.6}]
     description = [{"path": "C2T", "score": 0.6}]
 
     def route(*scored, evidence=history, context=ctx):
-        state = {"recall_scores": "probability",
-                 "candidates": [{"tag": f"t{i}", "score": s, "evidence": evidence} for i, s in enumerate(scored)]}
+        state = {
+            "recall_scores": "probability",
+            "candidates": [{"tag": f"t{i}", "score": s, "evidence": evidence} for i, s in enumerate(scored)],
+        }
         return llm_route(state, context, rt)
 
     assert not route(0.95, 0.1, 0.02)["llm"]  # clear calls: far above and below the threshold (> 1 log-odds)
@@ -81,8 +95,11 @@ def test_with_a_fitted_fusion_auto_routes_close_calls_and_tags_without_history(f
     assert thin["llm"] and "description alone: t0" in thin["reason"]
     remembered = [{"path": "memory", "score": 1.0, "via": [{"id": "x", "verdict": "right"}]}]
     assert not route(0.55, 0.5, evidence=remembered)["llm"]  # a person's verdict decides
-    assert not llm_route({"recall_scores": "probability", "candidates": [{"tag": "t", "score": 0.5, "evidence": history}]},
-                         ctx.with_overrides(llm="fast"), rt)["llm"]
+    assert not llm_route(
+        {"recall_scores": "probability", "candidates": [{"tag": "t", "score": 0.5, "evidence": history}]},
+        ctx.with_overrides(llm="fast"),
+        rt,
+    )["llm"]
     assert llm_route({"recall_scores": "probability", "candidates": []}, ctx.with_overrides(llm="full"), rt)["llm"]
     # end to end: a routed content runs the judge and its result says so
     result = tag(TEXT, context=Context(kb_dir=str(fused_copy), route_margin=20.0, **SMALL))
@@ -105,17 +122,23 @@ def test_a_text_that_orders_the_model_about_is_tagged_by_fused_recall_alone(kb_d
 
     cases = injections()
     assert all(bool(instructions_in(c["text"])) == c["injection"] for c in cases), [
-        (c["text"][:80], instructions_in(c["text"])) for c in cases if bool(instructions_in(c["text"])) != c["injection"]]
+        (c["text"][:80], instructions_in(c["text"])) for c in cases if bool(instructions_in(c["text"])) != c["injection"]
+    ]
     rt = runtime_for(str(kb_dir))
     for case in cases:
-        route = llm_route({"text": case["text"], "candidates": [{"tag": "x", "score": 0.5, "evidence": []}]},
-                          Context(kb_dir=str(kb_dir), llm="full"), rt)
+        route = llm_route(
+            {"text": case["text"], "candidates": [{"tag": "x", "score": 0.5, "evidence": []}]}, Context(kb_dir=str(kb_dir), llm="full"), rt
+        )
         assert route["llm"] is not case["injection"], (case, route)
     text = next(c["text"] for c in cases if c["injection"] and "admin::root" in c["text"])
     ctx = Context(kb_dir=str(kb_dir), **SMALL)
     full = tag(text, context=ctx.with_overrides(llm="full"))
     fast = tag(text, context=ctx.with_overrides(llm="fast"))
-    assert full["route"]["llm"] is False and full["route"]["instructions"] and "instructions addressed to a language model" in " ".join(full["notes"])
+    assert (
+        full["route"]["llm"] is False
+        and full["route"]["instructions"]
+        and "instructions addressed to a language model" in " ".join(full["notes"])
+    )
     assert full["selection"]["prompt_tokens"] == 0 and all(j.get("p_yes") is None for j in full["judgments"])  # no model call at all
     assert [(t["tag"], t["confidence"]) for t in full["tags"]] == [(t["tag"], t["confidence"]) for t in fast["tags"]]
 

@@ -37,19 +37,29 @@ def test_set_variables_are_parsed_to_their_types(clean_env):
     clean_env.setenv("LLM4TAG_API_WORKERS", "3")
     clean_env.setenv("LLM4TAG_API_QUEUE", "0")
     s = settings()
-    assert (s.encoder_runtime, s.encoder_threads, s.ollama_timeout, s.llama_repack, s.api_workers, s.api_queue) == ("onnx", 2, 2.5, True, 3, 0)
+    assert (s.encoder_runtime, s.encoder_threads, s.ollama_timeout, s.llama_repack, s.api_workers, s.api_queue) == (
+        "onnx",
+        2,
+        2.5,
+        True,
+        3,
+        0,
+    )
     assert default_workers(Context()) == 3  # the REST API reads its worker count from here
 
 
-@pytest.mark.parametrize("variable, value, message", [
-    ("LLM4TAG_ENCODER_RUNTIME", "fast", r"LLM4TAG_ENCODER_RUNTIME='fast': choose one of onnx-int8, onnx, torch"),
-    ("LLM4TAG_ENCODER_THREADS", "two", r"LLM4TAG_ENCODER_THREADS='two' is not a whole number"),
-    ("LLM4TAG_LLM_THREADS", "0", r"LLM4TAG_LLM_THREADS must be at least 1, not '0'"),
-    ("LLM4TAG_OLLAMA_TIMEOUT", "0", r"LLM4TAG_OLLAMA_TIMEOUT must be greater than 0, not '0'"),
-    ("LLM4TAG_OLLAMA_CONNECT_TIMEOUT", "inf", r"LLM4TAG_OLLAMA_CONNECT_TIMEOUT='inf' is not a finite number"),
-    ("LLM4TAG_API_QUEUE", "-1", r"LLM4TAG_API_QUEUE must be at least 0, not '-1'"),
-    ("LLM4TAG_LLAMA_REPACK", "maybe", r"LLM4TAG_LLAMA_REPACK='maybe' is not a yes/no value"),
-])
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("LLM4TAG_ENCODER_RUNTIME", "fast", r"LLM4TAG_ENCODER_RUNTIME='fast': choose one of onnx-int8, onnx, torch"),
+        ("LLM4TAG_ENCODER_THREADS", "two", r"LLM4TAG_ENCODER_THREADS='two' is not a whole number"),
+        ("LLM4TAG_LLM_THREADS", "0", r"LLM4TAG_LLM_THREADS must be at least 1, not '0'"),
+        ("LLM4TAG_OLLAMA_TIMEOUT", "0", r"LLM4TAG_OLLAMA_TIMEOUT must be greater than 0, not '0'"),
+        ("LLM4TAG_OLLAMA_CONNECT_TIMEOUT", "inf", r"LLM4TAG_OLLAMA_CONNECT_TIMEOUT='inf' is not a finite number"),
+        ("LLM4TAG_API_QUEUE", "-1", r"LLM4TAG_API_QUEUE must be at least 0, not '-1'"),
+        ("LLM4TAG_LLAMA_REPACK", "maybe", r"LLM4TAG_LLAMA_REPACK='maybe' is not a yes/no value"),
+    ],
+)
 def test_a_bad_value_names_the_variable_and_what_it_may_be(clean_env, variable, value, message):
     clean_env.setenv(variable, value)
     with pytest.raises(SettingsError, match=message):

@@ -37,12 +37,16 @@ def test_a_hand_made_skos_file_with_every_case(tmp_path):
     tags = {t.name: t for t in parsed.records}
     assert set(tags) == {"food", "fruit", "apple", "dessert"}  # the deprecated and the replaced concept are not loaded
     assert tags["fruit"] == Tag("fruit", "The sweet, seed-bearing part of a plant", ("fruits", "frut"), "food", (("de", "Obst"),))
-    assert tags["apple"] == Tag("apple", "Only the fruit, not the company", (), "fruit", (("de", "Apfel"),))  # scopeNote; parent from narrower
+    assert tags["apple"] == Tag(
+        "apple", "Only the fruit, not the company", (), "fruit", (("de", "Apfel"),)
+    )  # scopeNote; parent from narrower
     assert tags["apple"].label("de") == "Apfel" and tags["apple"].label("fi") == "apple" and tags["apple"].label(None) == "apple"
     assert tags["dessert"] == Tag("dessert")  # typed only by its prefLabel, in no language
     assert any("2 deprecated concepts not loaded" in w and "sweets → dessert" in w for w in parsed.warnings)
     german = {t.name: t for t in read_skos(path, language="de").records}
-    assert german["Obst"] == Tag("Obst", "Süßer Teil einer Pflanze", ("Früchte",), "Essen", (("en", "fruit"),))  # synonyms in that language or none
+    assert german["Obst"] == Tag(
+        "Obst", "Süßer Teil einer Pflanze", ("Früchte",), "Essen", (("en", "fruit"),)
+    )  # synonyms in that language or none
     assert german["Essen"].description == "Anything eaten"  # no German definition: the English one is better than none
     assert read_vocabulary(path).records == parsed.records  # load-vocab reads SKOS by its suffix
 
@@ -50,8 +54,10 @@ def test_a_hand_made_skos_file_with_every_case(tmp_path):
 def test_debtags_vocabulary_to_skos_and_back_in_three_formats(tmp_path):
     """The demo's debtags vocabulary (560 tags, facet::value names) with the facets as the tree's
     upper level, written as SKOS and read back unchanged."""
-    tags = [Tag(t.name, t.description, t.synonyms, t.name.split("::")[0] if "::" in t.name else None)
-            for t in read_tags(DEMO_DATA / "tags.tsv").records]
+    tags = [
+        Tag(t.name, t.description, t.synonyms, t.name.split("::")[0] if "::" in t.name else None)
+        for t in read_tags(DEMO_DATA / "tags.tsv").records
+    ]
     facets = {t.parent for t in tags if t.parent} - {t.name for t in tags}
     assert len(tags) > 500 and len(facets) > 20
     for suffix in (".ttl", ".rdf", ".jsonld"):
@@ -65,7 +71,7 @@ def test_debtags_vocabulary_to_skos_and_back_in_three_formats(tmp_path):
 
 def test_bad_skos_files_are_refused_with_what_to_do(tmp_path):
     broken = tmp_path / "broken.ttl"
-    broken.write_text("@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n<a> skos:prefLabel \"x .\n", encoding="utf-8")
+    broken.write_text('@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n<a> skos:prefLabel "x .\n', encoding="utf-8")
     with pytest.raises(LoadError, match="not a readable turtle file"):
         read_skos(broken)
     empty = tmp_path / "empty.ttl"
@@ -73,13 +79,18 @@ def test_bad_skos_files_are_refused_with_what_to_do(tmp_path):
     with pytest.raises(LoadError, match="no SKOS concept found"):
         read_skos(empty)
     cycle = tmp_path / "cycle.ttl"
-    cycle.write_text("@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n"
-                     "<x:a> skos:prefLabel \"a\" ; skos:broader <x:b> .\n<x:b> skos:prefLabel \"b\" ; skos:broader <x:a> .\n", encoding="utf-8")
+    cycle.write_text(
+        "@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n"
+        '<x:a> skos:prefLabel "a" ; skos:broader <x:b> .\n<x:b> skos:prefLabel "b" ; skos:broader <x:a> .\n',
+        encoding="utf-8",
+    )
     with pytest.raises(LoadError, match="cycle: a → b → a"):
         read_skos(cycle)
     twins = tmp_path / "twins.ttl"
-    twins.write_text("@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n"
-                     "<x:a> skos:prefLabel \"same\" .\n<x:b> skos:prefLabel \"same\" .\n", encoding="utf-8")
+    twins.write_text(
+        '@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n<x:a> skos:prefLabel "same" .\n<x:b> skos:prefLabel "same" .\n',
+        encoding="utf-8",
+    )
     with pytest.raises(LoadError, match="share the label 'same'"):
         read_skos(twins)
     assert [t.name for t in read_skos(twins, on_error="skip").records] == ["same"]

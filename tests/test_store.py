@@ -245,7 +245,8 @@ def test_add_tags_updates_descriptions_and_links_new_tags(writable_kb, small_sam
     KnowledgeBase(writable_kb.directory).add_tags([Tag("role::shared-lib", "Changed elsewhere")])
     assert writable_kb.get_tags(["role::shared-lib", "brand-new", "no-such-tag"]) == {
         "role::shared-lib": Tag("role::shared-lib", "Changed elsewhere"),
-        "brand-new": Tag("brand-new", "Vector optimized functions for SIMD")}
+        "brand-new": Tag("brand-new", "Vector optimized functions for SIMD"),
+    }
 
 
 def test_add_samples_twice_is_idempotent(writable_kb, small_samples):
@@ -296,7 +297,11 @@ def test_unknown_tags_skip(writable_kb):
     assert writable_kb.get_sample("u-2") is None
     assert not writable_kb.has_tag("no-such-tag")
     after = counts(writable_kb)
-    assert (after["samples"], after["tags"], after["deterministic_edges"]) == (before["samples"] + 1, before["tags"], before["deterministic_edges"] + 1)
+    assert (after["samples"], after["tags"], after["deterministic_edges"]) == (
+        before["samples"] + 1,
+        before["tags"],
+        before["deterministic_edges"] + 1,
+    )
 
 
 def test_unknown_tags_add(writable_kb):
@@ -365,7 +370,9 @@ def test_add_samples_reports_truncation(writable_kb):
 
 def test_progress_callback(writable_kb):
     calls = []
-    writable_kb.add_samples([Sample(f"p-{i}", f"progress sample {i}", ("devel::library",)) for i in range(3)], progress=lambda d, t: calls.append((d, t)))
+    writable_kb.add_samples(
+        [Sample(f"p-{i}", f"progress sample {i}", ("devel::library",)) for i in range(3)], progress=lambda d, t: calls.append((d, t))
+    )
     assert calls == [(3, 3)]
 
 
@@ -490,7 +497,9 @@ def test_add_documents_replaces_a_reloaded_source(writable_kb, small_data_dir):
     assert (report.added, report.updated, report.removed) == (0, 1, n - 1)
     docs = writable_kb.collection("documents").get(include=["documents"])
     assert docs["ids"] == ["guide.md#0"] and docs["documents"] == ["A rewritten guide with one passage."]
-    other = writable_kb.add_documents([Passage("rules.md#0", "rules.md", "Tag the language."), Passage("rules.md#1", "rules.md", "Tag the role.")])
+    other = writable_kb.add_documents(
+        [Passage("rules.md#0", "rules.md", "Tag the language."), Passage("rules.md#1", "rules.md", "Tag the role.")]
+    )
     assert (other.added, other.updated) == (2, 0)
     assert writable_kb.stats()["document_passages"] == 3
 
@@ -524,7 +533,11 @@ def test_a_second_instance_sees_writes_after_refresh(writable_kb):
 
 # ---- concurrency --------------------------------------------------------------------------
 
-TINY_TAGS = [Tag("fruit", "apples, pears and other fruit"), Tag("vehicle", "cars, trucks and bicycles"), Tag("music", "songs and instruments")]
+TINY_TAGS = [
+    Tag("fruit", "apples, pears and other fruit"),
+    Tag("vehicle", "cars, trucks and bicycles"),
+    Tag("music", "songs and instruments"),
+]
 
 CHILD = r"""
 import os, sys, time
@@ -561,7 +574,14 @@ def test_two_processes_write_the_same_kb(tmp_path):
     n = 4
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1", ANONYMIZED_TELEMETRY="False", OMP_NUM_THREADS="1")
     children = [
-        subprocess.Popen([sys.executable, "-c", CHILD, str(directory), who, str(n), str(go)], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(directory), who, str(n), str(go)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for who in ("A", "B")
     ]
     try:
@@ -629,8 +649,9 @@ def test_two_threads_write_the_same_kb(tmp_path):
         assert set(kb.graph.tags_of(cid)) == tags, cid
 
 
-def test_loads_encode_outside_the_write_lock_and_a_writer_never_holds_up_readers(writable_kb, small_samples, trained_kb_dir, tmp_path,
-                                                                                   monkeypatch):
+def test_loads_encode_outside_the_write_lock_and_a_writer_never_holds_up_readers(
+    writable_kb, small_samples, trained_kb_dir, tmp_path, monkeypatch
+):
     """Issue 31 (4): a large load-docs encoded 77,713 passages inside the write lock; a learn waiting
     for it held the lock every /v1/tag needs (``classifier()``), so one writer froze all readers."""
     from knowledge_base import Passage
@@ -658,11 +679,19 @@ def test_loads_encode_outside_the_write_lock_and_a_writer_never_holds_up_readers
     fast = Context(kb_dir=str(copy_kb(trained_kb_dir, tmp_path / "trained")), use_generation=False, use_calibration=False)
     tagging.tag("warm up the encoder and the runtime", context=fast)
     kb = tagger_for(fast.kb_dir).kb  # the instance tagging reads through
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; FileLock(sys.argv[1]).acquire(); "
-                               "print('held', flush=True); time.sleep(600)", str(kb.directory / ".write.lock")],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from filelock import FileLock; FileLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
+            str(kb.directory / ".write.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
+
         def learn_waiting():
             with kb.write_lock():  # while it waits for the other process, it holds this process's writer lock
                 pass
@@ -691,7 +720,9 @@ def test_stats_names_what_a_halfway_write_left_and_rebuild_graph_repairs_it(writ
     sid = small_samples[0].id
     writable_kb.collection("contents").delete(ids=[sid])  # what a write that stopped after the samples store leaves
     vector = writable_kb.collection("samples").get(ids=[small_samples[1].id], include=["embeddings"])["embeddings"][0]
-    writable_kb.collection("contents").upsert(ids=["orphan"], embeddings=[vector], documents=["An orphan content"], metadatas=[{"tags": "[]"}])
+    writable_kb.collection("contents").upsert(
+        ids=["orphan"], embeddings=[vector], documents=["An orphan content"], metadatas=[{"tags": "[]"}]
+    )
     problems = writable_kb.stats(check=True)["problems"]
     assert any(p.startswith("1 samples have no content entry") and "rebuild-graph" in p for p in problems), problems
     assert any(p.startswith("1 contents have no graph node") for p in problems), problems

@@ -46,7 +46,9 @@ def comparable(answer: dict) -> dict:
 
 
 async def _mcp_tag(kb_dir: Path) -> dict:
-    params = StdioServerParameters(command=sys.executable, args=["-m", "ui.cli", "--kb", str(kb_dir), "mcp"], env=dict(os.environ), cwd=str(ROOT))
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "ui.cli", "--kb", str(kb_dir), "mcp"], env=dict(os.environ), cwd=str(ROOT)
+    )
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:
             await session.initialize()

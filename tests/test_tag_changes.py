@@ -77,7 +77,9 @@ def test_a_retired_tag_is_never_suggested_and_a_renamed_one_keeps_its_standing(f
     evidence; the renamed tag is recalled under its new name with the same confidence."""
     kb = KnowledgeBase(fresh_copy)
     samples = kb.collection("samples").get(include=["documents", "metadatas"], limit=60)
-    text, tags = next((d, json.loads(m["tags"])) for d, m in zip(samples["documents"], samples["metadatas"]) if len(json.loads(m["tags"])) >= 2)
+    text, tags = next(
+        (d, json.loads(m["tags"])) for d, m in zip(samples["documents"], samples["metadatas"]) if len(json.loads(m["tags"])) >= 2
+    )
     first = recall_candidates(kb, text + " (a new copy)")
     top, second = first.candidates[0], first.candidates[1]
     tagging.change_tag(top.tag, "retire", kb_dir=str(fresh_copy))
@@ -116,8 +118,11 @@ def test_a_vocabulary_reload_carries_renames_merges_and_retirements(fresh_copy, 
     assert refused.exit_code != 0 and "neither in this file nor in the repository" in refused.output
     assert KnowledgeBase(fresh_copy).has_tag(b)
     skos = tmp_path / "changes.ttl"
-    skos.write_text("@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n@prefix dct: <http://purl.org/dc/terms/> .\n"
-                    f'<x:old> skos:prefLabel "{b}" ; dct:isReplacedBy <x:new> .\n<x:new> skos:prefLabel "zz-new" .\n', encoding="utf-8")
+    skos.write_text(
+        "@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n@prefix dct: <http://purl.org/dc/terms/> .\n"
+        f'<x:old> skos:prefLabel "{b}" ; dct:isReplacedBy <x:new> .\n<x:new> skos:prefLabel "zz-new" .\n',
+        encoding="utf-8",
+    )
     merged = CliRunner().invoke(main, ["--kb", str(fresh_copy), "kb", "load-vocab", str(skos)])
     assert merged.exit_code == 0 and f"merged {b} → zz-new" in merged.output
 
@@ -150,8 +155,14 @@ def test_merging_a_tag_into_its_own_child_keeps_the_tree_a_tree(tmp_path):
     from knowledge_base import Sample, Tag
 
     kb = KnowledgeBase(tmp_path / "kb")
-    kb.add_tags([Tag("media", "All media"), Tag("media::image", "Images", (), "media"), Tag("media::image:raster", "Raster", (), "media::image"),
-                 Tag("top", "Top level")])
+    kb.add_tags(
+        [
+            Tag("media", "All media"),
+            Tag("media::image", "Images", (), "media"),
+            Tag("media::image:raster", "Raster", (), "media::image"),
+            Tag("top", "Top level"),
+        ]
+    )
     kb.change_tag("top", None)  # nothing under it, no history: retired cleanly
     kb.add_samples([Sample("s1", "A photo viewer", ("media", "media::image"))])
     done = kb.change_tag("media", "media::image")

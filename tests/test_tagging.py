@@ -18,8 +18,10 @@ from agent.runtime import FileCache, runtime_for
 from knowledge_base import KnowledgeBase, UnknownTagsError
 from knowledge_base.encoder import Encoder
 
-TEXT = ("A small command-line utility that converts scanned PNG and JPEG images into searchable PDF documents, "
-        "with optical character recognition in several languages. Written in Python; runs in a terminal.")
+TEXT = (
+    "A small command-line utility that converts scanned PNG and JPEG images into searchable PDF documents, "
+    "with optical character recognition in several languages. Written in Python; runs in a terminal."
+)
 
 
 @pytest.fixture
@@ -39,7 +41,9 @@ def encoded_texts(monkeypatch):
 def test_tag_stream_then_accept_encodes_the_text_once_and_stores_the_correction(writable_kb, encoded_texts):
     ctx = Context(kb_dir=str(writable_kb.directory), budget=10, max_tags=3, threshold=0.0)
     steps = list(tagging.tag_stream(TEXT, context=ctx))
-    assert [node for node, _, _ in steps if node != "judgment"] == [n for n in NODE_ORDER if n not in ("prepare", "review", "record_review", "write_back")]
+    assert [node for node, _, _ in steps if node != "judgment"] == [
+        n for n in NODE_ORDER if n not in ("prepare", "review", "record_review", "write_back")
+    ]
     judged = [changes for node, changes, _ in steps if node == "judgment"]  # streamed one by one, before calibrate's own step
     assert judged and judged == steps[-1][1]["judgments"] and steps[-1][0] == "calibrate"
     result = steps[-1][2]
@@ -58,8 +62,13 @@ def test_tag_stream_then_accept_encodes_the_text_once_and_stores_the_correction(
         "import json, sys; from knowledge_base import KnowledgeBase; kb = KnowledgeBase(sys.argv[1]); "
         "print(json.dumps({'tags': sorted(kb.graph.tags_of(sys.argv[2])), 'sample': list(kb.get_sample(sys.argv[2]).tags)}))"
     )
-    out = subprocess.run([sys.executable, "-c", probe, str(writable_kb.directory), result["content_id"]],
-                         capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(writable_kb.directory), result["content_id"]],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == {"tags": sorted(accepted), "sample": accepted}
 
@@ -110,11 +119,20 @@ def test_runtime_threshold_follows_the_knowledge_base_config(writable_kb):
 
 
 def test_explain_gathers_every_step_for_one_tag():
-    candidate = {"tag": "x", "score": 0.9, "description": "an x", "paths": ["C2C2T"],
-                 "evidence": [{"path": "C2C2T", "score": 0.6, "via": [{"id": "s1", "similarity": 0.8}]}]}
-    result = {"candidates": [candidate], "selection": {"tags": ["x"], "from_history": []},
-              "judgments": [{"tag": "x", "p_yes": 0.7, "confidence": 0.8, "logit_yes": 1.0, "logit_no": 0.2}],
-              "examples": [{"id": "s1", "similarity": 0.8, "tags": ["x"], "incorrect_tags": []}], "tags": [{"tag": "x", "confidence": 0.8}]}
+    candidate = {
+        "tag": "x",
+        "score": 0.9,
+        "description": "an x",
+        "paths": ["C2C2T"],
+        "evidence": [{"path": "C2C2T", "score": 0.6, "via": [{"id": "s1", "similarity": 0.8}]}],
+    }
+    result = {
+        "candidates": [candidate],
+        "selection": {"tags": ["x"], "from_history": []},
+        "judgments": [{"tag": "x", "p_yes": 0.7, "confidence": 0.8, "logit_yes": 1.0, "logit_no": 0.2}],
+        "examples": [{"id": "s1", "similarity": 0.8, "tags": ["x"], "incorrect_tags": []}],
+        "tags": [{"tag": "x", "confidence": 0.8}],
+    }
     got = tagging.explain(result, "x")
     assert got["candidate"]["rank"] == 1 and got["candidate"]["evidence"] == ["C2C2T vote 0.60 via s1 (0.80)"]
     assert got["generation"] == {"kind": "chosen", "position": 1}

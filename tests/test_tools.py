@@ -76,21 +76,42 @@ def test_why_names_the_paths_and_the_judge():
         "C2C2T via 4 similar items (vote 0.62); C2T sim 0.41; confidence 0.71"
     )
     assert explain_tag({"tag": "works-with::image", "confidence": 0.71, "origin": "recall"}, candidate).endswith(
-        "ranked high by recall (the LLM did not choose it); confidence 0.71")
+        "ranked high by recall (the LLM did not choose it); confidence 0.71"
+    )
     one = {"tag": "x", "evidence": [{"path": "C2C2T", "score": 1.0, "via": [{"id": "a", "similarity": 0.9}]}]}
     assert explain_tag({"tag": "x", "confidence": None, "origin": "history"}, one) == (
         "C2C2T via 1 similar item (vote 1.00); kept because similar items carry it; no confidence (no judge, no ranker)"
     )
-    result = {"tags": [{"tag": "x", "confidence": 0.9, "origin": "llm", "rank": 1, "paths": ["C2C2T"]}], "candidates": [one],
-              "judgments": [{"tag": "x", "confidence": 0.9}, {"tag": "y", "confidence": 0.2}, {"tag": "z", "confidence": 0.4}],
-              "content_id": "c", "notes": ["n"], "threshold": 0.5, "mode": "single", "route": {"mode": "auto", "llm": False, "reason": "r"}}
+    result = {
+        "tags": [{"tag": "x", "confidence": 0.9, "origin": "llm", "rank": 1, "paths": ["C2C2T"]}],
+        "candidates": [one],
+        "judgments": [{"tag": "x", "confidence": 0.9}, {"tag": "y", "confidence": 0.2}, {"tag": "z", "confidence": 0.4}],
+        "content_id": "c",
+        "notes": ["n"],
+        "threshold": 0.5,
+        "mode": "single",
+        "route": {"mode": "auto", "llm": False, "reason": "r"},
+    }
     assert tag_result(result).model_dump(exclude_none=True) == {
         "content_id": "c",
-        "tags": [{"tag": "x", "confidence": 0.9, "rank": 1, "description": "", "paths": ["C2C2T"], "origin": "llm",
-                  "why": "C2C2T via 1 similar item (vote 1.00); confidence 0.90"}],
+        "tags": [
+            {
+                "tag": "x",
+                "confidence": 0.9,
+                "rank": 1,
+                "description": "",
+                "paths": ["C2C2T"],
+                "origin": "llm",
+                "why": "C2C2T via 1 similar item (vote 1.00); confidence 0.90",
+            }
+        ],
         "below_threshold": [{"tag": "z", "confidence": 0.4}, {"tag": "y", "confidence": 0.2}],
-        "threshold": 0.5, "mode": "single", "llm": False, "route": {"mode": "auto", "llm": False, "reason": "r"},
-        "candidates_considered": 1, "notes": ["n"],
+        "threshold": 0.5,
+        "mode": "single",
+        "llm": False,
+        "route": {"mode": "auto", "llm": False, "reason": "r"},
+        "candidates_considered": 1,
+        "notes": ["n"],
     }
 
 
@@ -110,7 +131,17 @@ def test_langgraph_json_points_at_the_compiled_graph():
         loader_spec.loader.exec_module(module)
         graph = getattr(module, variable)
         assert isinstance(graph, CompiledStateGraph), name
-        assert graph.get_graph().nodes.keys() >= {"prepare", "recall", "examples", "knowledge", "generate", "calibrate", "review", "record_review", "write_back"}
+        assert graph.get_graph().nodes.keys() >= {
+            "prepare",
+            "recall",
+            "examples",
+            "knowledge",
+            "generate",
+            "calibrate",
+            "review",
+            "record_review",
+            "write_back",
+        }
 
 
 def test_out_of_range_arguments_come_back_plainly_on_the_tool_and_mcp(small_kb_dir):

@@ -39,7 +39,11 @@ def sets(small_kb_dir, renderer, tmp_path_factory):
 
 
 def test_diverse_selection_covers_rare_tags_first():
-    samples = [Sample(f"a{i}", "x", ("common",)) for i in range(100)] + [Sample(f"b{i}", "x", ("rare",)) for i in range(5)] + [Sample("c", "x", ("unique",))]
+    samples = (
+        [Sample(f"a{i}", "x", ("common",)) for i in range(100)]
+        + [Sample(f"b{i}", "x", ("rare",)) for i in range(5)]
+        + [Sample("c", "x", ("unique",))]
+    )
     chosen = select_diverse(samples, 9)
     counts = {t: sum(s.tags[0] == t for s in chosen) for t in ("common", "rare", "unique")}
     assert counts == {"unique": 1, "rare": 4, "common": 4}
@@ -97,7 +101,9 @@ def test_fine_tune_export_and_tag_with_the_result(sets, writable_kb, tmp_path, r
     with gzip.open(data, "wt", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in tiny)
     assert len(read_records(data)) == 8
-    args = finetune_args(shipped_model_path(), data, tmp_path / "run", epochs=1, batch_size=3, lr=2e-3, lora_r=8, save_every=1, device="cpu")
+    args = finetune_args(
+        shipped_model_path(), data, tmp_path / "run", epochs=1, batch_size=3, lr=2e-3, lora_r=8, save_every=1, device="cpu"
+    )
     log = train(args)
     assert log["resumed_from_step"] == 0 and log["steps"] == 2 and len(log["losses"]) == 2 and log["heldout_records"] == 2
     assert log["heldout_before"] and log["heldout_after"]
@@ -166,7 +172,7 @@ def test_cli_prepare_only_builds_sets_and_says_what_to_run(writable_kb):
 
     result = CliRunner().invoke(main, ["--kb", str(writable_kb.directory), "train", "--prepare-only", "--max-samples", "12"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output[result.output.index("{"):])
+    summary = json.loads(result.output[result.output.index("{") :])
     assert summary["sets"]["samples_selected"] == 12 and summary["sets"]["generation_records"] > 0
     assert "finetune.py --base" in summary["next"] and "train --adapter" in summary["next"]
     assert (writable_kb.directory / "training" / "train.jsonl.gz").is_file()
@@ -216,7 +222,9 @@ def test_generator_mistakes_become_the_first_judge_negatives(small_kb, renderer,
         return tags
 
     path = tmp_path / "round2.jsonl.gz"
-    report = build_training_sets(small_kb, renderer.render_text, path, Context(max_tags=3), max_samples=3, generator=generator, tasks=("judge",))
+    report = build_training_sets(
+        small_kb, renderer.render_text, path, Context(max_tags=3), max_samples=3, generator=generator, tasks=("judge",)
+    )
     records = [json.loads(l) for l in gzip.open(path, "rt", encoding="utf-8")]
     assert report.generation_records == 0 and {r["task"] for r in records} == {"judge"}
     assert len(proposals) == 3

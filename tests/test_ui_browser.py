@@ -55,14 +55,23 @@ def app_server(small_kb_dir, tmp_path_factory):
     from agent import Context
     from agent.evaluation import Item, evaluate
 
-    evaluate([Item(e["id"], e["text"], e["tags"]) for e in demo_examples()[:6]], Context(kb_dir=str(kb_dir)),
-             tmp_path_factory.mktemp("ui-eval"), ["no-llm", "knn"])
+    evaluate(
+        [Item(e["id"], e["text"], e["tags"]) for e in demo_examples()[:6]],
+        Context(kb_dir=str(kb_dir)),
+        tmp_path_factory.mktemp("ui-eval"),
+        ["no-llm", "knn"],
+    )
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
     log = open(ARTIFACTS / "ui-app.log", "w")
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "--kb", str(kb_dir), "app", "--port", str(port)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ui.cli", "--kb", str(kb_dir), "app", "--port", str(port)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -139,8 +148,9 @@ def test_tag_review_learn_and_refilter(page, app_server):
     started = time.monotonic()
     # the pending step, or already the finished one when recall was quick, or what the app is still
     # loading when the text came before the warm-up was done
-    expect(chat.get_by_text("Recalling candidate tags").or_(chat.get_by_text("Candidates ·")).or_(chat.get_by_text("Getting ready"))
-           ).to_be_visible(timeout=5_000)
+    expect(
+        chat.get_by_text("Recalling candidate tags").or_(chat.get_by_text("Candidates ·")).or_(chat.get_by_text("Getting ready"))
+    ).to_be_visible(timeout=5_000)
     first_step_s = time.monotonic() - started
     assert first_step_s < 5, f"the first step took {first_step_s:.1f}s to appear"
     expect(chat.get_by_text("Confidence · P(Yes)")).to_be_visible(timeout=STEP_S * 1000)
@@ -163,7 +173,9 @@ def test_tag_review_learn_and_refilter(page, app_server):
     set_threshold(page, 1)
     expect(page.locator("#l4t-panel")).to_have_attribute("data-count", "0")
     expect(page.locator("#l4t-panel")).to_contain_text("No tag")
-    expect(chat.get_by_text("No tag reaches the threshold 1.00")).to_be_visible(timeout=60_000)  # the answer in the chat follows the slider too
+    expect(chat.get_by_text("No tag reaches the threshold 1.00")).to_be_visible(
+        timeout=60_000
+    )  # the answer in the chat follows the slider too
     set_threshold(page, 0)
     expect(page.locator("#l4t-panel")).not_to_have_attribute("data-count", "0")
     shown = panel_tags(page)
@@ -325,7 +337,9 @@ def test_queue_tab_keys_counts_and_a_reload(page, app_server, tmp_path):
     expect(boxes.first).to_be_attached()
     first = record.locator("code").first.inner_text()
     shown = next(r["text"] for r in records if r["id"] == first)
-    kept = [page.locator("#queue-tags label").nth(i).inner_text().split(" · ")[1] for i in range(boxes.count()) if boxes.nth(i).is_checked()]
+    kept = [
+        page.locator("#queue-tags label").nth(i).inner_text().split(" · ")[1] for i in range(boxes.count()) if boxes.nth(i).is_checked()
+    ]
     assert kept, "the tags the Tag page keeps are pre-selected"
     page.screenshot(path=ARTIFACTS / "ui-08-queue.png", full_page=True)
 

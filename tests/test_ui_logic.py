@@ -116,12 +116,22 @@ def result(small_kb_dir):
     candidates = state["candidates"]
     history = next(c["tag"] for c in candidates if "C2C2T" in c["paths"])
     chosen = [c["tag"] for c in candidates if c["tag"] != history][:3]
-    state["selection"] = {"tags": chosen + [history], "raw": json.dumps(chosen), "from_history": [history], "rejected": [],
-                          "prompt_tokens": 900, "completion_tokens": 20, "template": "generate_retrieval", "backend": "llama.cpp"}
+    state["selection"] = {
+        "tags": chosen + [history],
+        "raw": json.dumps(chosen),
+        "from_history": [history],
+        "rejected": [],
+        "prompt_tokens": 900,
+        "completion_tokens": 20,
+        "template": "generate_retrieval",
+        "backend": "llama.cpp",
+    }
     state["notes"] = [*state["notes"], "a note from generation"]
     state["timings"] = {**state["timings"], "generate": 3.0}
     logits = [(31.2, 30.9), (30.1, 30.5), (30.8, 30.7), (29.0, 30.0)]
-    judgments = [{"tag": t, "p_yes": round(yes_probability(y, n), 4), "logit_yes": y, "logit_no": n} for t, (y, n) in zip(chosen + [history], logits)]
+    judgments = [
+        {"tag": t, "p_yes": round(yes_probability(y, n), 4), "logit_yes": y, "logit_no": n} for t, (y, n) in zip(chosen + [history], logits)
+    ]
     state["judgments"] = judgments
     state["timings"]["calibrate"] = 1.0
     state["tags"] = rank_tags(scored_tags(state), 0.5)
@@ -248,10 +258,7 @@ def test_read_dropped_file(tmp_path):
 def test_csv_to_jsonl_reports_bad_rows_through_the_batch_reader(tmp_path):
     src = tmp_path / "items.csv"
     src.write_text(
-        '\ufeffid,Text,title\n'
-        'p1,"editor for gettext PO files",PO\n'
-        ',"a text with ""quotes"", commas\nand two lines",\n'
-        'p3,,\n',
+        '\ufeffid,Text,title\np1,"editor for gettext PO files",PO\n,"a text with ""quotes"", commas\nand two lines",\np3,,\n',
         encoding="utf-8",
     )
     dst = tmp_path / "items.jsonl"
@@ -385,8 +392,10 @@ def test_api_tag_after_api_learn_returns_the_corrected_tags(writable_kb, monkeyp
 def test_learned_confidence_is_what_the_page_filters_and_shows():
     from ui.render import render_calibration
 
-    judgments = [{"tag": "a", "p_yes": 0.41, "confidence": 0.9, "logit_yes": 0.1, "logit_no": 0.4},
-                 {"tag": "b", "p_yes": 0.62, "confidence": 0.2, "logit_yes": 0.5, "logit_no": 0.0}]
+    judgments = [
+        {"tag": "a", "p_yes": 0.41, "confidence": 0.9, "logit_yes": 0.1, "logit_no": 0.4},
+        {"tag": "b", "p_yes": 0.62, "confidence": 0.2, "logit_yes": 0.5, "logit_no": 0.0},
+    ]
     result = {"selection": {"tags": ["a", "b"]}, "candidates": [], "judgments": judgments}
     assert [(t["tag"], t["confidence"]) for t in scored_tags(result)] == [("a", 0.9), ("b", 0.2)]
     title, body = render_calibration({"judgments": judgments, "tags": [{"tag": "a"}]}, 0.5)
@@ -411,8 +420,10 @@ def test_the_page_answers_with_fused_recall_before_the_language_model_is_loaded(
     assert "Fused recall ready" in warm.status()
     app = TaggingApp(str(kb_dir), warm)
     outputs: list = []
-    runner = threading.Thread(target=lambda: outputs.extend(app.respond(demo_examples()[0]["text"], [], None, 0.0, "multi", 0, 0, False,
-                                                                          "llamacpp", "auto")), daemon=True)
+    runner = threading.Thread(
+        target=lambda: outputs.extend(app.respond(demo_examples()[0]["text"], [], None, 0.0, "multi", 0, 0, False, "llamacpp", "auto")),
+        daemon=True,
+    )
     runner.start()
     runner.join(120)
     assert not runner.is_alive(), "the page waited for the language model"
@@ -467,5 +478,8 @@ def test_a_long_conversation_keeps_its_newest_messages_and_says_how_many_went():
     # the first trim dropped len(history) - MAX/2; the second keeps MAX/2 of the MAX/2 kept + MAX new: MAX more dropped
     assert twice[0]["content"].startswith(f"…{len(history) - MAX_MESSAGES // 2 + MAX_MESSAGES} earlier messages")
     # the page sends messages back with their content as a list of parts
-    as_sent = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in once + [render.user_message(f"p{i}") for i in range(MAX_MESSAGES)]]
+    as_sent = [
+        {**m, "content": [{"type": "text", "text": m["content"]}]}
+        for m in once + [render.user_message(f"p{i}") for i in range(MAX_MESSAGES)]
+    ]
     assert _trimmed(as_sent)[0]["content"].startswith(f"…{len(history) - MAX_MESSAGES // 2 + MAX_MESSAGES} earlier messages")

@@ -104,10 +104,13 @@ def _trimmed(history: list) -> list:
         return history
     first = re.match(r"…(\d+) earlier messages", _message_text(history[0])) if history else None
     before = int(first.group(1)) if first else 0
-    keep = history[-(MAX_MESSAGES // 2):]
+    keep = history[-(MAX_MESSAGES // 2) :]
     dropped = before + len(history) - len(keep) - (1 if first else 0)
-    return [render.assistant_message(f"…{dropped} earlier messages are no longer shown (what you accepted or corrected is in "
-                                     "the knowledge base).")] + keep
+    return [
+        render.assistant_message(
+            f"…{dropped} earlier messages are no longer shown (what you accepted or corrected is in the knowledge base)."
+        )
+    ] + keep
 
 
 def _message_text(message) -> str:
@@ -248,8 +251,13 @@ class TaggingApp:
         if state.get("recall_scores") != "probability":
             return None
         candidates = state.get("candidates") or []
-        first = {"text": state.get("text", ""), "candidates": candidates,
-                 "judgments": [{"tag": c["tag"], "origin": "recall", "confidence": c["score"]} for c in candidates[: max(ctx.judge_top, ctx.tag_limit)]]}
+        first = {
+            "text": state.get("text", ""),
+            "candidates": candidates,
+            "judgments": [
+                {"tag": c["tag"], "origin": "recall", "confidence": c["score"]} for c in candidates[: max(ctx.judge_top, ctx.tag_limit)]
+            ],
+        }
         threshold = self.tagger().threshold(ctx)
         return render.result_panel(first, rethreshold(first, threshold, ctx.tag_limit), threshold)
 
@@ -267,8 +275,19 @@ class TaggingApp:
         """A button that types a command into the conversation."""
 
         def handler(history, session, threshold, mode, n_examples, n_snippets, web, backend, llm=None):
-            yield from self.respond({"text": command_text, "files": []}, history, session, threshold, mode, n_examples, n_snippets, web, backend,
-                                    llm, clear_input=False)
+            yield from self.respond(
+                {"text": command_text, "files": []},
+                history,
+                session,
+                threshold,
+                mode,
+                n_examples,
+                n_snippets,
+                web,
+                backend,
+                llm,
+                clear_input=False,
+            )
 
         return handler
 
@@ -291,9 +310,11 @@ class TaggingApp:
         g = render.result_graph({**result, "tags": [t for t in rethreshold(result, float(threshold)) if t["tag"] not in rejected]})
         items = sum(1 for _, d in g.nodes(data=True) if d.get("layer") == 1)
         cid = render._esc(last["result"].get("content_id") or "")
-        caption = (f"<p style='font-size:0.85em;opacity:0.8'>For <code>{cid}</code>: how recall reached each tag — through "
-                   f"{render.plural(items, 'similar history item')} "
-                   "(C2C2T), the tag's description (C2T) or the classifier. Hover a line for its score.</p>")
+        caption = (
+            f"<p style='font-size:0.85em;opacity:0.8'>For <code>{cid}</code>: how recall reached each tag — through "
+            f"{render.plural(items, 'similar history item')} "
+            "(C2C2T), the tag's description (C2T) or the classifier. Hover a line for its score.</p>"
+        )
         return render.result_graph_svg(g) + caption
 
     @classmethod
@@ -333,8 +354,12 @@ class TaggingApp:
             except Exception as exc:
                 log.warning("no evidence spans: %s", exc)
                 spans = {}
-            return say("\n\n".join(render.explanation_markdown(Tagger.explain(result, t), threshold, session.get("verdict"),
-                                                               spans.get(t), result["text"]) for t in command.tags))
+            return say(
+                "\n\n".join(
+                    render.explanation_markdown(Tagger.explain(result, t), threshold, session.get("verdict"), spans.get(t), result["text"])
+                    for t in command.tags
+                )
+            )
         try:
             kb = self.kb()
             if command.tags:
@@ -389,8 +414,17 @@ class TaggingApp:
         history.append(render.assistant_message(f"↶ Undid “{entry['summary']}” on `{entry['cid']}`: {what}."))
 
     # ---- API / MCP -------------------------------------------------------------------------
-    def tag(self, text: str, mode: str | None = None, threshold: float | None = None, max_tags: int | None = None, llm: str | None = None,
-            backend: str | None = None, explain: bool = False, label_language: str | None = None) -> dict:
+    def tag(
+        self,
+        text: str,
+        mode: str | None = None,
+        threshold: float | None = None,
+        max_tags: int | None = None,
+        llm: str | None = None,
+        backend: str | None = None,
+        explain: bool = False,
+        label_language: str | None = None,
+    ) -> dict:
         """Tag a text with llm4tag: graph-based candidate recall, knowledge-enhanced LLM selection and calibrated confidence.
 
         Args:
@@ -407,13 +441,29 @@ class TaggingApp:
             The result every llm4tag surface returns (agent.results.TagResult): "content_id", "tags" (each with "tag", "confidence", "rank", "description", "paths", "origin", "why", with a tag tree "path" (root first), with label_language "label", with explain "words"), "below_threshold" (scored tags that were left out, with confidence), "threshold" (the cut used), "mode", "llm" (whether the language model ran), "route" (why), "candidates_considered" and "notes".
         """
         try:  # the LangChain tool's argument model: the same ranges and the same plain refusal on every surface
-            args = TagContentArgs(text=text, mode=mode or None, threshold=threshold, max_tags=max_tags, llm=llm or None, explain=explain,
-                                  label_language=label_language or None)
+            args = TagContentArgs(
+                text=text,
+                mode=mode or None,
+                threshold=threshold,
+                max_tags=max_tags,
+                llm=llm or None,
+                explain=explain,
+                label_language=label_language or None,
+            )
         except ValidationError as exc:
             raise gr.Error(invalid_arguments(exc, "tag")) from None
         try:
-            ctx = replace(Context.from_env(mode=args.mode, threshold=args.threshold, max_tags=args.max_tags, llm=args.llm,
-                                           label_language=args.label_language, backend=check_backend(backend)), kb_dir=self.kb_dir)
+            ctx = replace(
+                Context.from_env(
+                    mode=args.mode,
+                    threshold=args.threshold,
+                    max_tags=args.max_tags,
+                    llm=args.llm,
+                    label_language=args.label_language,
+                    backend=check_backend(backend),
+                ),
+                kb_dir=self.kb_dir,
+            )
             result = self.tagger().tag(text, context=ctx)
             spans = self.tagger().supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
         except Exception as exc:
@@ -493,7 +543,13 @@ class TaggingApp:
             if "error" in rec:
                 preview.append([rec["id"], "", f"error: {rec['error']}"])
             else:
-                preview.append([rec["id"], ", ".join(f"{t} ({c:.2f})" if c is not None else t for t, c in zip(rec["tags"], rec["confidence"])), "; ".join(rec["notes"])])
+                preview.append(
+                    [
+                        rec["id"],
+                        ", ".join(f"{t} ({c:.2f})" if c is not None else t for t, c in zip(rec["tags"], rec["confidence"])),
+                        "; ".join(rec["notes"]),
+                    ]
+                )
         yield gr.File(value=str(out), visible=True), "\n".join(lines), preview
 
     # ---- Knowledge base --------------------------------------------------------------------
@@ -544,26 +600,40 @@ class TaggingApp:
 
         record = last_evaluation(self.kb_dir)
         if record is None:
-            return ("No evaluation of this knowledge base yet: `llm4tag eval labelled.jsonl --out DIR` writes one "
-                    "(a reliability diagram and a per-tag table) and the page shows it here."), gr.Image(value=None, visible=False)
+            return (
+                "No evaluation of this knowledge base yet: `llm4tag eval labelled.jsonl --out DIR` writes one "
+                "(a reliability diagram and a per-tag table) and the page shows it here."
+            ), gr.Image(value=None, visible=False)
         out = Path(record["out"])
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["at"]))
-        lines = [f"**{record['items']} items**, {when}, in `{out}` — {record['headline']}: "
-                 + ", ".join(f"{s} {v:.3f}" for s, v in record["figures"].items())]
+        lines = [
+            f"**{record['items']} items**, {when}, in `{out}` — {record['headline']}: "
+            + ", ".join(f"{s} {v:.3f}" for s, v in record["figures"].items())
+        ]
         system = next((s for s in record["systems"] if (out / f"per-tag-{s}.csv").is_file()), None)
         if system:
             rows = [r for r in read_per_tag_table(out / f"per-tag-{system}.csv") if int(r["support"])][:12]
-            lines += ["", f"The worst tags for **{system}** at its threshold (n: items carrying the tag; P, R, F1: precision, recall, "
-                          f"F1; ECE of its confidences; every tag in `per-tag-{system}.csv`):", "",
-                      "| tag | n | P | R | F1 | ECE |", "|---|---:|---:|---:|---:|---:|"]
+            lines += [
+                "",
+                f"The worst tags for **{system}** at its threshold (n: items carrying the tag; P, R, F1: precision, recall, "
+                f"F1; ECE of its confidences; every tag in `per-tag-{system}.csv`):",
+                "",
+                "| tag | n | P | R | F1 | ECE |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
             for r in rows:
                 ece = f"{float(r['ECE']):.2f}" if r["ECE"] else "–"
-                lines.append(f"| {r['tag'].replace('|', '∣')} | {r['support']} | {float(r['precision']):.2f} | "
-                             f"{float(r['recall']):.2f} | {float(r['f1']):.2f} | {ece} |")
+                lines.append(
+                    f"| {r['tag'].replace('|', '∣')} | {r['support']} | {float(r['precision']):.2f} | "
+                    f"{float(r['recall']):.2f} | {float(r['f1']):.2f} | {ece} |"
+                )
         picture = out / "reliability.png"
         if not picture.is_file():
-            lines += ["", "No reliability diagram: the evaluated systems gave no confidences (train the learned recall path: "
-                          "`llm4tag kb train-classifier`)."]
+            lines += [
+                "",
+                "No reliability diagram: the evaluated systems gave no confidences (train the learned recall path: "
+                "`llm4tag kb train-classifier`).",
+            ]
             return "\n".join(lines), gr.Image(value=None, visible=False)
         from PIL import Image
 
@@ -636,25 +706,44 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
         )
         status = gr.Markdown(warm.status(), elem_id="warm-up")
         ticker = gr.Timer(1.0)
-        ticker.tick(lambda: (warm.status(), gr.Timer(active=not warm.ready.is_set())), None, [status, ticker],
-                    show_progress="hidden", api_visibility="private")
+        ticker.tick(
+            lambda: (warm.status(), gr.Timer(active=not warm.ready.is_set())),
+            None,
+            [status, ticker],
+            show_progress="hidden",
+            api_visibility="private",
+        )
         with gr.Tabs():
             with gr.Tab("Tag", id="tag"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=3):
                         chatbot = gr.Chatbot(
-                            elem_id="chat", height=640, show_label=False, placeholder=CHAT_PLACEHOLDER,
-                            feedback_options=None, buttons=["copy_all"], group_consecutive_messages=False,
+                            elem_id="chat",
+                            height=640,
+                            show_label=False,
+                            placeholder=CHAT_PLACEHOLDER,
+                            feedback_options=None,
+                            buttons=["copy_all"],
+                            group_consecutive_messages=False,
                         )
                         chat_input = gr.MultimodalTextbox(
-                            elem_id="chat-input", show_label=False, placeholder=INPUT_PLACEHOLDER,
-                            file_types=[".txt", ".md", ".jsonl"], file_count="single", sources=["upload"],
-                            max_plain_text_length=50000, max_lines=12,
+                            elem_id="chat-input",
+                            show_label=False,
+                            placeholder=INPUT_PLACEHOLDER,
+                            file_types=[".txt", ".md", ".jsonl"],
+                            file_count="single",
+                            sources=["upload"],
+                            max_plain_text_length=50000,
+                            max_lines=12,
                         )
                         texts = _demo_texts()
                         if texts:
-                            gr.Examples([[{"text": t, "files": []}] for t in texts], inputs=[chat_input], label="Demo texts (not in the knowledge base)",
-                                        example_labels=[t.splitlines()[0][:80] for t in texts])
+                            gr.Examples(
+                                [[{"text": t, "files": []}] for t in texts],
+                                inputs=[chat_input],
+                                label="Demo texts (not in the knowledge base)",
+                                example_labels=[t.splitlines()[0][:80] for t in texts],
+                            )
                     with gr.Column(scale=2):
                         gr.Markdown("### Current result")
                         panel = gr.HTML(render.result_panel(None, None, defaults.threshold), elem_id="result-panel")
@@ -664,29 +753,66 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                             graph_btn = gr.Button("⊶ Graph around the text", elem_id="graph-btn", size="sm")
                         result_graph = gr.HTML(elem_id="result-graph")
                         with gr.Accordion("Settings", open=True):
-                            threshold = gr.Slider(0.0, 1.0, value=defaults.threshold, step=0.01, label="Confidence threshold",
-                                                  info="Re-filters the last result at once, without running the model again.", elem_id="threshold")
-                            mode = gr.Radio(["multi", "single"], value=defaults.mode, label="Task", info="multi: several tags · single: exactly one")
-                            n_examples = gr.Slider(0, 5, value=defaults.max_examples if defaults.use_examples else 0, step=1, label="Similar examples (0: off)")
-                            n_snippets = gr.Slider(0, 5, value=defaults.max_snippets if defaults.use_knowledge else 0, step=1, label="Knowledge snippets (0: off)")
+                            threshold = gr.Slider(
+                                0.0,
+                                1.0,
+                                value=defaults.threshold,
+                                step=0.01,
+                                label="Confidence threshold",
+                                info="Re-filters the last result at once, without running the model again.",
+                                elem_id="threshold",
+                            )
+                            mode = gr.Radio(
+                                ["multi", "single"], value=defaults.mode, label="Task", info="multi: several tags · single: exactly one"
+                            )
+                            n_examples = gr.Slider(
+                                0, 5, value=defaults.max_examples if defaults.use_examples else 0, step=1, label="Similar examples (0: off)"
+                            )
+                            n_snippets = gr.Slider(
+                                0,
+                                5,
+                                value=defaults.max_snippets if defaults.use_knowledge else 0,
+                                step=1,
+                                label="Knowledge snippets (0: off)",
+                            )
                             web = gr.Checkbox(value=defaults.use_web_search, label="Web search snippets (needs network)")
-                            llm = gr.Radio(["auto", "full", "fast"], value=defaults.llm, label="Language model", elem_id="llm-mode",
-                                           info="auto: only where it can change the answer · full: always · fast: never (fused recall, milliseconds)")
+                            llm = gr.Radio(
+                                ["auto", "full", "fast"],
+                                value=defaults.llm,
+                                label="Language model",
+                                elem_id="llm-mode",
+                                info="auto: only where it can change the answer · full: always · fast: never (fused recall, milliseconds)",
+                            )
                             choices = allowed_backends(defaults)
-                            backend = gr.Dropdown(choices, value=choices[0], label="Backend", interactive=len(choices) > 1, elem_id="backend",
-                                                  info="the models this server's operator allowed (LLM4TAG_ALLOWED_BACKENDS)")
+                            backend = gr.Dropdown(
+                                choices,
+                                value=choices[0],
+                                label="Backend",
+                                interactive=len(choices) > 1,
+                                elem_id="backend",
+                                info="the models this server's operator allowed (LLM4TAG_ALLOWED_BACKENDS)",
+                            )
                 controls = [threshold, mode, n_examples, n_snippets, web, backend, llm]
                 outputs = [chatbot, session, panel, chat_input]
-                redraw = dict(fn=app.redraw_picture, inputs=[session, threshold, result_graph], outputs=result_graph,
-                              show_progress="hidden", api_visibility="private")
-                chat_input.submit(app.respond, [chat_input, chatbot, session, *controls], outputs, concurrency_limit=4,
-                                  api_visibility="private").then(**redraw)
-                accept_btn.click(app.press("accept"), [chatbot, session, *controls], outputs, concurrency_limit=4,
-                                 api_visibility="private").then(**redraw)
-                undo_btn.click(app.press("undo"), [chatbot, session, *controls], outputs, concurrency_limit=4,
-                               api_visibility="private").then(**redraw)
-                threshold.change(app.refilter, [threshold, session, chatbot], [panel, chatbot], show_progress="hidden",
-                                 api_visibility="private").then(**redraw)
+                redraw = dict(
+                    fn=app.redraw_picture,
+                    inputs=[session, threshold, result_graph],
+                    outputs=result_graph,
+                    show_progress="hidden",
+                    api_visibility="private",
+                )
+                chat_input.submit(
+                    app.respond, [chat_input, chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private"
+                ).then(**redraw)
+                accept_btn.click(
+                    app.press("accept"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private"
+                ).then(**redraw)
+                undo_btn.click(
+                    app.press("undo"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private"
+                ).then(**redraw)
+                threshold.change(
+                    app.refilter, [threshold, session, chatbot], [panel, chatbot], show_progress="hidden", api_visibility="private"
+                ).then(**redraw)
                 graph_btn.click(app.graph_picture, [session, threshold], result_graph, api_visibility="private")
 
             with gr.Tab("Queue", id="queue"):
@@ -694,7 +820,7 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
 
             with gr.Tab("Batch", id="batch"):
                 gr.Markdown(
-                    "Tag a whole file with the settings of the Tag page. **JSONL**: one `{\"id\": …, \"text\": …}` per line "
+                    'Tag a whole file with the settings of the Tag page. **JSONL**: one `{"id": …, "text": …}` per line '
                     "(`title` optional). **CSV**: a `text` column, optional `id` and `title`. A bad row is reported and skipped."
                 )
                 with gr.Row():
@@ -702,8 +828,13 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                     batch_out = gr.File(label="Results (JSONL)", visible=False, interactive=False, elem_id="batch-output")
                 batch_btn = gr.Button("Tag the file", variant="primary", elem_id="batch-run")
                 batch_summary = gr.Markdown(elem_id="batch-summary")
-                batch_preview = gr.Dataframe(headers=["id", "tags (confidence)", "notes"], interactive=False, wrap=True, elem_id="batch-preview",
-                                             column_widths=["18%", "37%", "45%"])  # an empty tags column once shrank to one letter
+                batch_preview = gr.Dataframe(
+                    headers=["id", "tags (confidence)", "notes"],
+                    interactive=False,
+                    wrap=True,
+                    elem_id="batch-preview",
+                    column_widths=["18%", "37%", "45%"],
+                )  # an empty tags column once shrank to one letter
                 batch_btn.click(app.run_batch, [batch_file, *controls], [batch_out, batch_summary, batch_preview], api_visibility="private")
 
             with gr.Tab("Knowledge base", id="kb"):
@@ -713,24 +844,39 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                         stats = gr.Markdown("Loading…", elem_id="kb-stats")
                         refresh = gr.Button("Refresh", size="sm")
                         gr.Markdown("### Load a file")
-                        load_file = gr.File(label="Vocabulary (.tsv/.csv/.jsonl, SKOS .ttl/.rdf/.jsonld) or samples (.jsonl)",
-                                            file_types=[".tsv", ".csv", ".jsonl", ".txt", ".ttl", ".rdf", ".xml", ".owl", ".jsonld", ".nt"])
+                        load_file = gr.File(
+                            label="Vocabulary (.tsv/.csv/.jsonl, SKOS .ttl/.rdf/.jsonld) or samples (.jsonl)",
+                            file_types=[".tsv", ".csv", ".jsonl", ".txt", ".ttl", ".rdf", ".xml", ".owl", ".jsonld", ".nt"],
+                        )
                         load_kind = gr.Radio(["vocabulary", "samples"], value="vocabulary", label="The file holds")
                         unknown = gr.Radio(["skip", "add", "error"], value="skip", label="Sample tags not in the repository")
                         load_btn = gr.Button("Load into the knowledge base")
                         load_report = gr.Markdown()
                         gr.Markdown("### Last evaluation")
                         eval_summary = gr.Markdown(elem_id="kb-eval")
-                        eval_picture = gr.Image(label="Reliability diagram", show_label=False, type="pil", interactive=False, visible=False,
-                                                elem_id="kb-eval-reliability")
+                        eval_picture = gr.Image(
+                            label="Reliability diagram",
+                            show_label=False,
+                            type="pil",
+                            interactive=False,
+                            visible=False,
+                            elem_id="kb-eval-reliability",
+                        )
                     with gr.Column():
                         gr.Markdown("### Search tags")
                         query = gr.Textbox(label="Name or meaning", placeholder="e.g. translation, python, devel::i18n")
-                        hits = gr.Dataframe(headers=["tag", "similarity", "description"], interactive=False, wrap=True, elem_id="kb-hits",
-                                            column_widths=["200px", "112px", "288px"])  # "similarity" once wrapped in two
+                        hits = gr.Dataframe(
+                            headers=["tag", "similarity", "description"],
+                            interactive=False,
+                            wrap=True,
+                            elem_id="kb-hits",
+                            column_widths=["200px", "112px", "288px"],
+                        )  # "similarity" once wrapped in two
                         gr.Markdown("### Neighbourhood in the content–tag graph")
                         with gr.Row():
-                            node = gr.Textbox(label="Tag or content id", placeholder="devel::i18n · a sample id · sha1:… under a result", scale=3)
+                            node = gr.Textbox(
+                                label="Tag or content id", placeholder="devel::i18n · a sample id · sha1:… under a result", scale=3
+                            )
                             radius = gr.Slider(1, 2, value=1, step=1, label="Hops", scale=1)
                         show = gr.Button("Show")
                         picture = gr.HTML()
@@ -739,7 +885,9 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                         with gr.Row():
                             change_name = gr.Textbox(label="Tag", placeholder="its exact name", scale=2, elem_id="change-tag")
                             change_action = gr.Radio(["rename", "merge", "retire"], value="rename", label="Change", scale=2)
-                            change_into = gr.Textbox(label="Into", placeholder="new name, or the tag to merge into", scale=2, elem_id="change-into")
+                            change_into = gr.Textbox(
+                                label="Into", placeholder="new name, or the tag to merge into", scale=2, elem_id="change-into"
+                            )
                         change_btn = gr.Button("Apply the change", elem_id="change-apply")
                         change_report = gr.Markdown(elem_id="change-report")
                 refresh.click(app.stats, None, stats, api_visibility="private")
@@ -748,7 +896,9 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
                 show.click(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
                 node.submit(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
                 load_btn.click(app.load_file, [load_file, load_kind, unknown], [load_report, stats], api_visibility="private")
-                change_btn.click(app.change_tag, [change_name, change_action, change_into], [change_report, stats], api_visibility="private")
+                change_btn.click(
+                    app.change_tag, [change_name, change_action, change_into], [change_report, stats], api_visibility="private"
+                )
 
         demo.load(app.stats, None, stats, api_visibility="private")
         demo.load(app.last_evaluation, None, [eval_summary, eval_picture], api_visibility="private")
@@ -841,14 +991,16 @@ def guarded_app(demo: gr.Blocks, token: str | None, mcp: bool):
     from .guard import LocalOnly, TokenGate, ValidJsonText
 
     outer = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    outer = gr.mount_gradio_app(outer, demo, path="", mcp_server=mcp, ssr_mode=False, theme=gr.themes.Soft(), css=CSS + QUEUE_CSS,
-                                 head=KEYS_SCRIPT)
+    outer = gr.mount_gradio_app(
+        outer, demo, path="", mcp_server=mcp, ssr_mode=False, theme=gr.themes.Soft(), css=CSS + QUEUE_CSS, head=KEYS_SCRIPT
+    )
     checked = ValidJsonText(outer)  # a lone surrogate in a call's JSON: a clear 400, not Gradio's bare 500
     return TokenGate(checked, token) if token else LocalOnly(checked)
 
 
-def launch(kb_dir: str | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False, token: str | None = None,
-           **launch_options):
+def launch(
+    kb_dir: str | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False, token: str | None = None, **launch_options
+):
     """Build the app and serve it (blocking), with Gradio's API and, when available, its MCP server.
 
     Like ``llm4tag serve``, it refuses to listen beyond loopback (or share a public link) without
@@ -869,15 +1021,27 @@ def launch(kb_dir: str | None = None, host: str = "127.0.0.1", port: int = 7860,
     demo.queue(default_concurrency_limit=2)
     if token and share:  # Gradio's tunnel needs its own launch: its login guards the page and API; MCP stays off
         print("note: over a share link the page and API need the login llm4tag / TOKEN; the MCP server is off")
-        return demo.launch(server_name=host, server_port=port, share=True, mcp_server=False, ssr_mode=False, auth=("llm4tag", token),
-                           theme=gr.themes.Soft(), css=CSS + QUEUE_CSS, head=KEYS_SCRIPT, **launch_options)
+        return demo.launch(
+            server_name=host,
+            server_port=port,
+            share=True,
+            mcp_server=False,
+            ssr_mode=False,
+            auth=("llm4tag", token),
+            theme=gr.themes.Soft(),
+            css=CSS + QUEUE_CSS,
+            head=KEYS_SCRIPT,
+            **launch_options,
+        )
     import uvicorn
 
     if token:
         print(f"open http://{host}:{port}/?token=<your token> once in a browser; API and MCP clients send 'Authorization: Bearer <token>'")
     else:
-        print(f"llm4tag app: open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ "
-              "(loopback only: requests to other names or from other sites' pages are refused)")
+        print(
+            f"llm4tag app: open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ "
+            "(loopback only: requests to other names or from other sites' pages are refused)"
+        )
     return uvicorn.run(guarded_app(demo, token, mcp), host=host, port=port, log_level="warning")
 
 

@@ -32,8 +32,11 @@ def argument_text(value: str, name: str = "TEXT") -> str:
         if "\ud800" <= char <= "\udfff":
             raw = char.encode("utf-8", "surrogateescape") if "\udc80" <= char <= "\udcff" else None
             what = f"byte 0x{raw[0]:02x}" if raw else f"a lone surrogate {ascii(char)[1:-1]}"
-            raise click.BadParameter(f"{name} is not valid UTF-8 text ({what} at character {position + 1}); "
-                                     "convert it (e.g. iconv -t UTF-8) or pipe it on standard input with '-'", param_hint=name)
+            raise click.BadParameter(
+                f"{name} is not valid UTF-8 text ({what} at character {position + 1}); "
+                "convert it (e.g. iconv -t UTF-8) or pipe it on standard input with '-'",
+                param_hint=name,
+            )
     return value
 
 
@@ -47,7 +50,9 @@ def read_text_argument(text: str | None) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise click.ClickException(f"standard input is not valid UTF-8 (byte {exc.start}: {exc.reason}); convert it, e.g. with iconv -t UTF-8")
+        raise click.ClickException(
+            f"standard input is not valid UTF-8 (byte {exc.start}: {exc.reason}); convert it, e.g. with iconv -t UTF-8"
+        )
 
 
 def _require_kb(ctx: click.Context) -> None:
@@ -58,11 +63,15 @@ def _require_kb(ctx: click.Context) -> None:
         return
     directory = Path(kb_dir).expanduser()
     if not directory.exists():
-        raise click.UsageError(f"there is no knowledge base at {directory} (the folder does not exist); check --kb, "
-                               "or create one with: llm4tag --kb DIR kb load-vocab TAGS")
+        raise click.UsageError(
+            f"there is no knowledge base at {directory} (the folder does not exist); check --kb, "
+            "or create one with: llm4tag --kb DIR kb load-vocab TAGS"
+        )
     if not (directory / "config.json").is_file():
-        raise click.UsageError(f"{directory} is not a knowledge base (it has no config.json); check --kb, "
-                               "or create one with: llm4tag --kb DIR kb load-vocab TAGS")
+        raise click.UsageError(
+            f"{directory} is not a knowledge base (it has no config.json); check --kb, "
+            "or create one with: llm4tag --kb DIR kb load-vocab TAGS"
+        )
 
 
 def _tagger(ctx: click.Context):
@@ -108,8 +117,14 @@ class _Bar:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--kb", "kb_dir", envvar="LLM4TAG_KB", type=click.Path(file_okay=False), default=None,
-              help="Knowledge base directory (env LLM4TAG_KB). Default: the bundled demo knowledge base.")
+@click.option(
+    "--kb",
+    "kb_dir",
+    envvar="LLM4TAG_KB",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Knowledge base directory (env LLM4TAG_KB). Default: the bundled demo knowledge base.",
+)
 @click.pass_context
 def main(ctx: click.Context, kb_dir: str | None) -> None:
     """llm4tag: automatic tagging with graph-based recall, knowledge-enhanced LLM generation and
@@ -124,8 +139,13 @@ def kb() -> None:
     """Build and inspect the knowledge base."""
 
 
-ON_ERROR = click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
-                        help="A malformed line stops the load (nothing loaded) or is skipped and reported.")
+ON_ERROR = click.option(
+    "--on-error",
+    type=click.Choice(["stop", "skip"]),
+    default="stop",
+    show_default=True,
+    help="A malformed line stops the load (nothing loaded) or is skipped and reported.",
+)
 
 
 def _print_report(report, parsed) -> None:
@@ -139,8 +159,12 @@ def _print_report(report, parsed) -> None:
 @kb.command("load-vocab")
 @click.argument("path", type=click.Path(dir_okay=False))
 @ON_ERROR
-@click.option("--language", default="en", show_default=True,
-              help="SKOS only: the language of the labels to load (else labels without one, else the first).")
+@click.option(
+    "--language",
+    default="en",
+    show_default=True,
+    help="SKOS only: the language of the labels to load (else labels without one, else the first).",
+)
 @click.pass_context
 def load_vocab(ctx, path, on_error, language):
     """Load a tag repository: .tsv/.csv/.jsonl (name, description, synonyms, parent) or SKOS (.ttl, .rdf, .jsonld)."""
@@ -218,8 +242,13 @@ def export_vocab(ctx, path, namespace):
 @kb.command("load-samples")
 @click.argument("path", type=click.Path(dir_okay=False))
 @ON_ERROR
-@click.option("--unknown-tags", type=click.Choice(["skip", "add", "error"]), default="skip", show_default=True,
-              help="Tags not in the repository: ignore them (reported), add them, or refuse the file.")
+@click.option(
+    "--unknown-tags",
+    type=click.Choice(["skip", "add", "error"]),
+    default="skip",
+    show_default=True,
+    help="Tags not in the repository: ignore them (reported), add them, or refuse the file.",
+)
 @click.pass_context
 def load_samples(ctx, path, on_error, unknown_tags):
     """Load annotated samples (JSONL: id, text, tags, optional incorrect_tags)."""
@@ -296,8 +325,10 @@ def rebuild_graph(ctx):
         _fail(exc)
     finally:
         bar.close()
-    click.echo(f"rebuilt the graph of {directory} from its stores: {counts['tag_nodes']} tags, {counts['content_nodes']} contents, "
-               f"{counts['deterministic_edges']} deterministic edges in {counts['seconds']}s (similarity edges are asked of the vector index)")
+    click.echo(
+        f"rebuilt the graph of {directory} from its stores: {counts['tag_nodes']} tags, {counts['content_nodes']} contents, "
+        f"{counts['deterministic_edges']} deterministic edges in {counts['seconds']}s (similarity edges are asked of the vector index)"
+    )
     if counts.get("restored_contents"):
         click.echo(f"restored the content entry of {counts['restored_contents']} samples that a halfway write had left without one")
 
@@ -316,20 +347,40 @@ def train_classifier(ctx, threads):
         report = train_learned_recall(kbase, n_threads=threads)
     except Llm4tagError as exc:
         _fail(exc)
-    ranker = (f"ranker fitted on {report['held_out']} held-out samples ({report['ranker_pairs']} candidates; {report['cold_tags']} tags "
-              f"recalled as if they had no history, carried by {report['cold_items']} of those samples; bias for tags without history "
-              f"{report['cold_bias']}" + (f" within {report['cold_width']} of the best description match" if report["cold_width"] else "")
-              + (f", chosen over {report['cold_splits']} further simulated choices of such tags" if report["cold_splits"]
-                 else ", chosen on the ranker's own simulation") + "), default threshold "
-              f"{report['threshold']}" if report["ranker"] else "no ranker (too little history to hold some out)")
+    ranker = (
+        f"ranker fitted on {report['held_out']} held-out samples ({report['ranker_pairs']} candidates; {report['cold_tags']} tags "
+        f"recalled as if they had no history, carried by {report['cold_items']} of those samples; bias for tags without history "
+        f"{report['cold_bias']}"
+        + (f" within {report['cold_width']} of the best description match" if report["cold_width"] else "")
+        + (
+            f", chosen over {report['cold_splits']} further simulated choices of such tags"
+            if report["cold_splits"]
+            else ", chosen on the ranker's own simulation"
+        )
+        + "), default threshold "
+        f"{report['threshold']}"
+        if report["ranker"]
+        else "no ranker (too little history to hold some out)"
+    )
     held = report.get("held_out_accuracy") or {}
     paired = report.get("held_out_paired")
-    features = report["features"] + (" (held-out Acc@1 " + ", ".join(f"{n} {a:.3f}" for n, a in held.items())
-                                      + (f"; right with words only {paired['words_only_right']}, with the embedding only "
-                                         f"{paired['embedding_only_right']}: words kept only for a clear lead" if paired else "")
-                                      + ")" if held else "")
-    click.echo(f"learned recall path: {report['samples']} samples, {report['tags']} tags, features {features}; {ranker}; "
-               f"{report['seconds']:.1f}s → {kbase.directory / 'classifier'}")
+    features = report["features"] + (
+        " (held-out Acc@1 "
+        + ", ".join(f"{n} {a:.3f}" for n, a in held.items())
+        + (
+            f"; right with words only {paired['words_only_right']}, with the embedding only "
+            f"{paired['embedding_only_right']}: words kept only for a clear lead"
+            if paired
+            else ""
+        )
+        + ")"
+        if held
+        else ""
+    )
+    click.echo(
+        f"learned recall path: {report['samples']} samples, {report['tags']} tags, features {features}; {ranker}; "
+        f"{report['seconds']:.1f}s → {kbase.directory / 'classifier'}"
+    )
 
 
 @kb.command("search")
@@ -365,8 +416,9 @@ def recall(ctx, text, as_json, strategy, paper, delta_ct, delta_cc, max_c2t, max
 
     content = read_text_argument(text)
     try:
-        context = Context.from_env(kb_dir=ctx.obj["kb_dir"], delta_ct=delta_ct, delta_cc=delta_cc, max_c2t=max_c2t,
-                                   max_c2c2t=max_c2c2t, budget=budget)
+        context = Context.from_env(
+            kb_dir=ctx.obj["kb_dir"], delta_ct=delta_ct, delta_cc=delta_cc, max_c2t=max_c2t, max_c2c2t=max_c2c2t, budget=budget
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc))
     _require_kb(ctx)
@@ -419,8 +471,16 @@ CONTEXT_OPTIONS = [
 
 def context_options(f):
     options = [click.option(flag, name, default=None, help=context_help(name), **extra) for flag, name, extra in CONTEXT_OPTIONS]
-    options.insert(12, click.option("--no-llm", "no_llm", is_flag=True, default=False,
-                                    help="Fused recall only, no language model (milliseconds): the same as --llm fast."))
+    options.insert(
+        12,
+        click.option(
+            "--no-llm",
+            "no_llm",
+            is_flag=True,
+            default=False,
+            help="Fused recall only, no language model (milliseconds): the same as --llm fast.",
+        ),
+    )
     for option in reversed(options):
         f = option(f)
     return f
@@ -453,8 +513,13 @@ def _start_remote_backend(context: Context) -> None:
 
 @main.command("tag")
 @click.argument("text", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, in the shape every surface returns (with --explain: the "
-              "pipeline's full output, every candidate, example, snippet and judgment).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result as JSON, in the shape every surface returns (with --explain: the "
+    "pipeline's full output, every candidate, example, snippet and judgment).",
+)
 @click.option("--explain", is_flag=True, help="Also print candidates, examples, knowledge and judgments.")
 @context_options
 @click.pass_context
@@ -483,7 +548,9 @@ def tag_command(ctx, text, as_json, explain, **options):
             click.echo(f"  {c['score']:6.3f}  {c['tag']:40s} {'+'.join(c['paths'])}")
         click.echo(f"examples ({len(result['examples'])}):")
         for e in result["examples"]:
-            click.echo(f"  {e['similarity']:.3f} {e['id']}: right {e['tags']}" + (f" wrong {e['incorrect_tags']}" if e["incorrect_tags"] else ""))
+            click.echo(
+                f"  {e['similarity']:.3f} {e['id']}: right {e['tags']}" + (f" wrong {e['incorrect_tags']}" if e["incorrect_tags"] else "")
+            )
         click.echo(f"knowledge ({len(result['knowledge'])}):")
         for s in result["knowledge"]:
             click.echo(f"  [{snippet_source(s)}] {' '.join(s['text'].split())[:100]}")
@@ -501,7 +568,9 @@ def tag_command(ctx, text, as_json, explain, **options):
         if kept:
             click.echo("words behind each tag (removing them lowers recall's score for it the most):")
             for tag, spans in _tagger(ctx).supporting_spans(result["text"], kept, context=context).items():
-                click.echo(f"  {tag}: " + (" · ".join(f"«{s['text']}» (−{s['drop']:.2f})" for s in spans) or "no part of the text alone moves it"))
+                click.echo(
+                    f"  {tag}: " + (" · ".join(f"«{s['text']}» (−{s['drop']:.2f})" for s in spans) or "no part of the text alone moves it")
+                )
         click.echo("tags:")
     if not result["tags"]:
         click.echo("(no tag passed the confidence threshold)")
@@ -578,32 +647,49 @@ def learn_command(ctx, text, correct, incorrect, sample_id, replace, as_json):
         raise click.UsageError("name at least one tag: --correct TAG (right) or --incorrect TAG (wrong), each repeatable")
     content = read_text_argument(text)
     try:
-        result = _tagger(ctx).learn(content, [argument_text(t, "--correct") for t in correct],
-                                    [argument_text(t, "--incorrect") for t in incorrect], sample_id=sample_id, replace=replace)
+        result = _tagger(ctx).learn(
+            content,
+            [argument_text(t, "--correct") for t in correct],
+            [argument_text(t, "--incorrect") for t in incorrect],
+            sample_id=sample_id,
+            replace=replace,
+        )
     except Llm4tagError as exc:
         _fail(exc)
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
-    marked = [f"right: {', '.join(result['correct'])}" if result["correct"] else "",
-              f"wrong: {', '.join(result['incorrect'])}" if result["incorrect"] else ""]
-    click.echo(f"learned {result['id']} ({'; '.join(m for m in marked if m)}); the knowledge base holds {result['samples']} samples"
-               + ("; the learned recall path is retraining in the background" if result.get("retraining") else ""))
+    marked = [
+        f"right: {', '.join(result['correct'])}" if result["correct"] else "",
+        f"wrong: {', '.join(result['incorrect'])}" if result["incorrect"] else "",
+    ]
+    click.echo(
+        f"learned {result['id']} ({'; '.join(m for m in marked if m)}); the knowledge base holds {result['samples']} samples"
+        + ("; the learned recall path is retraining in the background" if result.get("retraining") else "")
+    )
 
 
 WORKERS_OPTION = click.option(
-    "--workers", type=click.IntRange(min=1), default=None,
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
     help="Tag this many contents at once: model worker processes, each with its own llama.cpp and one core "
-         "(threads for an ollama backend). Default 1 (env LLM4TAG_WORKERS).")
+    "(threads for an ollama backend). Default 1 (env LLM4TAG_WORKERS).",
+)
 
 
 @main.command("index")
 @click.argument("in_path", type=click.Path(dir_okay=False))
 @click.argument("out_path", type=click.Path(dir_okay=False))
 @WORKERS_OPTION
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: this machine (--workers processes); ray: Ray Data, an actor pool of --workers taggers on a local Ray "
-                   "instance or the cluster at --ray-address (pip install 'llm4tag[ray]'; docs/scaling.md).")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this machine (--workers processes); ray: Ray Data, an actor pool of --workers taggers on a local Ray "
+    "instance or the cluster at --ray-address (pip install 'llm4tag[ray]'; docs/scaling.md).",
+)
 @click.option("--ray-address", default=None, help="A running Ray cluster (ray://HEAD:10001, or auto); unset: a local Ray instance.")
 @context_options
 @click.pass_context
@@ -634,36 +720,70 @@ def index_command(ctx, in_path, out_path, workers, engine, ray_address, **option
     finally:
         if bar is not None:
             bar.close()
-    click.echo(f"{report.tagged} tagged, {report.skipped_done} already done, {len(report.failed)} failed, "
-               f"{len(report.errors)} bad lines → {out_path}")
+    click.echo(
+        f"{report.tagged} tagged, {report.skipped_done} already done, {len(report.failed)} failed, "
+        f"{len(report.errors)} bad lines → {out_path}"
+    )
     if report.failed or report.errors:
         raise click.ClickException(
             f"{len(report.failed) + len(report.errors)} items were not tagged (their error lines are in {out_path}); "
-            "fix the cause (bad lines, the model or server) and run the same command again: it retries only those")
+            "fix the cause (bad lines, the model or server) and run the same command again: it retries only those"
+        )
 
 
 @main.command("eval")
 @click.argument("labelled", type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", default="eval-out", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for metrics.json, report.md, the plot and per-item results (re-run to resume; results computed "
-                   "from an earlier state of the knowledge base or other settings are set aside).")
-@click.option("--systems", default=",".join(("full", "no-calibration", "embedding-match", "knn")), show_default=True,
-              help="Comma-separated: full, paper, no-llm, no-generation, no-judge, no-calibration, match-recall, no-examples, no-knowledge, "
-                   "no-fine-tuning, no-learned-calibration, no-learned-recall, taggpt, embedding-match, knn, learned-recall, recall-order.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="eval-out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for metrics.json, report.md, the plot and per-item results (re-run to resume; results computed "
+    "from an earlier state of the knowledge base or other settings are set aside).",
+)
+@click.option(
+    "--systems",
+    default=",".join(("full", "no-calibration", "embedding-match", "knn")),
+    show_default=True,
+    help="Comma-separated: full, paper, no-llm, no-generation, no-judge, no-calibration, match-recall, no-examples, no-knowledge, "
+    "no-fine-tuning, no-learned-calibration, no-learned-recall, taggpt, embedding-match, knn, learned-recall, recall-order.",
+)
 @click.option("--items", "limit", type=int, default=None, help="Evaluate only the first N items.")
 @click.option("--seed", type=int, default=None, help="Evaluate a seeded random sample of --items instead of the first ones.")
-@click.option("--offset", type=int, default=0, show_default=True, help="Skip this many (sampled) items first, e.g. to split a run across processes.")
-@click.option("--report-only", is_flag=True, help="Run nothing: summarise the items every chosen system has finished (e.g. while a run goes on).")
-@click.option("--out-of-domain", "ood_files", type=click.Path(dir_okay=False, exists=True), multiple=True,
-              help="Texts that fit none of the tags (e.g. bench/out_of_domain.jsonl, another data set's JSONL), mixed in to "
-                   "measure abstention. Repeatable: each file's share left untagged is reported too.")
-@click.option("--ood-items", type=click.IntRange(min=1), default=50, show_default=True, help="How many out-of-domain texts per file (seeded sample).")
-@click.option("--cold-start", "cold_start", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
-              help="Simulate new tags: a seeded share (e.g. 0.1) of the tags lose their history in a copy of the knowledge base "
-                   "made for the run (names and descriptions stay); their items are reported apart as 'cold'.")
-@click.option("--external", "external", multiple=True, metavar="NAME=FILE",
-              help="Score another tool's answers for the same items side by side (JSONL with id and predicted), e.g. "
-                   "annif-omikuji=bench/out/annif-debtags-validation/items-annif-omikuji.jsonl. Repeatable.")
+@click.option(
+    "--offset", type=int, default=0, show_default=True, help="Skip this many (sampled) items first, e.g. to split a run across processes."
+)
+@click.option(
+    "--report-only", is_flag=True, help="Run nothing: summarise the items every chosen system has finished (e.g. while a run goes on)."
+)
+@click.option(
+    "--out-of-domain",
+    "ood_files",
+    type=click.Path(dir_okay=False, exists=True),
+    multiple=True,
+    help="Texts that fit none of the tags (e.g. bench/out_of_domain.jsonl, another data set's JSONL), mixed in to "
+    "measure abstention. Repeatable: each file's share left untagged is reported too.",
+)
+@click.option(
+    "--ood-items", type=click.IntRange(min=1), default=50, show_default=True, help="How many out-of-domain texts per file (seeded sample)."
+)
+@click.option(
+    "--cold-start",
+    "cold_start",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=None,
+    help="Simulate new tags: a seeded share (e.g. 0.1) of the tags lose their history in a copy of the knowledge base "
+    "made for the run (names and descriptions stay); their items are reported apart as 'cold'.",
+)
+@click.option(
+    "--external",
+    "external",
+    multiple=True,
+    metavar="NAME=FILE",
+    help="Score another tool's answers for the same items side by side (JSONL with id and predicted), e.g. "
+    "annif-omikuji=bench/out/annif-debtags-validation/items-annif-omikuji.jsonl. Repeatable.",
+)
 @context_options
 @click.pass_context
 def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_only, ood_files, ood_items, cold_start, external, **options):
@@ -684,8 +804,11 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
         items = load_labelled(labelled, limit, seed, offset)
         stems = [Path(path).stem for path in ood_files]
         names = [f"{Path(path).parent.name}-{stem}" if stems.count(stem) > 1 else stem for path, stem in zip(ood_files, stems)]
-        ood = [item for path, name in zip(ood_files, names)
-               for item in load_out_of_domain(path, ood_items, source=name if len(ood_files) > 1 else None)]
+        ood = [
+            item
+            for path, name in zip(ood_files, names)
+            for item in load_out_of_domain(path, ood_items, source=name if len(ood_files) > 1 else None)
+        ]
         named = {}
         for spec in external:
             name, sep, path = spec.partition("=")
@@ -704,8 +827,17 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
             groups["cold"] = {i.id for i in items if set(i.tags) & set(cold)}
             groups["warm"] = {i.id for i in items if i.id not in groups["cold"]}
             click.echo(f"{len(cold)} tags without history; {len(groups['cold'])} of the {len(items)} items carry one", err=True)
-        metrics = evaluate(items, context, out_dir, [s.strip() for s in systems.split(",") if s.strip()], progress=progress,
-                           report_only=report_only, out_of_domain=ood, external=named, groups=groups)
+        metrics = evaluate(
+            items,
+            context,
+            out_dir,
+            [s.strip() for s in systems.split(",") if s.strip()],
+            progress=progress,
+            report_only=report_only,
+            out_of_domain=ood,
+            external=named,
+            groups=groups,
+        )
     except Llm4tagError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -714,8 +846,11 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
         for bar in bars.values():
             bar.close()
     if metrics.get("stale_results_set_aside"):
-        click.echo(f"the knowledge base or the settings changed since the results in {out_dir} were computed: they were moved to "
-                   f"{metrics['stale_results_set_aside']} and every item ran again", err=True)
+        click.echo(
+            f"the knowledge base or the settings changed since the results in {out_dir} were computed: they were moved to "
+            f"{metrics['stale_results_set_aside']} and every item ran again",
+            err=True,
+        )
     header, rows = comparison_rows(metrics)
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -723,15 +858,21 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
     for system, m in metrics["systems"].items():
         if "confidence" in m:
             c = m["confidence"]
-            click.echo(f"{system}: confidence ECE {c['ECE']:.3f}, Brier {c['Brier']:.3f}, AUROC {c['AUROC'] if c['AUROC'] is None else round(c['AUROC'], 3)}")
+            click.echo(
+                f"{system}: confidence ECE {c['ECE']:.3f}, Brier {c['Brier']:.3f}, AUROC {c['AUROC'] if c['AUROC'] is None else round(c['AUROC'], 3)}"
+            )
     for system, a in (metrics.get("abstention") or {}).items():
         mixed = f", mixed-set ECE {a['mixed_confidence']['ECE']:.3f}" if a.get("mixed_confidence") else ""
         sources = "".join(f"; {name} {b['untagged']:.0%}" for name, b in (a.get("by_source") or {}).items())
-        click.echo(f"{system}: {a['untagged']:.0%} of {a['items']} out-of-domain items left untagged ({a['in_domain_untagged']:.0%} of in-domain items){mixed}{sources}")
+        click.echo(
+            f"{system}: {a['untagged']:.0%} of {a['items']} out-of-domain items left untagged ({a['in_domain_untagged']:.0%} of in-domain items){mixed}{sources}"
+        )
     for system, m in metrics["systems"].items():
         if "best_cut" in m:
             b = m["best_cut"]
-            click.echo(f"{system}: micro-F1 {m['at_threshold']['f1_micro']:.3f} at the default threshold, {b['f1_micro']:.3f} at its best cut {b['threshold']:.3f}")
+            click.echo(
+                f"{system}: micro-F1 {m['at_threshold']['f1_micro']:.3f} at the default threshold, {b['f1_micro']:.3f} at its best cut {b['threshold']:.3f}"
+            )
     for group, g in (metrics.get("groups") or {}).items():
         click.echo(f"{group} items ({g['items']}): " + ", ".join(f"{s} {m[metrics['headline']]:.3f}" for s, m in g["systems"].items()))
     for name, f in (metrics.get("fusion_out_of_fold") or {}).items():
@@ -743,13 +884,32 @@ def eval_command(ctx, labelled, out_dir, systems, limit, seed, offset, report_on
 @click.argument("validation", type=click.Path(dir_okay=False))
 @click.option("--metric", default="HR#3", show_default=True, type=click.Choice(["#Right", "HR#1", "HR#2", "HR#3"]))
 @click.option("--items", "limit", type=int, default=300, show_default=True)
-@click.option("--from-eval", "eval_dir", type=click.Path(file_okay=False), default=None,
-              help="Also sweep the confidence threshold over a finished eval folder's items-full.jsonl.")
-@click.option("--mode", "threshold_mode", type=click.Choice(["multi", "single"]), default="multi", show_default=True,
-              help="Metrics for the threshold sweep: multi-tag or single-tag.")
-@click.option("--coverage", type=float, default=None,
-              help="With --from-eval: the highest threshold that still tags this share of items (e.g. 0.9), instead of the best F1.")
-@click.option("--apply", is_flag=True, help="Write the best recall settings (and, with --from-eval, the threshold) into the knowledge base's config.json.")
+@click.option(
+    "--from-eval",
+    "eval_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also sweep the confidence threshold over a finished eval folder's items-full.jsonl.",
+)
+@click.option(
+    "--mode",
+    "threshold_mode",
+    type=click.Choice(["multi", "single"]),
+    default="multi",
+    show_default=True,
+    help="Metrics for the threshold sweep: multi-tag or single-tag.",
+)
+@click.option(
+    "--coverage",
+    type=float,
+    default=None,
+    help="With --from-eval: the highest threshold that still tags this share of items (e.g. 0.9), instead of the best F1.",
+)
+@click.option(
+    "--apply",
+    is_flag=True,
+    help="Write the best recall settings (and, with --from-eval, the threshold) into the knowledge base's config.json.",
+)
 @click.pass_context
 def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, coverage, apply):
     """Sweep δ_ct, δ_cc and the meta-path caps (and the confidence threshold) on labelled data."""
@@ -775,8 +935,10 @@ def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, c
         _fail(exc)
     click.echo(f"recall settings on {len(items)} items, best {metric} first:")
     for r in rows[:10]:
-        click.echo(f"  δ_ct {r['delta_ct']:.2f}  δ_cc {r['delta_cc']:.2f}  C2T≤{r['max_c2t']}  C2C2T≤{r['max_c2c2t']}  "
-                   f"#Right {r['#Right']:.2f}  HR#1 {r['HR#1']:.3f}  HR#2 {r['HR#2']:.3f}  HR#3 {r['HR#3']:.3f}  no graph candidate {r['no_graph_candidate']:.1%}")
+        click.echo(
+            f"  δ_ct {r['delta_ct']:.2f}  δ_cc {r['delta_cc']:.2f}  C2T≤{r['max_c2t']}  C2C2T≤{r['max_c2c2t']}  "
+            f"#Right {r['#Right']:.2f}  HR#1 {r['HR#1']:.3f}  HR#2 {r['HR#2']:.3f}  HR#3 {r['HR#3']:.3f}  no graph candidate {r['no_graph_candidate']:.1%}"
+        )
     if eval_dir:
         records = list(read_finished(Path(eval_dir) / "items-full.jsonl").values())
         if not records:
@@ -787,18 +949,26 @@ def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, c
             except Llm4tagError as exc:
                 _fail(exc)
             headline = "f1_micro" if threshold_mode == "single" else "Acc@1"
-            click.echo(f"highest confidence threshold tagging ≥ {coverage:.0%} of the items: {best_threshold['threshold']:.2f} "
-                       f"(coverage {best_threshold['coverage']:.1%}, {headline} {best_threshold[headline]:.3f}); "
-                       f"use --threshold {best_threshold['threshold']:.2f} or --apply")
+            click.echo(
+                f"highest confidence threshold tagging ≥ {coverage:.0%} of the items: {best_threshold['threshold']:.2f} "
+                f"(coverage {best_threshold['coverage']:.1%}, {headline} {best_threshold[headline]:.3f}); "
+                f"use --threshold {best_threshold['threshold']:.2f} or --apply"
+            )
         else:
             best_threshold = optimize_threshold(records, mode=threshold_mode)[0]
-            click.echo(f"best confidence threshold by micro F1: {best_threshold['threshold']:.2f} (F1 {best_threshold['f1_micro']:.3f}); "
-                       f"use --threshold {best_threshold['threshold']:.2f} or --apply")
+            click.echo(
+                f"best confidence threshold by micro F1: {best_threshold['threshold']:.2f} (F1 {best_threshold['f1_micro']:.3f}); "
+                f"use --threshold {best_threshold['threshold']:.2f} or --apply"
+            )
     if apply:
         kbase = _open_kb(ctx)
         best = rows[0]
-        config = replace(kbase.config, recall=kbase.config.recall.with_overrides(
-            delta_ct=best["delta_ct"], delta_cc=best["delta_cc"], max_c2t=best["max_c2t"], max_c2c2t=best["max_c2c2t"]))
+        config = replace(
+            kbase.config,
+            recall=kbase.config.recall.with_overrides(
+                delta_ct=best["delta_ct"], delta_cc=best["delta_cc"], max_c2t=best["max_c2t"], max_c2c2t=best["max_c2c2t"]
+            ),
+        )
         if eval_dir:
             config = replace(config, threshold=best_threshold["threshold"])
         kbase.update_config(config)
@@ -813,21 +983,56 @@ def optimize_command(ctx, validation, metric, limit, eval_dir, threshold_mode, c
 @click.option("--lora-r", type=int, default=16, show_default=True, help="LoRA rank.")
 @click.option("--since-last", is_flag=True, help="Train on the samples added since the last run, going on from its adapter.")
 @click.option("--prepare-only", is_flag=True, help="Only build the training sets; print the command that fine-tunes on another machine.")
-@click.option("--adapter", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Skip training: export and record an adapter trained elsewhere (finetune.py's adapter/ folder).")
+@click.option(
+    "--adapter",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Skip training: export and record an adapter trained elsewhere (finetune.py's adapter/ folder).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
-@click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Where sets, checkpoints and the model go (default KB/training).")
+@click.option(
+    "--work-dir", type=click.Path(file_okay=False), default=None, help="Where sets, checkpoints and the model go (default KB/training)."
+)
 @click.option("--name", default="llm4tag-tagger", show_default=True, help="Model name (GGUF file and Ollama model).")
 @click.option("--mode", type=click.Choice(["multi", "single"]), default=None, help="Tagging mode the generation targets follow.")
-@click.option("--rounds", type=click.IntRange(1, 2), default=1, show_default=True,
-              help="2: a second round trains the judge on the first round's wrong proposals.")
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help="2: a second round trains the judge on the first round's wrong proposals.",
+)
 @click.option("--mistake-samples", type=int, default=200, show_default=True, help="Samples the second round generates for.")
-@click.option("--serve", type=click.Choice(["merged", "adapter"]), default="merged", show_default=True,
-              help="merged: a Q8_0 GGUF with the fine-tune merged in (+ Ollama Modelfile), faster; adapter: a LoRA adapter GGUF of a few MB.")
-@click.option("--time-limit", type=float, default=None, help="Stop each round's training after this many minutes (most useful records first).")
+@click.option(
+    "--serve",
+    type=click.Choice(["merged", "adapter"]),
+    default="merged",
+    show_default=True,
+    help="merged: a Q8_0 GGUF with the fine-tune merged in (+ Ollama Modelfile), faster; adapter: a LoRA adapter GGUF of a few MB.",
+)
+@click.option(
+    "--time-limit", type=float, default=None, help="Stop each round's training after this many minutes (most useful records first)."
+)
 @click.pass_context
-def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, prepare_only, adapter, device, work_dir, name, mode,
-                  rounds, mistake_samples, serve, time_limit):
+def train_command(
+    ctx,
+    max_samples,
+    epochs,
+    batch_size,
+    lr,
+    lora_r,
+    since_last,
+    prepare_only,
+    adapter,
+    device,
+    work_dir,
+    name,
+    mode,
+    rounds,
+    mistake_samples,
+    serve,
+    time_limit,
+):
     """Fine-tune the embedded model on the knowledge base's samples (generator and Yes/No judge), export
     a GGUF and an Ollama Modelfile, and make it this knowledge base's model. Needs llm4tag[train]."""
     from agent.training import train_model
@@ -839,10 +1044,26 @@ def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, 
 
     try:
         epochs = epochs or (1 if since_last else 2)
-        summary = train_model(_open_kb(ctx), work_dir, max_samples=max_samples, epochs=epochs, batch_size=batch_size, lr=lr, lora_r=lora_r,
-                              since_last=since_last, prepare_only=prepare_only, adapter=adapter, device=device,
-                              context=Context.from_env(mode=mode), name=name, rounds=rounds, mistake_samples=mistake_samples,
-                              serve=serve, time_limit=time_limit, progress=progress)
+        summary = train_model(
+            _open_kb(ctx),
+            work_dir,
+            max_samples=max_samples,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            lora_r=lora_r,
+            since_last=since_last,
+            prepare_only=prepare_only,
+            adapter=adapter,
+            device=device,
+            context=Context.from_env(mode=mode),
+            name=name,
+            rounds=rounds,
+            mistake_samples=mistake_samples,
+            serve=serve,
+            time_limit=time_limit,
+            progress=progress,
+        )
     except Llm4tagError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -855,15 +1076,25 @@ def train_command(ctx, max_samples, epochs, batch_size, lr, lora_r, since_last, 
 
 @main.command("train-demo")
 @click.option("--samples", type=int, default=200, show_default=True, help="Samples of the demo's history to fine-tune on.")
-@click.option("--mistake-samples", type=int, default=80, show_default=True,
-              help="Samples whose wrong generated tags become judge negatives in the second round.")
+@click.option(
+    "--mistake-samples",
+    type=int,
+    default=80,
+    show_default=True,
+    help="Samples whose wrong generated tags become judge negatives in the second round.",
+)
 @click.option("--epochs", type=int, default=1, show_default=True)
 @click.option("--lora-r", type=int, default=8, show_default=True, help="LoRA rank (8: a 5 MB adapter).")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--calibration-items", type=int, default=None, help="Use only this many of calibration.jsonl's items (default all).")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Scratch folder (default $LLM4TAG_HOME/demo-model-build).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Where the shipped files go (default knowledge_base/demo_data/model).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the shipped files go (default knowledge_base/demo_data/model).",
+)
 @click.option("--foreign-items", type=int, default=None, help="Use only this many of foreign.jsonl's texts (a seeded sample; default all).")
 @click.option("--refit-only", is_flag=True, help="Keep the shipped adapter; refit only the fusion and the threshold (no fine-tuning).")
 def train_demo_command(samples, mistake_samples, epochs, lora_r, seed, calibration_items, foreign_items, work_dir, out_dir, refit_only):
@@ -880,11 +1111,20 @@ def train_demo_command(samples, mistake_samples, epochs, lora_r, seed, calibrati
         bars.setdefault(what, _Bar(what))(done, total)
 
     try:
-        described = build_demo_model(work_dir or llm4tag_home() / "demo-model-build", out_dir or DEMO_MODEL, samples=samples,
-                                     mistake_samples=mistake_samples, epochs=epochs, lora_r=lora_r, seed=seed,
-                                     calibration_items=calibration_items, foreign_items=foreign_items, refit_only=refit_only,
-                                     progress=progress,
-                                     log=lambda m: click.echo(m, err=True))
+        described = build_demo_model(
+            work_dir or llm4tag_home() / "demo-model-build",
+            out_dir or DEMO_MODEL,
+            samples=samples,
+            mistake_samples=mistake_samples,
+            epochs=epochs,
+            lora_r=lora_r,
+            seed=seed,
+            calibration_items=calibration_items,
+            foreign_items=foreign_items,
+            refit_only=refit_only,
+            progress=progress,
+            log=lambda m: click.echo(m, err=True),
+        )
     except Llm4tagError as exc:
         _fail(exc)
     finally:
@@ -897,11 +1137,27 @@ def train_demo_command(samples, mistake_samples, epochs, lora_r, seed, calibrati
 @click.argument("validation", type=click.Path(dir_okay=False))
 @click.option("--items", "limit", type=int, default=300, show_default=True)
 @click.option("--seed", type=int, default=13, show_default=True, help="Seed of the random sample of --items.")
-@click.option("--offset", type=int, default=0, show_default=True,
-              help="Skip this many sampled items first: with eval's --seed and --items N, --offset N fits on items the eval does not use.")
-@click.option("--kind", type=click.Choice(["auto", "logistic", "isotonic"]), default="auto", show_default=True,
-              help="auto: whichever has the lower out-of-fold Brier score; none is kept if neither beats the raw P(Yes).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Evaluation folder to use or fill (default KB/calibration-run).")
+@click.option(
+    "--offset",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Skip this many sampled items first: with eval's --seed and --items N, --offset N fits on items the eval does not use.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "logistic", "isotonic"]),
+    default="auto",
+    show_default=True,
+    help="auto: whichever has the lower out-of-fold Brier score; none is kept if neither beats the raw P(Yes).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Evaluation folder to use or fill (default KB/calibration-run).",
+)
 @context_options
 @click.pass_context
 def calibrate_command(ctx, validation, limit, seed, offset, kind, out_dir, **options):
@@ -921,8 +1177,12 @@ def calibrate_command(ctx, validation, limit, seed, offset, kind, out_dir, **opt
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=7860, show_default=True, type=int)
 @click.option("--share", is_flag=True, help="Ask Gradio for a public share link (needs network and --token).")
-@click.option("--token", envvar="LLM4TAG_API_TOKEN", default=None,
-              help="Token every request then needs (env LLM4TAG_API_TOKEN); required beyond loopback and with --share.")
+@click.option(
+    "--token",
+    envvar="LLM4TAG_API_TOKEN",
+    default=None,
+    help="Token every request then needs (env LLM4TAG_API_TOKEN); required beyond loopback and with --share.",
+)
 @click.pass_context
 def app_command(ctx, host, port, share, token):
     """Start the Gradio app (tagging, review, batch, knowledge base) with its API and MCP server."""
@@ -941,9 +1201,12 @@ def app_command(ctx, host, port, share, token):
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on; beyond loopback a token is required.")
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--token", envvar="LLM4TAG_API_TOKEN", default=None,
-              help="Bearer token that write endpoints (learn) require (env LLM4TAG_API_TOKEN).")
-@click.option("--max-body", "max_body", type=int, default=None, help="Largest request body in bytes (default 1000000, env LLM4TAG_API_MAX_BODY).")
+@click.option(
+    "--token", envvar="LLM4TAG_API_TOKEN", default=None, help="Bearer token that write endpoints (learn) require (env LLM4TAG_API_TOKEN)."
+)
+@click.option(
+    "--max-body", "max_body", type=int, default=None, help="Largest request body in bytes (default 1000000, env LLM4TAG_API_MAX_BODY)."
+)
 @WORKERS_OPTION
 @context_options
 @click.pass_context

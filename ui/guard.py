@@ -38,8 +38,10 @@ def require_token_beyond_loopback(host: str, token: str | None, share: bool = Fa
     if token:
         return
     if share:
-        raise InputError(f"refusing a public share link without a token: anyone with the link could change the knowledge base. "
-                         f"Give {flag} TOKEN (or set LLM4TAG_API_TOKEN)")
+        raise InputError(
+            f"refusing a public share link without a token: anyone with the link could change the knowledge base. "
+            f"Give {flag} TOKEN (or set LLM4TAG_API_TOKEN)"
+        )
     if not is_loopback(host):
         raise InputError(
             f"refusing to listen on {host} without a token: anyone who can reach it could change the knowledge base. "
@@ -95,14 +97,24 @@ class TokenGate:
 
             async def send_with_cookie(message):
                 if message["type"] == "http.response.start":
-                    message = {**message, "headers": [*message.get("headers", []),
-                                                      (b"set-cookie", f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode())]}
+                    message = {
+                        **message,
+                        "headers": [
+                            *message.get("headers", []),
+                            (b"set-cookie", f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode()),
+                        ],
+                    }
                 await send(message)
 
             return await self.app(scope, receive, send_with_cookie)
-        await _refuse(scope, receive, send, 401,
-                      "this server needs its token: send 'Authorization: Bearer <token>', or open the page once as /?token=<token>",
-                      [(b"www-authenticate", b"Bearer")])
+        await _refuse(
+            scope,
+            receive,
+            send,
+            401,
+            "this server needs its token: send 'Authorization: Bearer <token>', or open the page once as /?token=<token>",
+            [(b"www-authenticate", b"Bearer")],
+        )
 
 
 class LocalOnly:
@@ -118,17 +130,27 @@ class LocalOnly:
         host = headers.get(b"host", b"").decode("latin-1")
         hostname = urlsplit(f"//{host}").hostname or ""
         if not is_loopback(hostname):
-            return await _refuse(scope, receive, send, 403,
-                                 f"this server listens on loopback without a token and answers only requests to localhost or 127.0.0.1, "
-                                 f"not to {host[:100]!r} (a web page rebinding its name to this machine); use http://127.0.0.1:PORT, "
-                                 "or start the server with --token")
+            return await _refuse(
+                scope,
+                receive,
+                send,
+                403,
+                f"this server listens on loopback without a token and answers only requests to localhost or 127.0.0.1, "
+                f"not to {host[:100]!r} (a web page rebinding its name to this machine); use http://127.0.0.1:PORT, "
+                "or start the server with --token",
+            )
         origin = headers.get(b"origin")
         if origin is not None:
             origin_host = urlsplit(origin.decode("latin-1")).hostname or ""
             if not is_loopback(origin_host):
-                return await _refuse(scope, receive, send, 403,
-                                     f"requests from web pages at {origin.decode('latin-1')[:100]!r} are refused: this server "
-                                     "listens on loopback without a token; start it with --token to serve other origins")
+                return await _refuse(
+                    scope,
+                    receive,
+                    send,
+                    403,
+                    f"requests from web pages at {origin.decode('latin-1')[:100]!r} are refused: this server "
+                    "listens on loopback without a token; start it with --token to serve other origins",
+                )
         return await self.app(scope, receive, send)
 
 
@@ -145,8 +167,11 @@ class ValidJsonText:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH") \
-                or not _headers(scope).get(b"content-type", b"").lower().startswith(b"application/json"):
+        if (
+            scope["type"] != "http"
+            or scope.get("method") not in ("POST", "PUT", "PATCH")
+            or not _headers(scope).get(b"content-type", b"").lower().startswith(b"application/json")
+        ):
             return await self.app(scope, receive, send)
         chunks, size, more = [], 0, True
         while more:
@@ -157,7 +182,9 @@ class ValidJsonText:
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > self.max_bytes:  # too large to check here: the app's own limits answer it
-                return await self.app(scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": more}], receive), send)
+                return await self.app(
+                    scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": more}], receive), send
+                )
         body = b"".join(chunks)
         problem, rpc_id = _unusable_text(body)
         if problem and rpc_id is not False:  # a JSON-RPC request (the MCP endpoint): its error in JSON-RPC's shape
@@ -181,8 +208,9 @@ def _unusable_text(body: bytes) -> tuple[str | None, object]:
         return None, False  # not JSON: the app says so itself
     rpc_id = data.get("id") if isinstance(data, dict) and "jsonrpc" in data else False
     if constants:
-        return (f"the request holds {constants[0]}, which is not JSON (nor a number any argument takes); "
-                "send a finite number or null"), rpc_id
+        return (
+            f"the request holds {constants[0]}, which is not JSON (nor a number any argument takes); send a finite number or null"
+        ), rpc_id
     return _lone_surrogate(data), rpc_id
 
 
@@ -194,8 +222,10 @@ def _lone_surrogate(data) -> str | None:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as exc:
-                return (f"the request holds a lone surrogate (\\u{ord(value[exc.start]):04x}) in a string, which is not text; "
-                        "send valid Unicode (a character outside the BMP as its surrogate pair, or as UTF-8)")
+                return (
+                    f"the request holds a lone surrogate (\\u{ord(value[exc.start]):04x}) in a string, which is not text; "
+                    "send valid Unicode (a character outside the BMP as its surrogate pair, or as UTF-8)"
+                )
         elif isinstance(value, dict):
             stack.extend(value.keys())
             stack.extend(value.values())

@@ -148,7 +148,9 @@ def read_dropped_file(path: str | Path) -> tuple[str, str | None, str | None]:
     if not isinstance(text, str) or not clean_text(text):
         raise InputError(f"{path.name}:{number}: 'text' is missing or empty")
     title = obj.get("title") if isinstance(obj.get("title"), str) else None
-    note = f"{path.name} holds {len(lines)} items; only the first was tagged — use the Batch tab for all of them" if len(lines) > 1 else None
+    note = (
+        f"{path.name} holds {len(lines)} items; only the first was tagged — use the Batch tab for all of them" if len(lines) > 1 else None
+    )
     return text, title, note
 
 

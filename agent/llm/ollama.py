@@ -27,7 +27,18 @@ import threading
 
 from knowledge_base.settings import SettingsError, settings
 
-from .base import NO_VARIANTS, YES_VARIANTS, BackendError, Generation, TransientBackendError, Judgment, LLMBackend, parse_selection, tag_selection_schema, yes_probability
+from .base import (
+    NO_VARIANTS,
+    YES_VARIANTS,
+    BackendError,
+    Generation,
+    TransientBackendError,
+    Judgment,
+    LLMBackend,
+    parse_selection,
+    tag_selection_schema,
+    yes_probability,
+)
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 MIN_SERVER_VERSION = (0, 12, 11)  # the first release whose /api/chat returns logprobs
@@ -62,8 +73,14 @@ def yes_no_scores(alternatives: list[tuple[str, float]]) -> tuple[float, float]:
 
 
 class OllamaBackend(LLMBackend):
-    def __init__(self, model: str, host: str | None = None, timeout: float | None = None, parallel: int | None = None,
-                 connect_timeout: float | None = None):
+    def __init__(
+        self,
+        model: str,
+        host: str | None = None,
+        timeout: float | None = None,
+        parallel: int | None = None,
+        connect_timeout: float | None = None,
+    ):
         import httpx
         import ollama
 
@@ -94,7 +111,9 @@ class OllamaBackend(LLMBackend):
     # -- start-up checks --------------------------------------------------------------------------
 
     def _unreachable(self) -> BackendError:
-        return TransientBackendError(f"Ollama is not reachable at {self.host}; start it with `ollama serve` or set OLLAMA_HOST to where it runs")
+        return TransientBackendError(
+            f"Ollama is not reachable at {self.host}; start it with `ollama serve` or set OLLAMA_HOST to where it runs"
+        )
 
     def _check_server(self) -> str:
         """The server's version; refuses servers that cannot return logprobs.
@@ -111,8 +130,10 @@ class OllamaBackend(LLMBackend):
         except httpx.ConnectTimeout:
             raise self._unreachable() from None
         except httpx.TimeoutException:
-            raise BackendError(f"Ollama at {self.host} accepted the connection but did not answer /api/version within {self.connect_timeout:g} s; "
-                               "is it an Ollama server, and not stuck (OLLAMA_HOST; LLM4TAG_OLLAMA_CONNECT_TIMEOUT to wait longer)?") from None
+            raise BackendError(
+                f"Ollama at {self.host} accepted the connection but did not answer /api/version within {self.connect_timeout:g} s; "
+                "is it an Ollama server, and not stuck (OLLAMA_HOST; LLM4TAG_OLLAMA_CONNECT_TIMEOUT to wait longer)?"
+            ) from None
         except (httpx.TransportError, ConnectionError):
             raise self._unreachable() from None
         except (httpx.HTTPStatusError, ValueError, AttributeError) as exc:
@@ -135,7 +156,9 @@ class OllamaBackend(LLMBackend):
             info = self.client.show(self.model)
         except ResponseError as exc:
             if exc.status_code == 404:
-                raise BackendError(f"the Ollama server at {self.host} has no model {self.model!r}; fetch it with `ollama pull {self.model}`") from None
+                raise BackendError(
+                    f"the Ollama server at {self.host} has no model {self.model!r}; fetch it with `ollama pull {self.model}`"
+                ) from None
             raise BackendError(f"Ollama at {self.host} cannot describe {self.model!r}: {exc.error}") from None
         except pydantic.ValidationError:
             return  # the server knows the model but answers in a shape this client does not expect
@@ -166,7 +189,9 @@ class OllamaBackend(LLMBackend):
             return self._unreachable()
         if isinstance(exc, ResponseError):
             if exc.status_code == 404:
-                return BackendError(f"the Ollama server at {self.host} has no model {self.model!r}; fetch it with `ollama pull {self.model}`")
+                return BackendError(
+                    f"the Ollama server at {self.host} has no model {self.model!r}; fetch it with `ollama pull {self.model}`"
+                )
             error = TransientBackendError if exc.status_code >= 500 else BackendError
             return error(f"Ollama at {self.host} refused {what} for {self.model!r}: {exc.error} (status {exc.status_code})")
         return exc
@@ -203,9 +228,7 @@ class OllamaBackend(LLMBackend):
         """
         out: list[Judgment] = []
         for prompt in prompts:
-            response = self._chat(
-                system, prompt, options={"temperature": 0, "num_predict": 1}, logprobs=True, top_logprobs=TOP_LOGPROBS
-            )
+            response = self._chat(system, prompt, options={"temperature": 0, "num_predict": 1}, logprobs=True, top_logprobs=TOP_LOGPROBS)
             if not response.logprobs:
                 needed = ".".join(map(str, MIN_SERVER_VERSION))
                 raise BackendError(

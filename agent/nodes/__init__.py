@@ -9,5 +9,14 @@ from .recall import recall_tags
 from .review import record_review, review_tags
 from .write_back import write_back
 
-__all__ = ["calibrate_confidence", "generate_tags", "prepare_content", "recall_tags", "record_review", "retrieve_examples",
-           "retrieve_knowledge", "review_tags", "write_back"]
+__all__ = [
+    "calibrate_confidence",
+    "generate_tags",
+    "prepare_content",
+    "recall_tags",
+    "record_review",
+    "retrieve_examples",
+    "retrieve_knowledge",
+    "review_tags",
+    "write_back",
+]

@@ -69,7 +69,9 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
         prompts = judgment_prompts(state["text"], [t for t, _ in to_score], descriptions, ctx.content_chars, shots)
         system, head = load_prompt("system"), judgment_head()
     judgments: list[dict] = []
-    with failures_noted("calibrate", attempt_key(runtime, state["content_id"]), notes):  # a failure that may pass is retried (agent.retries)
+    with failures_noted(
+        "calibrate", attempt_key(runtime, state["content_id"]), notes
+    ):  # a failure that may pass is retried (agent.retries)
         backend = rt.backend(ctx) if judge and to_score else None
         for (tag, origin), prompt in zip(to_score, prompts):
             # one prompt at a time, so each judgment streams as soon as it is known; the content's
@@ -77,18 +79,29 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
             r = backend.judge(system, [prompt], head=head)[0] if prompt is not None else None
             p_yes = r.p_yes if r is not None else None
             recall_probability = by_tag[tag]["score"] if probability and tag in by_tag else None
-            features = evidence_features(p_yes, by_tag.get(tag), generated.index(tag) + 1 if tag in generated else None,
-                                         origin == "history", recall_rank.get(tag), recall_probability)
+            features = evidence_features(
+                p_yes,
+                by_tag.get(tag),
+                generated.index(tag) + 1 if tag in generated else None,
+                origin == "history",
+                recall_rank.get(tag),
+                recall_probability,
+            )
             confidence = fused_confidence(features, p_yes, recall_probability, fitted, ctx.use_learned_calibration)
             # a fitted fusion is not scaled by the content's fit to the domain (recall's own P(right) is): cap it
             fused = fitted is not None and ctx.use_learned_calibration
             confidence = final_confidence(confidence, by_tag.get(tag), in_domain if fused else 1.0)
             judgment = {
-                "tag": tag, "origin": origin, "confidence": None if confidence is None else round(confidence, 4),
+                "tag": tag,
+                "origin": origin,
+                "confidence": None if confidence is None else round(confidence, 4),
                 "recall_probability": recall_probability,
-                "p_yes": None if r is None else round(r.p_yes, 4), "logit_yes": None if r is None else round(r.logit_yes, 3),
-                "logit_no": None if r is None else round(r.logit_no, 3), "prompt_tokens": 0 if r is None else r.prompt_tokens,
-                "reused_tokens": 0 if r is None else r.reused_tokens, "features": features,
+                "p_yes": None if r is None else round(r.p_yes, 4),
+                "logit_yes": None if r is None else round(r.logit_yes, 3),
+                "logit_no": None if r is None else round(r.logit_no, 3),
+                "prompt_tokens": 0 if r is None else r.prompt_tokens,
+                "reused_tokens": 0 if r is None else r.reused_tokens,
+                "features": features,
             }
             judgments.append(judgment)
             runtime.stream_writer({"judgment": judgment})
@@ -110,8 +123,16 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
         final = [{**t, "label": stored[t["tag"]].label(ctx.label_language) if t["tag"] in stored else t["tag"]} for t in final]
     if judgments and not final:
         notes.append(f"every scored tag is below the confidence threshold {threshold}: no tag fits well enough; lower it to see them")
-    return {"tags": final, "judgments": judgments, "threshold": threshold, "mode": ctx.mode, "route": route, "notes": notes,
-            **({"tree": tree} if tree else {}), "timings": {"calibrate": round(time.perf_counter() - started, 4)}}
+    return {
+        "tags": final,
+        "judgments": judgments,
+        "threshold": threshold,
+        "mode": ctx.mode,
+        "route": route,
+        "notes": notes,
+        **({"tree": tree} if tree else {}),
+        "timings": {"calibrate": round(time.perf_counter() - started, 4)},
+    }
 
 
 def tag_tree(kb, tags: list[str]) -> dict | None:

@@ -38,20 +38,35 @@ def generate_tags(state: State, runtime: Runtime[Context]) -> dict:
     route = llm_route(state, ctx, runtime_for(ctx.kb_dir))
     notes: list[str] = []
     if not candidates or not ctx.use_generation or not route["llm"]:
-        return {"selection": {"tags": [], "raw": "", "prompt_tokens": 0, "reused_tokens": 0, "completion_tokens": 0, "rejected": [], "from_history": [],
-                              "limit": ctx.tag_limit, "skipped": bool(candidates)},
-                "route": route, "timings": {"generate": round(time.perf_counter() - started, 4)},
-                **({"notes": [route["reason"]]} if route.get("instructions") else {})}
-    prompt = generation_prompt(state["text"], candidates, ctx.mode, ctx.tag_limit, ctx.content_chars,
-                               state.get("examples"), state.get("knowledge"))
+        return {
+            "selection": {
+                "tags": [],
+                "raw": "",
+                "prompt_tokens": 0,
+                "reused_tokens": 0,
+                "completion_tokens": 0,
+                "rejected": [],
+                "from_history": [],
+                "limit": ctx.tag_limit,
+                "skipped": bool(candidates),
+            },
+            "route": route,
+            "timings": {"generate": round(time.perf_counter() - started, 4)},
+            **({"notes": [route["reason"]]} if route.get("instructions") else {}),
+        }
+    prompt = generation_prompt(
+        state["text"], candidates, ctx.mode, ctx.tag_limit, ctx.content_chars, state.get("examples"), state.get("knowledge")
+    )
     if prompt.content_cut:
         notes.append(f"the content was cut to {ctx.content_chars} characters in the prompts")
     with failures_noted("generate", attempt_key(runtime, state["content_id"]), notes):  # a failure that may pass is retried (agent.retries)
         backend = runtime_for(ctx.kb_dir).backend(ctx)
         gen = backend.select_tags(prompt.system, prompt.user, [c["tag"] for c in candidates], ctx.tag_limit, head=prompt.head)
     if gen.rejected:
-        notes.append(f"the generator named {len(gen.rejected)} tag{'s' if len(gen.rejected) != 1 else ''} outside the candidate set; "
-                     f"{'they were' if len(gen.rejected) != 1 else 'it was'} dropped")
+        notes.append(
+            f"the generator named {len(gen.rejected)} tag{'s' if len(gen.rejected) != 1 else ''} outside the candidate set; "
+            f"{'they were' if len(gen.rejected) != 1 else 'it was'} dropped"
+        )
     selected = list(gen.tags)
     from_history = [t for t in history_supported(candidates, ctx.history_keep) if t not in selected]
     if ctx.mode == "single":

@@ -56,7 +56,9 @@ class ReviewDecision(BaseModel):
             return cls.model_validate(value)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the decision'}: {e['msg']}" for e in exc.errors())
-            raise InputError(f"a review decision is {{\"accept\": [...], \"reject\": [...], \"add\": [...]}} (lists of tag names): {problems}") from None
+            raise InputError(
+                f'a review decision is {{"accept": [...], "reject": [...], "add": [...]}} (lists of tag names): {problems}'
+            ) from None
 
     def verdict(self) -> tuple[list[str], list[str]]:
         """(correct, incorrect) for the knowledge base."""
@@ -117,8 +119,15 @@ def record_review(state: State, runtime: Runtime[Context]) -> dict:
     tags += [{"tag": t, "confidence": None, "origin": "review", "paths": [], "description": ""} for t in correct if t not in proposed]
     return {
         "tags": [{**t, "rank": i} for i, t in enumerate(tags, 1)],
-        "review": {"status": "reviewed", "accepted": list(decision.accept), "rejected": list(decision.reject), "added": list(decision.add),
-                   "sample": recorded["id"], "samples": recorded["samples"], "retraining": recorded["retraining"]},
+        "review": {
+            "status": "reviewed",
+            "accepted": list(decision.accept),
+            "rejected": list(decision.reject),
+            "added": list(decision.add),
+            "sample": recorded["id"],
+            "samples": recorded["samples"],
+            "retraining": recorded["retraining"],
+        },
         "notes": [f"review: {len(correct)} right and {len(incorrect)} wrong tags recorded as sample {recorded['id']}"],
         "timings": {"review": round(time.perf_counter() - started, 4)},
     }

@@ -65,11 +65,28 @@ def _require_train_extra() -> None:
         raise InputError(f"training needs {', '.join(missing)}: pip install 'llm4tag[train]'")
 
 
-def train_model(kb: KnowledgeBase, work_dir: str | Path | None = None, *, max_samples: int = 2000, epochs: int = 2, batch_size: int = 8,
-                lr: float = 2e-4, lora_r: int = 16, since_last: bool = False, prepare_only: bool = False, adapter: str | Path | None = None,
-                device: str = "auto", context: Context | None = None, name: str = "llm4tag-tagger", rounds: int = 1,
-                mistake_samples: int = 200, serve: str = "merged", time_limit: float | None = None, seed: int = 13,
-                progress: Callable[[str, int, int], None] | None = None) -> dict:
+def train_model(
+    kb: KnowledgeBase,
+    work_dir: str | Path | None = None,
+    *,
+    max_samples: int = 2000,
+    epochs: int = 2,
+    batch_size: int = 8,
+    lr: float = 2e-4,
+    lora_r: int = 16,
+    since_last: bool = False,
+    prepare_only: bool = False,
+    adapter: str | Path | None = None,
+    device: str = "auto",
+    context: Context | None = None,
+    name: str = "llm4tag-tagger",
+    rounds: int = 1,
+    mistake_samples: int = 200,
+    serve: str = "merged",
+    time_limit: float | None = None,
+    seed: int = 13,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
     """Build the sets, fine-tune, export and record. Returns a summary (paths, sizes, held-out figures).
 
     ``rounds=2`` adds a second round for the judge: the first round's model generates tags for up
@@ -97,13 +114,23 @@ def train_model(kb: KnowledgeBase, work_dir: str | Path | None = None, *, max_sa
     summary: dict = {"work_dir": str(work), "base": base}
     if adapter is None:
         renderer = LlamaCppBackend(base)
-        report = build_training_sets(kb, renderer.render_text, data, context, max_samples=max_samples, since=since, seed=seed,
-                                     progress=(lambda d, t: progress("building sets", d, t)) if progress else None)
+        report = build_training_sets(
+            kb,
+            renderer.render_text,
+            data,
+            context,
+            max_samples=max_samples,
+            since=since,
+            seed=seed,
+            progress=(lambda d, t: progress("building sets", d, t)) if progress else None,
+        )
         summary["sets"] = asdict(report)
         if prepare_only:
             script = Path(__file__).with_name("finetune.py")
-            summary["next"] = (f"python {script} --base {base} --data {data} --out {work / 'run'} --epochs {epochs}; "
-                               f"then llm4tag train --adapter {work / 'run' / 'adapter'}")
+            summary["next"] = (
+                f"python {script} --base {base} --data {data} --out {work / 'run'} --epochs {epochs}; "
+                f"then llm4tag train --adapter {work / 'run' / 'adapter'}"
+            )
             return summary
         from .export import export_lora_adapter
         from .finetune import finetune_args, train
@@ -117,10 +144,18 @@ def train_model(kb: KnowledgeBase, work_dir: str | Path | None = None, *, max_sa
             first = export_lora_adapter(base, adapter, work / "run" / "round1.lora.gguf", name=f"{name}-round1")
             tuned = LlamaCppBackend(default_model_path(), lora_path=first["adapter_gguf"])
             data2 = work / "train-round2.jsonl.gz"
-            report2 = build_training_sets(kb, renderer.render_text, data2, context, max_samples=min(mistake_samples, max_samples), since=since,
-                                          seed=seed + 1, tasks=("judge",),
-                                          generator=lambda system, user, names, k: tuned.select_tags(system, user, names, k).tags,
-                                          progress=(lambda d, t: progress("generator's mistakes", d, t)) if progress else None)
+            report2 = build_training_sets(
+                kb,
+                renderer.render_text,
+                data2,
+                context,
+                max_samples=min(mistake_samples, max_samples),
+                since=since,
+                seed=seed + 1,
+                tasks=("judge",),
+                generator=lambda system, user, names, k: tuned.select_tags(system, user, names, k).tags,
+                progress=(lambda d, t: progress("generator's mistakes", d, t)) if progress else None,
+            )
             summary["sets_round2"] = asdict(report2)
             result2 = train(finetune_args(base, data2, work / "run2", epochs=1, init_adapter=adapter, **settings))
             summary["training_round2"] = {k: v for k, v in result2.items() if k != "losses"}
@@ -141,8 +176,17 @@ def train_model(kb: KnowledgeBase, work_dir: str | Path | None = None, *, max_sa
         served = {"lora": exported["adapter_gguf"]}
     summary["export"] = exported
     runs = record.get("runs", [])
-    runs.append({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "since_last": since_last, "adapter": str(adapter),
-                 **served, **{k: summary[k] for k in ("sets", "training", "sets_round2", "training_round2") if k in summary}})
-    _save_record(kb.directory, {**served, "adapter": str(adapter), "base": base, "trained_at": runs[-1]["at"], "last_run_at": run_started,
-                                "runs": runs})
+    runs.append(
+        {
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "since_last": since_last,
+            "adapter": str(adapter),
+            **served,
+            **{k: summary[k] for k in ("sets", "training", "sets_round2", "training_round2") if k in summary},
+        }
+    )
+    _save_record(
+        kb.directory,
+        {**served, "adapter": str(adapter), "base": base, "trained_at": runs[-1]["at"], "last_run_at": run_started, "runs": runs},
+    )
     return summary

@@ -89,11 +89,20 @@ def select_diverse(samples: list[Sample], limit: int, seed: int = 13) -> list[Sa
     return chosen
 
 
-def build_training_sets(kb: KnowledgeBase, render: Callable[[str, str], str], out_path: str | Path, context: Context | None = None,
-                        max_samples: int = 2000, heldout_share: float = 0.1, since: float | None = None, seed: int = 13,
-                        negatives_per_sample: int = 2, progress: Callable[[int, int], None] | None = None,
-                        generator: Callable[[str, str, list[str], int], list[str]] | None = None,
-                        tasks: tuple[str, ...] = ("generate", "judge")) -> TrainingSetReport:
+def build_training_sets(
+    kb: KnowledgeBase,
+    render: Callable[[str, str], str],
+    out_path: str | Path,
+    context: Context | None = None,
+    max_samples: int = 2000,
+    heldout_share: float = 0.1,
+    since: float | None = None,
+    seed: int = 13,
+    negatives_per_sample: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+    generator: Callable[[str, str, list[str], int], list[str]] | None = None,
+    tasks: tuple[str, ...] = ("generate", "judge"),
+) -> TrainingSetReport:
     """Write D and D′ as ``train.jsonl.gz`` records: prompt (chat-templated by ``render``), answer, task, split.
 
     ``generator(system, user, candidates, max_tags)`` returns the tags an earlier round's model
@@ -104,8 +113,11 @@ def build_training_sets(kb: KnowledgeBase, render: Callable[[str, str], str], ou
     samples, vectors, _ = load_samples(kb, since)
     report.samples_available = len(samples)
     if not samples:
-        raise InputError("the knowledge base has no annotated samples" + (" added since the last training run" if since else "")
-                         + "; load some with llm4tag kb load-samples or record feedback first")
+        raise InputError(
+            "the knowledge base has no annotated samples"
+            + (" added since the last training run" if since else "")
+            + "; load some with llm4tag kb load-samples or record feedback first"
+        )
     chosen = select_diverse(samples, max_samples, seed)
     report.samples_selected = len(chosen)
     rng = random.Random(seed)
@@ -128,8 +140,19 @@ def build_training_sets(kb: KnowledgeBase, render: Callable[[str, str], str], ou
             right = [t for t in names if t in truth][: ctx.tag_limit]
             user = generation_prompt(s.text, candidates, ctx.mode, ctx.tag_limit, ctx.content_chars).user
             if right and "generate" in tasks:
-                fh.write(json.dumps({"task": "generate", "split": split, "id": s.id, "prompt": render(system, user),
-                                     "answer": json.dumps(right, ensure_ascii=False)}, ensure_ascii=False) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "task": "generate",
+                            "split": split,
+                            "id": s.id,
+                            "prompt": render(system, user),
+                            "answer": json.dumps(right, ensure_ascii=False),
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
                 report.generation_records += 1
                 covered.update(right)
             elif not right:
@@ -137,7 +160,9 @@ def build_training_sets(kb: KnowledgeBase, render: Callable[[str, str], str], ou
             mistakes = [t for t in generator(system, user, names, ctx.tag_limit) if t not in truth] if generator and names else []
             report.generator_mistakes += len(mistakes)
             examples = [sample_from_neighbour(h) for h in kb.similar_samples(vector, ctx.max_examples, exclude=[s.id])]
-            shots = judgment_examples([{"text": e.text, "tags": list(e.tags), "incorrect_tags": list(e.incorrect_tags)} for e in examples], names)
+            shots = judgment_examples(
+                [{"text": e.text, "tags": list(e.tags), "incorrect_tags": list(e.incorrect_tags)} for e in examples], names
+            )
             hard = [t for t in names if t not in truth]
             negatives = list(dict.fromkeys([*mistakes, *s.incorrect_tags[:1], *hard]))[: max(negatives_per_sample, len(mistakes))]
             positives = list(s.tags)[: max(1, negatives_per_sample)]
@@ -147,8 +172,13 @@ def build_training_sets(kb: KnowledgeBase, render: Callable[[str, str], str], ou
             descriptions |= {t: tag.description for t, tag in kb.get_tags(missing).items()}
             prompts = judgment_prompts(s.text, [t for t, _ in pairs], descriptions, ctx.content_chars, shots)
             for (t, answer), user in zip(pairs, prompts if "judge" in tasks else []):
-                fh.write(json.dumps({"task": "judge", "split": split, "id": s.id, "tag": t, "prompt": render(system, user), "answer": answer},
-                                    ensure_ascii=False) + "\n")
+                fh.write(
+                    json.dumps(
+                        {"task": "judge", "split": split, "id": s.id, "tag": t, "prompt": render(system, user), "answer": answer},
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
                 report.judge_records += 1
                 report.judge_positive += answer == "Yes"
             if progress:

@@ -144,9 +144,18 @@ def adapter_from_lora_gguf(adapter_gguf: str | Path, base_gguf: str | Path, out_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(out / "adapter_model.safetensors"))
-    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": float(reader.fields["adapter.lora.alpha"].contents()),
-              "lora_dropout": 0.0, "target_modules": sorted({k.split(".")[-1] for k in HF_TO_GGUF}), "bias": "none",
-              "base_model_name_or_path": str(base_gguf), "fan_in_fan_out": False, "inference_mode": True}
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": rank,
+        "lora_alpha": float(reader.fields["adapter.lora.alpha"].contents()),
+        "lora_dropout": 0.0,
+        "target_modules": sorted({k.split(".")[-1] for k in HF_TO_GGUF}),
+        "bias": "none",
+        "base_model_name_or_path": str(base_gguf),
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+    }
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     return out
 
@@ -209,8 +218,9 @@ def write_gguf(base_gguf: str | Path, replacements: dict[str, np.ndarray], targe
     writer.close()
 
 
-def export_model(base_gguf: str | Path, adapter_dir: str | Path, out_dir: str | Path, name: str = "llm4tag-tagger",
-                 ftype: str = "Q8_0") -> dict:
+def export_model(
+    base_gguf: str | Path, adapter_dir: str | Path, out_dir: str | Path, name: str = "llm4tag-tagger", ftype: str = "Q8_0"
+) -> dict:
     """Merge, write ``<name>.gguf`` (``ftype``: Q8_0 or F16) and ``Modelfile`` into ``out_dir``."""
     from ..llm.llamacpp import requantize
 
@@ -227,4 +237,10 @@ def export_model(base_gguf: str | Path, adapter_dir: str | Path, out_dir: str | 
         requantize(f16, final, ftype)
         f16.unlink()
     (out / "Modelfile").write_text(MODELFILE.format(base=Path(base_gguf).name, name=name, gguf=final.name), encoding="utf-8")
-    return {"gguf": str(final), "modelfile": str(out / "Modelfile"), "bytes": final.stat().st_size, "tensors_replaced": len(replacements), **shape}
+    return {
+        "gguf": str(final),
+        "modelfile": str(out / "Modelfile"),
+        "bytes": final.stat().st_size,
+        "tensors_replaced": len(replacements),
+        **shape,
+    }

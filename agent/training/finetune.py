@@ -93,15 +93,25 @@ def pack(examples: list[dict], max_tokens: int) -> list[dict]:
     while i < len(examples):
         group = [examples[i]]
         if examples[i]["task"] == "judge":
-            while (i + len(group) < len(examples) and examples[i + len(group)]["task"] == "judge"
-                   and examples[i + len(group)]["id"] == examples[i]["id"]):
+            while (
+                i + len(group) < len(examples)
+                and examples[i + len(group)]["task"] == "judge"
+                and examples[i + len(group)]["id"] == examples[i]["id"]
+            ):
                 group.append(examples[i + len(group)])
         i += len(group)
         prefix = min(_common_prefix(group[0]["prompt"], e["prompt"]) for e in group) if len(group) > 1 else len(group[0]["prompt"])
         prefix = min(prefix, min(len(e["prompt"]) for e in group) - 1) if len(group) > 1 else prefix
+
         def start_sequence() -> dict:
-            return {"input_ids": list(group[0]["prompt"][:prefix]), "position_ids": list(range(prefix)), "segment": [0] * prefix,
-                    "targets": [], "tasks": [], "records": 0}
+            return {
+                "input_ids": list(group[0]["prompt"][:prefix]),
+                "position_ids": list(range(prefix)),
+                "segment": [0] * prefix,
+                "targets": [],
+                "tasks": [],
+                "records": 0,
+            }
 
         seq = start_sequence()
         for k, e in enumerate(group, 1):
@@ -180,16 +190,24 @@ def collate(group: list[dict], pad_id: int, device):
     q, k = segment[:, :, None], segment[:, None, :]
     mask = causal & (k >= 0) & ((k == 0) | (k == q))
     mask |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves (no empty softmax rows)
-    return {"input_ids": ids.to(device), "position_ids": positions.to(device), "attention_mask": mask[:, None].to(device),
-            "rows": torch.tensor(rows, device=device), "cols": torch.tensor(cols, device=device),
-            "tokens": torch.tensor(tokens, device=device), "tasks": tasks}
+    return {
+        "input_ids": ids.to(device),
+        "position_ids": positions.to(device),
+        "attention_mask": mask[:, None].to(device),
+        "rows": torch.tensor(rows, device=device),
+        "cols": torch.tensor(cols, device=device),
+        "tokens": torch.tensor(tokens, device=device),
+        "tasks": tasks,
+    }
 
 
 def answer_logits(model, batch):
     """Logits at the answer positions only: the hidden states go through the vocabulary projection
     (49k × 576 for SmolLM2) for a few positions instead of every token of the prompt."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = base.model(
+        input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
     return base.lm_head(hidden[batch["rows"], batch["cols"]]).float()
 
 
@@ -271,14 +289,20 @@ def train(args) -> dict:
     else:
         config = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
         model = get_peft_model(model, config)
-    before = evaluate_heldout(model, tokenizer, heldout, device, 2 * args.batch_tokens, autocast) if heldout and not checkpoint.exists() else None
+    before = (
+        evaluate_heldout(model, tokenizer, heldout, device, 2 * args.batch_tokens, autocast)
+        if heldout and not checkpoint.exists()
+        else None
+    )
     window = 8 if args.time_limit else 0  # with a time budget the first records (the most useful) train first
     plan = [batches(train_set, args.batch_size, args.seed + epoch, window) for epoch in range(args.epochs)]
     steps_per_epoch = len(plan[0])
     total_steps = steps_per_epoch * args.epochs
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     warmup = max(1, total_steps // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+    )
     step, log = 0, {"losses": [], "records_done": 0, "tokens_done": 0}
     resumed_from = 0
     state_file = checkpoint / "trainer_state.pt"
@@ -329,13 +353,28 @@ def train(args) -> dict:
     save_checkpoint(model, optimizer, scheduler, step, log, before, checkpoint)
     model.save_pretrained(str(out / "adapter"))
     result = {
-        "base": str(args.base), "data": str(args.data), "device": device if device == "cpu" else torch.cuda.get_device_name(0),
-        "train_records": train_records, "train_sequences": len(train_set), "heldout_records": sum(s["records"] for s in heldout),
-        "dropped_too_long": dropped, "precision": precision, "records_trained": log.get("records_done", 0),
+        "base": str(args.base),
+        "data": str(args.data),
+        "device": device if device == "cpu" else torch.cuda.get_device_name(0),
+        "train_records": train_records,
+        "train_sequences": len(train_set),
+        "heldout_records": sum(s["records"] for s in heldout),
+        "dropped_too_long": dropped,
+        "precision": precision,
+        "records_trained": log.get("records_done", 0),
         "seconds_per_record": round(train_seconds / max(1, log.get("records_done", 0)), 3),
-        "epochs": args.epochs, "steps": step, "resumed_from_step": resumed_from, "batch_size": args.batch_size, "lr": args.lr, "lora_r": args.lora_r,
-        "heldout_before": before, "heldout_after": after, "seconds": round(time.perf_counter() - started, 1), "train_seconds": round(train_seconds, 1),
-        "stopped_at_time_limit": log.get("stopped_at_time_limit", False), "losses": log["losses"],
+        "epochs": args.epochs,
+        "steps": step,
+        "resumed_from_step": resumed_from,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "lora_r": args.lora_r,
+        "heldout_before": before,
+        "heldout_after": after,
+        "seconds": round(time.perf_counter() - started, 1),
+        "train_seconds": round(train_seconds, 1),
+        "stopped_at_time_limit": log.get("stopped_at_time_limit", False),
+        "losses": log["losses"],
     }
     (out / "train_log.json").write_text(json.dumps(result, indent=2))
     return result
@@ -345,8 +384,10 @@ def save_checkpoint(model, optimizer, scheduler, step, log, before, checkpoint: 
     import torch
 
     model.save_pretrained(str(checkpoint))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "log": log, "before": before},
-               checkpoint / "trainer_state.pt.tmp")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "log": log, "before": before},
+        checkpoint / "trainer_state.pt.tmp",
+    )
     (checkpoint / "trainer_state.pt.tmp").replace(checkpoint / "trainer_state.pt")
 
 
@@ -367,8 +408,12 @@ def parse_args(argv=None):
     ap.add_argument("--out", required=True, help="output folder (adapter/, checkpoint/, train_log.json)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--batch-tokens", type=int, default=4096,
-                    help="at most this many padded tokens go through the model at once (a step of --batch-size records is split to fit)")
+    ap.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=4096,
+        help="at most this many padded tokens go through the model at once (a step of --batch-size records is split to fit)",
+    )
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--max-samples", type=int, default=None, help="use only the first N records")
@@ -377,10 +422,18 @@ def parse_args(argv=None):
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads")
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--time-limit", type=float, default=None,
-                    help="stop after this many minutes, the adapter so far kept; the records come in the set's order (most useful first)")
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                    help="auto: bfloat16 autocast on CUDA and on CPUs with AVX512-BF16/AMX, else float32 (LoRA weights stay float32)")
+    ap.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="stop after this many minutes, the adapter so far kept; the records come in the set's order (most useful first)",
+    )
+    ap.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="auto: bfloat16 autocast on CUDA and on CPUs with AVX512-BF16/AMX, else float32 (LoRA weights stay float32)",
+    )
     ap.add_argument("--init-adapter", default=None, help="start from this adapter (continued training) instead of a fresh LoRA")
     return ap.parse_args(argv)
 
