@@ -61,7 +61,7 @@ class TagContentArgs(BaseModel):
         default=None,
         ge=0.0,
         le=1.0,
-        description="Drop tags whose confidence is below this (default: the knowledge base's tuned threshold, else 0.5).",
+        description="Drop tags whose confidence is below this (default: the knowledge base's tuned threshold, else its recall ranker's cut, else 0.5).",
     )
     llm: Literal["auto", "full", "fast"] | None = Field(
         default=None,

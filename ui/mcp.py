@@ -95,7 +95,7 @@ def build_server(context: Context | None = None) -> FastMCP:
             ge=0.0,
             le=1.0,
             allow_inf_nan=False,
-            description="Drop tags whose confidence is below this (default: the knowledge base's tuned threshold, else 0.5).",
+            description="Drop tags whose confidence is below this (default: the knowledge base's tuned threshold, else its recall ranker's cut, else 0.5).",
         ),
         llm: Literal["auto", "full", "fast"] | bool | None = Field(
             default=None,
