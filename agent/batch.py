@@ -1,8 +1,9 @@
 """Batch tagging (``llm4tag index``): JSONL in, JSONL out, written as results come, resumable.
 
 Each input line is a JSON object with ``text`` (and optional ``id``, ``title``); a line that is
-plain text is tagged as it is. Each output line echoes the ``id`` (or ``line-N``) with the tags,
-or an ``error`` with ``status``: ``bad-input`` for an unusable input line, ``failed`` when tagging
+plain text is tagged as it is. Each output line echoes the ``id`` (or ``line-N``) with the result
+every surface returns (``agent.results.TagResult``: tags with confidence and why, the scored tags
+under the threshold, the threshold, mode and route, notes) and the candidates, or an ``error`` with ``status``: ``bad-input`` for an unusable input line, ``failed`` when tagging
 it failed (say, the model server was down); neither stops the batch. Re-running with the same
 output file skips every id already tagged and tries the errors again (a later line for an id
 supersedes an earlier one), so a crash or Ctrl-C loses at most the item in flight.
@@ -25,6 +26,7 @@ from knowledge_base.errors import InputError, Llm4tagError
 from knowledge_base.loaders import clean_text, valid_unicode
 
 from .context import Context
+from .results import tag_result
 from .tagging import tag
 
 if TYPE_CHECKING:
@@ -143,13 +145,14 @@ def finished_keys(out_path: Path) -> set[str]:
 
 
 def batch_record(key: str, result: dict) -> dict:
-    """One output line of a batch: the id, the tags with their confidences, the candidates, the notes."""
+    """One output line of a batch: the item's id, the result every surface returns
+    (``agent.results.TagResult``: the tags, each with its confidence and why, the scored tags
+    under the threshold, the threshold, mode and route, the notes) and, as REST adds them, the
+    recalled candidates with their scores and paths."""
     return {
         "id": key,
-        "tags": [t["tag"] for t in result["tags"]],
-        "confidence": [t["confidence"] for t in result["tags"]],
-        "candidates": [c["tag"] for c in result["candidates"]],
-        "notes": result["notes"],
+        **tag_result(result).model_dump(mode="json"),
+        "candidates": [{"tag": c["tag"], "score": c["score"], "paths": list(c.get("paths") or [])} for c in result.get("candidates") or []],
     }
 
 

@@ -483,3 +483,14 @@ def test_a_long_conversation_keeps_its_newest_messages_and_says_how_many_went():
         for m in once + [render.user_message(f"p{i}") for i in range(MAX_MESSAGES)]
     ]
     assert _trimmed(as_sent)[0]["content"].startswith(f"…{len(history) - MAX_MESSAGES // 2 + MAX_MESSAGES} earlier messages")
+
+
+def test_the_batch_preview_reads_records_of_this_and_of_an_older_llm4tag():
+    from ui.app import _tags_of
+
+    assert _tags_of({"tags": [{"tag": "a", "confidence": 0.9, "why": "..."}, {"tag": "b", "confidence": None}]}) == [
+        ("a", 0.9),
+        ("b", None),
+    ]
+    assert _tags_of({"tags": ["a", "b"], "confidence": [0.9, 0.4]}) == [("a", 0.9), ("b", 0.4)]  # parallel lists, as before
+    assert _tags_of({"tags": []}) == []

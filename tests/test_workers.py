@@ -57,7 +57,7 @@ def test_batch_with_workers_writes_in_input_order_and_resumes(pool, ctx, tmp_pat
     assert report.tagged == 4 and len(report.errors) == 1
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == ["i0", "i1", "line-3", "i2", "i3"]
-    assert all(r["candidates"] and len(r["tags"]) == len(r["confidence"]) for r in records if "error" not in r)
+    assert all(r["candidates"] and all("confidence" in t and t["why"] for t in r["tags"]) for r in records if "error" not in r)
     again = run_batch(src, out, ctx, pool=pool)
     assert again.tagged == 0 and again.skipped_done == 4  # the bad line is tried again, and is still bad
     assert len(again.errors) == 1

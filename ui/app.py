@@ -546,7 +546,7 @@ class TaggingApp:
                 preview.append(
                     [
                         rec["id"],
-                        ", ".join(f"{t} ({c:.2f})" if c is not None else t for t, c in zip(rec["tags"], rec["confidence"])),
+                        ", ".join(f"{t} ({c:.2f})" if c is not None else t for t, c in _tags_of(rec)),
                         "; ".join(rec["notes"]),
                     ]
                 )
@@ -907,6 +907,15 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
         gr.api(app.learn, api_name="learn")
         gr.api(app.search_tags, api_name="search_tags")
     return demo
+
+
+def _tags_of(record: dict) -> list[tuple[str, float | None]]:
+    """A batch record's (tag, confidence) pairs: its ``tags`` as every surface returns them, or the
+    parallel ``tags`` and ``confidence`` lists of a file an older llm4tag began."""
+    tags = record.get("tags") or []
+    if tags and isinstance(tags[0], str):
+        return list(zip(tags, record.get("confidence") or [None] * len(tags)))
+    return [(t["tag"], t.get("confidence")) for t in tags]
 
 
 def _demo_threshold() -> float:
