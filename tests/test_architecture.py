@@ -100,7 +100,6 @@ LONG_FUNCTIONS = {
     "ui/app.py:build_app": 217,
     "knowledge_base/learned_recall.py:train_learned_recall": 153,
     "knowledge_base/recall.py:recall_candidates": 143,
-    "ui/mcp.py:build_server": 137,
     "agent/evaluation/report.py:markdown_report": 133,
     "knowledge_base/loaders.py:read_tags": 130,
     "agent/training/finetune.py:train": 126,

@@ -77,13 +77,22 @@ class _Server(FastMCP):
             raise
 
 
+def _tagger(base: Context):
+    """The knowledge base's Tagger, opened by the first call that needs it (one per process)."""
+    return tagger_for(base.kb_dir)
+
+
 def build_server(context: Context | None = None) -> FastMCP:
     """A FastMCP server whose tools work on ``context.kb_dir`` (the demo knowledge base when None)."""
     base = context or Context.from_env()
     server = _Server("llm4tag", instructions=INSTRUCTIONS)
+    for add in (_add_tag, _add_recall, _add_learn, _add_vocabulary):
+        add(server, base)
+    return server
 
-    def tagger():  # the knowledge base's Tagger, opened by the first call (one per process)
-        return tagger_for(base.kb_dir)
+
+def _add_tag(server: FastMCP, base: Context) -> None:
+    """The ``tag`` tool."""
 
     @server.tool()
     async def tag(
@@ -128,16 +137,20 @@ def build_server(context: Context | None = None) -> FastMCP:
             and call.request_context.meta
             and call.request_context.meta.progressToken is not None
         ):
-            fast = await _run(lambda: tag_result(tagger().tag(text, context=ctx.with_overrides(llm="fast"))).model_dump(mode="json"))
+            fast = await _run(lambda: tag_result(_tagger(base).tag(text, context=ctx.with_overrides(llm="fast"))).model_dump(mode="json"))
             shown = ", ".join(f"{t['tag']} {t['confidence']:.2f}" for t in fast["tags"] if t.get("confidence") is not None) or "no tag"
             await call.report_progress(1, 2, message=f"first answer (fused recall, no language model): {shown}")
 
         def run() -> dict:
-            result = tagger().tag(text, context=ctx)
-            spans = tagger().supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
+            result = _tagger(base).tag(text, context=ctx)
+            spans = _tagger(base).supporting_spans(result["text"], [t["tag"] for t in result["tags"]], context=ctx) if explain else None
             return tag_result(result, spans).model_dump(mode="json")
 
         return await _run(run)
+
+
+def _add_recall(server: FastMCP, base: Context) -> None:
+    """The ``recall`` tool."""
 
     @server.tool()
     async def recall(
@@ -145,7 +158,7 @@ def build_server(context: Context | None = None) -> FastMCP:
         budget: int | None = Field(default=None, ge=1, le=100, description="Size of the candidate set."),
     ) -> dict:
         """Recall candidate tags for a text through the content–tag graph (C2T and C2C2T meta-paths), with the evidence for each. No LLM call."""
-        return await _run(lambda: _recall_payload(tagger().recall_text(text, context=base.with_overrides(budget=budget))))
+        return await _run(lambda: _recall_payload(_tagger(base).recall_text(text, context=base.with_overrides(budget=budget))))
 
     def _recall_payload(result) -> dict:
         candidates = []
@@ -170,6 +183,10 @@ def build_server(context: Context | None = None) -> FastMCP:
             "notes": result.notes,
         }
 
+
+def _add_learn(server: FastMCP, base: Context) -> None:
+    """The ``learn`` tool."""
+
     @server.tool()
     async def learn(
         text: str = Field(description="The content the verdict is about."),
@@ -184,11 +201,15 @@ def build_server(context: Context | None = None) -> FastMCP:
 
         def run():
             try:
-                return tagger().learn(text, correct, incorrect or [], sample_id=id, replace=replace)
+                return _tagger(base).learn(text, correct, incorrect or [], sample_id=id, replace=replace)
             except UnknownTagsError as exc:
                 raise UnknownTagsError(f"{exc}. Use search_tags to find the right names", exc.tags) from exc
 
         return await _run(run)
+
+
+def _add_vocabulary(server: FastMCP, base: Context) -> None:
+    """The ``change_tag`` and ``search_tags`` tools."""
 
     @server.tool()
     async def change_tag(
@@ -202,7 +223,7 @@ def build_server(context: Context | None = None) -> FastMCP:
     ) -> dict:
         """Rename, merge or retire a tag. Its history (every annotation with it) moves to the replacement, or is set aside when retired; nothing is deleted."""
 
-        return await _run(lambda: tagger().change_tag(tag, action, into))
+        return await _run(lambda: _tagger(base).change_tag(tag, action, into))
 
     @server.tool()
     async def search_tags(
@@ -211,9 +232,7 @@ def build_server(context: Context | None = None) -> FastMCP:
     ) -> list[dict]:
         """Find tags in the repository: names containing the query first, then tags nearest in meaning."""
 
-        return await _run(lambda: tagger().search_tags(query, limit))
-
-    return server
+        return await _run(lambda: _tagger(base).search_tags(query, limit))
 
 
 def protocol_stdout() -> io.TextIOWrapper:
