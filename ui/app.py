@@ -715,198 +715,229 @@ def build_app(kb_dir: str | None = None) -> gr.Blocks:
         )
         with gr.Tabs():
             with gr.Tab("Tag", id="tag"):
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=3):
-                        chatbot = gr.Chatbot(
-                            elem_id="chat",
-                            height=640,
-                            show_label=False,
-                            placeholder=CHAT_PLACEHOLDER,
-                            feedback_options=None,
-                            buttons=["copy_all"],
-                            group_consecutive_messages=False,
-                        )
-                        chat_input = gr.MultimodalTextbox(
-                            elem_id="chat-input",
-                            show_label=False,
-                            placeholder=INPUT_PLACEHOLDER,
-                            file_types=[".txt", ".md", ".jsonl"],
-                            file_count="single",
-                            sources=["upload"],
-                            max_plain_text_length=50000,
-                            max_lines=12,
-                        )
-                        texts = _demo_texts()
-                        if texts:
-                            gr.Examples(
-                                [[{"text": t, "files": []}] for t in texts],
-                                inputs=[chat_input],
-                                label="Demo texts (not in the knowledge base)",
-                                example_labels=[t.splitlines()[0][:80] for t in texts],
-                            )
-                    with gr.Column(scale=2):
-                        gr.Markdown("### Current result")
-                        panel = gr.HTML(render.result_panel(None, None, defaults.threshold), elem_id="result-panel")
-                        with gr.Row():
-                            accept_btn = gr.Button("✓ Accept shown tags", elem_id="accept-btn", size="sm")
-                            undo_btn = gr.Button("↶ Undo last feedback", elem_id="undo-btn", size="sm")
-                            graph_btn = gr.Button("⊶ Graph around the text", elem_id="graph-btn", size="sm")
-                        result_graph = gr.HTML(elem_id="result-graph")
-                        with gr.Accordion("Settings", open=True):
-                            threshold = gr.Slider(
-                                0.0,
-                                1.0,
-                                value=defaults.threshold,
-                                step=0.01,
-                                label="Confidence threshold",
-                                info="Re-filters the last result at once, without running the model again.",
-                                elem_id="threshold",
-                            )
-                            mode = gr.Radio(
-                                ["multi", "single"], value=defaults.mode, label="Task", info="multi: several tags · single: exactly one"
-                            )
-                            n_examples = gr.Slider(
-                                0, 5, value=defaults.max_examples if defaults.use_examples else 0, step=1, label="Similar examples (0: off)"
-                            )
-                            n_snippets = gr.Slider(
-                                0,
-                                5,
-                                value=defaults.max_snippets if defaults.use_knowledge else 0,
-                                step=1,
-                                label="Knowledge snippets (0: off)",
-                            )
-                            web = gr.Checkbox(value=defaults.use_web_search, label="Web search snippets (needs network)")
-                            llm = gr.Radio(
-                                ["auto", "full", "fast"],
-                                value=defaults.llm,
-                                label="Language model",
-                                elem_id="llm-mode",
-                                info="auto: only where it can change the answer · full: always · fast: never (fused recall, milliseconds)",
-                            )
-                            choices = allowed_backends(defaults)
-                            backend = gr.Dropdown(
-                                choices,
-                                value=choices[0],
-                                label="Backend",
-                                interactive=len(choices) > 1,
-                                elem_id="backend",
-                                info="the models this server's operator allowed (LLM4TAG_ALLOWED_BACKENDS)",
-                            )
-                controls = [threshold, mode, n_examples, n_snippets, web, backend, llm]
-                outputs = [chatbot, session, panel, chat_input]
-                redraw = dict(
-                    fn=app.redraw_picture,
-                    inputs=[session, threshold, result_graph],
-                    outputs=result_graph,
-                    show_progress="hidden",
-                    api_visibility="private",
-                )
-                chat_input.submit(
-                    app.respond, [chat_input, chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private"
-                ).then(**redraw)
-                accept_btn.click(
-                    app.press("accept"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private"
-                ).then(**redraw)
-                undo_btn.click(
-                    app.press("undo"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private"
-                ).then(**redraw)
-                threshold.change(
-                    app.refilter, [threshold, session, chatbot], [panel, chatbot], show_progress="hidden", api_visibility="private"
-                ).then(**redraw)
-                graph_btn.click(app.graph_picture, [session, threshold], result_graph, api_visibility="private")
-
+                controls = _tag_tab(app, session, defaults)
             with gr.Tab("Queue", id="queue"):
                 build_queue_tab(kb_dir, demo)
-
             with gr.Tab("Batch", id="batch"):
-                gr.Markdown(
-                    'Tag a whole file with the settings of the Tag page. **JSONL**: one `{"id": …, "text": …}` per line '
-                    "(`title` optional). **CSV**: a `text` column, optional `id` and `title`. A bad row is reported and skipped."
-                )
-                with gr.Row():
-                    batch_file = gr.File(label="Input (.jsonl or .csv)", file_types=[".jsonl", ".csv"], elem_id="batch-input")
-                    batch_out = gr.File(label="Results (JSONL)", visible=False, interactive=False, elem_id="batch-output")
-                batch_btn = gr.Button("Tag the file", variant="primary", elem_id="batch-run")
-                batch_summary = gr.Markdown(elem_id="batch-summary")
-                batch_preview = gr.Dataframe(
-                    headers=["id", "tags (confidence)", "notes"],
-                    interactive=False,
-                    wrap=True,
-                    elem_id="batch-preview",
-                    column_widths=["18%", "37%", "45%"],
-                )  # an empty tags column once shrank to one letter
-                batch_btn.click(app.run_batch, [batch_file, *controls], [batch_out, batch_summary, batch_preview], api_visibility="private")
-
+                _batch_tab(app, controls)
             with gr.Tab("Knowledge base", id="kb"):
-                with gr.Row():
-                    with gr.Column():
-                        gr.Markdown("### What it holds")
-                        stats = gr.Markdown("Loading…", elem_id="kb-stats")
-                        refresh = gr.Button("Refresh", size="sm")
-                        gr.Markdown("### Load a file")
-                        load_file = gr.File(
-                            label="Vocabulary (.tsv/.csv/.jsonl, SKOS .ttl/.rdf/.jsonld) or samples (.jsonl)",
-                            file_types=[".tsv", ".csv", ".jsonl", ".txt", ".ttl", ".rdf", ".xml", ".owl", ".jsonld", ".nt"],
-                        )
-                        load_kind = gr.Radio(["vocabulary", "samples"], value="vocabulary", label="The file holds")
-                        unknown = gr.Radio(["skip", "add", "error"], value="skip", label="Sample tags not in the repository")
-                        load_btn = gr.Button("Load into the knowledge base")
-                        load_report = gr.Markdown()
-                        gr.Markdown("### Last evaluation")
-                        eval_summary = gr.Markdown(elem_id="kb-eval")
-                        eval_picture = gr.Image(
-                            label="Reliability diagram",
-                            show_label=False,
-                            type="pil",
-                            interactive=False,
-                            visible=False,
-                            elem_id="kb-eval-reliability",
-                        )
-                    with gr.Column():
-                        gr.Markdown("### Search tags")
-                        query = gr.Textbox(label="Name or meaning", placeholder="e.g. translation, python, devel::i18n")
-                        hits = gr.Dataframe(
-                            headers=["tag", "similarity", "description"],
-                            interactive=False,
-                            wrap=True,
-                            elem_id="kb-hits",
-                            column_widths=["200px", "112px", "288px"],
-                        )  # "similarity" once wrapped in two
-                        gr.Markdown("### Neighbourhood in the content–tag graph")
-                        with gr.Row():
-                            node = gr.Textbox(
-                                label="Tag or content id", placeholder="devel::i18n · a sample id · sha1:… under a result", scale=3
-                            )
-                            radius = gr.Slider(1, 2, value=1, step=1, label="Hops", scale=1)
-                        show = gr.Button("Show")
-                        picture = gr.HTML()
-                        listing = gr.Markdown()
-                        gr.Markdown("### Change a tag")
-                        with gr.Row():
-                            change_name = gr.Textbox(label="Tag", placeholder="its exact name", scale=2, elem_id="change-tag")
-                            change_action = gr.Radio(["rename", "merge", "retire"], value="rename", label="Change", scale=2)
-                            change_into = gr.Textbox(
-                                label="Into", placeholder="new name, or the tag to merge into", scale=2, elem_id="change-into"
-                            )
-                        change_btn = gr.Button("Apply the change", elem_id="change-apply")
-                        change_report = gr.Markdown(elem_id="change-report")
-                refresh.click(app.stats, None, stats, api_visibility="private")
-                refresh.click(app.last_evaluation, None, [eval_summary, eval_picture], api_visibility="private")
-                query.submit(app.kb_search_table, query, hits, api_name="kb_search", api_visibility="private")
-                show.click(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
-                node.submit(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
-                load_btn.click(app.load_file, [load_file, load_kind, unknown], [load_report, stats], api_visibility="private")
-                change_btn.click(
-                    app.change_tag, [change_name, change_action, change_into], [change_report, stats], api_visibility="private"
-                )
-
+                stats, evaluation = _kb_tab(app)
         demo.load(app.stats, None, stats, api_visibility="private")
-        demo.load(app.last_evaluation, None, [eval_summary, eval_picture], api_visibility="private")
+        demo.load(app.last_evaluation, None, evaluation, api_visibility="private")
         threading.Thread(target=_warm_up, args=(kb_dir, defaults.backend, warm), daemon=True, name="llm4tag-warm-up").start()
         gr.api(app.tag, api_name="tag")
         gr.api(app.learn, api_name="learn")
         gr.api(app.search_tags, api_name="search_tags")
     return demo
+
+
+def _tag_tab(app: TaggingApp, session: gr.State, defaults: Context) -> list:
+    """The Tag tab: the chat, the current result with its buttons, the settings; returns the
+    settings' controls (the Batch tab tags with them too)."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            chatbot, chat_input = _chat()
+        with gr.Column(scale=2):
+            gr.Markdown("### Current result")
+            panel = gr.HTML(render.result_panel(None, None, defaults.threshold), elem_id="result-panel")
+            with gr.Row():
+                accept_btn = gr.Button("✓ Accept shown tags", elem_id="accept-btn", size="sm")
+                undo_btn = gr.Button("↶ Undo last feedback", elem_id="undo-btn", size="sm")
+                graph_btn = gr.Button("⊶ Graph around the text", elem_id="graph-btn", size="sm")
+            result_graph = gr.HTML(elem_id="result-graph")
+            with gr.Accordion("Settings", open=True):
+                controls = _settings(defaults)
+    outputs = [chatbot, session, panel, chat_input]
+    threshold = controls[0]
+    redraw = dict(
+        fn=app.redraw_picture,
+        inputs=[session, threshold, result_graph],
+        outputs=result_graph,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    chat_input.submit(app.respond, [chat_input, chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private").then(
+        **redraw
+    )
+    accept_btn.click(app.press("accept"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private").then(
+        **redraw
+    )
+    undo_btn.click(app.press("undo"), [chatbot, session, *controls], outputs, concurrency_limit=4, api_visibility="private").then(**redraw)
+    threshold.change(app.refilter, [threshold, session, chatbot], [panel, chatbot], show_progress="hidden", api_visibility="private").then(
+        **redraw
+    )
+    graph_btn.click(app.graph_picture, [session, threshold], result_graph, api_visibility="private")
+
+    return controls
+
+
+def _chat() -> tuple[gr.Chatbot, gr.MultimodalTextbox]:
+    """The Tag tab's conversation and its input, with the demo's texts as examples."""
+    chatbot = gr.Chatbot(
+        elem_id="chat",
+        height=640,
+        show_label=False,
+        placeholder=CHAT_PLACEHOLDER,
+        feedback_options=None,
+        buttons=["copy_all"],
+        group_consecutive_messages=False,
+    )
+    chat_input = gr.MultimodalTextbox(
+        elem_id="chat-input",
+        show_label=False,
+        placeholder=INPUT_PLACEHOLDER,
+        file_types=[".txt", ".md", ".jsonl"],
+        file_count="single",
+        sources=["upload"],
+        max_plain_text_length=50000,
+        max_lines=12,
+    )
+    texts = _demo_texts()
+    if texts:
+        gr.Examples(
+            [[{"text": t, "files": []}] for t in texts],
+            inputs=[chat_input],
+            label="Demo texts (not in the knowledge base)",
+            example_labels=[t.splitlines()[0][:80] for t in texts],
+        )
+    return chatbot, chat_input
+
+
+def _settings(defaults: Context) -> list:
+    """The run settings of the page: threshold, mode, examples, snippets, web, backend, language model."""
+    threshold = gr.Slider(
+        0.0,
+        1.0,
+        value=defaults.threshold,
+        step=0.01,
+        label="Confidence threshold",
+        info="Re-filters the last result at once, without running the model again.",
+        elem_id="threshold",
+    )
+    mode = gr.Radio(["multi", "single"], value=defaults.mode, label="Task", info="multi: several tags · single: exactly one")
+    n_examples = gr.Slider(0, 5, value=defaults.max_examples if defaults.use_examples else 0, step=1, label="Similar examples (0: off)")
+    n_snippets = gr.Slider(
+        0,
+        5,
+        value=defaults.max_snippets if defaults.use_knowledge else 0,
+        step=1,
+        label="Knowledge snippets (0: off)",
+    )
+    web = gr.Checkbox(value=defaults.use_web_search, label="Web search snippets (needs network)")
+    llm = gr.Radio(
+        ["auto", "full", "fast"],
+        value=defaults.llm,
+        label="Language model",
+        elem_id="llm-mode",
+        info="auto: only where it can change the answer · full: always · fast: never (fused recall, milliseconds)",
+    )
+    choices = allowed_backends(defaults)
+    backend = gr.Dropdown(
+        choices,
+        value=choices[0],
+        label="Backend",
+        interactive=len(choices) > 1,
+        elem_id="backend",
+        info="the models this server's operator allowed (LLM4TAG_ALLOWED_BACKENDS)",
+    )
+    return [threshold, mode, n_examples, n_snippets, web, backend, llm]
+
+
+def _batch_tab(app: TaggingApp, controls: list) -> None:
+    """The Batch tab: a file tagged with the Tag tab's settings."""
+    gr.Markdown(
+        'Tag a whole file with the settings of the Tag page. **JSONL**: one `{"id": …, "text": …}` per line '
+        "(`title` optional). **CSV**: a `text` column, optional `id` and `title`. A bad row is reported and skipped."
+    )
+    with gr.Row():
+        batch_file = gr.File(label="Input (.jsonl or .csv)", file_types=[".jsonl", ".csv"], elem_id="batch-input")
+        batch_out = gr.File(label="Results (JSONL)", visible=False, interactive=False, elem_id="batch-output")
+    batch_btn = gr.Button("Tag the file", variant="primary", elem_id="batch-run")
+    batch_summary = gr.Markdown(elem_id="batch-summary")
+    batch_preview = gr.Dataframe(
+        headers=["id", "tags (confidence)", "notes"],
+        interactive=False,
+        wrap=True,
+        elem_id="batch-preview",
+        column_widths=["18%", "37%", "45%"],
+    )  # an empty tags column once shrank to one letter
+    batch_btn.click(app.run_batch, [batch_file, *controls], [batch_out, batch_summary, batch_preview], api_visibility="private")
+
+
+def _kb_tab(app: TaggingApp) -> tuple[gr.Markdown, list]:
+    """The Knowledge base tab; returns its statistics and its last evaluation's outputs (the page fills them on load)."""
+    with gr.Row():
+        with gr.Column():
+            stats, refresh, load, evaluation = _kb_holdings()
+        with gr.Column():
+            search, neighbourhood, change = _kb_tools()
+    refresh.click(app.stats, None, stats, api_visibility="private")
+    refresh.click(app.last_evaluation, None, evaluation, api_visibility="private")
+    query, hits = search
+    query.submit(app.kb_search_table, query, hits, api_name="kb_search", api_visibility="private")
+    node, radius, show, picture, listing = neighbourhood
+    show.click(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
+    node.submit(app.neighbourhood, [node, radius], [picture, listing], api_visibility="private")
+    load_file, load_kind, unknown, load_btn, load_report = load
+    load_btn.click(app.load_file, [load_file, load_kind, unknown], [load_report, stats], api_visibility="private")
+    change_name, change_action, change_into, change_btn, change_report = change
+    change_btn.click(app.change_tag, [change_name, change_action, change_into], [change_report, stats], api_visibility="private")
+    return stats, evaluation
+
+
+def _kb_holdings() -> tuple:
+    """What the knowledge base holds, a file to load into it, and its last evaluation."""
+    gr.Markdown("### What it holds")
+    stats = gr.Markdown("Loading…", elem_id="kb-stats")
+    refresh = gr.Button("Refresh", size="sm")
+    gr.Markdown("### Load a file")
+    load_file = gr.File(
+        label="Vocabulary (.tsv/.csv/.jsonl, SKOS .ttl/.rdf/.jsonld) or samples (.jsonl)",
+        file_types=[".tsv", ".csv", ".jsonl", ".txt", ".ttl", ".rdf", ".xml", ".owl", ".jsonld", ".nt"],
+    )
+    load_kind = gr.Radio(["vocabulary", "samples"], value="vocabulary", label="The file holds")
+    unknown = gr.Radio(["skip", "add", "error"], value="skip", label="Sample tags not in the repository")
+    load_btn = gr.Button("Load into the knowledge base")
+    load_report = gr.Markdown()
+    gr.Markdown("### Last evaluation")
+    eval_summary = gr.Markdown(elem_id="kb-eval")
+    eval_picture = gr.Image(
+        label="Reliability diagram",
+        show_label=False,
+        type="pil",
+        interactive=False,
+        visible=False,
+        elem_id="kb-eval-reliability",
+    )
+    return stats, refresh, (load_file, load_kind, unknown, load_btn, load_report), [eval_summary, eval_picture]
+
+
+def _kb_tools() -> tuple:
+    """Tag search, the picture of a neighbourhood in the graph, and a tag's rename, merge or retirement."""
+    gr.Markdown("### Search tags")
+    query = gr.Textbox(label="Name or meaning", placeholder="e.g. translation, python, devel::i18n")
+    hits = gr.Dataframe(
+        headers=["tag", "similarity", "description"],
+        interactive=False,
+        wrap=True,
+        elem_id="kb-hits",
+        column_widths=["200px", "112px", "288px"],
+    )  # "similarity" once wrapped in two
+    gr.Markdown("### Neighbourhood in the content–tag graph")
+    with gr.Row():
+        node = gr.Textbox(label="Tag or content id", placeholder="devel::i18n · a sample id · sha1:… under a result", scale=3)
+        radius = gr.Slider(1, 2, value=1, step=1, label="Hops", scale=1)
+    show = gr.Button("Show")
+    picture = gr.HTML()
+    listing = gr.Markdown()
+    gr.Markdown("### Change a tag")
+    with gr.Row():
+        change_name = gr.Textbox(label="Tag", placeholder="its exact name", scale=2, elem_id="change-tag")
+        change_action = gr.Radio(["rename", "merge", "retire"], value="rename", label="Change", scale=2)
+        change_into = gr.Textbox(label="Into", placeholder="new name, or the tag to merge into", scale=2, elem_id="change-into")
+    change_btn = gr.Button("Apply the change", elem_id="change-apply")
+    change_report = gr.Markdown(elem_id="change-report")
+    return (query, hits), (node, radius, show, picture, listing), (change_name, change_action, change_into, change_btn, change_report)
 
 
 def _tags_of(record: dict) -> list[tuple[str, float | None]]:
