@@ -4,7 +4,7 @@ The node ``interrupt``s with the proposed tags, the other likely candidates and 
 run (kept by the graph's checkpointer, in the knowledge base for the façade's runs) resumes with
 ``Command(resume={"accept": [...], "reject": [...], "add": [...]})``, validated by
 ``ReviewDecision``. The decision is a correction of the knowledge base, recorded through the one
-path every correction takes (``Runtime.learn``): accepted and added tags are right, rejected ones
+path every correction takes (``Runtime.record``): accepted and added tags are right, rejected ones
 wrong. That is the reviewed content's write-back; a proposed tag the decision does not mention is
 left out of the verdict. Two nodes: ``review`` waits and validates (a decision that is not the
 schema, names a tag outside the repository or no tag at all is answered by waiting again, the
@@ -106,7 +106,7 @@ def review_tags(state: State, runtime: Runtime[Context]) -> dict:
 
 
 def record_review(state: State, runtime: Runtime[Context]) -> dict:
-    """Record the decision through the one write every correction takes (``Runtime.learn``). A
+    """Record the decision through the one write every correction takes (``Runtime.record``). A
     failure here (a locked or failing store) fails the run and leaves it at this step; the next
     decision replaces this one (``agent.tagging.review``) and the step runs again."""
     started = time.perf_counter()
