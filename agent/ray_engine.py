@@ -29,6 +29,10 @@ from .context import Context
 BATCH_SIZE = 4  # contents per actor call: small, so the pool's actors share a short batch evenly
 
 
+# a result's parts an actor does not send back to the driver: the prompts' material, not the record's
+SENT_BACK_WITHOUT = ("text", "examples", "knowledge", "similar_contents", "timings", "metadata")
+
+
 class RayTagger:
     """One tagger of the actor pool: loads the model when the actor starts, tags each batch."""
 
@@ -45,12 +49,9 @@ class RayTagger:
         for text, title in zip(batch["text"], batch["title"]):
             try:
                 result = tag(str(text), title=str(title) if title else None, context=self.context)
-                out.append(
-                    json.dumps(
-                        {"tags": result["tags"], "candidates": [{"tag": c["tag"]} for c in result["candidates"]], "notes": result["notes"]},
-                        ensure_ascii=False,
-                    )
-                )
+                # what the driver's batch record is made of (agent.batch.batch_record), without the prompts' material
+                kept = {k: v for k, v in result.items() if k not in SENT_BACK_WITHOUT}
+                out.append(json.dumps(kept, ensure_ascii=False))
             except (Llm4tagError, OSError) as exc:
                 out.append(json.dumps({"error": str(exc)}, ensure_ascii=False))
         return {"key": batch["key"], "result": out}
