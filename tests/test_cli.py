@@ -80,7 +80,7 @@ def test_tag_command_json_and_explain(runner, small_kb_dir):
     r = runner.invoke(main, ["--kb", str(small_kb_dir), "tag", text, "--json", "--explain", "--llm", "fast", "--limit", "2"])
     full = json.loads(r.output)  # with --explain: the pipeline's whole output
     assert {"candidates", "examples", "judgments", "selection", "timings"} <= set(full)
-    r = runner.invoke(main, ["--kb", str(small_kb_dir), "tag", text, "--explain", "--no-calibrate", "--limit", "2"])
+    r = runner.invoke(main, ["--kb", str(small_kb_dir), "tag", text, "--explain", "--no-judge", "--limit", "2"])
     assert r.exit_code == 0, r.output
     for heading in ("candidates (", "examples (", "knowledge (", "generator:", "words behind each tag", "tags:"):
         assert heading in r.output
@@ -105,3 +105,5 @@ def test_run_options_say_what_the_run_configuration_says(runner):
     for _, name, _ in CONTEXT_OPTIONS:
         assert shown[name] == f"{said[name]} (env LLM4TAG_{name.upper()})", name
     assert "else 0.5" in shown["threshold"] and "tuned threshold" in shown["threshold"]
+    judge = next(p for p in tag_command.params if p.name == "use_calibration")  # named as eval's no-judge; the old name stays
+    assert {"--judge", "--calibrate"} <= set(judge.opts) and {"--no-judge", "--no-calibrate"} <= set(judge.secondary_opts)

@@ -458,7 +458,8 @@ CONTEXT_OPTIONS = [
     ("--knowledge/--no-knowledge", "use_knowledge", {}),
     ("--web/--no-web", "use_web_search", {}),
     ("--generate/--no-generate", "use_generation", {}),
-    ("--calibrate/--no-calibrate", "use_calibration", {}),
+    # --judge, as eval's no-judge system; --calibrate, its older name, still works (eval's no-calibration is another ablation)
+    (("--judge/--no-judge", "--calibrate/--no-calibrate"), "use_calibration", {}),
     ("--judge-top", "judge_top", {"type": click.IntRange(min=0)}),
     ("--llm", "llm", {"type": click.Choice(["auto", "full", "fast"])}),
     ("--learned-calibration/--no-learned-calibration", "use_learned_calibration", {}),
@@ -470,7 +471,10 @@ CONTEXT_OPTIONS = [
 
 
 def context_options(f):
-    options = [click.option(flag, name, default=None, help=context_help(name), **extra) for flag, name, extra in CONTEXT_OPTIONS]
+    options = [
+        click.option(*(flags if isinstance(flags, tuple) else (flags,)), name, default=None, help=context_help(name), **extra)
+        for flags, name, extra in CONTEXT_OPTIONS
+    ]
     options.insert(
         12,
         click.option(
