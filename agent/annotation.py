@@ -81,7 +81,7 @@ class AnnotationQueue:
         and the kept ones: what the Tag page answers first for the same text."""
         result = tagging.tag(text, context=self.context)
         kept = [t["tag"] for t in result.get("tags") or []]
-        confidence = {c["tag"]: c["score"] for c in result.get("candidates") or []} if result.get("recall_scores") == "probability" else {}
+        confidence = {c["tag"]: c["probability"] for c in result.get("candidates") or [] if c.get("probability") is not None}
         confidence.update({j["tag"]: confidence_of(j) for j in result.get("judgments") or []})  # the scored ones: their final confidence
         others = [c["tag"] for c in result.get("candidates") or [] if c["tag"] not in kept]
         others.sort(key=lambda t: -(confidence.get(t) if confidence.get(t) is not None else -1.0))  # stable: recall's order without one

@@ -26,7 +26,7 @@ from knowledge_base.errors import InputError, Llm4tagError
 from knowledge_base.loaders import clean_text, valid_unicode
 
 from .context import Context
-from .results import tag_result
+from .results import recalled_tags, tag_result
 from .tagging import tag
 
 if TYPE_CHECKING:
@@ -148,11 +148,11 @@ def batch_record(key: str, result: dict) -> dict:
     """One output line of a batch: the item's id, the result every surface returns
     (``agent.results.TagResult``: the tags, each with its confidence and why, the scored tags
     under the threshold, the threshold, mode and route, the notes) and, as REST adds them, the
-    recalled candidates with their scores and paths."""
+    recalled candidates (``agent.results.RecalledTag``)."""
     return {
         "id": key,
         **tag_result(result).model_dump(mode="json"),
-        "candidates": [{"tag": c["tag"], "score": c["score"], "paths": list(c.get("paths") or [])} for c in result.get("candidates") or []],
+        "candidates": [c.model_dump(mode="json") for c in recalled_tags(result)],
     }
 
 

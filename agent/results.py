@@ -63,6 +63,30 @@ class UnderThreshold(BaseModel):
     confidence: float
 
 
+class RecalledTag(BaseModel):
+    """A candidate of the recalled set Φ(c), each of its scores under its own name."""
+
+    tag: str
+    score: float = Field(description="What the candidates are ranked by: probability when there is one, else evidence_score.")
+    probability: float | None = Field(default=None, description="The recall ranker's P(right); null without a trained ranker.")
+    evidence_score: float = Field(default=0.0, description="The sum of its recall paths' scores (C2T, C2C2T, learned, match).")
+    paths: list[str] = Field(default_factory=list, description="The meta-paths that recalled it.")
+
+
+def recalled_tags(result: dict) -> list[RecalledTag]:
+    """A result's candidates as ``RecalledTag`` (REST's and the batch record's ``candidates``)."""
+    return [
+        RecalledTag(
+            tag=c["tag"],
+            score=c["score"],
+            probability=c.get("probability"),
+            evidence_score=c.get("evidence_score", 0.0),
+            paths=list(c.get("paths") or [e["path"] for e in c.get("evidence") or []]),
+        )
+        for c in result.get("candidates") or []
+    ]
+
+
 class Route(BaseModel):
     """Whether the language model ran for this text, and why (``agent.routing``)."""
 

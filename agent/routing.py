@@ -63,7 +63,7 @@ def llm_route(state: dict, ctx: Context, rt: Runtime) -> dict:
     top = candidates[: max(ctx.judge_top, 1)]
     if all(remembered_verdict(c) is not None for c in top):
         return {"mode": mode, "llm": False, "reason": "a person's verdict on this text decides its likely tags"}
-    if state.get("recall_scores") != "probability":
+    if candidates[0].get("probability") is None:
         return {"mode": mode, "llm": True, "reason": "recall has no trained ranker, so the judge's P(Yes) is the confidence"}
     if not ctx.use_learned_calibration:
         return {"mode": mode, "llm": True, "reason": "the judge's P(Yes) is the confidence (use_learned_calibration is off)"}
@@ -80,16 +80,16 @@ def close_calls(candidates: list[dict], ctx: Context, threshold: float, mode: st
     person's verdict decides."""
     margin = ctx.route_margin
     contenders = [c for c in candidates[: ctx.tag_limit] if remembered_verdict(c) is None]  # a step across the threshold changes the answer
-    close = [c["tag"] for c in contenders if abs(logit(float(c["score"])) - logit(threshold)) <= margin]
-    above = [c for c in candidates if float(c["score"]) >= threshold]
+    close = [c["tag"] for c in contenders if abs(logit(float(c["probability"])) - logit(threshold)) <= margin]
+    above = [c for c in candidates if float(c["probability"]) >= threshold]
     if len(above) >= ctx.tag_limit and len(candidates) > ctx.tag_limit:
         last, following = candidates[ctx.tag_limit - 1], candidates[ctx.tag_limit]
-        if logit(float(last["score"])) - logit(float(following["score"])) <= margin and remembered_verdict(last) is None:
+        if logit(float(last["probability"])) - logit(float(following["probability"])) <= margin and remembered_verdict(last) is None:
             close += [t for t in (last["tag"], following["tag"]) if t not in close]
     thin = [
         c["tag"]
         for c in contenders
-        if float(c["score"]) >= threshold / 2 and not any(ev["path"] in HISTORY_PATHS for ev in c.get("evidence") or [])
+        if float(c["probability"]) >= threshold / 2 and not any(ev["path"] in HISTORY_PATHS for ev in c.get("evidence") or [])
     ]
     if close or thin:
         said = "; ".join(

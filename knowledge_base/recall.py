@@ -54,9 +54,11 @@ class Evidence:
 @dataclass
 class Candidate:
     tag: str
-    score: float
+    score: float  # what candidates are ranked by: ``probability`` when there is one, else ``evidence_score``
     description: str = ""
     evidence: list[Evidence] = field(default_factory=list)
+    evidence_score: float = 0.0  # the sum of its recall paths' scores (C2T, C2C2T, learned, match)
+    probability: float | None = None  # the recall ranker's P(right); None without a trained ranker
 
     @property
     def paths(self) -> list[str]:
@@ -338,6 +340,9 @@ def recall_candidates(
             cand.score = verdict_probability(cand.score, memory.via[0]["verdict"], memory.score)
         else:  # evidence sums: a right verdict adds its similarity, a wrong one leaves nothing
             cand.score = round(cand.score + memory.score, 4) if memory.via[0]["verdict"] == "right" else 0.0
+    for cand in candidates.values():  # each score under its own name: what ranks them is one of the two
+        cand.evidence_score = round(sum(ev.score for ev in cand.evidence if ev.path != "memory"), 4)
+        cand.probability = cand.score if ranker is not None else None
     ranked = sorted(candidates.values(), key=lambda c: -c.score)[: cfg.budget]
     # descriptions of the kept candidates only (the nearest-tags query fetched names and similarities)
     descriptions = {name: tag.description for name, tag in kb.get_tags([c.tag for c in ranked]).items()}

@@ -59,7 +59,7 @@ def test_batch_runs_resumes_and_skips_bad_lines(batch_in, tmp_path, small_kb_dir
     for r in (r for r in records if "error" not in r):  # the result every surface returns, with the id and the candidates
         shaped = {k: r[k] for k in TagResult.model_fields}
         assert TagResult.model_validate(shaped).model_dump(mode="json") == shaped and set(r) == {"id", "candidates", *shaped}
-        assert all(set(c) == {"tag", "score", "paths"} for c in r["candidates"])
+        assert all(set(c) == {"tag", "score", "probability", "evidence_score", "paths"} for c in r["candidates"])
     # simulate a crash while "b" was being written: two whole lines, then a torn one
     keep = "\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2]
     out.write_text(keep)

@@ -24,6 +24,11 @@ def fused_kb_dir(trained_kb_copy):
 def test_no_llm_mode_ranks_by_recalls_own_probability(fused_kb_dir):
     result = tag(TEXT, context=Context(kb_dir=str(fused_kb_dir), use_generation=False, use_calibration=False, threshold=0.0, **SMALL))
     assert result["recall_scores"] == "probability"
+    # each candidate's two scores under their own names: the ranker's P(right) ranks them, the path sum stays to read
+    assert all(c["score"] == c["probability"] and 0.0 <= c["probability"] <= 1.0 for c in result["candidates"])
+    assert all(
+        c["evidence_score"] == round(sum(e["score"] for e in c["evidence"] if e["path"] != "memory"), 4) for c in result["candidates"]
+    )
     assert result["selection"]["skipped"] and result["selection"]["prompt_tokens"] == 0
     assert result["examples"] == [] and result["knowledge"] == []  # prompt material is not fetched without the LLM
     assert all(j["p_yes"] is None and j["prompt_tokens"] == 0 for j in result["judgments"])

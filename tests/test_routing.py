@@ -50,7 +50,9 @@ def test_auto_runs_the_llm_where_recall_has_no_probability(kb_dir):
     """No trained ranker: the judge's P(Yes) is the confidence, so the LLM runs (on this module's
     copy: tagging caches recall in the knowledge base's folder)."""
     result = tag(TEXT, context=Context(kb_dir=str(kb_dir), judge_top=2, **SMALL))
-    assert result["recall_scores"] == "evidence"
+    assert result["recall_scores"] == "evidence" and all(
+        c["probability"] is None and c["score"] == c["evidence_score"] for c in result["candidates"]
+    )
     assert result["route"]["llm"] and "no trained ranker" in result["route"]["reason"]
     assert any(j["p_yes"] is not None for j in result["judgments"])
 
@@ -78,7 +80,7 @@ def test_with_a_fitted_fusion_auto_routes_close_calls_and_tags_without_history(f
     def route(*scored, evidence=history, context=ctx):
         state = {
             "recall_scores": "probability",
-            "candidates": [{"tag": f"t{i}", "score": s, "evidence": evidence} for i, s in enumerate(scored)],
+            "candidates": [{"tag": f"t{i}", "score": s, "probability": s, "evidence": evidence} for i, s in enumerate(scored)],
         }
         return llm_route(state, context, rt)
 
@@ -96,7 +98,7 @@ def test_with_a_fitted_fusion_auto_routes_close_calls_and_tags_without_history(f
     remembered = [{"path": "memory", "score": 1.0, "via": [{"id": "x", "verdict": "right"}]}]
     assert not route(0.55, 0.5, evidence=remembered)["llm"]  # a person's verdict decides
     assert not llm_route(
-        {"recall_scores": "probability", "candidates": [{"tag": "t", "score": 0.5, "evidence": history}]},
+        {"recall_scores": "probability", "candidates": [{"tag": "t", "score": 0.5, "probability": 0.5, "evidence": history}]},
         ctx.with_overrides(llm="fast"),
         rt,
     )["llm"]

@@ -248,14 +248,15 @@ class TaggingApp:
         """The panel with fused recall's tags, shown as soon as recall is done (the LLM steps, where
         they run, refine it): recall's top candidates with its own P(right) — None when recall's
         scores are not probabilities (no trained ranker)."""
-        if state.get("recall_scores") != "probability":
-            return None
         candidates = state.get("candidates") or []
+        if not candidates or candidates[0].get("probability") is None:
+            return None
         first = {
             "text": state.get("text", ""),
             "candidates": candidates,
             "judgments": [
-                {"tag": c["tag"], "origin": "recall", "confidence": c["score"]} for c in candidates[: max(ctx.judge_top, ctx.tag_limit)]
+                {"tag": c["tag"], "origin": "recall", "confidence": c["probability"]}
+                for c in candidates[: max(ctx.judge_top, ctx.tag_limit)]
             ],
         }
         threshold = self.tagger().threshold(ctx)

@@ -171,6 +171,8 @@ def _add_recall(server: FastMCP, base: Context) -> None:
                 {
                     "tag": c["tag"],
                     "score": round(c["score"], 4),
+                    "probability": None if c["probability"] is None else round(c["probability"], 4),
+                    "evidence_score": c["evidence_score"],
                     "description": c["description"],
                     "evidence": evidence,
                     "why": "; ".join(evidence_parts(c)),

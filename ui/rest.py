@@ -66,7 +66,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from agent.context import LANGUAGE_CODE, Context, llm_mode
 from agent.nodes.review import ReviewDecision
-from agent.results import ScoredTag, TagResult, tag_result
+from agent.results import RecalledTag, ScoredTag, TagResult, recalled_tags, tag_result
 from agent.llm.base import BackendError
 from agent.tagger import Tagger, tagger_for
 from agent.workers import TaggerPool, remote_backend
@@ -181,18 +181,12 @@ class TagRequest(TagOptions):
     )
 
 
-class CandidateOut(BaseModel):
-    tag: str
-    score: float
-    paths: list[str]
-
-
 class TagResponse(TagResult):
     """The result every surface returns (``agent.results.TagResult``), with what REST adds."""
 
     id: str | None = Field(description="The id sent with the request, if any.")
     text_sha256: str = Field(description="SHA-256 of the text as received (UTF-8).")
-    candidates: list[CandidateOut] = Field(description="The recalled candidate set Φ(c); tags are always chosen from it.")
+    candidates: list[RecalledTag] = Field(description="The recalled candidate set Φ(c); tags are always chosen from it.")
     seconds: float
     details: dict[str, Any] | None = Field(
         default=None,
@@ -551,7 +545,7 @@ class _Service:
             **dict(tag_result(result, spans)),
             id=given_id,
             text_sha256=digest,
-            candidates=[CandidateOut(tag=c["tag"], score=c["score"], paths=c["paths"]) for c in result.get("candidates") or []],
+            candidates=recalled_tags(result),
             seconds=round(time.perf_counter() - started, 3),
             details=details,
         )

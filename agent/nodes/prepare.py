@@ -23,11 +23,16 @@ from ..context import Context, context_of
 from ..runtime import runtime_for
 from ..state import State
 
+# the shape of the cached results: a change to it (candidates got ``probability`` and ``evidence_score``)
+# misses every entry an earlier llm4tag cached
+RESULT_FORMAT = 2
 KNOWLEDGE_SETTINGS = ("use_knowledge", "max_snippets", "min_snippet_similarity", "use_generation", "use_web_search", "web_timeout_s")
 
 
 def _digest(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(
+        json.dumps((RESULT_FORMAT, *parts), sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+    ).hexdigest()
 
 
 def prepared_input(state: dict) -> tuple[str, str]:
