@@ -214,6 +214,22 @@ def remembered(nearest: list[Neighbour], similarity: float | None, candidates: d
     return list(seen.values())
 
 
+def _settle_scores(candidates: dict[str, Candidate], judged: list[Candidate], ranked: bool) -> None:
+    """The candidates' last scores: a person's verdict on this text or a near-duplicate moves the
+    score of the tags it judged (``judged``: P(right) toward the verdict with a ranker; without one,
+    a right verdict adds its similarity and a wrong one leaves nothing); then each score under its
+    own name (``evidence_score``, the paths' sum, and ``probability``, with a ranker)."""
+    for cand in judged:
+        memory = cand.evidence_for("memory")
+        if ranked:
+            cand.score = verdict_probability(cand.score, memory.via[0]["verdict"], memory.score)
+        else:
+            cand.score = round(cand.score + memory.score, 4) if memory.via[0]["verdict"] == "right" else 0.0
+    for cand in candidates.values():
+        cand.evidence_score = round(sum(ev.score for ev in cand.evidence if ev.path != "memory"), 4)
+        cand.probability = cand.score if ranked else None
+
+
 def recall_candidates(
     kb: KnowledgeBase,
     text: str,
@@ -334,15 +350,7 @@ def recall_candidates(
             )
             for cand in candidates.values():
                 cand.score = probability(cand.score * FOREIGN_FACTOR) if ranker is not None else round(cand.score * FOREIGN_FACTOR, 4)
-    for cand in remembered(nearest, cfg.memory_similarity, candidates, text):
-        memory = cand.evidence_for("memory")
-        if ranker is not None:
-            cand.score = verdict_probability(cand.score, memory.via[0]["verdict"], memory.score)
-        else:  # evidence sums: a right verdict adds its similarity, a wrong one leaves nothing
-            cand.score = round(cand.score + memory.score, 4) if memory.via[0]["verdict"] == "right" else 0.0
-    for cand in candidates.values():  # each score under its own name: what ranks them is one of the two
-        cand.evidence_score = round(sum(ev.score for ev in cand.evidence if ev.path != "memory"), 4)
-        cand.probability = cand.score if ranker is not None else None
+    _settle_scores(candidates, remembered(nearest, cfg.memory_similarity, candidates, text), ranker is not None)
     ranked = sorted(candidates.values(), key=lambda c: -c.score)[: cfg.budget]
     # descriptions of the kept candidates only (the nearest-tags query fetched names and similarities)
     descriptions = {name: tag.description for name, tag in kb.get_tags([c.tag for c in ranked]).items()}

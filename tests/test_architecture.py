@@ -98,7 +98,7 @@ MAX_LINES = 60
 # these grown longer, fails.
 LONG_FUNCTIONS = {
     "knowledge_base/learned_recall.py:train_learned_recall": 153,
-    "knowledge_base/recall.py:recall_candidates": 143,
+    "knowledge_base/recall.py:recall_candidates": 138,
     "agent/evaluation/report.py:markdown_report": 133,
     "knowledge_base/loaders.py:read_tags": 130,
     "agent/training/finetune.py:train": 126,

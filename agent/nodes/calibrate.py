@@ -55,6 +55,7 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
     by_tag = {c["tag"]: c for c in candidates}
     recall_rank = {c["tag"]: i for i, c in enumerate(candidates, 1)}
     generated = list(selection.get("tags") or [])
+    ranked = any(c.get("probability") is not None for c in candidates)  # recall's scores are a ranker's P(right)
     in_domain = float((state.get("recall_fit") or {}).get("in_domain", 1.0))
     to_score = tags_to_score(candidates, selection, ctx.judge_top)
     notes: list[str] = []
@@ -108,9 +109,7 @@ def calibrate_confidence(state: State, runtime: Runtime[Context]) -> dict:
         notes.append(f"llm=auto: the LLM steps did not run for this content — {route['reason']}")
     if fitted is not None and ctx.use_learned_calibration:
         notes.append(f"confidence: the knowledge base's {fitted.describe()} of the judge, the generator and recall")
-    elif (
-        ctx.use_learned_calibration and any(c.get("probability") is not None for c in candidates) and route.get("reason") != NO_FUSION
-    ):  # else the note above said so
+    elif ctx.use_learned_calibration and ranked and route.get("reason") != NO_FUSION:  # else the note above said so
         notes.append("confidence: recall's own P(right) (no fitted fusion yet: llm4tag calibrate fits one)")
     threshold = rt.threshold(ctx)
     scored = scored_tags({"candidates": candidates, "judgments": judgments})
