@@ -146,6 +146,13 @@ class Tagger:
                 compiled = self._graphs[key] = build_graph(cache=node_cache, checkpointer=checkpointer)
             return compiled
 
+    def _start(self, text: str, title, content_id, metadata, context: Context | None, overrides: dict) -> tuple[Context, dict, Any, dict]:
+        """What a run of ``tag`` or ``tag_stream`` starts from: its settings, its graph input, the
+        graph compiled for it and (with review) its thread."""
+        ctx = self.context(context, **overrides)
+        payload = _payload(text, title, content_id, metadata)
+        return (ctx, payload, *self._run(payload, ctx))
+
     def _run(self, payload: dict, ctx: Context) -> tuple[Any, dict]:
         from .nodes.prepare import prepared_input
 
@@ -173,9 +180,7 @@ class Tagger:
         ``review=True`` the run waits after calibrate: the result's ``review`` is pending until a
         correction of the same text (``learn``) or ``review`` resumes it, in this process or a later one.
         """
-        ctx = self.context(context, **overrides)
-        payload = _payload(text, title, content_id, metadata)
-        compiled, config = self._run(payload, ctx)
+        ctx, payload, compiled, config = self._start(text, title, content_id, metadata, context, overrides)
         return _with_review(compiled.invoke(payload, config=config, context=ctx, durability=REVIEW_DURABILITY if config else None), config)
 
     def tag_stream(
@@ -196,9 +201,7 @@ class Tagger:
         cleaning of the input) is not reported."""
         from .graph import NODE_ORDER
 
-        ctx = self.context(context, **overrides)
-        payload = _payload(text, title, content_id, metadata)
-        compiled, config = self._run(payload, ctx)
+        ctx, payload, compiled, config = self._start(text, title, content_id, metadata, context, overrides)
         pending: list[tuple[str, dict]] = []
         state: dict = {}
         for mode, data in compiled.stream(

@@ -454,11 +454,6 @@ class ContentTagGraph:
     def tag_names(self) -> set[str]:
         return {n[len(TAG) :] for n in self.node_ids("tag")}
 
-    def edge_kind(self, u: str, v: str) -> str | None:
-        a, b = sorted((u, v))
-        rows = self._read("SELECT kind FROM edges WHERE u = ? AND v = ?", (a, b))
-        return rows[0][0] if rows else None
-
     def neighbours(self, node: str) -> list[tuple[str, str | None, float]] | None:
         """A node's edges as (other end, kind, weight); None when the node is not in the graph."""
         with self.lock:

@@ -351,7 +351,12 @@ def test_det_edges_are_never_overwritten_by_similarity(writable_kb):
     sims = {n for n, _ in similarity_edges(writable_kb, node) if n.startswith("t:")}
     assert sims and tag_node("role::shared-lib") not in sims  # other similar tags do get similarity edges
     writable_kb.insert_content(text + " (again)", tags=["role::shared-lib"], cid="det-2")
-    assert writable_kb.graph.edge_kind(content_node("det-2"), tag_node("role::shared-lib")) == "det"
+    assert (
+        writable_kb.graph.subgraph([content_node("det-2"), tag_node("role::shared-lib")]).edges[
+            content_node("det-2"), tag_node("role::shared-lib")
+        ]["kind"]
+        == "det"
+    )
     writable_kb.add_tags([tag])  # updating the tag does not touch the edge
     writable_kb.add_samples([Sample("det-3", "unrelated text", ("devel::library",))])
     assert writable_kb.graph.to_networkx()[node][tag_node("role::shared-lib")]["kind"] == "det"

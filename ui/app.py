@@ -556,7 +556,7 @@ class TaggingApp:
     # ---- Knowledge base --------------------------------------------------------------------
     def stats(self) -> str:
         try:
-            return render.stats_markdown(self.kb().stats())
+            return render.stats_markdown(self.tagger().stats())
         except Exception as exc:
             return f"⚠️ **{_readable(exc)}**"
 
@@ -650,7 +650,7 @@ class TaggingApp:
             gr.Warning(error)
             return f"⚠️ **{error}**", gr.skip()
         retrain = " Retrain the classifier (`llm4tag kb train-classifier`) so it learns the change." if self.kb().classifier() else ""
-        return f"✓ {change['summary']}.{retrain}", render.stats_markdown(self.kb().stats())
+        return f"✓ {change['summary']}.{retrain}", render.stats_markdown(self.tagger().stats())
 
     def load_file(self, file, kind, unknown_tags, progress=gr.Progress()):
         from knowledge_base import read_samples
